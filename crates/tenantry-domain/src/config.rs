@@ -1,0 +1,536 @@
+//! Configuration (API.md "Configuration"): the TOML file's shape with a default for every key, and the
+//! validated catalogue of models and plans built from it once at start.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::money::{Cents, Micros, MicrosPerMillion};
+use crate::retrieval::RetrievalMode;
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub analytics: AnalyticsConfig,
+    pub billing: BillingConfig,
+    pub search: SearchConfig,
+    pub models: Vec<ModelConfig>,
+    pub plans: Vec<PlanConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub bind: String,
+    pub data_dir: PathBuf,
+    pub operator_token: String,
+    /// `"system"` or `"test"`.
+    pub clock: String,
+    /// Largest request body accepted, in bytes (uploads included).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./tenantry-data"),
+            operator_token: "change-me".into(),
+            clock: "system".into(),
+            max_body_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Empty: embedded SQLite under the data dir. `postgres://…` for PostgreSQL.
+    pub url: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalyticsConfig {
+    pub clickhouse_url: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BillingConfig {
+    pub provider: String,
+    pub currency: String,
+    pub period: String,
+    pub grace_days: u32,
+    pub retry_days: Vec<u32>,
+    pub stripe: StripeConfig,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        Self {
+            provider: "manual".into(),
+            currency: "usd".into(),
+            period: "month".into(),
+            grace_days: 7,
+            retry_days: vec![1, 3, 5],
+            stripe: StripeConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StripeConfig {
+    pub api_key: String,
+    pub webhook_secret: String,
+    pub api_base: String,
+}
+
+impl Default for StripeConfig {
+    fn default() -> Self {
+        Self {
+            api_key: String::new(),
+            webhook_secret: String::new(),
+            api_base: "https://api.stripe.com".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SearchConfig {
+    /// How many tenant namespaces stay open in memory at once.
+    pub open_namespaces: usize,
+    /// Target chunk size, in tokens.
+    pub chunk_tokens: usize,
+    /// Tokens shared between neighbouring chunks.
+    pub chunk_overlap_tokens: usize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self { open_namespaces: 256, chunk_tokens: 256, chunk_overlap_tokens: 32 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub name: String,
+    /// `"openai"` (any OpenAI-compatible endpoint) or `"local"` (built-in offline).
+    pub provider: String,
+    #[serde(default)]
+    pub base_url: String,
+    #[serde(default)]
+    pub api_key_env: String,
+    /// The model name sent upstream, when it differs from `name` (e.g. an Azure deployment).
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    #[serde(default)]
+    pub input_usd_per_million: f64,
+    #[serde(default)]
+    pub output_usd_per_million: f64,
+    #[serde(default = "default_context_window")]
+    pub context_window: u32,
+    /// Local provider only: how many evidence sentences an answer may quote.
+    #[serde(default = "default_answer_sentences")]
+    pub answer_sentences: u32,
+}
+
+fn default_context_window() -> u32 {
+    8192
+}
+
+fn default_answer_sentences() -> u32 {
+    3
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanConfig {
+    pub name: String,
+    #[serde(default)]
+    pub price_cents: i64,
+    #[serde(default)]
+    pub trial_days: u32,
+    pub models: Vec<String>,
+    pub default_model: String,
+    #[serde(default = "default_modes")]
+    pub retrieval_modes: Vec<String>,
+    #[serde(default = "default_mode")]
+    pub default_retrieval_mode: String,
+    #[serde(default)]
+    pub quotas: Quotas,
+    #[serde(default)]
+    pub included: Included,
+    #[serde(default)]
+    pub overage: Overage,
+}
+
+fn default_modes() -> Vec<String> {
+    vec!["basic".into()]
+}
+
+fn default_mode() -> String {
+    "basic".into()
+}
+
+/// Hard limits per billing period (documents and storage are levels, not per-period counts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Quotas {
+    pub queries: u64,
+    pub tokens: u64,
+    pub documents: u64,
+    pub storage_bytes: u64,
+    pub requests_per_minute: u64,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            queries: 1_000,
+            tokens: 1_000_000,
+            documents: 100,
+            storage_bytes: 100 * 1024 * 1024,
+            requests_per_minute: 60,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Included {
+    pub queries: u64,
+    pub tokens: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Overage {
+    pub query_micros: i64,
+    pub token_micros_per_1k: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProviderKind {
+    OpenAi,
+    Local,
+}
+
+/// A model as the rest of the code sees it: validated, prices in integers.
+#[derive(Clone, Debug)]
+pub struct ModelSpec {
+    pub name: String,
+    pub provider: ProviderKind,
+    pub base_url: String,
+    pub api_key_env: String,
+    pub upstream_model: String,
+    pub input_price: MicrosPerMillion,
+    pub output_price: MicrosPerMillion,
+    pub context_window: u32,
+    pub answer_sentences: u32,
+}
+
+impl ModelSpec {
+    pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64) -> Micros {
+        self.input_price.cost(prompt_tokens) + self.output_price.cost(completion_tokens)
+    }
+}
+
+/// A plan as the rest of the code sees it: its models and modes exist, its default is allowed.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub name: String,
+    pub price: Cents,
+    pub trial_days: u32,
+    pub models: Vec<String>,
+    pub default_model: String,
+    pub retrieval_modes: Vec<RetrievalMode>,
+    pub default_retrieval_mode: RetrievalMode,
+    pub quotas: Quotas,
+    pub included: Included,
+    pub overage: Overage,
+}
+
+impl Plan {
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.models.iter().any(|m| m == model)
+    }
+
+    pub fn allows_mode(&self, mode: RetrievalMode) -> bool {
+        self.retrieval_modes.contains(&mode)
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("model {0:?} is defined twice")]
+    DuplicateModel(String),
+    #[error("model {model:?}: {reason}")]
+    BadModel { model: String, reason: String },
+    #[error("plan {0:?} is defined twice")]
+    DuplicatePlan(String),
+    #[error("plan {plan:?}: {reason}")]
+    BadPlan { plan: String, reason: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The validated models and plans. Built once; shared behind `Arc`.
+#[derive(Debug)]
+pub struct Catalog {
+    models: BTreeMap<String, Arc<ModelSpec>>,
+    plans: BTreeMap<String, Arc<Plan>>,
+}
+
+impl Catalog {
+    pub fn model(&self, name: &str) -> Option<&Arc<ModelSpec>> {
+        self.models.get(name)
+    }
+
+    pub fn plan(&self, name: &str) -> Option<&Arc<Plan>> {
+        self.plans.get(name)
+    }
+
+    pub fn plans(&self) -> impl Iterator<Item = &Arc<Plan>> {
+        self.plans.values()
+    }
+
+    pub fn models(&self) -> impl Iterator<Item = &Arc<ModelSpec>> {
+        self.models.values()
+    }
+
+    pub fn build(models: &[ModelConfig], plans: &[PlanConfig]) -> Result<Self, ConfigError> {
+        let mut by_name = BTreeMap::new();
+        for m in models {
+            let spec = validate_model(m)?;
+            if by_name.insert(m.name.clone(), Arc::new(spec)).is_some() {
+                return Err(ConfigError::DuplicateModel(m.name.clone()));
+            }
+        }
+        let mut plan_map = BTreeMap::new();
+        for p in plans {
+            let plan = validate_plan(p, &by_name)?;
+            if plan_map.insert(p.name.clone(), Arc::new(plan)).is_some() {
+                return Err(ConfigError::DuplicatePlan(p.name.clone()));
+            }
+        }
+        if plan_map.is_empty() {
+            return Err(ConfigError::Invalid("at least one plan is required".into()));
+        }
+        Ok(Self { models: by_name, plans: plan_map })
+    }
+}
+
+fn validate_model(m: &ModelConfig) -> Result<ModelSpec, ConfigError> {
+    let bad = |reason: &str| ConfigError::BadModel { model: m.name.clone(), reason: reason.into() };
+    if m.name.trim().is_empty() {
+        return Err(bad("name is empty"));
+    }
+    let provider = match m.provider.as_str() {
+        "openai" => ProviderKind::OpenAi,
+        "local" => ProviderKind::Local,
+        other => return Err(bad(&format!("unknown provider {other:?} (use \"openai\" or \"local\")"))),
+    };
+    if provider == ProviderKind::OpenAi && m.base_url.is_empty() {
+        return Err(bad("an openai provider needs base_url"));
+    }
+    let input_price = MicrosPerMillion::from_usd(m.input_usd_per_million)
+        .ok_or_else(|| bad("input_usd_per_million must be a non-negative number"))?;
+    let output_price = MicrosPerMillion::from_usd(m.output_usd_per_million)
+        .ok_or_else(|| bad("output_usd_per_million must be a non-negative number"))?;
+    if m.context_window < 512 {
+        return Err(bad("context_window must be at least 512 tokens"));
+    }
+    Ok(ModelSpec {
+        name: m.name.clone(),
+        provider,
+        base_url: m.base_url.trim_end_matches('/').to_owned(),
+        api_key_env: m.api_key_env.clone(),
+        upstream_model: m.upstream_model.clone().unwrap_or_else(|| m.name.clone()),
+        input_price,
+        output_price,
+        context_window: m.context_window,
+        answer_sentences: m.answer_sentences.clamp(1, 20),
+    })
+}
+
+fn validate_plan(
+    p: &PlanConfig,
+    models: &BTreeMap<String, Arc<ModelSpec>>,
+) -> Result<Plan, ConfigError> {
+    let bad = |reason: String| ConfigError::BadPlan { plan: p.name.clone(), reason };
+    if p.name.trim().is_empty() {
+        return Err(bad("name is empty".into()));
+    }
+    if p.price_cents < 0 {
+        return Err(bad("price_cents must not be negative".into()));
+    }
+    if p.models.is_empty() {
+        return Err(bad("models must list at least one model".into()));
+    }
+    for m in &p.models {
+        if !models.contains_key(m) {
+            return Err(bad(format!("model {m:?} is not in [[models]]")));
+        }
+    }
+    if !p.models.contains(&p.default_model) {
+        return Err(bad(format!("default_model {:?} is not in its models", p.default_model)));
+    }
+    let mut modes = Vec::new();
+    for raw in &p.retrieval_modes {
+        let mode = RetrievalMode::parse(raw)
+            .ok_or_else(|| bad(format!("unknown retrieval mode {raw:?}")))?;
+        if !mode.is_available() {
+            return Err(bad(format!("retrieval mode {raw:?} is not available in this build")));
+        }
+        modes.push(mode);
+    }
+    let default_mode = RetrievalMode::parse(&p.default_retrieval_mode)
+        .filter(|m| modes.contains(m))
+        .ok_or_else(|| {
+            bad(format!("default_retrieval_mode {:?} is not in its retrieval_modes", p.default_retrieval_mode))
+        })?;
+    if p.overage.query_micros < 0 || p.overage.token_micros_per_1k < 0 {
+        return Err(bad("overage prices must not be negative".into()));
+    }
+    Ok(Plan {
+        name: p.name.clone(),
+        price: Cents(p.price_cents),
+        trial_days: p.trial_days,
+        models: p.models.clone(),
+        default_model: p.default_model.clone(),
+        retrieval_modes: modes,
+        default_retrieval_mode: default_mode,
+        quotas: p.quotas,
+        included: p.included,
+        overage: p.overage,
+    })
+}
+
+impl Config {
+    /// Parses a TOML file's text; absent sections take their defaults, and absent `[[models]]` or
+    /// `[[plans]]` take the built-in catalogue.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let mut config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Invalid(format!("config: {e}")))?;
+        config.fill_defaults();
+        Ok(config)
+    }
+
+    /// The configuration used when no file is given.
+    pub fn builtin() -> Self {
+        let mut c = Config::default();
+        c.fill_defaults();
+        c
+    }
+
+    fn fill_defaults(&mut self) {
+        if self.models.is_empty() {
+            self.models = builtin_models();
+        }
+        if self.plans.is_empty() {
+            self.plans = builtin_plans();
+        }
+    }
+
+    pub fn catalog(&self) -> Result<Catalog, ConfigError> {
+        Catalog::build(&self.models, &self.plans)
+    }
+}
+
+/// The built-in models: two offline extractive answerers, so the product runs with no network. They
+/// differ in how much evidence they quote and in price, so per-model billing is visible out of the box.
+pub fn builtin_models() -> Vec<ModelConfig> {
+    let local = |name: &str, sentences: u32, input: f64, output: f64| ModelConfig {
+        name: name.into(),
+        provider: "local".into(),
+        base_url: String::new(),
+        api_key_env: String::new(),
+        upstream_model: None,
+        input_usd_per_million: input,
+        output_usd_per_million: output,
+        context_window: 8192,
+        answer_sentences: sentences,
+    };
+    vec![local("local-small", 2, 0.10, 0.40), local("local-large", 4, 1.00, 4.00)]
+}
+
+pub fn builtin_plans() -> Vec<PlanConfig> {
+    let plan = |name: &str, price: i64, trial: u32, models: &[&str], quotas: Quotas, included: Included, overage: Overage| PlanConfig {
+        name: name.into(),
+        price_cents: price,
+        trial_days: trial,
+        models: models.iter().map(|m| (*m).to_owned()).collect(),
+        default_model: models[0].to_owned(),
+        retrieval_modes: default_modes(),
+        default_retrieval_mode: default_mode(),
+        quotas,
+        included,
+        overage,
+    };
+    vec![
+        plan(
+            "trial",
+            0,
+            14,
+            &["local-small"],
+            Quotas { queries: 500, tokens: 500_000, documents: 50, storage_bytes: 50 << 20, requests_per_minute: 60 },
+            Included { queries: 500, tokens: 500_000 },
+            Overage::default(),
+        ),
+        plan(
+            "starter",
+            4_900,
+            0,
+            &["local-small", "local-large"],
+            Quotas { queries: 20_000, tokens: 10_000_000, documents: 1_000, storage_bytes: 1 << 30, requests_per_minute: 300 },
+            Included { queries: 10_000, tokens: 5_000_000 },
+            Overage { query_micros: 2_000, token_micros_per_1k: 100 },
+        ),
+        plan(
+            "pro",
+            49_900,
+            0,
+            &["local-large", "local-small"],
+            Quotas { queries: 100_000, tokens: 20_000_000, documents: 10_000, storage_bytes: 10 << 30, requests_per_minute: 600 },
+            Included { queries: 50_000, tokens: 10_000_000 },
+            Overage { query_micros: 2_000, token_micros_per_1k: 100 },
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_config_is_valid() {
+        let catalog = Config::builtin().catalog().expect("built-in catalogue validates");
+        for name in ["trial", "starter", "pro"] {
+            assert!(catalog.plan(name).is_some(), "{name}");
+        }
+        assert!(catalog.model("local-small").is_some());
+    }
+
+    #[test]
+    fn plan_referencing_unknown_model_is_rejected() {
+        let mut plans = builtin_plans();
+        plans[0].models.push("gpt-9".into());
+        let err = Catalog::build(&builtin_models(), &plans).expect_err("must fail");
+        assert!(matches!(err, ConfigError::BadPlan { .. }), "{err}");
+    }
+
+    #[test]
+    fn default_model_must_be_allowed() {
+        let mut plans = builtin_plans();
+        plans[0].default_model = "local-large".into();
+        assert!(Catalog::build(&builtin_models(), &plans).is_err());
+    }
+}

@@ -1,0 +1,75 @@
+//! `TenantContext`: the one immutable snapshot of who is asking and under which terms, built by the gateway
+//! once per request and passed by reference to every part. No part re-reads the tenant on its own and no part
+//! takes a tenant id from a request body: namespaces, models, prompts and limits all come from here.
+
+use std::sync::Arc;
+
+use crate::config::{ModelSpec, Plan};
+use crate::ids::{ApiKeyId, RequestId, TenantId};
+use crate::lifecycle::TenantState;
+use crate::quota::BillingPeriod;
+use crate::retrieval::RetrievalMode;
+
+#[derive(Clone, Debug)]
+pub struct TenantContext {
+    pub tenant_id: TenantId,
+    pub organization: String,
+    pub state: TenantState,
+    pub plan: Arc<Plan>,
+    pub model: Arc<ModelSpec>,
+    pub retrieval_mode: RetrievalMode,
+    pub system_prompt: Arc<str>,
+    /// Bumped by every change to plan, model, prompt or mode; the context is a snapshot of one version.
+    pub config_version: i64,
+    pub period: BillingPeriod,
+    pub key_id: ApiKeyId,
+    pub scopes: Scopes,
+    pub request_id: RequestId,
+}
+
+impl TenantContext {
+    /// The name of the tenant's search namespace. Derived from the authenticated tenant only.
+    pub fn namespace(&self) -> &str {
+        self.tenant_id.as_str()
+    }
+}
+
+/// What an API key may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Scopes {
+    pub query: bool,
+    pub ingest: bool,
+    pub admin: bool,
+}
+
+impl Scopes {
+    pub const ALL: Scopes = Scopes { query: true, ingest: true, admin: true };
+    pub const NAMES: [&'static str; 3] = ["query", "ingest", "admin"];
+
+    pub fn parse_list<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<Scopes> {
+        let mut s = Scopes::default();
+        for n in names {
+            match n {
+                "query" => s.query = true,
+                "ingest" => s.ingest = true,
+                "admin" => s.admin = true,
+                _ => return None,
+            }
+        }
+        Some(s)
+    }
+
+    pub fn names(self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.query {
+            v.push("query");
+        }
+        if self.ingest {
+            v.push("ingest");
+        }
+        if self.admin {
+            v.push("admin");
+        }
+        v
+    }
+}

@@ -1,0 +1,65 @@
+//! The public error codes: one table, each with its HTTP status and title. Every problem+json response
+//! carries one of these `code`s (API.md "Conventions").
+
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthenticated,
+    Forbidden,
+    PaymentRequired,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    TransitionInProgress,
+    InvalidTransition,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    QuotaExceeded,
+    RateLimited,
+    Internal,
+    UpstreamFailed,
+    Unavailable,
+    UpstreamTimeout,
+}
+
+impl ErrorCode {
+    /// `(status, code, title)` for every code, in one place.
+    pub const fn describe(self) -> (u16, &'static str, &'static str) {
+        match self {
+            Self::BadRequest => (400, "bad_request", "Bad request"),
+            Self::Unauthenticated => (401, "unauthenticated", "Unauthenticated"),
+            Self::PaymentRequired => (402, "payment_required", "Payment required"),
+            Self::Forbidden => (403, "forbidden", "Forbidden"),
+            Self::NotFound => (404, "not_found", "Not found"),
+            Self::MethodNotAllowed => (405, "method_not_allowed", "Method not allowed"),
+            Self::Conflict => (409, "conflict", "Conflict"),
+            Self::TransitionInProgress => (409, "transition_in_progress", "Transition in progress"),
+            Self::InvalidTransition => (409, "invalid_transition", "Invalid transition"),
+            Self::PayloadTooLarge => (413, "payload_too_large", "Payload too large"),
+            Self::UnsupportedMediaType => (415, "unsupported_media_type", "Unsupported media type"),
+            Self::ValidationFailed => (422, "validation_failed", "Validation failed"),
+            Self::QuotaExceeded => (429, "quota_exceeded", "Quota exceeded"),
+            Self::RateLimited => (429, "rate_limited", "Rate limited"),
+            Self::Internal => (500, "internal", "Internal error"),
+            Self::UpstreamFailed => (502, "upstream_failed", "Upstream failed"),
+            Self::Unavailable => (503, "unavailable", "Unavailable"),
+            Self::UpstreamTimeout => (504, "upstream_timeout", "Upstream timed out"),
+        }
+    }
+
+    pub const fn status(self) -> u16 {
+        self.describe().0
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        self.describe().1
+    }
+
+    pub const fn title(self) -> &'static str {
+        self.describe().2
+    }
+}

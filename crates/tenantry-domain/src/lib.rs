@@ -1,0 +1,23 @@
+//! Tenantry's domain: identifiers, money, the model and plan catalogue, the tenant context, the
+//! lifecycle state table, quota arithmetic, token counting and time. Pure: no I/O here.
+
+pub mod clock;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod ids;
+pub mod lifecycle;
+pub mod money;
+pub mod quota;
+pub mod retrieval;
+pub mod testing;
+pub mod tokens;
+
+pub use clock::{Clock, SystemClock, TestClock, Timestamp};
+pub use config::{Catalog, Config, ModelSpec, Plan, ProviderKind};
+pub use context::TenantContext;
+pub use error::ErrorCode;
+pub use ids::{ApiKeyId, ChunkId, DocumentId, RequestId, TenantId};
+pub use lifecycle::TenantState;
+pub use money::{Cents, Micros};
+pub use retrieval::RetrievalMode;

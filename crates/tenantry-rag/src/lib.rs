@@ -1,0 +1,134 @@
+//! Answer pipelines over retrieval and a model: retrieve from the tenant's namespace in the tenant's mode,
+//! assemble the prompt with the tenant's system prompt, generate with the tenant's model, and cite.
+//! Everything tenant-specific comes from the `TenantContext`.
+
+use async_trait::async_trait;
+use tenantry_domain::{RetrievalMode, TenantContext};
+use tenantry_llm::{LlmError, Passage, Prompt, Providers, TokenUsage};
+pub use tenantry_search::Hit;
+
+/// Retrieval as the pipelines need it; the service implements it over the search indexes and the store.
+#[async_trait]
+pub trait Retriever: Send + Sync {
+    async fn retrieve(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>, RagError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RagError {
+    #[error("retrieval failed: {0}")]
+    Retrieval(String),
+    #[error(transparent)]
+    Llm(#[from] LlmError),
+    #[error("retrieval mode {0:?} is not available")]
+    ModeUnavailable(RetrievalMode),
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Citation {
+    pub document_id: String,
+    pub chunk_id: String,
+    pub title: String,
+    pub text: String,
+    pub score: f32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub text: String,
+    pub citations: Vec<Citation>,
+    /// The model that actually ran (what is billed).
+    pub model: String,
+    pub mode: RetrievalMode,
+    pub usage: TokenUsage,
+}
+
+/// Room left for the answer in every prompt.
+pub const MAX_COMPLETION_TOKENS: u32 = 512;
+
+pub async fn answer(
+    ctx: &TenantContext,
+    retriever: &dyn Retriever,
+    providers: &Providers,
+    question: &str,
+    top_k: usize,
+) -> Result<Answer, RagError> {
+    let hits = match ctx.retrieval_mode {
+        RetrievalMode::Basic => retriever.retrieve(ctx, question, top_k).await?,
+        other => return Err(RagError::ModeUnavailable(other)),
+    };
+    let passages: Vec<Passage> = hits
+        .iter()
+        .enumerate()
+        .map(|(i, h)| Passage { number: i + 1, title: h.title.clone(), heading: h.heading.clone(), text: h.text.clone() })
+        .collect();
+    let prompt = Prompt::build(&ctx.model, &ctx.system_prompt, question, passages, MAX_COMPLETION_TOKENS);
+    let generation = providers.generate(&ctx.model, &prompt).await?;
+    let citations = cite(&generation.text, &hits[..prompt.passages.len()]);
+    Ok(Answer {
+        text: generation.text,
+        citations,
+        model: generation.model,
+        mode: ctx.retrieval_mode,
+        usage: generation.usage,
+    })
+}
+
+/// The passages the answer cites with `[n]`; if it cites none, every passage it was given.
+fn cite(text: &str, used: &[Hit]) -> Vec<Citation> {
+    let cited: Vec<usize> = (1..=used.len()).filter(|n| text.contains(&format!("[{n}]"))).collect();
+    let chosen: Vec<usize> = if cited.is_empty() { (1..=used.len()).collect() } else { cited };
+    chosen
+        .into_iter()
+        .map(|n| {
+            let h = &used[n - 1];
+            Citation {
+                document_id: h.document_id.to_string(),
+                chunk_id: h.chunk_id.clone(),
+                title: h.title.clone(),
+                text: h.text.clone(),
+                score: h.score,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tenantry_domain::testing::context;
+    use tenantry_domain::{DocumentId, TenantId};
+
+    struct Fixed(Vec<Hit>);
+
+    #[async_trait]
+    impl Retriever for Fixed {
+        async fn retrieve(&self, _: &TenantContext, _: &str, k: usize) -> Result<Vec<Hit>, RagError> {
+            Ok(self.0.iter().take(k).cloned().collect())
+        }
+    }
+
+    fn hit(text: &str) -> Hit {
+        Hit {
+            chunk_id: "c".into(),
+            document_id: DocumentId::generate(),
+            title: "T".into(),
+            heading: String::new(),
+            page: None,
+            text: text.into(),
+            score: 1.0,
+        }
+    }
+
+    #[tokio::test]
+    async fn cites_only_what_the_answer_used() -> Result<(), RagError> {
+        let ctx = context(TenantId::generate());
+        let hits = vec![hit("Cats sleep a lot."), hit("Refunds take 14 days.")];
+        let retriever = Fixed(hits.clone());
+        let a = answer(&ctx, &retriever, &Providers::default(), "How long do refunds take?", 5).await?;
+        assert_eq!(a.citations.len(), 1);
+        assert_eq!(a.citations[0].document_id, hits[1].document_id.to_string());
+        assert_eq!(a.model, ctx.model.name);
+        assert!(a.usage.prompt_tokens > 0 && a.usage.completion_tokens > 0);
+        Ok(())
+    }
+}

@@ -1,0 +1,180 @@
+//! Per-tenant search namespaces on disk. Each tenant has its own tantivy index under
+//! `<root>/<tenant id>/index`; the namespace is always taken from the request's `TenantContext`, never from
+//! request data, so one tenant's query cannot reach another's index. Open namespaces are kept in a bounded
+//! cache so thousands of tenants fit in memory. All calls block: run them off the async runtime.
+
+mod lexical;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tenantry_domain::{DocumentId, TenantContext, TenantId};
+
+use lexical::LexicalIndex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("search index: {0}")]
+    Index(#[from] tantivy::TantivyError),
+    #[error("search index directory: {0}")]
+    Directory(#[from] tantivy::directory::error::OpenDirectoryError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = SearchError> = std::result::Result<T, E>;
+
+/// A chunk handed to the index.
+#[derive(Clone, Debug)]
+pub struct ChunkToIndex {
+    pub chunk_id: String,
+    pub ordinal: u64,
+    pub heading: String,
+    pub page: Option<u64>,
+    pub text: String,
+}
+
+/// One retrieved chunk.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hit {
+    pub chunk_id: String,
+    pub document_id: DocumentId,
+    pub title: String,
+    pub heading: String,
+    pub page: Option<u64>,
+    pub text: String,
+    pub score: f32,
+}
+
+pub struct SearchIndexes {
+    root: PathBuf,
+    capacity: usize,
+    open: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    tick: u64,
+    entries: HashMap<TenantId, (Arc<LexicalIndex>, u64)>,
+}
+
+impl SearchIndexes {
+    pub fn new(root: impl Into<PathBuf>, capacity: usize) -> Self {
+        Self { root: root.into(), capacity: capacity.max(1), open: Mutex::new(Cache::default()) }
+    }
+
+    fn dir(&self, tenant: &TenantId) -> PathBuf {
+        self.root.join(tenant.as_str())
+    }
+
+    fn namespace(&self, ctx: &TenantContext) -> Result<Arc<LexicalIndex>> {
+        let mut cache = self.open.lock();
+        cache.tick += 1;
+        let tick = cache.tick;
+        if let Some((ns, last)) = cache.entries.get_mut(&ctx.tenant_id) {
+            *last = tick;
+            return Ok(ns.clone());
+        }
+        let ns = Arc::new(LexicalIndex::open_or_create(&self.dir(&ctx.tenant_id).join("lexical"))?);
+        if cache.entries.len() >= self.capacity {
+            // Evict the least recently used; its in-flight users keep their `Arc`.
+            if let Some(oldest) =
+                cache.entries.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| k.clone())
+            {
+                cache.entries.remove(&oldest);
+            }
+        }
+        cache.entries.insert(ctx.tenant_id.clone(), (ns.clone(), tick));
+        Ok(ns)
+    }
+
+    /// Indexes a document's chunks and commits; visible to the next search.
+    pub fn add_document(
+        &self,
+        ctx: &TenantContext,
+        document: &DocumentId,
+        title: &str,
+        chunks: &[ChunkToIndex],
+    ) -> Result<()> {
+        self.namespace(ctx)?.add(document, title, chunks)
+    }
+
+    pub fn delete_document(&self, ctx: &TenantContext, document: &DocumentId) -> Result<()> {
+        self.namespace(ctx)?.delete(document)
+    }
+
+    /// BM25 over the tenant's chunks.
+    pub fn search(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>> {
+        self.namespace(ctx)?.search(query, top_k)
+    }
+
+    /// Removes the tenant's namespace from disk (erasure). Returns the bytes removed.
+    pub fn drop_namespace(&self, tenant: &TenantId) -> Result<u64> {
+        self.open.lock().entries.remove(tenant);
+        let dir = self.dir(tenant);
+        let bytes = dir_size(&dir);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        Ok(bytes)
+    }
+
+    pub fn open_namespaces(&self) -> usize {
+        self.open.lock().entries.len()
+    }
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tenantry_domain::testing::context;
+
+    fn chunk(id: &str, text: &str) -> ChunkToIndex {
+        ChunkToIndex { chunk_id: id.into(), ordinal: 0, heading: String::new(), page: None, text: text.into() }
+    }
+
+    #[test]
+    fn tenants_with_overlapping_vocabulary_see_only_their_own_chunks() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let indexes = SearchIndexes::new(dir.path(), 1); // capacity 1 also exercises eviction
+        let (a, b) = (context(TenantId::generate()), context(TenantId::generate()));
+        let (da, db) = (DocumentId::generate(), DocumentId::generate());
+        indexes.add_document(&a, &da, "A policy", &[chunk("a:0", "Refunds are issued within 14 days.")])?;
+        indexes.add_document(&b, &db, "B policy", &[chunk("b:0", "Refunds are never issued.")])?;
+        let hits_a = indexes.search(&a, "refunds issued", 10)?;
+        let hits_b = indexes.search(&b, "refunds issued", 10)?;
+        assert_eq!(hits_a.iter().map(|h| &h.document_id).collect::<Vec<_>>(), [&da]);
+        assert_eq!(hits_b.iter().map(|h| &h.document_id).collect::<Vec<_>>(), [&db]);
+        assert!(indexes.open_namespaces() <= 1);
+        Ok(())
+    }
+
+    #[test]
+    fn deleted_documents_leave_the_index() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let indexes = SearchIndexes::new(dir.path(), 8);
+        let ctx = context(TenantId::generate());
+        let d = DocumentId::generate();
+        indexes.add_document(&ctx, &d, "Doc", &[chunk("c:0", "stemming works for refunding")])?;
+        assert_eq!(indexes.search(&ctx, "refunds", 5)?.len(), 1, "stemmed match");
+        assert!(indexes.search(&ctx, "the of and", 5)?.is_empty(), "stop words alone match nothing");
+        indexes.delete_document(&ctx, &d)?;
+        assert!(indexes.search(&ctx, "refunds", 5)?.is_empty());
+        assert!(indexes.drop_namespace(&ctx.tenant_id)? > 0);
+        Ok(())
+    }
+}

@@ -1,0 +1,259 @@
+//! Documents: upload (parse, chunk, index, record), list, fetch, delete. An upload either lands whole —
+//! blob, index entries, rows and ledger events — or leaves nothing behind.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tenantry_domain::quota::Meter;
+use tenantry_domain::{ChunkId, DocumentId, ErrorCode, TenantContext, Timestamp};
+use tenantry_ingest::{ChunkOptions, Format, IngestError};
+use tenantry_search::ChunkToIndex;
+use tenantry_store::{DocumentRow, NewChunk, NewDocument, UsageEvent};
+
+use crate::{ServiceError, ServiceResult, Services};
+
+/// An upload as the HTTP layer hands it over.
+pub struct Upload {
+    pub title: Option<String>,
+    pub file_name: Option<String>,
+    pub content_type: Option<String>,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DocumentView {
+    pub document_id: DocumentId,
+    pub title: String,
+    pub content_type: String,
+    pub bytes: i64,
+    pub chunks: i64,
+    pub created_at: Timestamp,
+}
+
+impl From<DocumentRow> for DocumentView {
+    fn from(d: DocumentRow) -> Self {
+        Self {
+            document_id: d.id,
+            title: d.title,
+            content_type: d.content_type,
+            bytes: d.bytes,
+            chunks: d.chunks,
+            created_at: d.created_at,
+        }
+    }
+}
+
+/// The outcome of an upload: a new document, or the existing one with identical content.
+pub enum Uploaded {
+    Created(DocumentView),
+    Duplicate(DocumentView),
+}
+
+pub const MAX_TITLE_CHARS: usize = 500;
+
+impl Services {
+    pub async fn upload_document(&self, ctx: &TenantContext, upload: Upload) -> ServiceResult<Uploaded> {
+        let format = Format::detect(upload.content_type.as_deref(), upload.file_name.as_deref()).ok_or_else(|| {
+            ServiceError::new(
+                ErrorCode::UnsupportedMediaType,
+                format!(
+                    "unsupported document type {:?}; send text/plain or text/markdown (or a .txt/.md file)",
+                    upload.content_type.as_deref().unwrap_or("(none)")
+                ),
+            )
+        })?;
+        if upload.bytes.is_empty() {
+            return Err(ServiceError::validation("the document is empty"));
+        }
+        let sha = hex::encode(Sha256::digest(&upload.bytes));
+        if let Some(existing) = self.store().documents(&ctx.tenant_id).await?.into_iter().find(|d| d.content_sha256 == sha) {
+            return Ok(Uploaded::Duplicate(existing.into()));
+        }
+        self.check_document_quota(ctx, upload.bytes.len() as u64).await?;
+
+        // Parsing and chunking are CPU work: off the async runtime.
+        let opts = ChunkOptions {
+            max_tokens: self.config().search.chunk_tokens,
+            overlap_tokens: self.config().search.chunk_overlap_tokens,
+        };
+        let bytes = upload.bytes;
+        let (parsed, chunks, bytes) = tokio::task::spawn_blocking(move || {
+            let parsed = tenantry_ingest::parse(format, &bytes)?;
+            let chunks = tenantry_ingest::chunk(&parsed, opts);
+            Ok::<_, IngestError>((parsed, chunks, bytes))
+        })
+        .await?
+        .map_err(|e| ServiceError::validation(format!("could not read the document: {e}")))?;
+
+        let title = upload
+            .title
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .or(parsed.title)
+            .or(upload.file_name)
+            .unwrap_or_else(|| "Untitled".to_owned());
+        if title.chars().count() > MAX_TITLE_CHARS {
+            return Err(ServiceError::validation(format!("title must be at most {MAX_TITLE_CHARS} characters")));
+        }
+
+        let now = self.clock().now();
+        let doc_id = DocumentId::generate();
+        let new_chunks: Vec<NewChunk> = chunks
+            .iter()
+            .map(|c| NewChunk {
+                id: ChunkId::new(&doc_id, c.ordinal),
+                ordinal: i64::from(c.ordinal),
+                heading: c.heading.clone(),
+                page: c.page.map(i64::from),
+                text: c.text.clone(),
+            })
+            .collect();
+
+        // 1. The original bytes, written whole (temp file, then rename).
+        let blob = self.blob_path(ctx, &doc_id);
+        write_blob(&blob, &bytes).await.map_err(ServiceError::internal)?;
+
+        // 2. The index. 3. The rows and ledger events, in one transaction. A failure at 3 undoes 1 and 2; a
+        // crash between 2 and 3 leaves index entries without a row, which retrieval ignores.
+        let to_index: Vec<ChunkToIndex> = new_chunks
+            .iter()
+            .map(|c| ChunkToIndex {
+                chunk_id: c.id.to_string(),
+                ordinal: c.ordinal as u64,
+                heading: c.heading.clone(),
+                page: c.page.map(|p| p as u64),
+                text: c.text.clone(),
+            })
+            .collect();
+        let search = self.search().clone();
+        let (index_ctx, index_doc, index_title) = (ctx.clone(), doc_id.clone(), title.clone());
+        let indexed = tokio::task::spawn_blocking(move || search.add_document(&index_ctx, &index_doc, &index_title, &to_index)).await;
+        if let Err(e) = indexed.map_err(ServiceError::from).and_then(|r| r.map_err(ServiceError::from)) {
+            remove_blob(&blob).await;
+            return Err(e);
+        }
+
+        let doc = NewDocument {
+            id: doc_id.clone(),
+            tenant_id: ctx.tenant_id.clone(),
+            title,
+            content_type: format.content_type().to_owned(),
+            bytes: bytes.len() as i64,
+            content_sha256: sha,
+            now,
+        };
+        let events = level_events(ctx, &doc_id, "upload", 1, doc.bytes, now);
+        match self.store().insert_document(&doc, &new_chunks, &events).await {
+            Ok(row) => {
+                tracing::info!(document_id = %doc_id, chunks = row.chunks, bytes = row.bytes, "document indexed");
+                Ok(Uploaded::Created(row.into()))
+            }
+            Err(e) => {
+                self.unindex(ctx, &doc_id).await;
+                remove_blob(&blob).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn check_document_quota(&self, ctx: &TenantContext, new_bytes: u64) -> ServiceResult<()> {
+        let now = self.clock().now().plus_seconds(1);
+        let docs = self.store().usage_level(&ctx.tenant_id, Meter::Documents, now).await?;
+        let stored = self.store().usage_level(&ctx.tenant_id, Meter::StorageBytes, now).await?;
+        let q = &ctx.plan.quotas;
+        if docs as u64 + 1 > q.documents {
+            return Err(ServiceError::new(ErrorCode::QuotaExceeded, format!("document quota of {} reached", q.documents)));
+        }
+        if stored as u64 + new_bytes > q.storage_bytes {
+            return Err(ServiceError::new(
+                ErrorCode::QuotaExceeded,
+                format!("storage quota of {} bytes would be exceeded", q.storage_bytes),
+            ));
+        }
+        Ok(())
+    }
+
+    pub async fn list_documents(&self, ctx: &TenantContext) -> ServiceResult<Vec<DocumentView>> {
+        Ok(self.store().documents(&ctx.tenant_id).await?.into_iter().map(Into::into).collect())
+    }
+
+    /// The tenant's document. A malformed id, an unknown id and another tenant's id all answer the same 404.
+    pub async fn get_document(&self, ctx: &TenantContext, raw_id: &str) -> ServiceResult<DocumentView> {
+        let id = DocumentId::parse(raw_id).ok_or_else(|| ServiceError::not_found("document"))?;
+        let row = self.store().document(&ctx.tenant_id, &id).await?.ok_or_else(|| ServiceError::not_found("document"))?;
+        Ok(row.into())
+    }
+
+    /// Deletes the document from the database (with its negative ledger events), then the index and blob.
+    pub async fn delete_document(&self, ctx: &TenantContext, raw_id: &str) -> ServiceResult<()> {
+        let id = DocumentId::parse(raw_id).ok_or_else(|| ServiceError::not_found("document"))?;
+        let row = self.store().document(&ctx.tenant_id, &id).await?.ok_or_else(|| ServiceError::not_found("document"))?;
+        let events = level_events(ctx, &id, "delete", -1, -row.bytes, self.clock().now());
+        self.store().delete_document(&ctx.tenant_id, &id, &events).await.map_err(|e| match e {
+            tenantry_store::StoreError::NotFound => ServiceError::not_found("document"),
+            other => other.into(),
+        })?;
+        self.unindex(ctx, &id).await;
+        remove_blob(&self.blob_path(ctx, &id)).await;
+        tracing::info!(document_id = %id, "document deleted");
+        Ok(())
+    }
+
+    async fn unindex(&self, ctx: &TenantContext, id: &DocumentId) {
+        let search = self.search().clone();
+        let (ctx, id) = (ctx.clone(), id.clone());
+        match tokio::task::spawn_blocking(move || search.delete_document(&ctx, &id)).await {
+            Ok(Ok(())) => {}
+            // The row is gone, so retrieval already ignores these entries; log and move on.
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not remove document from the index"),
+            Err(e) => tracing::warn!(error = %e, "could not remove document from the index"),
+        }
+    }
+
+    fn blob_path(&self, ctx: &TenantContext, id: &DocumentId) -> PathBuf {
+        self.blob_dir(&ctx.tenant_id).join(id.as_str())
+    }
+}
+
+/// Ledger events for a change in the documents and storage levels. Keyed by document and action so they can
+/// only ever be recorded once.
+fn level_events(
+    ctx: &TenantContext,
+    doc: &DocumentId,
+    action: &str,
+    documents: i64,
+    bytes: i64,
+    at: Timestamp,
+) -> Vec<UsageEvent> {
+    [(Meter::Documents, documents), (Meter::StorageBytes, bytes)]
+        .into_iter()
+        .map(|(meter, quantity)| UsageEvent {
+            event_id: format!("{doc}:{action}:{}", meter.as_str()),
+            tenant_id: ctx.tenant_id.clone(),
+            request_id: ctx.request_id.to_string(),
+            meter,
+            model: String::new(),
+            quantity,
+            cost_micros: 0,
+            at,
+        })
+        .collect()
+}
+
+async fn write_blob(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    let tmp = path.with_extension("partial");
+    tokio::fs::write(&tmp, bytes).await?;
+    tokio::fs::rename(&tmp, path).await
+}
+
+async fn remove_blob(path: &std::path::Path) {
+    if let Err(e) = tokio::fs::remove_file(path).await {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(error = %e, "could not remove blob");
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The gateway's decisions for every tenant request: authenticate the key, build the immutable
+//! `TenantContext`, apply the lifecycle gate and the key's scope. HTTP adapts to this; nothing here knows
+//! about HTTP.
+
+use std::sync::Arc;
+
+use tenantry_domain::context::Scopes;
+use tenantry_domain::lifecycle::EndpointClass;
+use tenantry_domain::quota::BillingPeriod;
+use tenantry_domain::{ApiKeyId, ErrorCode, RequestId, TenantContext, TenantState};
+use tenantry_store::TenantRow;
+
+use crate::{keys, ServiceError, ServiceResult, Services};
+
+/// What an endpoint needs from a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Reading the tenant's own account: any valid key.
+    Read,
+    Query,
+    Ingest,
+    Admin,
+}
+
+impl Scope {
+    fn granted_by(self, s: Scopes) -> bool {
+        match self {
+            Scope::Read => true,
+            Scope::Query => s.query,
+            Scope::Ingest => s.ingest,
+            Scope::Admin => s.admin,
+        }
+    }
+}
+
+/// Don't rewrite `last_used_at` more often than this per key.
+const TOUCH_INTERVAL_MS: i64 = 60_000;
+
+impl Services {
+    /// Authenticates `presented` (the bearer token) and decides whether a request of `class` needing `scope`
+    /// may proceed. Every failure is the answer API.md prescribes; an unknown, forged, revoked or erased key
+    /// is the same 401 so nothing about other keys leaks.
+    pub async fn authenticate(
+        &self,
+        presented: Option<&str>,
+        request_id: RequestId,
+        class: EndpointClass,
+        scope: Scope,
+    ) -> ServiceResult<TenantContext> {
+        let unauthenticated = || ServiceError::new(ErrorCode::Unauthenticated, "missing or invalid API key");
+        let presented = presented.ok_or_else(unauthenticated)?;
+        let (key_id, secret) = keys::parse(presented).ok_or_else(unauthenticated)?;
+        let key = self.store().key(&key_id).await?.ok_or_else(unauthenticated)?;
+        if !self.keys().verify(secret, &key.secret_hash) || key.revoked_at.is_some() {
+            return Err(unauthenticated());
+        }
+        let tenant = self.store().tenant(&key.tenant_id).await?.ok_or_else(unauthenticated)?;
+        tracing::Span::current().record("tenant_id", tenant.id.as_str());
+
+        let now = self.clock().now();
+        if key.last_used_at.is_none_or(|t| now.0 - t.0 >= TOUCH_INTERVAL_MS) {
+            if let Err(e) = self.store().touch_key(&key.id, now).await {
+                tracing::warn!(error = %e, "could not record key use");
+            }
+        }
+
+        if let Err(code) = tenant.state.gate(class) {
+            return Err(gate_error(code, tenant.state));
+        }
+        let scopes = Scopes::parse_list(key.scopes.split_whitespace()).unwrap_or_default();
+        if !scope.granted_by(scopes) {
+            return Err(ServiceError::new(ErrorCode::Forbidden, "this API key does not have the scope for this endpoint"));
+        }
+        self.context_for(&tenant, key.id, scopes, request_id)
+    }
+
+    /// The context snapshot of a tenant row. Plan and model come from the validated catalogue.
+    pub(crate) fn context_for(
+        &self,
+        tenant: &TenantRow,
+        key_id: ApiKeyId,
+        scopes: Scopes,
+        request_id: RequestId,
+    ) -> ServiceResult<TenantContext> {
+        let plan = self
+            .catalog()
+            .plan(&tenant.plan)
+            .ok_or_else(|| ServiceError::internal(format!("tenant {} is on unknown plan {:?}", tenant.id, tenant.plan)))?
+            .clone();
+        let model = match self.catalog().model(&tenant.model) {
+            Some(m) if plan.allows_model(&m.name) => m.clone(),
+            _ => {
+                // The configuration no longer offers the tenant's model: serve (and bill) the plan's default,
+                // and say so in the log.
+                tracing::warn!(model = %tenant.model, plan = %plan.name, "tenant model not offered; using plan default");
+                self.catalog()
+                    .model(&plan.default_model)
+                    .ok_or_else(|| ServiceError::internal("plan default model missing"))?
+                    .clone()
+            }
+        };
+        let retrieval_mode = if plan.allows_mode(tenant.retrieval_mode) {
+            tenant.retrieval_mode
+        } else {
+            plan.default_retrieval_mode
+        };
+        Ok(TenantContext {
+            tenant_id: tenant.id.clone(),
+            organization: tenant.organization.clone(),
+            state: tenant.state,
+            plan,
+            model,
+            retrieval_mode,
+            system_prompt: Arc::from(tenant.system_prompt.as_str()),
+            config_version: tenant.config_version,
+            period: BillingPeriod::containing(tenant.billing_anchor, self.clock().now(), self.period_kind()),
+            key_id,
+            scopes,
+            request_id,
+        })
+    }
+}
+
+fn gate_error(code: ErrorCode, state: TenantState) -> ServiceError {
+    let detail = match state {
+        TenantState::Suspended => "the tenant is suspended for non-payment; pay the open invoice to restore access",
+        TenantState::Cancelled => "the tenant is cancelled",
+        TenantState::PendingPayment => "the tenant's first payment has not been received",
+        TenantState::Provisioning => "the tenant is being provisioned; retry shortly",
+        TenantState::Erased => "missing or invalid API key",
+        _ => "not allowed in the tenant's current state",
+    };
+    let err = ServiceError::new(code, detail);
+    if state == TenantState::Provisioning {
+        err.retry_after(1)
+    } else {
+        err
+    }
+}

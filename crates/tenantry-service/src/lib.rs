@@ -1,0 +1,173 @@
+//! The service layer: one transport-neutral function per use case (signup, upload, query, usage…), called
+//! by thin HTTP handlers. It owns the gateway's decisions (who is asking, may they, under which terms) and
+//! wires the store, search, models and pipelines together.
+
+pub mod documents;
+mod error;
+pub mod gateway;
+pub mod keys;
+pub mod query;
+mod retriever;
+pub mod tenants;
+pub mod usage;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rand::RngCore;
+use tenantry_domain::config::ConfigError;
+use tenantry_domain::quota::PeriodKind;
+use tenantry_domain::{Catalog, Clock, Config, SystemClock, TestClock};
+use tenantry_llm::Providers;
+use tenantry_search::SearchIndexes;
+use tenantry_store::Store;
+
+pub use error::{ServiceError, ServiceResult};
+pub use keys::KeyHasher;
+
+/// Everything a request may need, built once at start and shared.
+#[derive(Clone)]
+pub struct Services {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    catalog: Catalog,
+    store: Store,
+    search: Arc<SearchIndexes>,
+    providers: Providers,
+    clock: Arc<dyn Clock>,
+    keys: KeyHasher,
+    period: PeriodKind,
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("data dir {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("database: {0}")]
+    Store(#[from] tenantry_store::StoreError),
+}
+
+impl Services {
+    /// Validates the configuration, prepares the data dir, opens the store (running migrations) and the
+    /// search root.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let catalog = config.catalog()?;
+        let period = PeriodKind::parse(&config.billing.period)
+            .ok_or_else(|| ConfigError::Invalid(format!("billing.period {:?}: use \"month\" or \"day\"", config.billing.period)))?;
+        let clock: Arc<dyn Clock> = match config.server.clock.as_str() {
+            "system" => Arc::new(SystemClock),
+            "test" => Arc::new(TestClock::starting_at(SystemClock.now())),
+            other => return Err(ConfigError::Invalid(format!("server.clock {other:?}: use \"system\" or \"test\"")).into()),
+        };
+        let data_dir = config.server.data_dir.clone();
+        let dir_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StartError::DataDir { path, source }
+        };
+        std::fs::create_dir_all(data_dir.join("tenants")).map_err(dir_err(&data_dir))?;
+        let pepper = load_or_create_pepper(&data_dir).map_err(dir_err(&data_dir))?;
+        let store = Store::open(&config.database.url, &data_dir).await?;
+        let search = Arc::new(SearchIndexes::new(data_dir.join("tenants"), config.search.open_namespaces));
+        tenantry_domain::tokens::warm_up();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                catalog,
+                store,
+                search,
+                providers: Providers::default(),
+                clock,
+                keys: KeyHasher::new(pepper),
+                period,
+                data_dir,
+                config,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn clock(&self) -> &dyn Clock {
+        self.inner.clock.as_ref()
+    }
+
+    pub(crate) fn search(&self) -> &Arc<SearchIndexes> {
+        &self.inner.search
+    }
+
+    pub(crate) fn providers(&self) -> &Providers {
+        &self.inner.providers
+    }
+
+    pub(crate) fn keys(&self) -> &KeyHasher {
+        &self.inner.keys
+    }
+
+    pub(crate) fn period_kind(&self) -> PeriodKind {
+        self.inner.period
+    }
+
+    /// Where a tenant's original uploads live.
+    pub(crate) fn blob_dir(&self, tenant: &tenantry_domain::TenantId) -> PathBuf {
+        self.inner.data_dir.join("tenants").join(tenant.as_str()).join("blobs")
+    }
+
+    /// Readiness: the database answers.
+    pub async fn ready(&self) -> bool {
+        self.inner.store.ping().await.is_ok()
+    }
+
+    pub async fn shutdown(&self) {
+        self.inner.store.close().await;
+    }
+}
+
+/// The key pepper: `TENANTRY_KEY_PEPPER` when set (several nodes must share it), else a random secret kept
+/// in the data dir, created on first start.
+fn load_or_create_pepper(data_dir: &Path) -> std::io::Result<Vec<u8>> {
+    if let Ok(p) = std::env::var("TENANTRY_KEY_PEPPER") {
+        if !p.is_empty() {
+            return Ok(p.into_bytes());
+        }
+    }
+    let path = data_dir.join("key-pepper");
+    match std::fs::read(&path) {
+        Ok(bytes) if bytes.len() >= 32 => return Ok(bytes),
+        Ok(_) => return Err(std::io::Error::other("key-pepper file is too short")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut pepper = vec![0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut pepper);
+    write_private(&path, &pepper)?;
+    Ok(pepper)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}

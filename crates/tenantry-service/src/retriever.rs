@@ -1,0 +1,34 @@
+//! Retrieval for the pipelines: search the context's namespace off the async runtime, then drop hits whose
+//! document row is gone (an index write that outlived a failed or crashed database write).
+
+use async_trait::async_trait;
+use tenantry_domain::{DocumentId, TenantContext};
+use tenantry_rag::{Hit, RagError, Retriever};
+
+use crate::Services;
+
+pub(crate) struct TenantRetriever<'a> {
+    pub services: &'a Services,
+}
+
+#[async_trait]
+impl Retriever for TenantRetriever<'_> {
+    async fn retrieve(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>, RagError> {
+        let search = self.services.search().clone();
+        let (owned_ctx, owned_query) = (ctx.clone(), query.to_owned());
+        let hits = tokio::task::spawn_blocking(move || search.search(&owned_ctx, &owned_query, top_k))
+            .await
+            .map_err(|e| RagError::Retrieval(e.to_string()))?
+            .map_err(|e| RagError::Retrieval(e.to_string()))?;
+        let mut ids: Vec<DocumentId> = hits.iter().map(|h| h.document_id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        let live = self
+            .services
+            .store()
+            .live_documents(&ctx.tenant_id, &ids)
+            .await
+            .map_err(|e| RagError::Retrieval(e.to_string()))?;
+        Ok(hits.into_iter().filter(|h| live.contains(&h.document_id)).collect())
+    }
+}

@@ -1,0 +1,211 @@
+//! Document metadata and chunk text. The search index is derived from these rows; the row is the truth.
+//! A document and its chunks are written, and removed, in one transaction together with their ledger events.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+use tenantry_domain::{ChunkId, DocumentId, TenantId, Timestamp};
+
+use crate::usage::{insert_events, UsageEvent};
+use crate::{Result, Store, StoreError};
+
+#[derive(Clone, Debug)]
+pub struct NewDocument {
+    pub id: DocumentId,
+    pub tenant_id: TenantId,
+    pub title: String,
+    pub content_type: String,
+    pub bytes: i64,
+    pub content_sha256: String,
+    pub now: Timestamp,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewChunk {
+    pub id: ChunkId,
+    pub ordinal: i64,
+    pub heading: String,
+    pub page: Option<i64>,
+    pub text: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct DocumentRow {
+    pub id: DocumentId,
+    pub tenant_id: TenantId,
+    pub title: String,
+    pub content_type: String,
+    pub bytes: i64,
+    pub chunks: i64,
+    pub content_sha256: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Clone, Debug)]
+pub struct ChunkRow {
+    pub id: ChunkId,
+    pub document_id: DocumentId,
+    pub ordinal: i64,
+    pub heading: String,
+    pub page: Option<i64>,
+    pub text: String,
+}
+
+const DOC_COLUMNS: &str = "id, tenant_id, title, content_type, bytes, chunks, content_sha256, created_at";
+
+fn document_from_row(row: &AnyRow) -> Result<DocumentRow> {
+    Ok(DocumentRow {
+        id: DocumentId::from_trusted(row.try_get("id")?),
+        tenant_id: TenantId::from_trusted(row.try_get("tenant_id")?),
+        title: row.try_get("title")?,
+        content_type: row.try_get("content_type")?,
+        bytes: row.try_get("bytes")?,
+        chunks: row.try_get("chunks")?,
+        content_sha256: row.try_get("content_sha256")?,
+        created_at: Timestamp(row.try_get("created_at")?),
+    })
+}
+
+async fn insert_chunks(
+    tx: &mut Transaction<'_, Any>,
+    doc: &NewDocument,
+    chunks: &[NewChunk],
+) -> Result<()> {
+    for c in chunks {
+        sqlx::query(
+            "INSERT INTO chunks (id, document_id, tenant_id, ordinal, heading, page, text) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(c.id.as_str())
+        .bind(doc.id.as_str())
+        .bind(doc.tenant_id.as_str())
+        .bind(c.ordinal)
+        .bind(&c.heading)
+        .bind(c.page)
+        .bind(&c.text)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Writes the document, its chunks and its ledger events in one transaction.
+    pub async fn insert_document(
+        &self,
+        doc: &NewDocument,
+        chunks: &[NewChunk],
+        events: &[UsageEvent],
+    ) -> Result<DocumentRow> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO documents (id, tenant_id, title, content_type, bytes, chunks, content_sha256, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(doc.id.as_str())
+        .bind(doc.tenant_id.as_str())
+        .bind(&doc.title)
+        .bind(&doc.content_type)
+        .bind(doc.bytes)
+        .bind(chunks.len() as i64)
+        .bind(&doc.content_sha256)
+        .bind(doc.now.0)
+        .execute(&mut *tx)
+        .await?;
+        insert_chunks(&mut tx, doc, chunks).await?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(DocumentRow {
+            id: doc.id.clone(),
+            tenant_id: doc.tenant_id.clone(),
+            title: doc.title.clone(),
+            content_type: doc.content_type.clone(),
+            bytes: doc.bytes,
+            chunks: chunks.len() as i64,
+            content_sha256: doc.content_sha256.clone(),
+            created_at: doc.now,
+        })
+    }
+
+    pub async fn documents(&self, tenant: &TenantId) -> Result<Vec<DocumentRow>> {
+        let sql = format!("SELECT {DOC_COLUMNS} FROM documents WHERE tenant_id = $1 ORDER BY created_at, id");
+        let rows = sqlx::query(&sql).bind(tenant.as_str()).fetch_all(&self.read).await?;
+        rows.iter().map(document_from_row).collect()
+    }
+
+    /// The tenant's document `id`; another tenant's document is simply not found.
+    pub async fn document(&self, tenant: &TenantId, id: &DocumentId) -> Result<Option<DocumentRow>> {
+        let sql = format!("SELECT {DOC_COLUMNS} FROM documents WHERE id = $1 AND tenant_id = $2");
+        let row = sqlx::query(&sql)
+            .bind(id.as_str())
+            .bind(tenant.as_str())
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(document_from_row).transpose()
+    }
+
+    pub async fn chunks(&self, tenant: &TenantId, id: &DocumentId) -> Result<Vec<ChunkRow>> {
+        let rows = sqlx::query(
+            "SELECT id, document_id, ordinal, heading, page, text FROM chunks \
+             WHERE document_id = $1 AND tenant_id = $2 ORDER BY ordinal",
+        )
+        .bind(id.as_str())
+        .bind(tenant.as_str())
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ChunkRow {
+                    id: ChunkId::from_trusted(r.try_get("id")?),
+                    document_id: DocumentId::from_trusted(r.try_get("document_id")?),
+                    ordinal: r.try_get("ordinal")?,
+                    heading: r.try_get("heading")?,
+                    page: r.try_get("page")?,
+                    text: r.try_get("text")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Which of `ids` are live documents of `tenant`. Search hits are checked against this, so an index entry
+    /// whose row is gone (a crash between the two writes) is never shown.
+    pub async fn live_documents(&self, tenant: &TenantId, ids: &[DocumentId]) -> Result<Vec<DocumentId>> {
+        let mut live = Vec::with_capacity(ids.len());
+        for id in ids {
+            let found = sqlx::query("SELECT 1 FROM documents WHERE id = $1 AND tenant_id = $2")
+                .bind(id.as_str())
+                .bind(tenant.as_str())
+                .fetch_optional(&self.read)
+                .await?;
+            if found.is_some() {
+                live.push(id.clone());
+            }
+        }
+        Ok(live)
+    }
+
+    /// Deletes the document and its chunks and writes `events` (negative levels) in one transaction.
+    pub async fn delete_document(
+        &self,
+        tenant: &TenantId,
+        id: &DocumentId,
+        events: &[UsageEvent],
+    ) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query("DELETE FROM chunks WHERE document_id = $1 AND tenant_id = $2")
+            .bind(id.as_str())
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM documents WHERE id = $1 AND tenant_id = $2")
+            .bind(id.as_str())
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::NotFound);
+        }
+        insert_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

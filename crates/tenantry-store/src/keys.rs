@@ -1,0 +1,111 @@
+//! API keys: only a keyed hash of the secret is stored.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+use tenantry_domain::{ApiKeyId, TenantId, Timestamp};
+
+use crate::{Result, Store, StoreError};
+
+#[derive(Clone, Debug)]
+pub struct NewApiKey {
+    pub id: ApiKeyId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    /// Hex HMAC-SHA256 of the secret under the server's pepper.
+    pub secret_hash: String,
+    /// Space-separated scope names.
+    pub scopes: String,
+    pub now: Timestamp,
+}
+
+#[derive(Clone, Debug)]
+pub struct ApiKeyRow {
+    pub id: ApiKeyId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub secret_hash: String,
+    pub scopes: String,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+}
+
+fn key_from_row(row: &AnyRow) -> Result<ApiKeyRow> {
+    Ok(ApiKeyRow {
+        id: ApiKeyId::from_trusted(row.try_get("id")?),
+        tenant_id: TenantId::from_trusted(row.try_get("tenant_id")?),
+        name: row.try_get("name")?,
+        secret_hash: row.try_get("secret_hash")?,
+        scopes: row.try_get("scopes")?,
+        created_at: Timestamp(row.try_get("created_at")?),
+        last_used_at: row.try_get::<Option<i64>, _>("last_used_at")?.map(Timestamp),
+        revoked_at: row.try_get::<Option<i64>, _>("revoked_at")?.map(Timestamp),
+    })
+}
+
+pub(crate) async fn insert_key(tx: &mut Transaction<'_, Any>, key: &NewApiKey) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO api_keys (id, tenant_id, name, secret_hash, scopes, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(key.id.as_str())
+    .bind(key.tenant_id.as_str())
+    .bind(&key.name)
+    .bind(&key.secret_hash)
+    .bind(&key.scopes)
+    .bind(key.now.0)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+const KEY_COLUMNS: &str =
+    "id, tenant_id, name, secret_hash, scopes, created_at, last_used_at, revoked_at";
+
+impl Store {
+    pub async fn key(&self, id: &ApiKeyId) -> Result<Option<ApiKeyRow>> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1");
+        let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.read).await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    pub async fn keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRow>> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id");
+        let rows = sqlx::query(&sql).bind(tenant.as_str()).fetch_all(&self.read).await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    pub async fn create_key(&self, key: &NewApiKey) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        insert_key(&mut tx, key).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Revokes a key of `tenant`; a key of another tenant is `NotFound`.
+    pub async fn revoke_key(&self, tenant: &TenantId, id: &ApiKeyId, now: Timestamp) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND tenant_id = $3",
+        )
+        .bind(now.0)
+        .bind(id.as_str())
+        .bind(tenant.as_str())
+        .execute(&self.write)
+        .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
+    }
+
+    /// Records that a key was used. Callers throttle this; it is bookkeeping, not a security control.
+    pub async fn touch_key(&self, id: &ApiKeyId, now: Timestamp) -> Result<()> {
+        sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+            .bind(now.0)
+            .bind(id.as_str())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,142 @@
+//! Persistence for the control plane, the usage ledger and document metadata. One implementation over
+//! sqlx's `Any` driver serves both backends: an embedded SQLite file (the default) and PostgreSQL (scale
+//! out). The SQL is written once in the subset both dialects share (`$n` placeholders, `ON CONFLICT`,
+//! `RETURNING`, integer times); each backend has its own `migrations/` directory.
+
+mod documents;
+mod keys;
+mod tenants;
+mod usage;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+pub use documents::{ChunkRow, DocumentRow, NewChunk, NewDocument};
+pub use keys::{ApiKeyRow, NewApiKey};
+pub use tenants::{ConfigChange, NewTenant, TenantRow};
+pub use usage::{UsageEvent, UsageLine};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("already exists: {0}")]
+    Conflict(&'static str),
+    #[error("not found")]
+    NotFound,
+    #[error("the row changed concurrently")]
+    Concurrent,
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The database. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    /// Reads (and, on PostgreSQL, writes).
+    read: AnyPool,
+    /// Writes. On SQLite one connection, so the embedded store's writers queue in-process instead of
+    /// failing with `SQLITE_BUSY`; on PostgreSQL the same pool as `read`.
+    write: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens `url` (`postgres://…`), or the embedded SQLite file under `data_dir` when `url` is empty, and
+    /// runs the backend's migrations.
+    pub async fn open(url: &str, data_dir: &Path) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let store = if url.is_empty() || url.starts_with("sqlite:") {
+            let url = if url.is_empty() {
+                format!("sqlite://{}?mode=rwc", data_dir.join("tenantry.db").display())
+            } else {
+                url.to_owned()
+            };
+            Self::open_sqlite(&url).await?
+        } else {
+            Self::open_postgres(url).await?
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn open_sqlite(url: &str) -> Result<Self> {
+        let options = AnyConnectOptions::from_str(url)?;
+        let pool = |max: u32| {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // WAL lets readers run beside the writer; secure_delete zeroes freed pages so
+                        // erased tenants' bytes do not linger in the file.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+                             PRAGMA secure_delete = ON;",
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                })
+                .connect_with(options.clone())
+        };
+        let write = pool(1).await?;
+        let read = pool(4).await?;
+        Ok(Self { read, write, backend: Backend::Sqlite })
+    }
+
+    async fn open_postgres(url: &str) -> Result<Self> {
+        let pool = AnyPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await?;
+        Ok(Self { read: pool.clone(), write: pool, backend: Backend::Postgres })
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.write).await?,
+            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.write).await?,
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A cheap round trip, for readiness.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+}
+
+/// Maps a unique-constraint violation to `Conflict(what)`.
+fn conflict_on_unique(e: sqlx::Error, what: &'static str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
+        _ => StoreError::Database(e),
+    }
+}

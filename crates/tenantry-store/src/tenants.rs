@@ -1,0 +1,177 @@
+//! Tenants: creation with their first key, reads, config changes and lifecycle transitions (each guarded by
+//! an optimistic version check).
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use tenantry_domain::lifecycle::LifecycleEvent;
+use tenantry_domain::{RetrievalMode, TenantId, TenantState, Timestamp};
+
+use crate::keys::{insert_key, NewApiKey};
+use crate::{conflict_on_unique, Result, Store, StoreError};
+
+#[derive(Clone, Debug)]
+pub struct NewTenant {
+    pub id: TenantId,
+    pub email: String,
+    pub organization: String,
+    pub plan: String,
+    pub state: TenantState,
+    pub model: String,
+    pub retrieval_mode: RetrievalMode,
+    pub system_prompt: String,
+    pub now: Timestamp,
+}
+
+#[derive(Clone, Debug)]
+pub struct TenantRow {
+    pub id: TenantId,
+    pub email: String,
+    pub organization: String,
+    pub plan: String,
+    pub state: TenantState,
+    pub state_version: i64,
+    pub model: String,
+    pub retrieval_mode: RetrievalMode,
+    pub system_prompt: String,
+    pub config_version: i64,
+    pub billing_anchor: Timestamp,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A change to a tenant's configuration; `None` keeps the current value.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigChange {
+    pub model: Option<String>,
+    pub retrieval_mode: Option<RetrievalMode>,
+    pub system_prompt: Option<String>,
+}
+
+const TENANT_COLUMNS: &str = "id, email, organization, plan, state, state_version, model, retrieval_mode, \
+     system_prompt, config_version, billing_anchor, created_at, updated_at";
+
+fn tenant_from_row(row: &AnyRow) -> Result<TenantRow> {
+    let state: String = row.try_get("state")?;
+    let mode: String = row.try_get("retrieval_mode")?;
+    Ok(TenantRow {
+        id: TenantId::from_trusted(row.try_get("id")?),
+        email: row.try_get("email")?,
+        organization: row.try_get("organization")?,
+        plan: row.try_get("plan")?,
+        state: TenantState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("tenant state {state:?}")))?,
+        state_version: row.try_get("state_version")?,
+        model: row.try_get("model")?,
+        retrieval_mode: RetrievalMode::parse(&mode)
+            .ok_or_else(|| StoreError::Corrupt(format!("retrieval mode {mode:?}")))?,
+        system_prompt: row.try_get("system_prompt")?,
+        config_version: row.try_get("config_version")?,
+        billing_anchor: Timestamp(row.try_get("billing_anchor")?),
+        created_at: Timestamp(row.try_get("created_at")?),
+        updated_at: Timestamp(row.try_get("updated_at")?),
+    })
+}
+
+impl Store {
+    /// Creates the tenant and its first API key in one transaction. A taken email is `Conflict("email")`.
+    pub async fn create_tenant(&self, t: &NewTenant, key: &NewApiKey) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO tenants (id, email, organization, plan, state, model, retrieval_mode, \
+             system_prompt, billing_anchor, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(t.id.as_str())
+        .bind(&t.email)
+        .bind(&t.organization)
+        .bind(&t.plan)
+        .bind(t.state.as_str())
+        .bind(&t.model)
+        .bind(t.retrieval_mode.as_str())
+        .bind(&t.system_prompt)
+        .bind(t.now.0)
+        .bind(t.now.0)
+        .bind(t.now.0)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| conflict_on_unique(e, "email"))?;
+        insert_key(&mut tx, key).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn tenant(&self, id: &TenantId) -> Result<Option<TenantRow>> {
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
+        let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.read).await?;
+        row.as_ref().map(tenant_from_row).transpose()
+    }
+
+    pub async fn tenants(&self, state: Option<TenantState>) -> Result<Vec<TenantRow>> {
+        let rows = match state {
+            Some(s) => {
+                let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE state = $1 ORDER BY created_at");
+                sqlx::query(&sql).bind(s.as_str()).fetch_all(&self.read).await?
+            }
+            None => {
+                let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY created_at");
+                sqlx::query(&sql).fetch_all(&self.read).await?
+            }
+        };
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    /// Applies `change` and bumps the config version; returns the new row.
+    pub async fn update_config(
+        &self,
+        id: &TenantId,
+        change: &ConfigChange,
+        now: Timestamp,
+    ) -> Result<TenantRow> {
+        let sql = format!(
+            "UPDATE tenants SET model = COALESCE($1, model), \
+             retrieval_mode = COALESCE($2, retrieval_mode), \
+             system_prompt = COALESCE($3, system_prompt), \
+             config_version = config_version + 1, updated_at = $4 \
+             WHERE id = $5 RETURNING {TENANT_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(change.model.clone())
+            .bind(change.retrieval_mode.map(|m| m.as_str().to_owned()))
+            .bind(change.system_prompt.clone())
+            .bind(now.0)
+            .bind(id.as_str())
+            .fetch_optional(&self.write)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        tenant_from_row(&row)
+    }
+
+    /// Moves the tenant through the lifecycle table. The update only applies if the state is still the
+    /// one the caller read (`expected_version`); otherwise `Concurrent`.
+    pub async fn transition(
+        &self,
+        id: &TenantId,
+        expected_version: i64,
+        from: TenantState,
+        event: LifecycleEvent,
+        now: Timestamp,
+    ) -> Result<TenantState> {
+        let to = from.on(event).ok_or(StoreError::Conflict("transition"))?;
+        let done = sqlx::query(
+            "UPDATE tenants SET state = $1, state_version = state_version + 1, updated_at = $2 \
+             WHERE id = $3 AND state = $4 AND state_version = $5",
+        )
+        .bind(to.as_str())
+        .bind(now.0)
+        .bind(id.as_str())
+        .bind(from.as_str())
+        .bind(expected_version)
+        .execute(&self.write)
+        .await?;
+        if done.rows_affected() == 1 {
+            Ok(to)
+        } else {
+            Err(StoreError::Concurrent)
+        }
+    }
+}
