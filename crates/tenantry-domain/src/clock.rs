@@ -32,7 +32,9 @@ impl Timestamp {
 
     pub fn parse_rfc3339(raw: &str) -> Option<Self> {
         let t = OffsetDateTime::parse(raw, &Rfc3339).ok()?;
-        i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok().map(Self)
+        i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+            .ok()
+            .map(Self)
     }
 
     pub fn to_datetime(self) -> OffsetDateTime {
@@ -83,7 +85,9 @@ pub struct TestClock {
 
 impl TestClock {
     pub fn starting_at(t: Timestamp) -> Self {
-        Self { now_ms: AtomicI64::new(t.0) }
+        Self {
+            now_ms: AtomicI64::new(t.0),
+        }
     }
 }
 
@@ -93,7 +97,8 @@ impl Clock for TestClock {
     }
 
     fn advance(&self, seconds: i64) -> bool {
-        self.now_ms.fetch_add(seconds.saturating_mul(1000), Ordering::SeqCst);
+        self.now_ms
+            .fetch_add(seconds.saturating_mul(1000), Ordering::SeqCst);
         true
     }
 }

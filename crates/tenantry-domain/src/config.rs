@@ -114,7 +114,11 @@ pub struct SearchConfig {
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        Self { open_namespaces: 256, chunk_tokens: 256, chunk_overlap_tokens: 32 }
+        Self {
+            open_namespaces: 256,
+            chunk_tokens: 256,
+            chunk_overlap_tokens: 32,
+        }
     }
 }
 
@@ -324,19 +328,29 @@ impl Catalog {
         if plan_map.is_empty() {
             return Err(ConfigError::Invalid("at least one plan is required".into()));
         }
-        Ok(Self { models: by_name, plans: plan_map })
+        Ok(Self {
+            models: by_name,
+            plans: plan_map,
+        })
     }
 }
 
 fn validate_model(m: &ModelConfig) -> Result<ModelSpec, ConfigError> {
-    let bad = |reason: &str| ConfigError::BadModel { model: m.name.clone(), reason: reason.into() };
+    let bad = |reason: &str| ConfigError::BadModel {
+        model: m.name.clone(),
+        reason: reason.into(),
+    };
     if m.name.trim().is_empty() {
         return Err(bad("name is empty"));
     }
     let provider = match m.provider.as_str() {
         "openai" => ProviderKind::OpenAi,
         "local" => ProviderKind::Local,
-        other => return Err(bad(&format!("unknown provider {other:?} (use \"openai\" or \"local\")"))),
+        other => {
+            return Err(bad(&format!(
+                "unknown provider {other:?} (use \"openai\" or \"local\")"
+            )))
+        }
     };
     if provider == ProviderKind::OpenAi && m.base_url.is_empty() {
         return Err(bad("an openai provider needs base_url"));
@@ -365,7 +379,10 @@ fn validate_plan(
     p: &PlanConfig,
     models: &BTreeMap<String, Arc<ModelSpec>>,
 ) -> Result<Plan, ConfigError> {
-    let bad = |reason: String| ConfigError::BadPlan { plan: p.name.clone(), reason };
+    let bad = |reason: String| ConfigError::BadPlan {
+        plan: p.name.clone(),
+        reason,
+    };
     if p.name.trim().is_empty() {
         return Err(bad("name is empty".into()));
     }
@@ -381,21 +398,29 @@ fn validate_plan(
         }
     }
     if !p.models.contains(&p.default_model) {
-        return Err(bad(format!("default_model {:?} is not in its models", p.default_model)));
+        return Err(bad(format!(
+            "default_model {:?} is not in its models",
+            p.default_model
+        )));
     }
     let mut modes = Vec::new();
     for raw in &p.retrieval_modes {
         let mode = RetrievalMode::parse(raw)
             .ok_or_else(|| bad(format!("unknown retrieval mode {raw:?}")))?;
         if !mode.is_available() {
-            return Err(bad(format!("retrieval mode {raw:?} is not available in this build")));
+            return Err(bad(format!(
+                "retrieval mode {raw:?} is not available in this build"
+            )));
         }
         modes.push(mode);
     }
     let default_mode = RetrievalMode::parse(&p.default_retrieval_mode)
         .filter(|m| modes.contains(m))
         .ok_or_else(|| {
-            bad(format!("default_retrieval_mode {:?} is not in its retrieval_modes", p.default_retrieval_mode))
+            bad(format!(
+                "default_retrieval_mode {:?} is not in its retrieval_modes",
+                p.default_retrieval_mode
+            ))
         })?;
     if p.overage.query_micros < 0 || p.overage.token_micros_per_1k < 0 {
         return Err(bad("overage prices must not be negative".into()));
@@ -459,11 +484,20 @@ pub fn builtin_models() -> Vec<ModelConfig> {
         context_window: 8192,
         answer_sentences: sentences,
     };
-    vec![local("local-small", 2, 0.10, 0.40), local("local-large", 4, 1.00, 4.00)]
+    vec![
+        local("local-small", 2, 0.10, 0.40),
+        local("local-large", 4, 1.00, 4.00),
+    ]
 }
 
 pub fn builtin_plans() -> Vec<PlanConfig> {
-    let plan = |name: &str, price: i64, trial: u32, models: &[&str], quotas: Quotas, included: Included, overage: Overage| PlanConfig {
+    let plan = |name: &str,
+                price: i64,
+                trial: u32,
+                models: &[&str],
+                quotas: Quotas,
+                included: Included,
+                overage: Overage| PlanConfig {
         name: name.into(),
         price_cents: price,
         trial_days: trial,
@@ -481,27 +515,60 @@ pub fn builtin_plans() -> Vec<PlanConfig> {
             0,
             14,
             &["local-small"],
-            Quotas { queries: 500, tokens: 500_000, documents: 50, storage_bytes: 50 << 20, requests_per_minute: 60 },
-            Included { queries: 500, tokens: 500_000 },
+            Quotas {
+                queries: 500,
+                tokens: 500_000,
+                documents: 50,
+                storage_bytes: 50 << 20,
+                requests_per_minute: 60,
+            },
+            Included {
+                queries: 500,
+                tokens: 500_000,
+            },
             Overage::default(),
         ),
         plan(
             "starter",
             4_900,
-            0,
+            14,
             &["local-small", "local-large"],
-            Quotas { queries: 20_000, tokens: 10_000_000, documents: 1_000, storage_bytes: 1 << 30, requests_per_minute: 300 },
-            Included { queries: 10_000, tokens: 5_000_000 },
-            Overage { query_micros: 2_000, token_micros_per_1k: 100 },
+            Quotas {
+                queries: 20_000,
+                tokens: 10_000_000,
+                documents: 1_000,
+                storage_bytes: 1 << 30,
+                requests_per_minute: 300,
+            },
+            Included {
+                queries: 10_000,
+                tokens: 5_000_000,
+            },
+            Overage {
+                query_micros: 2_000,
+                token_micros_per_1k: 100,
+            },
         ),
         plan(
             "pro",
             49_900,
             0,
             &["local-large", "local-small"],
-            Quotas { queries: 100_000, tokens: 20_000_000, documents: 10_000, storage_bytes: 10 << 30, requests_per_minute: 600 },
-            Included { queries: 50_000, tokens: 10_000_000 },
-            Overage { query_micros: 2_000, token_micros_per_1k: 100 },
+            Quotas {
+                queries: 100_000,
+                tokens: 20_000_000,
+                documents: 10_000,
+                storage_bytes: 10 << 30,
+                requests_per_minute: 600,
+            },
+            Included {
+                queries: 50_000,
+                tokens: 10_000_000,
+            },
+            Overage {
+                query_micros: 2_000,
+                token_micros_per_1k: 100,
+            },
         ),
     ]
 }
@@ -512,7 +579,9 @@ mod tests {
 
     #[test]
     fn builtin_config_is_valid() {
-        let catalog = Config::builtin().catalog().expect("built-in catalogue validates");
+        let catalog = Config::builtin()
+            .catalog()
+            .expect("built-in catalogue validates");
         for name in ["trial", "starter", "pro"] {
             assert!(catalog.plan(name).is_some(), "{name}");
         }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TenantState {
     PendingPayment,
@@ -192,13 +192,25 @@ mod tests {
         for s in [S::Trialing, S::Active, S::PastDue] {
             assert_eq!(s.gate(C::Service), Ok(()));
         }
-        assert_eq!(S::Suspended.gate(C::Service), Err(ErrorCode::PaymentRequired));
+        assert_eq!(
+            S::Suspended.gate(C::Service),
+            Err(ErrorCode::PaymentRequired)
+        );
         assert_eq!(S::Suspended.gate(C::Account), Ok(()));
         assert_eq!(S::Cancelled.gate(C::Service), Err(ErrorCode::Forbidden));
         assert_eq!(S::Cancelled.gate(C::TenantInfo), Ok(()));
-        assert_eq!(S::Erased.gate(C::TenantInfo), Err(ErrorCode::Unauthenticated));
-        assert_eq!(S::PendingPayment.gate(C::Account), Err(ErrorCode::PaymentRequired));
+        assert_eq!(
+            S::Erased.gate(C::TenantInfo),
+            Err(ErrorCode::Unauthenticated)
+        );
+        assert_eq!(
+            S::PendingPayment.gate(C::Account),
+            Err(ErrorCode::PaymentRequired)
+        );
         assert_eq!(S::PendingPayment.gate(C::TenantInfo), Ok(()));
-        assert_eq!(S::Provisioning.gate(C::Service), Err(ErrorCode::Unavailable));
+        assert_eq!(
+            S::Provisioning.gate(C::Service),
+            Err(ErrorCode::Unavailable)
+        );
     }
 }

@@ -7,7 +7,8 @@ use tiktoken_rs::CoreBPE;
 
 fn bpe() -> &'static CoreBPE {
     static BPE: OnceLock<CoreBPE> = OnceLock::new();
-    #[allow(clippy::expect_used)] // the vocabulary is compiled in; failing to load it is a build defect
+    #[allow(clippy::expect_used)]
+    // the vocabulary is compiled in; failing to load it is a build defect
     BPE.get_or_init(|| tiktoken_rs::cl100k_base().expect("cl100k_base vocabulary is embedded"))
 }
 

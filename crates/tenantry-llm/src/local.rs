@@ -21,15 +21,23 @@ impl Provider for LocalExtractive {
     async fn generate(&self, model: &ModelSpec, prompt: &Prompt) -> Result<Generation, LlmError> {
         let text = answer(prompt, model.answer_sentences as usize);
         let text = tokens::truncate(&text, prompt.max_completion_tokens as usize);
-        let usage = TokenUsage { prompt_tokens: prompt.token_count(), completion_tokens: tokens::count(&text) };
-        Ok(Generation { text, usage, model: model.name.clone() })
+        let usage = TokenUsage {
+            prompt_tokens: prompt.token_count(),
+            completion_tokens: tokens::count(&text),
+        };
+        Ok(Generation {
+            text,
+            usage,
+            model: model.name.clone(),
+        })
     }
 }
 
 const STOP_WORDS: &[&str] = &[
-    "a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "how", "i", "in",
-    "is", "it", "of", "on", "or", "that", "the", "this", "to", "was", "what", "when", "where", "which",
-    "who", "why", "will", "with", "you", "your", "my", "we", "our", "there", "their", "they", "long",
+    "a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "how",
+    "i", "in", "is", "it", "of", "on", "or", "that", "the", "this", "to", "was", "what", "when",
+    "where", "which", "who", "why", "will", "with", "you", "your", "my", "we", "our", "there",
+    "their", "they", "long",
 ];
 
 /// Lower-cased content words with a crude plural/tense strip, enough to match "refunds" with "refund".
@@ -56,8 +64,11 @@ fn answer(prompt: &Prompt, max_sentences: usize) -> String {
     // (score, passage rank, position, number, sentence)
     let mut candidates: Vec<(usize, usize, usize, usize, &str)> = Vec::new();
     for (rank, p) in prompt.passages.iter().enumerate() {
-        for (pos, sentence) in split_sentences(&p.text).enumerate() {
-            let found: HashSet<String> = terms(sentence).into_iter().filter(|t| wanted.contains(t)).collect();
+        for (pos, sentence) in split_sentences(&p.text).into_iter().enumerate() {
+            let found: HashSet<String> = terms(sentence)
+                .into_iter()
+                .filter(|t| wanted.contains(t))
+                .collect();
             if !found.is_empty() {
                 candidates.push((found.len(), rank, pos, p.number, sentence));
             }
@@ -77,8 +88,22 @@ fn answer(prompt: &Prompt, max_sentences: usize) -> String {
         .join(" ")
 }
 
-fn split_sentences(text: &str) -> impl Iterator<Item = &str> {
-    text.split_inclusive(['.', '?', '!']).map(str::trim).filter(|s| s.len() > 1)
+/// Sentences end at `.`, `?` or `!` followed by white space, so "TLS 1.3" and "e.g." inside a word stay whole.
+fn split_sentences(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let bytes = text.as_bytes();
+    for i in 0..bytes.len() {
+        let ends = matches!(bytes[i], b'.' | b'?' | b'!')
+            && bytes.get(i + 1).is_none_or(|b| b.is_ascii_whitespace());
+        if ends {
+            out.push(text[start..=i].trim());
+            start = i + 1;
+        }
+    }
+    out.push(text[start..].trim());
+    out.retain(|s| s.len() > 1);
+    out
 }
 
 #[cfg(test)]
@@ -95,18 +120,40 @@ mod tests {
     #[tokio::test]
     async fn quotes_the_matching_sentence_with_its_citation() -> Result<(), LlmError> {
         let passages = vec![
-            Passage { number: 1, title: "Shipping".into(), heading: String::new(), text: "We ship worldwide. Delivery takes a week.".into() },
-            Passage { number: 2, title: "Refunds".into(), heading: String::new(), text: "Refunds are issued within 14 days. Keep your receipt.".into() },
+            Passage {
+                number: 1,
+                title: "Shipping".into(),
+                heading: String::new(),
+                text: "We ship worldwide. Delivery takes a week.".into(),
+            },
+            Passage {
+                number: 2,
+                title: "Refunds".into(),
+                heading: String::new(),
+                text: "Refunds are issued within 14 days. Keep your receipt.".into(),
+            },
         ];
         let m = model();
         let prompt = Prompt::build(&m, "", "How long do refunds take?", passages, 256);
         let g = LocalExtractive.generate(&m, &prompt).await?;
-        assert!(g.text.contains("Refunds are issued within 14 days. [2]"), "{}", g.text);
+        assert!(
+            g.text.contains("Refunds are issued within 14 days. [2]"),
+            "{}",
+            g.text
+        );
         assert!(!g.text.contains("ship"), "{}", g.text);
         assert_eq!(g.model, "local-small");
         assert_eq!(g.usage.prompt_tokens, prompt.token_count());
         assert_eq!(g.usage.completion_tokens, tokens::count(&g.text));
         Ok(())
+    }
+
+    #[test]
+    fn sentences_keep_decimal_numbers() {
+        assert_eq!(
+            split_sentences("Uses TLS 1.3 now. Accrue 1.5 days! Ok?"),
+            ["Uses TLS 1.3 now.", "Accrue 1.5 days!", "Ok?"]
+        );
     }
 
     #[tokio::test]

@@ -10,7 +10,12 @@ pub use tenantry_search::Hit;
 /// Retrieval as the pipelines need it; the service implements it over the search indexes and the store.
 #[async_trait]
 pub trait Retriever: Send + Sync {
-    async fn retrieve(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>, RagError>;
+    async fn retrieve(
+        &self,
+        ctx: &TenantContext,
+        query: &str,
+        top_k: usize,
+    ) -> Result<Vec<Hit>, RagError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +28,7 @@ pub enum RagError {
     ModeUnavailable(RetrievalMode),
 }
 
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Citation {
     pub document_id: String,
     pub chunk_id: String,
@@ -59,9 +64,20 @@ pub async fn answer(
     let passages: Vec<Passage> = hits
         .iter()
         .enumerate()
-        .map(|(i, h)| Passage { number: i + 1, title: h.title.clone(), heading: h.heading.clone(), text: h.text.clone() })
+        .map(|(i, h)| Passage {
+            number: i + 1,
+            title: h.title.clone(),
+            heading: h.heading.clone(),
+            text: h.text.clone(),
+        })
         .collect();
-    let prompt = Prompt::build(&ctx.model, &ctx.system_prompt, question, passages, MAX_COMPLETION_TOKENS);
+    let prompt = Prompt::build(
+        &ctx.model,
+        &ctx.system_prompt,
+        question,
+        passages,
+        MAX_COMPLETION_TOKENS,
+    );
     let generation = providers.generate(&ctx.model, &prompt).await?;
     let citations = cite(&generation.text, &hits[..prompt.passages.len()]);
     Ok(Answer {
@@ -75,8 +91,14 @@ pub async fn answer(
 
 /// The passages the answer cites with `[n]`; if it cites none, every passage it was given.
 fn cite(text: &str, used: &[Hit]) -> Vec<Citation> {
-    let cited: Vec<usize> = (1..=used.len()).filter(|n| text.contains(&format!("[{n}]"))).collect();
-    let chosen: Vec<usize> = if cited.is_empty() { (1..=used.len()).collect() } else { cited };
+    let cited: Vec<usize> = (1..=used.len())
+        .filter(|n| text.contains(&format!("[{n}]")))
+        .collect();
+    let chosen: Vec<usize> = if cited.is_empty() {
+        (1..=used.len()).collect()
+    } else {
+        cited
+    };
     chosen
         .into_iter()
         .map(|n| {
@@ -102,7 +124,12 @@ mod tests {
 
     #[async_trait]
     impl Retriever for Fixed {
-        async fn retrieve(&self, _: &TenantContext, _: &str, k: usize) -> Result<Vec<Hit>, RagError> {
+        async fn retrieve(
+            &self,
+            _: &TenantContext,
+            _: &str,
+            k: usize,
+        ) -> Result<Vec<Hit>, RagError> {
             Ok(self.0.iter().take(k).cloned().collect())
         }
     }
@@ -124,7 +151,14 @@ mod tests {
         let ctx = context(TenantId::generate());
         let hits = vec![hit("Cats sleep a lot."), hit("Refunds take 14 days.")];
         let retriever = Fixed(hits.clone());
-        let a = answer(&ctx, &retriever, &Providers::default(), "How long do refunds take?", 5).await?;
+        let a = answer(
+            &ctx,
+            &retriever,
+            &Providers::default(),
+            "How long do refunds take?",
+            5,
+        )
+        .await?;
         assert_eq!(a.citations.len(), 1);
         assert_eq!(a.citations[0].document_id, hits[1].document_id.to_string());
         assert_eq!(a.model, ctx.model.name);

@@ -63,7 +63,10 @@ fn analyzer() -> TextAnalyzer {
     TextAnalyzer::builder(SimpleTokenizer::default())
         .filter(RemoveLongFilter::limit(40))
         .filter(LowerCaser)
-        .filter(StopWordFilter::new(Language::English).unwrap_or_else(|| StopWordFilter::remove(Vec::new())))
+        .filter(
+            StopWordFilter::new(Language::English)
+                .unwrap_or_else(|| StopWordFilter::remove(Vec::new())),
+        )
         .filter(Stemmer::new(Language::English))
         .build()
 }
@@ -75,13 +78,28 @@ impl LexicalIndex {
         let mmap = tantivy::directory::MmapDirectory::open(dir)?;
         let index = Index::open_or_create(mmap, schema)?;
         index.tokenizers().register(ANALYZER, analyzer());
-        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
-        Ok(Self { index, reader, fields, write: Mutex::new(()) })
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        Ok(Self {
+            index,
+            reader,
+            fields,
+            write: Mutex::new(()),
+        })
     }
 
-    pub(crate) fn add(&self, document: &DocumentId, title: &str, chunks: &[ChunkToIndex]) -> Result<()> {
+    pub(crate) fn add(
+        &self,
+        document: &DocumentId,
+        title: &str,
+        chunks: &[ChunkToIndex],
+    ) -> Result<()> {
         let _guard = self.write.lock();
-        let mut writer = self.index.writer_with_num_threads::<TantivyDocument>(1, WRITER_MEMORY)?;
+        let mut writer = self
+            .index
+            .writer_with_num_threads::<TantivyDocument>(1, WRITER_MEMORY)?;
         let f = &self.fields;
         for c in chunks {
             let mut d = doc!(
@@ -105,8 +123,13 @@ impl LexicalIndex {
 
     pub(crate) fn delete(&self, document: &DocumentId) -> Result<()> {
         let _guard = self.write.lock();
-        let mut writer = self.index.writer_with_num_threads::<TantivyDocument>(1, WRITER_MEMORY)?;
-        writer.delete_term(Term::from_field_text(self.fields.document_id, document.as_str()));
+        let mut writer = self
+            .index
+            .writer_with_num_threads::<TantivyDocument>(1, WRITER_MEMORY)?;
+        writer.delete_term(Term::from_field_text(
+            self.fields.document_id,
+            document.as_str(),
+        ));
         writer.commit()?;
         self.reader.reload()?;
         Ok(())
@@ -128,7 +151,8 @@ impl LexicalIndex {
             .iter()
             .map(|t| {
                 let term = Term::from_field_text(self.fields.body, t);
-                let q: Box<dyn Query> = Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs));
+                let q: Box<dyn Query> =
+                    Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs));
                 (Occur::Should, q)
             })
             .collect();
@@ -139,7 +163,12 @@ impl LexicalIndex {
         let mut hits = Vec::with_capacity(top.len());
         for (score, address) in top {
             let d: TantivyDocument = searcher.doc(address)?;
-            let text = |field: Field| d.get_first(field).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+            let text = |field: Field| {
+                d.get_first(field)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
             hits.push(Hit {
                 chunk_id: text(f.chunk_id),
                 document_id: DocumentId::from_trusted(text(f.document_id)),

@@ -47,18 +47,30 @@ impl Services {
         class: EndpointClass,
         scope: Scope,
     ) -> ServiceResult<TenantContext> {
-        let unauthenticated = || ServiceError::new(ErrorCode::Unauthenticated, "missing or invalid API key");
+        let unauthenticated =
+            || ServiceError::new(ErrorCode::Unauthenticated, "missing or invalid API key");
         let presented = presented.ok_or_else(unauthenticated)?;
         let (key_id, secret) = keys::parse(presented).ok_or_else(unauthenticated)?;
-        let key = self.store().key(&key_id).await?.ok_or_else(unauthenticated)?;
+        let key = self
+            .store()
+            .key(&key_id)
+            .await?
+            .ok_or_else(unauthenticated)?;
         if !self.keys().verify(secret, &key.secret_hash) || key.revoked_at.is_some() {
             return Err(unauthenticated());
         }
-        let tenant = self.store().tenant(&key.tenant_id).await?.ok_or_else(unauthenticated)?;
+        let tenant = self
+            .store()
+            .tenant(&key.tenant_id)
+            .await?
+            .ok_or_else(unauthenticated)?;
         tracing::Span::current().record("tenant_id", tenant.id.as_str());
 
         let now = self.clock().now();
-        if key.last_used_at.is_none_or(|t| now.0 - t.0 >= TOUCH_INTERVAL_MS) {
+        if key
+            .last_used_at
+            .is_none_or(|t| now.0 - t.0 >= TOUCH_INTERVAL_MS)
+        {
             if let Err(e) = self.store().touch_key(&key.id, now).await {
                 tracing::warn!(error = %e, "could not record key use");
             }
@@ -69,7 +81,10 @@ impl Services {
         }
         let scopes = Scopes::parse_list(key.scopes.split_whitespace()).unwrap_or_default();
         if !scope.granted_by(scopes) {
-            return Err(ServiceError::new(ErrorCode::Forbidden, "this API key does not have the scope for this endpoint"));
+            return Err(ServiceError::new(
+                ErrorCode::Forbidden,
+                "this API key does not have the scope for this endpoint",
+            ));
         }
         self.context_for(&tenant, key.id, scopes, request_id)
     }
@@ -85,7 +100,12 @@ impl Services {
         let plan = self
             .catalog()
             .plan(&tenant.plan)
-            .ok_or_else(|| ServiceError::internal(format!("tenant {} is on unknown plan {:?}", tenant.id, tenant.plan)))?
+            .ok_or_else(|| {
+                ServiceError::internal(format!(
+                    "tenant {} is on unknown plan {:?}",
+                    tenant.id, tenant.plan
+                ))
+            })?
             .clone();
         let model = match self.catalog().model(&tenant.model) {
             Some(m) if plan.allows_model(&m.name) => m.clone(),
@@ -113,7 +133,11 @@ impl Services {
             retrieval_mode,
             system_prompt: Arc::from(tenant.system_prompt.as_str()),
             config_version: tenant.config_version,
-            period: BillingPeriod::containing(tenant.billing_anchor, self.clock().now(), self.period_kind()),
+            period: BillingPeriod::containing(
+                tenant.billing_anchor,
+                self.clock().now(),
+                self.period_kind(),
+            ),
             key_id,
             scopes,
             request_id,
@@ -123,7 +147,9 @@ impl Services {
 
 fn gate_error(code: ErrorCode, state: TenantState) -> ServiceError {
     let detail = match state {
-        TenantState::Suspended => "the tenant is suspended for non-payment; pay the open invoice to restore access",
+        TenantState::Suspended => {
+            "the tenant is suspended for non-payment; pay the open invoice to restore access"
+        }
         TenantState::Cancelled => "the tenant is cancelled",
         TenantState::PendingPayment => "the tenant's first payment has not been received",
         TenantState::Provisioning => "the tenant is being provisioned; retry shortly",

@@ -48,7 +48,10 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("data dir {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("database: {0}")]
     Store(#[from] tenantry_store::StoreError),
 }
@@ -58,12 +61,21 @@ impl Services {
     /// search root.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let catalog = config.catalog()?;
-        let period = PeriodKind::parse(&config.billing.period)
-            .ok_or_else(|| ConfigError::Invalid(format!("billing.period {:?}: use \"month\" or \"day\"", config.billing.period)))?;
+        let period = PeriodKind::parse(&config.billing.period).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "billing.period {:?}: use \"month\" or \"day\"",
+                config.billing.period
+            ))
+        })?;
         let clock: Arc<dyn Clock> = match config.server.clock.as_str() {
             "system" => Arc::new(SystemClock),
             "test" => Arc::new(TestClock::starting_at(SystemClock.now())),
-            other => return Err(ConfigError::Invalid(format!("server.clock {other:?}: use \"system\" or \"test\"")).into()),
+            other => {
+                return Err(ConfigError::Invalid(format!(
+                    "server.clock {other:?}: use \"system\" or \"test\""
+                ))
+                .into())
+            }
         };
         let data_dir = config.server.data_dir.clone();
         let dir_err = |path: &Path| {
@@ -73,7 +85,10 @@ impl Services {
         std::fs::create_dir_all(data_dir.join("tenants")).map_err(dir_err(&data_dir))?;
         let pepper = load_or_create_pepper(&data_dir).map_err(dir_err(&data_dir))?;
         let store = Store::open(&config.database.url, &data_dir).await?;
-        let search = Arc::new(SearchIndexes::new(data_dir.join("tenants"), config.search.open_namespaces));
+        let search = Arc::new(SearchIndexes::new(
+            data_dir.join("tenants"),
+            config.search.open_namespaces,
+        ));
         tenantry_domain::tokens::warm_up();
         Ok(Self {
             inner: Arc::new(Inner {
@@ -124,7 +139,11 @@ impl Services {
 
     /// Where a tenant's original uploads live.
     pub(crate) fn blob_dir(&self, tenant: &tenantry_domain::TenantId) -> PathBuf {
-        self.inner.data_dir.join("tenants").join(tenant.as_str()).join("blobs")
+        self.inner
+            .data_dir
+            .join("tenants")
+            .join(tenant.as_str())
+            .join("blobs")
     }
 
     /// Readiness: the database answers.

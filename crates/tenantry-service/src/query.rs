@@ -6,6 +6,7 @@ use tenantry_domain::quota::Meter;
 use tenantry_domain::{RetrievalMode, TenantContext};
 use tenantry_rag::Citation;
 use tenantry_store::UsageEvent;
+use utoipa::ToSchema;
 
 use crate::retriever::TenantRetriever;
 use crate::{ServiceError, ServiceResult, Services};
@@ -14,7 +15,7 @@ pub const MAX_QUESTION_CHARS: usize = 8_000;
 pub const DEFAULT_TOP_K: usize = 5;
 pub const MAX_TOP_K: usize = 50;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct QueryUsage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -22,7 +23,7 @@ pub struct QueryUsage {
     pub cost_micros: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct QueryResult {
     pub answer: String,
     pub citations: Vec<Citation>,
@@ -33,21 +34,31 @@ pub struct QueryResult {
 }
 
 impl Services {
-    pub async fn query(&self, ctx: &TenantContext, question: &str, top_k: Option<usize>) -> ServiceResult<QueryResult> {
+    pub async fn query(
+        &self,
+        ctx: &TenantContext,
+        question: &str,
+        top_k: Option<usize>,
+    ) -> ServiceResult<QueryResult> {
         let question = question.trim();
         if question.is_empty() {
             return Err(ServiceError::validation("question must not be empty"));
         }
         if question.chars().count() > MAX_QUESTION_CHARS {
-            return Err(ServiceError::validation(format!("question must be at most {MAX_QUESTION_CHARS} characters")));
+            return Err(ServiceError::validation(format!(
+                "question must be at most {MAX_QUESTION_CHARS} characters"
+            )));
         }
         let top_k = top_k.unwrap_or(DEFAULT_TOP_K);
         if !(1..=MAX_TOP_K).contains(&top_k) {
-            return Err(ServiceError::validation(format!("top_k must be between 1 and {MAX_TOP_K}")));
+            return Err(ServiceError::validation(format!(
+                "top_k must be between 1 and {MAX_TOP_K}"
+            )));
         }
 
         let retriever = TenantRetriever { services: self };
-        let answer = tenantry_rag::answer(ctx, &retriever, self.providers(), question, top_k).await?;
+        let answer =
+            tenantry_rag::answer(ctx, &retriever, self.providers(), question, top_k).await?;
 
         // Price with the model that ran, which is the context's model: the pipeline cannot pick another.
         let model = self.catalog().model(&answer.model).unwrap_or(&ctx.model);
@@ -66,8 +77,16 @@ impl Services {
         };
         let events = [
             event(Meter::Queries, 1, 0),
-            event(Meter::PromptTokens, answer.usage.prompt_tokens, prompt_cost.0),
-            event(Meter::CompletionTokens, answer.usage.completion_tokens, completion_cost.0),
+            event(
+                Meter::PromptTokens,
+                answer.usage.prompt_tokens,
+                prompt_cost.0,
+            ),
+            event(
+                Meter::CompletionTokens,
+                answer.usage.completion_tokens,
+                completion_cost.0,
+            ),
         ];
         self.store().record_usage(&events).await?;
         tracing::info!(

@@ -5,6 +5,7 @@ use tenantry_domain::context::Scopes;
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::{ErrorCode, RetrievalMode, TenantContext, TenantId, TenantState, Timestamp};
 use tenantry_store::{ConfigChange, NewApiKey, NewTenant, TenantRow};
+use utoipa::ToSchema;
 
 use crate::{ServiceError, ServiceResult, Services};
 
@@ -14,8 +15,9 @@ pub struct SignupRequest {
     pub plan: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SignupResult {
+    #[schema(value_type = String, example = "ten_0192f0c4a1b27c3d8e9f0a1b2c3d4e5f")]
     pub tenant_id: TenantId,
     pub state: TenantState,
     /// Shown once; only its hash is stored.
@@ -23,8 +25,9 @@ pub struct SignupResult {
     pub checkout_url: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TenantView {
+    #[schema(value_type = String)]
     pub tenant_id: TenantId,
     pub organization: String,
     pub email: String,
@@ -32,10 +35,11 @@ pub struct TenantView {
     pub plan: String,
     pub config: TenantConfig,
     pub config_version: i64,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TenantConfig {
     pub model: String,
     pub retrieval_mode: RetrievalMode,
@@ -51,7 +55,9 @@ pub struct ConfigUpdate {
 pub const MAX_SYSTEM_PROMPT_CHARS: usize = 8_000;
 
 fn valid_email(email: &str) -> bool {
-    let Some((local, domain)) = email.split_once('@') else { return false };
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
     !local.is_empty()
         && domain.contains('.')
         && !domain.starts_with('.')
@@ -66,11 +72,15 @@ impl Services {
     pub async fn signup(&self, req: SignupRequest) -> ServiceResult<SignupResult> {
         let email = req.email.trim().to_lowercase();
         if !valid_email(&email) {
-            return Err(ServiceError::validation("email must be a valid email address"));
+            return Err(ServiceError::validation(
+                "email must be a valid email address",
+            ));
         }
         let organization = req.organization.trim().to_owned();
         if organization.is_empty() || organization.chars().count() > 200 {
-            return Err(ServiceError::validation("organization must be 1 to 200 characters"));
+            return Err(ServiceError::validation(
+                "organization must be 1 to 200 characters",
+            ));
         }
         let plan = self
             .catalog()
@@ -81,7 +91,11 @@ impl Services {
         let now = self.clock().now();
         let tenant_id = TenantId::generate();
         let needs_payment = plan.trial_days == 0 && plan.price.0 > 0;
-        let state = if needs_payment { TenantState::PendingPayment } else { TenantState::Provisioning };
+        let state = if needs_payment {
+            TenantState::PendingPayment
+        } else {
+            TenantState::Provisioning
+        };
         let issued = self.keys().issue();
         let tenant = NewTenant {
             id: tenant_id.clone(),
@@ -102,48 +116,85 @@ impl Services {
             scopes: Scopes::ALL.names().join(" "),
             now,
         };
-        self.store().create_tenant(&tenant, &key).await.map_err(|e| match e {
-            tenantry_store::StoreError::Conflict(_) => {
-                ServiceError::new(ErrorCode::Conflict, "an account with this email already exists")
-            }
-            other => other.into(),
-        })?;
+        self.store()
+            .create_tenant(&tenant, &key)
+            .await
+            .map_err(|e| match e {
+                tenantry_store::StoreError::Conflict(_) => ServiceError::new(
+                    ErrorCode::Conflict,
+                    "an account with this email already exists",
+                ),
+                other => other.into(),
+            })?;
         tracing::info!(tenant_id = %tenant_id, plan = %plan.name, "tenant signed up");
 
         let state = if needs_payment {
             state
         } else {
-            let event = if plan.trial_days > 0 { LifecycleEvent::ProvisionedTrial } else { LifecycleEvent::ProvisionedActive };
+            let event = if plan.trial_days > 0 {
+                LifecycleEvent::ProvisionedTrial
+            } else {
+                LifecycleEvent::ProvisionedActive
+            };
             self.provision(&tenant_id, event).await?
         };
-        Ok(SignupResult { tenant_id, state, api_key: issued.plaintext, checkout_url: None })
+        Ok(SignupResult {
+            tenant_id,
+            state,
+            api_key: issued.plaintext,
+            checkout_url: None,
+        })
     }
 
     /// Prepares the tenant's storage and moves it out of `provisioning`. Idempotent: a tenant already past
     /// provisioning is left as it is.
-    async fn provision(&self, tenant_id: &TenantId, event: LifecycleEvent) -> ServiceResult<TenantState> {
-        let tenant = self.store().tenant(tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+    async fn provision(
+        &self,
+        tenant_id: &TenantId,
+        event: LifecycleEvent,
+    ) -> ServiceResult<TenantState> {
+        let tenant = self
+            .store()
+            .tenant(tenant_id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("tenant"))?;
         if tenant.state != TenantState::Provisioning {
             return Ok(tenant.state);
         }
         let blobs = self.blob_dir(tenant_id);
-        tokio::fs::create_dir_all(&blobs).await.map_err(ServiceError::internal)?;
+        tokio::fs::create_dir_all(&blobs)
+            .await
+            .map_err(ServiceError::internal)?;
         let state = self
             .store()
-            .transition(tenant_id, tenant.state_version, tenant.state, event, self.clock().now())
+            .transition(
+                tenant_id,
+                tenant.state_version,
+                tenant.state,
+                event,
+                self.clock().now(),
+            )
             .await?;
         tracing::info!(tenant_id = %tenant_id, state = state.as_str(), "tenant provisioned");
         Ok(state)
     }
 
     pub async fn tenant_view(&self, ctx: &TenantContext) -> ServiceResult<TenantView> {
-        let row = self.store().tenant(&ctx.tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let row = self
+            .store()
+            .tenant(&ctx.tenant_id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found("tenant"))?;
         Ok(view(row))
     }
 
     /// Changes model, retrieval mode or system prompt. Anything the plan does not allow is refused, and
     /// nothing is changed.
-    pub async fn update_config(&self, ctx: &TenantContext, update: ConfigUpdate) -> ServiceResult<TenantView> {
+    pub async fn update_config(
+        &self,
+        ctx: &TenantContext,
+        update: ConfigUpdate,
+    ) -> ServiceResult<TenantView> {
         if let Some(m) = &update.model {
             if self.catalog().model(m).is_none() || !ctx.plan.allows_model(m) {
                 return Err(ServiceError::validation(format!(
@@ -156,14 +207,23 @@ impl Services {
         let mode = match &update.retrieval_mode {
             None => None,
             Some(raw) => {
-                let allowed = || ctx.plan.retrieval_modes.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ");
+                let allowed = || {
+                    ctx.plan
+                        .retrieval_modes
+                        .iter()
+                        .map(|m| m.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
                 let mode = RetrievalMode::parse(raw)
                     .filter(|m| ctx.plan.allows_mode(*m))
-                    .ok_or_else(|| ServiceError::validation(format!(
-                        "retrieval mode {raw:?} is not available on plan {} (allowed: {})",
-                        ctx.plan.name,
-                        allowed()
-                    )))?;
+                    .ok_or_else(|| {
+                        ServiceError::validation(format!(
+                            "retrieval mode {raw:?} is not available on plan {} (allowed: {})",
+                            ctx.plan.name,
+                            allowed()
+                        ))
+                    })?;
                 Some(mode)
             }
         };
@@ -174,8 +234,15 @@ impl Services {
                 )));
             }
         }
-        let change = ConfigChange { model: update.model, retrieval_mode: mode, system_prompt: update.system_prompt };
-        let row = self.store().update_config(&ctx.tenant_id, &change, self.clock().now()).await?;
+        let change = ConfigChange {
+            model: update.model,
+            retrieval_mode: mode,
+            system_prompt: update.system_prompt,
+        };
+        let row = self
+            .store()
+            .update_config(&ctx.tenant_id, &change, self.clock().now())
+            .await?;
         tracing::info!(config_version = row.config_version, "tenant config changed");
         Ok(view(row))
     }
@@ -188,7 +255,11 @@ fn view(row: TenantRow) -> TenantView {
         email: row.email,
         state: row.state,
         plan: row.plan,
-        config: TenantConfig { model: row.model, retrieval_mode: row.retrieval_mode, system_prompt: row.system_prompt },
+        config: TenantConfig {
+            model: row.model,
+            retrieval_mode: row.retrieval_mode,
+            system_prompt: row.system_prompt,
+        },
         config_version: row.config_version,
         created_at: row.created_at,
     }

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use tenantry_domain::quota::Meter;
 use tenantry_domain::{TenantContext, TenantId, Timestamp};
+use utoipa::ToSchema;
 
 use crate::{ServiceError, ServiceResult, Services};
 
-#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Default, Serialize, PartialEq, Eq, ToSchema)]
 pub struct UsageTotals {
     pub queries: i64,
     pub prompt_tokens: i64,
@@ -20,7 +21,7 @@ pub struct UsageTotals {
     pub cost_micros: i64,
 }
 
-#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Default, Serialize, PartialEq, Eq, ToSchema)]
 pub struct ModelUsage {
     pub queries: i64,
     pub prompt_tokens: i64,
@@ -28,10 +29,13 @@ pub struct ModelUsage {
     pub cost_micros: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UsageReport {
+    #[schema(value_type = String)]
     pub tenant_id: TenantId,
+    #[schema(value_type = String, format = DateTime)]
     pub from: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     pub to: Timestamp,
     pub totals: UsageTotals,
     pub by_model: BTreeMap<String, ModelUsage>,
@@ -39,11 +43,17 @@ pub struct UsageReport {
 
 impl Services {
     /// Usage in `[from, to)`; each bound defaults to the current billing period's.
-    pub async fn usage(&self, ctx: &TenantContext, from: Option<&str>, to: Option<&str>) -> ServiceResult<UsageReport> {
+    pub async fn usage(
+        &self,
+        ctx: &TenantContext,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> ServiceResult<UsageReport> {
         let parse = |raw: Option<&str>, name: &str, default: Timestamp| match raw {
             None | Some("") => Ok(default),
-            Some(s) => Timestamp::parse_rfc3339(s)
-                .ok_or_else(|| ServiceError::validation(format!("{name} must be an RFC 3339 timestamp"))),
+            Some(s) => Timestamp::parse_rfc3339(s).ok_or_else(|| {
+                ServiceError::validation(format!("{name} must be an RFC 3339 timestamp"))
+            }),
         };
         let from = parse(from, "from", ctx.period.start)?;
         let to = parse(to, "to", ctx.period.end)?;
@@ -54,7 +64,8 @@ impl Services {
         let mut by_model: BTreeMap<String, ModelUsage> = BTreeMap::new();
         for line in self.store().usage_lines(&ctx.tenant_id, from, to).await? {
             totals.cost_micros += line.cost_micros;
-            let slot = (!line.model.is_empty()).then(|| by_model.entry(line.model.clone()).or_default());
+            let slot =
+                (!line.model.is_empty()).then(|| by_model.entry(line.model.clone()).or_default());
             match line.meter {
                 Meter::Queries => {
                     totals.queries += line.quantity;
@@ -79,8 +90,20 @@ impl Services {
                 Meter::Documents | Meter::StorageBytes => {}
             }
         }
-        totals.documents = self.store().usage_level(&ctx.tenant_id, Meter::Documents, to).await?;
-        totals.storage_bytes = self.store().usage_level(&ctx.tenant_id, Meter::StorageBytes, to).await?;
-        Ok(UsageReport { tenant_id: ctx.tenant_id.clone(), from, to, totals, by_model })
+        totals.documents = self
+            .store()
+            .usage_level(&ctx.tenant_id, Meter::Documents, to)
+            .await?;
+        totals.storage_bytes = self
+            .store()
+            .usage_level(&ctx.tenant_id, Meter::StorageBytes, to)
+            .await?;
+        Ok(UsageReport {
+            tenant_id: ctx.tenant_id.clone(),
+            from,
+            to,
+            totals,
+            by_model,
+        })
     }
 }

@@ -50,7 +50,8 @@ pub struct ChunkRow {
     pub text: String,
 }
 
-const DOC_COLUMNS: &str = "id, tenant_id, title, content_type, bytes, chunks, content_sha256, created_at";
+const DOC_COLUMNS: &str =
+    "id, tenant_id, title, content_type, bytes, chunks, content_sha256, created_at";
 
 fn document_from_row(row: &AnyRow) -> Result<DocumentRow> {
     Ok(DocumentRow {
@@ -127,13 +128,22 @@ impl Store {
     }
 
     pub async fn documents(&self, tenant: &TenantId) -> Result<Vec<DocumentRow>> {
-        let sql = format!("SELECT {DOC_COLUMNS} FROM documents WHERE tenant_id = $1 ORDER BY created_at, id");
-        let rows = sqlx::query(&sql).bind(tenant.as_str()).fetch_all(&self.read).await?;
+        let sql = format!(
+            "SELECT {DOC_COLUMNS} FROM documents WHERE tenant_id = $1 ORDER BY created_at, id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .fetch_all(&self.read)
+            .await?;
         rows.iter().map(document_from_row).collect()
     }
 
     /// The tenant's document `id`; another tenant's document is simply not found.
-    pub async fn document(&self, tenant: &TenantId, id: &DocumentId) -> Result<Option<DocumentRow>> {
+    pub async fn document(
+        &self,
+        tenant: &TenantId,
+        id: &DocumentId,
+    ) -> Result<Option<DocumentRow>> {
         let sql = format!("SELECT {DOC_COLUMNS} FROM documents WHERE id = $1 AND tenant_id = $2");
         let row = sqlx::query(&sql)
             .bind(id.as_str())
@@ -168,7 +178,11 @@ impl Store {
 
     /// Which of `ids` are live documents of `tenant`. Search hits are checked against this, so an index entry
     /// whose row is gone (a crash between the two writes) is never shown.
-    pub async fn live_documents(&self, tenant: &TenantId, ids: &[DocumentId]) -> Result<Vec<DocumentId>> {
+    pub async fn live_documents(
+        &self,
+        tenant: &TenantId,
+        ids: &[DocumentId],
+    ) -> Result<Vec<DocumentId>> {
         let mut live = Vec::with_capacity(ids.len());
         for id in ids {
             let found = sqlx::query("SELECT 1 FROM documents WHERE id = $1 AND tenant_id = $2")

@@ -38,7 +38,9 @@ fn key_from_row(row: &AnyRow) -> Result<ApiKeyRow> {
         secret_hash: row.try_get("secret_hash")?,
         scopes: row.try_get("scopes")?,
         created_at: Timestamp(row.try_get("created_at")?),
-        last_used_at: row.try_get::<Option<i64>, _>("last_used_at")?.map(Timestamp),
+        last_used_at: row
+            .try_get::<Option<i64>, _>("last_used_at")?
+            .map(Timestamp),
         revoked_at: row.try_get::<Option<i64>, _>("revoked_at")?.map(Timestamp),
     })
 }
@@ -65,13 +67,21 @@ const KEY_COLUMNS: &str =
 impl Store {
     pub async fn key(&self, id: &ApiKeyId) -> Result<Option<ApiKeyRow>> {
         let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1");
-        let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.read).await?;
+        let row = sqlx::query(&sql)
+            .bind(id.as_str())
+            .fetch_optional(&self.read)
+            .await?;
         row.as_ref().map(key_from_row).transpose()
     }
 
     pub async fn keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRow>> {
-        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id");
-        let rows = sqlx::query(&sql).bind(tenant.as_str()).fetch_all(&self.read).await?;
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(tenant.as_str())
+            .fetch_all(&self.read)
+            .await?;
         rows.iter().map(key_from_row).collect()
     }
 

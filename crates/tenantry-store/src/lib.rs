@@ -62,7 +62,10 @@ impl Store {
         sqlx::any::install_default_drivers();
         let store = if url.is_empty() || url.starts_with("sqlite:") {
             let url = if url.is_empty() {
-                format!("sqlite://{}?mode=rwc", data_dir.join("tenantry.db").display())
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    data_dir.join("tenantry.db").display()
+                )
             } else {
                 url.to_owned()
             };
@@ -97,7 +100,11 @@ impl Store {
         };
         let write = pool(1).await?;
         let read = pool(4).await?;
-        Ok(Self { read, write, backend: Backend::Sqlite })
+        Ok(Self {
+            read,
+            write,
+            backend: Backend::Sqlite,
+        })
     }
 
     async fn open_postgres(url: &str) -> Result<Self> {
@@ -106,13 +113,21 @@ impl Store {
             .acquire_timeout(Duration::from_secs(30))
             .connect(url)
             .await?;
-        Ok(Self { read: pool.clone(), write: pool, backend: Backend::Postgres })
+        Ok(Self {
+            read: pool.clone(),
+            write: pool,
+            backend: Backend::Postgres,
+        })
     }
 
     async fn migrate(&self) -> Result<()> {
         match self.backend {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.write).await?,
-            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.write).await?,
+            Backend::Postgres => {
+                sqlx::migrate!("migrations/postgres")
+                    .run(&self.write)
+                    .await?
+            }
         }
         Ok(())
     }

@@ -47,7 +47,8 @@ pub struct ConfigChange {
     pub system_prompt: Option<String>,
 }
 
-const TENANT_COLUMNS: &str = "id, email, organization, plan, state, state_version, model, retrieval_mode, \
+const TENANT_COLUMNS: &str =
+    "id, email, organization, plan, state, state_version, model, retrieval_mode, \
      system_prompt, config_version, billing_anchor, created_at, updated_at";
 
 fn tenant_from_row(row: &AnyRow) -> Result<TenantRow> {
@@ -102,15 +103,23 @@ impl Store {
 
     pub async fn tenant(&self, id: &TenantId) -> Result<Option<TenantRow>> {
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
-        let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.read).await?;
+        let row = sqlx::query(&sql)
+            .bind(id.as_str())
+            .fetch_optional(&self.read)
+            .await?;
         row.as_ref().map(tenant_from_row).transpose()
     }
 
     pub async fn tenants(&self, state: Option<TenantState>) -> Result<Vec<TenantRow>> {
         let rows = match state {
             Some(s) => {
-                let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE state = $1 ORDER BY created_at");
-                sqlx::query(&sql).bind(s.as_str()).fetch_all(&self.read).await?
+                let sql = format!(
+                    "SELECT {TENANT_COLUMNS} FROM tenants WHERE state = $1 ORDER BY created_at"
+                );
+                sqlx::query(&sql)
+                    .bind(s.as_str())
+                    .fetch_all(&self.read)
+                    .await?
             }
             None => {
                 let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY created_at");

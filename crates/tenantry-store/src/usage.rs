@@ -31,7 +31,10 @@ pub struct UsageLine {
     pub cost_micros: i64,
 }
 
-pub(crate) async fn insert_events(tx: &mut Transaction<'_, Any>, events: &[UsageEvent]) -> Result<u64> {
+pub(crate) async fn insert_events(
+    tx: &mut Transaction<'_, Any>,
+    events: &[UsageEvent],
+) -> Result<u64> {
     let mut inserted = 0;
     for e in events {
         let done = sqlx::query(
@@ -63,7 +66,12 @@ impl Store {
     }
 
     /// Per meter and model sums of events in `[from, to)`.
-    pub async fn usage_lines(&self, tenant: &TenantId, from: Timestamp, to: Timestamp) -> Result<Vec<UsageLine>> {
+    pub async fn usage_lines(
+        &self,
+        tenant: &TenantId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<UsageLine>> {
         let rows = sqlx::query(
             "SELECT meter, model, CAST(SUM(quantity) AS BIGINT) AS quantity, \
              CAST(SUM(cost_micros) AS BIGINT) AS cost_micros FROM usage_events \
@@ -79,7 +87,8 @@ impl Store {
             .map(|r| {
                 let meter: String = r.try_get("meter")?;
                 Ok(UsageLine {
-                    meter: Meter::parse(&meter).ok_or_else(|| StoreError::Corrupt(format!("meter {meter:?}")))?,
+                    meter: Meter::parse(&meter)
+                        .ok_or_else(|| StoreError::Corrupt(format!("meter {meter:?}")))?,
                     model: r.try_get("model")?,
                     quantity: r.try_get("quantity")?,
                     cost_micros: r.try_get("cost_micros")?,

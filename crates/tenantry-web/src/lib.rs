@@ -1,1 +1,148 @@
-//! placeholder
+//! Tenantry's HTTP surface: the public API of API.md, its OpenAPI description, and the application that binds
+//! a listener and serves them. Handlers are thin; the service layer decides.
+
+mod api;
+mod extract;
+pub mod problem;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use axum::Router;
+use tenantry_domain::Config;
+use tenantry_service::{Services, StartError};
+use tokio::net::TcpListener;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tenantry", description = "Multi-tenant retrieval-augmented generation: documents, questions, usage."),
+    modifiers(&BearerAuth),
+    components(schemas(problem::Problem)),
+    tags(
+        (name = "public", description = "No authentication"),
+        (name = "tenant", description = "The calling tenant (Bearer tk_…)"),
+        (name = "documents", description = "The tenant's documents"),
+        (name = "query", description = "Questions over the tenant's documents"),
+        (name = "usage", description = "Metered usage"),
+        (name = "operations", description = "Health and metadata"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Every API route with its OpenAPI operation, from one list so neither can miss a route.
+fn api_routes() -> OpenApiRouter<Services> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(api::signup))
+        .routes(routes!(api::get_tenant))
+        .routes(routes!(api::patch_config))
+        .routes(routes!(api::upload_document, api::list_documents))
+        .routes(routes!(api::get_document, api::delete_document))
+        .routes(routes!(api::query))
+        .routes(routes!(api::usage))
+        .routes(routes!(api::healthz))
+        .routes(routes!(api::readyz))
+}
+
+/// The OpenAPI document served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut spec) = api_routes().split_for_parts();
+    spec.paths.paths.insert(
+        "/openapi.json".into(),
+        utoipa::openapi::path::PathItem::new(
+            utoipa::openapi::HttpMethod::Get,
+            utoipa::openapi::path::OperationBuilder::new()
+                .summary(Some("This OpenAPI document"))
+                .tag("operations")
+                .response(
+                    "200",
+                    utoipa::openapi::ResponseBuilder::new().description("OpenAPI 3.1 JSON"),
+                ),
+        ),
+    );
+    spec
+}
+
+pub fn router(services: Services) -> Router {
+    let max_body = services.config().server.max_body_bytes;
+    let (router, _) = api_routes().split_for_parts();
+    let spec = openapi();
+    router
+        .route(
+            "/openapi.json",
+            get(move || async move { axum::Json(spec) }),
+        )
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(extract::request_context))
+        .with_state(services)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// A built application: services started, listener bound (port 0 picks a free port).
+pub struct Application {
+    listener: TcpListener,
+    services: Services,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, AppError> {
+        let addr = config.server.bind.clone();
+        let services = Services::start(config).await?;
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| AppError::Bind { addr, source })?;
+        Ok(Self { listener, services })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish and closes the store.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = router(self.services.clone());
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        self.services.shutdown().await;
+        Ok(())
+    }
+}

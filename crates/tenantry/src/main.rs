@@ -1,1 +1,143 @@
-fn main() {}
+//! `tenantry`: the one binary. `serve` runs everything in one process; `demo` seeds a running instance
+//! with tenants, documents and traffic; `openapi` prints the API description.
+
+mod demo;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tenantry_domain::Config;
+use tenantry_web::Application;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "tenantry",
+    version,
+    about = "Multi-tenant RAG SaaS platform in one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct ServeArgs {
+    /// TOML configuration file (every key has a default).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory for the embedded store, indexes and uploads (overrides server.data_dir).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on (overrides server.bind).
+    #[arg(long)]
+    bind: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve(ServeArgs),
+    /// Start the service, seed three tenants with documents and queries, and print what each got.
+    Demo {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// Stop after seeding instead of serving until Ctrl-C.
+        #[arg(long)]
+        exit: bool,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+}
+
+fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Config::from_toml(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => Config::builtin(),
+    };
+    if let Some(dir) = &args.data_dir {
+        config.server.data_dir = dir.clone();
+    }
+    if let Some(bind) = &args.bind {
+        config.server.bind = bind.clone();
+    }
+    if let Ok(token) = std::env::var("TENANTRY_OPERATOR_TOKEN") {
+        if !token.is_empty() {
+            config.server.operator_token = token;
+        }
+    }
+    Ok(config)
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tantivy=warn,tower_http=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("TENANTRY_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.compact().init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging();
+            let config = load_config(&args)?;
+            let app = Application::build(config).await?;
+            tracing::info!(addr = %app.local_addr(), "tenantry serving");
+            app.run_until_stopped(shutdown_signal()).await?;
+        }
+        Command::Demo { serve, exit } => {
+            init_logging();
+            let mut config = load_config(&serve)?;
+            if serve.data_dir.is_none() && serve.config.is_none() {
+                config.server.data_dir = PathBuf::from("./tenantry-demo-data");
+            }
+            demo::run(config, exit).await?;
+        }
+        Command::Openapi => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&tenantry_web::openapi())?
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! Request plumbing shared by every handler: the request id and its span, JSON bodies that fail as
+//! problem+json, and the bearer token.
+
+use std::time::Instant;
+
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use tenantry_domain::RequestId;
+use tracing::Instrument;
+
+use crate::problem::ApiError;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Gives every request an id (the caller's `X-Request-Id` when sane, else a fresh one), runs it inside a span
+/// that carries the id and, once authenticated, the tenant id, and echoes the id on the response.
+pub async fn request_context(mut req: Request, next: Next) -> Response {
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .and_then(RequestId::from_header)
+        .unwrap_or_else(RequestId::generate);
+    req.extensions_mut().insert(request_id.clone());
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        request_id = %request_id,
+        tenant_id = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let mut response = next.run(req).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::info!(
+            status = response.status().as_u16(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "request finished"
+        )
+    });
+    if let Ok(v) = HeaderValue::from_str(request_id.as_str()) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
+    response
+}
+
+/// `axum::Json` whose rejections are problem+json.
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        Ok(Json(value))
+    }
+}
+
+/// The token of an `Authorization: Bearer …` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}

@@ -1,0 +1,111 @@
+//! RFC 9457 problem+json responses. Every error the API returns goes through here, so every one has the
+//! same shape and a `code` from the one table in `tenantry_domain::ErrorCode`.
+
+use axum::extract::multipart::MultipartError;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tenantry_domain::ErrorCode;
+use tenantry_service::ServiceError;
+use utoipa::ToSchema;
+
+/// The problem+json body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Machine-readable code, e.g. `quota_exceeded`.
+    pub code: String,
+}
+
+#[derive(Debug)]
+pub struct ApiError(pub ServiceError);
+
+impl ApiError {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self(ServiceError::new(code, detail))
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let ServiceError {
+            code,
+            detail,
+            retry_after_secs,
+        } = self.0;
+        let status =
+            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = Problem {
+            kind: format!("https://tenantry.dev/problems/{}", code.as_str()),
+            title: code.title().to_owned(),
+            status: code.status(),
+            detail,
+            code: code.as_str().to_owned(),
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(secs) = retry_after_secs {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r {
+            JsonRejection::JsonDataError(e) => {
+                Self::new(ErrorCode::ValidationFailed, e.body_text())
+            }
+            JsonRejection::JsonSyntaxError(e) => Self::new(ErrorCode::BadRequest, e.body_text()),
+            JsonRejection::MissingJsonContentType(_) => Self::new(
+                ErrorCode::UnsupportedMediaType,
+                "expected a request with Content-Type: application/json",
+            ),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(),
+            other => Self::new(ErrorCode::BadRequest, other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self::new(ErrorCode::ValidationFailed, r.body_text())
+    }
+}
+
+impl From<MultipartError> for ApiError {
+    fn from(e: MultipartError) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large()
+        } else {
+            Self::new(
+                ErrorCode::BadRequest,
+                format!("malformed multipart body: {}", e.body_text()),
+            )
+        }
+    }
+}
+
+pub fn too_large() -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        "the request body is larger than this server accepts",
+    )
+}
