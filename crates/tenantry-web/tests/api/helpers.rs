@@ -1,0 +1,118 @@
+//! `spawn_app`: a real Tenantry on an ephemeral port with a fresh data dir, and a client that speaks to it.
+
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use tenantry_domain::Config;
+use tenantry_service::Services;
+use tenantry_web::Application;
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub services: Services,
+    pub data_dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::builtin();
+    config.server.bind = "127.0.0.1:0".into();
+    config.server.data_dir = data_dir.path().to_owned();
+    configure(&mut config);
+    let app = Application::build(config).await.expect("app starts");
+    let base = format!("http://{}", app.local_addr());
+    let services = app.services().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    TestApp { base, client: reqwest::Client::new(), services, data_dir, _stop: stop }
+}
+
+/// The app on a fresh PostgreSQL database, or `None` when `TENANTRY_TEST_POSTGRES_URL` is not set.
+pub async fn spawn_app_on_postgres() -> Option<TestApp> {
+    let url = std::env::var("TENANTRY_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty())?;
+    sqlx::any::install_default_drivers();
+    let name = format!("tenantry_test_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::AnyPool::connect(&url).await.expect("postgres reachable");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create database");
+    admin.close().await;
+    let (base, _) = url.rsplit_once('/').expect("url has a database path");
+    let db_url = format!("{base}/{name}");
+    Some(spawn_app_with(move |c| c.database.url = db_url).await)
+}
+
+/// A signed-up tenant's credentials.
+#[derive(Clone, Debug)]
+pub struct Tenant {
+    pub id: String,
+    pub key: String,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn signup(&self, email: &str, plan: &str) -> Tenant {
+        let r = self
+            .client
+            .post(self.url("/v1/signup"))
+            .json(&json!({"email": email, "organization": format!("Org of {email}"), "plan": plan}))
+            .send()
+            .await
+            .expect("signup request");
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let body: Value = r.json().await.expect("json");
+        Tenant {
+            id: body["tenant_id"].as_str().expect("tenant_id").to_owned(),
+            key: body["api_key"].as_str().expect("api_key").to_owned(),
+        }
+    }
+
+    pub async fn get(&self, key: &str, path: &str) -> Response {
+        self.client.get(self.url(path)).bearer_auth(key).send().await.expect("request")
+    }
+
+    pub async fn post_json(&self, key: &str, path: &str, body: Value) -> Response {
+        self.client.post(self.url(path)).bearer_auth(key).json(&body).send().await.expect("request")
+    }
+
+    pub async fn upload_text(&self, key: &str, title: &str, text: &str) -> Value {
+        let r = self.post_json(key, "/v1/documents", json!({"title": title, "text": text})).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "upload of {title}");
+        r.json().await.expect("json")
+    }
+
+    pub async fn query(&self, key: &str, question: &str) -> Value {
+        let r = self.post_json(key, "/v1/query", json!({"question": question})).await;
+        assert_eq!(r.status(), StatusCode::OK, "query {question}");
+        r.json().await.expect("json")
+    }
+
+    pub async fn usage(&self, key: &str) -> Value {
+        let r = self.get(key, "/v1/usage").await;
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.expect("json")
+    }
+}
+
+/// Asserts a problem+json response with `status` and `code`, and returns its body.
+pub async fn assert_problem(r: Response, status: u16, code: &str) -> Value {
+    assert_eq!(r.status().as_u16(), status, "status");
+    let content_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert!(r.headers().contains_key("x-request-id"), "every response carries X-Request-Id");
+    let body: Value = r.json().await.expect("problem body is JSON");
+    assert_eq!(content_type, "application/problem+json", "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status, "{body}");
+    for field in ["type", "title", "detail"] {
+        assert!(body[field].as_str().is_some_and(|s| !s.is_empty()), "problem has {field}: {body}");
+    }
+    body
+}
