@@ -24,7 +24,11 @@ pub struct TenantContext {
     pub period: BillingPeriod,
     pub key_id: ApiKeyId,
     pub scopes: Scopes,
+    /// The id the caller sees (`X-Request-Id`, theirs or ours). For tracing only: callers choose it.
     pub request_id: RequestId,
+    /// A server-generated id unique to this request. Ledger rows are keyed by it, so no caller-chosen value
+    /// can merge two requests' usage or collide with another tenant's.
+    pub operation_id: RequestId,
 }
 
 impl TenantContext {

@@ -36,5 +36,6 @@ pub fn context(tenant: TenantId) -> TenantContext {
         key_id: ApiKeyId::generate(),
         scopes: Scopes::ALL,
         request_id: RequestId::generate(),
+        operation_id: RequestId::generate(),
     }
 }

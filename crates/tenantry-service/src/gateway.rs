@@ -141,6 +141,7 @@ impl Services {
             key_id,
             scopes,
             request_id,
+            operation_id: RequestId::generate(),
         })
     }
 }

@@ -66,7 +66,7 @@ impl Services {
         let completion_cost = model.output_price.cost(answer.usage.completion_tokens);
         let now = self.clock().now();
         let event = |meter: Meter, quantity: u64, cost: i64| UsageEvent {
-            event_id: format!("{}:{}", ctx.request_id, meter.as_str()),
+            event_id: format!("{}:{}", ctx.operation_id, meter.as_str()),
             tenant_id: ctx.tenant_id.clone(),
             request_id: ctx.request_id.to_string(),
             meter,

@@ -3,24 +3,42 @@
 
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::quota::Meter;
-use tenantry_domain::{ApiKeyId, ChunkId, DocumentId, RetrievalMode, TenantId, TenantState, Timestamp};
-use tenantry_store::{ConfigChange, NewApiKey, NewChunk, NewDocument, NewTenant, Store, StoreError, UsageEvent};
+use tenantry_domain::{
+    ApiKeyId, ChunkId, DocumentId, RetrievalMode, TenantId, TenantState, Timestamp,
+};
+use tenantry_store::{
+    ConfigChange, NewApiKey, NewChunk, NewDocument, NewTenant, Store, StoreError, UsageEvent,
+};
 
 async fn sqlite() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    (Store::open("", dir.path()).await.expect("sqlite opens"), dir)
+    (
+        Store::open("", dir.path()).await.expect("sqlite opens"),
+        dir,
+    )
 }
 
 /// A fresh database on the test server, or `None` when no server is configured.
 async fn postgres() -> Option<Store> {
-    let url = std::env::var("TENANTRY_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty())?;
+    let url = std::env::var("TENANTRY_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())?;
     sqlx::any::install_default_drivers();
     let name = format!("tenantry_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::AnyPool::connect(&url).await.expect("postgres reachable");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create database");
+    let admin = sqlx::AnyPool::connect(&url)
+        .await
+        .expect("postgres reachable");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .expect("create database");
     admin.close().await;
     let (base, _) = url.rsplit_once('/').expect("url has a database path");
-    Some(Store::open(&format!("{base}/{name}"), std::path::Path::new(".")).await.expect("postgres opens"))
+    Some(
+        Store::open(&format!("{base}/{name}"), std::path::Path::new("."))
+            .await
+            .expect("postgres opens"),
+    )
 }
 
 fn tenant(email: &str) -> (NewTenant, NewApiKey) {
@@ -38,7 +56,14 @@ fn tenant(email: &str) -> (NewTenant, NewApiKey) {
             system_prompt: String::new(),
             now,
         },
-        NewApiKey { id: ApiKeyId::generate(), tenant_id: id, name: "default".into(), secret_hash: "h".into(), scopes: "query".into(), now },
+        NewApiKey {
+            id: ApiKeyId::generate(),
+            tenant_id: id,
+            name: "default".into(),
+            secret_hash: "h".into(),
+            scopes: "query".into(),
+            now,
+        },
     )
 }
 
@@ -60,35 +85,109 @@ async fn tenants_keys_and_transitions(store: Store) {
     store.create_tenant(&t, &k).await.expect("create");
     let (mut dup, dup_key) = tenant("a@conformance.test");
     dup.organization = "Other".into();
-    assert!(matches!(store.create_tenant(&dup, &dup_key).await, Err(StoreError::Conflict("email"))));
-    assert!(store.tenant(&dup.id).await.expect("read").is_none(), "the failed signup left no tenant");
-    assert!(store.key(&dup_key.id).await.expect("read").is_none(), "and no key");
+    assert!(matches!(
+        store.create_tenant(&dup, &dup_key).await,
+        Err(StoreError::Conflict("email"))
+    ));
+    assert!(
+        store.tenant(&dup.id).await.expect("read").is_none(),
+        "the failed signup left no tenant"
+    );
+    assert!(
+        store.key(&dup_key.id).await.expect("read").is_none(),
+        "and no key"
+    );
 
     let row = store.tenant(&t.id).await.expect("read").expect("exists");
-    assert_eq!((row.state, row.state_version, row.config_version), (TenantState::Provisioning, 0, 1));
-    let next = store.transition(&t.id, 0, row.state, LifecycleEvent::ProvisionedTrial, Timestamp(1)).await.expect("transition");
+    assert_eq!(
+        (row.state, row.state_version, row.config_version),
+        (TenantState::Provisioning, 0, 1)
+    );
+    let next = store
+        .transition(
+            &t.id,
+            0,
+            row.state,
+            LifecycleEvent::ProvisionedTrial,
+            Timestamp(1),
+        )
+        .await
+        .expect("transition");
     assert_eq!(next, TenantState::Trialing);
     // A second writer that read version 0 loses.
-    let stale = store.transition(&t.id, 0, TenantState::Provisioning, LifecycleEvent::ProvisionedActive, Timestamp(2)).await;
+    let stale = store
+        .transition(
+            &t.id,
+            0,
+            TenantState::Provisioning,
+            LifecycleEvent::ProvisionedActive,
+            Timestamp(2),
+        )
+        .await;
     assert!(matches!(stale, Err(StoreError::Concurrent)), "{stale:?}");
-    let invalid = store.transition(&t.id, 1, TenantState::Trialing, LifecycleEvent::GraceExpired, Timestamp(2)).await;
+    let invalid = store
+        .transition(
+            &t.id,
+            1,
+            TenantState::Trialing,
+            LifecycleEvent::GraceExpired,
+            Timestamp(2),
+        )
+        .await;
     assert!(matches!(invalid, Err(StoreError::Conflict(_))));
 
     let changed = store
-        .update_config(&t.id, &ConfigChange { model: Some("local-large".into()), ..Default::default() }, Timestamp(3))
+        .update_config(
+            &t.id,
+            &ConfigChange {
+                model: Some("local-large".into()),
+                ..Default::default()
+            },
+            Timestamp(3),
+        )
         .await
         .expect("config");
-    assert_eq!((changed.model.as_str(), changed.config_version), ("local-large", 2));
+    assert_eq!(
+        (changed.model.as_str(), changed.config_version),
+        ("local-large", 2)
+    );
     assert_eq!(changed.system_prompt, "", "unchanged fields are kept");
 
     let key = store.key(&k.id).await.expect("read").expect("exists");
     assert_eq!(key.tenant_id, t.id);
     let (other, other_key) = tenant("b@conformance.test");
-    store.create_tenant(&other, &other_key).await.expect("create");
-    assert!(matches!(store.revoke_key(&other.id, &k.id, Timestamp(4)).await, Err(StoreError::NotFound)), "not another tenant's key");
-    store.revoke_key(&t.id, &k.id, Timestamp(5)).await.expect("revoke");
-    assert_eq!(store.key(&k.id).await.expect("read").expect("exists").revoked_at, Some(Timestamp(5)));
-    assert_eq!(store.tenants(Some(TenantState::Trialing)).await.expect("list").len(), 1);
+    store
+        .create_tenant(&other, &other_key)
+        .await
+        .expect("create");
+    assert!(
+        matches!(
+            store.revoke_key(&other.id, &k.id, Timestamp(4)).await,
+            Err(StoreError::NotFound)
+        ),
+        "not another tenant's key"
+    );
+    store
+        .revoke_key(&t.id, &k.id, Timestamp(5))
+        .await
+        .expect("revoke");
+    assert_eq!(
+        store
+            .key(&k.id)
+            .await
+            .expect("read")
+            .expect("exists")
+            .revoked_at,
+        Some(Timestamp(5))
+    );
+    assert_eq!(
+        store
+            .tenants(Some(TenantState::Trialing))
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
 }
 
 async fn documents_and_ledger(store: Store) {
@@ -104,43 +203,133 @@ async fn documents_and_ledger(store: Store) {
         now: Timestamp(10),
     };
     let chunks: Vec<NewChunk> = (0..3)
-        .map(|i| NewChunk { id: ChunkId::new(&doc.id, i), ordinal: i64::from(i), heading: String::new(), page: None, text: format!("chunk {i}") })
+        .map(|i| NewChunk {
+            id: ChunkId::new(&doc.id, i),
+            ordinal: i64::from(i),
+            heading: String::new(),
+            page: None,
+            text: format!("chunk {i}"),
+        })
         .collect();
-    let up = [event(&t.id, "up:d", Meter::Documents, 1, 10), event(&t.id, "up:s", Meter::StorageBytes, 100, 10)];
-    let row = store.insert_document(&doc, &chunks, &up).await.expect("insert");
+    let up = [
+        event(&t.id, "up:d", Meter::Documents, 1, 10),
+        event(&t.id, "up:s", Meter::StorageBytes, 100, 10),
+    ];
+    let row = store
+        .insert_document(&doc, &chunks, &up)
+        .await
+        .expect("insert");
     assert_eq!(row.chunks, 3);
     assert_eq!(store.chunks(&t.id, &doc.id).await.expect("chunks").len(), 3);
-    assert_eq!(store.usage_level(&t.id, Meter::StorageBytes, Timestamp(11)).await.expect("level"), 100);
-    assert_eq!(store.usage_level(&t.id, Meter::StorageBytes, Timestamp(10)).await.expect("level"), 0, "levels are as of a time");
+    assert_eq!(
+        store
+            .usage_level(&t.id, Meter::StorageBytes, Timestamp(11))
+            .await
+            .expect("level"),
+        100
+    );
+    assert_eq!(
+        store
+            .usage_level(&t.id, Meter::StorageBytes, Timestamp(10))
+            .await
+            .expect("level"),
+        0,
+        "levels are as of a time"
+    );
 
     let (other, other_key) = tenant("docs2@conformance.test");
-    store.create_tenant(&other, &other_key).await.expect("create");
-    assert!(store.document(&other.id, &doc.id).await.expect("read").is_none(), "tenant-scoped read");
-    assert!(store.live_documents(&other.id, std::slice::from_ref(&doc.id)).await.expect("live").is_empty());
-    assert!(matches!(store.delete_document(&other.id, &doc.id, &[]).await, Err(StoreError::NotFound)));
+    store
+        .create_tenant(&other, &other_key)
+        .await
+        .expect("create");
+    assert!(
+        store
+            .document(&other.id, &doc.id)
+            .await
+            .expect("read")
+            .is_none(),
+        "tenant-scoped read"
+    );
+    assert!(store
+        .live_documents(&other.id, std::slice::from_ref(&doc.id))
+        .await
+        .expect("live")
+        .is_empty());
+    assert!(matches!(
+        store.delete_document(&other.id, &doc.id, &[]).await,
+        Err(StoreError::NotFound)
+    ));
 
     // A failing transaction leaves nothing: the duplicate document id aborts the insert of a second copy.
-    let again = store.insert_document(&doc, &chunks, &[event(&t.id, "again", Meter::Documents, 1, 12)]).await;
+    let again = store
+        .insert_document(
+            &doc,
+            &chunks,
+            &[event(&t.id, "again", Meter::Documents, 1, 12)],
+        )
+        .await;
     assert!(again.is_err());
-    assert_eq!(store.usage_event_count(&t.id, Meter::Documents).await.expect("count"), 1, "its ledger event rolled back");
+    assert_eq!(
+        store
+            .usage_event_count(&t.id, Meter::Documents)
+            .await
+            .expect("count"),
+        1,
+        "its ledger event rolled back"
+    );
 
-    let down = [event(&t.id, "down:d", Meter::Documents, -1, 20), event(&t.id, "down:s", Meter::StorageBytes, -100, 20)];
-    store.delete_document(&t.id, &doc.id, &down).await.expect("delete");
-    assert!(store.chunks(&t.id, &doc.id).await.expect("chunks").is_empty());
-    assert_eq!(store.usage_level(&t.id, Meter::Documents, Timestamp(21)).await.expect("level"), 0);
+    let down = [
+        event(&t.id, "down:d", Meter::Documents, -1, 20),
+        event(&t.id, "down:s", Meter::StorageBytes, -100, 20),
+    ];
+    store
+        .delete_document(&t.id, &doc.id, &down)
+        .await
+        .expect("delete");
+    assert!(store
+        .chunks(&t.id, &doc.id)
+        .await
+        .expect("chunks")
+        .is_empty());
+    assert_eq!(
+        store
+            .usage_level(&t.id, Meter::Documents, Timestamp(21))
+            .await
+            .expect("level"),
+        0
+    );
 }
 
 async fn usage_is_idempotent_and_summed(store: Store) {
     let (t, k) = tenant("usage@conformance.test");
     store.create_tenant(&t, &k).await.expect("create");
-    let batch = [event(&t.id, "r1:q", Meter::Queries, 1, 100), event(&t.id, "r1:p", Meter::PromptTokens, 40, 100)];
+    let batch = [
+        event(&t.id, "r1:q", Meter::Queries, 1, 100),
+        event(&t.id, "r1:p", Meter::PromptTokens, 40, 100),
+    ];
     assert_eq!(store.record_usage(&batch).await.expect("record"), 2);
-    assert_eq!(store.record_usage(&batch).await.expect("replay"), 0, "a replayed settlement inserts nothing");
-    store.record_usage(&[event(&t.id, "r2:q", Meter::Queries, 1, 200)]).await.expect("record");
-    let lines = store.usage_lines(&t.id, Timestamp(0), Timestamp(1_000)).await.expect("lines");
-    let queries = lines.iter().find(|l| l.meter == Meter::Queries).expect("queries line");
+    assert_eq!(
+        store.record_usage(&batch).await.expect("replay"),
+        0,
+        "a replayed settlement inserts nothing"
+    );
+    store
+        .record_usage(&[event(&t.id, "r2:q", Meter::Queries, 1, 200)])
+        .await
+        .expect("record");
+    let lines = store
+        .usage_lines(&t.id, Timestamp(0), Timestamp(1_000))
+        .await
+        .expect("lines");
+    let queries = lines
+        .iter()
+        .find(|l| l.meter == Meter::Queries)
+        .expect("queries line");
     assert_eq!((queries.quantity, queries.cost_micros), (2, 4));
-    let in_range = store.usage_lines(&t.id, Timestamp(150), Timestamp(1_000)).await.expect("lines");
+    let in_range = store
+        .usage_lines(&t.id, Timestamp(150), Timestamp(1_000))
+        .await
+        .expect("lines");
     assert_eq!(in_range.len(), 1, "half-open range");
 }
 
@@ -160,4 +349,8 @@ macro_rules! conformance_suite {
     };
 }
 
-conformance_suite!(tenants_keys_and_transitions, documents_and_ledger, usage_is_idempotent_and_summed);
+conformance_suite!(
+    tenants_keys_and_transitions,
+    documents_and_ledger,
+    usage_is_idempotent_and_summed
+);
