@@ -32,14 +32,11 @@ impl Timestamp {
 
     pub fn parse_rfc3339(raw: &str) -> Option<Self> {
         let t = OffsetDateTime::parse(raw, &Rfc3339).ok()?;
-        i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
-            .ok()
-            .map(Self)
+        i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok().map(Self)
     }
 
     pub fn to_datetime(self) -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 
     pub fn from_datetime(t: OffsetDateTime) -> Self {
@@ -85,9 +82,7 @@ pub struct TestClock {
 
 impl TestClock {
     pub fn starting_at(t: Timestamp) -> Self {
-        Self {
-            now_ms: AtomicI64::new(t.0),
-        }
+        Self { now_ms: AtomicI64::new(t.0) }
     }
 }
 
@@ -97,8 +92,7 @@ impl Clock for TestClock {
     }
 
     fn advance(&self, seconds: i64) -> bool {
-        self.now_ms
-            .fetch_add(seconds.saturating_mul(1000), Ordering::SeqCst);
+        self.now_ms.fetch_add(seconds.saturating_mul(1000), Ordering::SeqCst);
         true
     }
 }

@@ -18,6 +18,7 @@ pub struct Config {
     pub analytics: AnalyticsConfig,
     pub billing: BillingConfig,
     pub search: SearchConfig,
+    pub gateway: GatewayConfig,
     pub models: Vec<ModelConfig>,
     pub plans: Vec<PlanConfig>,
 }
@@ -93,11 +94,7 @@ pub struct StripeConfig {
 
 impl Default for StripeConfig {
     fn default() -> Self {
-        Self {
-            api_key: String::new(),
-            webhook_secret: String::new(),
-            api_base: "https://api.stripe.com".into(),
-        }
+        Self { api_key: String::new(), webhook_secret: String::new(), api_base: "https://api.stripe.com".into() }
     }
 }
 
@@ -114,11 +111,21 @@ pub struct SearchConfig {
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        Self {
-            open_namespaces: 256,
-            chunk_tokens: 256,
-            chunk_overlap_tokens: 32,
-        }
+        Self { open_namespaces: 256, chunk_tokens: 256, chunk_overlap_tokens: 32 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// How long a request may hold reserved quota. A reservation of a request that died (crash, lost
+    /// connection) is reclaimed after this; it must exceed the longest request.
+    pub reservation_ttl_secs: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self { reservation_ttl_secs: 120 }
     }
 }
 
@@ -328,29 +335,19 @@ impl Catalog {
         if plan_map.is_empty() {
             return Err(ConfigError::Invalid("at least one plan is required".into()));
         }
-        Ok(Self {
-            models: by_name,
-            plans: plan_map,
-        })
+        Ok(Self { models: by_name, plans: plan_map })
     }
 }
 
 fn validate_model(m: &ModelConfig) -> Result<ModelSpec, ConfigError> {
-    let bad = |reason: &str| ConfigError::BadModel {
-        model: m.name.clone(),
-        reason: reason.into(),
-    };
+    let bad = |reason: &str| ConfigError::BadModel { model: m.name.clone(), reason: reason.into() };
     if m.name.trim().is_empty() {
         return Err(bad("name is empty"));
     }
     let provider = match m.provider.as_str() {
         "openai" => ProviderKind::OpenAi,
         "local" => ProviderKind::Local,
-        other => {
-            return Err(bad(&format!(
-                "unknown provider {other:?} (use \"openai\" or \"local\")"
-            )))
-        }
+        other => return Err(bad(&format!("unknown provider {other:?} (use \"openai\" or \"local\")"))),
     };
     if provider == ProviderKind::OpenAi && m.base_url.is_empty() {
         return Err(bad("an openai provider needs base_url"));
@@ -375,14 +372,8 @@ fn validate_model(m: &ModelConfig) -> Result<ModelSpec, ConfigError> {
     })
 }
 
-fn validate_plan(
-    p: &PlanConfig,
-    models: &BTreeMap<String, Arc<ModelSpec>>,
-) -> Result<Plan, ConfigError> {
-    let bad = |reason: String| ConfigError::BadPlan {
-        plan: p.name.clone(),
-        reason,
-    };
+fn validate_plan(p: &PlanConfig, models: &BTreeMap<String, Arc<ModelSpec>>) -> Result<Plan, ConfigError> {
+    let bad = |reason: String| ConfigError::BadPlan { plan: p.name.clone(), reason };
     if p.name.trim().is_empty() {
         return Err(bad("name is empty".into()));
     }
@@ -398,29 +389,19 @@ fn validate_plan(
         }
     }
     if !p.models.contains(&p.default_model) {
-        return Err(bad(format!(
-            "default_model {:?} is not in its models",
-            p.default_model
-        )));
+        return Err(bad(format!("default_model {:?} is not in its models", p.default_model)));
     }
     let mut modes = Vec::new();
     for raw in &p.retrieval_modes {
-        let mode = RetrievalMode::parse(raw)
-            .ok_or_else(|| bad(format!("unknown retrieval mode {raw:?}")))?;
+        let mode = RetrievalMode::parse(raw).ok_or_else(|| bad(format!("unknown retrieval mode {raw:?}")))?;
         if !mode.is_available() {
-            return Err(bad(format!(
-                "retrieval mode {raw:?} is not available in this build"
-            )));
+            return Err(bad(format!("retrieval mode {raw:?} is not available in this build")));
         }
         modes.push(mode);
     }
-    let default_mode = RetrievalMode::parse(&p.default_retrieval_mode)
-        .filter(|m| modes.contains(m))
-        .ok_or_else(|| {
-            bad(format!(
-                "default_retrieval_mode {:?} is not in its retrieval_modes",
-                p.default_retrieval_mode
-            ))
+    let default_mode =
+        RetrievalMode::parse(&p.default_retrieval_mode).filter(|m| modes.contains(m)).ok_or_else(|| {
+            bad(format!("default_retrieval_mode {:?} is not in its retrieval_modes", p.default_retrieval_mode))
         })?;
     if p.overage.query_micros < 0 || p.overage.token_micros_per_1k < 0 {
         return Err(bad("overage prices must not be negative".into()));
@@ -443,8 +424,7 @@ impl Config {
     /// Parses a TOML file's text; absent sections take their defaults, and absent `[[models]]` or
     /// `[[plans]]` take the built-in catalogue.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let mut config: Config =
-            toml::from_str(text).map_err(|e| ConfigError::Invalid(format!("config: {e}")))?;
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Invalid(format!("config: {e}")))?;
         config.fill_defaults();
         Ok(config)
     }
@@ -484,48 +464,33 @@ pub fn builtin_models() -> Vec<ModelConfig> {
         context_window: 8192,
         answer_sentences: sentences,
     };
-    vec![
-        local("local-small", 2, 0.10, 0.40),
-        local("local-large", 4, 1.00, 4.00),
-    ]
+    vec![local("local-small", 2, 0.10, 0.40), local("local-large", 4, 1.00, 4.00)]
 }
 
 pub fn builtin_plans() -> Vec<PlanConfig> {
-    let plan = |name: &str,
-                price: i64,
-                trial: u32,
-                models: &[&str],
-                quotas: Quotas,
-                included: Included,
-                overage: Overage| PlanConfig {
-        name: name.into(),
-        price_cents: price,
-        trial_days: trial,
-        models: models.iter().map(|m| (*m).to_owned()).collect(),
-        default_model: models[0].to_owned(),
-        retrieval_modes: default_modes(),
-        default_retrieval_mode: default_mode(),
-        quotas,
-        included,
-        overage,
-    };
+    let plan =
+        |name: &str, price: i64, trial: u32, models: &[&str], quotas: Quotas, included: Included, overage: Overage| {
+            PlanConfig {
+                name: name.into(),
+                price_cents: price,
+                trial_days: trial,
+                models: models.iter().map(|m| (*m).to_owned()).collect(),
+                default_model: models[0].to_owned(),
+                retrieval_modes: default_modes(),
+                default_retrieval_mode: default_mode(),
+                quotas,
+                included,
+                overage,
+            }
+        };
     vec![
         plan(
             "trial",
             0,
             14,
             &["local-small"],
-            Quotas {
-                queries: 500,
-                tokens: 500_000,
-                documents: 50,
-                storage_bytes: 50 << 20,
-                requests_per_minute: 60,
-            },
-            Included {
-                queries: 500,
-                tokens: 500_000,
-            },
+            Quotas { queries: 500, tokens: 500_000, documents: 50, storage_bytes: 50 << 20, requests_per_minute: 60 },
+            Included { queries: 500, tokens: 500_000 },
             Overage::default(),
         ),
         plan(
@@ -540,14 +505,8 @@ pub fn builtin_plans() -> Vec<PlanConfig> {
                 storage_bytes: 1 << 30,
                 requests_per_minute: 300,
             },
-            Included {
-                queries: 10_000,
-                tokens: 5_000_000,
-            },
-            Overage {
-                query_micros: 2_000,
-                token_micros_per_1k: 100,
-            },
+            Included { queries: 10_000, tokens: 5_000_000 },
+            Overage { query_micros: 2_000, token_micros_per_1k: 100 },
         ),
         plan(
             "pro",
@@ -561,14 +520,8 @@ pub fn builtin_plans() -> Vec<PlanConfig> {
                 storage_bytes: 10 << 30,
                 requests_per_minute: 600,
             },
-            Included {
-                queries: 50_000,
-                tokens: 10_000_000,
-            },
-            Overage {
-                query_micros: 2_000,
-                token_micros_per_1k: 100,
-            },
+            Included { queries: 50_000, tokens: 10_000_000 },
+            Overage { query_micros: 2_000, token_micros_per_1k: 100 },
         ),
     ]
 }
@@ -579,9 +532,7 @@ mod tests {
 
     #[test]
     fn builtin_config_is_valid() {
-        let catalog = Config::builtin()
-            .catalog()
-            .expect("built-in catalogue validates");
+        let catalog = Config::builtin().catalog().expect("built-in catalogue validates");
         for name in ["trial", "starter", "pro"] {
             assert!(catalog.plan(name).is_some(), "{name}");
         }

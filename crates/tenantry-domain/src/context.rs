@@ -47,11 +47,7 @@ pub struct Scopes {
 }
 
 impl Scopes {
-    pub const ALL: Scopes = Scopes {
-        query: true,
-        ingest: true,
-        admin: true,
-    };
+    pub const ALL: Scopes = Scopes { query: true, ingest: true, admin: true };
     pub const NAMES: [&'static str; 3] = ["query", "ingest", "admin"];
 
     pub fn parse_list<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<Scopes> {

@@ -103,9 +103,7 @@ impl RequestId {
 
     /// A caller-supplied id is kept if it is short printable ASCII without spaces.
     pub fn from_header(raw: &str) -> Option<Self> {
-        let ok = !raw.is_empty()
-            && raw.len() <= Self::MAX_LEN
-            && raw.bytes().all(|b| b.is_ascii_graphic());
+        let ok = !raw.is_empty() && raw.len() <= Self::MAX_LEN && raw.bytes().all(|b| b.is_ascii_graphic());
         ok.then(|| Self(raw.to_owned()))
     }
 

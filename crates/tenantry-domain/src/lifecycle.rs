@@ -80,10 +80,7 @@ impl TenantState {
             (S::PastDue, E::GraceExpired) => S::Suspended,
             (S::Trialing | S::Active | S::PastDue, E::OperatorSuspended) => S::Suspended,
             (S::Suspended, E::OperatorReactivated) => S::Active,
-            (
-                S::PendingPayment | S::Trialing | S::Active | S::PastDue | S::Suspended,
-                E::Cancelled,
-            ) => S::Cancelled,
+            (S::PendingPayment | S::Trialing | S::Active | S::PastDue | S::Suspended, E::Cancelled) => S::Cancelled,
             (S::Cancelled, E::WinBackAccepted) => S::Active,
             (
                 S::PendingPayment
@@ -192,25 +189,13 @@ mod tests {
         for s in [S::Trialing, S::Active, S::PastDue] {
             assert_eq!(s.gate(C::Service), Ok(()));
         }
-        assert_eq!(
-            S::Suspended.gate(C::Service),
-            Err(ErrorCode::PaymentRequired)
-        );
+        assert_eq!(S::Suspended.gate(C::Service), Err(ErrorCode::PaymentRequired));
         assert_eq!(S::Suspended.gate(C::Account), Ok(()));
         assert_eq!(S::Cancelled.gate(C::Service), Err(ErrorCode::Forbidden));
         assert_eq!(S::Cancelled.gate(C::TenantInfo), Ok(()));
-        assert_eq!(
-            S::Erased.gate(C::TenantInfo),
-            Err(ErrorCode::Unauthenticated)
-        );
-        assert_eq!(
-            S::PendingPayment.gate(C::Account),
-            Err(ErrorCode::PaymentRequired)
-        );
+        assert_eq!(S::Erased.gate(C::TenantInfo), Err(ErrorCode::Unauthenticated));
+        assert_eq!(S::PendingPayment.gate(C::Account), Err(ErrorCode::PaymentRequired));
         assert_eq!(S::PendingPayment.gate(C::TenantInfo), Ok(()));
-        assert_eq!(
-            S::Provisioning.gate(C::Service),
-            Err(ErrorCode::Unavailable)
-        );
+        assert_eq!(S::Provisioning.gate(C::Service), Err(ErrorCode::Unavailable));
     }
 }

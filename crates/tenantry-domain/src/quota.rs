@@ -17,13 +17,8 @@ pub enum Meter {
 }
 
 impl Meter {
-    pub const ALL: [Meter; 5] = [
-        Self::Queries,
-        Self::PromptTokens,
-        Self::CompletionTokens,
-        Self::Documents,
-        Self::StorageBytes,
-    ];
+    pub const ALL: [Meter; 5] =
+        [Self::Queries, Self::PromptTokens, Self::CompletionTokens, Self::Documents, Self::StorageBytes];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -73,10 +68,7 @@ impl BillingPeriod {
                 let day = 86_400_000;
                 let n = (now.0 - anchor.0).div_euclid(day);
                 let start = anchor.0 + n * day;
-                Self {
-                    start: Timestamp(start),
-                    end: Timestamp(start + day),
-                }
+                Self { start: Timestamp(start), end: Timestamp(start + day) }
             }
             PeriodKind::Month => {
                 let a = anchor.to_datetime();
@@ -118,9 +110,7 @@ fn add_months(t: OffsetDateTime, months: i32) -> OffsetDateTime {
 /// Would reserving `n` more keep `used + reserved` within `limit`? The one rule every store applies
 /// atomically.
 pub fn fits(limit: u64, used: u64, reserved: u64, n: u64) -> bool {
-    used.checked_add(reserved)
-        .and_then(|x| x.checked_add(n))
-        .is_some_and(|total| total <= limit)
+    used.checked_add(reserved).and_then(|x| x.checked_add(n)).is_some_and(|total| total <= limit)
 }
 
 #[cfg(test)]

@@ -13,16 +13,11 @@ use crate::Timestamp;
 /// A trial tenant's context with the built-in plan and model.
 pub fn context(tenant: TenantId) -> TenantContext {
     #[allow(clippy::expect_used)]
-    let catalog = Config::builtin()
-        .catalog()
-        .expect("built-in catalogue is valid");
+    let catalog = Config::builtin().catalog().expect("built-in catalogue is valid");
     #[allow(clippy::expect_used)]
     let plan = catalog.plan("trial").expect("trial plan").clone();
     #[allow(clippy::expect_used)]
-    let model = catalog
-        .model(&plan.default_model)
-        .expect("default model")
-        .clone();
+    let model = catalog.model(&plan.default_model).expect("default model").clone();
     TenantContext {
         tenant_id: tenant,
         organization: "Test Org".into(),

@@ -14,10 +14,7 @@ pub struct ChunkOptions {
 
 impl Default for ChunkOptions {
     fn default() -> Self {
-        Self {
-            max_tokens: 256,
-            overlap_tokens: 32,
-        }
+        Self { max_tokens: 256, overlap_tokens: 32 }
     }
 }
 
@@ -52,12 +49,7 @@ pub fn chunk(doc: &ParsedDocument, opts: ChunkOptions) -> Vec<Chunk> {
         for sentence in sentences(&block.text) {
             for piece in split_to_fit(sentence, unit_max) {
                 let tokens = count_tokens(&piece);
-                units.push(Unit {
-                    heading: &block.heading,
-                    page: block.page,
-                    text: piece,
-                    tokens,
-                });
+                units.push(Unit { heading: &block.heading, page: block.page, text: piece, tokens });
             }
         }
     }
@@ -71,11 +63,7 @@ pub fn chunk(doc: &ParsedDocument, opts: ChunkOptions) -> Vec<Chunk> {
             if fresh > 0 {
                 chunks.push(assemble(&current, chunks.len()));
             }
-            current = if same_section {
-                tail(&current, overlap)
-            } else {
-                Vec::new()
-            };
+            current = if same_section { tail(&current, overlap) } else { Vec::new() };
             fresh = 0;
         }
         current.push(unit);
@@ -115,21 +103,14 @@ fn tail<'a>(current: &[&'a Unit<'a>], overlap: usize) -> Vec<&'a Unit<'a>> {
 }
 
 fn join(units: &[&Unit]) -> String {
-    units
-        .iter()
-        .map(|u| u.text.as_str())
-        .collect::<Vec<_>>()
-        .join(" ")
+    units.iter().map(|u| u.text.as_str()).collect::<Vec<_>>().join(" ")
 }
 
 fn assemble(units: &[&Unit], ordinal: usize) -> Chunk {
     let text = join(units);
     Chunk {
         ordinal: ordinal as u32,
-        heading: units
-            .first()
-            .map(|u| u.heading.to_owned())
-            .unwrap_or_default(),
+        heading: units.first().map(|u| u.heading.to_owned()).unwrap_or_default(),
         page: units.first().and_then(|u| u.page),
         tokens: count_tokens(&text),
         text,
@@ -167,11 +148,7 @@ fn split_to_fit(sentence: &str, max: usize) -> Vec<String> {
     let mut pieces = Vec::new();
     let mut current = String::new();
     for word in sentence.split_whitespace() {
-        let candidate = if current.is_empty() {
-            word.to_owned()
-        } else {
-            format!("{current} {word}")
-        };
+        let candidate = if current.is_empty() { word.to_owned() } else { format!("{current} {word}") };
         if count_tokens(&candidate) <= max {
             current = candidate;
             continue;
@@ -210,14 +187,7 @@ mod tests {
     fn doc(blocks: &[(&str, &str)]) -> ParsedDocument {
         ParsedDocument {
             title: None,
-            blocks: blocks
-                .iter()
-                .map(|(h, t)| Block {
-                    heading: (*h).into(),
-                    page: None,
-                    text: (*t).into(),
-                })
-                .collect(),
+            blocks: blocks.iter().map(|(h, t)| Block { heading: (*h).into(), page: None, text: (*t).into() }).collect(),
         }
     }
 
@@ -226,47 +196,26 @@ mod tests {
         let d = doc(&[("A", "One. Two."), ("B", "Three.")]);
         let c = chunk(&d, ChunkOptions::default());
         assert_eq!(c.len(), 2);
-        assert_eq!(
-            (c[0].heading.as_str(), c[0].text.as_str()),
-            ("A", "One. Two.")
-        );
+        assert_eq!((c[0].heading.as_str(), c[0].text.as_str()), ("A", "One. Two."));
         assert_eq!((c[1].heading.as_str(), c[1].text.as_str()), ("B", "Three."));
         assert_eq!((c[0].ordinal, c[1].ordinal), (0, 1));
     }
 
     #[test]
     fn long_sections_overlap() {
-        let text: String = (0..200)
-            .map(|i| format!("Sentence number {i} is here. "))
-            .collect();
-        let c = chunk(
-            &doc(&[("", &text)]),
-            ChunkOptions {
-                max_tokens: 64,
-                overlap_tokens: 16,
-            },
-        );
+        let text: String = (0..200).map(|i| format!("Sentence number {i} is here. ")).collect();
+        let c = chunk(&doc(&[("", &text)]), ChunkOptions { max_tokens: 64, overlap_tokens: 16 });
         assert!(c.len() > 5);
         for pair in c.windows(2) {
             let last_sentence = pair[0].text.rsplit(". ").next().unwrap_or_default();
-            assert!(
-                pair[1].text.contains(last_sentence.trim_end_matches('.')),
-                "{:?}",
-                pair
-            );
+            assert!(pair[1].text.contains(last_sentence.trim_end_matches('.')), "{:?}", pair);
         }
     }
 
     #[test]
     fn one_giant_word_is_cut() {
         let word = "x".repeat(10_000);
-        let c = chunk(
-            &doc(&[("", &word)]),
-            ChunkOptions {
-                max_tokens: 50,
-                overlap_tokens: 0,
-            },
-        );
+        let c = chunk(&doc(&[("", &word)]), ChunkOptions { max_tokens: 50, overlap_tokens: 0 });
         assert!(c.iter().all(|c| c.tokens <= 50));
         assert_eq!(c.iter().map(|c| c.text.len()).sum::<usize>(), 10_000);
     }

@@ -16,15 +16,8 @@ pub enum Format {
 impl Format {
     /// The format named by a content type (parameters ignored) or, failing that, a file name's extension.
     pub fn detect(content_type: Option<&str>, file_name: Option<&str>) -> Option<Format> {
-        let mime = content_type
-            .map(|c| {
-                c.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            })
-            .unwrap_or_default();
+        let mime =
+            content_type.map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase()).unwrap_or_default();
         match mime.as_str() {
             "text/plain" => return Some(Format::Text),
             "text/markdown" | "text/x-markdown" => return Some(Format::Markdown),
@@ -94,16 +87,9 @@ fn parse_text(text: &str) -> ParsedDocument {
         .split("\n\n")
         .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
         .filter(|p| !p.is_empty())
-        .map(|text| Block {
-            heading: String::new(),
-            page: None,
-            text,
-        })
+        .map(|text| Block { heading: String::new(), page: None, text })
         .collect();
-    ParsedDocument {
-        title: None,
-        blocks,
-    }
+    ParsedDocument { title: None, blocks }
 }
 
 #[cfg(test)]
@@ -112,14 +98,8 @@ mod tests {
 
     #[test]
     fn detects_by_type_then_extension() {
-        assert_eq!(
-            Format::detect(Some("text/markdown; charset=utf-8"), None),
-            Some(Format::Markdown)
-        );
-        assert_eq!(
-            Format::detect(Some("application/octet-stream"), Some("a.MD")),
-            Some(Format::Markdown)
-        );
+        assert_eq!(Format::detect(Some("text/markdown; charset=utf-8"), None), Some(Format::Markdown));
+        assert_eq!(Format::detect(Some("application/octet-stream"), Some("a.MD")), Some(Format::Markdown));
         assert_eq!(Format::detect(None, Some("notes.txt")), Some(Format::Text));
         assert_eq!(Format::detect(Some("image/png"), Some("x.png")), None);
         assert_eq!(Format::detect(None, None), None);
@@ -128,10 +108,7 @@ mod tests {
     #[test]
     fn empty_and_binary_documents_are_refused() {
         assert_eq!(parse(Format::Text, b"  \n\n \t"), Err(IngestError::Empty));
-        assert_eq!(
-            parse(Format::Text, &[0xff, 0xfe, 0x00]),
-            Err(IngestError::NotUtf8)
-        );
+        assert_eq!(parse(Format::Text, &[0xff, 0xfe, 0x00]), Err(IngestError::NotUtf8));
         assert_eq!(parse(Format::Markdown, b"# \n\n"), Err(IngestError::Empty));
     }
 

@@ -12,23 +12,14 @@ pub(crate) fn parse(text: &str) -> ParsedDocument {
     let mut in_heading: Option<(HeadingLevel, String)> = None;
     let mut buf = String::new();
 
-    let flush =
-        |buf: &mut String, headings: &[(HeadingLevel, String)], doc: &mut ParsedDocument| {
-            let text = buf.split_whitespace().collect::<Vec<_>>().join(" ");
-            buf.clear();
-            if !text.is_empty() {
-                let heading = headings
-                    .iter()
-                    .map(|(_, h)| h.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" > ");
-                doc.blocks.push(Block {
-                    heading,
-                    page: None,
-                    text,
-                });
-            }
-        };
+    let flush = |buf: &mut String, headings: &[(HeadingLevel, String)], doc: &mut ParsedDocument| {
+        let text = buf.split_whitespace().collect::<Vec<_>>().join(" ");
+        buf.clear();
+        if !text.is_empty() {
+            let heading = headings.iter().map(|(_, h)| h.as_str()).collect::<Vec<_>>().join(" > ");
+            doc.blocks.push(Block { heading, page: None, text });
+        }
+    };
 
     for event in Parser::new_ext(text, Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH) {
         match event {
@@ -77,11 +68,7 @@ mod tests {
             "# Handbook\n\nIntro text.\n\n## Refunds\n\nWithin 14 days.\n\n- card\n- cash\n\n## Shipping\n\nFree.\n\n# Annex\n\nMore.",
         );
         assert_eq!(doc.title.as_deref(), Some("Handbook"));
-        let got: Vec<_> = doc
-            .blocks
-            .iter()
-            .map(|b| (b.heading.as_str(), b.text.as_str()))
-            .collect();
+        let got: Vec<_> = doc.blocks.iter().map(|b| (b.heading.as_str(), b.text.as_str())).collect();
         assert_eq!(
             got,
             [

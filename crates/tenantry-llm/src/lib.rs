@@ -57,10 +57,7 @@ pub struct Providers {
 
 impl Default for Providers {
     fn default() -> Self {
-        Self {
-            local: Arc::new(LocalExtractive),
-            openai: None,
-        }
+        Self { local: Arc::new(LocalExtractive), openai: None }
     }
 }
 
@@ -70,11 +67,7 @@ impl Providers {
         self
     }
 
-    pub async fn generate(
-        &self,
-        model: &ModelSpec,
-        prompt: &Prompt,
-    ) -> Result<Generation, LlmError> {
+    pub async fn generate(&self, model: &ModelSpec, prompt: &Prompt) -> Result<Generation, LlmError> {
         match model.provider {
             ProviderKind::Local => self.local.generate(model, prompt).await,
             ProviderKind::OpenAi => match &self.openai {

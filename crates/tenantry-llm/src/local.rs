@@ -21,23 +21,15 @@ impl Provider for LocalExtractive {
     async fn generate(&self, model: &ModelSpec, prompt: &Prompt) -> Result<Generation, LlmError> {
         let text = answer(prompt, model.answer_sentences as usize);
         let text = tokens::truncate(&text, prompt.max_completion_tokens as usize);
-        let usage = TokenUsage {
-            prompt_tokens: prompt.token_count(),
-            completion_tokens: tokens::count(&text),
-        };
-        Ok(Generation {
-            text,
-            usage,
-            model: model.name.clone(),
-        })
+        let usage = TokenUsage { prompt_tokens: prompt.token_count(), completion_tokens: tokens::count(&text) };
+        Ok(Generation { text, usage, model: model.name.clone() })
     }
 }
 
 const STOP_WORDS: &[&str] = &[
-    "a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "how",
-    "i", "in", "is", "it", "of", "on", "or", "that", "the", "this", "to", "was", "what", "when",
-    "where", "which", "who", "why", "will", "with", "you", "your", "my", "we", "our", "there",
-    "their", "they", "long",
+    "a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "how", "i", "in", "is", "it",
+    "of", "on", "or", "that", "the", "this", "to", "was", "what", "when", "where", "which", "who", "why", "will",
+    "with", "you", "your", "my", "we", "our", "there", "their", "they", "long",
 ];
 
 /// Lower-cased content words with a crude plural/tense strip, enough to match "refunds" with "refund".
@@ -65,10 +57,7 @@ fn answer(prompt: &Prompt, max_sentences: usize) -> String {
     let mut candidates: Vec<(usize, usize, usize, usize, &str)> = Vec::new();
     for (rank, p) in prompt.passages.iter().enumerate() {
         for (pos, sentence) in split_sentences(&p.text).into_iter().enumerate() {
-            let found: HashSet<String> = terms(sentence)
-                .into_iter()
-                .filter(|t| wanted.contains(t))
-                .collect();
+            let found: HashSet<String> = terms(sentence).into_iter().filter(|t| wanted.contains(t)).collect();
             if !found.is_empty() {
                 candidates.push((found.len(), rank, pos, p.number, sentence));
             }
@@ -81,11 +70,7 @@ fn answer(prompt: &Prompt, max_sentences: usize) -> String {
     candidates.truncate(max_sentences.max(1));
     // Read in document order: by passage rank, then position.
     candidates.sort_by(|a, b| a.1.cmp(&b.1).then(a.2.cmp(&b.2)));
-    candidates
-        .iter()
-        .map(|(_, _, _, number, s)| format!("{} [{number}]", s.trim()))
-        .collect::<Vec<_>>()
-        .join(" ")
+    candidates.iter().map(|(_, _, _, number, s)| format!("{} [{number}]", s.trim())).collect::<Vec<_>>().join(" ")
 }
 
 /// Sentences end at `.`, `?` or `!` followed by white space, so "TLS 1.3" and "e.g." inside a word stay whole.
@@ -94,8 +79,7 @@ fn split_sentences(text: &str) -> Vec<&str> {
     let mut start = 0;
     let bytes = text.as_bytes();
     for i in 0..bytes.len() {
-        let ends = matches!(bytes[i], b'.' | b'?' | b'!')
-            && bytes.get(i + 1).is_none_or(|b| b.is_ascii_whitespace());
+        let ends = matches!(bytes[i], b'.' | b'?' | b'!') && bytes.get(i + 1).is_none_or(|b| b.is_ascii_whitespace());
         if ends {
             out.push(text[start..=i].trim());
             start = i + 1;
@@ -136,11 +120,7 @@ mod tests {
         let m = model();
         let prompt = Prompt::build(&m, "", "How long do refunds take?", passages, 256);
         let g = LocalExtractive.generate(&m, &prompt).await?;
-        assert!(
-            g.text.contains("Refunds are issued within 14 days. [2]"),
-            "{}",
-            g.text
-        );
+        assert!(g.text.contains("Refunds are issued within 14 days. [2]"), "{}", g.text);
         assert!(!g.text.contains("ship"), "{}", g.text);
         assert_eq!(g.model, "local-small");
         assert_eq!(g.usage.prompt_tokens, prompt.token_count());

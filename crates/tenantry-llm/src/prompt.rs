@@ -30,8 +30,7 @@ pub struct Prompt {
     pub max_completion_tokens: u32,
 }
 
-const INSTRUCTIONS: &str =
-    "Answer the question using only the numbered context passages. Cite the passages \
+const INSTRUCTIONS: &str = "Answer the question using only the numbered context passages. Cite the passages \
 you use as [n]. If the context does not contain the answer, say so.";
 
 /// Tokens OpenAI's chat format adds per message, and once per reply.
@@ -65,10 +64,7 @@ impl Prompt {
                 continue;
             }
             // Shorten the passage that does not fit, then stop.
-            let header = tokens::count(&render_passage(&Passage {
-                text: String::new(),
-                ..p.clone()
-            })) + 1;
+            let header = tokens::count(&render_passage(&Passage { text: String::new(), ..p.clone() })) + 1;
             if budget > header + 16 {
                 let text = tokens::truncate(&p.text, (budget - header) as usize);
                 prompt.passages.push(Passage { text, ..p });
@@ -87,31 +83,14 @@ impl Prompt {
         }
         system.push_str(INSTRUCTIONS);
         let context: Vec<String> = self.passages.iter().map(render_passage).collect();
-        let user = format!(
-            "Context:\n{}\n\nQuestion: {}",
-            context.join("\n\n"),
-            self.question
-        );
-        vec![
-            Message {
-                role: "system",
-                content: system,
-            },
-            Message {
-                role: "user",
-                content: user,
-            },
-        ]
+        let user = format!("Context:\n{}\n\nQuestion: {}", context.join("\n\n"), self.question);
+        vec![Message { role: "system", content: system }, Message { role: "user", content: user }]
     }
 
     /// Prompt tokens as OpenAI counts a chat request: content plus per-message framing.
     pub fn token_count(&self) -> u64 {
         let messages = self.messages();
-        messages
-            .iter()
-            .map(|m| tokens::count(&m.content) + PER_MESSAGE_TOKENS)
-            .sum::<u64>()
-            + REPLY_PRIMING_TOKENS
+        messages.iter().map(|m| tokens::count(&m.content) + PER_MESSAGE_TOKENS).sum::<u64>() + REPLY_PRIMING_TOKENS
     }
 }
 
@@ -137,12 +116,7 @@ mod tests {
     }
 
     fn passage(n: usize, words: usize) -> Passage {
-        Passage {
-            number: n,
-            title: format!("Doc {n}"),
-            heading: String::new(),
-            text: "evidence ".repeat(words),
-        }
+        Passage { number: n, title: format!("Doc {n}"), heading: String::new(), text: "evidence ".repeat(words) }
     }
 
     #[test]

@@ -10,12 +10,7 @@ pub use tenantry_search::Hit;
 /// Retrieval as the pipelines need it; the service implements it over the search indexes and the store.
 #[async_trait]
 pub trait Retriever: Send + Sync {
-    async fn retrieve(
-        &self,
-        ctx: &TenantContext,
-        query: &str,
-        top_k: usize,
-    ) -> Result<Vec<Hit>, RagError>;
+    async fn retrieve(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>, RagError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,13 +45,27 @@ pub struct Answer {
 /// Room left for the answer in every prompt.
 pub const MAX_COMPLETION_TOKENS: u32 = 512;
 
-pub async fn answer(
+/// Retrieval done and the prompt assembled: everything that decides the request's size before any model
+/// is called, so the caller can reserve the exact tokens it may use.
+pub struct Prepared {
+    pub prompt: Prompt,
+    hits: Vec<Hit>,
+}
+
+impl Prepared {
+    /// The most tokens generation can use: the prompt as counted, plus the completion cap.
+    pub fn max_tokens(&self) -> u64 {
+        self.prompt.token_count() + u64::from(self.prompt.max_completion_tokens)
+    }
+}
+
+/// Retrieves in the context's namespace and mode, and assembles the prompt within the model's window.
+pub async fn prepare(
     ctx: &TenantContext,
     retriever: &dyn Retriever,
-    providers: &Providers,
     question: &str,
     top_k: usize,
-) -> Result<Answer, RagError> {
+) -> Result<Prepared, RagError> {
     let hits = match ctx.retrieval_mode {
         RetrievalMode::Basic => retriever.retrieve(ctx, question, top_k).await?,
         other => return Err(RagError::ModeUnavailable(other)),
@@ -71,15 +80,14 @@ pub async fn answer(
             text: h.text.clone(),
         })
         .collect();
-    let prompt = Prompt::build(
-        &ctx.model,
-        &ctx.system_prompt,
-        question,
-        passages,
-        MAX_COMPLETION_TOKENS,
-    );
-    let generation = providers.generate(&ctx.model, &prompt).await?;
-    let citations = cite(&generation.text, &hits[..prompt.passages.len()]);
+    let prompt = Prompt::build(&ctx.model, &ctx.system_prompt, question, passages, MAX_COMPLETION_TOKENS);
+    Ok(Prepared { prompt, hits })
+}
+
+/// Generates with the context's model and cites what the answer used.
+pub async fn generate(ctx: &TenantContext, providers: &Providers, prepared: Prepared) -> Result<Answer, RagError> {
+    let generation = providers.generate(&ctx.model, &prepared.prompt).await?;
+    let citations = cite(&generation.text, &prepared.hits[..prepared.prompt.passages.len()]);
     Ok(Answer {
         text: generation.text,
         citations,
@@ -89,16 +97,22 @@ pub async fn answer(
     })
 }
 
+/// `prepare` then `generate`.
+pub async fn answer(
+    ctx: &TenantContext,
+    retriever: &dyn Retriever,
+    providers: &Providers,
+    question: &str,
+    top_k: usize,
+) -> Result<Answer, RagError> {
+    let prepared = prepare(ctx, retriever, question, top_k).await?;
+    generate(ctx, providers, prepared).await
+}
+
 /// The passages the answer cites with `[n]`; if it cites none, every passage it was given.
 fn cite(text: &str, used: &[Hit]) -> Vec<Citation> {
-    let cited: Vec<usize> = (1..=used.len())
-        .filter(|n| text.contains(&format!("[{n}]")))
-        .collect();
-    let chosen: Vec<usize> = if cited.is_empty() {
-        (1..=used.len()).collect()
-    } else {
-        cited
-    };
+    let cited: Vec<usize> = (1..=used.len()).filter(|n| text.contains(&format!("[{n}]"))).collect();
+    let chosen: Vec<usize> = if cited.is_empty() { (1..=used.len()).collect() } else { cited };
     chosen
         .into_iter()
         .map(|n| {
@@ -124,12 +138,7 @@ mod tests {
 
     #[async_trait]
     impl Retriever for Fixed {
-        async fn retrieve(
-            &self,
-            _: &TenantContext,
-            _: &str,
-            k: usize,
-        ) -> Result<Vec<Hit>, RagError> {
+        async fn retrieve(&self, _: &TenantContext, _: &str, k: usize) -> Result<Vec<Hit>, RagError> {
             Ok(self.0.iter().take(k).cloned().collect())
         }
     }
@@ -151,14 +160,7 @@ mod tests {
         let ctx = context(TenantId::generate());
         let hits = vec![hit("Cats sleep a lot."), hit("Refunds take 14 days.")];
         let retriever = Fixed(hits.clone());
-        let a = answer(
-            &ctx,
-            &retriever,
-            &Providers::default(),
-            "How long do refunds take?",
-            5,
-        )
-        .await?;
+        let a = answer(&ctx, &retriever, &Providers::default(), "How long do refunds take?", 5).await?;
         assert_eq!(a.citations.len(), 1);
         assert_eq!(a.citations[0].document_id, hits[1].document_id.to_string());
         assert_eq!(a.model, ctx.model.name);

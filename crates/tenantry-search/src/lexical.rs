@@ -6,9 +6,7 @@ use std::path::Path;
 use parking_lot::Mutex;
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
-use tantivy::schema::{
-    Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING,
-};
+use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING};
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
 };
@@ -42,9 +40,7 @@ pub(crate) struct LexicalIndex {
 fn schema() -> (Schema, Fields) {
     let mut b = Schema::builder();
     let body_options = TextOptions::default().set_indexing_options(
-        TextFieldIndexing::default()
-            .set_tokenizer(ANALYZER)
-            .set_index_option(IndexRecordOption::WithFreqs),
+        TextFieldIndexing::default().set_tokenizer(ANALYZER).set_index_option(IndexRecordOption::WithFreqs),
     );
     let fields = Fields {
         chunk_id: b.add_text_field("chunk_id", STRING | STORED),
@@ -63,10 +59,7 @@ fn analyzer() -> TextAnalyzer {
     TextAnalyzer::builder(SimpleTokenizer::default())
         .filter(RemoveLongFilter::limit(40))
         .filter(LowerCaser)
-        .filter(
-            StopWordFilter::new(Language::English)
-                .unwrap_or_else(|| StopWordFilter::remove(Vec::new())),
-        )
+        .filter(StopWordFilter::new(Language::English).unwrap_or_else(|| StopWordFilter::remove(Vec::new())))
         .filter(Stemmer::new(Language::English))
         .build()
 }
@@ -78,28 +71,13 @@ impl LexicalIndex {
         let mmap = tantivy::directory::MmapDirectory::open(dir)?;
         let index = Index::open_or_create(mmap, schema)?;
         index.tokenizers().register(ANALYZER, analyzer());
-        let reader = index
-            .reader_builder()
-            .reload_policy(ReloadPolicy::Manual)
-            .try_into()?;
-        Ok(Self {
-            index,
-            reader,
-            fields,
-            write: Mutex::new(()),
-        })
+        let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
+        Ok(Self { index, reader, fields, write: Mutex::new(()) })
     }
 
-    pub(crate) fn add(
-        &self,
-        document: &DocumentId,
-        title: &str,
-        chunks: &[ChunkToIndex],
-    ) -> Result<()> {
+    pub(crate) fn add(&self, document: &DocumentId, title: &str, chunks: &[ChunkToIndex]) -> Result<()> {
         let _guard = self.write.lock();
-        let mut writer = self
-            .index
-            .writer_with_num_threads::<TantivyDocument>(1, WRITER_MEMORY)?;
+        let mut writer = self.index.writer_with_num_threads::<TantivyDocument>(1, WRITER_MEMORY)?;
         let f = &self.fields;
         for c in chunks {
             let mut d = doc!(
@@ -123,13 +101,8 @@ impl LexicalIndex {
 
     pub(crate) fn delete(&self, document: &DocumentId) -> Result<()> {
         let _guard = self.write.lock();
-        let mut writer = self
-            .index
-            .writer_with_num_threads::<TantivyDocument>(1, WRITER_MEMORY)?;
-        writer.delete_term(Term::from_field_text(
-            self.fields.document_id,
-            document.as_str(),
-        ));
+        let mut writer = self.index.writer_with_num_threads::<TantivyDocument>(1, WRITER_MEMORY)?;
+        writer.delete_term(Term::from_field_text(self.fields.document_id, document.as_str()));
         writer.commit()?;
         self.reader.reload()?;
         Ok(())
@@ -151,8 +124,7 @@ impl LexicalIndex {
             .iter()
             .map(|t| {
                 let term = Term::from_field_text(self.fields.body, t);
-                let q: Box<dyn Query> =
-                    Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs));
+                let q: Box<dyn Query> = Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs));
                 (Occur::Should, q)
             })
             .collect();
@@ -163,12 +135,7 @@ impl LexicalIndex {
         let mut hits = Vec::with_capacity(top.len());
         for (score, address) in top {
             let d: TantivyDocument = searcher.doc(address)?;
-            let text = |field: Field| {
-                d.get_first(field)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_owned()
-            };
+            let text = |field: Field| d.get_first(field).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
             hits.push(Hit {
                 chunk_id: text(f.chunk_id),
                 document_id: DocumentId::from_trusted(text(f.document_id)),

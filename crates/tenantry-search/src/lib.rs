@@ -62,11 +62,7 @@ struct Cache {
 
 impl SearchIndexes {
     pub fn new(root: impl Into<PathBuf>, capacity: usize) -> Self {
-        Self {
-            root: root.into(),
-            capacity: capacity.max(1),
-            open: Mutex::new(Cache::default()),
-        }
+        Self { root: root.into(), capacity: capacity.max(1), open: Mutex::new(Cache::default()) }
     }
 
     fn dir(&self, tenant: &TenantId) -> PathBuf {
@@ -81,23 +77,14 @@ impl SearchIndexes {
             *last = tick;
             return Ok(ns.clone());
         }
-        let ns = Arc::new(LexicalIndex::open_or_create(
-            &self.dir(&ctx.tenant_id).join("lexical"),
-        )?);
+        let ns = Arc::new(LexicalIndex::open_or_create(&self.dir(&ctx.tenant_id).join("lexical"))?);
         if cache.entries.len() >= self.capacity {
             // Evict the least recently used; its in-flight users keep their `Arc`.
-            if let Some(oldest) = cache
-                .entries
-                .iter()
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(k, _)| k.clone())
-            {
+            if let Some(oldest) = cache.entries.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| k.clone()) {
                 cache.entries.remove(&oldest);
             }
         }
-        cache
-            .entries
-            .insert(ctx.tenant_id.clone(), (ns.clone(), tick));
+        cache.entries.insert(ctx.tenant_id.clone(), (ns.clone(), tick));
         Ok(ns)
     }
 
@@ -157,13 +144,7 @@ mod tests {
     use tenantry_domain::testing::context;
 
     fn chunk(id: &str, text: &str) -> ChunkToIndex {
-        ChunkToIndex {
-            chunk_id: id.into(),
-            ordinal: 0,
-            heading: String::new(),
-            page: None,
-            text: text.into(),
-        }
+        ChunkToIndex { chunk_id: id.into(), ordinal: 0, heading: String::new(), page: None, text: text.into() }
     }
 
     #[test]
@@ -172,28 +153,12 @@ mod tests {
         let indexes = SearchIndexes::new(dir.path(), 1); // capacity 1 also exercises eviction
         let (a, b) = (context(TenantId::generate()), context(TenantId::generate()));
         let (da, db) = (DocumentId::generate(), DocumentId::generate());
-        indexes.add_document(
-            &a,
-            &da,
-            "A policy",
-            &[chunk("a:0", "Refunds are issued within 14 days.")],
-        )?;
-        indexes.add_document(
-            &b,
-            &db,
-            "B policy",
-            &[chunk("b:0", "Refunds are never issued.")],
-        )?;
+        indexes.add_document(&a, &da, "A policy", &[chunk("a:0", "Refunds are issued within 14 days.")])?;
+        indexes.add_document(&b, &db, "B policy", &[chunk("b:0", "Refunds are never issued.")])?;
         let hits_a = indexes.search(&a, "refunds issued", 10)?;
         let hits_b = indexes.search(&b, "refunds issued", 10)?;
-        assert_eq!(
-            hits_a.iter().map(|h| &h.document_id).collect::<Vec<_>>(),
-            [&da]
-        );
-        assert_eq!(
-            hits_b.iter().map(|h| &h.document_id).collect::<Vec<_>>(),
-            [&db]
-        );
+        assert_eq!(hits_a.iter().map(|h| &h.document_id).collect::<Vec<_>>(), [&da]);
+        assert_eq!(hits_b.iter().map(|h| &h.document_id).collect::<Vec<_>>(), [&db]);
         assert!(indexes.open_namespaces() <= 1);
         Ok(())
     }
@@ -204,21 +169,9 @@ mod tests {
         let indexes = SearchIndexes::new(dir.path(), 8);
         let ctx = context(TenantId::generate());
         let d = DocumentId::generate();
-        indexes.add_document(
-            &ctx,
-            &d,
-            "Doc",
-            &[chunk("c:0", "stemming works for refunding")],
-        )?;
-        assert_eq!(
-            indexes.search(&ctx, "refunds", 5)?.len(),
-            1,
-            "stemmed match"
-        );
-        assert!(
-            indexes.search(&ctx, "the of and", 5)?.is_empty(),
-            "stop words alone match nothing"
-        );
+        indexes.add_document(&ctx, &d, "Doc", &[chunk("c:0", "stemming works for refunding")])?;
+        assert_eq!(indexes.search(&ctx, "refunds", 5)?.len(), 1, "stemmed match");
+        assert!(indexes.search(&ctx, "the of and", 5)?.is_empty(), "stop words alone match nothing");
         indexes.delete_document(&ctx, &d)?;
         assert!(indexes.search(&ctx, "refunds", 5)?.is_empty());
         assert!(indexes.drop_namespace(&ctx.tenant_id)? > 0);

@@ -9,7 +9,7 @@ use tenantry_domain::quota::Meter;
 use tenantry_domain::{ChunkId, DocumentId, ErrorCode, TenantContext, Timestamp};
 use tenantry_ingest::{ChunkOptions, Format, IngestError};
 use tenantry_search::ChunkToIndex;
-use tenantry_store::{DocumentRow, NewChunk, NewDocument, UsageEvent};
+use tenantry_store::{Amounts, DocumentRow, NewChunk, NewDocument, UsageEvent};
 use utoipa::ToSchema;
 
 use crate::{ServiceError, ServiceResult, Services};
@@ -56,11 +56,7 @@ pub enum Uploaded {
 pub const MAX_TITLE_CHARS: usize = 500;
 
 impl Services {
-    pub async fn upload_document(
-        &self,
-        ctx: &TenantContext,
-        upload: Upload,
-    ) -> ServiceResult<Uploaded> {
+    pub async fn upload_document(&self, ctx: &TenantContext, upload: Upload) -> ServiceResult<Uploaded> {
         let format = Format::detect(upload.content_type.as_deref(), upload.file_name.as_deref()).ok_or_else(|| {
             ServiceError::new(
                 ErrorCode::UnsupportedMediaType,
@@ -74,17 +70,14 @@ impl Services {
             return Err(ServiceError::validation("the document is empty"));
         }
         let sha = hex::encode(Sha256::digest(&upload.bytes));
-        if let Some(existing) = self
-            .store()
-            .documents(&ctx.tenant_id)
-            .await?
-            .into_iter()
-            .find(|d| d.content_sha256 == sha)
+        if let Some(existing) =
+            self.store().documents(&ctx.tenant_id).await?.into_iter().find(|d| d.content_sha256 == sha)
         {
             return Ok(Uploaded::Duplicate(existing.into()));
         }
-        self.check_document_quota(ctx, upload.bytes.len() as u64)
-            .await?;
+        let size = upload.bytes.len() as i64;
+        let reservation =
+            self.reserve(ctx, Amounts { documents: 1, storage_bytes: size, ..Amounts::default() }).await?;
 
         // Parsing and chunking are CPU work: off the async runtime.
         let opts = ChunkOptions {
@@ -108,9 +101,7 @@ impl Services {
             .or(upload.file_name)
             .unwrap_or_else(|| "Untitled".to_owned());
         if title.chars().count() > MAX_TITLE_CHARS {
-            return Err(ServiceError::validation(format!(
-                "title must be at most {MAX_TITLE_CHARS} characters"
-            )));
+            return Err(ServiceError::validation(format!("title must be at most {MAX_TITLE_CHARS} characters")));
         }
 
         let now = self.clock().now();
@@ -128,9 +119,7 @@ impl Services {
 
         // 1. The original bytes, written whole (temp file, then rename).
         let blob = self.blob_path(ctx, &doc_id);
-        write_blob(&blob, &bytes)
-            .await
-            .map_err(ServiceError::internal)?;
+        write_blob(&blob, &bytes).await.map_err(ServiceError::internal)?;
 
         // 2. The index. 3. The rows and ledger events, in one transaction. A failure at 3 undoes 1 and 2; a
         // crash between 2 and 3 leaves index entries without a row, which retrieval ignores.
@@ -146,14 +135,10 @@ impl Services {
             .collect();
         let search = self.search().clone();
         let (index_ctx, index_doc, index_title) = (ctx.clone(), doc_id.clone(), title.clone());
-        let indexed = tokio::task::spawn_blocking(move || {
-            search.add_document(&index_ctx, &index_doc, &index_title, &to_index)
-        })
-        .await;
-        if let Err(e) = indexed
-            .map_err(ServiceError::from)
-            .and_then(|r| r.map_err(ServiceError::from))
-        {
+        let indexed =
+            tokio::task::spawn_blocking(move || search.add_document(&index_ctx, &index_doc, &index_title, &to_index))
+                .await;
+        if let Err(e) = indexed.map_err(ServiceError::from).and_then(|r| r.map_err(ServiceError::from)) {
             remove_blob(&blob).await;
             return Err(e);
         }
@@ -168,12 +153,11 @@ impl Services {
             now,
         };
         let events = level_events(ctx, &doc_id, "upload", 1, doc.bytes, now);
-        match self
-            .store()
-            .insert_document(&doc, &new_chunks, &events)
-            .await
-        {
+        let actual = Amounts { documents: 1, storage_bytes: doc.bytes, ..Amounts::default() };
+        let settlement = self.settlement_for(ctx, Some(&reservation), actual);
+        match self.store().insert_document(&doc, &new_chunks, &settlement, &events).await {
             Ok(row) => {
+                Self::mark_settled(reservation);
                 tracing::info!(document_id = %doc_id, chunks = row.chunks, bytes = row.bytes, "document indexed");
                 Ok(Uploaded::Created(row.into()))
             }
@@ -185,76 +169,30 @@ impl Services {
         }
     }
 
-    async fn check_document_quota(&self, ctx: &TenantContext, new_bytes: u64) -> ServiceResult<()> {
-        let now = self.clock().now().plus_seconds(1);
-        let docs = self
-            .store()
-            .usage_level(&ctx.tenant_id, Meter::Documents, now)
-            .await?;
-        let stored = self
-            .store()
-            .usage_level(&ctx.tenant_id, Meter::StorageBytes, now)
-            .await?;
-        let q = &ctx.plan.quotas;
-        if docs as u64 + 1 > q.documents {
-            return Err(ServiceError::new(
-                ErrorCode::QuotaExceeded,
-                format!("document quota of {} reached", q.documents),
-            ));
-        }
-        if stored as u64 + new_bytes > q.storage_bytes {
-            return Err(ServiceError::new(
-                ErrorCode::QuotaExceeded,
-                format!(
-                    "storage quota of {} bytes would be exceeded",
-                    q.storage_bytes
-                ),
-            ));
-        }
-        Ok(())
-    }
-
     pub async fn list_documents(&self, ctx: &TenantContext) -> ServiceResult<Vec<DocumentView>> {
-        Ok(self
-            .store()
-            .documents(&ctx.tenant_id)
-            .await?
-            .into_iter()
-            .map(Into::into)
-            .collect())
+        Ok(self.store().documents(&ctx.tenant_id).await?.into_iter().map(Into::into).collect())
     }
 
     /// The tenant's document. A malformed id, an unknown id and another tenant's id all answer the same 404.
-    pub async fn get_document(
-        &self,
-        ctx: &TenantContext,
-        raw_id: &str,
-    ) -> ServiceResult<DocumentView> {
+    pub async fn get_document(&self, ctx: &TenantContext, raw_id: &str) -> ServiceResult<DocumentView> {
         let id = DocumentId::parse(raw_id).ok_or_else(|| ServiceError::not_found("document"))?;
-        let row = self
-            .store()
-            .document(&ctx.tenant_id, &id)
-            .await?
-            .ok_or_else(|| ServiceError::not_found("document"))?;
+        let row =
+            self.store().document(&ctx.tenant_id, &id).await?.ok_or_else(|| ServiceError::not_found("document"))?;
         Ok(row.into())
     }
 
     /// Deletes the document from the database (with its negative ledger events), then the index and blob.
     pub async fn delete_document(&self, ctx: &TenantContext, raw_id: &str) -> ServiceResult<()> {
         let id = DocumentId::parse(raw_id).ok_or_else(|| ServiceError::not_found("document"))?;
-        let row = self
-            .store()
-            .document(&ctx.tenant_id, &id)
-            .await?
-            .ok_or_else(|| ServiceError::not_found("document"))?;
+        let row =
+            self.store().document(&ctx.tenant_id, &id).await?.ok_or_else(|| ServiceError::not_found("document"))?;
         let events = level_events(ctx, &id, "delete", -1, -row.bytes, self.clock().now());
-        self.store()
-            .delete_document(&ctx.tenant_id, &id, &events)
-            .await
-            .map_err(|e| match e {
-                tenantry_store::StoreError::NotFound => ServiceError::not_found("document"),
-                other => other.into(),
-            })?;
+        let actual = Amounts { documents: -1, storage_bytes: -row.bytes, ..Amounts::default() };
+        let settlement = self.settlement_for(ctx, None, actual);
+        self.store().delete_document(&ctx.tenant_id, &id, &settlement, &events).await.map_err(|e| match e {
+            tenantry_store::StoreError::NotFound => ServiceError::not_found("document"),
+            other => other.into(),
+        })?;
         self.unindex(ctx, &id).await;
         remove_blob(&self.blob_path(ctx, &id)).await;
         tracing::info!(document_id = %id, "document deleted");

@@ -13,11 +13,7 @@ pub struct ServiceError {
 
 impl ServiceError {
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
-        Self {
-            code,
-            detail: detail.into(),
-            retry_after_secs: None,
-        }
+        Self { code, detail: detail.into(), retry_after_secs: None }
     }
 
     pub fn retry_after(mut self, secs: u64) -> Self {
@@ -36,10 +32,7 @@ impl ServiceError {
     /// An internal failure: the cause goes to the log with the request's span, the client gets a plain 500.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(
-            ErrorCode::Internal,
-            "an internal error occurred; it has been logged",
-        )
+        Self::new(ErrorCode::Internal, "an internal error occurred; it has been logged")
     }
 }
 
@@ -49,10 +42,7 @@ impl From<tenantry_store::StoreError> for ServiceError {
         match e {
             S::NotFound => Self::new(ErrorCode::NotFound, "not found"),
             S::Conflict(what) => Self::new(ErrorCode::Conflict, format!("{what} already exists")),
-            S::Concurrent => Self::new(
-                ErrorCode::TransitionInProgress,
-                "another change is in progress; retry",
-            ),
+            S::Concurrent => Self::new(ErrorCode::TransitionInProgress, "another change is in progress; retry"),
             other => Self::internal(other),
         }
     }
@@ -69,21 +59,17 @@ impl From<tenantry_rag::RagError> for ServiceError {
         use tenantry_llm::LlmError;
         use tenantry_rag::RagError;
         match e {
-            RagError::Llm(LlmError::Timeout) => {
-                Self::new(ErrorCode::UpstreamTimeout, "the model provider timed out")
-            }
+            RagError::Llm(LlmError::Timeout) => Self::new(ErrorCode::UpstreamTimeout, "the model provider timed out"),
             RagError::Llm(LlmError::Upstream(m)) => {
                 tracing::warn!(error = %m, "model provider failed");
                 Self::new(ErrorCode::UpstreamFailed, "the model provider failed")
             }
-            RagError::Llm(LlmError::NoProvider(m)) => Self::new(
-                ErrorCode::UpstreamFailed,
-                format!("model {m:?} has no configured provider"),
-            ),
-            RagError::ModeUnavailable(m) => Self::new(
-                ErrorCode::Unavailable,
-                format!("retrieval mode {} is not available", m.as_str()),
-            ),
+            RagError::Llm(LlmError::NoProvider(m)) => {
+                Self::new(ErrorCode::UpstreamFailed, format!("model {m:?} has no configured provider"))
+            }
+            RagError::ModeUnavailable(m) => {
+                Self::new(ErrorCode::Unavailable, format!("retrieval mode {} is not available", m.as_str()))
+            }
             RagError::Retrieval(m) => Self::internal(m),
         }
     }

@@ -47,30 +47,18 @@ impl Services {
         class: EndpointClass,
         scope: Scope,
     ) -> ServiceResult<TenantContext> {
-        let unauthenticated =
-            || ServiceError::new(ErrorCode::Unauthenticated, "missing or invalid API key");
+        let unauthenticated = || ServiceError::new(ErrorCode::Unauthenticated, "missing or invalid API key");
         let presented = presented.ok_or_else(unauthenticated)?;
         let (key_id, secret) = keys::parse(presented).ok_or_else(unauthenticated)?;
-        let key = self
-            .store()
-            .key(&key_id)
-            .await?
-            .ok_or_else(unauthenticated)?;
+        let key = self.store().key(&key_id).await?.ok_or_else(unauthenticated)?;
         if !self.keys().verify(secret, &key.secret_hash) || key.revoked_at.is_some() {
             return Err(unauthenticated());
         }
-        let tenant = self
-            .store()
-            .tenant(&key.tenant_id)
-            .await?
-            .ok_or_else(unauthenticated)?;
+        let tenant = self.store().tenant(&key.tenant_id).await?.ok_or_else(unauthenticated)?;
         tracing::Span::current().record("tenant_id", tenant.id.as_str());
 
         let now = self.clock().now();
-        if key
-            .last_used_at
-            .is_none_or(|t| now.0 - t.0 >= TOUCH_INTERVAL_MS)
-        {
+        if key.last_used_at.is_none_or(|t| now.0 - t.0 >= TOUCH_INTERVAL_MS) {
             if let Err(e) = self.store().touch_key(&key.id, now).await {
                 tracing::warn!(error = %e, "could not record key use");
             }
@@ -85,6 +73,16 @@ impl Services {
                 ErrorCode::Forbidden,
                 "this API key does not have the scope for this endpoint",
             ));
+        }
+        if let Some(plan) = self.catalog().plan(&tenant.plan) {
+            let per_minute = plan.quotas.requests_per_minute;
+            if let Err(limited) = self.rate().check(&tenant.id, per_minute, now) {
+                return Err(ServiceError::new(
+                    ErrorCode::RateLimited,
+                    format!("more than {per_minute} requests per minute"),
+                )
+                .retry_after(limited.retry_after_secs));
+            }
         }
         self.context_for(&tenant, key.id, scopes, request_id)
     }
@@ -101,10 +99,7 @@ impl Services {
             .catalog()
             .plan(&tenant.plan)
             .ok_or_else(|| {
-                ServiceError::internal(format!(
-                    "tenant {} is on unknown plan {:?}",
-                    tenant.id, tenant.plan
-                ))
+                ServiceError::internal(format!("tenant {} is on unknown plan {:?}", tenant.id, tenant.plan))
             })?
             .clone();
         let model = match self.catalog().model(&tenant.model) {
@@ -119,11 +114,8 @@ impl Services {
                     .clone()
             }
         };
-        let retrieval_mode = if plan.allows_mode(tenant.retrieval_mode) {
-            tenant.retrieval_mode
-        } else {
-            plan.default_retrieval_mode
-        };
+        let retrieval_mode =
+            if plan.allows_mode(tenant.retrieval_mode) { tenant.retrieval_mode } else { plan.default_retrieval_mode };
         Ok(TenantContext {
             tenant_id: tenant.id.clone(),
             organization: tenant.organization.clone(),
@@ -133,11 +125,7 @@ impl Services {
             retrieval_mode,
             system_prompt: Arc::from(tenant.system_prompt.as_str()),
             config_version: tenant.config_version,
-            period: BillingPeriod::containing(
-                tenant.billing_anchor,
-                self.clock().now(),
-                self.period_kind(),
-            ),
+            period: BillingPeriod::containing(tenant.billing_anchor, self.clock().now(), self.period_kind()),
             key_id,
             scopes,
             request_id,
@@ -148,9 +136,7 @@ impl Services {
 
 fn gate_error(code: ErrorCode, state: TenantState) -> ServiceError {
     let detail = match state {
-        TenantState::Suspended => {
-            "the tenant is suspended for non-payment; pay the open invoice to restore access"
-        }
+        TenantState::Suspended => "the tenant is suspended for non-payment; pay the open invoice to restore access",
         TenantState::Cancelled => "the tenant is cancelled",
         TenantState::PendingPayment => "the tenant's first payment has not been received",
         TenantState::Provisioning => "the tenant is being provisioned; retry shortly",

@@ -42,26 +42,18 @@ impl KeyHasher {
         rand::rngs::OsRng.fill_bytes(&mut secret);
         let secret = URL_SAFE_NO_PAD.encode(secret);
         let id_hex = id.as_str().trim_start_matches("key_");
-        IssuedKey {
-            plaintext: format!("{KEY_PREFIX}{id_hex}_{secret}"),
-            secret_hash: self.hash(&secret),
-            id,
-        }
+        IssuedKey { plaintext: format!("{KEY_PREFIX}{id_hex}_{secret}"), secret_hash: self.hash(&secret), id }
     }
 
     pub fn hash(&self, secret: &str) -> String {
         #[allow(clippy::expect_used)] // HMAC takes a key of any length
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.pepper).expect("hmac accepts any key length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.pepper).expect("hmac accepts any key length");
         mac.update(secret.as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
 
     pub fn verify(&self, secret: &str, stored_hash: &str) -> bool {
-        self.hash(secret)
-            .as_bytes()
-            .ct_eq(stored_hash.as_bytes())
-            .into()
+        self.hash(secret).as_bytes().ct_eq(stored_hash.as_bytes()).into()
     }
 }
 
@@ -70,11 +62,8 @@ pub fn parse(presented: &str) -> Option<(ApiKeyId, &str)> {
     let rest = presented.strip_prefix(KEY_PREFIX)?;
     let (id_hex, secret) = rest.split_once('_')?;
     let id = ApiKeyId::parse(&format!("key_{id_hex}"))?;
-    (secret.len() == 43
-        && secret
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
-    .then_some((id, secret))
+    (secret.len() == 43 && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .then_some((id, secret))
 }
 
 #[cfg(test)]

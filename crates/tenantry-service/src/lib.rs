@@ -2,11 +2,15 @@
 //! by thin HTTP handlers. It owns the gateway's decisions (who is asking, may they, under which terms) and
 //! wires the store, search, models and pipelines together.
 
+pub mod admin;
+pub mod api_keys;
 pub mod documents;
 mod error;
 pub mod gateway;
 pub mod keys;
 pub mod query;
+pub mod quota;
+pub mod ratelimit;
 mod retriever;
 pub mod tenants;
 pub mod usage;
@@ -39,6 +43,7 @@ struct Inner {
     providers: Providers,
     clock: Arc<dyn Clock>,
     keys: KeyHasher,
+    rate: ratelimit::RateLimiter,
     period: PeriodKind,
     data_dir: PathBuf,
 }
@@ -48,10 +53,7 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("data dir {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    DataDir { path: PathBuf, source: std::io::Error },
     #[error("database: {0}")]
     Store(#[from] tenantry_store::StoreError),
 }
@@ -62,19 +64,13 @@ impl Services {
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let catalog = config.catalog()?;
         let period = PeriodKind::parse(&config.billing.period).ok_or_else(|| {
-            ConfigError::Invalid(format!(
-                "billing.period {:?}: use \"month\" or \"day\"",
-                config.billing.period
-            ))
+            ConfigError::Invalid(format!("billing.period {:?}: use \"month\" or \"day\"", config.billing.period))
         })?;
         let clock: Arc<dyn Clock> = match config.server.clock.as_str() {
             "system" => Arc::new(SystemClock),
             "test" => Arc::new(TestClock::starting_at(SystemClock.now())),
             other => {
-                return Err(ConfigError::Invalid(format!(
-                    "server.clock {other:?}: use \"system\" or \"test\""
-                ))
-                .into())
+                return Err(ConfigError::Invalid(format!("server.clock {other:?}: use \"system\" or \"test\"")).into())
             }
         };
         let data_dir = config.server.data_dir.clone();
@@ -85,10 +81,15 @@ impl Services {
         std::fs::create_dir_all(data_dir.join("tenants")).map_err(dir_err(&data_dir))?;
         let pepper = load_or_create_pepper(&data_dir).map_err(dir_err(&data_dir))?;
         let store = Store::open(&config.database.url, &data_dir).await?;
-        let search = Arc::new(SearchIndexes::new(
-            data_dir.join("tenants"),
-            config.search.open_namespaces,
-        ));
+        if store.backend() == tenantry_store::Backend::Sqlite {
+            // The embedded store belongs to this process alone: any reservation in it was held by a
+            // request of a previous run that died, so none can still be in flight.
+            let reclaimed = store.release_all_reservations().await?;
+            if reclaimed > 0 {
+                tracing::info!(reclaimed, "released reservations of a previous run");
+            }
+        }
+        let search = Arc::new(SearchIndexes::new(data_dir.join("tenants"), config.search.open_namespaces));
         tenantry_domain::tokens::warm_up();
         Ok(Self {
             inner: Arc::new(Inner {
@@ -98,6 +99,7 @@ impl Services {
                 providers: Providers::default(),
                 clock,
                 keys: KeyHasher::new(pepper),
+                rate: ratelimit::RateLimiter::default(),
                 period,
                 data_dir,
                 config,
@@ -129,6 +131,27 @@ impl Services {
         &self.inner.providers
     }
 
+    pub(crate) fn rate(&self) -> &ratelimit::RateLimiter {
+        &self.inner.rate
+    }
+
+    /// Background upkeep until `shutdown` resolves: reclaims expired reservations.
+    pub async fn run_background(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    match self.store().expire_reservations(self.clock().now()).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(reclaimed = n, "expired reservations released"),
+                        Err(e) => tracing::warn!(error = %e, "reservation sweep failed"),
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+
     pub(crate) fn keys(&self) -> &KeyHasher {
         &self.inner.keys
     }
@@ -139,11 +162,7 @@ impl Services {
 
     /// Where a tenant's original uploads live.
     pub(crate) fn blob_dir(&self, tenant: &tenantry_domain::TenantId) -> PathBuf {
-        self.inner
-            .data_dir
-            .join("tenants")
-            .join(tenant.as_str())
-            .join("blobs")
+        self.inner.data_dir.join("tenants").join(tenant.as_str()).join("blobs")
     }
 
     /// Readiness: the database answers.

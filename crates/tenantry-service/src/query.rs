@@ -5,7 +5,7 @@ use serde::Serialize;
 use tenantry_domain::quota::Meter;
 use tenantry_domain::{RetrievalMode, TenantContext};
 use tenantry_rag::Citation;
-use tenantry_store::UsageEvent;
+use tenantry_store::{Amounts, UsageEvent};
 use utoipa::ToSchema;
 
 use crate::retriever::TenantRetriever;
@@ -34,31 +34,32 @@ pub struct QueryResult {
 }
 
 impl Services {
-    pub async fn query(
-        &self,
-        ctx: &TenantContext,
-        question: &str,
-        top_k: Option<usize>,
-    ) -> ServiceResult<QueryResult> {
+    pub async fn query(&self, ctx: &TenantContext, question: &str, top_k: Option<usize>) -> ServiceResult<QueryResult> {
         let question = question.trim();
         if question.is_empty() {
             return Err(ServiceError::validation("question must not be empty"));
         }
         if question.chars().count() > MAX_QUESTION_CHARS {
-            return Err(ServiceError::validation(format!(
-                "question must be at most {MAX_QUESTION_CHARS} characters"
-            )));
+            return Err(ServiceError::validation(format!("question must be at most {MAX_QUESTION_CHARS} characters")));
         }
         let top_k = top_k.unwrap_or(DEFAULT_TOP_K);
         if !(1..=MAX_TOP_K).contains(&top_k) {
-            return Err(ServiceError::validation(format!(
-                "top_k must be between 1 and {MAX_TOP_K}"
-            )));
+            return Err(ServiceError::validation(format!("top_k must be between 1 and {MAX_TOP_K}")));
         }
 
+        // Retrieval and prompt assembly decide the request's exact size, so quota is reserved once they are
+        // done: one query plus the prompt's tokens plus the completion cap, an upper bound on what generation
+        // can use. Reserving a guess first and growing it later would let concurrent requests each hold a
+        // small floor and then all fail to grow. A non-atomic pre-check spares the retrieval work when the
+        // quota is plainly used up; the reservation is what enforces it.
+        let floor = tenantry_domain::tokens::count(question) + u64::from(tenantry_rag::MAX_COMPLETION_TOKENS);
+        self.precheck(ctx, Amounts { queries: 1, tokens: floor as i64, ..Amounts::default() }).await?;
         let retriever = TenantRetriever { services: self };
-        let answer =
-            tenantry_rag::answer(ctx, &retriever, self.providers(), question, top_k).await?;
+        let prepared = tenantry_rag::prepare(ctx, &retriever, question, top_k).await?;
+        let reservation = self
+            .reserve(ctx, Amounts { queries: 1, tokens: prepared.max_tokens() as i64, ..Amounts::default() })
+            .await?;
+        let answer = tenantry_rag::generate(ctx, self.providers(), prepared).await?;
 
         // Price with the model that ran, which is the context's model: the pipeline cannot pick another.
         let model = self.catalog().model(&answer.model).unwrap_or(&ctx.model);
@@ -77,18 +78,11 @@ impl Services {
         };
         let events = [
             event(Meter::Queries, 1, 0),
-            event(
-                Meter::PromptTokens,
-                answer.usage.prompt_tokens,
-                prompt_cost.0,
-            ),
-            event(
-                Meter::CompletionTokens,
-                answer.usage.completion_tokens,
-                completion_cost.0,
-            ),
+            event(Meter::PromptTokens, answer.usage.prompt_tokens, prompt_cost.0),
+            event(Meter::CompletionTokens, answer.usage.completion_tokens, completion_cost.0),
         ];
-        self.store().record_usage(&events).await?;
+        let actual = Amounts { queries: 1, tokens: answer.usage.total() as i64, ..Amounts::default() };
+        self.settle(ctx, Some(reservation), actual, &events).await?;
         tracing::info!(
             model = %answer.model,
             prompt_tokens = answer.usage.prompt_tokens,

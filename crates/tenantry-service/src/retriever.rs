@@ -13,19 +13,13 @@ pub(crate) struct TenantRetriever<'a> {
 
 #[async_trait]
 impl Retriever for TenantRetriever<'_> {
-    async fn retrieve(
-        &self,
-        ctx: &TenantContext,
-        query: &str,
-        top_k: usize,
-    ) -> Result<Vec<Hit>, RagError> {
+    async fn retrieve(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>, RagError> {
         let search = self.services.search().clone();
         let (owned_ctx, owned_query) = (ctx.clone(), query.to_owned());
-        let hits =
-            tokio::task::spawn_blocking(move || search.search(&owned_ctx, &owned_query, top_k))
-                .await
-                .map_err(|e| RagError::Retrieval(e.to_string()))?
-                .map_err(|e| RagError::Retrieval(e.to_string()))?;
+        let hits = tokio::task::spawn_blocking(move || search.search(&owned_ctx, &owned_query, top_k))
+            .await
+            .map_err(|e| RagError::Retrieval(e.to_string()))?
+            .map_err(|e| RagError::Retrieval(e.to_string()))?;
         let mut ids: Vec<DocumentId> = hits.iter().map(|h| h.document_id.clone()).collect();
         ids.sort();
         ids.dedup();
@@ -35,9 +29,6 @@ impl Retriever for TenantRetriever<'_> {
             .live_documents(&ctx.tenant_id, &ids)
             .await
             .map_err(|e| RagError::Retrieval(e.to_string()))?;
-        Ok(hits
-            .into_iter()
-            .filter(|h| live.contains(&h.document_id))
-            .collect())
+        Ok(hits.into_iter().filter(|h| live.contains(&h.document_id)).collect())
     }
 }

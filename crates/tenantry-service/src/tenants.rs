@@ -72,15 +72,11 @@ impl Services {
     pub async fn signup(&self, req: SignupRequest) -> ServiceResult<SignupResult> {
         let email = req.email.trim().to_lowercase();
         if !valid_email(&email) {
-            return Err(ServiceError::validation(
-                "email must be a valid email address",
-            ));
+            return Err(ServiceError::validation("email must be a valid email address"));
         }
         let organization = req.organization.trim().to_owned();
         if organization.is_empty() || organization.chars().count() > 200 {
-            return Err(ServiceError::validation(
-                "organization must be 1 to 200 characters",
-            ));
+            return Err(ServiceError::validation("organization must be 1 to 200 characters"));
         }
         let plan = self
             .catalog()
@@ -91,11 +87,7 @@ impl Services {
         let now = self.clock().now();
         let tenant_id = TenantId::generate();
         let needs_payment = plan.trial_days == 0 && plan.price.0 > 0;
-        let state = if needs_payment {
-            TenantState::PendingPayment
-        } else {
-            TenantState::Provisioning
-        };
+        let state = if needs_payment { TenantState::PendingPayment } else { TenantState::Provisioning };
         let issued = self.keys().issue();
         let tenant = NewTenant {
             id: tenant_id.clone(),
@@ -116,85 +108,47 @@ impl Services {
             scopes: Scopes::ALL.names().join(" "),
             now,
         };
-        self.store()
-            .create_tenant(&tenant, &key)
-            .await
-            .map_err(|e| match e {
-                tenantry_store::StoreError::Conflict(_) => ServiceError::new(
-                    ErrorCode::Conflict,
-                    "an account with this email already exists",
-                ),
-                other => other.into(),
-            })?;
+        self.store().create_tenant(&tenant, &key).await.map_err(|e| match e {
+            tenantry_store::StoreError::Conflict(_) => {
+                ServiceError::new(ErrorCode::Conflict, "an account with this email already exists")
+            }
+            other => other.into(),
+        })?;
         tracing::info!(tenant_id = %tenant_id, plan = %plan.name, "tenant signed up");
 
         let state = if needs_payment {
             state
         } else {
-            let event = if plan.trial_days > 0 {
-                LifecycleEvent::ProvisionedTrial
-            } else {
-                LifecycleEvent::ProvisionedActive
-            };
+            let event =
+                if plan.trial_days > 0 { LifecycleEvent::ProvisionedTrial } else { LifecycleEvent::ProvisionedActive };
             self.provision(&tenant_id, event).await?
         };
-        Ok(SignupResult {
-            tenant_id,
-            state,
-            api_key: issued.plaintext,
-            checkout_url: None,
-        })
+        Ok(SignupResult { tenant_id, state, api_key: issued.plaintext, checkout_url: None })
     }
 
     /// Prepares the tenant's storage and moves it out of `provisioning`. Idempotent: a tenant already past
     /// provisioning is left as it is.
-    async fn provision(
-        &self,
-        tenant_id: &TenantId,
-        event: LifecycleEvent,
-    ) -> ServiceResult<TenantState> {
-        let tenant = self
-            .store()
-            .tenant(tenant_id)
-            .await?
-            .ok_or_else(|| ServiceError::not_found("tenant"))?;
+    async fn provision(&self, tenant_id: &TenantId, event: LifecycleEvent) -> ServiceResult<TenantState> {
+        let tenant = self.store().tenant(tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
         if tenant.state != TenantState::Provisioning {
             return Ok(tenant.state);
         }
         let blobs = self.blob_dir(tenant_id);
-        tokio::fs::create_dir_all(&blobs)
-            .await
-            .map_err(ServiceError::internal)?;
-        let state = self
-            .store()
-            .transition(
-                tenant_id,
-                tenant.state_version,
-                tenant.state,
-                event,
-                self.clock().now(),
-            )
-            .await?;
+        tokio::fs::create_dir_all(&blobs).await.map_err(ServiceError::internal)?;
+        let state =
+            self.store().transition(tenant_id, tenant.state_version, tenant.state, event, self.clock().now()).await?;
         tracing::info!(tenant_id = %tenant_id, state = state.as_str(), "tenant provisioned");
         Ok(state)
     }
 
     pub async fn tenant_view(&self, ctx: &TenantContext) -> ServiceResult<TenantView> {
-        let row = self
-            .store()
-            .tenant(&ctx.tenant_id)
-            .await?
-            .ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let row = self.store().tenant(&ctx.tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
         Ok(view(row))
     }
 
     /// Changes model, retrieval mode or system prompt. Anything the plan does not allow is refused, and
     /// nothing is changed.
-    pub async fn update_config(
-        &self,
-        ctx: &TenantContext,
-        update: ConfigUpdate,
-    ) -> ServiceResult<TenantView> {
+    pub async fn update_config(&self, ctx: &TenantContext, update: ConfigUpdate) -> ServiceResult<TenantView> {
         if let Some(m) = &update.model {
             if self.catalog().model(m).is_none() || !ctx.plan.allows_model(m) {
                 return Err(ServiceError::validation(format!(
@@ -207,23 +161,14 @@ impl Services {
         let mode = match &update.retrieval_mode {
             None => None,
             Some(raw) => {
-                let allowed = || {
-                    ctx.plan
-                        .retrieval_modes
-                        .iter()
-                        .map(|m| m.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                let mode = RetrievalMode::parse(raw)
-                    .filter(|m| ctx.plan.allows_mode(*m))
-                    .ok_or_else(|| {
-                        ServiceError::validation(format!(
-                            "retrieval mode {raw:?} is not available on plan {} (allowed: {})",
-                            ctx.plan.name,
-                            allowed()
-                        ))
-                    })?;
+                let allowed = || ctx.plan.retrieval_modes.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ");
+                let mode = RetrievalMode::parse(raw).filter(|m| ctx.plan.allows_mode(*m)).ok_or_else(|| {
+                    ServiceError::validation(format!(
+                        "retrieval mode {raw:?} is not available on plan {} (allowed: {})",
+                        ctx.plan.name,
+                        allowed()
+                    ))
+                })?;
                 Some(mode)
             }
         };
@@ -234,32 +179,21 @@ impl Services {
                 )));
             }
         }
-        let change = ConfigChange {
-            model: update.model,
-            retrieval_mode: mode,
-            system_prompt: update.system_prompt,
-        };
-        let row = self
-            .store()
-            .update_config(&ctx.tenant_id, &change, self.clock().now())
-            .await?;
+        let change = ConfigChange { model: update.model, retrieval_mode: mode, system_prompt: update.system_prompt };
+        let row = self.store().update_config(&ctx.tenant_id, &change, self.clock().now()).await?;
         tracing::info!(config_version = row.config_version, "tenant config changed");
         Ok(view(row))
     }
 }
 
-fn view(row: TenantRow) -> TenantView {
+pub(crate) fn view(row: TenantRow) -> TenantView {
     TenantView {
         tenant_id: row.id,
         organization: row.organization,
         email: row.email,
         state: row.state,
         plan: row.plan,
-        config: TenantConfig {
-            model: row.model,
-            retrieval_mode: row.retrieval_mode,
-            system_prompt: row.system_prompt,
-        },
+        config: TenantConfig { model: row.model, retrieval_mode: row.retrieval_mode, system_prompt: row.system_prompt },
         config_version: row.config_version,
         created_at: row.created_at,
     }

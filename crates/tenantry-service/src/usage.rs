@@ -43,17 +43,11 @@ pub struct UsageReport {
 
 impl Services {
     /// Usage in `[from, to)`; each bound defaults to the current billing period's.
-    pub async fn usage(
-        &self,
-        ctx: &TenantContext,
-        from: Option<&str>,
-        to: Option<&str>,
-    ) -> ServiceResult<UsageReport> {
+    pub async fn usage(&self, ctx: &TenantContext, from: Option<&str>, to: Option<&str>) -> ServiceResult<UsageReport> {
         let parse = |raw: Option<&str>, name: &str, default: Timestamp| match raw {
             None | Some("") => Ok(default),
-            Some(s) => Timestamp::parse_rfc3339(s).ok_or_else(|| {
-                ServiceError::validation(format!("{name} must be an RFC 3339 timestamp"))
-            }),
+            Some(s) => Timestamp::parse_rfc3339(s)
+                .ok_or_else(|| ServiceError::validation(format!("{name} must be an RFC 3339 timestamp"))),
         };
         let from = parse(from, "from", ctx.period.start)?;
         let to = parse(to, "to", ctx.period.end)?;
@@ -64,8 +58,7 @@ impl Services {
         let mut by_model: BTreeMap<String, ModelUsage> = BTreeMap::new();
         for line in self.store().usage_lines(&ctx.tenant_id, from, to).await? {
             totals.cost_micros += line.cost_micros;
-            let slot =
-                (!line.model.is_empty()).then(|| by_model.entry(line.model.clone()).or_default());
+            let slot = (!line.model.is_empty()).then(|| by_model.entry(line.model.clone()).or_default());
             match line.meter {
                 Meter::Queries => {
                     totals.queries += line.quantity;
@@ -90,20 +83,8 @@ impl Services {
                 Meter::Documents | Meter::StorageBytes => {}
             }
         }
-        totals.documents = self
-            .store()
-            .usage_level(&ctx.tenant_id, Meter::Documents, to)
-            .await?;
-        totals.storage_bytes = self
-            .store()
-            .usage_level(&ctx.tenant_id, Meter::StorageBytes, to)
-            .await?;
-        Ok(UsageReport {
-            tenant_id: ctx.tenant_id.clone(),
-            from,
-            to,
-            totals,
-            by_model,
-        })
+        totals.documents = self.store().usage_level(&ctx.tenant_id, Meter::Documents, to).await?;
+        totals.storage_bytes = self.store().usage_level(&ctx.tenant_id, Meter::StorageBytes, to).await?;
+        Ok(UsageReport { tenant_id: ctx.tenant_id.clone(), from, to, totals, by_model })
     }
 }

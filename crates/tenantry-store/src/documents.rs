@@ -5,7 +5,8 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use tenantry_domain::{ChunkId, DocumentId, TenantId, Timestamp};
 
-use crate::usage::{insert_events, UsageEvent};
+use crate::quota::{settle_in, Settlement};
+use crate::usage::UsageEvent;
 use crate::{Result, Store, StoreError};
 
 #[derive(Clone, Debug)]
@@ -50,8 +51,7 @@ pub struct ChunkRow {
     pub text: String,
 }
 
-const DOC_COLUMNS: &str =
-    "id, tenant_id, title, content_type, bytes, chunks, content_sha256, created_at";
+const DOC_COLUMNS: &str = "id, tenant_id, title, content_type, bytes, chunks, content_sha256, created_at";
 
 fn document_from_row(row: &AnyRow) -> Result<DocumentRow> {
     Ok(DocumentRow {
@@ -66,11 +66,7 @@ fn document_from_row(row: &AnyRow) -> Result<DocumentRow> {
     })
 }
 
-async fn insert_chunks(
-    tx: &mut Transaction<'_, Any>,
-    doc: &NewDocument,
-    chunks: &[NewChunk],
-) -> Result<()> {
+async fn insert_chunks(tx: &mut Transaction<'_, Any>, doc: &NewDocument, chunks: &[NewChunk]) -> Result<()> {
     for c in chunks {
         sqlx::query(
             "INSERT INTO chunks (id, document_id, tenant_id, ordinal, heading, page, text) \
@@ -90,11 +86,12 @@ async fn insert_chunks(
 }
 
 impl Store {
-    /// Writes the document, its chunks and its ledger events in one transaction.
+    /// Writes the document, its chunks, its ledger events and the quota settlement in one transaction.
     pub async fn insert_document(
         &self,
         doc: &NewDocument,
         chunks: &[NewChunk],
+        settlement: &Settlement,
         events: &[UsageEvent],
     ) -> Result<DocumentRow> {
         let mut tx = self.write.begin().await?;
@@ -113,7 +110,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         insert_chunks(&mut tx, doc, chunks).await?;
-        insert_events(&mut tx, events).await?;
+        settle_in(&mut tx, settlement, events).await?;
         tx.commit().await?;
         Ok(DocumentRow {
             id: doc.id.clone(),
@@ -128,28 +125,15 @@ impl Store {
     }
 
     pub async fn documents(&self, tenant: &TenantId) -> Result<Vec<DocumentRow>> {
-        let sql = format!(
-            "SELECT {DOC_COLUMNS} FROM documents WHERE tenant_id = $1 ORDER BY created_at, id"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(tenant.as_str())
-            .fetch_all(&self.read)
-            .await?;
+        let sql = format!("SELECT {DOC_COLUMNS} FROM documents WHERE tenant_id = $1 ORDER BY created_at, id");
+        let rows = sqlx::query(&sql).bind(tenant.as_str()).fetch_all(&self.read).await?;
         rows.iter().map(document_from_row).collect()
     }
 
     /// The tenant's document `id`; another tenant's document is simply not found.
-    pub async fn document(
-        &self,
-        tenant: &TenantId,
-        id: &DocumentId,
-    ) -> Result<Option<DocumentRow>> {
+    pub async fn document(&self, tenant: &TenantId, id: &DocumentId) -> Result<Option<DocumentRow>> {
         let sql = format!("SELECT {DOC_COLUMNS} FROM documents WHERE id = $1 AND tenant_id = $2");
-        let row = sqlx::query(&sql)
-            .bind(id.as_str())
-            .bind(tenant.as_str())
-            .fetch_optional(&self.read)
-            .await?;
+        let row = sqlx::query(&sql).bind(id.as_str()).bind(tenant.as_str()).fetch_optional(&self.read).await?;
         row.as_ref().map(document_from_row).transpose()
     }
 
@@ -178,11 +162,7 @@ impl Store {
 
     /// Which of `ids` are live documents of `tenant`. Search hits are checked against this, so an index entry
     /// whose row is gone (a crash between the two writes) is never shown.
-    pub async fn live_documents(
-        &self,
-        tenant: &TenantId,
-        ids: &[DocumentId],
-    ) -> Result<Vec<DocumentId>> {
+    pub async fn live_documents(&self, tenant: &TenantId, ids: &[DocumentId]) -> Result<Vec<DocumentId>> {
         let mut live = Vec::with_capacity(ids.len());
         for id in ids {
             let found = sqlx::query("SELECT 1 FROM documents WHERE id = $1 AND tenant_id = $2")
@@ -197,11 +177,12 @@ impl Store {
         Ok(live)
     }
 
-    /// Deletes the document and its chunks and writes `events` (negative levels) in one transaction.
+    /// Deletes the document and its chunks and settles `events` (negative levels) in one transaction.
     pub async fn delete_document(
         &self,
         tenant: &TenantId,
         id: &DocumentId,
+        settlement: &Settlement,
         events: &[UsageEvent],
     ) -> Result<()> {
         let mut tx = self.write.begin().await?;
@@ -218,7 +199,7 @@ impl Store {
         if done.rows_affected() != 1 {
             return Err(StoreError::NotFound);
         }
-        insert_events(&mut tx, events).await?;
+        settle_in(&mut tx, settlement, events).await?;
         tx.commit().await?;
         Ok(())
     }

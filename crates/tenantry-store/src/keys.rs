@@ -38,9 +38,7 @@ fn key_from_row(row: &AnyRow) -> Result<ApiKeyRow> {
         secret_hash: row.try_get("secret_hash")?,
         scopes: row.try_get("scopes")?,
         created_at: Timestamp(row.try_get("created_at")?),
-        last_used_at: row
-            .try_get::<Option<i64>, _>("last_used_at")?
-            .map(Timestamp),
+        last_used_at: row.try_get::<Option<i64>, _>("last_used_at")?.map(Timestamp),
         revoked_at: row.try_get::<Option<i64>, _>("revoked_at")?.map(Timestamp),
     })
 }
@@ -61,27 +59,18 @@ pub(crate) async fn insert_key(tx: &mut Transaction<'_, Any>, key: &NewApiKey) -
     Ok(())
 }
 
-const KEY_COLUMNS: &str =
-    "id, tenant_id, name, secret_hash, scopes, created_at, last_used_at, revoked_at";
+const KEY_COLUMNS: &str = "id, tenant_id, name, secret_hash, scopes, created_at, last_used_at, revoked_at";
 
 impl Store {
     pub async fn key(&self, id: &ApiKeyId) -> Result<Option<ApiKeyRow>> {
         let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1");
-        let row = sqlx::query(&sql)
-            .bind(id.as_str())
-            .fetch_optional(&self.read)
-            .await?;
+        let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.read).await?;
         row.as_ref().map(key_from_row).transpose()
     }
 
     pub async fn keys(&self, tenant: &TenantId) -> Result<Vec<ApiKeyRow>> {
-        let sql = format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id"
-        );
-        let rows = sqlx::query(&sql)
-            .bind(tenant.as_str())
-            .fetch_all(&self.read)
-            .await?;
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id");
+        let rows = sqlx::query(&sql).bind(tenant.as_str()).fetch_all(&self.read).await?;
         rows.iter().map(key_from_row).collect()
     }
 
@@ -94,14 +83,13 @@ impl Store {
 
     /// Revokes a key of `tenant`; a key of another tenant is `NotFound`.
     pub async fn revoke_key(&self, tenant: &TenantId, id: &ApiKeyId, now: Timestamp) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND tenant_id = $3",
-        )
-        .bind(now.0)
-        .bind(id.as_str())
-        .bind(tenant.as_str())
-        .execute(&self.write)
-        .await?;
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND tenant_id = $3")
+                .bind(now.0)
+                .bind(id.as_str())
+                .bind(tenant.as_str())
+                .execute(&self.write)
+                .await?;
         if done.rows_affected() == 1 {
             Ok(())
         } else {

@@ -5,6 +5,7 @@
 
 mod documents;
 mod keys;
+mod quota;
 mod tenants;
 mod usage;
 
@@ -17,6 +18,7 @@ use sqlx::{AnyPool, Executor};
 
 pub use documents::{ChunkRow, DocumentRow, NewChunk, NewDocument};
 pub use keys::{ApiKeyRow, NewApiKey};
+pub use quota::{Amounts, Counters, Exceeded, NewReservation, QuotaMeter, Settlement};
 pub use tenants::{ConfigChange, NewTenant, TenantRow};
 pub use usage::{UsageEvent, UsageLine};
 
@@ -62,10 +64,7 @@ impl Store {
         sqlx::any::install_default_drivers();
         let store = if url.is_empty() || url.starts_with("sqlite:") {
             let url = if url.is_empty() {
-                format!(
-                    "sqlite://{}?mode=rwc",
-                    data_dir.join("tenantry.db").display()
-                )
+                format!("sqlite://{}?mode=rwc", data_dir.join("tenantry.db").display())
             } else {
                 url.to_owned()
             };
@@ -100,34 +99,19 @@ impl Store {
         };
         let write = pool(1).await?;
         let read = pool(4).await?;
-        Ok(Self {
-            read,
-            write,
-            backend: Backend::Sqlite,
-        })
+        Ok(Self { read, write, backend: Backend::Sqlite })
     }
 
     async fn open_postgres(url: &str) -> Result<Self> {
-        let pool = AnyPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect(url)
-            .await?;
-        Ok(Self {
-            read: pool.clone(),
-            write: pool,
-            backend: Backend::Postgres,
-        })
+        let pool =
+            AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(30)).connect(url).await?;
+        Ok(Self { read: pool.clone(), write: pool, backend: Backend::Postgres })
     }
 
     async fn migrate(&self) -> Result<()> {
         match self.backend {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.write).await?,
-            Backend::Postgres => {
-                sqlx::migrate!("migrations/postgres")
-                    .run(&self.write)
-                    .await?
-            }
+            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.write).await?,
         }
         Ok(())
     }

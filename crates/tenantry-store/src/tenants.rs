@@ -47,8 +47,7 @@ pub struct ConfigChange {
     pub system_prompt: Option<String>,
 }
 
-const TENANT_COLUMNS: &str =
-    "id, email, organization, plan, state, state_version, model, retrieval_mode, \
+const TENANT_COLUMNS: &str = "id, email, organization, plan, state, state_version, model, retrieval_mode, \
      system_prompt, config_version, billing_anchor, created_at, updated_at";
 
 fn tenant_from_row(row: &AnyRow) -> Result<TenantRow> {
@@ -59,8 +58,7 @@ fn tenant_from_row(row: &AnyRow) -> Result<TenantRow> {
         email: row.try_get("email")?,
         organization: row.try_get("organization")?,
         plan: row.try_get("plan")?,
-        state: TenantState::parse(&state)
-            .ok_or_else(|| StoreError::Corrupt(format!("tenant state {state:?}")))?,
+        state: TenantState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("tenant state {state:?}")))?,
         state_version: row.try_get("state_version")?,
         model: row.try_get("model")?,
         retrieval_mode: RetrievalMode::parse(&mode)
@@ -103,23 +101,15 @@ impl Store {
 
     pub async fn tenant(&self, id: &TenantId) -> Result<Option<TenantRow>> {
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
-        let row = sqlx::query(&sql)
-            .bind(id.as_str())
-            .fetch_optional(&self.read)
-            .await?;
+        let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.read).await?;
         row.as_ref().map(tenant_from_row).transpose()
     }
 
     pub async fn tenants(&self, state: Option<TenantState>) -> Result<Vec<TenantRow>> {
         let rows = match state {
             Some(s) => {
-                let sql = format!(
-                    "SELECT {TENANT_COLUMNS} FROM tenants WHERE state = $1 ORDER BY created_at"
-                );
-                sqlx::query(&sql)
-                    .bind(s.as_str())
-                    .fetch_all(&self.read)
-                    .await?
+                let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE state = $1 ORDER BY created_at");
+                sqlx::query(&sql).bind(s.as_str()).fetch_all(&self.read).await?
             }
             None => {
                 let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY created_at");
@@ -130,12 +120,7 @@ impl Store {
     }
 
     /// Applies `change` and bumps the config version; returns the new row.
-    pub async fn update_config(
-        &self,
-        id: &TenantId,
-        change: &ConfigChange,
-        now: Timestamp,
-    ) -> Result<TenantRow> {
+    pub async fn update_config(&self, id: &TenantId, change: &ConfigChange, now: Timestamp) -> Result<TenantRow> {
         let sql = format!(
             "UPDATE tenants SET model = COALESCE($1, model), \
              retrieval_mode = COALESCE($2, retrieval_mode), \

@@ -31,10 +31,7 @@ pub struct UsageLine {
     pub cost_micros: i64,
 }
 
-pub(crate) async fn insert_events(
-    tx: &mut Transaction<'_, Any>,
-    events: &[UsageEvent],
-) -> Result<u64> {
+pub(crate) async fn insert_events(tx: &mut Transaction<'_, Any>, events: &[UsageEvent]) -> Result<u64> {
     let mut inserted = 0;
     for e in events {
         let done = sqlx::query(
@@ -57,21 +54,8 @@ pub(crate) async fn insert_events(
 }
 
 impl Store {
-    /// Appends events in one transaction; returns how many were new.
-    pub async fn record_usage(&self, events: &[UsageEvent]) -> Result<u64> {
-        let mut tx = self.write.begin().await?;
-        let n = insert_events(&mut tx, events).await?;
-        tx.commit().await?;
-        Ok(n)
-    }
-
     /// Per meter and model sums of events in `[from, to)`.
-    pub async fn usage_lines(
-        &self,
-        tenant: &TenantId,
-        from: Timestamp,
-        to: Timestamp,
-    ) -> Result<Vec<UsageLine>> {
+    pub async fn usage_lines(&self, tenant: &TenantId, from: Timestamp, to: Timestamp) -> Result<Vec<UsageLine>> {
         let rows = sqlx::query(
             "SELECT meter, model, CAST(SUM(quantity) AS BIGINT) AS quantity, \
              CAST(SUM(cost_micros) AS BIGINT) AS cost_micros FROM usage_events \
@@ -87,8 +71,7 @@ impl Store {
             .map(|r| {
                 let meter: String = r.try_get("meter")?;
                 Ok(UsageLine {
-                    meter: Meter::parse(&meter)
-                        .ok_or_else(|| StoreError::Corrupt(format!("meter {meter:?}")))?,
+                    meter: Meter::parse(&meter).ok_or_else(|| StoreError::Corrupt(format!("meter {meter:?}")))?,
                     model: r.try_get("model")?,
                     quantity: r.try_get("quantity")?,
                     cost_micros: r.try_get("cost_micros")?,
@@ -113,13 +96,11 @@ impl Store {
 
     /// How many ledger rows `tenant` has (tests and reconciliation).
     pub async fn usage_event_count(&self, tenant: &TenantId, meter: Meter) -> Result<i64> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM usage_events WHERE tenant_id = $1 AND meter = $2",
-        )
-        .bind(tenant.as_str())
-        .bind(meter.as_str())
-        .fetch_one(&self.read)
-        .await?;
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM usage_events WHERE tenant_id = $1 AND meter = $2")
+            .bind(tenant.as_str())
+            .bind(meter.as_str())
+            .fetch_one(&self.read)
+            .await?;
         Ok(row.try_get("n")?)
     }
 }

@@ -1,44 +1,30 @@
 //! One suite, every backend: the same stories run against the embedded SQLite store and PostgreSQL (when
 //! `TENANTRY_TEST_POSTGRES_URL` points at a server; CI sets it).
 
+use tenantry_domain::config::Quotas;
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::quota::Meter;
-use tenantry_domain::{
-    ApiKeyId, ChunkId, DocumentId, RetrievalMode, TenantId, TenantState, Timestamp,
-};
+use tenantry_domain::{ApiKeyId, ChunkId, DocumentId, RetrievalMode, TenantId, TenantState, Timestamp};
 use tenantry_store::{
-    ConfigChange, NewApiKey, NewChunk, NewDocument, NewTenant, Store, StoreError, UsageEvent,
+    Amounts, ConfigChange, NewApiKey, NewChunk, NewDocument, NewReservation, NewTenant, Settlement, Store, StoreError,
+    UsageEvent,
 };
 
 async fn sqlite() -> (Store, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    (
-        Store::open("", dir.path()).await.expect("sqlite opens"),
-        dir,
-    )
+    (Store::open("", dir.path()).await.expect("sqlite opens"), dir)
 }
 
 /// A fresh database on the test server, or `None` when no server is configured.
 async fn postgres() -> Option<Store> {
-    let url = std::env::var("TENANTRY_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())?;
+    let url = std::env::var("TENANTRY_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty())?;
     sqlx::any::install_default_drivers();
     let name = format!("tenantry_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::AnyPool::connect(&url)
-        .await
-        .expect("postgres reachable");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .expect("create database");
+    let admin = sqlx::AnyPool::connect(&url).await.expect("postgres reachable");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create database");
     admin.close().await;
     let (base, _) = url.rsplit_once('/').expect("url has a database path");
-    Some(
-        Store::open(&format!("{base}/{name}"), std::path::Path::new("."))
-            .await
-            .expect("postgres opens"),
-    )
+    Some(Store::open(&format!("{base}/{name}"), std::path::Path::new(".")).await.expect("postgres opens"))
 }
 
 fn tenant(email: &str) -> (NewTenant, NewApiKey) {
@@ -67,6 +53,12 @@ fn tenant(email: &str) -> (NewTenant, NewApiKey) {
     )
 }
 
+fn settlement(t: &TenantId, reservation: Option<&str>, actual: Amounts) -> Settlement {
+    Settlement { reservation_id: reservation.map(str::to_owned), tenant_id: t.clone(), period_start: PERIOD, actual }
+}
+
+const PERIOD: Timestamp = Timestamp(1_000);
+
 fn event(t: &TenantId, id: &str, meter: Meter, quantity: i64, at: i64) -> UsageEvent {
     UsageEvent {
         event_id: id.into(),
@@ -85,109 +77,42 @@ async fn tenants_keys_and_transitions(store: Store) {
     store.create_tenant(&t, &k).await.expect("create");
     let (mut dup, dup_key) = tenant("a@conformance.test");
     dup.organization = "Other".into();
-    assert!(matches!(
-        store.create_tenant(&dup, &dup_key).await,
-        Err(StoreError::Conflict("email"))
-    ));
-    assert!(
-        store.tenant(&dup.id).await.expect("read").is_none(),
-        "the failed signup left no tenant"
-    );
-    assert!(
-        store.key(&dup_key.id).await.expect("read").is_none(),
-        "and no key"
-    );
+    assert!(matches!(store.create_tenant(&dup, &dup_key).await, Err(StoreError::Conflict("email"))));
+    assert!(store.tenant(&dup.id).await.expect("read").is_none(), "the failed signup left no tenant");
+    assert!(store.key(&dup_key.id).await.expect("read").is_none(), "and no key");
 
     let row = store.tenant(&t.id).await.expect("read").expect("exists");
-    assert_eq!(
-        (row.state, row.state_version, row.config_version),
-        (TenantState::Provisioning, 0, 1)
-    );
+    assert_eq!((row.state, row.state_version, row.config_version), (TenantState::Provisioning, 0, 1));
     let next = store
-        .transition(
-            &t.id,
-            0,
-            row.state,
-            LifecycleEvent::ProvisionedTrial,
-            Timestamp(1),
-        )
+        .transition(&t.id, 0, row.state, LifecycleEvent::ProvisionedTrial, Timestamp(1))
         .await
         .expect("transition");
     assert_eq!(next, TenantState::Trialing);
     // A second writer that read version 0 loses.
-    let stale = store
-        .transition(
-            &t.id,
-            0,
-            TenantState::Provisioning,
-            LifecycleEvent::ProvisionedActive,
-            Timestamp(2),
-        )
-        .await;
+    let stale =
+        store.transition(&t.id, 0, TenantState::Provisioning, LifecycleEvent::ProvisionedActive, Timestamp(2)).await;
     assert!(matches!(stale, Err(StoreError::Concurrent)), "{stale:?}");
-    let invalid = store
-        .transition(
-            &t.id,
-            1,
-            TenantState::Trialing,
-            LifecycleEvent::GraceExpired,
-            Timestamp(2),
-        )
-        .await;
+    let invalid = store.transition(&t.id, 1, TenantState::Trialing, LifecycleEvent::GraceExpired, Timestamp(2)).await;
     assert!(matches!(invalid, Err(StoreError::Conflict(_))));
 
     let changed = store
-        .update_config(
-            &t.id,
-            &ConfigChange {
-                model: Some("local-large".into()),
-                ..Default::default()
-            },
-            Timestamp(3),
-        )
+        .update_config(&t.id, &ConfigChange { model: Some("local-large".into()), ..Default::default() }, Timestamp(3))
         .await
         .expect("config");
-    assert_eq!(
-        (changed.model.as_str(), changed.config_version),
-        ("local-large", 2)
-    );
+    assert_eq!((changed.model.as_str(), changed.config_version), ("local-large", 2));
     assert_eq!(changed.system_prompt, "", "unchanged fields are kept");
 
     let key = store.key(&k.id).await.expect("read").expect("exists");
     assert_eq!(key.tenant_id, t.id);
     let (other, other_key) = tenant("b@conformance.test");
-    store
-        .create_tenant(&other, &other_key)
-        .await
-        .expect("create");
+    store.create_tenant(&other, &other_key).await.expect("create");
     assert!(
-        matches!(
-            store.revoke_key(&other.id, &k.id, Timestamp(4)).await,
-            Err(StoreError::NotFound)
-        ),
+        matches!(store.revoke_key(&other.id, &k.id, Timestamp(4)).await, Err(StoreError::NotFound)),
         "not another tenant's key"
     );
-    store
-        .revoke_key(&t.id, &k.id, Timestamp(5))
-        .await
-        .expect("revoke");
-    assert_eq!(
-        store
-            .key(&k.id)
-            .await
-            .expect("read")
-            .expect("exists")
-            .revoked_at,
-        Some(Timestamp(5))
-    );
-    assert_eq!(
-        store
-            .tenants(Some(TenantState::Trialing))
-            .await
-            .expect("list")
-            .len(),
-        1
-    );
+    store.revoke_key(&t.id, &k.id, Timestamp(5)).await.expect("revoke");
+    assert_eq!(store.key(&k.id).await.expect("read").expect("exists").revoked_at, Some(Timestamp(5)));
+    assert_eq!(store.tenants(Some(TenantState::Trialing)).await.expect("list").len(), 1);
 }
 
 async fn documents_and_ledger(store: Store) {
@@ -211,52 +136,31 @@ async fn documents_and_ledger(store: Store) {
             text: format!("chunk {i}"),
         })
         .collect();
-    let up = [
-        event(&t.id, "up:d", Meter::Documents, 1, 10),
-        event(&t.id, "up:s", Meter::StorageBytes, 100, 10),
-    ];
+    let up = [event(&t.id, "up:d", Meter::Documents, 1, 10), event(&t.id, "up:s", Meter::StorageBytes, 100, 10)];
     let row = store
-        .insert_document(&doc, &chunks, &up)
+        .insert_document(
+            &doc,
+            &chunks,
+            &settlement(&t.id, None, Amounts { documents: 1, storage_bytes: 100, ..Amounts::default() }),
+            &up,
+        )
         .await
         .expect("insert");
     assert_eq!(row.chunks, 3);
     assert_eq!(store.chunks(&t.id, &doc.id).await.expect("chunks").len(), 3);
+    assert_eq!(store.usage_level(&t.id, Meter::StorageBytes, Timestamp(11)).await.expect("level"), 100);
     assert_eq!(
-        store
-            .usage_level(&t.id, Meter::StorageBytes, Timestamp(11))
-            .await
-            .expect("level"),
-        100
-    );
-    assert_eq!(
-        store
-            .usage_level(&t.id, Meter::StorageBytes, Timestamp(10))
-            .await
-            .expect("level"),
+        store.usage_level(&t.id, Meter::StorageBytes, Timestamp(10)).await.expect("level"),
         0,
         "levels are as of a time"
     );
 
     let (other, other_key) = tenant("docs2@conformance.test");
-    store
-        .create_tenant(&other, &other_key)
-        .await
-        .expect("create");
-    assert!(
-        store
-            .document(&other.id, &doc.id)
-            .await
-            .expect("read")
-            .is_none(),
-        "tenant-scoped read"
-    );
-    assert!(store
-        .live_documents(&other.id, std::slice::from_ref(&doc.id))
-        .await
-        .expect("live")
-        .is_empty());
+    store.create_tenant(&other, &other_key).await.expect("create");
+    assert!(store.document(&other.id, &doc.id).await.expect("read").is_none(), "tenant-scoped read");
+    assert!(store.live_documents(&other.id, std::slice::from_ref(&doc.id)).await.expect("live").is_empty());
     assert!(matches!(
-        store.delete_document(&other.id, &doc.id, &[]).await,
+        store.delete_document(&other.id, &doc.id, &settlement(&other.id, None, Amounts::default()), &[]).await,
         Err(StoreError::NotFound)
     ));
 
@@ -265,72 +169,120 @@ async fn documents_and_ledger(store: Store) {
         .insert_document(
             &doc,
             &chunks,
+            &settlement(&t.id, None, Amounts { documents: 1, ..Amounts::default() }),
             &[event(&t.id, "again", Meter::Documents, 1, 12)],
         )
         .await;
     assert!(again.is_err());
     assert_eq!(
-        store
-            .usage_event_count(&t.id, Meter::Documents)
-            .await
-            .expect("count"),
+        store.usage_event_count(&t.id, Meter::Documents).await.expect("count"),
         1,
         "its ledger event rolled back"
     );
 
-    let down = [
-        event(&t.id, "down:d", Meter::Documents, -1, 20),
-        event(&t.id, "down:s", Meter::StorageBytes, -100, 20),
-    ];
+    let down =
+        [event(&t.id, "down:d", Meter::Documents, -1, 20), event(&t.id, "down:s", Meter::StorageBytes, -100, 20)];
     store
-        .delete_document(&t.id, &doc.id, &down)
+        .delete_document(
+            &t.id,
+            &doc.id,
+            &settlement(&t.id, None, Amounts { documents: -1, storage_bytes: -100, ..Amounts::default() }),
+            &down,
+        )
         .await
         .expect("delete");
-    assert!(store
-        .chunks(&t.id, &doc.id)
-        .await
-        .expect("chunks")
-        .is_empty());
-    assert_eq!(
-        store
-            .usage_level(&t.id, Meter::Documents, Timestamp(21))
-            .await
-            .expect("level"),
-        0
-    );
+    assert!(store.chunks(&t.id, &doc.id).await.expect("chunks").is_empty());
+    assert_eq!(store.usage_level(&t.id, Meter::Documents, Timestamp(21)).await.expect("level"), 0);
 }
 
 async fn usage_is_idempotent_and_summed(store: Store) {
     let (t, k) = tenant("usage@conformance.test");
     store.create_tenant(&t, &k).await.expect("create");
-    let batch = [
-        event(&t.id, "r1:q", Meter::Queries, 1, 100),
-        event(&t.id, "r1:p", Meter::PromptTokens, 40, 100),
-    ];
-    assert_eq!(store.record_usage(&batch).await.expect("record"), 2);
-    assert_eq!(
-        store.record_usage(&batch).await.expect("replay"),
-        0,
-        "a replayed settlement inserts nothing"
-    );
-    store
-        .record_usage(&[event(&t.id, "r2:q", Meter::Queries, 1, 200)])
-        .await
-        .expect("record");
-    let lines = store
-        .usage_lines(&t.id, Timestamp(0), Timestamp(1_000))
-        .await
-        .expect("lines");
-    let queries = lines
-        .iter()
-        .find(|l| l.meter == Meter::Queries)
-        .expect("queries line");
+    let batch = [event(&t.id, "r1:q", Meter::Queries, 1, 100), event(&t.id, "r1:p", Meter::PromptTokens, 40, 100)];
+    let one = settlement(&t.id, None, Amounts { queries: 1, tokens: 40, ..Amounts::default() });
+    assert!(store.settle(&one, &batch).await.expect("settle"));
+    assert!(!store.settle(&one, &batch).await.expect("replay"), "a replayed settlement changes nothing");
+    assert_eq!(store.quota_counters(&t.id, PERIOD).await.expect("counters").used.queries, 1, "counted once");
+    let two = settlement(&t.id, None, Amounts { queries: 1, ..Amounts::default() });
+    store.settle(&two, &[event(&t.id, "r2:q", Meter::Queries, 1, 200)]).await.expect("settle");
+    let lines = store.usage_lines(&t.id, Timestamp(0), Timestamp(1_000)).await.expect("lines");
+    let queries = lines.iter().find(|l| l.meter == Meter::Queries).expect("queries line");
     assert_eq!((queries.quantity, queries.cost_micros), (2, 4));
-    let in_range = store
-        .usage_lines(&t.id, Timestamp(150), Timestamp(1_000))
-        .await
-        .expect("lines");
+    let in_range = store.usage_lines(&t.id, Timestamp(150), Timestamp(1_000)).await.expect("lines");
     assert_eq!(in_range.len(), 1, "half-open range");
+}
+
+fn reservation(t: &TenantId, id: &str, amounts: Amounts) -> NewReservation {
+    NewReservation {
+        id: id.into(),
+        tenant_id: t.clone(),
+        period_start: PERIOD,
+        amounts,
+        expires_at: Timestamp(10_000),
+        now: Timestamp(2_000),
+    }
+}
+
+fn limits(queries: u64, tokens: u64) -> Quotas {
+    Quotas { queries, tokens, documents: 5, storage_bytes: 1_000, requests_per_minute: 1_000 }
+}
+
+async fn concurrent_reservations_never_overshoot(store: Store) {
+    let (t, k) = tenant("race@conformance.test");
+    store.create_tenant(&t, &k).await.expect("create");
+    let q = Amounts { queries: 1, tokens: 100, ..Amounts::default() };
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let (store, t) = (store.clone(), t.id.clone());
+        tasks.push(tokio::spawn(async move {
+            store.reserve(&reservation(&t, &format!("race-{i}"), q), &limits(10, 1_000_000)).await
+        }));
+    }
+    let mut admitted = 0;
+    for task in tasks {
+        if task.await.expect("join").expect("store").is_ok() {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 10, "exactly the limit is admitted");
+    let c = store.quota_counters(&t.id, PERIOD).await.expect("counters");
+    assert_eq!((c.reserved.queries, c.used.queries), (10, 0));
+    assert_eq!(store.reservation_count().await.expect("count"), 10);
+}
+
+async fn reserve_settle_release_and_expire(store: Store) {
+    let (t, k) = tenant("life@conformance.test");
+    store.create_tenant(&t, &k).await.expect("create");
+    let lim = limits(3, 1_000);
+    let q = |tokens| Amounts { queries: 1, tokens, ..Amounts::default() };
+    store.reserve(&reservation(&t.id, "a", q(400)), &lim).await.expect("store").expect("fits");
+    store.reserve(&reservation(&t.id, "b", q(400)), &lim).await.expect("store").expect("fits");
+    let over = store.reserve(&reservation(&t.id, "c", q(400)), &lim).await.expect("store");
+    assert_eq!(over, Err(tenantry_store::Exceeded(tenantry_store::QuotaMeter::Tokens)), "tokens would pass 1000");
+    assert_eq!(
+        store.quota_counters(&t.id, PERIOD).await.expect("c").reserved,
+        Amounts { queries: 2, tokens: 800, ..Amounts::default() },
+        "a refused reservation holds nothing"
+    );
+    // Growing past the limit is refused and changes nothing.
+    let grow = store.grow_reservation("a", &t.id, PERIOD, &q(0).tokens_only(300), &lim).await.expect("store");
+    assert!(grow.is_err());
+    store.grow_reservation("a", &t.id, PERIOD, &q(0).tokens_only(100), &lim).await.expect("store").expect("fits");
+
+    // Settle a with less than reserved; release b.
+    let ev = event(&t.id, "a:q", Meter::Queries, 1, 3_000);
+    assert!(store.settle(&settlement(&t.id, Some("a"), q(350)), &[ev]).await.expect("settle"));
+    assert!(store.release("b").await.expect("release"));
+    assert!(!store.release("b").await.expect("release twice"), "a second release is a no-op");
+    let c = store.quota_counters(&t.id, PERIOD).await.expect("c");
+    assert_eq!((c.used, c.reserved), (q(350), Amounts::default()));
+
+    // A reservation whose request died is reclaimed after it expires, not before.
+    store.reserve(&reservation(&t.id, "dead", q(10)), &lim).await.expect("store").expect("fits");
+    assert_eq!(store.expire_reservations(Timestamp(9_999)).await.expect("sweep"), 0);
+    assert_eq!(store.expire_reservations(Timestamp(10_001)).await.expect("sweep"), 1);
+    assert_eq!(store.quota_counters(&t.id, PERIOD).await.expect("c").reserved, Amounts::default());
+    assert_eq!(store.reservation_count().await.expect("count"), 0);
 }
 
 macro_rules! conformance_suite {
@@ -349,8 +301,20 @@ macro_rules! conformance_suite {
     };
 }
 
+trait TokensOnly {
+    fn tokens_only(self, tokens: i64) -> Amounts;
+}
+
+impl TokensOnly for Amounts {
+    fn tokens_only(self, tokens: i64) -> Amounts {
+        Amounts { tokens, ..Amounts::default() }
+    }
+}
+
 conformance_suite!(
     tenants_keys_and_transitions,
     documents_and_ledger,
-    usage_is_idempotent_and_summed
+    usage_is_idempotent_and_summed,
+    concurrent_reservations_never_overshoot,
+    reserve_settle_release_and_expire,
 );

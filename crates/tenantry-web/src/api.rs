@@ -2,15 +2,18 @@
 //! call, shape the response. No business rules live here.
 
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde::{Deserialize, Serialize};
 use tenantry_domain::lifecycle::EndpointClass;
+use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::{ErrorCode, RequestId, TenantContext};
+use tenantry_service::api_keys::{CreatedKey, KeyView};
 use tenantry_service::documents::{DocumentView, Upload, Uploaded};
 use tenantry_service::gateway::Scope;
 use tenantry_service::query::QueryResult;
+use tenantry_service::quota::QuotaReport;
 use tenantry_service::tenants::{ConfigUpdate, SignupRequest, SignupResult, TenantView};
 use tenantry_service::usage::UsageReport;
 use tenantry_service::Services;
@@ -28,9 +31,22 @@ async fn tenant(
     class: EndpointClass,
     scope: Scope,
 ) -> ApiResult<TenantContext> {
-    Ok(services
-        .authenticate(bearer(headers), request_id, class, scope)
-        .await?)
+    Ok(services.authenticate(bearer(headers), request_id, class, scope).await?)
+}
+
+/// A tenant response: the body plus the `X-Quota-*` headers of API.md.
+async fn with_quota<T: Serialize>(
+    s: &Services,
+    ctx: &TenantContext,
+    status: StatusCode,
+    body: T,
+) -> ApiResult<Response> {
+    let remaining = s.remaining(ctx).await?;
+    let mut response = (status, axum::Json(body)).into_response();
+    let h = response.headers_mut();
+    h.insert("x-quota-queries-remaining", HeaderValue::from(remaining.queries));
+    h.insert("x-quota-tokens-remaining", HeaderValue::from(remaining.tokens));
+    Ok(response)
 }
 
 // ---- public -------------------------------------------------------------------------------------------
@@ -55,13 +71,8 @@ pub async fn signup(
     State(s): State<Services>,
     Json(body): Json<SignupBody>,
 ) -> ApiResult<(StatusCode, axum::Json<SignupResult>)> {
-    let result = s
-        .signup(SignupRequest {
-            email: body.email,
-            organization: body.organization,
-            plan: body.plan,
-        })
-        .await?;
+    let result =
+        s.signup(SignupRequest { email: body.email, organization: body.organization, plan: body.plan }).await?;
     Ok((StatusCode::CREATED, axum::Json(result)))
 }
 
@@ -74,9 +85,10 @@ pub async fn get_tenant(
     State(s): State<Services>,
     Extension(rid): Extension<RequestId>,
     headers: HeaderMap,
-) -> ApiResult<axum::Json<TenantView>> {
+) -> ApiResult<Response> {
     let ctx = tenant(&s, &headers, rid, EndpointClass::TenantInfo, Scope::Read).await?;
-    Ok(axum::Json(s.tenant_view(&ctx).await?))
+    let view = s.tenant_view(&ctx).await?;
+    with_quota(&s, &ctx, StatusCode::OK, view).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -95,14 +107,12 @@ pub async fn patch_config(
     Extension(rid): Extension<RequestId>,
     headers: HeaderMap,
     Json(body): Json<ConfigBody>,
-) -> ApiResult<axum::Json<TenantView>> {
+) -> ApiResult<Response> {
     let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Admin).await?;
-    let update = ConfigUpdate {
-        model: body.model,
-        retrieval_mode: body.retrieval_mode,
-        system_prompt: body.system_prompt,
-    };
-    Ok(axum::Json(s.update_config(&ctx, update).await?))
+    let update =
+        ConfigUpdate { model: body.model, retrieval_mode: body.retrieval_mode, system_prompt: body.system_prompt };
+    let view = s.update_config(&ctx, update).await?;
+    with_quota(&s, &ctx, StatusCode::OK, view).await
 }
 
 // ---- documents ----------------------------------------------------------------------------------------
@@ -150,27 +160,13 @@ pub async fn upload_document(
     Extension(rid): Extension<RequestId>,
     req: Request,
 ) -> ApiResult<Response> {
-    let ctx = tenant(
-        &s,
-        req.headers(),
-        rid,
-        EndpointClass::Service,
-        Scope::Ingest,
-    )
-    .await?;
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let ctx = tenant(&s, req.headers(), rid, EndpointClass::Service, Scope::Ingest).await?;
+    let content_type =
+        req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let upload = if content_type.starts_with("application/json") {
         let Json(body) = Json::<DocumentBody>::from_request(req, &()).await?;
         if body.text.trim().is_empty() {
-            return Err(ApiError::new(
-                ErrorCode::ValidationFailed,
-                "text must not be empty",
-            ));
+            return Err(ApiError::new(ErrorCode::ValidationFailed, "text must not be empty"));
         }
         Upload {
             title: body.title,
@@ -180,9 +176,7 @@ pub async fn upload_document(
         }
     } else if content_type.starts_with("multipart/form-data") {
         multipart_upload(
-            Multipart::from_request(req, &())
-                .await
-                .map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?,
+            Multipart::from_request(req, &()).await.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?,
         )
         .await?
     } else {
@@ -191,10 +185,10 @@ pub async fn upload_document(
             "send application/json {title, text} or multipart/form-data with a file part",
         ));
     };
-    Ok(match s.upload_document(&ctx, upload).await? {
-        Uploaded::Created(d) => (StatusCode::CREATED, axum::Json(d)).into_response(),
-        Uploaded::Duplicate(d) => (StatusCode::OK, axum::Json(d)).into_response(),
-    })
+    match s.upload_document(&ctx, upload).await? {
+        Uploaded::Created(d) => with_quota(&s, &ctx, StatusCode::CREATED, d).await,
+        Uploaded::Duplicate(d) => with_quota(&s, &ctx, StatusCode::OK, d).await,
+    }
 }
 
 async fn multipart_upload(mut form: Multipart) -> ApiResult<Upload> {
@@ -206,19 +200,13 @@ async fn multipart_upload(mut form: Multipart) -> ApiResult<Upload> {
                 let file_name = field.file_name().map(str::to_owned);
                 let content_type = field.content_type().map(str::to_owned);
                 let bytes = field.bytes().await?.to_vec();
-                file = Some(Upload {
-                    title: None,
-                    file_name,
-                    content_type,
-                    bytes,
-                });
+                file = Some(Upload { title: None, file_name, content_type, bytes });
             }
             Some("title") => title = Some(field.text().await?),
             _ => {}
         }
     }
-    let mut upload = file
-        .ok_or_else(|| ApiError::new(ErrorCode::ValidationFailed, "the form has no file part"))?;
+    let mut upload = file.ok_or_else(|| ApiError::new(ErrorCode::ValidationFailed, "the form has no file part"))?;
     upload.title = title;
     Ok(upload)
 }
@@ -230,11 +218,10 @@ pub async fn list_documents(
     State(s): State<Services>,
     Extension(rid): Extension<RequestId>,
     headers: HeaderMap,
-) -> ApiResult<axum::Json<DocumentList>> {
+) -> ApiResult<Response> {
     let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Read).await?;
-    Ok(axum::Json(DocumentList {
-        documents: s.list_documents(&ctx).await?,
-    }))
+    let list = DocumentList { documents: s.list_documents(&ctx).await? };
+    with_quota(&s, &ctx, StatusCode::OK, list).await
 }
 
 /// One of the tenant's documents. Another tenant's id answers 404.
@@ -246,9 +233,10 @@ pub async fn get_document(
     Extension(rid): Extension<RequestId>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> ApiResult<axum::Json<DocumentView>> {
+) -> ApiResult<Response> {
     let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Read).await?;
-    Ok(axum::Json(s.get_document(&ctx, &id).await?))
+    let doc = s.get_document(&ctx, &id).await?;
+    with_quota(&s, &ctx, StatusCode::OK, doc).await
 }
 
 /// Delete a document from the database, the index and blob storage.
@@ -290,15 +278,13 @@ pub async fn query(
     Extension(rid): Extension<RequestId>,
     headers: HeaderMap,
     Json(body): Json<QueryBody>,
-) -> ApiResult<axum::Json<QueryResult>> {
+) -> ApiResult<Response> {
     let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Query).await?;
     if body.stream == Some(true) {
-        return Err(ApiError::new(
-            ErrorCode::ValidationFailed,
-            "streaming is not available yet; omit stream",
-        ));
+        return Err(ApiError::new(ErrorCode::ValidationFailed, "streaming is not available yet; omit stream"));
     }
-    Ok(axum::Json(s.query(&ctx, &body.question, body.top_k).await?))
+    let result = s.query(&ctx, &body.question, body.top_k).await?;
+    with_quota(&s, &ctx, StatusCode::OK, result).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -317,12 +303,145 @@ pub async fn usage(
     Extension(rid): Extension<RequestId>,
     headers: HeaderMap,
     params: Result<Query<UsageParams>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<axum::Json<UsageReport>> {
+) -> ApiResult<Response> {
     let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Read).await?;
     let Query(p) = params?;
-    Ok(axum::Json(
-        s.usage(&ctx, p.from.as_deref(), p.to.as_deref()).await?,
-    ))
+    let report = s.usage(&ctx, p.from.as_deref(), p.to.as_deref()).await?;
+    with_quota(&s, &ctx, StatusCode::OK, report).await
+}
+
+/// Quota limits, settled usage (from the ledger), reservations in flight and what remains this period.
+#[utoipa::path(get, path = "/v1/quotas", tag = "usage", security(("bearer" = [])),
+    responses((status = 200, body = QuotaReport)))]
+pub async fn quotas(
+    State(s): State<Services>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Read).await?;
+    let report = s.quotas(&ctx).await?;
+    with_quota(&s, &ctx, StatusCode::OK, report).await
+}
+
+// ---- keys ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<KeyView>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKeyBody {
+    pub name: String,
+    /// Any of `query`, `ingest`, `admin`; default all.
+    pub scopes: Option<Vec<String>>,
+}
+
+/// The tenant's API keys (metadata only; secrets are never shown again).
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", security(("bearer" = [])), responses((status = 200, body = KeyList)))]
+pub async fn list_keys(
+    State(s): State<Services>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Admin).await?;
+    let keys = KeyList { keys: s.list_keys(&ctx).await? };
+    with_quota(&s, &ctx, StatusCode::OK, keys).await
+}
+
+/// Create an API key; the response is the only time it is shown.
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", security(("bearer" = [])), request_body = NewKeyBody,
+    responses((status = 201, body = CreatedKey), (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn create_key(
+    State(s): State<Services>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+    Json(body): Json<NewKeyBody>,
+) -> ApiResult<Response> {
+    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Admin).await?;
+    let created = s.create_key(&ctx, &body.name, body.scopes).await?;
+    with_quota(&s, &ctx, StatusCode::CREATED, created).await
+}
+
+/// Revoke an API key; it stops working on the next request.
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", security(("bearer" = [])),
+    params(("id" = String, Path, description = "key id")),
+    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn revoke_key(
+    State(s): State<Services>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Admin).await?;
+    s.revoke_key(&ctx, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- operator -----------------------------------------------------------------------------------------
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantList {
+    pub tenants: Vec<TenantView>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct TenantFilter {
+    /// Only tenants in this state.
+    pub state: Option<String>,
+}
+
+/// All tenants, optionally by state.
+#[utoipa::path(get, path = "/admin/tenants", tag = "operator", security(("operator" = [])), params(TenantFilter),
+    responses((status = 200, body = TenantList), (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn admin_tenants(
+    State(s): State<Services>,
+    headers: HeaderMap,
+    filter: Result<Query<TenantFilter>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<axum::Json<TenantList>> {
+    s.authenticate_operator(bearer(&headers))?;
+    let Query(f) = filter?;
+    Ok(axum::Json(TenantList { tenants: s.admin_tenants(f.state.as_deref()).await? }))
+}
+
+/// One tenant.
+#[utoipa::path(get, path = "/admin/tenants/{id}", tag = "operator", security(("operator" = [])),
+    params(("id" = String, Path, description = "tenant id")),
+    responses((status = 200, body = TenantView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn admin_tenant(
+    State(s): State<Services>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<TenantView>> {
+    s.authenticate_operator(bearer(&headers))?;
+    Ok(axum::Json(s.admin_tenant(&id).await?))
+}
+
+/// Suspend a tenant: its next request answers 402.
+#[utoipa::path(post, path = "/admin/tenants/{id}/suspend", tag = "operator", security(("operator" = [])),
+    params(("id" = String, Path, description = "tenant id")),
+    responses((status = 200, body = TenantView), (status = 409, body = Problem, content_type = "application/problem+json")))]
+pub async fn admin_suspend(
+    State(s): State<Services>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<TenantView>> {
+    s.authenticate_operator(bearer(&headers))?;
+    Ok(axum::Json(s.apply_lifecycle(&id, LifecycleEvent::OperatorSuspended).await?))
+}
+
+/// Reactivate a suspended tenant.
+#[utoipa::path(post, path = "/admin/tenants/{id}/reactivate", tag = "operator", security(("operator" = [])),
+    params(("id" = String, Path, description = "tenant id")),
+    responses((status = 200, body = TenantView), (status = 409, body = Problem, content_type = "application/problem+json")))]
+pub async fn admin_reactivate(
+    State(s): State<Services>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<TenantView>> {
+    s.authenticate_operator(bearer(&headers))?;
+    Ok(axum::Json(s.apply_lifecycle(&id, LifecycleEvent::OperatorReactivated).await?))
 }
 
 // ---- operations ---------------------------------------------------------------------------------------
@@ -345,10 +464,7 @@ pub async fn readyz(State(s): State<Services>) -> ApiResult<axum::Json<Health>> 
     if s.ready().await {
         Ok(axum::Json(Health { status: "ready" }))
     } else {
-        Err(ApiError::new(
-            ErrorCode::Unavailable,
-            "the database is not reachable",
-        ))
+        Err(ApiError::new(ErrorCode::Unavailable, "the database is not reachable"))
     }
 }
 
@@ -357,8 +473,5 @@ pub async fn not_found() -> ApiError {
 }
 
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        ErrorCode::MethodNotAllowed,
-        "this endpoint does not accept that method",
-    )
+    ApiError::new(ErrorCode::MethodNotAllowed, "this endpoint does not accept that method")
 }

@@ -29,7 +29,9 @@ use utoipa_axum::routes;
         (name = "tenant", description = "The calling tenant (Bearer tk_…)"),
         (name = "documents", description = "The tenant's documents"),
         (name = "query", description = "Questions over the tenant's documents"),
-        (name = "usage", description = "Metered usage"),
+        (name = "usage", description = "Metered usage and quotas"),
+        (name = "keys", description = "The tenant's API keys"),
+        (name = "operator", description = "The operator (Bearer operator token)"),
         (name = "operations", description = "Health and metadata"),
     )
 )]
@@ -42,6 +44,10 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "operator",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
@@ -57,6 +63,13 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(api::get_document, api::delete_document))
         .routes(routes!(api::query))
         .routes(routes!(api::usage))
+        .routes(routes!(api::quotas))
+        .routes(routes!(api::list_keys, api::create_key))
+        .routes(routes!(api::revoke_key))
+        .routes(routes!(api::admin_tenants))
+        .routes(routes!(api::admin_tenant))
+        .routes(routes!(api::admin_suspend))
+        .routes(routes!(api::admin_reactivate))
         .routes(routes!(api::healthz))
         .routes(routes!(api::readyz))
 }
@@ -71,10 +84,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             utoipa::openapi::path::OperationBuilder::new()
                 .summary(Some("This OpenAPI document"))
                 .tag("operations")
-                .response(
-                    "200",
-                    utoipa::openapi::ResponseBuilder::new().description("OpenAPI 3.1 JSON"),
-                ),
+                .response("200", utoipa::openapi::ResponseBuilder::new().description("OpenAPI 3.1 JSON")),
         ),
     );
     spec
@@ -85,10 +95,7 @@ pub fn router(services: Services) -> Router {
     let (router, _) = api_routes().split_for_parts();
     let spec = openapi();
     router
-        .route(
-            "/openapi.json",
-            get(move || async move { axum::Json(spec) }),
-        )
+        .route("/openapi.json", get(move || async move { axum::Json(spec) }))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
@@ -101,10 +108,7 @@ pub enum AppError {
     #[error(transparent)]
     Start(#[from] StartError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
 }
 
 /// A built application: services started, listener bound (port 0 picks a free port).
@@ -117,16 +121,12 @@ impl Application {
     pub async fn build(config: Config) -> Result<Self, AppError> {
         let addr = config.server.bind.clone();
         let services = Services::start(config).await?;
-        let listener = TcpListener::bind(&addr)
-            .await
-            .map_err(|source| AppError::Bind { addr, source })?;
+        let listener = TcpListener::bind(&addr).await.map_err(|source| AppError::Bind { addr, source })?;
         Ok(Self { listener, services })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
     pub fn services(&self) -> &Services {
@@ -134,14 +134,16 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish and closes the store.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let app = router(self.services.clone());
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let (stop_background, stopped) = tokio::sync::watch::channel(false);
+        let background = {
+            let services = self.services.clone();
+            tokio::spawn(async move { services.run_background(stopped).await })
+        };
+        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await?;
+        let _ = stop_background.send(true);
+        let _ = background.await;
         self.services.shutdown().await;
         Ok(())
     }

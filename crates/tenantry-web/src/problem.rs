@@ -40,13 +40,8 @@ impl From<ServiceError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let ServiceError {
-            code,
-            detail,
-            retry_after_secs,
-        } = self.0;
-        let status =
-            StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let ServiceError { code, detail, retry_after_secs } = self.0;
+        let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = Problem {
             kind: format!("https://tenantry.dev/problems/{}", code.as_str()),
             title: code.title().to_owned(),
@@ -56,10 +51,7 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(secs) = retry_after_secs {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
@@ -70,14 +62,11 @@ impl IntoResponse for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
         match r {
-            JsonRejection::JsonDataError(e) => {
-                Self::new(ErrorCode::ValidationFailed, e.body_text())
-            }
+            JsonRejection::JsonDataError(e) => Self::new(ErrorCode::ValidationFailed, e.body_text()),
             JsonRejection::JsonSyntaxError(e) => Self::new(ErrorCode::BadRequest, e.body_text()),
-            JsonRejection::MissingJsonContentType(_) => Self::new(
-                ErrorCode::UnsupportedMediaType,
-                "expected a request with Content-Type: application/json",
-            ),
+            JsonRejection::MissingJsonContentType(_) => {
+                Self::new(ErrorCode::UnsupportedMediaType, "expected a request with Content-Type: application/json")
+            }
             other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(),
             other => Self::new(ErrorCode::BadRequest, other.body_text()),
         }
@@ -95,17 +84,11 @@ impl From<MultipartError> for ApiError {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             too_large()
         } else {
-            Self::new(
-                ErrorCode::BadRequest,
-                format!("malformed multipart body: {}", e.body_text()),
-            )
+            Self::new(ErrorCode::BadRequest, format!("malformed multipart body: {}", e.body_text()))
         }
     }
 }
 
 pub fn too_large() -> ApiError {
-    ApiError::new(
-        ErrorCode::PayloadTooLarge,
-        "the request body is larger than this server accepts",
-    )
+    ApiError::new(ErrorCode::PayloadTooLarge, "the request body is larger than this server accepts")
 }

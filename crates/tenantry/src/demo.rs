@@ -25,21 +25,10 @@ const TENANTS: &[DemoTenant] = &[
         model: "local-small",
         prompt: "You are Acme's friendly support assistant.",
         documents: &[
-            (
-                "refund-policy.md",
-                "text/markdown",
-                include_str!("../demo/refund-policy.md"),
-            ),
-            (
-                "shipping.txt",
-                "text/plain",
-                include_str!("../demo/shipping.txt"),
-            ),
+            ("refund-policy.md", "text/markdown", include_str!("../demo/refund-policy.md")),
+            ("shipping.txt", "text/plain", include_str!("../demo/shipping.txt")),
         ],
-        questions: &[
-            "How long do I have to get a refund?",
-            "How fast is express shipping?",
-        ],
+        questions: &["How long do I have to get a refund?", "How fast is express shipping?"],
     },
     DemoTenant {
         org: "Globex Security",
@@ -47,15 +36,8 @@ const TENANTS: &[DemoTenant] = &[
         plan: "starter",
         model: "local-large",
         prompt: "Answer as Globex's security team, precisely and formally.",
-        documents: &[(
-            "security-whitepaper.md",
-            "text/markdown",
-            include_str!("../demo/security-whitepaper.md"),
-        )],
-        questions: &[
-            "How is customer data encrypted?",
-            "When are customers notified of a breach?",
-        ],
+        documents: &[("security-whitepaper.md", "text/markdown", include_str!("../demo/security-whitepaper.md"))],
+        questions: &["How is customer data encrypted?", "When are customers notified of a breach?"],
     },
     DemoTenant {
         org: "Initech",
@@ -63,15 +45,8 @@ const TENANTS: &[DemoTenant] = &[
         plan: "starter",
         model: "local-small",
         prompt: "You are Initech's HR helper. Keep answers short.",
-        documents: &[(
-            "onboarding-guide.md",
-            "text/markdown",
-            include_str!("../demo/onboarding-guide.md"),
-        )],
-        questions: &[
-            "When does health insurance start?",
-            "How do I request time off?",
-        ],
+        documents: &[("onboarding-guide.md", "text/markdown", include_str!("../demo/onboarding-guide.md"))],
+        questions: &["When does health insurance start?", "How do I request time off?"],
     },
 ];
 
@@ -85,15 +60,10 @@ pub async fn run(config: Config, exit: bool) -> anyhow::Result<()> {
     }));
 
     let client = reqwest::Client::new();
-    println!(
-        "\nTenantry demo — service at {base}, data in {}\n",
-        data_dir.display()
-    );
+    println!("\nTenantry demo — service at {base}, data in {}\n", data_dir.display());
     let suffix = std::process::id();
     for t in TENANTS {
-        seed(&client, &base, t, suffix)
-            .await
-            .with_context(|| format!("seeding {}", t.org))?;
+        seed(&client, &base, t, suffix).await.with_context(|| format!("seeding {}", t.org))?;
     }
     println!("Where to look:");
     println!("  API description   {base}/openapi.json");
@@ -122,25 +92,15 @@ async fn call(client: &reqwest::Client, req: reqwest::RequestBuilder) -> anyhow:
     Ok(body)
 }
 
-async fn seed(
-    client: &reqwest::Client,
-    base: &str,
-    t: &DemoTenant,
-    suffix: u32,
-) -> anyhow::Result<()> {
+async fn seed(client: &reqwest::Client, base: &str, t: &DemoTenant, suffix: u32) -> anyhow::Result<()> {
     // A suffix keeps emails unique when the demo runs again on the same data dir.
     let email = t.email.replace('@', &format!("+{suffix}@"));
     let signup = call(
         client,
-        client
-            .post(format!("{base}/v1/signup"))
-            .json(&json!({"email": email, "organization": t.org, "plan": t.plan})),
+        client.post(format!("{base}/v1/signup")).json(&json!({"email": email, "organization": t.org, "plan": t.plan})),
     )
     .await?;
-    let key = signup["api_key"]
-        .as_str()
-        .context("signup returned no api_key")?
-        .to_owned();
+    let key = signup["api_key"].as_str().context("signup returned no api_key")?.to_owned();
     let auth = format!("Bearer {key}");
     call(
         client,
@@ -150,42 +110,20 @@ async fn seed(
             .json(&json!({"model": t.model, "system_prompt": t.prompt})),
     )
     .await?;
-    println!(
-        "== {} — plan {}, model {}, state {}",
-        t.org,
-        t.plan,
-        t.model,
-        signup["state"].as_str().unwrap_or("?")
-    );
-    println!(
-        "   tenant {}  key {key}",
-        signup["tenant_id"].as_str().unwrap_or("?")
-    );
+    println!("== {} — plan {}, model {}, state {}", t.org, t.plan, t.model, signup["state"].as_str().unwrap_or("?"));
+    println!("   tenant {}  key {key}", signup["tenant_id"].as_str().unwrap_or("?"));
     for (name, content_type, text) in t.documents {
-        let part = reqwest::multipart::Part::bytes(text.as_bytes().to_vec())
-            .file_name(*name)
-            .mime_str(content_type)?;
+        let part = reqwest::multipart::Part::bytes(text.as_bytes().to_vec()).file_name(*name).mime_str(content_type)?;
         let form = reqwest::multipart::Form::new().part("file", part);
-        let doc = call(
-            client,
-            client
-                .post(format!("{base}/v1/documents"))
-                .header("Authorization", &auth)
-                .multipart(form),
-        )
-        .await?;
-        println!(
-            "   uploaded {name}: {} chunks, {} bytes",
-            doc["chunks"], doc["bytes"]
-        );
+        let doc =
+            call(client, client.post(format!("{base}/v1/documents")).header("Authorization", &auth).multipart(form))
+                .await?;
+        println!("   uploaded {name}: {} chunks, {} bytes", doc["chunks"], doc["bytes"]);
     }
     for q in t.questions {
         let answer = call(
             client,
-            client
-                .post(format!("{base}/v1/query"))
-                .header("Authorization", &auth)
-                .json(&json!({"question": q})),
+            client.post(format!("{base}/v1/query")).header("Authorization", &auth).json(&json!({"question": q})),
         )
         .await?;
         println!("   Q: {q}");
@@ -197,21 +135,11 @@ async fn seed(
             answer["usage"]["cost_micros"],
             answer["citations"]
                 .as_array()
-                .map(|c| c
-                    .iter()
-                    .filter_map(|c| c["title"].as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "))
+                .map(|c| c.iter().filter_map(|c| c["title"].as_str()).collect::<Vec<_>>().join(", "))
                 .unwrap_or_default()
         );
     }
-    let usage = call(
-        client,
-        client
-            .get(format!("{base}/v1/usage"))
-            .header("Authorization", &auth),
-    )
-    .await?;
+    let usage = call(client, client.get(format!("{base}/v1/usage")).header("Authorization", &auth)).await?;
     println!("   usage this period: {}\n", usage["totals"]);
     Ok(())
 }

@@ -12,11 +12,7 @@ use tenantry_web::Application;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(
-    name = "tenantry",
-    version,
-    about = "Multi-tenant RAG SaaS platform in one binary"
-)]
+#[command(name = "tenantry", version, about = "Multi-tenant RAG SaaS platform in one binary")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -54,8 +50,7 @@ enum Command {
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     let mut config = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             Config::from_toml(&text).with_context(|| format!("in {}", path.display()))?
         }
         None => Config::builtin(),
@@ -77,15 +72,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
 fn init_logging() {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tantivy=warn,tower_http=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if std::env::var("TENANTRY_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .init();
+        builder.json().with_current_span(true).with_span_list(false).init();
     } else {
         builder.compact().init();
     }
@@ -133,10 +122,7 @@ async fn main() -> anyhow::Result<()> {
             demo::run(config, exit).await?;
         }
         Command::Openapi => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&tenantry_web::openapi())?
-            );
+            println!("{}", serde_json::to_string_pretty(&tenantry_web::openapi())?);
         }
     }
     Ok(())

@@ -7,12 +7,7 @@ use crate::helpers::{assert_problem, spawn_app, spawn_app_with, Tenant, TestApp}
 
 /// Nothing of the tenant's is stored: no documents, no ledger levels, no chunk the index can find, no blobs.
 async fn assert_nothing_stored(app: &TestApp, t: &Tenant, probe_word: &str) {
-    let list: serde_json::Value = app
-        .get(&t.key, "/v1/documents")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let list: serde_json::Value = app.get(&t.key, "/v1/documents").await.json().await.expect("json");
     assert_eq!(list["documents"], json!([]), "no document rows");
     let usage = app.usage(&t.key).await;
     assert_eq!(usage["totals"]["documents"], 0);
@@ -20,22 +15,11 @@ async fn assert_nothing_stored(app: &TestApp, t: &Tenant, probe_word: &str) {
     let answer = app.query(&t.key, probe_word).await;
     assert_eq!(answer["citations"], json!([]), "no index entries: {answer}");
     let tenant_id = tenantry_domain::TenantId::parse(&t.id).expect("tenant id");
-    let rows = app
-        .services
-        .store()
-        .documents(&tenant_id)
-        .await
-        .expect("store");
+    let rows = app.services.store().documents(&tenant_id).await.expect("store");
     assert!(rows.is_empty(), "no rows in the store: {rows:?}");
-    let blobs = app
-        .data_dir
-        .path()
-        .join("tenants")
-        .join(&t.id)
-        .join("blobs");
-    let leftover: Vec<_> = std::fs::read_dir(&blobs)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let blobs = app.data_dir.path().join("tenants").join(&t.id).join("blobs");
+    let leftover: Vec<_> =
+        std::fs::read_dir(&blobs).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     assert!(leftover.is_empty(), "no blobs: {leftover:?}");
 }
 
@@ -53,29 +37,15 @@ async fn malformed_json_and_missing_fields() {
         .await
         .expect("post");
     assert_problem(r, 400, "bad_request").await;
-    let r = app
-        .post_json(&t.key, "/v1/documents", json!({"title": "no text"}))
-        .await;
+    let r = app.post_json(&t.key, "/v1/documents", json!({"title": "no text"})).await;
     assert_problem(r, 422, "validation_failed").await;
-    let r = app
-        .post_json(&t.key, "/v1/query", json!({"top_k": 3}))
-        .await;
+    let r = app.post_json(&t.key, "/v1/query", json!({"top_k": 3})).await;
     assert_problem(r, 422, "validation_failed").await;
-    let r = app
-        .post_json(&t.key, "/v1/query", json!({"question": "   "}))
-        .await;
+    let r = app.post_json(&t.key, "/v1/query", json!({"question": "   "})).await;
     assert_problem(r, 422, "validation_failed").await;
-    let r = app
-        .post_json(&t.key, "/v1/query", json!({"question": "x", "top_k": 0}))
-        .await;
+    let r = app.post_json(&t.key, "/v1/query", json!({"question": "x", "top_k": 0})).await;
     assert_problem(r, 422, "validation_failed").await;
-    let r = app
-        .client
-        .post(app.url("/v1/signup"))
-        .json(&json!({"email": "x@y.test"}))
-        .send()
-        .await
-        .expect("post");
+    let r = app.client.post(app.url("/v1/signup")).json(&json!({"email": "x@y.test"})).send().await.expect("post");
     assert_problem(r, 422, "validation_failed").await;
     let r = app
         .client
@@ -102,45 +72,23 @@ async fn malformed_json_and_missing_fields() {
 async fn empty_unknown_type_and_unreadable_documents() {
     let app = spawn_app().await;
     let t = app.signup("docs@input.test", "trial").await;
-    let r = app
-        .post_json(
-            &t.key,
-            "/v1/documents",
-            json!({"title": "Empty", "text": "   \n "}),
-        )
-        .await;
+    let r = app.post_json(&t.key, "/v1/documents", json!({"title": "Empty", "text": "   \n "})).await;
     assert_problem(r, 422, "validation_failed").await;
 
     let form = |bytes: Vec<u8>, name: &str, mime: &str| {
-        let part = reqwest::multipart::Part::bytes(bytes)
-            .file_name(name.to_owned())
-            .mime_str(mime)
-            .expect("mime");
+        let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned()).mime_str(mime).expect("mime");
         reqwest::multipart::Form::new().part("file", part)
     };
-    let post_form = |f: reqwest::multipart::Form| {
-        app.client
-            .post(app.url("/v1/documents"))
-            .bearer_auth(&t.key)
-            .multipart(f)
-            .send()
-    };
+    let post_form =
+        |f: reqwest::multipart::Form| app.client.post(app.url("/v1/documents")).bearer_auth(&t.key).multipart(f).send();
 
-    let r = post_form(form(b"\x89PNG\r\n".to_vec(), "photo.png", "image/png"))
-        .await
-        .expect("post");
+    let r = post_form(form(b"\x89PNG\r\n".to_vec(), "photo.png", "image/png")).await.expect("post");
     assert_problem(r, 415, "unsupported_media_type").await;
-    let r = post_form(form(
-        vec![0xff, 0xfe, 0xfd, b'z', b'e', b'b', b'r', b'a'],
-        "latin1.txt",
-        "text/plain",
-    ))
-    .await
-    .expect("post");
-    assert_problem(r, 422, "validation_failed").await;
-    let r = post_form(form(b"#  \n\n".to_vec(), "empty.md", "text/markdown"))
+    let r = post_form(form(vec![0xff, 0xfe, 0xfd, b'z', b'e', b'b', b'r', b'a'], "latin1.txt", "text/plain"))
         .await
         .expect("post");
+    assert_problem(r, 422, "validation_failed").await;
+    let r = post_form(form(b"#  \n\n".to_vec(), "empty.md", "text/markdown")).await.expect("post");
     assert_problem(r, 422, "validation_failed").await;
     let no_file = reqwest::multipart::Form::new().text("title", "zebra");
     let r = post_form(no_file).await.expect("post");
@@ -163,18 +111,10 @@ async fn huge_bodies_are_refused_whole() {
     let app = spawn_app_with(|c| c.server.max_body_bytes = 64 * 1024).await;
     let t = app.signup("huge@input.test", "trial").await;
     let text = "zebra ".repeat(20_000); // 120 KB
-    let r = app
-        .post_json(
-            &t.key,
-            "/v1/documents",
-            json!({"title": "Huge", "text": text}),
-        )
-        .await;
+    let r = app.post_json(&t.key, "/v1/documents", json!({"title": "Huge", "text": text})).await;
     assert_problem(r, 413, "payload_too_large").await;
-    let part = reqwest::multipart::Part::bytes(text.into_bytes())
-        .file_name("huge.txt")
-        .mime_str("text/plain")
-        .expect("mime");
+    let part =
+        reqwest::multipart::Part::bytes(text.into_bytes()).file_name("huge.txt").mime_str("text/plain").expect("mime");
     let r = app
         .client
         .post(app.url("/v1/documents"))
@@ -193,13 +133,7 @@ async fn bad_keys_are_401_and_say_nothing_more() {
     let t = app.signup("keys@input.test", "trial").await;
     let (id_part, secret) = t.key.rsplit_once('_').expect("key shape");
     let forged = format!("{id_part}_{}", "A".repeat(secret.len()));
-    for key in [
-        "",
-        "tk_not_a_real_key",
-        "sk_live_abc",
-        forged.as_str(),
-        &format!("{}x", t.key),
-    ] {
+    for key in ["", "tk_not_a_real_key", "sk_live_abc", forged.as_str(), &format!("{}x", t.key)] {
         let r = app
             .client
             .get(app.url("/v1/tenant"))
@@ -208,17 +142,9 @@ async fn bad_keys_are_401_and_say_nothing_more() {
             .await
             .expect("get");
         let body = assert_problem(r, 401, "unauthenticated").await;
-        assert!(
-            !body.to_string().contains(&t.id),
-            "no hint of the real tenant"
-        );
+        assert!(!body.to_string().contains(&t.id), "no hint of the real tenant");
     }
-    let r = app
-        .client
-        .get(app.url("/v1/tenant"))
-        .send()
-        .await
-        .expect("get");
+    let r = app.client.get(app.url("/v1/tenant")).send().await.expect("get");
     assert_problem(r, 401, "unauthenticated").await;
     let r = app
         .client
@@ -233,18 +159,8 @@ async fn bad_keys_are_401_and_say_nothing_more() {
 #[tokio::test]
 async fn unknown_routes_and_methods_are_problems_too() {
     let app = spawn_app().await;
-    let r = app
-        .client
-        .get(app.url("/v1/nothing-here"))
-        .send()
-        .await
-        .expect("get");
+    let r = app.client.get(app.url("/v1/nothing-here")).send().await.expect("get");
     assert_problem(r, 404, "not_found").await;
-    let r = app
-        .client
-        .put(app.url("/v1/signup"))
-        .send()
-        .await
-        .expect("put");
+    let r = app.client.put(app.url("/v1/signup")).send().await.expect("put");
     assert_problem(r, 405, "method_not_allowed").await;
 }

@@ -31,29 +31,16 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
     }));
-    TestApp {
-        base,
-        client: reqwest::Client::new(),
-        services,
-        data_dir,
-        _stop: stop,
-    }
+    TestApp { base, client: reqwest::Client::new(), services, data_dir, _stop: stop }
 }
 
 /// The app on a fresh PostgreSQL database, or `None` when `TENANTRY_TEST_POSTGRES_URL` is not set.
 pub async fn spawn_app_on_postgres() -> Option<TestApp> {
-    let url = std::env::var("TENANTRY_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())?;
+    let url = std::env::var("TENANTRY_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty())?;
     sqlx::any::install_default_drivers();
     let name = format!("tenantry_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::AnyPool::connect(&url)
-        .await
-        .expect("postgres reachable");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .expect("create database");
+    let admin = sqlx::AnyPool::connect(&url).await.expect("postgres reachable");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create database");
     admin.close().await;
     let (base, _) = url.rsplit_once('/').expect("url has a database path");
     let db_url = format!("{base}/{name}");
@@ -89,36 +76,21 @@ impl TestApp {
     }
 
     pub async fn get(&self, key: &str, path: &str) -> Response {
-        self.client
-            .get(self.url(path))
-            .bearer_auth(key)
-            .send()
-            .await
-            .expect("request")
+        self.client.get(self.url(path)).bearer_auth(key).send().await.expect("request")
     }
 
     pub async fn post_json(&self, key: &str, path: &str, body: Value) -> Response {
-        self.client
-            .post(self.url(path))
-            .bearer_auth(key)
-            .json(&body)
-            .send()
-            .await
-            .expect("request")
+        self.client.post(self.url(path)).bearer_auth(key).json(&body).send().await.expect("request")
     }
 
     pub async fn upload_text(&self, key: &str, title: &str, text: &str) -> Value {
-        let r = self
-            .post_json(key, "/v1/documents", json!({"title": title, "text": text}))
-            .await;
+        let r = self.post_json(key, "/v1/documents", json!({"title": title, "text": text})).await;
         assert_eq!(r.status(), StatusCode::CREATED, "upload of {title}");
         r.json().await.expect("json")
     }
 
     pub async fn query(&self, key: &str, question: &str) -> Value {
-        let r = self
-            .post_json(key, "/v1/query", json!({"question": question}))
-            .await;
+        let r = self.post_json(key, "/v1/query", json!({"question": question})).await;
         assert_eq!(r.status(), StatusCode::OK, "query {question}");
         r.json().await.expect("json")
     }
@@ -133,25 +105,14 @@ impl TestApp {
 /// Asserts a problem+json response with `status` and `code`, and returns its body.
 pub async fn assert_problem(r: Response, status: u16, code: &str) -> Value {
     assert_eq!(r.status().as_u16(), status, "status");
-    let content_type = r
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    assert!(
-        r.headers().contains_key("x-request-id"),
-        "every response carries X-Request-Id"
-    );
+    let content_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert!(r.headers().contains_key("x-request-id"), "every response carries X-Request-Id");
     let body: Value = r.json().await.expect("problem body is JSON");
     assert_eq!(content_type, "application/problem+json", "{body}");
     assert_eq!(body["code"], code, "{body}");
     assert_eq!(body["status"], status, "{body}");
     for field in ["type", "title", "detail"] {
-        assert!(
-            body[field].as_str().is_some_and(|s| !s.is_empty()),
-            "problem has {field}: {body}"
-        );
+        assert!(body[field].as_str().is_some_and(|s| !s.is_empty()), "problem has {field}: {body}");
     }
     body
 }

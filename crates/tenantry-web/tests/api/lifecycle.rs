@@ -17,20 +17,12 @@ async fn a_paid_plan_waits_for_payment_and_is_gated() {
     assert_eq!(r.status(), 201);
     let body: serde_json::Value = r.json().await.expect("json");
     assert_eq!(body["state"], "pending_payment");
-    assert!(
-        body["checkout_url"].is_null(),
-        "manual provider: no checkout url"
-    );
+    assert!(body["checkout_url"].is_null(), "manual provider: no checkout url");
     let key = body["api_key"].as_str().expect("key");
     let tenant: serde_json::Value = app.get(key, "/v1/tenant").await.json().await.expect("json");
-    assert_eq!(
-        tenant["state"], "pending_payment",
-        "GET /v1/tenant answers before payment"
-    );
+    assert_eq!(tenant["state"], "pending_payment", "GET /v1/tenant answers before payment");
     assert_problem(app.get(key, "/v1/documents").await, 402, "payment_required").await;
-    let r = app
-        .post_json(key, "/v1/query", json!({"question": "anything"}))
-        .await;
+    let r = app.post_json(key, "/v1/query", json!({"question": "anything"})).await;
     assert_problem(r, 402, "payment_required").await;
 }
 
@@ -51,28 +43,13 @@ async fn duplicate_email_is_409_and_case_insensitive() {
 #[tokio::test]
 async fn request_ids_are_echoed_or_generated() {
     let app = spawn_app().await;
-    let r = app
-        .client
-        .get(app.url("/healthz"))
-        .header("x-request-id", "trace-me-42")
-        .send()
-        .await
-        .expect("get");
+    let r = app.client.get(app.url("/healthz")).header("x-request-id", "trace-me-42").send().await.expect("get");
     assert_eq!(r.headers()["x-request-id"], "trace-me-42");
-    let r = app
-        .client
-        .get(app.url("/healthz"))
-        .send()
-        .await
-        .expect("get");
-    let generated = r.headers()["x-request-id"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
+    let r = app.client.get(app.url("/healthz")).send().await.expect("get");
+    let generated = r.headers()["x-request-id"].to_str().expect("ascii").to_owned();
     assert!(generated.starts_with("req_"), "{generated}");
     let t = app.signup("rid@example.test", "trial").await;
-    app.upload_text(&t.key, "Doc", "Refunds take 14 days.")
-        .await;
+    app.upload_text(&t.key, "Doc", "Refunds take 14 days.").await;
     let r = app
         .client
         .post(app.url("/v1/query"))

@@ -45,45 +45,21 @@ async fn walk_the_story(app: TestApp) {
         .expect("upload");
     assert_eq!(r.status(), 201);
     let handbook: serde_json::Value = r.json().await.expect("json");
-    assert_eq!(
-        handbook["title"], "Handbook",
-        "title from the first heading"
-    );
+    assert_eq!(handbook["title"], "Handbook", "title from the first heading");
     assert_eq!(handbook["content_type"], "text/markdown");
     assert_eq!(handbook["bytes"], md.len());
-    assert!(
-        handbook["chunks"].as_i64() >= Some(2),
-        "sections are chunked apart: {handbook}"
-    );
-    let notes = app
-        .upload_text(&t.key, "Notes", "Support answers within one business day.")
-        .await;
+    assert!(handbook["chunks"].as_i64() >= Some(2), "sections are chunked apart: {handbook}");
+    let notes = app.upload_text(&t.key, "Notes", "Support answers within one business day.").await;
 
     let answer = app.query(&t.key, "How long do refunds take?").await;
-    assert!(
-        answer["answer"]
-            .as_str()
-            .is_some_and(|a| a.contains("14 days")),
-        "{answer}"
-    );
-    let cited: Vec<_> = answer["citations"]
-        .as_array()
-        .expect("citations")
-        .iter()
-        .map(|c| c["document_id"].clone())
-        .collect();
-    assert_eq!(
-        cited,
-        [handbook["document_id"].clone()],
-        "cites the handbook only"
-    );
+    assert!(answer["answer"].as_str().is_some_and(|a| a.contains("14 days")), "{answer}");
+    let cited: Vec<_> =
+        answer["citations"].as_array().expect("citations").iter().map(|c| c["document_id"].clone()).collect();
+    assert_eq!(cited, [handbook["document_id"].clone()], "cites the handbook only");
     assert_eq!(answer["model"], "local-small");
     assert_eq!(answer["retrieval_mode"], "basic");
     let usage = &answer["usage"];
-    let (p, c) = (
-        usage["prompt_tokens"].as_i64().expect("p"),
-        usage["completion_tokens"].as_i64().expect("c"),
-    );
+    let (p, c) = (usage["prompt_tokens"].as_i64().expect("p"), usage["completion_tokens"].as_i64().expect("c"));
     assert!(p > 0 && c > 0);
     assert_eq!(usage["total_tokens"].as_i64(), Some(p + c));
     assert!(usage["cost_micros"].as_i64() > Some(0));
@@ -101,48 +77,21 @@ async fn walk_the_story(app: TestApp) {
     );
     assert_eq!(totals["cost_micros"], usage["cost_micros"]);
     assert_eq!(report["by_model"]["local-small"]["queries"], 1);
-    assert_eq!(
-        report["by_model"]["local-small"]["cost_micros"],
-        usage["cost_micros"]
-    );
+    assert_eq!(report["by_model"]["local-small"]["cost_micros"], usage["cost_micros"]);
 
     let r = app.get(&t.key, "/v1/documents").await;
     let list: serde_json::Value = r.json().await.expect("json");
-    let ids: Vec<_> = list["documents"]
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|d| d["document_id"].clone())
-        .collect();
-    assert_eq!(
-        ids,
-        [
-            handbook["document_id"].clone(),
-            notes["document_id"].clone()
-        ]
-    );
+    let ids: Vec<_> = list["documents"].as_array().expect("array").iter().map(|d| d["document_id"].clone()).collect();
+    assert_eq!(ids, [handbook["document_id"].clone(), notes["document_id"].clone()]);
 
-    let doc_path = format!(
-        "/v1/documents/{}",
-        handbook["document_id"].as_str().expect("id")
-    );
+    let doc_path = format!("/v1/documents/{}", handbook["document_id"].as_str().expect("id"));
     assert_eq!(app.get(&t.key, &doc_path).await.status(), 200);
-    let r = app
-        .client
-        .delete(app.url(&doc_path))
-        .bearer_auth(&t.key)
-        .send()
-        .await
-        .expect("delete");
+    let r = app.client.delete(app.url(&doc_path)).bearer_auth(&t.key).send().await.expect("delete");
     assert_eq!(r.status(), 204);
     assert_problem(app.get(&t.key, &doc_path).await, 404, "not_found").await;
     let after = app.query(&t.key, "How long do refunds take?").await;
     assert!(
-        after["citations"]
-            .as_array()
-            .expect("citations")
-            .iter()
-            .all(|c| c["document_id"] != handbook["document_id"]),
+        after["citations"].as_array().expect("citations").iter().all(|c| c["document_id"] != handbook["document_id"]),
         "deleted document is gone from the index: {after}"
     );
     let totals = app.usage(&t.key).await["totals"].clone();
@@ -154,21 +103,9 @@ async fn walk_the_story(app: TestApp) {
 async fn identical_uploads_are_deduplicated() {
     let app = spawn_app().await;
     let t = app.signup("dedup@acme.test", "trial").await;
-    let first = app
-        .upload_text(&t.key, "One", "The same words twice.")
-        .await;
-    let r = app
-        .post_json(
-            &t.key,
-            "/v1/documents",
-            json!({"title": "Two", "text": "The same words twice."}),
-        )
-        .await;
-    assert_eq!(
-        r.status(),
-        200,
-        "a repeat upload returns the existing document"
-    );
+    let first = app.upload_text(&t.key, "One", "The same words twice.").await;
+    let r = app.post_json(&t.key, "/v1/documents", json!({"title": "Two", "text": "The same words twice."})).await;
+    assert_eq!(r.status(), 200, "a repeat upload returns the existing document");
     let second: serde_json::Value = r.json().await.expect("json");
     assert_eq!(second["document_id"], first["document_id"]);
     assert_eq!(app.usage(&t.key).await["totals"]["documents"], 1);
@@ -178,8 +115,7 @@ async fn identical_uploads_are_deduplicated() {
 async fn config_changes_apply_to_the_next_query_and_refuse_what_the_plan_lacks() {
     let app = spawn_app().await;
     let t = app.signup("config@acme.test", "starter").await;
-    app.upload_text(&t.key, "Policy", "Refunds are issued within 14 days.")
-        .await;
+    app.upload_text(&t.key, "Policy", "Refunds are issued within 14 days.").await;
     let r = app
         .client
         .patch(app.url("/v1/tenant/config"))
@@ -193,15 +129,8 @@ async fn config_changes_apply_to_the_next_query_and_refuse_what_the_plan_lacks()
     assert_eq!(body["config"]["model"], "local-large");
     assert_eq!(body["config"]["system_prompt"], "Be formal.");
     let a = app.query(&t.key, "refunds?").await;
-    assert_eq!(
-        a["model"], "local-large",
-        "the next request runs the new model"
-    );
-    assert_eq!(
-        app.usage(&t.key).await["by_model"]["local-large"]["queries"],
-        1,
-        "and is billed to it"
-    );
+    assert_eq!(a["model"], "local-large", "the next request runs the new model");
+    assert_eq!(app.usage(&t.key).await["by_model"]["local-large"]["queries"], 1, "and is billed to it");
 
     let trial = app.signup("config-trial@acme.test", "trial").await;
     for body in [
@@ -220,30 +149,15 @@ async fn config_changes_apply_to_the_next_query_and_refuse_what_the_plan_lacks()
             .expect("patch");
         assert_problem(r, 422, "validation_failed").await;
     }
-    let tenant: serde_json::Value = app
-        .get(&trial.key, "/v1/tenant")
-        .await
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(
-        tenant["config"]["model"], "local-small",
-        "a refused change changes nothing"
-    );
+    let tenant: serde_json::Value = app.get(&trial.key, "/v1/tenant").await.json().await.expect("json");
+    assert_eq!(tenant["config"]["model"], "local-small", "a refused change changes nothing");
 }
 
 #[tokio::test]
 async fn openapi_describes_every_route() {
     let app = spawn_app().await;
-    let spec: serde_json::Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let spec: serde_json::Value =
+        app.client.get(app.url("/openapi.json")).send().await.expect("get").json().await.expect("json");
     let paths = spec["paths"].as_object().expect("paths");
     for p in [
         "/v1/signup",
