@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub clock: String,
     /// Largest request body accepted, in bytes (uploads included).
     pub max_body_bytes: usize,
+    /// Secret mixed into API key hashes. Empty: env `TENANTRY_KEY_PEPPER`, else a random one kept in the
+    /// data dir. Every node on one database must use the same.
+    pub key_pepper: String,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +46,7 @@ impl Default for ServerConfig {
             operator_token: "change-me".into(),
             clock: "system".into(),
             max_body_bytes: 64 * 1024 * 1024,
+            key_pepper: String::new(),
         }
     }
 }

@@ -79,7 +79,11 @@ impl Services {
             move |source| StartError::DataDir { path, source }
         };
         std::fs::create_dir_all(data_dir.join("tenants")).map_err(dir_err(&data_dir))?;
-        let pepper = load_or_create_pepper(&data_dir).map_err(dir_err(&data_dir))?;
+        let pepper = if config.server.key_pepper.is_empty() {
+            load_or_create_pepper(&data_dir).map_err(dir_err(&data_dir))?
+        } else {
+            config.server.key_pepper.clone().into_bytes()
+        };
         let store = Store::open(&config.database.url, &data_dir).await?;
         if store.backend() == tenantry_store::Backend::Sqlite {
             // The embedded store belongs to this process alone: any reservation in it was held by a

@@ -94,6 +94,16 @@ impl Store {
         Ok(row.try_get("level")?)
     }
 
+    /// The request ids of `tenant`'s ledger rows for `meter`, one per row (tests and reconciliation).
+    pub async fn usage_request_ids(&self, tenant: &TenantId, meter: Meter) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT request_id FROM usage_events WHERE tenant_id = $1 AND meter = $2")
+            .bind(tenant.as_str())
+            .bind(meter.as_str())
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get("request_id")?)).collect()
+    }
+
     /// How many ledger rows `tenant` has (tests and reconciliation).
     pub async fn usage_event_count(&self, tenant: &TenantId, meter: Meter) -> Result<i64> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM usage_events WHERE tenant_id = $1 AND meter = $2")

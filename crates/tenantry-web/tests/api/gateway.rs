@@ -8,7 +8,7 @@ use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::quota::Meter;
 use tenantry_domain::TenantId;
 
-use crate::helpers::{assert_problem, spawn_app_with, TestApp};
+use crate::helpers::{assert_problem, fresh_postgres_database, spawn_app_with, TestApp};
 
 fn add_plan(c: &mut Config, name: &str, quotas: Quotas) {
     let mut plan: PlanConfig = c.plans.iter().find(|p| p.name == "trial").expect("trial plan").clone();
@@ -273,4 +273,28 @@ async fn quota_headers_are_on_tenant_responses() {
         let r = app.get(&t.key, path).await;
         assert_eq!(r.headers()["x-quota-queries-remaining"], "9", "{path}");
     }
+}
+
+#[tokio::test]
+async fn two_api_nodes_on_one_postgres_agree_on_the_quota() {
+    let Some(db) = fresh_postgres_database().await else {
+        eprintln!("TENANTRY_TEST_POSTGRES_URL not set: two-node quota test skipped");
+        return;
+    };
+    let node = |db: String| {
+        spawn_app_with(move |c| {
+            add_plan(c, "ten-queries", Quotas { queries: 10, ..ROOMY });
+            c.database.url = db;
+            c.server.key_pepper = "shared-pepper-for-both-nodes".into();
+        })
+    };
+    let (a, b) = (node(db.clone()).await, node(db).await);
+    let t = a.signup("nodes@gateway.test", "ten-queries").await;
+    a.upload_text(&t.key, "Policy", "Refunds are issued within 14 days of purchase.").await;
+    assert_eq!(b.get(&t.key, "/v1/tenant").await.status(), 200, "node B accepts node A's key");
+    let (ra, rb) = futures::join!(concurrent_queries(&a, &t.key, 32), concurrent_queries(&b, &t.key, 32));
+    let ok = ra.iter().chain(rb.iter()).filter(|(s, _)| *s == 200).count();
+    assert_eq!(ok, 10, "two processes together admit exactly the quota");
+    let tenant = TenantId::parse(&t.id).expect("id");
+    assert_eq!(b.services.store().usage_event_count(&tenant, Meter::Queries).await.expect("count"), 10);
 }

@@ -34,8 +34,8 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     TestApp { base, client: reqwest::Client::new(), services, data_dir, _stop: stop }
 }
 
-/// The app on a fresh PostgreSQL database, or `None` when `TENANTRY_TEST_POSTGRES_URL` is not set.
-pub async fn spawn_app_on_postgres() -> Option<TestApp> {
+/// A fresh database on the test PostgreSQL server, or `None` when `TENANTRY_TEST_POSTGRES_URL` is not set.
+pub async fn fresh_postgres_database() -> Option<String> {
     let url = std::env::var("TENANTRY_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty())?;
     sqlx::any::install_default_drivers();
     let name = format!("tenantry_test_{}", uuid::Uuid::new_v4().simple());
@@ -43,7 +43,12 @@ pub async fn spawn_app_on_postgres() -> Option<TestApp> {
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create database");
     admin.close().await;
     let (base, _) = url.rsplit_once('/').expect("url has a database path");
-    let db_url = format!("{base}/{name}");
+    Some(format!("{base}/{name}"))
+}
+
+/// The app on a fresh PostgreSQL database, or `None` when `TENANTRY_TEST_POSTGRES_URL` is not set.
+pub async fn spawn_app_on_postgres() -> Option<TestApp> {
+    let db_url = fresh_postgres_database().await?;
     Some(spawn_app_with(move |c| c.database.url = db_url).await)
 }
 
