@@ -50,11 +50,10 @@ impl Services {
         let unauthenticated = || ServiceError::new(ErrorCode::Unauthenticated, "missing or invalid API key");
         let presented = presented.ok_or_else(unauthenticated)?;
         let (key_id, secret) = keys::parse(presented).ok_or_else(unauthenticated)?;
-        let key = self.store().key(&key_id).await?.ok_or_else(unauthenticated)?;
+        let (key, tenant) = self.store().key_with_tenant(&key_id).await?.ok_or_else(unauthenticated)?;
         if !self.keys().verify(secret, &key.secret_hash) || key.revoked_at.is_some() {
             return Err(unauthenticated());
         }
-        let tenant = self.store().tenant(&key.tenant_id).await?.ok_or_else(unauthenticated)?;
         tracing::Span::current().record("tenant_id", tenant.id.as_str());
 
         let now = self.clock().now();

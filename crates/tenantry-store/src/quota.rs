@@ -100,22 +100,9 @@ pub struct Counters {
     pub reserved: Amounts,
 }
 
-async fn ensure_counters(tx: &mut Transaction<'_, Any>, tenant: &TenantId, period_start: Timestamp) -> Result<()> {
-    for m in QuotaMeter::ALL {
-        sqlx::query(
-            "INSERT INTO quota_counters (tenant_id, period_start, meter) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(tenant.as_str())
-        .bind(m.period_key(period_start))
-        .bind(m.as_str())
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
-}
-
 /// Adds `n` to `reserved` of each meter if it fits under its limit; `Err(Exceeded)` names the first that
-/// does not (the caller rolls back).
+/// does not (the caller rolls back). One upsert per meter: it creates the period's row on first use and
+/// otherwise admits only if `used + reserved + n <= limit`.
 async fn admit(
     tx: &mut Transaction<'_, Any>,
     tenant: &TenantId,
@@ -128,15 +115,21 @@ async fn admit(
         if n <= 0 {
             continue;
         }
+        let limit = m.limit(limits);
+        if n > limit {
+            return Ok(Err(Exceeded(m)));
+        }
         let done = sqlx::query(
-            "UPDATE quota_counters SET reserved = reserved + $1 \
-             WHERE tenant_id = $2 AND period_start = $3 AND meter = $4 AND used + reserved + $1 <= $5",
+            "INSERT INTO quota_counters (tenant_id, period_start, meter, used, reserved) VALUES ($1, $2, $3, 0, $4) \
+             ON CONFLICT (tenant_id, period_start, meter) DO UPDATE \
+             SET reserved = quota_counters.reserved + excluded.reserved \
+             WHERE quota_counters.used + quota_counters.reserved + excluded.reserved <= $5",
         )
-        .bind(n)
         .bind(tenant.as_str())
         .bind(m.period_key(period_start))
         .bind(m.as_str())
-        .bind(m.limit(limits))
+        .bind(n)
+        .bind(limit)
         .execute(&mut **tx)
         .await?;
         if done.rows_affected() != 1 {
@@ -167,7 +160,7 @@ async fn take_reservation(tx: &mut Transaction<'_, Any>, id: &str) -> Result<Opt
     )))
 }
 
-/// `used += used_delta`, `reserved -= released` for every meter.
+/// `used += used_delta`, `reserved -= released` for every meter (creating the period's row if needed).
 async fn adjust(
     tx: &mut Transaction<'_, Any>,
     tenant: &TenantId,
@@ -181,14 +174,15 @@ async fn adjust(
             continue;
         }
         sqlx::query(
-            "UPDATE quota_counters SET used = used + $1, reserved = reserved - $2 \
-             WHERE tenant_id = $3 AND period_start = $4 AND meter = $5",
+            "INSERT INTO quota_counters (tenant_id, period_start, meter, used, reserved) VALUES ($1, $2, $3, $4, 0) \
+             ON CONFLICT (tenant_id, period_start, meter) DO UPDATE \
+             SET used = quota_counters.used + excluded.used, reserved = quota_counters.reserved - $5",
         )
-        .bind(u)
-        .bind(r)
         .bind(tenant.as_str())
         .bind(m.period_key(period_start))
         .bind(m.as_str())
+        .bind(u)
+        .bind(r)
         .execute(&mut **tx)
         .await?;
     }
@@ -202,7 +196,6 @@ pub(crate) async fn settle_in(tx: &mut Transaction<'_, Any>, s: &Settlement, eve
     if !events.is_empty() && inserted == 0 {
         return Ok(false);
     }
-    ensure_counters(tx, &s.tenant_id, s.period_start).await?;
     let released = match &s.reservation_id {
         Some(id) => take_reservation(tx, id).await?.map(|(_, _, a)| a).unwrap_or_default(),
         None => Amounts::default(),
@@ -215,7 +208,6 @@ impl Store {
     /// Admits the reservation if every meter fits, atomically; otherwise changes nothing.
     pub async fn reserve(&self, r: &NewReservation, limits: &Quotas) -> Result<Result<(), Exceeded>> {
         let mut tx = self.write.begin().await?;
-        ensure_counters(&mut tx, &r.tenant_id, r.period_start).await?;
         if let Err(e) = admit(&mut tx, &r.tenant_id, r.period_start, &r.amounts, limits).await? {
             tx.rollback().await?;
             return Ok(Err(e));

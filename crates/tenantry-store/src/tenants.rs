@@ -4,9 +4,9 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use tenantry_domain::lifecycle::LifecycleEvent;
-use tenantry_domain::{RetrievalMode, TenantId, TenantState, Timestamp};
+use tenantry_domain::{ApiKeyId, RetrievalMode, TenantId, TenantState, Timestamp};
 
-use crate::keys::{insert_key, NewApiKey};
+use crate::keys::{insert_key, ApiKeyRow, NewApiKey};
 use crate::{conflict_on_unique, Result, Store, StoreError};
 
 #[derive(Clone, Debug)]
@@ -97,6 +97,30 @@ impl Store {
         insert_key(&mut tx, key).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// A key and its tenant in one round trip: the gateway's only reads per request.
+    pub async fn key_with_tenant(&self, key: &ApiKeyId) -> Result<Option<(ApiKeyRow, TenantRow)>> {
+        let sql = format!(
+            "SELECT k.id AS key_id, k.name AS key_name, k.secret_hash, k.scopes, k.created_at AS key_created_at, \
+             k.last_used_at, k.revoked_at, {} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.id = $1",
+            TENANT_COLUMNS.split(", ").map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", ")
+        );
+        let Some(row) = sqlx::query(&sql).bind(key.as_str()).fetch_optional(&self.read).await? else {
+            return Ok(None);
+        };
+        let tenant = tenant_from_row(&row)?;
+        let key = ApiKeyRow {
+            id: ApiKeyId::from_trusted(row.try_get("key_id")?),
+            tenant_id: tenant.id.clone(),
+            name: row.try_get("key_name")?,
+            secret_hash: row.try_get("secret_hash")?,
+            scopes: row.try_get("scopes")?,
+            created_at: Timestamp(row.try_get("key_created_at")?),
+            last_used_at: row.try_get::<Option<i64>, _>("last_used_at")?.map(Timestamp),
+            revoked_at: row.try_get::<Option<i64>, _>("revoked_at")?.map(Timestamp),
+        };
+        Ok(Some((key, tenant)))
     }
 
     pub async fn tenant(&self, id: &TenantId) -> Result<Option<TenantRow>> {

@@ -31,26 +31,45 @@ pub struct UsageLine {
     pub cost_micros: i64,
 }
 
+/// Appends `events` in one multi-row statement; returns how many were new (a replay inserts none).
 pub(crate) async fn insert_events(tx: &mut Transaction<'_, Any>, events: &[UsageEvent]) -> Result<u64> {
-    let mut inserted = 0;
-    for e in events {
-        let done = sqlx::query(
-            "INSERT INTO usage_events (event_id, tenant_id, request_id, meter, model, quantity, cost_micros, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(&e.event_id)
-        .bind(e.tenant_id.as_str())
-        .bind(&e.request_id)
-        .bind(e.meter.as_str())
-        .bind(&e.model)
-        .bind(e.quantity)
-        .bind(e.cost_micros)
-        .bind(e.at.0)
-        .execute(&mut **tx)
-        .await?;
-        inserted += done.rows_affected();
+    if events.is_empty() {
+        return Ok(0);
     }
-    Ok(inserted)
+    let mut sql = String::from(
+        "INSERT INTO usage_events (event_id, tenant_id, request_id, meter, model, quantity, cost_micros, created_at) VALUES ",
+    );
+    for i in 0..events.len() {
+        let b = i * 8;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4,
+            b + 5,
+            b + 6,
+            b + 7,
+            b + 8
+        ));
+    }
+    sql.push_str(" ON CONFLICT (event_id) DO NOTHING");
+    let mut q = sqlx::query(&sql);
+    for e in events {
+        q = q
+            .bind(&e.event_id)
+            .bind(e.tenant_id.as_str())
+            .bind(&e.request_id)
+            .bind(e.meter.as_str())
+            .bind(&e.model)
+            .bind(e.quantity)
+            .bind(e.cost_micros)
+            .bind(e.at.0);
+    }
+    Ok(q.execute(&mut **tx).await?.rows_affected())
 }
 
 impl Store {

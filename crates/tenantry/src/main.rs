@@ -1,6 +1,7 @@
 //! `tenantry`: the one binary. `serve` runs everything in one process; `demo` seeds a running instance
 //! with tenants, documents and traffic; `openapi` prints the API description.
 
+mod bench;
 mod demo;
 
 use std::path::PathBuf;
@@ -45,6 +46,25 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Benchmarks (see BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The gateway's overhead per request on the full HTTP path, at fixed request rates.
+    Gateway {
+        /// Request rates to run, one after another (requests per second).
+        #[arg(long, value_delimiter = ',', default_value = "500,1000,2000,3000,4000")]
+        rates: Vec<u64>,
+        /// Seconds per rate.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Most requests in flight at once.
+        #[arg(long, default_value_t = 256)]
+        max_in_flight: usize,
+    },
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -120,6 +140,9 @@ async fn main() -> anyhow::Result<()> {
                 config.server.data_dir = PathBuf::from("./tenantry-demo-data");
             }
             demo::run(config, exit).await?;
+        }
+        Command::Bench(BenchCommand::Gateway { rates, seconds, max_in_flight }) => {
+            bench::gateway(bench::GatewayBench { rates, seconds, max_in_flight }).await?;
         }
         Command::Openapi => {
             println!("{}", serde_json::to_string_pretty(&tenantry_web::openapi())?);

@@ -1,0 +1,183 @@
+//! `tenantry bench gateway`: the gateway's own cost per request on the full HTTP path — authentication,
+//! context, lifecycle gate, rate limit, quota reservation, settlement and the ledger write — with retrieval
+//! and generation reduced to nothing (the tenant has no documents, so the search is over an empty namespace
+//! and the offline model answers at once). Open-loop load at fixed rates from this same process: latency
+//! is measured from each request's scheduled send time, so a stall is not hidden by a slower sender
+//! (coordinated omission).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::json;
+use tenantry_domain::config::{PlanConfig, Quotas};
+use tenantry_domain::quota::Meter;
+use tenantry_domain::{Config, TenantId};
+use tenantry_web::Application;
+use tokio::sync::Semaphore;
+
+pub struct GatewayBench {
+    pub rates: Vec<u64>,
+    pub seconds: u64,
+    pub max_in_flight: usize,
+}
+
+struct RunResult {
+    rate: u64,
+    sent: usize,
+    errors: usize,
+    achieved_rps: f64,
+    p50_us: u64,
+    p99_us: u64,
+    max_us: u64,
+    ledger_rows_per_s: f64,
+}
+
+pub async fn gateway(opts: GatewayBench) -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    let mut config = Config::builtin();
+    config.server.bind = "127.0.0.1:0".into();
+    config.server.data_dir = dir.clone();
+    let mut plan: PlanConfig = config.plans.iter().find(|p| p.name == "trial").context("trial plan")?.clone();
+    plan.name = "bench".into();
+    plan.quotas = Quotas {
+        queries: u64::MAX / 4,
+        tokens: u64::MAX / 4,
+        documents: 1_000,
+        storage_bytes: 1 << 40,
+        requests_per_minute: 100_000_000,
+    };
+    config.plans.push(plan);
+    let app = Application::build(config).await?;
+    let base = format!("http://{}", app.local_addr());
+    let services = app.services().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+
+    let client = reqwest::Client::builder().pool_max_idle_per_host(opts.max_in_flight).build()?;
+    let signup: serde_json::Value = client
+        .post(format!("{base}/v1/signup"))
+        .json(&json!({"email": "bench@tenantry.test", "organization": "Bench", "plan": "bench"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let key = signup["api_key"].as_str().context("no api key")?.to_owned();
+    let tenant = TenantId::parse(signup["tenant_id"].as_str().context("no tenant id")?).context("tenant id")?;
+
+    println!("tenantry bench gateway: POST /v1/query, empty namespace, offline model, embedded SQLite");
+    println!("{} cores; client and server share this process; {}s per rate\n", num_cpus(), opts.seconds);
+    // Warm up connections, the tokenizer and the index.
+    run(&client, &base, &key, 200, 2, opts.max_in_flight).await?;
+    println!(
+        "{:>8} {:>8} {:>7} {:>10} {:>9} {:>9} {:>9} {:>12}",
+        "rate/s", "sent", "errors", "achieved/s", "p50 ms", "p99 ms", "max ms", "ledger rows/s"
+    );
+    let mut results = Vec::new();
+    for &rate in &opts.rates {
+        let before = services.store().usage_event_count(&tenant, Meter::Queries).await?;
+        let started = Instant::now();
+        let mut r = run(&client, &base, &key, rate, opts.seconds, opts.max_in_flight).await?;
+        let elapsed = started.elapsed().as_secs_f64();
+        let after = services.store().usage_event_count(&tenant, Meter::Queries).await?;
+        // Three ledger rows per query: queries, prompt_tokens, completion_tokens.
+        r.ledger_rows_per_s = 3.0 * (after - before) as f64 / elapsed;
+        println!(
+            "{:>8} {:>8} {:>7} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>12.0}",
+            r.rate,
+            r.sent,
+            r.errors,
+            r.achieved_rps,
+            r.p50_us as f64 / 1000.0,
+            r.p99_us as f64 / 1000.0,
+            r.max_us as f64 / 1000.0,
+            r.ledger_rows_per_s
+        );
+        results.push(r);
+    }
+    let sustained =
+        results.iter().filter(|r| r.errors == 0 && r.achieved_rps >= 0.97 * r.rate as f64).map(|r| r.rate).max();
+    match sustained {
+        Some(rate) => println!("\nmax sustained with zero errors: {rate} requests/s"),
+        None => println!("\nno rate was sustained with zero errors"),
+    }
+    let _ = stop.send(());
+    server.await??;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+async fn run(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    rate: u64,
+    seconds: u64,
+    max_in_flight: usize,
+) -> anyhow::Result<RunResult> {
+    if rate == 0 {
+        bail!("rate must be positive");
+    }
+    let total = (rate * seconds) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let permits = Arc::new(Semaphore::new(max_in_flight));
+    let url = format!("{base}/v1/query");
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(total);
+    for i in 0..total {
+        let scheduled = start + interval * i as u32;
+        tokio::time::sleep_until(scheduled.into()).await;
+        let permit = permits.clone().acquire_owned().await?;
+        let (client, url, key) = (client.clone(), url.clone(), key.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let ok = client
+                .post(&url)
+                .bearer_auth(&key)
+                .json(&json!({"question": "How long do refunds take?"}))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            drop(permit);
+            (ok, scheduled.elapsed())
+        }));
+    }
+    let mut latencies = Vec::with_capacity(total);
+    let mut errors = 0;
+    for t in tasks {
+        let (ok, latency) = t.await?;
+        if !ok {
+            errors += 1;
+        }
+        latencies.push(latency.as_micros() as u64);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    Ok(RunResult {
+        rate,
+        sent: total,
+        errors,
+        achieved_rps: total as f64 / elapsed,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        max_us: latencies.last().copied().unwrap_or(0),
+        ledger_rows_per_s: 0.0,
+    })
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("tenantry-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
