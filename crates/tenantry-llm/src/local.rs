@@ -20,7 +20,7 @@ pub struct LocalExtractive;
 impl Provider for LocalExtractive {
     async fn generate(&self, model: &ModelSpec, prompt: &Prompt) -> Result<Generation, LlmError> {
         let text = answer(prompt, model.answer_sentences as usize);
-        let text = tokens::truncate(&text, prompt.max_completion_tokens as usize);
+        let text = tokens::truncate(&text, prompt.max_completion_tokens() as usize);
         let usage = TokenUsage { prompt_tokens: prompt.token_count(), completion_tokens: tokens::count(&text) };
         Ok(Generation { text, usage, model: model.name.clone() })
     }
@@ -52,10 +52,10 @@ fn terms(text: &str) -> Vec<String> {
 }
 
 fn answer(prompt: &Prompt, max_sentences: usize) -> String {
-    let wanted: HashSet<String> = terms(&prompt.question).into_iter().collect();
+    let wanted: HashSet<String> = terms(prompt.question()).into_iter().collect();
     // (score, passage rank, position, number, sentence)
     let mut candidates: Vec<(usize, usize, usize, usize, &str)> = Vec::new();
-    for (rank, p) in prompt.passages.iter().enumerate() {
+    for (rank, p) in prompt.passages().iter().enumerate() {
         for (pos, sentence) in split_sentences(&p.text).into_iter().enumerate() {
             let found: HashSet<String> = terms(sentence).into_iter().filter(|t| wanted.contains(t)).collect();
             if !found.is_empty() {

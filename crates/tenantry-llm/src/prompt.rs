@@ -19,15 +19,16 @@ pub struct Message {
     pub content: String,
 }
 
-/// A prompt ready for a provider.
+/// A prompt ready for a provider. Immutable once built, so its token count is computed once.
 #[derive(Clone, Debug)]
 pub struct Prompt {
-    pub system_prompt: String,
-    pub question: String,
+    system_prompt: String,
+    question: String,
     /// The passages that fit, possibly the last one shortened.
-    pub passages: Vec<Passage>,
+    passages: Vec<Passage>,
     /// Tokens left for the answer.
-    pub max_completion_tokens: u32,
+    max_completion_tokens: u32,
+    tokens: u64,
 }
 
 const INSTRUCTIONS: &str = "Answer the question using only the numbered context passages. Cite the passages \
@@ -52,9 +53,10 @@ impl Prompt {
             question: question.to_owned(),
             passages: Vec::new(),
             max_completion_tokens,
+            tokens: 0,
         };
         let window = u64::from(model.context_window);
-        let fixed = prompt.token_count() + u64::from(max_completion_tokens);
+        let fixed = prompt.count_tokens() + u64::from(max_completion_tokens);
         let mut budget = window.saturating_sub(fixed);
         for p in passages {
             let cost = tokens::count(&render_passage(&p)) + 1;
@@ -71,7 +73,20 @@ impl Prompt {
             }
             break;
         }
+        prompt.tokens = prompt.count_tokens();
         prompt
+    }
+
+    pub fn question(&self) -> &str {
+        &self.question
+    }
+
+    pub fn passages(&self) -> &[Passage] {
+        &self.passages
+    }
+
+    pub fn max_completion_tokens(&self) -> u32 {
+        self.max_completion_tokens
     }
 
     /// The chat messages sent to an OpenAI-compatible endpoint.
@@ -89,6 +104,10 @@ impl Prompt {
 
     /// Prompt tokens as OpenAI counts a chat request: content plus per-message framing.
     pub fn token_count(&self) -> u64 {
+        self.tokens
+    }
+
+    fn count_tokens(&self) -> u64 {
         let messages = self.messages();
         messages.iter().map(|m| tokens::count(&m.content) + PER_MESSAGE_TOKENS).sum::<u64>() + REPLY_PRIMING_TOKENS
     }

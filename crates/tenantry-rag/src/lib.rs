@@ -55,7 +55,7 @@ pub struct Prepared {
 impl Prepared {
     /// The most tokens generation can use: the prompt as counted, plus the completion cap.
     pub fn max_tokens(&self) -> u64 {
-        self.prompt.token_count() + u64::from(self.prompt.max_completion_tokens)
+        self.prompt.token_count() + u64::from(self.prompt.max_completion_tokens())
     }
 }
 
@@ -87,7 +87,7 @@ pub async fn prepare(
 /// Generates with the context's model and cites what the answer used.
 pub async fn generate(ctx: &TenantContext, providers: &Providers, prepared: Prepared) -> Result<Answer, RagError> {
     let generation = providers.generate(&ctx.model, &prepared.prompt).await?;
-    let citations = cite(&generation.text, &prepared.hits[..prepared.prompt.passages.len()]);
+    let citations = cite(&generation.text, &prepared.hits[..prepared.prompt.passages().len()]);
     Ok(Answer {
         text: generation.text,
         citations,

@@ -14,7 +14,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Executor, Row};
 
 pub use documents::{ChunkRow, DocumentRow, NewChunk, NewDocument};
 pub use keys::{ApiKeyRow, NewApiKey};
@@ -124,6 +124,16 @@ impl Store {
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
+    }
+
+    /// The value of an SQLite pragma on the writer connection (diagnostics and tests).
+    pub async fn sqlite_pragma(&self, name: &str) -> Result<String> {
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(StoreError::Corrupt(format!("not a pragma name: {name:?}")));
+        }
+        let row = sqlx::query(&format!("PRAGMA {name}")).fetch_one(&self.write).await?;
+        let value = row.try_get::<String, _>(0).or_else(|_| row.try_get::<i64, _>(0).map(|v| v.to_string()))?;
+        Ok(value)
     }
 
     pub async fn close(&self) {

@@ -318,3 +318,13 @@ conformance_suite!(
     concurrent_reservations_never_overshoot,
     reserve_settle_release_and_expire,
 );
+
+#[tokio::test]
+async fn sqlite_runs_with_the_intended_pragmas() {
+    let (store, _dir) = sqlite().await;
+    assert_eq!(store.sqlite_pragma("journal_mode").await.expect("pragma"), "wal");
+    assert_eq!(store.sqlite_pragma("synchronous").await.expect("pragma"), "1", "NORMAL");
+    assert_eq!(store.sqlite_pragma("secure_delete").await.expect("pragma"), "1");
+    assert_eq!(store.sqlite_pragma("foreign_keys").await.expect("pragma"), "1");
+    assert_eq!(store.sqlite_pragma("busy_timeout").await.expect("pragma"), "10000");
+}
