@@ -94,6 +94,7 @@ impl Store {
         settlement: &Settlement,
         events: &[UsageEvent],
     ) -> Result<DocumentRow> {
+        let mut guard = self.settlement_guard(settlement).await?;
         let mut tx = self.write.begin().await?;
         sqlx::query(
             "INSERT INTO documents (id, tenant_id, title, content_type, bytes, chunks, content_sha256, created_at) \
@@ -110,8 +111,11 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         insert_chunks(&mut tx, doc, chunks).await?;
-        settle_in(&mut tx, settlement, events).await?;
+        let applied = settle_in(&mut tx, settlement, events).await?;
         tx.commit().await?;
+        if applied {
+            self.settled(guard.as_mut(), settlement);
+        }
         Ok(DocumentRow {
             id: doc.id.clone(),
             tenant_id: doc.tenant_id.clone(),
@@ -185,6 +189,7 @@ impl Store {
         settlement: &Settlement,
         events: &[UsageEvent],
     ) -> Result<()> {
+        let mut guard = self.settlement_guard(settlement).await?;
         let mut tx = self.write.begin().await?;
         sqlx::query("DELETE FROM chunks WHERE document_id = $1 AND tenant_id = $2")
             .bind(id.as_str())
@@ -199,8 +204,11 @@ impl Store {
         if done.rows_affected() != 1 {
             return Err(StoreError::NotFound);
         }
-        settle_in(&mut tx, settlement, events).await?;
+        let applied = settle_in(&mut tx, settlement, events).await?;
         tx.commit().await?;
+        if applied {
+            self.settled(guard.as_mut(), settlement);
+        }
         Ok(())
     }
 }

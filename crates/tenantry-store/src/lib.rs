@@ -5,6 +5,7 @@
 
 mod documents;
 mod keys;
+mod memgate;
 mod quota;
 mod tenants;
 mod usage;
@@ -55,6 +56,8 @@ pub struct Store {
     /// failing with `SQLITE_BUSY`; on PostgreSQL the same pool as `read`.
     write: AnyPool,
     backend: Backend,
+    /// The embedded store's in-memory quota admission (`None` on PostgreSQL, where it is rows).
+    gate: Option<std::sync::Arc<memgate::MemGate>>,
 }
 
 impl Store {
@@ -99,13 +102,13 @@ impl Store {
         };
         let write = pool(1).await?;
         let read = pool(4).await?;
-        Ok(Self { read, write, backend: Backend::Sqlite })
+        Ok(Self { read, write, backend: Backend::Sqlite, gate: Some(Default::default()) })
     }
 
     async fn open_postgres(url: &str) -> Result<Self> {
         let pool =
             AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(30)).connect(url).await?;
-        Ok(Self { read: pool.clone(), write: pool, backend: Backend::Postgres })
+        Ok(Self { read: pool.clone(), write: pool, backend: Backend::Postgres, gate: None })
     }
 
     async fn migrate(&self) -> Result<()> {

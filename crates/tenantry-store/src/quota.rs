@@ -42,7 +42,7 @@ impl QuotaMeter {
     }
 
     /// Per-period meters are keyed by the period; levels by 0.
-    fn period_key(self, period_start: Timestamp) -> i64 {
+    pub(crate) fn period_key(self, period_start: Timestamp) -> i64 {
         match self {
             Self::Queries | Self::Tokens => period_start.0,
             Self::Documents | Self::StorageBytes => 0,
@@ -207,6 +207,10 @@ pub(crate) async fn settle_in(tx: &mut Transaction<'_, Any>, s: &Settlement, eve
 impl Store {
     /// Admits the reservation if every meter fits, atomically; otherwise changes nothing.
     pub async fn reserve(&self, r: &NewReservation, limits: &Quotas) -> Result<Result<(), Exceeded>> {
+        if let Some(gate) = &self.gate {
+            let mut q = gate.lock(&self.read, &r.tenant_id, r.period_start).await?;
+            return Ok(gate.reserve(&mut q, r, limits));
+        }
         let mut tx = self.write.begin().await?;
         if let Err(e) = admit(&mut tx, &r.tenant_id, r.period_start, &r.amounts, limits).await? {
             tx.rollback().await?;
@@ -241,6 +245,10 @@ impl Store {
         extra: &Amounts,
         limits: &Quotas,
     ) -> Result<Result<(), Exceeded>> {
+        if let Some(gate) = &self.gate {
+            let mut q = gate.lock(&self.read, tenant, period_start).await?;
+            return Ok(gate.grow(&mut q, id, extra, limits));
+        }
         let mut tx = self.write.begin().await?;
         let done = sqlx::query(
             "UPDATE reservations SET queries = queries + $1, tokens = tokens + $2, documents = documents + $3, \
@@ -269,19 +277,40 @@ impl Store {
     /// Closes a reservation with the actual usage and appends the ledger events, in one transaction.
     /// Idempotent: settling the same events again changes nothing and returns false.
     pub async fn settle(&self, s: &Settlement, events: &[UsageEvent]) -> Result<bool> {
+        let mut guard = self.settlement_guard(s).await?;
         let mut tx = self.write.begin().await?;
         let applied = settle_in(&mut tx, s, events).await?;
         if applied {
             tx.commit().await?;
+            self.settled(guard.as_mut(), s);
         } else {
             tx.rollback().await?;
         }
         Ok(applied)
     }
 
+    /// On the embedded store, the tenant's quota lock, held across a settlement's transaction so memory moves
+    /// exactly when the database does.
+    pub(crate) async fn settlement_guard(&self, s: &Settlement) -> Result<Option<crate::memgate::Guard>> {
+        match &self.gate {
+            Some(gate) => Ok(Some(gate.lock(&self.read, &s.tenant_id, s.period_start).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// After a settlement's transaction committed.
+    pub(crate) fn settled(&self, guard: Option<&mut crate::memgate::Guard>, s: &Settlement) {
+        if let (Some(gate), Some(q)) = (&self.gate, guard) {
+            gate.settled(q, s);
+        }
+    }
+
     /// Gives a reservation's quota back (the request failed: nothing is billed). Returns false if it was
     /// already settled, released or expired.
     pub async fn release(&self, id: &str) -> Result<bool> {
+        if let Some(gate) = &self.gate {
+            return gate.release(&self.read, id).await;
+        }
         let mut tx = self.write.begin().await?;
         let Some((tenant, period, amounts)) = take_reservation(&mut tx, id).await? else {
             tx.rollback().await?;
@@ -295,6 +324,9 @@ impl Store {
     /// Releases every reservation that expired before `now` (requests that died holding quota). Returns
     /// how many were reclaimed.
     pub async fn expire_reservations(&self, now: Timestamp) -> Result<u64> {
+        if let Some(gate) = &self.gate {
+            return Ok(gate.expire(now).await);
+        }
         let ids: Vec<String> = sqlx::query("SELECT id FROM reservations WHERE expires_at < $1")
             .bind(now.0)
             .fetch_all(&self.read)
@@ -318,11 +350,18 @@ impl Store {
     }
 
     pub async fn reservation_count(&self) -> Result<i64> {
+        if let Some(gate) = &self.gate {
+            return Ok(gate.count() as i64);
+        }
         let row = sqlx::query("SELECT COUNT(*) AS n FROM reservations").fetch_one(&self.read).await?;
         Ok(row.try_get("n")?)
     }
 
     pub async fn quota_counters(&self, tenant: &TenantId, period_start: Timestamp) -> Result<Counters> {
+        if let Some(gate) = &self.gate {
+            let q = gate.lock(&self.read, tenant, period_start).await?;
+            return Ok(crate::memgate::MemGate::counters(&q, period_start));
+        }
         let rows = sqlx::query(
             "SELECT meter, used, reserved FROM quota_counters \
              WHERE tenant_id = $1 AND (period_start = $2 OR period_start = 0)",
