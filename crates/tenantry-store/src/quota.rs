@@ -191,14 +191,20 @@ async fn adjust(
 
 /// Settles inside the caller's transaction. Returns false (and changes nothing) when the events were
 /// already recorded: a settlement applies at most once.
-pub(crate) async fn settle_in(tx: &mut Transaction<'_, Any>, s: &Settlement, events: &[UsageEvent]) -> Result<bool> {
+pub(crate) async fn settle_in(
+    tx: &mut Transaction<'_, Any>,
+    s: &Settlement,
+    events: &[UsageEvent],
+    reservation_rows: bool,
+) -> Result<bool> {
     let inserted = insert_events(tx, events).await?;
     if !events.is_empty() && inserted == 0 {
         return Ok(false);
     }
+    // On the embedded store reservations live in memory (`memgate`), not in rows.
     let released = match &s.reservation_id {
-        Some(id) => take_reservation(tx, id).await?.map(|(_, _, a)| a).unwrap_or_default(),
-        None => Amounts::default(),
+        Some(id) if reservation_rows => take_reservation(tx, id).await?.map(|(_, _, a)| a).unwrap_or_default(),
+        _ => Amounts::default(),
     };
     adjust(tx, &s.tenant_id, s.period_start, &s.actual, &released).await?;
     Ok(true)
@@ -279,7 +285,7 @@ impl Store {
     pub async fn settle(&self, s: &Settlement, events: &[UsageEvent]) -> Result<bool> {
         let mut guard = self.settlement_guard(s).await?;
         let mut tx = self.write.begin().await?;
-        let applied = settle_in(&mut tx, s, events).await?;
+        let applied = settle_in(&mut tx, s, events, self.gate.is_none()).await?;
         if applied {
             tx.commit().await?;
             self.settled(guard.as_mut(), s);
