@@ -1,7 +1,7 @@
 //! Persistence for the control plane, the usage ledger and document metadata. One implementation over
 //! sqlx's `Any` driver serves both backends: an embedded SQLite file (the default) and PostgreSQL (scale
 //! out). The SQL is written once in the subset both dialects share (`$n` placeholders, `ON CONFLICT`,
-//! `RETURNING`, integer times); each backend has its own `migrations/` directory.
+//! `RETURNING`, integer times), migrations included.
 
 mod documents;
 mod keys;
@@ -112,10 +112,9 @@ impl Store {
     }
 
     async fn migrate(&self) -> Result<()> {
-        match self.backend {
-            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.write).await?,
-            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.write).await?,
-        }
+        // One set of migrations in the dialect subset both backends share; split per backend if one ever
+        // needs its own SQL.
+        sqlx::migrate!("./migrations").run(&self.write).await?;
         Ok(())
     }
 
@@ -137,6 +136,19 @@ impl Store {
         let row = sqlx::query(&format!("PRAGMA {name}")).fetch_one(&self.write).await?;
         let value = row.try_get::<String, _>(0).or_else(|_| row.try_get::<i64, _>(0).map(|v| v.to_string()))?;
         Ok(value)
+    }
+
+    /// Creates an empty database next to `admin_url`'s and returns its URL (for tests against PostgreSQL).
+    #[doc(hidden)]
+    pub async fn create_test_database(admin_url: &str) -> Result<String> {
+        sqlx::any::install_default_drivers();
+        let name =
+            format!("tenantry_test_{}", tenantry_domain::TenantId::generate().as_str().trim_start_matches("ten_"));
+        let admin = AnyPool::connect(admin_url).await?;
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
+        admin.close().await;
+        let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin_url);
+        Ok(format!("{base}/{name}"))
     }
 
     pub async fn close(&self) {

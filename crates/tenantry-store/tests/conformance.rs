@@ -18,13 +18,8 @@ async fn sqlite() -> (Store, tempfile::TempDir) {
 /// A fresh database on the test server, or `None` when no server is configured.
 async fn postgres() -> Option<Store> {
     let url = std::env::var("TENANTRY_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty())?;
-    sqlx::any::install_default_drivers();
-    let name = format!("tenantry_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::AnyPool::connect(&url).await.expect("postgres reachable");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create database");
-    admin.close().await;
-    let (base, _) = url.rsplit_once('/').expect("url has a database path");
-    Some(Store::open(&format!("{base}/{name}"), std::path::Path::new(".")).await.expect("postgres opens"))
+    let db = Store::create_test_database(&url).await.expect("postgres reachable");
+    Some(Store::open(&db, std::path::Path::new(".")).await.expect("postgres opens"))
 }
 
 fn tenant(email: &str) -> (NewTenant, NewApiKey) {

@@ -37,13 +37,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
 /// A fresh database on the test PostgreSQL server, or `None` when `TENANTRY_TEST_POSTGRES_URL` is not set.
 pub async fn fresh_postgres_database() -> Option<String> {
     let url = std::env::var("TENANTRY_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty())?;
-    sqlx::any::install_default_drivers();
-    let name = format!("tenantry_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::AnyPool::connect(&url).await.expect("postgres reachable");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create database");
-    admin.close().await;
-    let (base, _) = url.rsplit_once('/').expect("url has a database path");
-    Some(format!("{base}/{name}"))
+    Some(tenantry_store::Store::create_test_database(&url).await.expect("postgres reachable"))
 }
 
 /// The app on a fresh PostgreSQL database, or `None` when `TENANTRY_TEST_POSTGRES_URL` is not set.

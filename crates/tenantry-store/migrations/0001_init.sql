@@ -1,4 +1,5 @@
--- Tenantry's control plane, ledger and documents (SQLite dialect). Times are Unix milliseconds.
+-- Tenantry's control plane, ledger and documents. Times are Unix milliseconds. One file serves SQLite and
+-- PostgreSQL: it uses only what both dialects share (BIGINT, TEXT, ON DELETE CASCADE).
 
 CREATE TABLE tenants (
     id              TEXT PRIMARY KEY,
