@@ -155,6 +155,20 @@ pub struct ModelConfig {
     /// Local provider only: how many evidence sentences an answer may quote.
     #[serde(default = "default_answer_sentences")]
     pub answer_sentences: u32,
+    /// OpenAI provider: how long one upstream attempt may take.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// OpenAI provider: retries after a 429 or 5xx (with backoff, honouring `Retry-After`).
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+}
+
+fn default_timeout_secs() -> u64 {
+    60
+}
+
+fn default_max_retries() -> u32 {
+    2
 }
 
 fn default_context_window() -> u32 {
@@ -250,6 +264,8 @@ pub struct ModelSpec {
     pub output_price: MicrosPerMillion,
     pub context_window: u32,
     pub answer_sentences: u32,
+    pub timeout: std::time::Duration,
+    pub max_retries: u32,
 }
 
 impl ModelSpec {
@@ -373,6 +389,8 @@ fn validate_model(m: &ModelConfig) -> Result<ModelSpec, ConfigError> {
         output_price,
         context_window: m.context_window,
         answer_sentences: m.answer_sentences.clamp(1, 20),
+        timeout: std::time::Duration::from_secs(m.timeout_secs.clamp(1, 3_600)),
+        max_retries: m.max_retries.min(10),
     })
 }
 
@@ -467,6 +485,8 @@ pub fn builtin_models() -> Vec<ModelConfig> {
         output_usd_per_million: output,
         context_window: 8192,
         answer_sentences: sentences,
+        timeout_secs: default_timeout_secs(),
+        max_retries: default_max_retries(),
     };
     vec![local("local-small", 2, 0.10, 0.40), local("local-large", 4, 1.00, 4.00)]
 }

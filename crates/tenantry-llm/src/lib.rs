@@ -3,6 +3,7 @@
 //! does not report it.
 
 mod local;
+mod openai;
 pub mod prompt;
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 use tenantry_domain::{ModelSpec, ProviderKind};
 
 pub use local::LocalExtractive;
+pub use openai::OpenAiCompatible;
 pub use prompt::{Message, Passage, Prompt};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -57,7 +59,7 @@ pub struct Providers {
 
 impl Default for Providers {
     fn default() -> Self {
-        Self { local: Arc::new(LocalExtractive), openai: None }
+        Self { local: Arc::new(LocalExtractive), openai: Some(Arc::new(OpenAiCompatible::default())) }
     }
 }
 

@@ -5,4 +5,5 @@ mod gateway;
 mod helpers;
 mod isolation;
 mod lifecycle;
+mod models;
 mod story;

@@ -1,0 +1,172 @@
+//! Hosted models through an OpenAI-compatible upstream: a fake server started here that speaks the wire
+//! format. Each tenant's request reaches it as that tenant's model with that tenant's prompt and the
+//! configured key; 429s are retried; a hanging or failing upstream bills nothing.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use serde_json::{json, Value};
+use tenantry_domain::config::{Config, ModelConfig, PlanConfig};
+
+use crate::helpers::{assert_problem, spawn_app_with, TestApp};
+
+#[derive(Clone, Default)]
+struct Upstream {
+    seen: Arc<Mutex<Vec<(Option<String>, Value)>>>,
+}
+
+async fn chat(State(up): State<Upstream>, headers: HeaderMap, body: axum::Json<Value>) -> Response {
+    let model = body["model"].as_str().unwrap_or("").to_owned();
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let calls = {
+        let mut seen = up.seen.lock().expect("lock");
+        seen.push((auth, body.0.clone()));
+        seen.iter().filter(|(_, b)| b["model"] == model.as_str()).count()
+    };
+    match model.as_str() {
+        "hang" => {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            StatusCode::OK.into_response()
+        }
+        "flaky" if calls == 1 => {
+            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "0")], axum::Json(json!({"error": {"message": "slow down", "type": "rate_limit"}}))).into_response()
+        }
+        "broken" => (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({"error": {"message": "boom"}}))).into_response(),
+        _ => axum::Json(json!({
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "created": 1_700_000_000,
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("Answer from {model} [1]")}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 111, "completion_tokens": 22, "total_tokens": 133}
+        }))
+        .into_response(),
+    }
+}
+
+async fn start_upstream() -> (String, Upstream) {
+    let up = Upstream::default();
+    let app = Router::new().route("/v1/chat/completions", post(chat)).with_state(up.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/v1"), up)
+}
+
+fn hosted(name: &str, upstream_model: &str, base_url: &str, input: f64, output: f64) -> ModelConfig {
+    ModelConfig {
+        name: name.into(),
+        provider: "openai".into(),
+        base_url: base_url.into(),
+        api_key_env: "TENANTRY_TEST_UPSTREAM_KEY".into(),
+        upstream_model: Some(upstream_model.into()),
+        input_usd_per_million: input,
+        output_usd_per_million: output,
+        context_window: 8192,
+        answer_sentences: 3,
+        timeout_secs: 1,
+        max_retries: 1,
+    }
+}
+
+async fn hosted_app() -> (TestApp, Upstream) {
+    // Only this module reads this variable.
+    std::env::set_var("TENANTRY_TEST_UPSTREAM_KEY", "sk-test-upstream");
+    let (base, up) = start_upstream().await;
+    let app = spawn_app_with(move |c: &mut Config| {
+        c.models.push(hosted("gpt-a", "model-a", &base, 30.0, 60.0));
+        c.models.push(hosted("gpt-b", "model-b", &base, 0.5, 1.5));
+        c.models.push(hosted("gpt-hang", "hang", &base, 1.0, 1.0));
+        c.models.push(hosted("gpt-flaky", "flaky", &base, 1.0, 1.0));
+        c.models.push(hosted("gpt-broken", "broken", &base, 1.0, 1.0));
+        let mut plan: PlanConfig = c.plans.iter().find(|p| p.name == "trial").expect("trial").clone();
+        plan.name = "hosted".into();
+        plan.models = ["gpt-a", "gpt-b", "gpt-hang", "gpt-flaky", "gpt-broken"].map(String::from).to_vec();
+        plan.default_model = "gpt-a".into();
+        c.plans.push(plan);
+    })
+    .await;
+    (app, up)
+}
+
+async fn set_model(app: &TestApp, key: &str, body: Value) {
+    let r = app.client.patch(app.url("/v1/tenant/config")).bearer_auth(key).json(&body).send().await.expect("patch");
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn each_tenant_reaches_the_upstream_as_its_own_model_prompt_and_key() {
+    let (app, up) = hosted_app().await;
+    let a = app.signup("a@models.test", "hosted").await;
+    let b = app.signup("b@models.test", "hosted").await;
+    set_model(&app, &a.key, json!({"system_prompt": "You are Alpha's assistant."})).await;
+    set_model(&app, &b.key, json!({"model": "gpt-b", "system_prompt": "You are Bravo's assistant."})).await;
+    app.upload_text(&a.key, "Alpha policy", "Alpha refunds take 14 days.").await;
+    app.upload_text(&b.key, "Bravo policy", "Bravo refunds take 30 days.").await;
+
+    let qa = app.query(&a.key, "How long do refunds take?").await;
+    let qb = app.query(&b.key, "How long do refunds take?").await;
+    assert_eq!((qa["model"].as_str(), qa["answer"].as_str()), (Some("gpt-a"), Some("Answer from model-a [1]")));
+    assert_eq!((qb["model"].as_str(), qb["answer"].as_str()), (Some("gpt-b"), Some("Answer from model-b [1]")));
+
+    let seen = up.seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 2);
+    for ((auth, body), (model, prompt, evidence, other)) in seen.iter().zip([
+        ("model-a", "You are Alpha's assistant.", "Alpha refunds", "Bravo"),
+        ("model-b", "You are Bravo's assistant.", "Bravo refunds", "Alpha"),
+    ]) {
+        assert_eq!(auth.as_deref(), Some("Bearer sk-test-upstream"), "the configured upstream key");
+        assert_eq!(body["model"], model);
+        let messages = body["messages"].as_array().expect("messages");
+        assert_eq!(messages[0]["role"], "system");
+        assert!(messages[0]["content"].as_str().is_some_and(|c| c.starts_with(prompt)), "{body}");
+        let user = messages[1]["content"].as_str().expect("user message");
+        assert!(user.contains(evidence) && !user.contains(other), "only the tenant's own evidence: {user}");
+        assert!(body["max_tokens"].as_u64().is_some());
+    }
+
+    // Usage is the upstream's, priced with each tenant's model.
+    assert_eq!(
+        qa["usage"],
+        json!({"prompt_tokens": 111, "completion_tokens": 22, "total_tokens": 133, "cost_micros": 111 * 30 + 22 * 60})
+    );
+    assert_eq!(qb["usage"]["cost_micros"], json!((111.0_f64 * 0.5 + 22.0 * 1.5).round() as i64));
+    let usage_a = app.usage(&a.key).await;
+    assert_eq!(usage_a["by_model"]["gpt-a"]["queries"], 1);
+    assert!(usage_a["by_model"].get("gpt-b").is_none());
+}
+
+#[tokio::test]
+async fn a_429_is_retried_and_a_failing_or_hanging_upstream_bills_nothing() {
+    let (app, up) = hosted_app().await;
+    let t = app.signup("retry@models.test", "hosted").await;
+    app.upload_text(&t.key, "Doc", "Refunds take 14 days.").await;
+
+    set_model(&app, &t.key, json!({"model": "gpt-flaky"})).await;
+    let q = app.query(&t.key, "refunds?").await;
+    assert_eq!(q["answer"], "Answer from flaky [1]");
+    let flaky_calls = up.seen.lock().expect("lock").iter().filter(|(_, b)| b["model"] == "flaky").count();
+    assert_eq!(flaky_calls, 2, "one 429, one success");
+
+    set_model(&app, &t.key, json!({"model": "gpt-broken"})).await;
+    let r = app.post_json(&t.key, "/v1/query", json!({"question": "refunds?"})).await;
+    assert_problem(r, 502, "upstream_failed").await;
+
+    set_model(&app, &t.key, json!({"model": "gpt-hang"})).await;
+    let r = app.post_json(&t.key, "/v1/query", json!({"question": "refunds?"})).await;
+    assert_problem(r, 504, "upstream_timeout").await;
+
+    let usage = app.usage(&t.key).await;
+    assert_eq!(usage["totals"]["queries"], 1, "only the successful query is billed");
+    assert!(usage["by_model"].get("gpt-broken").is_none() && usage["by_model"].get("gpt-hang").is_none());
+    // The failed requests' reservations were released.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let quotas: Value = app.get(&t.key, "/v1/quotas").await.json().await.expect("json");
+    assert_eq!(quotas["reserved"]["queries"], 0);
+    assert_eq!(quotas["used"]["queries"], 1);
+}
