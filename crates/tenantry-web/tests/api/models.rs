@@ -15,9 +15,12 @@ use tenantry_domain::config::{Config, ModelConfig, PlanConfig};
 
 use crate::helpers::{assert_problem, spawn_app_with, TestApp};
 
+/// What the upstream received: the Authorization header and the JSON body of each call.
+type Calls = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+
 #[derive(Clone, Default)]
 struct Upstream {
-    seen: Arc<Mutex<Vec<(Option<String>, Value)>>>,
+    seen: Calls,
 }
 
 async fn chat(State(up): State<Upstream>, headers: HeaderMap, body: axum::Json<Value>) -> Response {
