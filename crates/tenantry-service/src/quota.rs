@@ -145,15 +145,6 @@ impl Services {
         Ok(())
     }
 
-    /// Reserves `extra` more under `reservation`, or answers 429 (the reservation is then released when
-    /// dropped).
-    pub async fn grow(&self, ctx: &TenantContext, reservation: &Reservation, extra: Amounts) -> ServiceResult<()> {
-        self.store()
-            .grow_reservation(&reservation.id, &ctx.tenant_id, ctx.period.start, &extra, &ctx.plan.quotas)
-            .await?
-            .map_err(|e| exceeded(ctx, e, self.clock().now()))
-    }
-
     /// Closes the reservation with the actual usage and the ledger events, in one transaction.
     pub async fn settle(
         &self,
@@ -162,12 +153,7 @@ impl Services {
         actual: Amounts,
         events: &[UsageEvent],
     ) -> ServiceResult<()> {
-        let settlement = Settlement {
-            reservation_id: reservation.as_ref().map(|r| r.id.clone()),
-            tenant_id: ctx.tenant_id.clone(),
-            period_start: ctx.period.start,
-            actual,
-        };
+        let settlement = self.settlement_for(ctx, reservation.as_ref(), actual);
         self.store().settle(&settlement, events).await?;
         if let Some(r) = reservation {
             r.done();
