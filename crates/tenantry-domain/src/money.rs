@@ -71,4 +71,77 @@ mod tests {
         assert!(MicrosPerMillion::from_usd(-1.0).is_none());
         assert!(MicrosPerMillion::from_usd(f64::NAN).is_none());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::config::{Config, ModelConfig};
+
+        /// Prices as operators write them: dollars per million with up to six decimals.
+        fn price() -> impl Strategy<Value = f64> {
+            (0u64..200_000_000).prop_map(|micros| micros as f64 / 1_000_000.0)
+        }
+
+        proptest! {
+            #[test]
+            fn a_configured_price_converts_exactly(usd in price()) {
+                let p = MicrosPerMillion::from_usd(usd).expect("valid");
+                prop_assert_eq!(p.0 as f64, (usd * 1_000_000.0).round());
+            }
+
+            #[test]
+            fn cost_is_the_exact_product_rounded_half_up(per_million in 0i64..1_000_000_000, units in 0u64..10_000_000_000) {
+                let cost = MicrosPerMillion(per_million).cost(units).0;
+                let exact = i128::from(per_million) * i128::from(units); // in millionths of a micro-dollar
+                let scaled = i128::from(cost) * 1_000_000;
+                prop_assert!(scaled - 500_000 <= exact && exact < scaled + 500_000, "{cost} for {exact}");
+            }
+
+            #[test]
+            fn splitting_a_request_changes_its_cost_by_at_most_one_micro(
+                per_million in 0i64..1_000_000_000, a in 0u64..1_000_000_000, b in 0u64..1_000_000_000,
+            ) {
+                let p = MicrosPerMillion(per_million);
+                let whole = p.cost(a + b).0;
+                let parts = p.cost(a).0 + p.cost(b).0;
+                prop_assert!((whole - parts).abs() <= 1);
+                prop_assert!(p.cost(a) <= p.cost(a + b), "monotone");
+            }
+
+            #[test]
+            fn cents_are_the_nearest_cent(micros in -1_000_000_000_000i64..1_000_000_000_000) {
+                let cents = Micros(micros).to_cents_rounded().0;
+                prop_assert!((i128::from(cents) * 10_000 - i128::from(micros)).abs() <= 5_000);
+            }
+
+            /// Every model in a catalogue prices a request as its input and output prices say, in integers.
+            #[test]
+            fn a_models_cost_follows_its_price_table(
+                input in price(), output in price(), prompt in 0u64..2_000_000, completion in 0u64..200_000,
+            ) {
+                let mut config = Config::builtin();
+                config.models.push(ModelConfig {
+                    name: "priced".into(),
+                    provider: "openai".into(),
+                    base_url: "http://127.0.0.1:9/v1".into(),
+                    api_key_env: String::new(),
+                    upstream_model: None,
+                    input_usd_per_million: input,
+                    output_usd_per_million: output,
+                    context_window: 8192,
+                    answer_sentences: 3,
+                    timeout_secs: 60,
+                    max_retries: 2,
+                });
+                let catalog = config.catalog().expect("valid");
+                let model = catalog.model("priced").expect("exists");
+                let in_micros = (input * 1_000_000.0).round() as i128;
+                let out_micros = (output * 1_000_000.0).round() as i128;
+                let expected = (in_micros * i128::from(prompt) + 500_000) / 1_000_000
+                    + (out_micros * i128::from(completion) + 500_000) / 1_000_000;
+                prop_assert_eq!(i128::from(model.cost(prompt, completion).0), expected);
+            }
+        }
+    }
 }

@@ -2,6 +2,7 @@
 //! offline provider (an extractive answerer). Token usage is counted with the real tokenizer when a provider
 //! does not report it.
 
+mod embed;
 mod local;
 mod openai;
 pub mod prompt;
@@ -9,8 +10,10 @@ pub mod prompt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
 use tenantry_domain::{ModelSpec, ProviderKind};
 
+pub use embed::{Embedder, Embeddings, OpenAiEmbedder};
 pub use local::LocalExtractive;
 pub use openai::OpenAiCompatible;
 pub use prompt::{Message, Passage, Prompt};
@@ -45,9 +48,32 @@ pub enum LlmError {
     NoProvider(String),
 }
 
+/// One piece of a streamed generation: text as it arrives, then, last, the whole generation with its usage.
+/// A stream that ends without `Done` failed, and bills nothing.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Chunk {
+    Text(String),
+    Done(Generation),
+}
+
+pub type ChunkStream = BoxStream<'static, Result<Chunk, LlmError>>;
+
 #[async_trait]
 pub trait Provider: Send + Sync {
     async fn generate(&self, model: &ModelSpec, prompt: &Prompt) -> Result<Generation, LlmError>;
+
+    /// Streams the generation. Errors before the first chunk (connection, status, retries exhausted) are
+    /// returned here; errors after it arrive in the stream. The default generates, then replays word by word.
+    async fn stream(&self, model: &ModelSpec, prompt: &Prompt) -> Result<ChunkStream, LlmError> {
+        Ok(replay(self.generate(model, prompt).await?))
+    }
+}
+
+/// A finished generation delivered as a stream: its words, then `Done`.
+pub fn replay(generation: Generation) -> ChunkStream {
+    let words: Vec<Result<Chunk, LlmError>> =
+        generation.text.split_inclusive(' ').map(|w| Ok(Chunk::Text(w.to_owned()))).collect();
+    stream::iter(words).chain(stream::once(async move { Ok(Chunk::Done(generation)) })).boxed()
 }
 
 /// Dispatches to the provider a model is configured with.
@@ -70,12 +96,17 @@ impl Providers {
     }
 
     pub async fn generate(&self, model: &ModelSpec, prompt: &Prompt) -> Result<Generation, LlmError> {
+        self.provider(model)?.generate(model, prompt).await
+    }
+
+    pub async fn stream(&self, model: &ModelSpec, prompt: &Prompt) -> Result<ChunkStream, LlmError> {
+        self.provider(model)?.stream(model, prompt).await
+    }
+
+    fn provider(&self, model: &ModelSpec) -> Result<&dyn Provider, LlmError> {
         match model.provider {
-            ProviderKind::Local => self.local.generate(model, prompt).await,
-            ProviderKind::OpenAi => match &self.openai {
-                Some(p) => p.generate(model, prompt).await,
-                None => Err(LlmError::NoProvider(model.name.clone())),
-            },
+            ProviderKind::Local => Ok(self.local.as_ref()),
+            ProviderKind::OpenAi => self.openai.as_deref().ok_or_else(|| LlmError::NoProvider(model.name.clone())),
         }
     }
 }

@@ -1,17 +1,22 @@
-//! Any OpenAI-compatible chat endpoint (OpenAI, Azure-style deployments, vLLM, Ollama, llama.cpp server):
-//! `POST {base_url}/chat/completions`. Each attempt is bounded by the model's timeout; a 429 or 5xx is
-//! retried with exponential backoff (or the upstream's `Retry-After`) up to the model's retry count. Usage is
-//! the upstream's `usage` when it reports one, else counted with our tokenizer.
+//! Any OpenAI-compatible endpoint (OpenAI, Azure-style deployments, vLLM, Ollama, llama.cpp server):
+//! `POST {base_url}/chat/completions`, plain or streamed as server-sent events, and `POST {base_url}/embeddings`.
+//!
+//! Each attempt is bounded by the model's timeout (for a stream: until the response starts, then between
+//! chunks); a 429, 5xx or refused connection is retried with exponential backoff (or the upstream's
+//! `Retry-After`) up to the model's retry count. Usage is the upstream's `usage` (streams ask for it with
+//! `stream_options.include_usage`), else counted with our tokenizer.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+use eventsource_stream::Eventsource;
+use futures::stream::{BoxStream, StreamExt};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use tenantry_domain::{tokens, ModelSpec};
 
 use crate::prompt::Prompt;
-use crate::{Generation, LlmError, Provider, TokenUsage};
+use crate::{Chunk, ChunkStream, Generation, LlmError, Provider, TokenUsage};
 
 /// Longest wait between retries, whatever the upstream asks.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -47,13 +52,34 @@ struct ChoiceMessage {
 }
 
 #[derive(Deserialize)]
-struct Usage {
-    prompt_tokens: u64,
-    completion_tokens: u64,
+pub(crate) struct Usage {
+    pub(crate) prompt_tokens: u64,
+    #[serde(default)]
+    pub(crate) completion_tokens: u64,
+}
+
+/// One `chat.completion.chunk` of a stream.
+#[derive(Deserialize)]
+struct StreamChunk {
+    #[serde(default)]
+    choices: Vec<StreamChoice>,
+    usage: Option<Usage>,
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct StreamChoice {
+    #[serde(default)]
+    delta: Delta,
+}
+
+#[derive(Default, Deserialize)]
+struct Delta {
+    content: Option<String>,
 }
 
 enum Attempt {
-    Done(Generation),
+    Done(reqwest::Response),
     Retry(Option<Duration>),
     Fail(LlmError),
 }
@@ -64,22 +90,47 @@ impl OpenAiCompatible {
         Self { client, key_source }
     }
 
-    async fn attempt(&self, model: &ModelSpec, prompt: &Prompt) -> Attempt {
-        let body = json!({
-            "model": model.upstream_model,
-            "messages": prompt.messages(),
-            "max_tokens": prompt.max_completion_tokens(),
-            "stream": false,
-        });
-        let mut request =
-            self.client.post(format!("{}/chat/completions", model.base_url)).timeout(model.timeout).json(&body);
+    /// POSTs `body` to `{base_url}/{path}`, retrying what may succeed later; returns the first successful
+    /// response. A non-streaming attempt's timeout also covers reading the body.
+    pub(crate) async fn send(
+        &self,
+        model: &ModelSpec,
+        path: &str,
+        body: &Value,
+        streaming: bool,
+    ) -> Result<reqwest::Response, LlmError> {
+        let mut backoff = Duration::from_millis(200);
+        for attempt in 0..=model.max_retries {
+            match self.attempt(model, path, body, streaming).await {
+                Attempt::Done(response) => return Ok(response),
+                Attempt::Fail(e) => return Err(e),
+                Attempt::Retry(after) if attempt < model.max_retries => {
+                    tokio::time::sleep(after.unwrap_or(backoff).min(MAX_BACKOFF)).await;
+                    backoff *= 2;
+                }
+                Attempt::Retry(_) => break,
+            }
+        }
+        Err(LlmError::Upstream(format!("gave up after {} retries", model.max_retries)))
+    }
+
+    async fn attempt(&self, model: &ModelSpec, path: &str, body: &Value, streaming: bool) -> Attempt {
+        let mut request = self.client.post(format!("{}/{path}", model.base_url.trim_end_matches('/'))).json(body);
+        if !streaming {
+            request = request.timeout(model.timeout);
+        }
         if let Some(key) = (!model.api_key_env.is_empty()).then(|| (self.key_source)(&model.api_key_env)).flatten() {
             request = request.bearer_auth(key);
         }
-        let response = match request.send().await {
-            Ok(r) => r,
-            Err(e) if e.is_timeout() => return Attempt::Fail(LlmError::Timeout),
-            Err(e) => return Attempt::Retry(None).or_fail_if(e.is_builder(), || LlmError::Upstream(e.to_string())),
+        let response = match tokio::time::timeout(model.timeout, request.send()).await {
+            Err(_) => return Attempt::Fail(LlmError::Timeout),
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) if e.is_timeout() => return Attempt::Fail(LlmError::Timeout),
+            Ok(Err(e)) if e.is_builder() => return Attempt::Fail(LlmError::Upstream(e.to_string())),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, model = %model.name, "upstream unreachable; retrying");
+                return Attempt::Retry(None);
+            }
         };
         let status = response.status();
         if status.as_u16() == 429 || status.is_server_error() {
@@ -96,31 +147,28 @@ impl OpenAiCompatible {
             let text = response.text().await.unwrap_or_default();
             return Attempt::Fail(LlmError::Upstream(format!("HTTP {status}: {}", truncate(&text, 300))));
         }
-        let parsed: ChatResponse = match response.json().await {
-            Ok(p) => p,
-            Err(e) if e.is_timeout() => return Attempt::Fail(LlmError::Timeout),
-            Err(e) => return Attempt::Fail(LlmError::Upstream(format!("unreadable response: {e}"))),
-        };
-        let text = parsed.choices.into_iter().next().and_then(|c| c.message.content).unwrap_or_default();
-        let usage = match parsed.usage {
-            Some(u) => TokenUsage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens },
-            None => TokenUsage { prompt_tokens: prompt.token_count(), completion_tokens: tokens::count(&text) },
-        };
-        // Bill the model we configured and asked for; the upstream's name for it is logged, not trusted.
-        if let Some(upstream) = parsed.model.as_deref().filter(|m| *m != model.upstream_model) {
-            tracing::debug!(requested = %model.upstream_model, reported = upstream, "upstream reports another model name");
+        Attempt::Done(response)
+    }
+
+    fn chat_body(model: &ModelSpec, prompt: &Prompt, stream: bool) -> Value {
+        let mut body = json!({
+            "model": model.upstream_model,
+            "messages": prompt.messages(),
+            "max_tokens": prompt.max_completion_tokens(),
+            "stream": stream,
+        });
+        if stream {
+            body["stream_options"] = json!({"include_usage": true});
         }
-        Attempt::Done(Generation { text, usage, model: model.name.clone() })
+        body
     }
 }
 
-impl Attempt {
-    fn or_fail_if(self, fail: bool, err: impl FnOnce() -> LlmError) -> Attempt {
-        if fail {
-            Attempt::Fail(err())
-        } else {
-            self
-        }
+pub(crate) fn read_error(e: reqwest::Error) -> LlmError {
+    if e.is_timeout() {
+        LlmError::Timeout
+    } else {
+        LlmError::Upstream(format!("unreadable response: {e}"))
     }
 }
 
@@ -131,21 +179,95 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
+/// Usage as the upstream reported it, or as we count it over what was sent and received.
+fn usage_or_counted(reported: Option<Usage>, prompt: u64, text: &str) -> TokenUsage {
+    match reported {
+        Some(u) => TokenUsage { prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens },
+        None => TokenUsage { prompt_tokens: prompt, completion_tokens: tokens::count(text) },
+    }
+}
+
 #[async_trait]
 impl Provider for OpenAiCompatible {
     async fn generate(&self, model: &ModelSpec, prompt: &Prompt) -> Result<Generation, LlmError> {
-        let mut backoff = Duration::from_millis(200);
-        for attempt in 0..=model.max_retries {
-            match self.attempt(model, prompt).await {
-                Attempt::Done(g) => return Ok(g),
-                Attempt::Fail(e) => return Err(e),
-                Attempt::Retry(after) if attempt < model.max_retries => {
-                    tokio::time::sleep(after.unwrap_or(backoff).min(MAX_BACKOFF)).await;
-                    backoff *= 2;
-                }
-                Attempt::Retry(_) => break,
+        let response = self.send(model, "chat/completions", &Self::chat_body(model, prompt, false), false).await?;
+        let parsed: ChatResponse = response.json().await.map_err(read_error)?;
+        let text = parsed.choices.into_iter().next().and_then(|c| c.message.content).unwrap_or_default();
+        // Bill the model we configured and asked for; the upstream's name for it is logged, not trusted.
+        if let Some(upstream) = parsed.model.as_deref().filter(|m| *m != model.upstream_model) {
+            tracing::debug!(requested = %model.upstream_model, reported = upstream, "upstream reports another model name");
+        }
+        let usage = usage_or_counted(parsed.usage, prompt.token_count(), &text);
+        Ok(Generation { text, usage, model: model.name.clone() })
+    }
+
+    async fn stream(&self, model: &ModelSpec, prompt: &Prompt) -> Result<ChunkStream, LlmError> {
+        let response = self.send(model, "chat/completions", &Self::chat_body(model, prompt, true), true).await?;
+        let events = response.bytes_stream().eventsource().map(|e| e.map_err(|e| e.to_string())).boxed();
+        let state = StreamState {
+            events,
+            idle: model.timeout,
+            text: String::new(),
+            usage: None,
+            prompt_tokens: prompt.token_count(),
+            model: model.name.clone(),
+            finished: false,
+        };
+        Ok(futures::stream::unfold(state, StreamState::next).boxed())
+    }
+}
+
+/// Reads a chat completion stream: text deltas as they come, the usage chunk, and `[DONE]`. A stream that
+/// ends before `[DONE]`, stalls for longer than the model's timeout, or carries an error object has failed.
+struct StreamState {
+    events: BoxStream<'static, Result<eventsource_stream::Event, String>>,
+    idle: Duration,
+    text: String,
+    usage: Option<Usage>,
+    prompt_tokens: u64,
+    model: String,
+    finished: bool,
+}
+
+impl StreamState {
+    async fn next(mut self) -> Option<(Result<Chunk, LlmError>, Self)> {
+        if self.finished {
+            return None;
+        }
+        loop {
+            let item = match tokio::time::timeout(self.idle, self.events.next()).await {
+                Err(_) => return self.fail(LlmError::Timeout),
+                Ok(None) => return self.fail(LlmError::Upstream("the stream ended before [DONE]".into())),
+                Ok(Some(Err(e))) => return self.fail(LlmError::Upstream(format!("unreadable stream: {e}"))),
+                Ok(Some(Ok(event))) => event,
+            };
+            if item.data.trim() == "[DONE]" {
+                self.finished = true;
+                let usage = usage_or_counted(self.usage.take(), self.prompt_tokens, &self.text);
+                let generation = Generation { text: std::mem::take(&mut self.text), usage, model: self.model.clone() };
+                return Some((Ok(Chunk::Done(generation)), self));
+            }
+            let chunk: StreamChunk = match serde_json::from_str(&item.data) {
+                Ok(c) => c,
+                Err(e) => return self.fail(LlmError::Upstream(format!("unreadable stream chunk: {e}"))),
+            };
+            if let Some(error) = chunk.error {
+                return self
+                    .fail(LlmError::Upstream(format!("error in stream: {}", truncate(&error.to_string(), 300))));
+            }
+            if chunk.usage.is_some() {
+                self.usage = chunk.usage;
+            }
+            let delta: String = chunk.choices.into_iter().filter_map(|c| c.delta.content).collect();
+            if !delta.is_empty() {
+                self.text.push_str(&delta);
+                return Some((Ok(Chunk::Text(delta)), self));
             }
         }
-        Err(LlmError::Upstream(format!("gave up after {} retries", model.max_retries)))
+    }
+
+    fn fail(mut self, error: LlmError) -> Option<(Result<Chunk, LlmError>, Self)> {
+        self.finished = true;
+        Some((Err(error), self))
     }
 }

@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 use tenantry_domain::{RetrievalMode, TenantContext};
-use tenantry_llm::{LlmError, Passage, Prompt, Providers, TokenUsage};
+use tenantry_llm::{ChunkStream, LlmError, Passage, Prompt, Providers, TokenUsage};
 pub use tenantry_search::Hit;
 
 /// Retrieval as the pipelines need it; the service implements it over the search indexes and the store.
@@ -57,14 +57,21 @@ impl Prepared {
     pub fn max_tokens(&self) -> u64 {
         self.prompt.token_count() + u64::from(self.prompt.max_completion_tokens())
     }
+
+    /// The passages `text` cites with `[n]`; if it cites none, every passage the model was given.
+    pub fn cite(&self, text: &str) -> Vec<Citation> {
+        cite(text, &self.hits[..self.prompt.passages().len()])
+    }
 }
 
-/// Retrieves in the context's namespace and mode, and assembles the prompt within the model's window.
+/// Retrieves in the context's namespace and mode, and assembles the prompt within the model's window,
+/// leaving room for an answer of up to `max_completion_tokens` (at most `MAX_COMPLETION_TOKENS`).
 pub async fn prepare(
     ctx: &TenantContext,
     retriever: &dyn Retriever,
     question: &str,
     top_k: usize,
+    max_completion_tokens: u32,
 ) -> Result<Prepared, RagError> {
     let hits = match ctx.retrieval_mode {
         RetrievalMode::Basic => retriever.retrieve(ctx, question, top_k).await?,
@@ -80,14 +87,15 @@ pub async fn prepare(
             text: h.text.clone(),
         })
         .collect();
-    let prompt = Prompt::build(&ctx.model, &ctx.system_prompt, question, passages, MAX_COMPLETION_TOKENS);
+    let completion = max_completion_tokens.clamp(1, MAX_COMPLETION_TOKENS);
+    let prompt = Prompt::build(&ctx.model, &ctx.system_prompt, question, passages, completion);
     Ok(Prepared { prompt, hits })
 }
 
 /// Generates with the context's model and cites what the answer used.
 pub async fn generate(ctx: &TenantContext, providers: &Providers, prepared: Prepared) -> Result<Answer, RagError> {
     let generation = providers.generate(&ctx.model, &prepared.prompt).await?;
-    let citations = cite(&generation.text, &prepared.hits[..prepared.prompt.passages().len()]);
+    let citations = prepared.cite(&generation.text);
     Ok(Answer {
         text: generation.text,
         citations,
@@ -95,6 +103,15 @@ pub async fn generate(ctx: &TenantContext, providers: &Providers, prepared: Prep
         mode: ctx.retrieval_mode,
         usage: generation.usage,
     })
+}
+
+/// Starts a streamed generation with the context's model; cite with `Prepared::cite` once it is `Done`.
+pub async fn generate_stream(
+    ctx: &TenantContext,
+    providers: &Providers,
+    prepared: &Prepared,
+) -> Result<ChunkStream, RagError> {
+    Ok(providers.stream(&ctx.model, &prepared.prompt).await?)
 }
 
 /// `prepare` then `generate`.
@@ -105,7 +122,7 @@ pub async fn answer(
     question: &str,
     top_k: usize,
 ) -> Result<Answer, RagError> {
-    let prepared = prepare(ctx, retriever, question, top_k).await?;
+    let prepared = prepare(ctx, retriever, question, top_k, MAX_COMPLETION_TOKENS).await?;
     generate(ctx, providers, prepared).await
 }
 

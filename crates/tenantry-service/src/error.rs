@@ -75,6 +75,12 @@ impl From<tenantry_rag::RagError> for ServiceError {
     }
 }
 
+impl From<tenantry_llm::LlmError> for ServiceError {
+    fn from(e: tenantry_llm::LlmError) -> Self {
+        tenantry_rag::RagError::Llm(e).into()
+    }
+}
+
 impl From<tokio::task::JoinError> for ServiceError {
     fn from(e: tokio::task::JoinError) -> Self {
         Self::internal(format!("background task failed: {e}"))

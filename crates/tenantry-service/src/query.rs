@@ -1,13 +1,19 @@
 //! Answering a question: the tenant's pipeline, then the usage it caused, recorded in the ledger with the
-//! model that actually ran.
+//! model that actually ran. Plain and streamed answers share every step but delivery: validate, pre-check,
+//! retrieve and assemble the prompt, reserve the exact upper bound, generate, settle.
 
+use futures::stream::{BoxStream, StreamExt};
 use serde::Serialize;
 use tenantry_domain::quota::Meter;
 use tenantry_domain::{RetrievalMode, TenantContext};
-use tenantry_rag::Citation;
+use tenantry_llm::{Chunk, Generation};
+pub use tenantry_rag::Citation;
+use tenantry_rag::Prepared;
 use tenantry_store::{Amounts, UsageEvent};
+use tracing::Instrument;
 use utoipa::ToSchema;
 
+use crate::quota::Reservation;
 use crate::retriever::TenantRetriever;
 use crate::{ServiceError, ServiceResult, Services};
 
@@ -15,7 +21,23 @@ pub const MAX_QUESTION_CHARS: usize = 8_000;
 pub const DEFAULT_TOP_K: usize = 5;
 pub const MAX_TOP_K: usize = 50;
 
-#[derive(Debug, Serialize, ToSchema)]
+/// A question and how to answer it.
+#[derive(Clone, Debug, Default)]
+pub struct QueryRequest {
+    pub question: String,
+    /// Passages to retrieve (default `DEFAULT_TOP_K`).
+    pub top_k: Option<usize>,
+    /// A cap on the answer's tokens below the pipeline's own (`tenantry_rag::MAX_COMPLETION_TOKENS`).
+    pub max_completion_tokens: Option<u32>,
+}
+
+impl QueryRequest {
+    pub fn new(question: impl Into<String>) -> Self {
+        Self { question: question.into(), ..Self::default() }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct QueryUsage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -23,7 +45,7 @@ pub struct QueryUsage {
     pub cost_micros: i64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct QueryResult {
     pub answer: String,
     pub citations: Vec<Citation>,
@@ -33,75 +55,162 @@ pub struct QueryResult {
     pub request_id: String,
 }
 
+/// What a streamed answer delivers: tokens as they are generated, then either the settled result or the
+/// error that ended it (nothing is billed then).
+#[derive(Debug)]
+pub enum QueryEvent {
+    Token(String),
+    Finished(QueryResult),
+    Failed(ServiceError),
+}
+
+pub type QueryStream = BoxStream<'static, QueryEvent>;
+
 impl Services {
-    pub async fn query(&self, ctx: &TenantContext, question: &str, top_k: Option<usize>) -> ServiceResult<QueryResult> {
-        let question = question.trim();
+    pub async fn query(&self, ctx: &TenantContext, request: &QueryRequest) -> ServiceResult<QueryResult> {
+        let (prepared, reservation) = self.begin_query(ctx, request).await?;
+        let generation = self.providers().generate(&ctx.model, &prepared.prompt).await.map_err(ServiceError::from)?;
+        self.finish_query(ctx, reservation, &prepared, generation).await
+    }
+
+    /// A streamed answer. Errors before the first token (validation, quota, an upstream that refuses) are
+    /// returned as errors; later ones end the stream with `Failed`. The generation runs to its end in its own
+    /// task, so the ledger records what the upstream produced even if the client goes away mid-stream.
+    pub async fn query_stream(&self, ctx: &TenantContext, request: &QueryRequest) -> ServiceResult<QueryStream> {
+        let (prepared, reservation) = self.begin_query(ctx, request).await?;
+        let mut chunks = tenantry_rag::generate_stream(ctx, self.providers(), &prepared).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<QueryEvent>(64);
+        let (services, ctx) = (self.clone(), ctx.clone());
+        let run = async move {
+            // Sends fail only once the client has gone; the generation is still finished and billed.
+            let mut client_gone = false;
+            loop {
+                let event = match chunks.next().await {
+                    Some(Ok(Chunk::Text(text))) => QueryEvent::Token(text),
+                    Some(Ok(Chunk::Done(generation))) => {
+                        match services.finish_query(&ctx, reservation, &prepared, generation).await {
+                            Ok(result) => QueryEvent::Finished(result),
+                            Err(e) => QueryEvent::Failed(e),
+                        }
+                        .send_to(&tx, &mut client_gone)
+                        .await;
+                        break;
+                    }
+                    Some(Err(e)) => {
+                        // The reservation drops here: released, nothing billed.
+                        QueryEvent::Failed(e.into()).send_to(&tx, &mut client_gone).await;
+                        break;
+                    }
+                    None => {
+                        QueryEvent::Failed(ServiceError::from(tenantry_llm::LlmError::Upstream(
+                            "the stream ended without a result".into(),
+                        )))
+                        .send_to(&tx, &mut client_gone)
+                        .await;
+                        break;
+                    }
+                };
+                event.send_to(&tx, &mut client_gone).await;
+            }
+            if client_gone {
+                tracing::info!("client left before the streamed answer ended; usage recorded");
+            }
+        };
+        tokio::spawn(run.instrument(tracing::Span::current()));
+        Ok(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) }).boxed())
+    }
+
+    /// Validates, pre-checks quota, retrieves and assembles the prompt, then reserves its exact upper bound.
+    async fn begin_query(&self, ctx: &TenantContext, request: &QueryRequest) -> ServiceResult<(Prepared, Reservation)> {
+        let question = request.question.trim();
         if question.is_empty() {
             return Err(ServiceError::validation("question must not be empty"));
         }
         if question.chars().count() > MAX_QUESTION_CHARS {
             return Err(ServiceError::validation(format!("question must be at most {MAX_QUESTION_CHARS} characters")));
         }
-        let top_k = top_k.unwrap_or(DEFAULT_TOP_K);
+        let top_k = request.top_k.unwrap_or(DEFAULT_TOP_K);
         if !(1..=MAX_TOP_K).contains(&top_k) {
             return Err(ServiceError::validation(format!("top_k must be between 1 and {MAX_TOP_K}")));
         }
+        let max_completion = match request.max_completion_tokens {
+            Some(0) => return Err(ServiceError::validation("max_tokens must be at least 1")),
+            Some(n) => n.min(tenantry_rag::MAX_COMPLETION_TOKENS),
+            None => tenantry_rag::MAX_COMPLETION_TOKENS,
+        };
 
         // Retrieval and prompt assembly decide the request's exact size, so quota is reserved once they are
         // done: one query plus the prompt's tokens plus the completion cap, an upper bound on what generation
         // can use. Reserving a guess first and growing it later would let concurrent requests each hold a
         // small floor and then all fail to grow. A non-atomic pre-check spares the retrieval work when the
         // quota is plainly used up; the reservation is what enforces it.
-        let floor = tenantry_domain::tokens::count(question) + u64::from(tenantry_rag::MAX_COMPLETION_TOKENS);
+        let floor = tenantry_domain::tokens::count(question) + u64::from(max_completion);
         self.precheck(ctx, Amounts { queries: 1, tokens: floor as i64, ..Amounts::default() }).await?;
         let retriever = TenantRetriever { services: self };
-        let prepared = tenantry_rag::prepare(ctx, &retriever, question, top_k).await?;
+        let prepared = tenantry_rag::prepare(ctx, &retriever, question, top_k, max_completion).await?;
         let reservation = self
             .reserve(ctx, Amounts { queries: 1, tokens: prepared.max_tokens() as i64, ..Amounts::default() })
             .await?;
-        let answer = tenantry_rag::generate(ctx, self.providers(), prepared).await?;
+        Ok((prepared, reservation))
+    }
 
-        // Price with the model that ran, which is the context's model: the pipeline cannot pick another.
-        let model = self.catalog().model(&answer.model).unwrap_or(&ctx.model);
-        let prompt_cost = model.input_price.cost(answer.usage.prompt_tokens);
-        let completion_cost = model.output_price.cost(answer.usage.completion_tokens);
+    /// Prices the generation with the model that ran (the context's: the pipeline cannot pick another) and
+    /// settles it: ledger rows and counters in one transaction, replacing the reservation.
+    async fn finish_query(
+        &self,
+        ctx: &TenantContext,
+        reservation: Reservation,
+        prepared: &Prepared,
+        generation: Generation,
+    ) -> ServiceResult<QueryResult> {
+        let model = self.catalog().model(&generation.model).unwrap_or(&ctx.model);
+        let usage = generation.usage;
+        let prompt_cost = model.input_price.cost(usage.prompt_tokens);
+        let completion_cost = model.output_price.cost(usage.completion_tokens);
         let now = self.clock().now();
         let event = |meter: Meter, quantity: u64, cost: i64| UsageEvent {
             event_id: format!("{}:{}", ctx.operation_id, meter.as_str()),
             tenant_id: ctx.tenant_id.clone(),
             request_id: ctx.request_id.to_string(),
             meter,
-            model: answer.model.clone(),
+            model: generation.model.clone(),
             quantity: quantity as i64,
             cost_micros: cost,
             at: now,
         };
         let events = [
             event(Meter::Queries, 1, 0),
-            event(Meter::PromptTokens, answer.usage.prompt_tokens, prompt_cost.0),
-            event(Meter::CompletionTokens, answer.usage.completion_tokens, completion_cost.0),
+            event(Meter::PromptTokens, usage.prompt_tokens, prompt_cost.0),
+            event(Meter::CompletionTokens, usage.completion_tokens, completion_cost.0),
         ];
-        let actual = Amounts { queries: 1, tokens: answer.usage.total() as i64, ..Amounts::default() };
+        let actual = Amounts { queries: 1, tokens: usage.total() as i64, ..Amounts::default() };
         self.settle(ctx, Some(reservation), actual, &events).await?;
         tracing::info!(
-            model = %answer.model,
-            prompt_tokens = answer.usage.prompt_tokens,
-            completion_tokens = answer.usage.completion_tokens,
+            model = %generation.model,
+            prompt_tokens = usage.prompt_tokens,
+            completion_tokens = usage.completion_tokens,
             "query answered"
         );
-
         Ok(QueryResult {
-            answer: answer.text,
-            citations: answer.citations,
-            model: answer.model,
-            retrieval_mode: answer.mode,
+            citations: prepared.cite(&generation.text),
+            answer: generation.text,
+            model: generation.model,
+            retrieval_mode: ctx.retrieval_mode,
             usage: QueryUsage {
-                prompt_tokens: answer.usage.prompt_tokens,
-                completion_tokens: answer.usage.completion_tokens,
-                total_tokens: answer.usage.total(),
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+                total_tokens: usage.total(),
                 cost_micros: (prompt_cost + completion_cost).0,
             },
             request_id: ctx.request_id.to_string(),
         })
+    }
+}
+
+impl QueryEvent {
+    async fn send_to(self, tx: &tokio::sync::mpsc::Sender<QueryEvent>, client_gone: &mut bool) {
+        if !*client_gone && tx.send(self).await.is_err() {
+            *client_gone = true;
+        }
     }
 }

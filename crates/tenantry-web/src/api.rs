@@ -3,8 +3,10 @@
 
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tenantry_domain::lifecycle::EndpointClass;
 use tenantry_domain::lifecycle::LifecycleEvent;
@@ -12,7 +14,7 @@ use tenantry_domain::{ErrorCode, RequestId, TenantContext};
 use tenantry_service::api_keys::{CreatedKey, KeyView};
 use tenantry_service::documents::{DocumentView, Upload, Uploaded};
 use tenantry_service::gateway::Scope;
-use tenantry_service::query::QueryResult;
+use tenantry_service::query::{QueryEvent, QueryRequest, QueryResult};
 use tenantry_service::quota::QuotaReport;
 use tenantry_service::tenants::{ConfigUpdate, SignupRequest, SignupResult, TenantView};
 use tenantry_service::usage::UsageReport;
@@ -24,7 +26,7 @@ use crate::problem::{ApiError, Problem};
 
 type ApiResult<T> = Result<T, ApiError>;
 
-async fn tenant(
+pub(crate) async fn tenant(
     services: &Services,
     headers: &HeaderMap,
     request_id: RequestId,
@@ -34,15 +36,22 @@ async fn tenant(
     Ok(services.authenticate(bearer(headers), request_id, class, scope).await?)
 }
 
-/// A tenant response: the body plus the `X-Quota-*` headers of API.md.
+/// A tenant response: a JSON body plus the `X-Quota-*` headers of API.md.
 async fn with_quota<T: Serialize>(
     s: &Services,
     ctx: &TenantContext,
     status: StatusCode,
     body: T,
 ) -> ApiResult<Response> {
+    with_quota_headers(s, ctx, (status, axum::Json(body)).into_response()).await
+}
+
+pub(crate) async fn with_quota_headers(
+    s: &Services,
+    ctx: &TenantContext,
+    mut response: Response,
+) -> ApiResult<Response> {
     let remaining = s.remaining(ctx).await?;
-    let mut response = (status, axum::Json(body)).into_response();
     let h = response.headers_mut();
     h.insert("x-quota-queries-remaining", HeaderValue::from(remaining.queries));
     h.insert("x-quota-tokens-remaining", HeaderValue::from(remaining.tokens));
@@ -269,9 +278,13 @@ pub struct QueryBody {
 /// Ask a question over the tenant's documents, with the tenant's model, prompt and retrieval mode.
 #[utoipa::path(post, path = "/v1/query", tag = "query", security(("bearer" = [])), request_body = QueryBody,
     responses(
-        (status = 200, body = QueryResult),
+        (status = 200, description = "The answer; with `stream: true`, server-sent events `token`, `citations`, \
+            `usage`, `done` (the whole result) or `error` (a problem)",
+            content((QueryResult = "application/json"), (String = "text/event-stream"))),
         (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
         (status = 502, body = Problem, content_type = "application/problem+json"),
+        (status = 504, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn query(
     State(s): State<Services>,
@@ -280,11 +293,31 @@ pub async fn query(
     Json(body): Json<QueryBody>,
 ) -> ApiResult<Response> {
     let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Query).await?;
-    if body.stream == Some(true) {
-        return Err(ApiError::new(ErrorCode::ValidationFailed, "streaming is not available yet; omit stream"));
+    let request = QueryRequest { question: body.question, top_k: body.top_k, max_completion_tokens: None };
+    if body.stream != Some(true) {
+        let result = s.query(&ctx, &request).await?;
+        return with_quota(&s, &ctx, StatusCode::OK, result).await;
     }
-    let result = s.query(&ctx, &body.question, body.top_k).await?;
-    with_quota(&s, &ctx, StatusCode::OK, result).await
+    let events = s.query_stream(&ctx, &request).await?.flat_map(|event| futures::stream::iter(query_sse(event)));
+    let sse = Sse::new(events.map(Ok::<_, std::convert::Infallible>)).keep_alive(KeepAlive::default());
+    with_quota_headers(&s, &ctx, sse.into_response()).await
+}
+
+/// The server-sent events of a streamed `/v1/query`: `token` events (`{text}`), then `citations`, `usage`
+/// and `done` (the whole result, as the non-streamed response), or one `error` (a problem+json body).
+fn query_sse(event: QueryEvent) -> Vec<Event> {
+    let json = |name: &str, value: serde_json::Value| Event::default().event(name).data(value.to_string());
+    match event {
+        QueryEvent::Token(text) => vec![json("token", serde_json::json!({ "text": text }))],
+        QueryEvent::Finished(result) => vec![
+            json("citations", serde_json::json!({ "citations": result.citations })),
+            json("usage", serde_json::json!(result.usage)),
+            json("done", serde_json::json!(result)),
+        ],
+        QueryEvent::Failed(e) => {
+            vec![json("error", serde_json::json!(Problem::of(e.code, e.detail)))]
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

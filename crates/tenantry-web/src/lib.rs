@@ -2,6 +2,7 @@
 //! a listener and serves them. Handlers are thin; the service layer decides.
 
 mod api;
+mod chat;
 mod extract;
 pub mod problem;
 
@@ -62,6 +63,8 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(api::upload_document, api::list_documents))
         .routes(routes!(api::get_document, api::delete_document))
         .routes(routes!(api::query))
+        .routes(routes!(chat::chat_completions))
+        .routes(routes!(chat::list_models))
         .routes(routes!(api::usage))
         .routes(routes!(api::quotas))
         .routes(routes!(api::list_keys, api::create_key))

@@ -23,6 +23,18 @@ pub struct Problem {
     pub code: String,
 }
 
+impl Problem {
+    pub fn of(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!("https://tenantry.dev/problems/{}", code.as_str()),
+            title: code.title().to_owned(),
+            status: code.status(),
+            detail: detail.into(),
+            code: code.as_str().to_owned(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ApiError(pub ServiceError);
 
@@ -42,13 +54,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let ServiceError { code, detail, retry_after_secs } = self.0;
         let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = Problem {
-            kind: format!("https://tenantry.dev/problems/{}", code.as_str()),
-            title: code.title().to_owned(),
-            status: code.status(),
-            detail,
-            code: code.as_str().to_owned(),
-        };
+        let body = Problem::of(code, detail);
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));

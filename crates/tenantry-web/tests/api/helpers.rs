@@ -115,3 +115,42 @@ pub async fn assert_problem(r: Response, status: u16, code: &str) -> Value {
     }
     body
 }
+
+/// One server-sent event: its `event` name (empty when unnamed) and its `data`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SseEvent {
+    pub event: String,
+    pub data: String,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("event data is JSON ({e}): {}", self.data))
+    }
+}
+
+/// Reads a whole `text/event-stream` response into its events (comments and keep-alives dropped).
+pub async fn sse_events(r: Response) -> Vec<SseEvent> {
+    assert_eq!(r.status(), StatusCode::OK);
+    let content_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert!(content_type.starts_with("text/event-stream"), "content type {content_type}");
+    let body = r.text().await.expect("stream body");
+    body.split("\n\n")
+        .filter_map(|block| {
+            let mut event = SseEvent { event: String::new(), data: String::new() };
+            let mut has_data = false;
+            for line in block.lines() {
+                if let Some(name) = line.strip_prefix("event:") {
+                    event.event = name.trim().to_owned();
+                } else if let Some(data) = line.strip_prefix("data:") {
+                    if has_data {
+                        event.data.push('\n');
+                    }
+                    event.data.push_str(data.strip_prefix(' ').unwrap_or(data));
+                    has_data = true;
+                }
+            }
+            has_data.then_some(event)
+        })
+        .collect()
+}

@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
 use tenantry_domain::config::{Config, ModelConfig, PlanConfig};
 
-use crate::helpers::{assert_problem, spawn_app_with, TestApp};
+use crate::helpers::{assert_problem, spawn_app_with, sse_events, TestApp};
 
 /// What the upstream received: the Authorization header and the JSON body of each call.
 type Calls = Arc<Mutex<Vec<(Option<String>, Value)>>>;
@@ -31,6 +32,9 @@ async fn chat(State(up): State<Upstream>, headers: HeaderMap, body: axum::Json<V
         seen.push((auth, body.0.clone()));
         seen.iter().filter(|(_, b)| b["model"] == model.as_str()).count()
     };
+    if body["stream"] == true {
+        return stream_reply(&model, body["stream_options"]["include_usage"] == true);
+    }
     match model.as_str() {
         "hang" => {
             tokio::time::sleep(Duration::from_secs(5)).await;
@@ -50,6 +54,35 @@ async fn chat(State(up): State<Upstream>, headers: HeaderMap, body: axum::Json<V
         }))
         .into_response(),
     }
+}
+
+/// A streamed reply as OpenAI sends it: content deltas, the stop chunk, the usage chunk when asked, `[DONE]`.
+/// Model `cut` drops the connection after its first delta.
+fn stream_reply(model: &str, include_usage: bool) -> Response {
+    let chunk = |delta: Value, finish: Value, usage: Value| {
+        let mut c = json!({"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1_700_000_000,
+                           "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        if include_usage {
+            c["usage"] = usage;
+        }
+        Event::default().data(c.to_string())
+    };
+    let mut events = vec![
+        chunk(json!({"role": "assistant", "content": ""}), Value::Null, Value::Null),
+        chunk(json!({"content": "Answer from "}), Value::Null, Value::Null),
+    ];
+    if model != "cut" {
+        events.push(chunk(json!({"content": format!("{model} [1]")}), Value::Null, Value::Null));
+        events.push(chunk(json!({}), json!("stop"), Value::Null));
+        if include_usage {
+            let usage = json!({"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1_700_000_000,
+                               "model": model, "choices": [],
+                               "usage": {"prompt_tokens": 111, "completion_tokens": 22, "total_tokens": 133}});
+            events.push(Event::default().data(usage.to_string()));
+        }
+        events.push(Event::default().data("[DONE]"));
+    }
+    Sse::new(futures::stream::iter(events.into_iter().map(Ok::<_, std::convert::Infallible>))).into_response()
 }
 
 async fn start_upstream() -> (String, Upstream) {
@@ -87,9 +120,10 @@ async fn hosted_app() -> (TestApp, Upstream) {
         c.models.push(hosted("gpt-hang", "hang", &base, 1.0, 1.0));
         c.models.push(hosted("gpt-flaky", "flaky", &base, 1.0, 1.0));
         c.models.push(hosted("gpt-broken", "broken", &base, 1.0, 1.0));
+        c.models.push(hosted("gpt-cut", "cut", &base, 1.0, 1.0));
         let mut plan: PlanConfig = c.plans.iter().find(|p| p.name == "trial").expect("trial").clone();
         plan.name = "hosted".into();
-        plan.models = ["gpt-a", "gpt-b", "gpt-hang", "gpt-flaky", "gpt-broken"].map(String::from).to_vec();
+        plan.models = ["gpt-a", "gpt-b", "gpt-hang", "gpt-flaky", "gpt-broken", "gpt-cut"].map(String::from).to_vec();
         plan.default_model = "gpt-a".into();
         c.plans.push(plan);
     })
@@ -172,4 +206,78 @@ async fn a_429_is_retried_and_a_failing_or_hanging_upstream_bills_nothing() {
     let quotas: Value = app.get(&t.key, "/v1/quotas").await.json().await.expect("json");
     assert_eq!(quotas["reserved"]["queries"], 0);
     assert_eq!(quotas["used"]["queries"], 1);
+}
+
+#[tokio::test]
+async fn streams_reach_the_upstream_as_each_tenants_model_and_bill_the_upstreams_usage_once() {
+    let (app, up) = hosted_app().await;
+    let a = app.signup("stream-a@models.test", "hosted").await;
+    let b = app.signup("stream-b@models.test", "hosted").await;
+    set_model(&app, &a.key, json!({"system_prompt": "You are Alpha's assistant."})).await;
+    set_model(&app, &b.key, json!({"model": "gpt-b"})).await;
+    app.upload_text(&a.key, "Alpha policy", "Alpha refunds take 14 days.").await;
+    app.upload_text(&b.key, "Bravo policy", "Bravo refunds take 30 days.").await;
+
+    let events =
+        sse_events(app.post_json(&a.key, "/v1/query", json!({"question": "refunds?", "stream": true})).await).await;
+    let text: String = events
+        .iter()
+        .filter(|e| e.event == "token")
+        .map(|e| e.json()["text"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(text, "Answer from model-a [1]");
+    let done = events.iter().find(|e| e.event == "done").expect("done").json();
+    assert_eq!(done["model"], "gpt-a");
+    assert_eq!(
+        done["usage"],
+        json!({"prompt_tokens": 111, "completion_tokens": 22, "total_tokens": 133, "cost_micros": 111 * 30 + 22 * 60})
+    );
+
+    let chat = json!({"messages": [{"role": "user", "content": "refunds?"}], "stream": true});
+    let events = sse_events(app.post_json(&b.key, "/v1/chat/completions", chat).await).await;
+    let chunks: Vec<Value> = events.iter().filter(|e| e.data != "[DONE]").map(|e| e.json()).collect();
+    let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert_eq!(text, "Answer from model-b [1]");
+    assert!(chunks.iter().all(|c| c["model"] == "gpt-b"));
+
+    let seen = up.seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 2);
+    for ((auth, body), model) in seen.iter().zip(["model-a", "model-b"]) {
+        assert_eq!(auth.as_deref(), Some("Bearer sk-test-upstream"));
+        assert_eq!((body["model"].as_str(), body["stream"].as_bool()), (Some(model), Some(true)));
+        assert_eq!(body["stream_options"]["include_usage"], true, "usage is asked for in streams");
+    }
+    assert!(seen[0].1["messages"][0]["content"].as_str().is_some_and(|c| c.starts_with("You are Alpha's assistant.")));
+
+    for (key, model) in [(&a.key, "gpt-a"), (&b.key, "gpt-b")] {
+        let usage = app.usage(key).await;
+        assert_eq!(usage["totals"]["queries"], 1);
+        assert_eq!(usage["by_model"][model]["prompt_tokens"], 111);
+        assert_eq!(usage["by_model"][model]["completion_tokens"], 22);
+    }
+}
+
+#[tokio::test]
+async fn a_stream_cut_mid_way_ends_with_an_error_and_bills_nothing() {
+    let (app, _) = hosted_app().await;
+    let t = app.signup("cut@models.test", "hosted").await;
+    app.upload_text(&t.key, "Doc", "Refunds take 14 days.").await;
+    set_model(&app, &t.key, json!({"model": "gpt-cut"})).await;
+
+    let events =
+        sse_events(app.post_json(&t.key, "/v1/query", json!({"question": "refunds?", "stream": true})).await).await;
+    let last = events.last().expect("events");
+    assert_eq!(last.event, "error");
+    assert_eq!(last.json()["code"], "upstream_failed");
+    assert!(events.iter().any(|e| e.event == "token"), "the partial answer was streamed first");
+    assert!(!events.iter().any(|e| e.event == "done" || e.event == "usage"));
+
+    let chat = json!({"messages": [{"role": "user", "content": "refunds?"}], "stream": true});
+    let events = sse_events(app.post_json(&t.key, "/v1/chat/completions", chat).await).await;
+    let last = events.last().expect("events").json();
+    assert_eq!(last["error"]["code"], "upstream_failed", "{last}");
+
+    let quotas: Value = app.get(&t.key, "/v1/quotas").await.json().await.expect("json");
+    assert_eq!((quotas["used"]["queries"].as_u64(), quotas["reserved"]["queries"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(app.usage(&t.key).await["totals"]["queries"], 0);
 }
