@@ -1,0 +1,7 @@
+//! Billing's integration tests: one binary, one module per story.
+
+mod client;
+mod events;
+mod properties;
+mod rating;
+mod signature;
