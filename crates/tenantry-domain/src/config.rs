@@ -507,6 +507,11 @@ pub fn builtin_plans() -> Vec<PlanConfig> {
                 overage,
             }
         };
+    let with_modes = |mut p: PlanConfig, modes: &[&str], default: &str| {
+        p.retrieval_modes = modes.iter().map(|m| (*m).to_owned()).collect();
+        p.default_retrieval_mode = default.to_owned();
+        p
+    };
     vec![
         plan(
             "trial",
@@ -517,35 +522,43 @@ pub fn builtin_plans() -> Vec<PlanConfig> {
             Included { queries: 500, tokens: 500_000 },
             Overage::default(),
         ),
-        plan(
-            "starter",
-            4_900,
-            14,
-            &["local-small", "local-large"],
-            Quotas {
-                queries: 20_000,
-                tokens: 10_000_000,
-                documents: 1_000,
-                storage_bytes: 1 << 30,
-                requests_per_minute: 300,
-            },
-            Included { queries: 10_000, tokens: 5_000_000 },
-            Overage { query_micros: 2_000, token_micros_per_1k: 100 },
+        with_modes(
+            plan(
+                "starter",
+                4_900,
+                14,
+                &["local-small", "local-large"],
+                Quotas {
+                    queries: 20_000,
+                    tokens: 10_000_000,
+                    documents: 1_000,
+                    storage_bytes: 1 << 30,
+                    requests_per_minute: 300,
+                },
+                Included { queries: 10_000, tokens: 5_000_000 },
+                Overage { query_micros: 2_000, token_micros_per_1k: 100 },
+            ),
+            &["basic", "advanced"],
+            "basic",
         ),
-        plan(
-            "pro",
-            49_900,
-            0,
-            &["local-large", "local-small"],
-            Quotas {
-                queries: 100_000,
-                tokens: 20_000_000,
-                documents: 10_000,
-                storage_bytes: 10 << 30,
-                requests_per_minute: 600,
-            },
-            Included { queries: 50_000, tokens: 10_000_000 },
-            Overage { query_micros: 2_000, token_micros_per_1k: 100 },
+        with_modes(
+            plan(
+                "pro",
+                49_900,
+                0,
+                &["local-large", "local-small"],
+                Quotas {
+                    queries: 100_000,
+                    tokens: 20_000_000,
+                    documents: 10_000,
+                    storage_bytes: 10 << 30,
+                    requests_per_minute: 600,
+                },
+                Included { queries: 50_000, tokens: 10_000_000 },
+                Overage { query_micros: 2_000, token_micros_per_1k: 100 },
+            ),
+            &["basic", "advanced"],
+            "advanced",
         ),
     ]
 }

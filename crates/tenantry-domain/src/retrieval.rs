@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 pub enum RetrievalMode {
     /// Lexical BM25 over the tenant's chunks.
     Basic,
-    /// Hybrid lexical + vector, fused and re-ranked.
+    /// Hybrid lexical + vector, fused by reciprocal rank and diversified across documents.
     Advanced,
     /// Multi-step: decompose, retrieve per step, synthesise.
     Agentic,
@@ -31,6 +31,6 @@ impl RetrievalMode {
     /// Whether this build can serve the mode. Modes that are not built yet are refused at config load
     /// rather than silently served by another mode.
     pub fn is_available(self) -> bool {
-        matches!(self, Self::Basic)
+        matches!(self, Self::Basic | Self::Advanced)
     }
 }

@@ -1,8 +1,11 @@
 //! Ingestion: turn an upload into text blocks that keep the document's structure (headings, pages), then
-//! into overlapping chunks of bounded token size. Pure functions, no I/O.
+//! into overlapping chunks of bounded token size. Pure functions, no I/O (a PDF is parsed on a helper thread,
+//! see `pdf`).
 
 mod chunk;
+mod html;
 mod markdown;
+mod pdf;
 
 pub use chunk::{chunk, Chunk, ChunkOptions};
 
@@ -11,6 +14,8 @@ pub use chunk::{chunk, Chunk, ChunkOptions};
 pub enum Format {
     Text,
     Markdown,
+    Pdf,
+    Html,
 }
 
 impl Format {
@@ -21,12 +26,16 @@ impl Format {
         match mime.as_str() {
             "text/plain" => return Some(Format::Text),
             "text/markdown" | "text/x-markdown" => return Some(Format::Markdown),
+            "application/pdf" => return Some(Format::Pdf),
+            "text/html" | "application/xhtml+xml" => return Some(Format::Html),
             _ => {}
         }
         let ext = file_name?.rsplit_once('.')?.1.to_ascii_lowercase();
         match ext.as_str() {
             "txt" | "text" => Some(Format::Text),
             "md" | "markdown" => Some(Format::Markdown),
+            "pdf" => Some(Format::Pdf),
+            "html" | "htm" | "xhtml" => Some(Format::Html),
             _ => None,
         }
     }
@@ -35,6 +44,8 @@ impl Format {
         match self {
             Format::Text => "text/plain",
             Format::Markdown => "text/markdown",
+            Format::Pdf => "application/pdf",
+            Format::Html => "text/html",
         }
     }
 }
@@ -50,7 +61,8 @@ pub struct Block {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ParsedDocument {
-    /// A title found in the document itself (the first top-level heading).
+    /// A title found in the document itself: the first top-level heading, the HTML `<title>`, or the PDF's
+    /// Info dictionary title.
     pub title: Option<String>,
     pub blocks: Vec<Block>,
 }
@@ -67,18 +79,41 @@ pub enum IngestError {
     NotUtf8,
     #[error("the document has no text")]
     Empty,
+    /// The file is damaged, encrypted, not of the format it claims, or has no text layer; the reason is meant
+    /// for the uploader.
+    #[error("{0}")]
+    Unparseable(String),
 }
 
 pub fn parse(format: Format, bytes: &[u8]) -> Result<ParsedDocument, IngestError> {
-    let text = std::str::from_utf8(bytes).map_err(|_| IngestError::NotUtf8)?;
     let doc = match format {
-        Format::Text => parse_text(text),
-        Format::Markdown => markdown::parse(text),
+        Format::Text => parse_text(utf8(bytes)?),
+        Format::Markdown => markdown::parse(utf8(bytes)?),
+        Format::Pdf => pdf::parse(bytes)?,
+        Format::Html => html::parse(bytes),
     };
     if doc.is_empty() {
         return Err(IngestError::Empty);
     }
     Ok(doc)
+}
+
+/// Longest title taken from a document: a PDF's Info title or an HTML `<title>` can be a whole sentence of
+/// boilerplate, and the service refuses titles over 500 characters.
+const MAX_TITLE_CHARS: usize = 200;
+
+/// A title with white space collapsed and cut to `MAX_TITLE_CHARS`; `None` if nothing is left.
+fn clean_title(raw: &str) -> Option<String> {
+    let title = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+    match title.char_indices().nth(MAX_TITLE_CHARS) {
+        _ if title.is_empty() => None,
+        Some((cut, _)) => Some(format!("{}…", title[..cut].trim_end())),
+        None => Some(title),
+    }
+}
+
+fn utf8(bytes: &[u8]) -> Result<&str, IngestError> {
+    std::str::from_utf8(bytes).map_err(|_| IngestError::NotUtf8)
 }
 
 /// Plain text: paragraphs are separated by blank lines.
@@ -103,6 +138,31 @@ mod tests {
         assert_eq!(Format::detect(None, Some("notes.txt")), Some(Format::Text));
         assert_eq!(Format::detect(Some("image/png"), Some("x.png")), None);
         assert_eq!(Format::detect(None, None), None);
+    }
+
+    #[test]
+    fn detects_pdf_and_html() {
+        assert_eq!(Format::detect(Some("application/pdf"), None), Some(Format::Pdf));
+        assert_eq!(Format::detect(Some("Text/HTML; charset=ISO-8859-1"), None), Some(Format::Html));
+        assert_eq!(Format::detect(Some("application/xhtml+xml"), Some("a.txt")), Some(Format::Html));
+        assert_eq!(Format::detect(Some("application/octet-stream"), Some("Scan.PDF")), Some(Format::Pdf));
+        for name in ["index.html", "old.HTM", "page.xhtml"] {
+            assert_eq!(Format::detect(None, Some(name)), Some(Format::Html), "{name}");
+        }
+        assert_eq!(Format::Pdf.content_type(), "application/pdf");
+        assert_eq!(Format::Html.content_type(), "text/html");
+        for format in [Format::Text, Format::Markdown, Format::Pdf, Format::Html] {
+            assert_eq!(Format::detect(Some(format.content_type()), None), Some(format));
+        }
+    }
+
+    #[test]
+    fn titles_are_collapsed_and_bounded() {
+        assert_eq!(clean_title("  A\n  title \t"), Some("A title".to_owned()));
+        assert_eq!(clean_title(" \n "), None);
+        let long = clean_title(&"word ".repeat(100)).expect("a title");
+        assert_eq!(long.chars().count(), MAX_TITLE_CHARS);
+        assert!(long.ends_with("word…"), "{long}");
     }
 
     #[test]

@@ -7,10 +7,31 @@ use tenantry_domain::{RetrievalMode, TenantContext};
 use tenantry_llm::{ChunkStream, LlmError, Passage, Prompt, Providers, TokenUsage};
 pub use tenantry_search::Hit;
 
-/// Retrieval as the pipelines need it; the service implements it over the search indexes and the store.
+mod hybrid;
+
+/// Retrieval as the pipelines need it, always in the context's own namespace; the service implements it
+/// over the search indexes and the store.
 #[async_trait]
 pub trait Retriever: Send + Sync {
-    async fn retrieve(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>, RagError>;
+    /// BM25 over the tenant's chunks.
+    async fn lexical(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>, RagError>;
+    /// Nearest chunks by embedding.
+    async fn semantic(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>, RagError>;
+}
+
+/// The `top_k` chunks for `query` in the context's retrieval mode: `basic` is BM25; `advanced` fuses BM25
+/// and vector search (see `hybrid`).
+pub async fn retrieve(
+    ctx: &TenantContext,
+    retriever: &dyn Retriever,
+    query: &str,
+    top_k: usize,
+) -> Result<Vec<Hit>, RagError> {
+    match ctx.retrieval_mode {
+        RetrievalMode::Basic => retriever.lexical(ctx, query, top_k).await,
+        RetrievalMode::Advanced => hybrid::retrieve(ctx, retriever, query, top_k).await,
+        other => Err(RagError::ModeUnavailable(other)),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +49,10 @@ pub struct Citation {
     pub document_id: String,
     pub chunk_id: String,
     pub title: String,
+    /// The chunk's heading path in its document (" > "-joined), empty when it has none.
+    pub heading: String,
+    /// The 1-based page, for paginated formats (PDF).
+    pub page: Option<u64>,
     pub text: String,
     pub score: f32,
 }
@@ -73,10 +98,7 @@ pub async fn prepare(
     top_k: usize,
     max_completion_tokens: u32,
 ) -> Result<Prepared, RagError> {
-    let hits = match ctx.retrieval_mode {
-        RetrievalMode::Basic => retriever.retrieve(ctx, question, top_k).await?,
-        other => return Err(RagError::ModeUnavailable(other)),
-    };
+    let hits = retrieve(ctx, retriever, question, top_k).await?;
     let passages: Vec<Passage> = hits
         .iter()
         .enumerate()
@@ -138,6 +160,8 @@ fn cite(text: &str, used: &[Hit]) -> Vec<Citation> {
                 document_id: h.document_id.to_string(),
                 chunk_id: h.chunk_id.clone(),
                 title: h.title.clone(),
+                heading: h.heading.clone(),
+                page: h.page,
                 text: h.text.clone(),
                 score: h.score,
             }
@@ -155,8 +179,12 @@ mod tests {
 
     #[async_trait]
     impl Retriever for Fixed {
-        async fn retrieve(&self, _: &TenantContext, _: &str, k: usize) -> Result<Vec<Hit>, RagError> {
+        async fn lexical(&self, _: &TenantContext, _: &str, k: usize) -> Result<Vec<Hit>, RagError> {
             Ok(self.0.iter().take(k).cloned().collect())
+        }
+
+        async fn semantic(&self, _: &TenantContext, _: &str, k: usize) -> Result<Vec<Hit>, RagError> {
+            Ok(self.0.iter().rev().take(k).cloned().collect())
         }
     }
 

@@ -1,6 +1,7 @@
 //! One tenant's lexical index: BM25 over title, heading and text as one field (the BEIR "title+text"
 //! setup), English stemming and stop words.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use parking_lot::Mutex;
@@ -55,6 +56,16 @@ fn schema() -> (Schema, Fields) {
     (b.build(), fields)
 }
 
+/// Commits, then waits for the merges the commit started. Writers are short-lived (a long-lived one per
+/// namespace would pin its memory arena for every open tenant), and a dropped writer abandons its merges, so
+/// without the wait every upload would leave one more segment and queries would slow down with the tenant's
+/// document count. The log merge policy keeps the amortised cost per upload logarithmic.
+fn commit(mut writer: tantivy::IndexWriter<TantivyDocument>) -> Result<()> {
+    writer.commit()?;
+    writer.wait_merging_threads()?;
+    Ok(())
+}
+
 fn analyzer() -> TextAnalyzer {
     TextAnalyzer::builder(SimpleTokenizer::default())
         .filter(RemoveLongFilter::limit(40))
@@ -77,7 +88,7 @@ impl LexicalIndex {
 
     pub(crate) fn add(&self, document: &DocumentId, title: &str, chunks: &[ChunkToIndex]) -> Result<()> {
         let _guard = self.write.lock();
-        let mut writer = self.index.writer_with_num_threads::<TantivyDocument>(1, WRITER_MEMORY)?;
+        let writer = self.index.writer_with_num_threads::<TantivyDocument>(1, WRITER_MEMORY)?;
         let f = &self.fields;
         for c in chunks {
             let mut d = doc!(
@@ -94,18 +105,46 @@ impl LexicalIndex {
             }
             writer.add_document(d)?;
         }
-        writer.commit()?;
+        commit(writer)?;
         self.reader.reload()?;
         Ok(())
     }
 
     pub(crate) fn delete(&self, document: &DocumentId) -> Result<()> {
         let _guard = self.write.lock();
-        let mut writer = self.index.writer_with_num_threads::<TantivyDocument>(1, WRITER_MEMORY)?;
+        let writer = self.index.writer_with_num_threads::<TantivyDocument>(1, WRITER_MEMORY)?;
         writer.delete_term(Term::from_field_text(self.fields.document_id, document.as_str()));
-        writer.commit()?;
+        commit(writer)?;
         self.reader.reload()?;
         Ok(())
+    }
+
+    /// The stored chunks with these ids (score 0), by id.
+    pub(crate) fn fetch<'a>(&self, chunk_ids: impl Iterator<Item = &'a str>) -> Result<HashMap<String, Hit>> {
+        let searcher = self.reader.searcher();
+        let mut found = HashMap::new();
+        for id in chunk_ids {
+            let query = TermQuery::new(Term::from_field_text(self.fields.chunk_id, id), IndexRecordOption::Basic);
+            if let Some((_, address)) = searcher.search(&query, &TopDocs::with_limit(1))?.into_iter().next() {
+                let d: TantivyDocument = searcher.doc(address)?;
+                found.insert(id.to_owned(), self.hit(&d, 0.0));
+            }
+        }
+        Ok(found)
+    }
+
+    fn hit(&self, d: &TantivyDocument, score: f32) -> Hit {
+        let f = &self.fields;
+        let text = |field: Field| d.get_first(field).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+        Hit {
+            chunk_id: text(f.chunk_id),
+            document_id: DocumentId::from_trusted(text(f.document_id)),
+            title: text(f.title),
+            heading: text(f.heading),
+            page: d.get_first(f.page).and_then(|v| v.as_u64()),
+            text: text(f.text),
+            score,
+        }
     }
 
     pub(crate) fn search(&self, query: &str, top_k: usize) -> Result<Vec<Hit>> {
@@ -131,20 +170,10 @@ impl LexicalIndex {
         let query = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
         let top = searcher.search(&query, &TopDocs::with_limit(top_k))?;
-        let f = &self.fields;
         let mut hits = Vec::with_capacity(top.len());
         for (score, address) in top {
             let d: TantivyDocument = searcher.doc(address)?;
-            let text = |field: Field| d.get_first(field).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-            hits.push(Hit {
-                chunk_id: text(f.chunk_id),
-                document_id: DocumentId::from_trusted(text(f.document_id)),
-                title: text(f.title),
-                heading: text(f.heading),
-                page: d.get_first(f.page).and_then(|v| v.as_u64()),
-                text: text(f.text),
-                score,
-            });
+            hits.push(self.hit(&d, score));
         }
         Ok(hits)
     }

@@ -1,9 +1,12 @@
 //! Per-tenant search namespaces on disk. Each tenant has its own tantivy index under
-//! `<root>/<tenant id>/index`; the namespace is always taken from the request's `TenantContext`, never from
-//! request data, so one tenant's query cannot reach another's index. Open namespaces are kept in a bounded
-//! cache so thousands of tenants fit in memory. All calls block: run them off the async runtime.
+//! `<root>/<tenant id>/lexical` and its own vector index under `<root>/<tenant id>/vectors`; the namespace is
+//! always taken from the request's `TenantContext`, never from request data, so one tenant's query cannot
+//! reach another's index. Open namespaces are kept in a bounded cache so thousands of tenants fit in memory.
+//! All calls block: run them off the async runtime.
 
+pub mod embed;
 mod lexical;
+mod vector;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +15,9 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tenantry_domain::{DocumentId, TenantContext, TenantId};
 
+use embed::{HashEmbedder, TextEmbedder};
 use lexical::LexicalIndex;
+use vector::VectorIndex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
@@ -51,25 +56,37 @@ pub struct Hit {
 pub struct SearchIndexes {
     root: PathBuf,
     capacity: usize,
+    embedder: Arc<dyn TextEmbedder>,
     open: Mutex<Cache>,
+}
+
+/// One tenant's indexes, opened together.
+struct Namespace {
+    lexical: LexicalIndex,
+    vectors: VectorIndex,
 }
 
 #[derive(Default)]
 struct Cache {
     tick: u64,
-    entries: HashMap<TenantId, (Arc<LexicalIndex>, u64)>,
+    entries: HashMap<TenantId, (Arc<Namespace>, u64)>,
 }
 
 impl SearchIndexes {
+    /// Indexes under `root`, at most `capacity` namespaces open, vectors from the built-in embedder.
     pub fn new(root: impl Into<PathBuf>, capacity: usize) -> Self {
-        Self { root: root.into(), capacity: capacity.max(1), open: Mutex::new(Cache::default()) }
+        Self::with_embedder(root, capacity, Arc::new(HashEmbedder::default()))
+    }
+
+    pub fn with_embedder(root: impl Into<PathBuf>, capacity: usize, embedder: Arc<dyn TextEmbedder>) -> Self {
+        Self { root: root.into(), capacity: capacity.max(1), embedder, open: Mutex::new(Cache::default()) }
     }
 
     fn dir(&self, tenant: &TenantId) -> PathBuf {
         self.root.join(tenant.as_str())
     }
 
-    fn namespace(&self, ctx: &TenantContext) -> Result<Arc<LexicalIndex>> {
+    fn namespace(&self, ctx: &TenantContext) -> Result<Arc<Namespace>> {
         let mut cache = self.open.lock();
         cache.tick += 1;
         let tick = cache.tick;
@@ -77,7 +94,15 @@ impl SearchIndexes {
             *last = tick;
             return Ok(ns.clone());
         }
-        let ns = Arc::new(LexicalIndex::open_or_create(&self.dir(&ctx.tenant_id).join("lexical"))?);
+        let dir = self.dir(&ctx.tenant_id);
+        let ns = Arc::new(Namespace {
+            lexical: LexicalIndex::open_or_create(&dir.join("lexical"))?,
+            vectors: VectorIndex::open_or_create(
+                &dir.join("vectors"),
+                self.embedder.name(),
+                self.embedder.dimensions(),
+            )?,
+        });
         if cache.entries.len() >= self.capacity {
             // Evict the least recently used; its in-flight users keep their `Arc`.
             if let Some(oldest) = cache.entries.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| k.clone()) {
@@ -88,7 +113,8 @@ impl SearchIndexes {
         Ok(ns)
     }
 
-    /// Indexes a document's chunks and commits; visible to the next search.
+    /// Indexes a document's chunks in both indexes, durably; visible to the next search. Each chunk is
+    /// embedded as its title, heading and text, the same fields BM25 sees.
     pub fn add_document(
         &self,
         ctx: &TenantContext,
@@ -96,16 +122,40 @@ impl SearchIndexes {
         title: &str,
         chunks: &[ChunkToIndex],
     ) -> Result<()> {
-        self.namespace(ctx)?.add(document, title, chunks)
+        let ns = self.namespace(ctx)?;
+        let vectors: Vec<(String, Vec<f32>)> = chunks
+            .iter()
+            .map(|c| (c.chunk_id.clone(), self.embedder.embed(&format!("{title}\n{}\n{}", c.heading, c.text))))
+            .collect();
+        ns.lexical.add(document, title, chunks)?;
+        ns.vectors.add(document, &vectors)
     }
 
     pub fn delete_document(&self, ctx: &TenantContext, document: &DocumentId) -> Result<()> {
-        self.namespace(ctx)?.delete(document)
+        let ns = self.namespace(ctx)?;
+        ns.lexical.delete(document)?;
+        ns.vectors.delete(document)
     }
 
     /// BM25 over the tenant's chunks.
     pub fn search(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>> {
-        self.namespace(ctx)?.search(query, top_k)
+        self.namespace(ctx)?.lexical.search(query, top_k)
+    }
+
+    /// The chunks nearest to the query's embedding (cosine), best first.
+    pub fn semantic(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>> {
+        let ns = self.namespace(ctx)?;
+        let nearest = ns.vectors.search(&self.embedder.embed(query), top_k);
+        let mut stored = ns.lexical.fetch(nearest.iter().map(|h| h.chunk_id.as_str()))?;
+        Ok(nearest
+            .into_iter()
+            .filter_map(|n| stored.remove(&n.chunk_id).map(|hit| Hit { score: n.score, ..hit }))
+            .collect())
+    }
+
+    /// Chunks with vectors in the tenant's namespace.
+    pub fn vector_count(&self, ctx: &TenantContext) -> Result<usize> {
+        Ok(self.namespace(ctx)?.vectors.live_chunks())
     }
 
     /// Removes the tenant's namespace from disk (erasure). Returns the bytes removed.

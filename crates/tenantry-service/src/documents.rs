@@ -61,7 +61,8 @@ impl Services {
             ServiceError::new(
                 ErrorCode::UnsupportedMediaType,
                 format!(
-                    "unsupported document type {:?}; send text/plain or text/markdown (or a .txt/.md file)",
+                    "unsupported document type {:?}; send application/pdf, text/html, text/markdown or text/plain \
+                     (or a .pdf, .html, .md or .txt file)",
                     upload.content_type.as_deref().unwrap_or("(none)")
                 ),
             )
@@ -70,9 +71,7 @@ impl Services {
             return Err(ServiceError::validation("the document is empty"));
         }
         let sha = hex::encode(Sha256::digest(&upload.bytes));
-        if let Some(existing) =
-            self.store().documents(&ctx.tenant_id).await?.into_iter().find(|d| d.content_sha256 == sha)
-        {
+        if let Some(existing) = self.store().document_by_digest(&ctx.tenant_id, &sha).await? {
             return Ok(Uploaded::Duplicate(existing.into()));
         }
         let size = upload.bytes.len() as i64;

@@ -214,3 +214,19 @@ impl QueryEvent {
         }
     }
 }
+
+impl Services {
+    /// Retrieval alone, in the context's namespace and mode, with no generation and nothing metered: what
+    /// `tenantry eval` measures. Up to `MAX_EVAL_TOP_K` chunks.
+    pub async fn retrieve(
+        &self,
+        ctx: &TenantContext,
+        query: &str,
+        top_k: usize,
+    ) -> ServiceResult<Vec<tenantry_rag::Hit>> {
+        let retriever = TenantRetriever { services: self };
+        Ok(tenantry_rag::retrieve(ctx, &retriever, query, top_k.clamp(1, MAX_EVAL_TOP_K)).await?)
+    }
+}
+
+pub const MAX_EVAL_TOP_K: usize = 1_000;

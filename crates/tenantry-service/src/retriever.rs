@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use tenantry_domain::{DocumentId, TenantContext};
 use tenantry_rag::{Hit, RagError, Retriever};
+use tenantry_search::SearchIndexes;
 
 use crate::Services;
 
@@ -11,15 +12,26 @@ pub(crate) struct TenantRetriever<'a> {
     pub services: &'a Services,
 }
 
-#[async_trait]
-impl Retriever for TenantRetriever<'_> {
-    async fn retrieve(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>, RagError> {
+#[derive(Clone, Copy)]
+enum Kind {
+    Lexical,
+    Semantic,
+}
+
+impl TenantRetriever<'_> {
+    async fn run(&self, kind: Kind, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>, RagError> {
         let search = self.services.search().clone();
         let (owned_ctx, owned_query) = (ctx.clone(), query.to_owned());
-        let hits = tokio::task::spawn_blocking(move || search.search(&owned_ctx, &owned_query, top_k))
-            .await
-            .map_err(|e| RagError::Retrieval(e.to_string()))?
-            .map_err(|e| RagError::Retrieval(e.to_string()))?;
+        let hits = tokio::task::spawn_blocking(move || {
+            let search: &SearchIndexes = &search;
+            match kind {
+                Kind::Lexical => search.search(&owned_ctx, &owned_query, top_k),
+                Kind::Semantic => search.semantic(&owned_ctx, &owned_query, top_k),
+            }
+        })
+        .await
+        .map_err(|e| RagError::Retrieval(e.to_string()))?
+        .map_err(|e| RagError::Retrieval(e.to_string()))?;
         let mut ids: Vec<DocumentId> = hits.iter().map(|h| h.document_id.clone()).collect();
         ids.sort();
         ids.dedup();
@@ -30,5 +42,16 @@ impl Retriever for TenantRetriever<'_> {
             .await
             .map_err(|e| RagError::Retrieval(e.to_string()))?;
         Ok(hits.into_iter().filter(|h| live.contains(&h.document_id)).collect())
+    }
+}
+
+#[async_trait]
+impl Retriever for TenantRetriever<'_> {
+    async fn lexical(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>, RagError> {
+        self.run(Kind::Lexical, ctx, query, top_k).await
+    }
+
+    async fn semantic(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>, RagError> {
+        self.run(Kind::Semantic, ctx, query, top_k).await
     }
 }

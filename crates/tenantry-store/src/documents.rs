@@ -134,6 +134,15 @@ impl Store {
         rows.iter().map(document_from_row).collect()
     }
 
+    /// The tenant's document with this content digest (SHA-256, hex), if it uploaded one.
+    pub async fn document_by_digest(&self, tenant: &TenantId, sha256: &str) -> Result<Option<DocumentRow>> {
+        let sql = format!(
+            "SELECT {DOC_COLUMNS} FROM documents WHERE tenant_id = $1 AND content_sha256 = $2 ORDER BY created_at LIMIT 1"
+        );
+        let row = sqlx::query(&sql).bind(tenant.as_str()).bind(sha256).fetch_optional(&self.read).await?;
+        row.as_ref().map(document_from_row).transpose()
+    }
+
     /// The tenant's document `id`; another tenant's document is simply not found.
     pub async fn document(&self, tenant: &TenantId, id: &DocumentId) -> Result<Option<DocumentRow>> {
         let sql = format!("SELECT {DOC_COLUMNS} FROM documents WHERE id = $1 AND tenant_id = $2");

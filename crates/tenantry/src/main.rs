@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod eval;
 
 use std::path::PathBuf;
 
@@ -49,6 +50,28 @@ enum Command {
     /// Benchmarks (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Retrieval quality on a BEIR-format dataset: nDCG@10 and recall@100 through the API's own ingestion
+    /// and retrieval, in a scratch tenant of an embedded instance.
+    Eval {
+        /// Directory with corpus.jsonl[.gz], queries.jsonl and qrels/<split>.tsv (e.g. ../shared/data/scifact).
+        #[arg(long)]
+        dataset: PathBuf,
+        /// Retrieval mode: basic or advanced.
+        #[arg(long, default_value = "basic")]
+        mode: String,
+        /// The qrels split to score.
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// Also print one JSON object with the results as the last line.
+        #[arg(long)]
+        json: bool,
+        /// Score only the first N judged queries (by id).
+        #[arg(long)]
+        max_queries: Option<usize>,
+        /// Ingest only the first N corpus documents.
+        #[arg(long)]
+        max_documents: Option<usize>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -143,6 +166,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Gateway { rates, seconds, max_in_flight }) => {
             bench::gateway(bench::GatewayBench { rates, seconds, max_in_flight }).await?;
+        }
+        Command::Eval { dataset, mode, split, json, max_queries, max_documents } => {
+            eval::run(eval::EvalArgs { dataset, mode, split, json, max_queries, max_documents }).await?;
         }
         Command::Openapi => {
             println!("{}", serde_json::to_string_pretty(&tenantry_web::openapi())?);

@@ -164,3 +164,50 @@ async fn unknown_routes_and_methods_are_problems_too() {
     let r = app.client.put(app.url("/v1/signup")).send().await.expect("put");
     assert_problem(r, 405, "method_not_allowed").await;
 }
+
+const SAMPLE_PDF: &[u8] = include_bytes!("../../../tenantry-ingest/tests/fixtures/sample.pdf");
+const TRUNCATED_PDF: &[u8] = include_bytes!("../../../tenantry-ingest/tests/fixtures/truncated.pdf");
+
+async fn upload_file(app: &TestApp, t: &Tenant, bytes: &[u8], name: &str, mime: &str) -> reqwest::Response {
+    let part = reqwest::multipart::Part::bytes(bytes.to_vec()).file_name(name.to_owned()).mime_str(mime).expect("mime");
+    let form = reqwest::multipart::Form::new().part("file", part);
+    app.client.post(app.url("/v1/documents")).bearer_auth(&t.key).multipart(form).send().await.expect("post")
+}
+
+#[tokio::test]
+async fn a_broken_pdf_is_refused_whole_and_the_server_keeps_serving() {
+    let app = spawn_app().await;
+    let t = app.signup("pdf@input.test", "trial").await;
+    let r = upload_file(&app, &t, TRUNCATED_PDF, "handbook.pdf", "application/pdf").await;
+    assert_problem(r, 422, "validation_failed").await;
+    let r = upload_file(&app, &t, b"%PDF-1.7 zebra garbage", "zebra.pdf", "application/pdf").await;
+    assert_problem(r, 422, "validation_failed").await;
+    assert_nothing_stored(&app, &t, "zebra").await;
+
+    // Still serving: the real PDF goes in, cited by page and heading.
+    let r = upload_file(&app, &t, SAMPLE_PDF, "handbook.pdf", "application/octet-stream").await;
+    assert_eq!(r.status(), 201);
+    let doc: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(doc["content_type"], "application/pdf");
+    assert_eq!(doc["title"], "Tenantry Sample Handbook");
+    let answer = app.query(&t.key, "Which rules relate to the protection of natural persons?").await;
+    let cited = &answer["citations"][0];
+    assert_eq!(cited["document_id"], doc["document_id"]);
+    assert!(cited["page"].as_u64().is_some_and(|p| p >= 1), "{cited}");
+    assert!(cited["heading"].as_str().is_some_and(|h| h.contains("Article")), "{cited}");
+}
+
+#[tokio::test]
+async fn html_is_stripped_of_scripts_and_navigation() {
+    let app = spawn_app().await;
+    let t = app.signup("html@input.test", "trial").await;
+    let page = b"<html><head><title>Travel policy</title><script>var zebra = 1;</script></head><body>\
+        <nav>Home | Zebra menu</nav><h1>Travel</h1><h2>Trains</h2><p>Book second class for trips under 4 hours.</p>\
+        <footer>Zebra footer</footer></body></html>";
+    let r = upload_file(&app, &t, page, "travel.html", "text/html").await;
+    assert_eq!(r.status(), 201);
+    let answer = app.query(&t.key, "trains second class").await;
+    assert_eq!(answer["citations"][0]["heading"], "Travel > Trains");
+    let zebra = app.query(&t.key, "zebra").await;
+    assert_eq!(zebra["citations"], json!([]), "script, navigation and footer are not indexed: {zebra}");
+}

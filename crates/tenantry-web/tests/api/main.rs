@@ -7,4 +7,5 @@ mod helpers;
 mod isolation;
 mod lifecycle;
 mod models;
+mod retrieval;
 mod story;

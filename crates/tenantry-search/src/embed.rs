@@ -1,0 +1,131 @@
+//! The built-in offline embedder: no network, no weights. A text becomes a fixed-size vector by feature
+//! hashing (the "hashing trick") of its stemmed words, word bigrams and character 4-grams, with sublinear
+//! term frequency and signed buckets, L2-normalised so a dot product is a cosine. It is a lexical-semantic
+//! model, not a neural one: it matches morphology and phrasing that exact-term BM25 misses ("refunding" ~
+//! "refund", "re-fund"), which is what hybrid fusion gains from it. A real semantic model plugs in through
+//! the same trait.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use tantivy::tokenizer::{
+    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
+};
+
+/// Turns texts into unit vectors of one dimension. Blocking; call off the async runtime.
+pub trait TextEmbedder: Send + Sync {
+    fn name(&self) -> &str;
+    fn dimensions(&self) -> usize;
+    fn embed(&self, text: &str) -> Vec<f32>;
+}
+
+pub struct HashEmbedder {
+    dimensions: usize,
+}
+
+pub const HASH_EMBEDDER_DIMENSIONS: usize = 512;
+
+impl Default for HashEmbedder {
+    fn default() -> Self {
+        Self { dimensions: HASH_EMBEDDER_DIMENSIONS }
+    }
+}
+
+fn analyzer() -> TextAnalyzer {
+    TextAnalyzer::builder(SimpleTokenizer::default())
+        .filter(RemoveLongFilter::limit(40))
+        .filter(LowerCaser)
+        .filter(StopWordFilter::new(Language::English).unwrap_or_else(|| StopWordFilter::remove(Vec::new())))
+        .filter(Stemmer::new(Language::English))
+        .build()
+}
+
+/// A stable 64-bit hash (SipHash with fixed keys): the same feature lands in the same bucket in every process,
+/// which persisted vectors depend on.
+fn feature_hash(kind: u8, feature: &str) -> u64 {
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new_with_keys(0x7465_6e61_6e74_7279, 0x656d_6265_6464_6572);
+    kind.hash(&mut h);
+    feature.hash(&mut h);
+    h.finish()
+}
+
+impl TextEmbedder for HashEmbedder {
+    fn name(&self) -> &str {
+        "tenantry-hash-512"
+    }
+
+    fn dimensions(&self) -> usize {
+        self.dimensions
+    }
+
+    fn embed(&self, text: &str) -> Vec<f32> {
+        let mut words: Vec<String> = Vec::new();
+        let mut analyzer = analyzer();
+        let mut stream = analyzer.token_stream(text);
+        while let Some(token) = stream.next() {
+            words.push(token.text.clone());
+        }
+        let mut features: HashMap<(u8, String), f32> = HashMap::new();
+        for w in &words {
+            *features.entry((0, w.clone())).or_default() += 1.0;
+            let padded: Vec<char> = format!("<{w}>").chars().collect();
+            for gram in padded.windows(4) {
+                *features.entry((2, gram.iter().collect())).or_default() += 0.25;
+            }
+        }
+        for pair in words.windows(2) {
+            *features.entry((1, format!("{} {}", pair[0], pair[1]))).or_default() += 0.5;
+        }
+        let mut vector = vec![0.0f32; self.dimensions];
+        for ((kind, feature), weight) in features {
+            let h = feature_hash(kind, &feature);
+            let bucket = (h % self.dimensions as u64) as usize;
+            let sign = if (h >> 63) == 0 { 1.0 } else { -1.0 };
+            vector[bucket] += sign * (1.0 + weight.ln_1p());
+        }
+        normalize(&mut vector);
+        vector
+    }
+}
+
+pub(crate) fn normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+}
+
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cosine(a: &str, b: &str) -> f32 {
+        let e = HashEmbedder::default();
+        dot(&e.embed(a), &e.embed(b))
+    }
+
+    #[test]
+    fn vectors_are_unit_length_and_deterministic() {
+        let e = HashEmbedder::default();
+        let v = e.embed("Refunds are issued within 14 days.");
+        assert_eq!(v.len(), HASH_EMBEDDER_DIMENSIONS);
+        assert!((dot(&v, &v) - 1.0).abs() < 1e-5);
+        assert_eq!(v, e.embed("Refunds are issued within 14 days."));
+        assert!(e.embed("").iter().all(|x| *x == 0.0), "empty text embeds to zero, matching nothing");
+    }
+
+    #[test]
+    fn related_texts_are_closer_than_unrelated_ones() {
+        let related = cosine("how are refunds issued", "refunding is issued within two weeks");
+        let unrelated = cosine("how are refunds issued", "the cat sleeps on the warm windowsill");
+        assert!(related > 0.3, "{related}");
+        assert!(unrelated < related / 2.0, "{unrelated} vs {related}");
+        // Character n-grams carry variants that stemming does not join.
+        assert!(cosine("vaccination", "vaccinated") > cosine("vaccination", "vacation"));
+    }
+}

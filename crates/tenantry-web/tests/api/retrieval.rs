@@ -1,0 +1,60 @@
+//! Retrieval modes over HTTP: `advanced` fuses BM25 with vector search in the tenant's own namespace, finds
+//! what exact terms miss, forgets deleted documents, and is refused to plans that do not include it.
+
+use serde_json::json;
+
+use crate::helpers::{assert_problem, spawn_app};
+
+#[tokio::test]
+async fn advanced_mode_finds_what_bm25_misses_and_forgets_deleted_documents() {
+    let app = spawn_app().await;
+    let t = app.signup("hybrid@retrieval.test", "starter").await;
+    let other = app.signup("other@retrieval.test", "starter").await;
+    let guide =
+        app.upload_text(&t.key, "Brand guide", "The logo color is ocean blue. Headings use the Inter font.").await;
+    app.upload_text(&t.key, "Billing", "Invoices are due within 30 days of issue.").await;
+    app.upload_text(&other.key, "Their guide", "Our logo color is red.").await;
+
+    // "colour" shares no term with the guide, so BM25 finds nothing.
+    let basic = app.query(&t.key, "colour").await;
+    assert_eq!(basic["retrieval_mode"], "basic");
+    assert_eq!(basic["citations"], json!([]));
+
+    let r = app
+        .client
+        .patch(app.url("/v1/tenant/config"))
+        .bearer_auth(&t.key)
+        .json(&json!({"retrieval_mode": "advanced"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(r.status(), 200);
+    let advanced = app.query(&t.key, "colour").await;
+    assert_eq!(advanced["retrieval_mode"], "advanced");
+    let titles: Vec<&str> =
+        advanced["citations"].as_array().expect("citations").iter().filter_map(|c| c["title"].as_str()).collect();
+    assert_eq!(titles.first(), Some(&"Brand guide"), "{advanced}");
+    assert!(!titles.contains(&"Their guide"), "never another tenant's chunks: {titles:?}");
+
+    let id = guide["document_id"].as_str().expect("id");
+    let r =
+        app.client.delete(app.url(&format!("/v1/documents/{id}"))).bearer_auth(&t.key).send().await.expect("delete");
+    assert_eq!(r.status(), 204);
+    let after = app.query(&t.key, "colour").await;
+    assert!(after["citations"].as_array().expect("citations").iter().all(|c| c["title"] != "Brand guide"), "{after}");
+}
+
+#[tokio::test]
+async fn a_mode_outside_the_plan_is_refused() {
+    let app = spawn_app().await;
+    let t = app.signup("trial@retrieval.test", "trial").await;
+    let r = app
+        .client
+        .patch(app.url("/v1/tenant/config"))
+        .bearer_auth(&t.key)
+        .json(&json!({"retrieval_mode": "advanced"}))
+        .send()
+        .await
+        .expect("patch");
+    assert_problem(r, 422, "validation_failed").await;
+}
