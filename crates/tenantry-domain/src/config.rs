@@ -557,8 +557,8 @@ pub fn builtin_plans() -> Vec<PlanConfig> {
                 Included { queries: 50_000, tokens: 10_000_000 },
                 Overage { query_micros: 2_000, token_micros_per_1k: 100 },
             ),
-            &["basic", "advanced"],
-            "advanced",
+            &["basic", "advanced", "agentic"],
+            "basic",
         ),
     ]
 }

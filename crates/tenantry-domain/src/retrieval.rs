@@ -9,7 +9,7 @@ pub enum RetrievalMode {
     Basic,
     /// Hybrid lexical + vector, fused by reciprocal rank and diversified across documents.
     Advanced,
-    /// Multi-step: decompose, retrieve per step, synthesise.
+    /// Multi-step: plan sub-questions, retrieve per step (hybrid), merge evidence covering every step.
     Agentic,
 }
 
@@ -31,6 +31,6 @@ impl RetrievalMode {
     /// Whether this build can serve the mode. Modes that are not built yet are refused at config load
     /// rather than silently served by another mode.
     pub fn is_available(self) -> bool {
-        matches!(self, Self::Basic | Self::Advanced)
+        matches!(self, Self::Basic | Self::Advanced | Self::Agentic)
     }
 }

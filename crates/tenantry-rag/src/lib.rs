@@ -7,6 +7,7 @@ use tenantry_domain::{RetrievalMode, TenantContext};
 use tenantry_llm::{ChunkStream, LlmError, Passage, Prompt, Providers, TokenUsage};
 pub use tenantry_search::Hit;
 
+pub mod agentic;
 mod hybrid;
 
 /// Retrieval as the pipelines need it, always in the context's own namespace; the service implements it
@@ -15,22 +16,38 @@ mod hybrid;
 pub trait Retriever: Send + Sync {
     /// BM25 over the tenant's chunks.
     async fn lexical(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>, RagError>;
+    /// BM25 with pseudo-relevance feedback (the query expanded with its first hits' distinctive terms).
+    async fn expanded(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>, RagError>;
     /// Nearest chunks by embedding.
     async fn semantic(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>, RagError>;
 }
 
 /// The `top_k` chunks for `query` in the context's retrieval mode: `basic` is BM25; `advanced` fuses BM25
-/// and vector search (see `hybrid`).
+/// and vector search (see `hybrid`); `agentic` plans steps and merges their evidence (see `agentic`).
 pub async fn retrieve(
     ctx: &TenantContext,
     retriever: &dyn Retriever,
     query: &str,
     top_k: usize,
 ) -> Result<Vec<Hit>, RagError> {
+    Ok(retrieve_with_plan(ctx, retriever, query, top_k).await?.0)
+}
+
+/// `retrieve`, and the steps it took (one step unless the mode is `agentic`).
+pub async fn retrieve_with_plan(
+    ctx: &TenantContext,
+    retriever: &dyn Retriever,
+    query: &str,
+    top_k: usize,
+) -> Result<(Vec<Hit>, Vec<String>), RagError> {
+    let single = || vec![query.to_owned()];
     match ctx.retrieval_mode {
-        RetrievalMode::Basic => retriever.lexical(ctx, query, top_k).await,
-        RetrievalMode::Advanced => hybrid::retrieve(ctx, retriever, query, top_k).await,
-        other => Err(RagError::ModeUnavailable(other)),
+        RetrievalMode::Basic => Ok((retriever.lexical(ctx, query, top_k).await?, single())),
+        RetrievalMode::Advanced => Ok((hybrid::retrieve(ctx, retriever, query, top_k).await?, single())),
+        RetrievalMode::Agentic => {
+            let (hits, plan) = agentic::retrieve(ctx, retriever, query, top_k).await?;
+            Ok((hits, plan.steps))
+        }
     }
 }
 
@@ -74,6 +91,8 @@ pub const MAX_COMPLETION_TOKENS: u32 = 512;
 /// is called, so the caller can reserve the exact tokens it may use.
 pub struct Prepared {
     pub prompt: Prompt,
+    /// The retrieval steps taken (the question itself unless the mode planned several).
+    pub steps: Vec<String>,
     hits: Vec<Hit>,
 }
 
@@ -98,7 +117,7 @@ pub async fn prepare(
     top_k: usize,
     max_completion_tokens: u32,
 ) -> Result<Prepared, RagError> {
-    let hits = retrieve(ctx, retriever, question, top_k).await?;
+    let (hits, steps) = retrieve_with_plan(ctx, retriever, question, top_k).await?;
     let passages: Vec<Passage> = hits
         .iter()
         .enumerate()
@@ -111,7 +130,7 @@ pub async fn prepare(
         .collect();
     let completion = max_completion_tokens.clamp(1, MAX_COMPLETION_TOKENS);
     let prompt = Prompt::build(&ctx.model, &ctx.system_prompt, question, passages, completion);
-    Ok(Prepared { prompt, hits })
+    Ok(Prepared { prompt, steps, hits })
 }
 
 /// Generates with the context's model and cites what the answer used.
@@ -180,6 +199,10 @@ mod tests {
     #[async_trait]
     impl Retriever for Fixed {
         async fn lexical(&self, _: &TenantContext, _: &str, k: usize) -> Result<Vec<Hit>, RagError> {
+            Ok(self.0.iter().take(k).cloned().collect())
+        }
+
+        async fn expanded(&self, _: &TenantContext, _: &str, k: usize) -> Result<Vec<Hit>, RagError> {
             Ok(self.0.iter().take(k).cloned().collect())
         }
 

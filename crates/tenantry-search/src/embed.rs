@@ -1,9 +1,9 @@
 //! The built-in offline embedder: no network, no weights. A text becomes a fixed-size vector by feature
-//! hashing (the "hashing trick") of its stemmed words, word bigrams and character 4-grams, with sublinear
-//! term frequency and signed buckets, L2-normalised so a dot product is a cosine. It is a lexical-semantic
-//! model, not a neural one: it matches morphology and phrasing that exact-term BM25 misses ("refunding" ~
-//! "refund", "re-fund"), which is what hybrid fusion gains from it. A real semantic model plugs in through
-//! the same trait.
+//! hashing (the "hashing trick") of its stemmed words and their character 4-grams, with sublinear term
+//! frequency and signed buckets, L2-normalised so a dot product is a cosine. It is not a neural model: it
+//! knows spelling, not meaning. What it adds to BM25 is matching across spelling variants that stemming
+//! does not join ("colour" ~ "color"); on SciFact it does not improve ranking (BENCHMARKS.md). A real
+//! semantic model plugs in through the same trait.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -23,7 +23,7 @@ pub struct HashEmbedder {
     dimensions: usize,
 }
 
-pub const HASH_EMBEDDER_DIMENSIONS: usize = 512;
+pub const HASH_EMBEDDER_DIMENSIONS: usize = 2048;
 
 impl Default for HashEmbedder {
     fn default() -> Self {
@@ -52,7 +52,7 @@ fn feature_hash(kind: u8, feature: &str) -> u64 {
 
 impl TextEmbedder for HashEmbedder {
     fn name(&self) -> &str {
-        "tenantry-hash-512"
+        "tenantry-hash-2048-v2"
     }
 
     fn dimensions(&self) -> usize {
@@ -73,9 +73,6 @@ impl TextEmbedder for HashEmbedder {
             for gram in padded.windows(4) {
                 *features.entry((2, gram.iter().collect())).or_default() += 0.25;
             }
-        }
-        for pair in words.windows(2) {
-            *features.entry((1, format!("{} {}", pair[0], pair[1]))).or_default() += 0.5;
         }
         let mut vector = vec![0.0f32; self.dimensions];
         for ((kind, feature), weight) in features {

@@ -6,17 +6,22 @@ use std::path::Path;
 
 use parking_lot::Mutex;
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
+use tantivy::query::{BooleanQuery, BoostQuery, Occur, Query, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING};
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
 };
-use tantivy::{doc, Index, IndexReader, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{doc, DocAddress, Index, IndexReader, ReloadPolicy, Searcher, TantivyDocument, Term};
 use tenantry_domain::DocumentId;
 
 use crate::{ChunkToIndex, Hit, Result};
 
 const ANALYZER: &str = "tenantry_en";
+/// Pseudo-relevance feedback: chunks read, terms added, and the added terms' weight relative to the
+/// question's own.
+const FEEDBACK_DOCS: usize = 3;
+const FEEDBACK_TERMS: usize = 10;
+const FEEDBACK_WEIGHT: f32 = 0.5;
 const WRITER_MEMORY: usize = 15_000_000;
 
 struct Fields {
@@ -147,34 +152,94 @@ impl LexicalIndex {
         }
     }
 
-    pub(crate) fn search(&self, query: &str, top_k: usize) -> Result<Vec<Hit>> {
-        let mut terms: Vec<String> = Vec::new();
+    /// The analysed terms of `text`, in order, with repeats.
+    fn analyze(&self, text: &str) -> Result<Vec<String>> {
+        let mut terms = Vec::new();
         let mut analyzer = self.index.tokenizer_for_field(self.fields.body)?;
-        let mut stream = analyzer.token_stream(query);
+        let mut stream = analyzer.token_stream(text);
         while let Some(token) = stream.next() {
-            if !terms.contains(&token.text) {
-                terms.push(token.text.clone());
-            }
+            terms.push(token.text.clone());
         }
+        Ok(terms)
+    }
+
+    /// BM25 over weighted terms: each term's score counts `weight` times.
+    fn run(&self, searcher: &Searcher, terms: &[(String, f32)], top_k: usize) -> Result<Vec<(f32, DocAddress)>> {
         if terms.is_empty() || top_k == 0 {
             return Ok(Vec::new());
         }
         let clauses: Vec<(Occur, Box<dyn Query>)> = terms
             .iter()
-            .map(|t| {
+            .map(|(t, weight)| {
                 let term = Term::from_field_text(self.fields.body, t);
                 let q: Box<dyn Query> = Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs));
+                let q: Box<dyn Query> =
+                    if (*weight - 1.0).abs() < f32::EPSILON { q } else { Box::new(BoostQuery::new(q, *weight)) };
                 (Occur::Should, q)
             })
             .collect();
-        let query = BooleanQuery::new(clauses);
-        let searcher = self.reader.searcher();
-        let top = searcher.search(&query, &TopDocs::with_limit(top_k))?;
+        Ok(searcher.search(&BooleanQuery::new(clauses), &TopDocs::with_limit(top_k))?)
+    }
+
+    fn hits(&self, searcher: &Searcher, top: Vec<(f32, DocAddress)>) -> Result<Vec<Hit>> {
         let mut hits = Vec::with_capacity(top.len());
         for (score, address) in top {
             let d: TantivyDocument = searcher.doc(address)?;
             hits.push(self.hit(&d, score));
         }
         Ok(hits)
+    }
+
+    fn query_terms(&self, query: &str) -> Result<Vec<(String, f32)>> {
+        let mut terms: Vec<(String, f32)> = Vec::new();
+        for t in self.analyze(query)? {
+            if !terms.iter().any(|(seen, _)| *seen == t) {
+                terms.push((t, 1.0));
+            }
+        }
+        Ok(terms)
+    }
+
+    pub(crate) fn search(&self, query: &str, top_k: usize) -> Result<Vec<Hit>> {
+        let searcher = self.reader.searcher();
+        let top = self.run(&searcher, &self.query_terms(query)?, top_k)?;
+        self.hits(&searcher, top)
+    }
+
+    /// BM25 with pseudo-relevance feedback (RM3-style): the top `FEEDBACK_DOCS` chunks of a first pass vote
+    /// for their most distinctive terms (frequency in the feedback set × IDF); the best `FEEDBACK_TERMS` not
+    /// already in the query join it at a fraction of an original term's weight, and the expanded query runs
+    /// again. It finds relevant chunks that use the vocabulary of the first hits rather than the question's.
+    pub(crate) fn search_with_feedback(&self, query: &str, top_k: usize) -> Result<Vec<Hit>> {
+        let searcher = self.reader.searcher();
+        let mut terms = self.query_terms(query)?;
+        let first = self.run(&searcher, &terms, FEEDBACK_DOCS)?;
+        let docs = searcher.num_docs() as f32;
+        let mut votes: HashMap<String, f32> = HashMap::new();
+        for (_, address) in &first {
+            let d: TantivyDocument = searcher.doc(*address)?;
+            let hit = self.hit(&d, 0.0);
+            let words = self.analyze(&format!("{}\n{}\n{}", hit.title, hit.heading, hit.text))?;
+            let share = 1.0 / words.len().max(1) as f32;
+            for w in words {
+                *votes.entry(w).or_default() += share;
+            }
+        }
+        let mut candidates: Vec<(String, f32)> = Vec::with_capacity(votes.len());
+        for (word, tf) in votes {
+            if terms.iter().any(|(t, _)| *t == word) {
+                continue;
+            }
+            let df = searcher.doc_freq(&Term::from_field_text(self.fields.body, &word))? as f32;
+            let idf = (1.0 + (docs - df + 0.5) / (df + 0.5)).ln();
+            candidates.push((word, tf * idf));
+        }
+        candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        candidates.truncate(FEEDBACK_TERMS);
+        if let Some(best) = candidates.first().map(|c| c.1).filter(|w| *w > 0.0) {
+            terms.extend(candidates.into_iter().map(|(t, w)| (t, FEEDBACK_WEIGHT * w / best)));
+        }
+        let top = self.run(&searcher, &terms, top_k)?;
+        self.hits(&searcher, top)
     }
 }

@@ -142,6 +142,11 @@ impl SearchIndexes {
         self.namespace(ctx)?.lexical.search(query, top_k)
     }
 
+    /// BM25 with pseudo-relevance feedback: the query expanded with the distinctive terms of its first hits.
+    pub fn search_expanded(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>> {
+        self.namespace(ctx)?.lexical.search_with_feedback(query, top_k)
+    }
+
     /// The chunks nearest to the query's embedding (cosine), best first.
     pub fn semantic(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>> {
         let ns = self.namespace(ctx)?;
@@ -225,6 +230,23 @@ mod tests {
         indexes.delete_document(&ctx, &d)?;
         assert!(indexes.search(&ctx, "refunds", 5)?.is_empty());
         assert!(indexes.drop_namespace(&ctx.tenant_id)? > 0);
+        Ok(())
+    }
+
+    #[test]
+    fn feedback_expansion_reaches_chunks_in_the_first_hits_vocabulary() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let indexes = SearchIndexes::new(dir.path(), 8);
+        let ctx = context(TenantId::generate());
+        let (a, b) = (DocumentId::generate(), DocumentId::generate());
+        indexes.add_document(&ctx, &a, "Refunds", &[chunk("a:0", "Refunds are paid by bank transfer.")])?;
+        indexes.add_document(&ctx, &b, "Payments", &[chunk("b:0", "A bank transfer settles in two business days.")])?;
+        assert_eq!(indexes.search(&ctx, "refunds", 10)?.len(), 1);
+        let expanded = indexes.search_expanded(&ctx, "refunds", 10)?;
+        let docs: Vec<_> = expanded.iter().map(|h| &h.document_id).collect();
+        assert_eq!(docs, [&a, &b], "the question's own match stays first");
+        assert_eq!(indexes.vector_count(&ctx)?, 2);
+        assert_eq!(indexes.semantic(&ctx, "refund", 1)?[0].document_id, a);
         Ok(())
     }
 }

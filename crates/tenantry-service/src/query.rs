@@ -51,6 +51,8 @@ pub struct QueryResult {
     pub citations: Vec<Citation>,
     pub model: String,
     pub retrieval_mode: RetrievalMode,
+    /// The retrieval steps taken: the question itself, or in `agentic` mode the sub-questions planned.
+    pub steps: Vec<String>,
     pub usage: QueryUsage,
     pub request_id: String,
 }
@@ -196,6 +198,7 @@ impl Services {
             answer: generation.text,
             model: generation.model,
             retrieval_mode: ctx.retrieval_mode,
+            steps: prepared.steps.clone(),
             usage: QueryUsage {
                 prompt_tokens: usage.prompt_tokens,
                 completion_tokens: usage.completion_tokens,

@@ -15,6 +15,7 @@ pub(crate) struct TenantRetriever<'a> {
 #[derive(Clone, Copy)]
 enum Kind {
     Lexical,
+    Expanded,
     Semantic,
 }
 
@@ -26,6 +27,7 @@ impl TenantRetriever<'_> {
             let search: &SearchIndexes = &search;
             match kind {
                 Kind::Lexical => search.search(&owned_ctx, &owned_query, top_k),
+                Kind::Expanded => search.search_expanded(&owned_ctx, &owned_query, top_k),
                 Kind::Semantic => search.semantic(&owned_ctx, &owned_query, top_k),
             }
         })
@@ -49,6 +51,10 @@ impl TenantRetriever<'_> {
 impl Retriever for TenantRetriever<'_> {
     async fn lexical(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>, RagError> {
         self.run(Kind::Lexical, ctx, query, top_k).await
+    }
+
+    async fn expanded(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>, RagError> {
+        self.run(Kind::Expanded, ctx, query, top_k).await
     }
 
     async fn semantic(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>, RagError> {

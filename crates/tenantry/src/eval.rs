@@ -156,7 +156,7 @@ fn eval_config(dir: &Path) -> Config {
     let mut plan: PlanConfig =
         config.plans.iter().find(|p| p.name == "trial").cloned().unwrap_or_else(|| config.plans[0].clone());
     plan.name = "eval".into();
-    plan.retrieval_modes = vec!["basic".into(), "advanced".into()];
+    plan.retrieval_modes = vec!["basic".into(), "advanced".into(), "agentic".into()];
     plan.quotas = Quotas {
         queries: u64::MAX / 4,
         tokens: u64::MAX / 4,

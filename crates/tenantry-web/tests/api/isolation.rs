@@ -48,3 +48,32 @@ async fn malformed_and_unknown_document_ids_are_404() {
         assert_problem(app.get(&t.key, &format!("/v1/documents/{id}")).await, 404, "not_found").await;
     }
 }
+
+/// Every retrieval mode reads only the tenant's own namespace, lexical and vector alike.
+#[tokio::test]
+async fn no_mode_reaches_another_tenants_chunks() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        let mut plan = c.plans.iter().find(|p| p.name == "trial").expect("trial").clone();
+        plan.name = "all-modes".into();
+        plan.retrieval_modes = vec!["basic".into(), "advanced".into(), "agentic".into()];
+        c.plans.push(plan);
+    })
+    .await;
+    let a = app.signup("modes-a@isolation.test", "all-modes").await;
+    let b = app.signup("modes-b@isolation.test", "all-modes").await;
+    let doc_a = app.upload_text(&a.key, "A refunds", "Refunds at Alpha take 14 days via bank transfer.").await;
+    let doc_b = app.upload_text(&b.key, "B refunds", "Refunds at Bravo take 30 days via store credit.").await;
+    for mode in ["basic", "advanced", "agentic"] {
+        for (me, mine) in [(&a, &doc_a), (&b, &doc_b)] {
+            let body = serde_json::json!({"retrieval_mode": mode});
+            let r = app.client.patch(app.url("/v1/tenant/config")).bearer_auth(&me.key).json(&body).send().await;
+            assert_eq!(r.expect("patch").status(), 200);
+            let question = "How long do refunds take and are refunds paid by bank transfer or store credit?";
+            let answer = app.query(&me.key, question).await;
+            assert_eq!(answer["retrieval_mode"], mode);
+            let cited: Vec<_> =
+                answer["citations"].as_array().expect("citations").iter().map(|c| c["document_id"].clone()).collect();
+            assert!(!cited.is_empty() && cited.iter().all(|d| *d == mine["document_id"]), "{mode}: {answer}");
+        }
+    }
+}

@@ -58,3 +58,34 @@ async fn a_mode_outside_the_plan_is_refused() {
         .expect("patch");
     assert_problem(r, 422, "validation_failed").await;
 }
+
+#[tokio::test]
+async fn agentic_mode_plans_steps_and_cites_evidence_for_each() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        let mut plan = c.plans.iter().find(|p| p.name == "trial").expect("trial").clone();
+        plan.name = "agent".into();
+        plan.retrieval_modes = vec!["basic".into(), "advanced".into(), "agentic".into()];
+        plan.default_retrieval_mode = "agentic".into();
+        c.plans.push(plan);
+    })
+    .await;
+    let t = app.signup("agent@retrieval.test", "agent").await;
+    for i in 0..4 {
+        let text = format!("Refund rule {i}: refunds take {} days once the returned item arrives.", 10 + i);
+        app.upload_text(&t.key, &format!("Refunds {i}"), &text).await;
+    }
+    app.upload_text(&t.key, "Shipping", "Orders ship with DHL Express from the Berlin warehouse.").await;
+
+    let question = "How long do refunds take and which carrier ships the orders?";
+    let r = app.post_json(&t.key, "/v1/query", json!({"question": question, "top_k": 2})).await;
+    assert_eq!(r.status(), 200);
+    let answer: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(answer["retrieval_mode"], "agentic");
+    assert_eq!(answer["steps"], json!(["How long do refunds take?", "which carrier ships the orders?"]));
+    let titles: Vec<&str> =
+        answer["citations"].as_array().expect("citations").iter().filter_map(|c| c["title"].as_str()).collect();
+    assert!(titles.contains(&"Shipping") && titles.iter().any(|t| t.starts_with("Refunds")), "{titles:?}");
+    let text = answer["answer"].as_str().expect("answer");
+    assert!(text.contains("DHL") && text.contains("days"), "{text}");
+    assert_eq!(app.usage(&t.key).await["totals"]["queries"], 1, "one query, however many steps");
+}

@@ -1,0 +1,140 @@
+//! `tenantry eval` end to end, as a user runs it: the binary ingests a BEIR-format dataset into a scratch
+//! tenant and prints nDCG@10 and recall@100, the last line JSON with `--json`.
+//!
+//! A tiny synthetic dataset always runs (the command cannot rot). A slice of SciFact runs when the dataset is
+//! found (`TENANTRY_SCIFACT_DIR`, or `shared/data/scifact` beside the checkout): the first 40 judged test
+//! queries, their relevant abstracts and 300 other abstracts as distractors. Floors on that slice (stated in
+//! BENCHMARKS.md): nDCG@10 ≥ 0.60 and recall@100 ≥ 0.85 in `basic`, `advanced` and `agentic`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+fn eval(dataset: &Path, mode: &str) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["eval", "--dataset"])
+        .arg(dataset)
+        .args(["--mode", mode, "--json"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("tenantry runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "eval failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let last = stdout.lines().last().expect("output");
+    let report: Value = serde_json::from_str(last).expect("last line is JSON");
+    assert_eq!(report["mode"], mode);
+    report
+}
+
+fn write_lines(path: &Path, lines: impl IntoIterator<Item = String>) {
+    let mut f = std::fs::File::create(path).expect("create");
+    for l in lines {
+        writeln!(f, "{l}").expect("write");
+    }
+}
+
+#[test]
+fn eval_scores_a_dataset_it_can_answer_perfectly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let docs = [
+        ("d1", "Penguins", "Emperor penguins breed during the Antarctic winter."),
+        ("d2", "Volcanoes", "Basaltic lava flows from shield volcanoes in Hawaii."),
+        ("d3", "Tea", "Green tea is steamed shortly after picking."),
+    ];
+    write_lines(
+        &dir.path().join("corpus.jsonl"),
+        docs.iter().map(|(id, title, text)| json!({"_id": id, "title": title, "text": text}).to_string()),
+    );
+    write_lines(
+        &dir.path().join("queries.jsonl"),
+        [
+            json!({"_id": "q1", "text": "emperor penguins breeding"}),
+            json!({"_id": "q2", "text": "shield volcanoes lava"}),
+        ]
+        .iter()
+        .map(Value::to_string),
+    );
+    std::fs::create_dir(dir.path().join("qrels")).expect("mkdir");
+    write_lines(
+        &dir.path().join("qrels/test.tsv"),
+        ["query-id\tcorpus-id\tscore", "q1\td1\t1", "q2\td2\t1"].map(String::from),
+    );
+
+    for mode in ["basic", "advanced", "agentic"] {
+        let report = eval(dir.path(), mode);
+        assert_eq!((report["queries"].as_u64(), report["documents"].as_u64()), (Some(2), Some(3)));
+        assert_eq!(report["ndcg_at_10"], 1.0, "{mode}: {report}");
+        assert_eq!(report["recall_at_100"], 1.0, "{mode}: {report}");
+    }
+}
+
+fn scifact() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("TENANTRY_SCIFACT_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .map(|a| a.join("shared/data/scifact"))
+        .chain([PathBuf::from("/work/shared/data/scifact")])
+        .find(|p| p.join("qrels/test.tsv").exists())
+}
+
+#[test]
+fn eval_on_a_scifact_slice_beats_its_floors_in_every_mode() {
+    let Some(source) = scifact() else {
+        eprintln!("SciFact not found (set TENANTRY_SCIFACT_DIR); skipping the slice evaluation");
+        return;
+    };
+    let mut judged: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let qrels = std::fs::read_to_string(source.join("qrels/test.tsv")).expect("qrels");
+    for line in qrels.lines().skip(1) {
+        let parts: Vec<&str> = line.split('\t').collect();
+        judged.entry(parts[0].to_owned()).or_default().push(parts[1].to_owned());
+    }
+    let judged: BTreeMap<String, Vec<String>> = judged.into_iter().take(40).collect();
+    let relevant: BTreeSet<&String> = judged.values().flatten().collect();
+
+    let corpus = std::fs::File::open(source.join("corpus.jsonl.gz")).expect("corpus");
+    let mut distractors = 0;
+    let slice: Vec<String> = BufReader::new(flate2::read::GzDecoder::new(corpus))
+        .lines()
+        .map(|l| l.expect("line"))
+        .filter(|l| {
+            let doc: Value = serde_json::from_str(l).expect("json");
+            let id = doc["_id"].as_str().expect("id").to_owned();
+            if relevant.contains(&id) {
+                return true;
+            }
+            distractors += 1;
+            distractors <= 300
+        })
+        .collect();
+    let queries: Vec<String> = std::fs::read_to_string(source.join("queries.jsonl"))
+        .expect("queries")
+        .lines()
+        .filter(|l| {
+            let q: Value = serde_json::from_str(l).expect("json");
+            judged.contains_key(q["_id"].as_str().expect("id"))
+        })
+        .map(str::to_owned)
+        .collect();
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_lines(&dir.path().join("corpus.jsonl"), slice);
+    write_lines(&dir.path().join("queries.jsonl"), queries);
+    std::fs::create_dir(dir.path().join("qrels")).expect("mkdir");
+    let mut tsv = vec!["query-id\tcorpus-id\tscore".to_owned()];
+    tsv.extend(judged.iter().flat_map(|(q, docs)| docs.iter().map(move |d| format!("{q}\t{d}\t1"))));
+    write_lines(&dir.path().join("qrels/test.tsv"), tsv);
+
+    for mode in ["basic", "advanced", "agentic"] {
+        let report = eval(dir.path(), mode);
+        eprintln!("SciFact slice, {mode}: {report}");
+        assert_eq!(report["queries"], 40);
+        assert!(report["ndcg_at_10"].as_f64().is_some_and(|n| n >= 0.60), "{mode}: {report}");
+        assert!(report["recall_at_100"].as_f64().is_some_and(|r| r >= 0.85), "{mode}: {report}");
+    }
+}
