@@ -150,7 +150,7 @@ fn round4(x: f64) -> f64 {
 
 /// An embedded instance with one plan big enough for any benchmark corpus, allowing every mode this build
 /// serves.
-fn eval_config(dir: &Path) -> Config {
+pub(crate) fn eval_config(dir: &Path) -> Config {
     let mut config = Config::builtin();
     config.server.data_dir = dir.to_owned();
     let mut plan: PlanConfig =
@@ -169,16 +169,26 @@ fn eval_config(dir: &Path) -> Config {
 }
 
 async fn scratch_tenant(services: &Services, mode: &str) -> anyhow::Result<TenantContext> {
+    Ok(scratch_tenant_named(services, "eval@tenantry.invalid", mode).await?.1)
+}
+
+/// A tenant on the `eval` plan in `mode`: its key, and a context authenticated with it.
+pub(crate) async fn scratch_tenant_named(
+    services: &Services,
+    email: &str,
+    mode: &str,
+) -> anyhow::Result<(String, TenantContext)> {
     let signup = services
-        .signup(SignupRequest {
-            email: "eval@tenantry.invalid".into(),
-            organization: "Evaluation".into(),
-            plan: "eval".into(),
-        })
+        .signup(SignupRequest { email: email.into(), organization: "Evaluation".into(), plan: "eval".into() })
         .await
         .map_err(|e| anyhow::anyhow!("signup: {}", e.detail))?;
-    let key = signup.api_key;
-    let ctx = |scope| services.authenticate(Some(&key), RequestId::generate(), EndpointClass::Service, scope);
+    let ctx = set_mode(services, &signup.api_key, mode).await?;
+    Ok((signup.api_key, ctx))
+}
+
+/// Switches the key's tenant to `mode` and returns a fresh context (contexts are snapshots).
+pub(crate) async fn set_mode(services: &Services, key: &str, mode: &str) -> anyhow::Result<TenantContext> {
+    let ctx = |scope| services.authenticate(Some(key), RequestId::generate(), EndpointClass::Service, scope);
     let admin = ctx(Scope::Admin).await.map_err(|e| anyhow::anyhow!("authenticate: {}", e.detail))?;
     services
         .update_config(&admin, ConfigUpdate { model: None, retrieval_mode: Some(mode.to_owned()), system_prompt: None })

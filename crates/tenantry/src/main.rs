@@ -2,6 +2,7 @@
 //! with tenants, documents and traffic; `openapi` prints the API description.
 
 mod bench;
+mod bench_retrieval;
 mod demo;
 mod eval;
 
@@ -88,6 +89,26 @@ enum BenchCommand {
         #[arg(long, default_value_t = 256)]
         max_in_flight: usize,
     },
+    /// Ingestion throughput: uploads each file into fresh tenants and reports MB/s and pages/s.
+    Ingest {
+        /// Files to upload (PDF, HTML, Markdown, text).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Uploads per file.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
+    /// Question latency per retrieval mode across many tenants, through the full query path.
+    Query {
+        /// Tenants, each with its own document and namespace.
+        #[arg(long, default_value_t = 1)]
+        tenants: usize,
+        /// Questions per mode.
+        #[arg(long, default_value_t = 1000)]
+        queries: usize,
+        #[arg(long, value_delimiter = ',', default_value = "basic,advanced,agentic")]
+        modes: Vec<String>,
+    },
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -166,6 +187,12 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Gateway { rates, seconds, max_in_flight }) => {
             bench::gateway(bench::GatewayBench { rates, seconds, max_in_flight }).await?;
+        }
+        Command::Bench(BenchCommand::Ingest { files, repeat }) => {
+            bench_retrieval::ingest(bench_retrieval::IngestBench { files, repeat }).await?;
+        }
+        Command::Bench(BenchCommand::Query { tenants, queries, modes }) => {
+            bench_retrieval::query(bench_retrieval::QueryBench { tenants, queries, modes }).await?;
         }
         Command::Eval { dataset, mode, split, json, max_queries, max_documents } => {
             eval::run(eval::EvalArgs { dataset, mode, split, json, max_queries, max_documents }).await?;
