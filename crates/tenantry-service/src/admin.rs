@@ -4,6 +4,7 @@ use subtle::ConstantTimeEq;
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::{ErrorCode, TenantId, TenantState};
 
+use crate::audit::Actor;
 use crate::tenants::TenantView;
 use crate::{ServiceError, ServiceResult, Services};
 
@@ -44,8 +45,10 @@ impl Services {
                 format!("{event:?} is not allowed from {}", row.state.as_str()),
             ));
         }
-        self.store().transition(&id, row.state_version, row.state, event, self.clock().now()).await?;
+        let to = self.store().transition(&id, row.state_version, row.state, event, self.clock().now()).await?;
         tracing::info!(tenant_id = %id, ?event, "lifecycle transition");
+        let detail = serde_json::json!({"event": format!("{event:?}"), "from": row.state.as_str(), "to": to.as_str()});
+        self.audit(Actor::Operator, Some(&id), "tenant.transition", id.as_str(), detail, "").await;
         self.admin_tenant(raw_id).await
     }
 }

@@ -7,6 +7,7 @@ use tenantry_domain::{ApiKeyId, TenantContext, Timestamp};
 use tenantry_store::{ApiKeyRow, NewApiKey};
 use utoipa::ToSchema;
 
+use crate::audit::Actor;
 use crate::{ServiceError, ServiceResult, Services};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -84,6 +85,9 @@ impl Services {
         };
         self.store().create_key(&row).await?;
         tracing::info!(key_id = %row.id, scopes = %row.scopes, "api key created");
+        let detail = serde_json::json!({"name": row.name, "scopes": row.scopes});
+        let request_id = ctx.request_id.to_string();
+        self.audit(Actor::Tenant(ctx), Some(&ctx.tenant_id), "key.created", row.id.as_str(), detail, &request_id).await;
         Ok(CreatedKey {
             key: KeyView {
                 key_id: row.id,
@@ -105,6 +109,9 @@ impl Services {
             other => other.into(),
         })?;
         tracing::info!(key_id = %id, "api key revoked");
+        let request_id = ctx.request_id.to_string();
+        let detail = serde_json::json!({});
+        self.audit(Actor::Tenant(ctx), Some(&ctx.tenant_id), "key.revoked", id.as_str(), detail, &request_id).await;
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod api_keys;
+pub mod audit;
 pub mod documents;
 mod error;
 pub mod gateway;

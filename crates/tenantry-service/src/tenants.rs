@@ -7,6 +7,7 @@ use tenantry_domain::{ErrorCode, RetrievalMode, TenantContext, TenantId, TenantS
 use tenantry_store::{ConfigChange, NewApiKey, NewTenant, TenantRow};
 use utoipa::ToSchema;
 
+use crate::audit::Actor;
 use crate::{ServiceError, ServiceResult, Services};
 
 pub struct SignupRequest {
@@ -115,6 +116,8 @@ impl Services {
             other => other.into(),
         })?;
         tracing::info!(tenant_id = %tenant_id, plan = %plan.name, "tenant signed up");
+        let detail = serde_json::json!({"plan": plan.name, "state": state.as_str(), "first_key": key.id.as_str()});
+        self.audit(Actor::System, Some(&tenant_id), "tenant.signed_up", tenant_id.as_str(), detail, "").await;
 
         let state = if needs_payment {
             state
@@ -179,9 +182,24 @@ impl Services {
                 )));
             }
         }
+        let detail = serde_json::json!({
+            "model": update.model,
+            "retrieval_mode": mode.map(|m| m.as_str()),
+            "system_prompt_changed": update.system_prompt.is_some(),
+        });
         let change = ConfigChange { model: update.model, retrieval_mode: mode, system_prompt: update.system_prompt };
         let row = self.store().update_config(&ctx.tenant_id, &change, self.clock().now()).await?;
         tracing::info!(config_version = row.config_version, "tenant config changed");
+        let request_id = ctx.request_id.to_string();
+        self.audit(
+            Actor::Tenant(ctx),
+            Some(&ctx.tenant_id),
+            "config.updated",
+            ctx.tenant_id.as_str(),
+            detail,
+            &request_id,
+        )
+        .await;
         Ok(view(row))
     }
 }

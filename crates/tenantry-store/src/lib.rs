@@ -3,6 +3,7 @@
 //! out). The SQL is written once in the subset both dialects share (`$n` placeholders, `ON CONFLICT`,
 //! `RETURNING`, integer times), migrations included.
 
+mod audit;
 mod documents;
 mod keys;
 mod memgate;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
+pub use audit::{entry_hash, AuditBreak, AuditEntry, NewAuditEntry, GENESIS_HASH};
 pub use documents::{ChunkRow, DocumentRow, NewChunk, NewDocument};
 pub use keys::{ApiKeyRow, NewApiKey};
 pub use quota::{Amounts, Counters, Exceeded, NewReservation, QuotaMeter, Settlement};

@@ -280,6 +280,34 @@ async fn reserve_settle_release_and_expire(store: Store) {
     assert_eq!(store.reservation_count().await.expect("count"), 0);
 }
 
+/// Concurrent appends still form one unbroken chain (they serialise on the head row).
+async fn audit_chain_holds_under_concurrent_appends(store: Store) {
+    let store = std::sync::Arc::new(store);
+    let tenant = TenantId::generate();
+    let appends = (0..20).map(|i| {
+        let (store, tenant) = (store.clone(), tenant.clone());
+        async move {
+            let entry = tenantry_store::NewAuditEntry {
+                at: Timestamp(1_700_000_000_000 + i),
+                tenant_id: (i % 2 == 0).then_some(tenant),
+                actor: "system".into(),
+                action: "test.appended".into(),
+                target: format!("t{i}"),
+                detail: format!("{{\"i\":{i}}}"),
+                request_id: String::new(),
+            };
+            store.append_audit(&entry).await.expect("append")
+        }
+    });
+    let appended = futures::future::join_all(appends).await;
+    let mut seqs: Vec<i64> = appended.iter().map(|e| e.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+    assert_eq!(store.verify_audit().await.expect("store"), Ok(20));
+    assert_eq!(store.audit_entries(Some(&tenant), 0, 100).await.expect("store").len(), 10);
+    assert_eq!(store.audit_entries(None, 15, 100).await.expect("store").len(), 5);
+}
+
 macro_rules! conformance_suite {
     ($($story:ident),* $(,)?) => {
         mod sqlite_backend {
@@ -312,6 +340,7 @@ conformance_suite!(
     usage_is_idempotent_and_summed,
     concurrent_reservations_never_overshoot,
     reserve_settle_release_and_expire,
+    audit_chain_holds_under_concurrent_appends,
 );
 
 #[tokio::test]

@@ -438,6 +438,37 @@ pub async fn admin_tenants(
     Ok(axum::Json(TenantList { tenants: s.admin_tenants(f.state.as_deref()).await? }))
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct AuditFilter {
+    /// Only this tenant's entries.
+    pub tenant_id: Option<String>,
+    /// Entries after this sequence number (for paging; default 0).
+    pub after: Option<i64>,
+    /// At most this many entries (1–1000, default 100).
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditList {
+    /// Oldest first; each entry carries `prev_hash` (the hash of the entry before it) and its own `hash`.
+    #[schema(value_type = Vec<Object>)]
+    pub entries: Vec<tenantry_service::audit::AuditEntry>,
+}
+
+/// The hash-chained audit trail: key changes, config changes, lifecycle transitions, signups, operator actions.
+#[utoipa::path(get, path = "/admin/audit", tag = "operator", security(("operator" = [])), params(AuditFilter),
+    responses((status = 200, body = AuditList), (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn admin_audit(
+    State(s): State<Services>,
+    headers: HeaderMap,
+    filter: Result<Query<AuditFilter>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<axum::Json<AuditList>> {
+    s.authenticate_operator(bearer(&headers))?;
+    let Query(f) = filter?;
+    let entries = s.audit_log(f.tenant_id.as_deref(), f.after.unwrap_or(0), f.limit.unwrap_or(100)).await?;
+    Ok(axum::Json(AuditList { entries }))
+}
+
 /// One tenant.
 #[utoipa::path(get, path = "/admin/tenants/{id}", tag = "operator", security(("operator" = [])),
     params(("id" = String, Path, description = "tenant id")),

@@ -73,6 +73,7 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(api::admin_tenant))
         .routes(routes!(api::admin_suspend))
         .routes(routes!(api::admin_reactivate))
+        .routes(routes!(api::admin_audit))
         .routes(routes!(api::healthz))
         .routes(routes!(api::readyz))
 }

@@ -51,6 +51,9 @@ enum Command {
     /// Benchmarks (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Retrieval quality on a BEIR-format dataset: nDCG@10 and recall@100 through the API's own ingestion
     /// and retrieval, in a scratch tenant of an embedded instance.
     Eval {
@@ -73,6 +76,13 @@ enum Command {
         #[arg(long)]
         max_documents: Option<usize>,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain of the audit trail in the configured database; exit 1 at the first edited,
+    /// removed or reordered entry.
+    Verify(ServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -196,6 +206,19 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Eval { dataset, mode, split, json, max_queries, max_documents } => {
             eval::run(eval::EvalArgs { dataset, mode, split, json, max_queries, max_documents }).await?;
+        }
+        Command::Audit(AuditCommand::Verify(args)) => {
+            let config = load_config(&args)?;
+            let store = tenantry_store::Store::open(&config.database.url, &config.server.data_dir).await?;
+            let verdict = store.verify_audit().await?;
+            store.close().await;
+            match verdict {
+                Ok(n) => println!("audit trail intact: {n} entries verified"),
+                Err(broken) => {
+                    eprintln!("audit trail BROKEN: {broken}");
+                    std::process::exit(1);
+                }
+            }
         }
         Command::Openapi => {
             println!("{}", serde_json::to_string_pretty(&tenantry_web::openapi())?);
