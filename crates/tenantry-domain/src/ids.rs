@@ -62,6 +62,11 @@ prefixed_id!(
     ApiKeyId,
     "key"
 );
+prefixed_id!(
+    /// One GDPR erasure of a tenant, and its deletion certificate.
+    ErasureId,
+    "era"
+);
 
 /// A chunk of a document: the document id plus the chunk's position in it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod api_keys;
 pub mod audit;
 pub mod documents;
+pub mod erasure;
 mod error;
 pub mod gateway;
 pub mod keys;
@@ -57,6 +58,8 @@ pub enum StartError {
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("database: {0}")]
     Store(#[from] tenantry_store::StoreError),
+    #[error("finishing an interrupted erasure: {0}")]
+    Erasure(String),
 }
 
 impl Services {
@@ -96,7 +99,7 @@ impl Services {
         }
         let search = Arc::new(SearchIndexes::new(data_dir.join("tenants"), config.search.open_namespaces));
         tenantry_domain::tokens::warm_up();
-        Ok(Self {
+        let services = Self {
             inner: Arc::new(Inner {
                 catalog,
                 store,
@@ -109,7 +112,9 @@ impl Services {
                 data_dir,
                 config,
             }),
-        })
+        };
+        services.resume_erasures().await.map_err(|e| StartError::Erasure(e.detail))?;
+        Ok(services)
     }
 
     pub fn config(&self) -> &Config {

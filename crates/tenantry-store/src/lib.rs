@@ -5,6 +5,7 @@
 
 mod audit;
 mod documents;
+mod erasure;
 mod keys;
 mod memgate;
 mod quota;
@@ -20,6 +21,7 @@ use sqlx::{AnyPool, Executor, Row};
 
 pub use audit::{entry_hash, AuditBreak, AuditEntry, NewAuditEntry, GENESIS_HASH};
 pub use documents::{ChunkRow, DocumentRow, NewChunk, NewDocument};
+pub use erasure::{ErasedRows, ErasureRow};
 pub use keys::{ApiKeyRow, NewApiKey};
 pub use quota::{Amounts, Counters, Exceeded, NewReservation, QuotaMeter, Settlement};
 pub use tenants::{ConfigChange, NewTenant, TenantRow};

@@ -50,6 +50,12 @@ impl std::fmt::Debug for MemGate {
 pub(crate) type Guard = OwnedMutexGuard<TenantQuota>;
 
 impl MemGate {
+    /// Drops everything held for an erased tenant.
+    pub(crate) fn forget(&self, tenant: &TenantId) {
+        self.tenants.lock().remove(tenant);
+        self.owners.lock().retain(|_, owner| owner != tenant);
+    }
+
     /// Locks the tenant's quota state, loading `period_start`'s counters on first use.
     pub(crate) async fn lock(&self, read: &AnyPool, tenant: &TenantId, period_start: Timestamp) -> Result<Guard> {
         let cell = self.tenants.lock().entry(tenant.clone()).or_default().clone();

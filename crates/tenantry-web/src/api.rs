@@ -13,6 +13,7 @@ use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::{ErrorCode, RequestId, TenantContext};
 use tenantry_service::api_keys::{CreatedKey, KeyView};
 use tenantry_service::documents::{DocumentView, Upload, Uploaded};
+use tenantry_service::erasure::{ErasureStarted, ErasureView};
 use tenantry_service::gateway::Scope;
 use tenantry_service::query::{QueryEvent, QueryRequest, QueryResult};
 use tenantry_service::quota::QuotaReport;
@@ -86,6 +87,23 @@ pub async fn signup(
 }
 
 // ---- tenant -------------------------------------------------------------------------------------------
+
+/// GDPR erasure of the calling tenant: its documents, indexes, uploads, keys and profile are removed (keys
+/// answer 401 from now on); `GET /admin/erasures/{id}` shows the deletion certificate.
+#[utoipa::path(delete, path = "/v1/tenant", tag = "tenant", security(("bearer" = [])),
+    responses(
+        (status = 202, body = ErasureStarted),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn delete_tenant(
+    State(s): State<Services>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+) -> ApiResult<(StatusCode, axum::Json<ErasureStarted>)> {
+    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(s.erase_tenant(&ctx).await?)))
+}
 
 /// The calling tenant: state, plan and configuration.
 #[utoipa::path(get, path = "/v1/tenant", tag = "tenant", security(("bearer" = [])),
@@ -467,6 +485,19 @@ pub async fn admin_audit(
     let Query(f) = filter?;
     let entries = s.audit_log(f.tenant_id.as_deref(), f.after.unwrap_or(0), f.limit.unwrap_or(100)).await?;
     Ok(axum::Json(AuditList { entries }))
+}
+
+/// A deletion certificate: what an erasure removed from which store, with counts, times and a digest.
+#[utoipa::path(get, path = "/admin/erasures/{id}", tag = "operator", security(("operator" = [])),
+    params(("id" = String, Path, description = "erasure id")),
+    responses((status = 200, body = ErasureView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn admin_erasure(
+    State(s): State<Services>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<ErasureView>> {
+    s.authenticate_operator(bearer(&headers))?;
+    Ok(axum::Json(s.erasure_view(&id).await?))
 }
 
 /// One tenant.

@@ -58,7 +58,7 @@ impl Modify for BearerAuth {
 fn api_routes() -> OpenApiRouter<Services> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(api::signup))
-        .routes(routes!(api::get_tenant))
+        .routes(routes!(api::get_tenant, api::delete_tenant))
         .routes(routes!(api::patch_config))
         .routes(routes!(api::upload_document, api::list_documents))
         .routes(routes!(api::get_document, api::delete_document))
@@ -74,6 +74,7 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(api::admin_suspend))
         .routes(routes!(api::admin_reactivate))
         .routes(routes!(api::admin_audit))
+        .routes(routes!(api::admin_erasure))
         .routes(routes!(api::healthz))
         .routes(routes!(api::readyz))
 }

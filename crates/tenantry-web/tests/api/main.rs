@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod chat;
+mod erasure;
 mod gateway;
 mod helpers;
 mod isolation;

@@ -1,0 +1,176 @@
+//! Erasure of a tenant's rows: in one transaction, with the lifecycle version check, the tenant's documents,
+//! chunks, keys, quota counters and reservations are deleted, its row keeps only what identifies the
+//! (now `erased`) account to the ledger, and the erasure is recorded as `running`. The usage ledger is kept:
+//! it holds no personal data and is the billing record. Files are removed by the caller, which then completes
+//! the erasure with its certificate.
+
+use sqlx::Row;
+use tenantry_domain::lifecycle::LifecycleEvent;
+use tenantry_domain::{TenantId, TenantState, Timestamp};
+
+use crate::{Backend, Result, Store, StoreError};
+
+/// Rows removed from each table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErasedRows {
+    pub documents: u64,
+    pub chunks: u64,
+    pub api_keys: u64,
+    pub quota_counters: u64,
+    pub reservations: u64,
+    /// Ledger rows kept (no personal data; the record billing needs).
+    pub usage_events_kept: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ErasureRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub status: String,
+    pub requested_by: String,
+    pub requested_at: Timestamp,
+    pub completed_at: Option<Timestamp>,
+    pub certificate: String,
+    pub digest: String,
+}
+
+impl Store {
+    /// Erases the tenant's rows if it is still in `from` at `expected_version`; `Concurrent` otherwise.
+    pub async fn erase_tenant_rows(
+        &self,
+        tenant: &TenantId,
+        expected_version: i64,
+        from: TenantState,
+        erasure_id: &str,
+        requested_by: &str,
+        now: Timestamp,
+    ) -> Result<ErasedRows> {
+        let to = from.on(LifecycleEvent::Erased).ok_or(StoreError::Conflict("transition"))?;
+        let mut tx = self.write.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE tenants SET state = $1, state_version = state_version + 1, updated_at = $2, \
+             email = $3, organization = '', system_prompt = '' \
+             WHERE id = $4 AND state = $5 AND state_version = $6",
+        )
+        .bind(to.as_str())
+        .bind(now.0)
+        .bind(format!("erased+{}@erased.invalid", tenant.as_str()))
+        .bind(tenant.as_str())
+        .bind(from.as_str())
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() != 1 {
+            return Err(StoreError::Concurrent);
+        }
+        let mut rows = ErasedRows::default();
+        for (table, count) in [
+            ("chunks", &mut rows.chunks),
+            ("documents", &mut rows.documents),
+            ("api_keys", &mut rows.api_keys),
+            ("quota_counters", &mut rows.quota_counters),
+            ("reservations", &mut rows.reservations),
+        ] {
+            let sql = format!("DELETE FROM {table} WHERE tenant_id = $1");
+            *count = sqlx::query(&sql).bind(tenant.as_str()).execute(&mut *tx).await?.rows_affected();
+        }
+        let kept = sqlx::query("SELECT COUNT(*) AS n FROM usage_events WHERE tenant_id = $1")
+            .bind(tenant.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        rows.usage_events_kept = kept.try_get::<i64, _>("n")? as u64;
+        // Until completion the certificate column holds the row counts, so a restart can finish the erasure
+        // and still certify what was removed.
+        let counts = serde_json::to_string(&rows).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO erasures (id, tenant_id, status, requested_by, requested_at, completed_at, certificate, digest) \
+             VALUES ($1, $2, 'running', $3, $4, NULL, $5, '')",
+        )
+        .bind(erasure_id)
+        .bind(tenant.as_str())
+        .bind(requested_by)
+        .bind(now.0)
+        .bind(counts)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        // The in-memory admission of the embedded store forgets the tenant's counters with the rows.
+        if let Some(gate) = &self.gate {
+            gate.forget(tenant);
+        }
+        Ok(rows)
+    }
+
+    pub async fn complete_erasure(&self, id: &str, certificate: &str, digest: &str, now: Timestamp) -> Result<()> {
+        sqlx::query(
+            "UPDATE erasures SET status = 'completed', completed_at = $1, certificate = $2, digest = $3 WHERE id = $4",
+        )
+        .bind(now.0)
+        .bind(certificate)
+        .bind(digest)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn erasure(&self, id: &str) -> Result<Option<ErasureRow>> {
+        let row = sqlx::query(
+            "SELECT id, tenant_id, status, requested_by, requested_at, completed_at, certificate, digest \
+             FROM erasures WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| erasure_from_row(&r)).transpose()
+    }
+
+    /// Erasures whose files were not yet removed (a crash after the rows went).
+    pub async fn running_erasures(&self) -> Result<Vec<ErasureRow>> {
+        let rows = sqlx::query(
+            "SELECT id, tenant_id, status, requested_by, requested_at, completed_at, certificate, digest \
+             FROM erasures WHERE status = 'running' ORDER BY requested_at",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(erasure_from_row).collect()
+    }
+
+    /// Makes deleted content unrecoverable from the database files. SQLite zeroes freed pages
+    /// (`secure_delete`), but the write-ahead log still holds earlier page images: a truncating checkpoint
+    /// writes them back and empties the log. PostgreSQL keeps dead tuples until vacuumed.
+    pub async fn purge_deleted(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => {
+                for _ in 0..50 {
+                    let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").fetch_one(&self.write).await?;
+                    let busy: i64 = row.try_get(0)?;
+                    if busy == 0 {
+                        return Ok(());
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(StoreError::Corrupt("the write-ahead log could not be checkpointed (readers busy)".into()))
+            }
+            Backend::Postgres => {
+                for table in ["chunks", "documents", "api_keys", "tenants", "quota_counters", "reservations"] {
+                    sqlx::query(&format!("VACUUM {table}")).execute(&self.write).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn erasure_from_row(r: &sqlx::any::AnyRow) -> Result<ErasureRow> {
+    Ok(ErasureRow {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        status: r.try_get("status")?,
+        requested_by: r.try_get("requested_by")?,
+        requested_at: Timestamp(r.try_get("requested_at")?),
+        completed_at: r.try_get::<Option<i64>, _>("completed_at")?.map(Timestamp),
+        certificate: r.try_get("certificate")?,
+        digest: r.try_get("digest")?,
+    })
+}
