@@ -91,11 +91,12 @@ impl Services {
                     "api_keys": rows.api_keys,
                     "quota_counters": rows.quota_counters,
                     "reservations": rows.reservations,
+                    "exports": rows.exports,
                     "tenant_profile": "email, organization and system prompt overwritten; state erased",
                 },
                 "files": {
                     "directory": format!("tenants/{}", tenant.as_str()),
-                    "contents": "lexical index, vector index, uploaded originals",
+                    "contents": "lexical index, vector index, uploaded originals, export archives",
                     "bytes": bytes,
                 },
                 "purge": match self.store().backend() {

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod documents;
 pub mod erasure;
 mod error;
+pub mod export;
 pub mod gateway;
 pub mod keys;
 pub mod query;

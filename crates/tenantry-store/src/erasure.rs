@@ -18,6 +18,8 @@ pub struct ErasedRows {
     pub api_keys: u64,
     pub quota_counters: u64,
     pub reservations: u64,
+    #[serde(default)]
+    pub exports: u64,
     /// Ledger rows kept (no personal data; the record billing needs).
     pub usage_events_kept: u64,
 }
@@ -70,6 +72,7 @@ impl Store {
             ("api_keys", &mut rows.api_keys),
             ("quota_counters", &mut rows.quota_counters),
             ("reservations", &mut rows.reservations),
+            ("exports", &mut rows.exports),
         ] {
             let sql = format!("DELETE FROM {table} WHERE tenant_id = $1");
             *count = sqlx::query(&sql).bind(tenant.as_str()).execute(&mut *tx).await?.rows_affected();

@@ -6,6 +6,7 @@
 mod audit;
 mod documents;
 mod erasure;
+mod exports;
 mod keys;
 mod memgate;
 mod quota;
@@ -22,6 +23,7 @@ use sqlx::{AnyPool, Executor, Row};
 pub use audit::{entry_hash, AuditBreak, AuditEntry, NewAuditEntry, GENESIS_HASH};
 pub use documents::{ChunkRow, DocumentRow, NewChunk, NewDocument};
 pub use erasure::{ErasedRows, ErasureRow};
+pub use exports::ExportRow;
 pub use keys::{ApiKeyRow, NewApiKey};
 pub use quota::{Amounts, Counters, Exceeded, NewReservation, QuotaMeter, Settlement};
 pub use tenants::{ConfigChange, NewTenant, TenantRow};

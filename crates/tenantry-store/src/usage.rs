@@ -132,4 +132,30 @@ impl Store {
             .await?;
         Ok(row.try_get("n")?)
     }
+
+    /// Every ledger row of `tenant`, oldest first (export).
+    pub async fn usage_events(&self, tenant: &TenantId) -> Result<Vec<UsageEvent>> {
+        let rows = sqlx::query(
+            "SELECT event_id, request_id, meter, model, quantity, cost_micros, created_at FROM usage_events \
+             WHERE tenant_id = $1 ORDER BY created_at, event_id",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let meter: String = r.try_get("meter")?;
+                Ok(UsageEvent {
+                    event_id: r.try_get("event_id")?,
+                    tenant_id: tenant.clone(),
+                    request_id: r.try_get("request_id")?,
+                    meter: Meter::parse(&meter).ok_or_else(|| StoreError::Corrupt(format!("meter {meter:?}")))?,
+                    model: r.try_get("model")?,
+                    quantity: r.try_get("quantity")?,
+                    cost_micros: r.try_get("cost_micros")?,
+                    at: Timestamp(r.try_get("created_at")?),
+                })
+            })
+            .collect()
+    }
 }

@@ -14,6 +14,7 @@ use tenantry_domain::{ErrorCode, RequestId, TenantContext};
 use tenantry_service::api_keys::{CreatedKey, KeyView};
 use tenantry_service::documents::{DocumentView, Upload, Uploaded};
 use tenantry_service::erasure::{ErasureStarted, ErasureView};
+use tenantry_service::export::ExportStarted;
 use tenantry_service::gateway::Scope;
 use tenantry_service::query::{QueryEvent, QueryRequest, QueryResult};
 use tenantry_service::quota::QuotaReport;
@@ -87,6 +88,47 @@ pub async fn signup(
 }
 
 // ---- tenant -------------------------------------------------------------------------------------------
+
+/// Export everything Tenantry holds about the tenant as a `tar.gz` archive with a manifest (format
+/// `tenantry-export/1`); download it from `GET /v1/export/{id}` until it expires.
+#[utoipa::path(post, path = "/v1/export", tag = "tenant", security(("bearer" = [])),
+    responses((status = 202, body = ExportStarted), (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn start_export(
+    State(s): State<Services>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+) -> ApiResult<(StatusCode, axum::Json<ExportStarted>)> {
+    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(s.start_export(&ctx).await?)))
+}
+
+/// Download an export archive (`application/gzip`); its SHA-256 is in `X-Export-Sha256`.
+#[utoipa::path(get, path = "/v1/export/{id}", tag = "tenant", security(("bearer" = [])),
+    params(("id" = String, Path, description = "export id")),
+    responses(
+        (status = 200, description = "The archive", content_type = "application/gzip", body = Vec<u8>),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_export(
+    State(s): State<Services>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
+    let (row, bytes) = s.export_archive(&ctx, &id).await?;
+    let disposition = format!("attachment; filename=\"tenantry-{}.tar.gz\"", row.id);
+    let mut response = (StatusCode::OK, bytes).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&row.sha256) {
+        h.insert("x-export-sha256", v);
+    }
+    Ok(response)
+}
 
 /// GDPR erasure of the calling tenant: its documents, indexes, uploads, keys and profile are removed (keys
 /// answer 401 from now on); `GET /admin/erasures/{id}` shows the deletion certificate.

@@ -59,6 +59,8 @@ fn api_routes() -> OpenApiRouter<Services> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(api::signup))
         .routes(routes!(api::get_tenant, api::delete_tenant))
+        .routes(routes!(api::start_export))
+        .routes(routes!(api::get_export))
         .routes(routes!(api::patch_config))
         .routes(routes!(api::upload_document, api::list_documents))
         .routes(routes!(api::get_document, api::delete_document))

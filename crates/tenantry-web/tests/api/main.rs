@@ -3,6 +3,7 @@
 mod bad_input;
 mod chat;
 mod erasure;
+mod export;
 mod gateway;
 mod helpers;
 mod isolation;

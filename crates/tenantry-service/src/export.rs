@@ -1,0 +1,223 @@
+//! Data export (`POST /v1/export`): one gzipped tar archive of everything Tenantry holds about the tenant,
+//! with a manifest listing every file's size and SHA-256. Layout (format `tenantry-export/1`):
+//!
+//! ```text
+//! manifest.json                  export id, tenant, time, counts, and every file with bytes and sha256
+//! tenant.json                    profile, plan, state and configuration
+//! api_keys.json                  key metadata: id, name, scopes, times (never secrets or their hashes)
+//! documents.json                 one entry per document
+//! documents/<id>/original        the uploaded bytes
+//! documents/<id>/chunks.jsonl    the extracted text as indexed: chunk id, ordinal, heading, page, text
+//! usage.jsonl                    the usage ledger
+//! audit.jsonl                    the tenant's audit trail entries
+//! invoices.json                  invoices (empty until billing is wired)
+//! ```
+//!
+//! The archive is written under the tenant's own directory (so erasure removes it), made whole (temp file,
+//! then rename) and kept for `EXPORT_TTL_DAYS`.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tenantry_domain::{TenantContext, Timestamp};
+use tenantry_store::ExportRow;
+use utoipa::ToSchema;
+
+use crate::audit::Actor;
+use crate::{ServiceError, ServiceResult, Services};
+
+pub const EXPORT_TTL_DAYS: i64 = 7;
+pub const FORMAT: &str = "tenantry-export/1";
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExportStarted {
+    pub export_id: String,
+    /// `ready` once the archive can be downloaded from `GET /v1/export/{id}`.
+    pub status: String,
+    pub expires_at: String,
+}
+
+/// One file of the archive, as listed in the manifest.
+struct Entry {
+    path: String,
+    bytes: Vec<u8>,
+}
+
+impl Services {
+    pub async fn start_export(&self, ctx: &TenantContext) -> ServiceResult<ExportStarted> {
+        let entries = self.collect_export(ctx).await?;
+        let id = format!("exp_{}", tenantry_domain::DocumentId::generate().as_str().trim_start_matches("doc_"));
+        let now = self.clock().now();
+        let path = self.export_path(ctx, &id);
+        let manifest_head = json!({
+            "format": FORMAT,
+            "export_id": id,
+            "tenant_id": ctx.tenant_id.as_str(),
+            "created_at": now.to_rfc3339(),
+        });
+        let target = path.clone();
+        let (bytes, sha256) = tokio::task::spawn_blocking(move || write_archive(&target, manifest_head, entries))
+            .await?
+            .map_err(ServiceError::internal)?;
+        let expires_at = now.plus_seconds(EXPORT_TTL_DAYS * 86_400);
+        let row = ExportRow {
+            id: id.clone(),
+            tenant_id: ctx.tenant_id.to_string(),
+            status: "ready".into(),
+            created_at: now,
+            expires_at,
+            bytes: bytes as i64,
+            sha256: sha256.clone(),
+        };
+        if let Err(e) = self.store().record_export(&row).await {
+            let _ = std::fs::remove_file(&path);
+            return Err(e.into());
+        }
+        let request_id = ctx.request_id.to_string();
+        let detail = json!({"bytes": bytes, "sha256": sha256});
+        self.audit(Actor::Tenant(ctx), Some(&ctx.tenant_id), "tenant.exported", &id, detail, &request_id).await;
+        Ok(ExportStarted { export_id: id, status: "ready".into(), expires_at: expires_at.to_rfc3339() })
+    }
+
+    /// The archive of one of the tenant's exports, while it has not expired.
+    pub async fn export_archive(&self, ctx: &TenantContext, id: &str) -> ServiceResult<(ExportRow, Vec<u8>)> {
+        let row = self.store().export(&ctx.tenant_id, id).await?.ok_or_else(|| ServiceError::not_found("export"))?;
+        let path = self.export_path(ctx, &row.id);
+        if self.clock().now() >= row.expires_at {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(ServiceError::not_found("export (it has expired)"));
+        }
+        let bytes = tokio::fs::read(&path).await.map_err(|_| ServiceError::not_found("export"))?;
+        Ok((row, bytes))
+    }
+
+    fn export_path(&self, ctx: &TenantContext, id: &str) -> PathBuf {
+        self.blob_dir(&ctx.tenant_id).with_file_name("exports").join(format!("{id}.tar.gz"))
+    }
+
+    async fn collect_export(&self, ctx: &TenantContext) -> ServiceResult<Vec<Entry>> {
+        let store = self.store();
+        let tenant = &ctx.tenant_id;
+        let json_entry = |path: &str, value: &Value| Entry { path: path.into(), bytes: pretty(value) };
+        let jsonl_entry = |path: &str, rows: Vec<Value>| Entry {
+            path: path.into(),
+            bytes: rows.iter().map(|r| format!("{r}\n")).collect::<String>().into_bytes(),
+        };
+
+        let mut entries = Vec::new();
+        let profile = serde_json::to_value(self.tenant_view(ctx).await?).map_err(ServiceError::internal)?;
+        entries.push(json_entry("tenant.json", &profile));
+
+        let keys: Vec<Value> = store
+            .keys(tenant)
+            .await?
+            .into_iter()
+            .map(|k| {
+                json!({
+                    "key_id": k.id.as_str(),
+                    "name": k.name,
+                    "scopes": k.scopes.split_whitespace().collect::<Vec<_>>(),
+                    "created_at": k.created_at.to_rfc3339(),
+                    "last_used_at": k.last_used_at.map(Timestamp::to_rfc3339),
+                    "revoked_at": k.revoked_at.map(Timestamp::to_rfc3339),
+                })
+            })
+            .collect();
+        entries.push(json_entry("api_keys.json", &Value::Array(keys)));
+
+        let mut documents = Vec::new();
+        for d in store.documents(tenant).await? {
+            let original =
+                tokio::fs::read(self.blob_dir(tenant).join(d.id.as_str())).await.map_err(ServiceError::internal)?;
+            let chunks: Vec<Value> = store
+                .chunks(tenant, &d.id)
+                .await?
+                .into_iter()
+                .map(|c| json!({"chunk_id": c.id.to_string(), "ordinal": c.ordinal, "heading": c.heading, "page": c.page, "text": c.text}))
+                .collect();
+            let dir = format!("documents/{}", d.id.as_str());
+            documents.push(json!({
+                "document_id": d.id.as_str(),
+                "title": d.title,
+                "content_type": d.content_type,
+                "bytes": d.bytes,
+                "chunks": d.chunks,
+                "sha256": d.content_sha256,
+                "created_at": d.created_at.to_rfc3339(),
+                "original": format!("{dir}/original"),
+                "chunks_file": format!("{dir}/chunks.jsonl"),
+            }));
+            entries.push(Entry { path: format!("{dir}/original"), bytes: original });
+            entries.push(jsonl_entry(&format!("{dir}/chunks.jsonl"), chunks));
+        }
+        entries.push(json_entry("documents.json", &Value::Array(documents)));
+
+        let usage: Vec<Value> = store
+            .usage_events(tenant)
+            .await?
+            .into_iter()
+            .map(|e| {
+                json!({
+                    "event_id": e.event_id,
+                    "request_id": e.request_id,
+                    "meter": e.meter.as_str(),
+                    "model": e.model,
+                    "quantity": e.quantity,
+                    "cost_micros": e.cost_micros,
+                    "at": e.at.to_rfc3339(),
+                })
+            })
+            .collect();
+        entries.push(jsonl_entry("usage.jsonl", usage));
+
+        let audit: Vec<Value> = store
+            .audit_entries(Some(tenant), 0, i64::MAX)
+            .await?
+            .into_iter()
+            .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+            .collect();
+        entries.push(jsonl_entry("audit.jsonl", audit));
+        entries.push(json_entry("invoices.json", &json!([])));
+        Ok(entries)
+    }
+}
+
+fn pretty(value: &Value) -> Vec<u8> {
+    serde_json::to_vec_pretty(value).unwrap_or_default()
+}
+
+/// Writes the archive whole: a temp file in the same directory, renamed into place once complete.
+fn write_archive(path: &std::path::Path, mut manifest: Value, entries: Vec<Entry>) -> std::io::Result<(u64, String)> {
+    let dir = path.parent().ok_or_else(|| std::io::Error::other("export path has no directory"))?;
+    std::fs::create_dir_all(dir)?;
+    let files: Vec<Value> = entries
+        .iter()
+        .map(|e| json!({"path": e.path, "bytes": e.bytes.len(), "sha256": hex::encode(Sha256::digest(&e.bytes))}))
+        .collect();
+    manifest["files"] = Value::Array(files);
+    let tmp = path.with_extension("partial");
+    {
+        let file = std::fs::File::create(&tmp)?;
+        let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        let mut tar = tar::Builder::new(gz);
+        let mut append = |name: &str, bytes: &[u8]| -> std::io::Result<()> {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_mtime(0);
+            header.set_cksum();
+            tar.append_data(&mut header, name, bytes)
+        };
+        append("manifest.json", &pretty(&manifest))?;
+        for e in &entries {
+            append(&e.path, &e.bytes)?;
+        }
+        let gz = tar.into_inner()?;
+        gz.finish()?.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    let archive = std::fs::read(path)?;
+    Ok((archive.len() as u64, hex::encode(Sha256::digest(&archive))))
+}

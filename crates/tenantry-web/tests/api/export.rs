@@ -1,0 +1,93 @@
+//! GDPR export over HTTP: the archive holds everything listed in its format (profile, key metadata without
+//! secrets, originals, extracted chunks, ledger, audit trail) and nothing of another tenant; its manifest's
+//! digests match its files; another tenant cannot fetch it; erasure removes it.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{assert_problem, spawn_app};
+
+/// The archive's files by path.
+fn unpack(archive: &[u8]) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
+    for entry in tar.entries().expect("tar") {
+        let mut entry = entry.expect("entry");
+        let path = entry.path().expect("path").to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).expect("read");
+        files.insert(path, bytes);
+    }
+    files
+}
+
+#[tokio::test]
+async fn an_export_holds_everything_of_the_tenant_and_nothing_else() {
+    let app = spawn_app().await;
+    let t = app.signup("export@zz.test", "trial").await;
+    let other = app.signup("other-export@zz.test", "trial").await;
+    let doc = app.upload_text(&t.key, "Narwhal guide", "Narwhals use their tusks to sense water salinity.").await;
+    app.upload_text(&other.key, "Secret plan", "Capybara operation begins at dawn.").await;
+    app.query(&t.key, "What do narwhals sense?").await;
+    let created: Value =
+        app.post_json(&t.key, "/v1/keys", json!({"name": "exporter"})).await.json().await.expect("json");
+    let secret = created["api_key"].as_str().expect("secret").to_owned();
+
+    let r = app.post_json(&t.key, "/v1/export", json!({})).await;
+    assert_eq!(r.status(), 202);
+    let started: Value = r.json().await.expect("json");
+    let id = started["export_id"].as_str().expect("id").to_owned();
+    assert_eq!(started["status"], "ready");
+
+    let r = app.get(&other.key, &format!("/v1/export/{id}")).await;
+    assert_problem(r, 404, "not_found").await;
+
+    let r = app.get(&t.key, &format!("/v1/export/{id}")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/gzip");
+    let digest = r.headers()["x-export-sha256"].to_str().expect("header").to_owned();
+    let archive = r.bytes().await.expect("body").to_vec();
+    assert_eq!(hex::encode(Sha256::digest(&archive)), digest);
+    let files = unpack(&archive);
+
+    let manifest: Value = serde_json::from_slice(&files["manifest.json"]).expect("manifest");
+    assert_eq!(manifest["format"], "tenantry-export/1");
+    assert_eq!(manifest["tenant_id"], t.id);
+    for f in manifest["files"].as_array().expect("files") {
+        let path = f["path"].as_str().expect("path");
+        let bytes = &files[path];
+        assert_eq!(f["sha256"].as_str(), Some(hex::encode(Sha256::digest(bytes)).as_str()), "{path}");
+    }
+    for expected in ["tenant.json", "api_keys.json", "documents.json", "usage.jsonl", "audit.jsonl", "invoices.json"] {
+        assert!(files.contains_key(expected), "{expected} in {:?}", files.keys());
+    }
+    let tenant: Value = serde_json::from_slice(&files["tenant.json"]).expect("json");
+    assert_eq!(tenant["email"], "export@zz.test");
+    let doc_id = doc["document_id"].as_str().expect("id");
+    assert_eq!(files[&format!("documents/{doc_id}/original")], b"Narwhals use their tusks to sense water salinity.");
+    let chunks = String::from_utf8(files[&format!("documents/{doc_id}/chunks.jsonl")].clone()).expect("utf8");
+    assert!(chunks.contains("sense water salinity"));
+    let keys: Value = serde_json::from_slice(&files["api_keys.json"]).expect("json");
+    assert_eq!(keys.as_array().map(Vec::len), Some(2));
+    let usage = String::from_utf8(files["usage.jsonl"].clone()).expect("utf8");
+    assert!(usage.lines().any(|l| l.contains("\"meter\":\"queries\"")));
+    let audit = String::from_utf8(files["audit.jsonl"].clone()).expect("utf8");
+    assert!(audit.contains("key.created") && audit.contains("tenant.signed_up"));
+
+    let everything: Vec<u8> = files.values().flatten().copied().collect();
+    let everything = String::from_utf8_lossy(&everything);
+    for foreign in ["Capybara", "Secret plan", "other-export@zz.test", other.id.as_str()] {
+        assert!(!everything.contains(foreign), "another tenant's {foreign:?} is in the export");
+    }
+    let secret_part = secret.splitn(3, '_').nth(2).expect("secret");
+    assert!(!everything.contains(secret_part), "never a key secret");
+
+    // Erasure takes the export with it.
+    let r = app.client.delete(app.url("/v1/tenant")).bearer_auth(&t.key).send().await.expect("erase");
+    assert_eq!(r.status(), 202);
+    let exports_dir = app.data_dir.path().join("tenants").join(&t.id).join("exports");
+    assert!(!exports_dir.exists());
+}
