@@ -35,12 +35,12 @@ pub(crate) async fn retrieve(
         retriever.expanded(ctx, query, depth),
         retriever.semantic(ctx, query, depth)
     )?;
-    let lists = [(lexical, LEXICAL_WEIGHT), (expanded, EXPANDED_WEIGHT), (semantic, SEMANTIC_WEIGHT)];
+    let lists = [(&lexical[..], LEXICAL_WEIGHT), (&expanded[..], EXPANDED_WEIGHT), (&semantic[..], SEMANTIC_WEIGHT)];
     Ok(diversify(fuse_weighted(&lists), top_k))
 }
 
 /// Weighted reciprocal-rank fusion: a hit at rank r (from 0) of a list of weight w scores `w / (k + r + 1)`.
-pub(crate) fn fuse_weighted(lists: &[(Vec<Hit>, f32)]) -> Vec<Hit> {
+pub(crate) fn fuse_weighted(lists: &[(&[Hit], f32)]) -> Vec<Hit> {
     let mut fused: HashMap<&str, (f32, &Hit)> = HashMap::new();
     for (list, weight) in lists {
         for (rank, hit) in list.iter().enumerate() {
@@ -55,7 +55,7 @@ pub(crate) fn fuse_weighted(lists: &[(Vec<Hit>, f32)]) -> Vec<Hit> {
 
 /// Reciprocal-rank fusion of ranked lists of equal weight; the fused score replaces the lists' own scores.
 pub(crate) fn fuse(lists: &[Vec<Hit>]) -> Vec<Hit> {
-    let weighted: Vec<(Vec<Hit>, f32)> = lists.iter().map(|l| (l.clone(), 1.0)).collect();
+    let weighted: Vec<(&[Hit], f32)> = lists.iter().map(|l| (&l[..], 1.0)).collect();
     fuse_weighted(&weighted)
 }
 

@@ -221,7 +221,7 @@ pub async fn chat_completions(
     }
     let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
     let chunks = Chunks { id, created, model: ctx.model.name.clone(), include_usage };
-    let first = chunks.chunk(json!({"role": "assistant", "content": ""}), None);
+    let first = chunks.delta(json!({"role": "assistant", "content": ""}), None);
     let events = s.query_stream(&ctx, &query).await?.flat_map(move |event| futures::stream::iter(chunks.events(event)));
     let stream = futures::stream::once(async move { first }).chain(events).map(Ok::<_, std::convert::Infallible>);
     Ok(with_quota_headers(&s, &ctx, Sse::new(stream).keep_alive(KeepAlive::default()).into_response()).await?)
@@ -277,19 +277,26 @@ struct Chunks {
 }
 
 impl Chunks {
-    fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Event {
+    /// A `chat.completion.chunk` with these `choices`; `usage` is null on every chunk but the usage chunk
+    /// when the client asked for usage, and absent otherwise, as OpenAI sends it.
+    fn chunk(&self, choices: Value) -> Value {
         let mut chunk = json!({
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
             "system_fingerprint": null,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}],
+            "choices": choices,
         });
         if self.include_usage {
             chunk["usage"] = Value::Null;
         }
-        Event::default().data(chunk.to_string())
+        chunk
+    }
+
+    fn delta(&self, delta: Value, finish_reason: Option<&str>) -> Event {
+        let choices = json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason}]);
+        Event::default().data(self.chunk(choices).to_string())
     }
 
     /// Tokens become content deltas; the end is a `stop` chunk (with the citations), the usage chunk when
@@ -297,33 +304,16 @@ impl Chunks {
     /// an `{"error": …}` event, which OpenAI's SDKs raise as an API error.
     fn events(&self, event: QueryEvent) -> Vec<Event> {
         match event {
-            QueryEvent::Token(text) => vec![self.chunk(json!({ "content": text }), None)],
+            QueryEvent::Token(text) => vec![self.delta(json!({ "content": text }), None)],
             QueryEvent::Finished(result) => {
-                let mut stop = json!({
-                    "id": self.id,
-                    "object": "chat.completion.chunk",
-                    "created": self.created,
-                    "model": self.model,
-                    "system_fingerprint": null,
-                    "choices": [{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "stop"}],
-                    "citations": result.citations,
-                });
-                let mut events = Vec::with_capacity(3);
+                let mut stop =
+                    self.chunk(json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "stop"}]));
+                stop["citations"] = json!(result.citations);
+                let mut events = vec![Event::default().data(stop.to_string())];
                 if self.include_usage {
-                    stop["usage"] = Value::Null;
-                    events.push(Event::default().data(stop.to_string()));
-                    let usage_chunk = json!({
-                        "id": self.id,
-                        "object": "chat.completion.chunk",
-                        "created": self.created,
-                        "model": self.model,
-                        "system_fingerprint": null,
-                        "choices": [],
-                        "usage": usage(&result),
-                    });
+                    let mut usage_chunk = self.chunk(json!([]));
+                    usage_chunk["usage"] = json!(usage(&result));
                     events.push(Event::default().data(usage_chunk.to_string()));
-                } else {
-                    events.push(Event::default().data(stop.to_string()));
                 }
                 events.push(Event::default().data("[DONE]"));
                 events
