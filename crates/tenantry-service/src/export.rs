@@ -10,7 +10,7 @@
 //! documents/<id>/chunks.jsonl    the extracted text as indexed: chunk id, ordinal, heading, page, text
 //! usage.jsonl                    the usage ledger
 //! audit.jsonl                    the tenant's audit trail entries
-//! invoices.json                  invoices (empty until billing is wired)
+//! invoices.json                  invoices with their lines
 //! ```
 //!
 //! The archive is written under the tenant's own directory (so erasure removes it), made whole (temp file,
@@ -179,7 +179,8 @@ impl Services {
             .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
             .collect();
         entries.push(jsonl_entry("audit.jsonl", audit));
-        entries.push(json_entry("invoices.json", &json!([])));
+        let invoices = serde_json::to_value(self.invoices(ctx).await?).map_err(ServiceError::internal)?;
+        entries.push(json_entry("invoices.json", &invoices));
         Ok(entries)
     }
 }

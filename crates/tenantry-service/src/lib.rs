@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod api_keys;
 pub mod audit;
+pub mod billing;
 pub mod documents;
 pub mod erasure;
 mod error;

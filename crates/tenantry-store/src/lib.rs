@@ -7,6 +7,7 @@ mod audit;
 mod documents;
 mod erasure;
 mod exports;
+mod invoices;
 mod keys;
 mod memgate;
 mod quota;
@@ -24,6 +25,7 @@ pub use audit::{entry_hash, AuditBreak, AuditEntry, NewAuditEntry, GENESIS_HASH}
 pub use documents::{ChunkRow, DocumentRow, NewChunk, NewDocument};
 pub use erasure::{ErasedRows, ErasureRow};
 pub use exports::ExportRow;
+pub use invoices::{InvoiceRow, NewInvoice};
 pub use keys::{ApiKeyRow, NewApiKey};
 pub use quota::{Amounts, Counters, Exceeded, NewReservation, QuotaMeter, Settlement};
 pub use tenants::{ConfigChange, NewTenant, TenantRow};

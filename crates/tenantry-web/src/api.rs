@@ -12,6 +12,7 @@ use tenantry_domain::lifecycle::EndpointClass;
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::{ErrorCode, RequestId, TenantContext};
 use tenantry_service::api_keys::{CreatedKey, KeyView};
+use tenantry_service::billing::InvoiceView;
 use tenantry_service::documents::{DocumentView, Upload, Uploaded};
 use tenantry_service::erasure::{ErasureStarted, ErasureView};
 use tenantry_service::export::ExportStarted;
@@ -88,6 +89,23 @@ pub async fn signup(
 }
 
 // ---- tenant -------------------------------------------------------------------------------------------
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvoiceList {
+    pub invoices: Vec<InvoiceView>,
+}
+
+/// The tenant's invoices, newest first, rated from the usage ledger.
+#[utoipa::path(get, path = "/v1/invoices", tag = "usage", security(("bearer" = [])),
+    responses((status = 200, body = InvoiceList), (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn invoices(
+    State(s): State<Services>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+) -> ApiResult<axum::Json<InvoiceList>> {
+    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Read).await?;
+    Ok(axum::Json(InvoiceList { invoices: s.invoices(&ctx).await? }))
+}
 
 /// Export everything Tenantry holds about the tenant as a `tar.gz` archive with a manifest (format
 /// `tenantry-export/1`); download it from `GET /v1/export/{id}` until it expires.
@@ -527,6 +545,40 @@ pub async fn admin_audit(
     let Query(f) = filter?;
     let entries = s.audit_log(f.tenant_id.as_deref(), f.after.unwrap_or(0), f.limit.unwrap_or(100)).await?;
     Ok(axum::Json(AuditList { entries }))
+}
+
+/// Close the current billing period of every billable tenant now: rate its usage from the ledger and open an
+/// invoice (overage in arrears, the next period's base price in advance). Closing twice makes nothing new.
+#[utoipa::path(post, path = "/admin/billing/close-period", tag = "operator", security(("operator" = [])),
+    responses((status = 200, body = InvoiceList), (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn admin_close_period(State(s): State<Services>, headers: HeaderMap) -> ApiResult<axum::Json<InvoiceList>> {
+    s.authenticate_operator(bearer(&headers))?;
+    Ok(axum::Json(InvoiceList { invoices: s.close_periods().await? }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentBody {
+    /// `succeeded` or `failed`.
+    pub outcome: String,
+}
+
+/// The manual provider's payment report for an open invoice.
+#[utoipa::path(post, path = "/admin/invoices/{id}/payment", tag = "operator", security(("operator" = [])),
+    params(("id" = String, Path, description = "invoice id")), request_body = PaymentBody,
+    responses(
+        (status = 200, body = InvoiceView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn admin_payment(
+    State(s): State<Services>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<PaymentBody>,
+) -> ApiResult<axum::Json<InvoiceView>> {
+    s.authenticate_operator(bearer(&headers))?;
+    Ok(axum::Json(s.report_payment(&id, &body.outcome).await?))
 }
 
 /// A deletion certificate: what an erasure removed from which store, with counts, times and a digest.

@@ -77,6 +77,9 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(api::admin_reactivate))
         .routes(routes!(api::admin_audit))
         .routes(routes!(api::admin_erasure))
+        .routes(routes!(api::invoices))
+        .routes(routes!(api::admin_close_period))
+        .routes(routes!(api::admin_payment))
         .routes(routes!(api::healthz))
         .routes(routes!(api::readyz))
 }

@@ -1,6 +1,7 @@
 //! Stories over the public HTTP API, each against a fresh app on port 0 with its own data dir.
 
 mod bad_input;
+mod billing;
 mod chat;
 mod erasure;
 mod export;

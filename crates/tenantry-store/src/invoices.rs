@@ -1,0 +1,134 @@
+//! Invoices: stored with their lines (JSON, as rated) and totals; numbered from one sequence in the same
+//! transaction; status changes are conditional on the status the caller saw.
+
+use sqlx::Row;
+use tenantry_domain::{TenantId, Timestamp};
+
+use crate::{Result, Store, StoreError};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewInvoice {
+    pub id: String,
+    pub tenant_id: TenantId,
+    /// `closing` (a period's usage and the next base price) or `signup` (the first base price).
+    pub kind: String,
+    pub period_start: Timestamp,
+    pub period_end: Timestamp,
+    pub status: String,
+    pub currency: String,
+    pub subtotal_cents: i64,
+    pub total_cents: i64,
+    /// The rated lines as JSON.
+    pub lines: String,
+    pub now: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvoiceRow {
+    pub id: String,
+    pub number: i64,
+    pub tenant_id: String,
+    pub kind: String,
+    pub period_start: Timestamp,
+    pub period_end: Timestamp,
+    pub status: String,
+    pub currency: String,
+    pub subtotal_cents: i64,
+    pub total_cents: i64,
+    pub lines: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+const COLUMNS: &str = "id, number, tenant_id, kind, period_start, period_end, status, currency, subtotal_cents, \
+                       total_cents, lines, created_at, updated_at";
+
+impl Store {
+    /// Stores the invoice under the next number; `Conflict` if the tenant's period of that kind already has one.
+    pub async fn create_invoice(&self, inv: &NewInvoice) -> Result<InvoiceRow> {
+        let mut tx = self.write.begin().await?;
+        let exists = sqlx::query("SELECT id FROM invoices WHERE tenant_id = $1 AND kind = $2 AND period_start = $3")
+            .bind(inv.tenant_id.as_str())
+            .bind(&inv.kind)
+            .bind(inv.period_start.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_some() {
+            return Err(StoreError::Conflict("invoice for this period"));
+        }
+        let number: i64 = sqlx::query("UPDATE invoice_sequence SET last = last + 1 WHERE id = 1 RETURNING last")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("last")?;
+        sqlx::query(&format!(
+            "INSERT INTO invoices ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)"
+        ))
+        .bind(&inv.id)
+        .bind(number)
+        .bind(inv.tenant_id.as_str())
+        .bind(&inv.kind)
+        .bind(inv.period_start.0)
+        .bind(inv.period_end.0)
+        .bind(&inv.status)
+        .bind(&inv.currency)
+        .bind(inv.subtotal_cents)
+        .bind(inv.total_cents)
+        .bind(&inv.lines)
+        .bind(inv.now.0)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.invoice(&inv.id).await?.ok_or(StoreError::NotFound)
+    }
+
+    pub async fn invoice(&self, id: &str) -> Result<Option<InvoiceRow>> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM invoices WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.write)
+            .await?;
+        row.map(|r| invoice_from_row(&r)).transpose()
+    }
+
+    /// The tenant's invoices, newest first.
+    pub async fn invoices(&self, tenant: &TenantId) -> Result<Vec<InvoiceRow>> {
+        let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM invoices WHERE tenant_id = $1 ORDER BY number DESC"))
+            .bind(tenant.as_str())
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(invoice_from_row).collect()
+    }
+
+    /// Moves the invoice from `from` to `to`; `Concurrent` if its status changed meanwhile.
+    pub async fn set_invoice_status(&self, id: &str, from: &str, to: &str, now: Timestamp) -> Result<()> {
+        let done = sqlx::query("UPDATE invoices SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
+            .bind(to)
+            .bind(now.0)
+            .bind(id)
+            .bind(from)
+            .execute(&self.write)
+            .await?;
+        if done.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Concurrent)
+        }
+    }
+}
+
+fn invoice_from_row(r: &sqlx::any::AnyRow) -> Result<InvoiceRow> {
+    Ok(InvoiceRow {
+        id: r.try_get("id")?,
+        number: r.try_get("number")?,
+        tenant_id: r.try_get("tenant_id")?,
+        kind: r.try_get("kind")?,
+        period_start: Timestamp(r.try_get("period_start")?),
+        period_end: Timestamp(r.try_get("period_end")?),
+        status: r.try_get("status")?,
+        currency: r.try_get("currency")?,
+        subtotal_cents: r.try_get("subtotal_cents")?,
+        total_cents: r.try_get("total_cents")?,
+        lines: r.try_get("lines")?,
+        created_at: Timestamp(r.try_get("created_at")?),
+        updated_at: Timestamp(r.try_get("updated_at")?),
+    })
+}

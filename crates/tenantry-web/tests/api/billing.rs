@@ -1,0 +1,105 @@
+//! Billing from the ledger with the manual provider, over HTTP: closing a period rates exactly the ledger's
+//! usage (hand-computed here), opens one invoice per tenant and period, and payment reports move the invoice
+//! and the tenant's lifecycle.
+
+use serde_json::{json, Value};
+use tenantry_domain::config::{Included, Overage, PlanConfig};
+
+use crate::helpers::{assert_problem, spawn_app_with};
+
+const OP: &str = "op-billing";
+
+#[tokio::test]
+async fn a_closed_period_bills_the_ledgers_overage_and_the_next_base_price() {
+    let app = spawn_app_with(|c| {
+        let mut plan: PlanConfig = c.plans.iter().find(|p| p.name == "trial").expect("trial").clone();
+        plan.name = "metered".into();
+        plan.price_cents = 1_000;
+        plan.included = Included { queries: 2, tokens: 100 };
+        plan.overage = Overage { query_micros: 2_000, token_micros_per_1k: 100 };
+        c.plans.push(plan);
+        c.server.operator_token = OP.into();
+    })
+    .await;
+    let t = app.signup("metered@billing.test", "metered").await;
+    let free = app.signup("free@billing.test", "trial").await;
+    app.upload_text(&t.key, "Policy", "Refunds are issued within 14 days.").await;
+    for _ in 0..5 {
+        app.query(&t.key, "How long do refunds take?").await;
+    }
+    app.query(&free.key, "anything?").await;
+
+    let close = || app.client.post(app.url("/admin/billing/close-period")).bearer_auth(OP).send();
+    let made: Value = close().await.expect("close").json().await.expect("json");
+    let invoices = made["invoices"].as_array().expect("invoices");
+    assert_eq!(invoices.len(), 1, "the free tenant owes nothing: {made}");
+    let invoice = &invoices[0];
+    assert_eq!((invoice["tenant_id"].as_str(), invoice["status"].as_str()), (Some(t.id.as_str()), Some("open")));
+    assert!(invoice["number"].as_str().is_some_and(|n| n.starts_with("INV-")));
+
+    // Hand-computed from the ledger: 5 queries, 2 included, 0.2 cent each over → 0.6 → 1 cent; tokens over
+    // 100 at 0.1 micro-dollar each (far below a cent); the next period's base, 10.00, in advance.
+    let usage = app.usage(&t.key).await;
+    let tokens = usage["totals"]["prompt_tokens"].as_u64().expect("n")
+        + usage["totals"]["completion_tokens"].as_u64().expect("n");
+    assert_eq!(usage["totals"]["queries"], 5);
+    let lines = invoice["lines"].as_array().expect("lines");
+    let by_meter = |m: &str| lines.iter().find(|l| l["meter"] == m).cloned().unwrap_or(Value::Null);
+    assert_eq!(
+        (by_meter("queries")["quantity"].as_u64(), by_meter("queries")["amount_cents"].as_i64()),
+        (Some(3), Some(1))
+    );
+    assert_eq!(by_meter("tokens")["quantity"].as_u64(), Some(tokens - 100), "billed tokens = ledger tokens − included");
+    assert_eq!(by_meter("tokens")["amount_cents"], 0);
+    let base: Vec<&Value> = lines.iter().filter(|l| l["meter"].is_null()).collect();
+    assert_eq!(base.len(), 1);
+    assert_eq!(base[0]["amount_cents"], 1_000);
+    let sum: i64 = lines.iter().map(|l| l["amount_cents"].as_i64().expect("amount")).sum();
+    assert_eq!((invoice["subtotal_cents"].as_i64(), invoice["total_cents"].as_i64()), (Some(sum), Some(1_001)));
+
+    // Closing again makes nothing new; the tenant sees its one invoice, the other tenant none.
+    let again: Value = close().await.expect("close").json().await.expect("json");
+    assert_eq!(again["invoices"], json!([]));
+    let mine: Value = app.get(&t.key, "/v1/invoices").await.json().await.expect("json");
+    assert_eq!(mine["invoices"].as_array().map(Vec::len), Some(1));
+    assert_eq!(mine["invoices"][0]["invoice_id"], invoice["invoice_id"]);
+    let theirs: Value = app.get(&free.key, "/v1/invoices").await.json().await.expect("json");
+    assert_eq!(theirs["invoices"], json!([]));
+
+    // A failed payment: invoice stays open, the tenant is past_due and still served.
+    let id = invoice["invoice_id"].as_str().expect("id");
+    let pay = |outcome: &str| {
+        app.client
+            .post(app.url(&format!("/admin/invoices/{id}/payment")))
+            .bearer_auth(OP)
+            .json(&json!({"outcome": outcome}))
+            .send()
+    };
+    let failed: Value = pay("failed").await.expect("pay").json().await.expect("json");
+    assert_eq!(failed["status"], "open");
+    let tenant: Value = app.get(&t.key, "/v1/tenant").await.json().await.expect("json");
+    assert_eq!(tenant["state"], "past_due");
+    app.query(&t.key, "How long do refunds take?").await;
+
+    // A successful one: paid, active again; a second report is refused.
+    let paid: Value = pay("succeeded").await.expect("pay").json().await.expect("json");
+    assert_eq!(paid["status"], "paid");
+    let tenant: Value = app.get(&t.key, "/v1/tenant").await.json().await.expect("json");
+    assert_eq!(tenant["state"], "active");
+    assert_problem(pay("succeeded").await.expect("pay"), 409, "invalid_transition").await;
+    assert_problem(pay("maybe").await.expect("pay"), 422, "validation_failed").await;
+
+    let audit: Value = app
+        .client
+        .get(app.url(&format!("/admin/audit?tenant_id={}", t.id)))
+        .bearer_auth(OP)
+        .send()
+        .await
+        .expect("audit")
+        .json()
+        .await
+        .expect("json");
+    let actions: Vec<&str> =
+        audit["entries"].as_array().expect("entries").iter().filter_map(|e| e["action"].as_str()).collect();
+    assert!(actions.contains(&"invoice.opened") && actions.contains(&"invoice.payment_reported"), "{actions:?}");
+}
