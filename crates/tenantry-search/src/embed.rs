@@ -8,9 +8,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use tantivy::tokenizer::{
-    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
-};
+use crate::lexical::analyzer;
 
 /// Turns texts into unit vectors of one dimension. Blocking; call off the async runtime.
 pub trait TextEmbedder: Send + Sync {
@@ -29,15 +27,6 @@ impl Default for HashEmbedder {
     fn default() -> Self {
         Self { dimensions: HASH_EMBEDDER_DIMENSIONS }
     }
-}
-
-fn analyzer() -> TextAnalyzer {
-    TextAnalyzer::builder(SimpleTokenizer::default())
-        .filter(RemoveLongFilter::limit(40))
-        .filter(LowerCaser)
-        .filter(StopWordFilter::new(Language::English).unwrap_or_else(|| StopWordFilter::remove(Vec::new())))
-        .filter(Stemmer::new(Language::English))
-        .build()
 }
 
 /// A stable 64-bit hash (SipHash with fixed keys): the same feature lands in the same bucket in every process,

@@ -71,7 +71,9 @@ fn commit(mut writer: tantivy::IndexWriter<TantivyDocument>) -> Result<()> {
     Ok(())
 }
 
-fn analyzer() -> TextAnalyzer {
+/// English words: lower-cased, stop words dropped, Porter-stemmed. BM25 and the built-in embedder both see
+/// text through it, so they agree on what a term is.
+pub(crate) fn analyzer() -> TextAnalyzer {
     TextAnalyzer::builder(SimpleTokenizer::default())
         .filter(RemoveLongFilter::limit(40))
         .filter(LowerCaser)
