@@ -226,6 +226,33 @@ pub fn closing_lines(
     Ok(lines)
 }
 
+/// The usage a period's invoice did not yet bill: `full` is the period's overage rated at its end, `billed` the
+/// usage lines of the invoice that closed it early. Each line of `full` is matched to the billed line of the
+/// same meter, model and unit price, and only the difference (quantity and amount) is returned, so the two
+/// invoices together bill exactly what `full` says. Lines without a meter in `billed` (base price) are ignored.
+pub fn true_up_lines(billed: &[InvoiceLine], full: &[InvoiceLine]) -> Vec<InvoiceLine> {
+    let key = |l: &InvoiceLine| (l.meter, l.model.clone(), l.unit_amount_decimal.clone());
+    let mut already: BTreeMap<_, (u64, i64)> = BTreeMap::new();
+    for l in billed.iter().filter(|l| l.meter.is_some()) {
+        let e = already.entry(key(l)).or_default();
+        e.0 += l.quantity;
+        e.1 += l.amount_cents.0;
+    }
+    full.iter()
+        .filter(|l| l.meter.is_some())
+        .filter_map(|l| {
+            let (quantity, amount) = already.get(&key(l)).copied().unwrap_or_default();
+            let more = l.quantity.saturating_sub(quantity);
+            (more > 0).then(|| InvoiceLine {
+                description: format!("{} (usage after the period was invoiced)", l.description),
+                quantity: more,
+                amount_cents: Cents(l.amount_cents.0 - amount),
+                ..l.clone()
+            })
+        })
+        .collect()
+}
+
 /// The base price for `period`; none for a free plan (a zero line says nothing).
 pub fn base_line(pricing: &Pricing, period: BillingPeriod) -> Option<InvoiceLine> {
     (pricing.base != Cents(0)).then(|| {
@@ -382,5 +409,39 @@ mod tests {
         assert!(Tiers::graduated(vec![t(Some(10), 3), t(Some(20), 2), t(None, 1)]).is_ok());
         let parsed: Result<Tiers, _> = serde_json::from_str(r#"[{"up_to": 5, "unit_micros": 1}]"#);
         assert!(parsed.is_err(), "deserialising validates too");
+    }
+
+    fn pricing() -> Pricing {
+        let t = |up_to, unit_micros| Tier { up_to, unit_micros };
+        Pricing {
+            plan: "metered".into(),
+            base: Cents(1_000),
+            included_queries: 2,
+            included_tokens: 0,
+            query_tiers: Tiers::graduated(vec![t(Some(4), 2_000), t(None, 30_000)]).expect("tiers"),
+            token_tiers: Tiers::flat(100).expect("flat"),
+            model_token_tiers: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn true_up_bills_only_what_the_early_invoice_missed() {
+        let p = pricing();
+        // Early close: 5 queries (3 over: 0.6 cent in tier one). Period end: 9 queries (4 in tier one = 0.8
+        // cent, 3 in tier two at 3 cents = 9 cents).
+        let early = overage_lines(&p, &MeteredUsage::new(5)).expect("rate");
+        let full = overage_lines(&p, &MeteredUsage::new(9)).expect("rate");
+        let more = true_up_lines(&early, &full);
+        let total = |ls: &[InvoiceLine]| ls.iter().map(|l| l.amount_cents.0).sum::<i64>();
+        let qty = |ls: &[InvoiceLine]| ls.iter().map(|l| l.quantity).sum::<u64>();
+        assert_eq!(total(&early) + total(&more), total(&full), "the two invoices bill exactly the full period");
+        assert_eq!(qty(&early) + qty(&more), qty(&full));
+        assert_eq!(qty(&more), 4);
+        assert!(more.iter().all(|l| l.meter == Some(BillingMeter::Queries)));
+
+        // Nothing new since the early close: nothing to true up; base lines never count.
+        let mut with_base = early.clone();
+        with_base.extend(base_line(&p, BillingPeriod { start: Timestamp(0), end: Timestamp(1) }));
+        assert!(true_up_lines(&with_base, &early).is_empty());
     }
 }

@@ -67,6 +67,26 @@ prefixed_id!(
     ErasureId,
     "era"
 );
+prefixed_id!(
+    /// An invoice.
+    InvoiceId,
+    "inv"
+);
+prefixed_id!(
+    /// A data export archive.
+    ExportId,
+    "exp"
+);
+prefixed_id!(
+    /// A job in the durable queue.
+    JobId,
+    "job"
+);
+prefixed_id!(
+    /// A recorded lifecycle or activation event.
+    EventId,
+    "evt"
+);
 
 /// A chunk of a document: the document id plus the chunk's position in it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -38,6 +38,38 @@ pub enum LifecycleEvent {
     Erased,
 }
 
+impl LifecycleEvent {
+    pub const ALL: [LifecycleEvent; 11] = [
+        Self::PaymentConfirmed,
+        Self::ProvisionedTrial,
+        Self::ProvisionedActive,
+        Self::PaymentSucceeded,
+        Self::PaymentFailed,
+        Self::GraceExpired,
+        Self::OperatorSuspended,
+        Self::OperatorReactivated,
+        Self::Cancelled,
+        Self::WinBackAccepted,
+        Self::Erased,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PaymentConfirmed => "payment_confirmed",
+            Self::ProvisionedTrial => "provisioned_trial",
+            Self::ProvisionedActive => "provisioned_active",
+            Self::PaymentSucceeded => "payment_succeeded",
+            Self::PaymentFailed => "payment_failed",
+            Self::GraceExpired => "grace_expired",
+            Self::OperatorSuspended => "operator_suspended",
+            Self::OperatorReactivated => "operator_reactivated",
+            Self::Cancelled => "cancelled",
+            Self::WinBackAccepted => "win_back_accepted",
+            Self::Erased => "erased",
+        }
+    }
+}
+
 impl TenantState {
     pub const ALL: [TenantState; 8] = [
         Self::PendingPayment,
@@ -133,22 +165,9 @@ pub enum EndpointClass {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use LifecycleEvent as E;
     use TenantState as S;
 
-    const EVENTS: [LifecycleEvent; 11] = [
-        E::PaymentConfirmed,
-        E::ProvisionedTrial,
-        E::ProvisionedActive,
-        E::PaymentSucceeded,
-        E::PaymentFailed,
-        E::GraceExpired,
-        E::OperatorSuspended,
-        E::OperatorReactivated,
-        E::Cancelled,
-        E::WinBackAccepted,
-        E::Erased,
-    ];
+    const EVENTS: [LifecycleEvent; 11] = LifecycleEvent::ALL;
 
     #[test]
     fn nothing_leaves_erased() {

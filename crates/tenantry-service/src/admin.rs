@@ -4,9 +4,41 @@ use subtle::ConstantTimeEq;
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::{ErrorCode, TenantId, TenantState};
 
+use serde::Serialize;
+use tenantry_store::TenantEvent;
+use utoipa::ToSchema;
+
 use crate::audit::Actor;
+use crate::billing::InvoiceView;
+use crate::jobs::JobView;
 use crate::tenants::TenantView;
 use crate::{ServiceError, ServiceResult, Services};
+
+/// `GET /admin/tenants/{id}`: the tenant plus its history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantDetail {
+    #[serde(flatten)]
+    pub tenant: TenantView,
+    /// Lifecycle transitions (`from`/`to` set) and activation milestones, oldest first.
+    pub events: Vec<EventView>,
+    /// Newest first.
+    pub invoices: Vec<InvoiceView>,
+    pub jobs: Vec<JobView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    pub event: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub at: String,
+}
+
+impl From<TenantEvent> for EventView {
+    fn from(e: TenantEvent) -> Self {
+        Self { event: e.event, from: e.from_state, to: e.to_state, at: e.at.to_rfc3339() }
+    }
+}
 
 impl Services {
     pub fn authenticate_operator(&self, presented: Option<&str>) -> ServiceResult<()> {
@@ -29,26 +61,26 @@ impl Services {
         Ok(self.store().tenants(state).await?.into_iter().map(crate::tenants::view).collect())
     }
 
-    pub async fn admin_tenant(&self, raw_id: &str) -> ServiceResult<TenantView> {
+    /// One tenant as the operator sees it: its profile, lifecycle and activation events, invoices and jobs.
+    pub async fn admin_tenant(&self, raw_id: &str) -> ServiceResult<TenantDetail> {
         let id = TenantId::parse(raw_id).ok_or_else(|| ServiceError::not_found("tenant"))?;
         let row = self.store().tenant(&id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
-        Ok(crate::tenants::view(row))
+        let events = self.store().tenant_events(&id).await?.into_iter().map(EventView::from).collect();
+        let invoices = self.store().invoices(&id).await?.into_iter().map(crate::billing::view).collect();
+        let jobs = self.admin_jobs(None, Some(id.as_str())).await?;
+        Ok(TenantDetail { tenant: crate::tenants::view(row), events, invoices, jobs })
     }
 
-    /// Applies a lifecycle event through the transition table, with the optimistic version check.
-    pub async fn apply_lifecycle(&self, raw_id: &str, event: LifecycleEvent) -> ServiceResult<TenantView> {
+    /// Applies an operator's lifecycle event through the transition table. A reactivated tenant is billed
+    /// again from its current period.
+    pub async fn apply_lifecycle(&self, raw_id: &str, event: LifecycleEvent) -> ServiceResult<TenantDetail> {
         let id = TenantId::parse(raw_id).ok_or_else(|| ServiceError::not_found("tenant"))?;
         let row = self.store().tenant(&id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
-        if row.state.on(event).is_none() {
-            return Err(ServiceError::new(
-                ErrorCode::InvalidTransition,
-                format!("{event:?} is not allowed from {}", row.state.as_str()),
-            ));
-        }
-        let to = self.store().transition(&id, row.state_version, row.state, event, self.clock().now()).await?;
-        tracing::info!(tenant_id = %id, ?event, "lifecycle transition");
-        let detail = serde_json::json!({"event": format!("{event:?}"), "from": row.state.as_str(), "to": to.as_str()});
-        self.audit(Actor::Operator, Some(&id), "tenant.transition", id.as_str(), detail, "").await;
+        let jobs = match row.state.on(event) {
+            Some(to) if crate::lifecycle::billable(to) => vec![self.period_close_job(&row)],
+            _ => Vec::new(),
+        };
+        self.transition_from(&row, event, Actor::Operator, &jobs).await?;
         self.admin_tenant(raw_id).await
     }
 }

@@ -1,21 +1,29 @@
-//! Billing from the ledger, with the manual payment provider: closing a period rates its usage (the ledger's
-//! sums for exactly that period) with `tenantry-billing` into an `open` invoice carrying the overage in
-//! arrears and the next period's base price in advance; the operator reports payment outcomes, which move the
-//! invoice and the tenant's lifecycle (a failure makes an active tenant `past_due`; a success makes a
-//! `past_due`, `suspended` or trialing tenant `active`).
+//! Billing from the ledger. Each billable tenant has one scheduled job per period: when the period ends it is
+//! rated (the ledger's sums for exactly that period) with `tenantry-billing` into an `open` invoice carrying
+//! the overage in arrears and the next period's base price in advance, and the next period's close is
+//! scheduled in the same transaction. A paid signup gets its first period's invoice at once. Payment outcomes
+//! (reported by the operator for the manual provider) move the invoice and the tenant's lifecycle, and a
+//! failure starts dunning: retries on `billing.retry_days`, suspension after `billing.grace_days` unpaid, and
+//! reactivation as soon as a payment succeeds.
+
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use tenantry_billing::rating::{closing_lines, MeteredUsage, Pricing};
+use tenantry_billing::rating::{closing_lines, signup_lines, true_up_lines, MeteredUsage, Pricing};
 use tenantry_billing::{InvoiceLine, InvoiceNumber, InvoiceStatus};
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::quota::{BillingPeriod, Meter};
-use tenantry_domain::{DocumentId, ErrorCode, TenantContext, TenantId, TenantState};
-use tenantry_store::{InvoiceRow, NewInvoice, StoreError, TenantRow};
+use tenantry_domain::{ErrorCode, InvoiceId, Plan, TenantContext, TenantId, TenantState, Timestamp};
+use tenantry_store::{InvoiceEffects, InvoiceRow, NewInvoice, NewJob, StoreError, TenantRow};
 use utoipa::ToSchema;
 
 use crate::audit::Actor;
+use crate::jobs::Job;
+use crate::lifecycle::billable;
 use crate::{ServiceError, ServiceResult, Services};
+
+const DAY_SECS: i64 = 86_400;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InvoiceView {
@@ -23,6 +31,9 @@ pub struct InvoiceView {
     /// `INV-000123`: gapless across the installation.
     pub number: String,
     pub tenant_id: String,
+    /// `signup` (the first period's base price), `closing` (a period's overage and the next base price) or
+    /// `true_up` (usage after an early close).
+    pub kind: String,
     pub period_start: String,
     pub period_end: String,
     /// `draft`, `open`, `paid`, `uncollectible` or `void`.
@@ -35,11 +46,12 @@ pub struct InvoiceView {
     pub lines: Vec<Value>,
 }
 
-fn view(row: InvoiceRow) -> InvoiceView {
+pub(crate) fn view(row: InvoiceRow) -> InvoiceView {
     InvoiceView {
         number: InvoiceNumber::new(row.number.max(0) as u64).to_string(),
         invoice_id: row.id,
         tenant_id: row.tenant_id,
+        kind: row.kind,
         period_start: row.period_start.to_rfc3339(),
         period_end: row.period_end.to_rfc3339(),
         status: row.status,
@@ -50,33 +62,155 @@ fn view(row: InvoiceRow) -> InvoiceView {
     }
 }
 
+/// A payment result, from the operator (manual provider) or Stripe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PaymentOutcome {
+    Succeeded,
+    Failed,
+}
+
+impl PaymentOutcome {
+    pub fn parse(raw: &str) -> ServiceResult<Self> {
+        match raw {
+            "succeeded" => Ok(Self::Succeeded),
+            "failed" => Ok(Self::Failed),
+            other => Err(ServiceError::validation(format!("outcome must be succeeded or failed, not {other:?}"))),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 impl Services {
     pub async fn invoices(&self, ctx: &TenantContext) -> ServiceResult<Vec<InvoiceView>> {
         Ok(self.store().invoices(&ctx.tenant_id).await?.into_iter().map(view).collect())
     }
 
-    /// Closes the current period of every billable tenant now; returns the invoices made. A tenant whose
-    /// period is already closed, or whose period owes nothing, gets no new invoice.
+    fn plan_of(&self, tenant: &TenantRow) -> ServiceResult<&Arc<Plan>> {
+        self.catalog()
+            .plan(&tenant.plan)
+            .ok_or_else(|| ServiceError::internal(format!("tenant plan {:?} is not in the catalogue", tenant.plan)))
+    }
+
+    /// The job that closes the tenant's current period when it ends.
+    pub(crate) fn period_close_job(&self, tenant: &TenantRow) -> NewJob {
+        let period = BillingPeriod::containing(tenant.billing_anchor, self.clock().now(), self.period_kind());
+        Job::ClosePeriod { tenant_id: tenant.id.clone(), period_start_ms: period.start.0 }.at(period.end)
+    }
+
+    /// At start: every billable tenant has its current period's close scheduled (idempotent), and every paid
+    /// signup still waiting for payment has its first invoice (a crash between the two writes of a signup
+    /// would otherwise leave it without one).
+    pub(crate) async fn schedule_period_closes(&self) -> ServiceResult<()> {
+        for tenant in self.store().tenants(None).await? {
+            if billable(tenant.state) {
+                self.store().enqueue(&self.period_close_job(&tenant), self.clock().now()).await?;
+            } else if tenant.state == TenantState::PendingPayment {
+                self.signup_invoice(&tenant).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The first period's invoice of a paid signup, made once.
+    pub(crate) async fn signup_invoice(&self, tenant: &TenantRow) -> ServiceResult<Option<InvoiceView>> {
+        let plan = self.plan_of(tenant)?;
+        let pricing = Pricing::from_plan(plan).map_err(ServiceError::internal)?;
+        let period = BillingPeriod::containing(tenant.billing_anchor, tenant.billing_anchor, self.period_kind());
+        let lines = signup_lines(&pricing, period);
+        self.open_invoice(tenant, "signup", period, lines, InvoiceEffects::default()).await
+    }
+
+    /// Stores an `open` invoice of `lines` for `period` with its effects; `None` if the tenant's period of
+    /// this kind is already invoiced (nothing is changed then).
+    async fn open_invoice(
+        &self,
+        tenant: &TenantRow,
+        kind: &str,
+        period: BillingPeriod,
+        lines: Vec<InvoiceLine>,
+        effects: InvoiceEffects,
+    ) -> ServiceResult<Option<InvoiceView>> {
+        let subtotal = lines.iter().try_fold(0i64, |sum, l| sum.checked_add(l.amount_cents.0));
+        let subtotal = subtotal.ok_or_else(|| ServiceError::internal("invoice total overflows"))?;
+        let new = NewInvoice {
+            id: InvoiceId::generate().as_str().to_owned(),
+            tenant_id: tenant.id.clone(),
+            kind: kind.into(),
+            period_start: period.start,
+            period_end: period.end,
+            status: InvoiceStatus::Open.as_str().into(),
+            currency: self.config().billing.currency.clone(),
+            subtotal_cents: subtotal,
+            total_cents: subtotal,
+            lines: serde_json::to_string(&lines).map_err(ServiceError::internal)?,
+            now: self.clock().now(),
+        };
+        let row = match self.store().create_invoice(&new, &effects).await {
+            Ok(row) => row,
+            Err(StoreError::Conflict(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if !effects.jobs.is_empty() {
+            self.wake_jobs();
+        }
+        tracing::info!(tenant_id = %tenant.id, invoice_id = %row.id, kind, total_cents = row.total_cents, "invoice opened");
+        let detail = json!({"invoice_id": row.id, "number": row.number, "kind": kind, "total_cents": row.total_cents});
+        self.audit(Actor::System, Some(&tenant.id), "invoice.opened", &row.id, detail, "").await;
+        Ok(Some(view(row)))
+    }
+
+    /// The operator's close: closes the current period of every billable tenant now, with the usage so far
+    /// and the next period's base price. Usage after that, up to the period's end, is billed by the scheduled
+    /// close on a `true_up` invoice, so nothing is lost and nothing billed twice; closing again before then
+    /// makes nothing new.
     pub async fn close_periods(&self) -> ServiceResult<Vec<InvoiceView>> {
         let mut made = Vec::new();
-        for state in [TenantState::Trialing, TenantState::Active, TenantState::PastDue] {
-            for tenant in self.store().tenants(Some(state)).await? {
-                if let Some(invoice) = self.close_period(&tenant).await? {
-                    made.push(invoice);
-                }
+        for tenant in self.store().tenants(None).await? {
+            if !billable(tenant.state) {
+                continue;
+            }
+            let period = BillingPeriod::containing(tenant.billing_anchor, self.clock().now(), self.period_kind());
+            if let Some(invoice) = self.close_period(&tenant, period, true).await? {
+                made.push(invoice);
             }
         }
         Ok(made)
     }
 
-    async fn close_period(&self, tenant: &TenantRow) -> ServiceResult<Option<InvoiceView>> {
-        let plan = self
-            .catalog()
-            .plan(&tenant.plan)
-            .ok_or_else(|| ServiceError::internal(format!("tenant plan {:?} is not in the catalogue", tenant.plan)))?;
-        let kind = self.period_kind();
-        let period = BillingPeriod::containing(tenant.billing_anchor, self.clock().now(), kind);
-        let next = BillingPeriod::containing(tenant.billing_anchor, period.end, kind);
+    /// The `ClosePeriod` job: closes the tenant's period that starts at `period_start`, if the tenant is still
+    /// billed (a suspended or cancelled tenant is not; reactivation schedules its close again).
+    pub(crate) async fn close_scheduled_period(
+        &self,
+        tenant_id: &TenantId,
+        period_start: Timestamp,
+    ) -> ServiceResult<()> {
+        let Some(tenant) = self.store().tenant(tenant_id).await? else { return Ok(()) };
+        if !billable(tenant.state) {
+            return Ok(());
+        }
+        let period = BillingPeriod::containing(tenant.billing_anchor, period_start, self.period_kind());
+        self.close_period(&tenant, period, false).await.map(drop)
+    }
+
+    /// Rates `period` from the ledger into a `closing` invoice (overage in arrears, the next period's base in
+    /// advance) and schedules the next close in the same transaction. If the period was already closed early
+    /// and this is its end, the usage since then goes on a `true_up` invoice. A period that owes nothing gets
+    /// no invoice, but the next close is still scheduled.
+    async fn close_period(
+        &self,
+        tenant: &TenantRow,
+        period: BillingPeriod,
+        early: bool,
+    ) -> ServiceResult<Option<InvoiceView>> {
+        let plan = self.plan_of(tenant)?;
+        let next = BillingPeriod::containing(tenant.billing_anchor, period.end, self.period_kind());
+        let next_close = Job::ClosePeriod { tenant_id: tenant.id.clone(), period_start_ms: next.start.0 }.at(next.end);
         let mut usage = MeteredUsage::new(0);
         for line in self.store().usage_lines(&tenant.id, period.start, period.end).await? {
             let quantity = line.quantity.max(0) as u64;
@@ -87,73 +221,185 @@ impl Services {
             }
         }
         let pricing = Pricing::from_plan(plan).map_err(ServiceError::internal)?;
-        let lines: Vec<InvoiceLine> =
-            closing_lines(&pricing, &usage, Some((&pricing, next))).map_err(ServiceError::internal)?;
-        if lines.is_empty() {
+        let lines = closing_lines(&pricing, &usage, Some((&pricing, next))).map_err(ServiceError::internal)?;
+        let effects = InvoiceEffects { jobs: vec![next_close.clone()] };
+        if !lines.is_empty() {
+            if let Some(made) = self.open_invoice(tenant, "closing", period, lines, effects.clone()).await? {
+                return Ok(Some(made));
+            }
+        }
+        if early {
             return Ok(None);
         }
-        let subtotal = lines.iter().try_fold(0i64, |sum, l| sum.checked_add(l.amount_cents.0));
-        let subtotal = subtotal.ok_or_else(|| ServiceError::internal("invoice total overflows"))?;
-        let new = NewInvoice {
-            id: format!("inv_{}", DocumentId::generate().as_str().trim_start_matches("doc_")),
-            tenant_id: tenant.id.clone(),
-            kind: "closing".into(),
-            period_start: period.start,
-            period_end: period.end,
-            status: InvoiceStatus::Open.as_str().into(),
-            currency: self.config().billing.currency.clone(),
-            subtotal_cents: subtotal,
-            total_cents: subtotal,
-            lines: serde_json::to_string(&lines).map_err(ServiceError::internal)?,
-            now: self.clock().now(),
-        };
-        let row = match self.store().create_invoice(&new).await {
-            Ok(row) => row,
-            Err(StoreError::Conflict(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let detail = json!({"invoice_id": row.id, "number": row.number, "total_cents": row.total_cents});
-        self.audit(Actor::System, Some(&tenant.id), "invoice.opened", &row.id, detail, "").await;
-        Ok(Some(view(row)))
+        let closed = self
+            .store()
+            .invoices(&tenant.id)
+            .await?
+            .into_iter()
+            .find(|i| i.kind == "closing" && i.period_start == period.start);
+        if let Some(closed) = closed {
+            let billed: Vec<InvoiceLine> = serde_json::from_str(&closed.lines).map_err(ServiceError::internal)?;
+            let full = closing_lines(&pricing, &usage, None).map_err(ServiceError::internal)?;
+            let more = true_up_lines(&billed, &full);
+            if !more.is_empty() {
+                return self.open_invoice(tenant, "true_up", period, more, effects).await;
+            }
+        }
+        self.store().enqueue(&next_close, self.clock().now()).await?;
+        Ok(None)
     }
 
-    /// The manual provider's payment report: `succeeded` pays the invoice and reactivates the tenant where the
-    /// lifecycle allows; `failed` leaves it open and makes an active or trialing tenant `past_due`.
+    /// The manual provider's payment report (by the operator).
     pub async fn report_payment(&self, invoice_id: &str, outcome: &str) -> ServiceResult<InvoiceView> {
+        let outcome = PaymentOutcome::parse(outcome)?;
+        self.record_payment(invoice_id, outcome, Actor::Operator).await
+    }
+
+    /// A payment result for an invoice. `Succeeded` pays it: a pending signup is confirmed and provisioned,
+    /// and a `past_due`, `suspended` or trialing tenant with nothing else unpaid becomes `active`. `Failed`
+    /// leaves it open, makes a trialing or active tenant `past_due`, and schedules the dunning steps.
+    pub(crate) async fn record_payment(
+        &self,
+        invoice_id: &str,
+        outcome: PaymentOutcome,
+        actor: Actor<'_>,
+    ) -> ServiceResult<InvoiceView> {
         let row = self.store().invoice(invoice_id).await?.ok_or_else(|| ServiceError::not_found("invoice"))?;
         let status = InvoiceStatus::parse(&row.status)
             .ok_or_else(|| ServiceError::internal(format!("stored invoice status {:?}", row.status)))?;
-        let (to, event) = match outcome {
-            "succeeded" => (InvoiceStatus::Paid, LifecycleEvent::PaymentSucceeded),
-            "failed" => (status, LifecycleEvent::PaymentFailed),
-            other => {
-                return Err(ServiceError::validation(format!("outcome must be succeeded or failed, not {other:?}")))
-            }
-        };
-        if status != InvoiceStatus::Open && !(status == InvoiceStatus::Uncollectible && to == InvoiceStatus::Paid) {
+        let payable = status == InvoiceStatus::Open
+            || (status == InvoiceStatus::Uncollectible && outcome == PaymentOutcome::Succeeded);
+        if !payable {
             return Err(ServiceError::new(
                 ErrorCode::InvalidTransition,
                 format!("invoice is {}; only an open invoice takes a payment outcome", status.as_str()),
             ));
         }
-        let now = self.clock().now();
-        if to != status {
-            self.store().set_invoice_status(&row.id, status.as_str(), to.as_str(), now).await.map_err(|e| match e {
-                StoreError::Concurrent => {
-                    ServiceError::new(ErrorCode::TransitionInProgress, "the invoice changed; retry")
-                }
-                other => other.into(),
-            })?;
-        }
         let tenant_id = TenantId::from_trusted(row.tenant_id.clone());
-        if let Some(tenant) = self.store().tenant(&tenant_id).await? {
-            if tenant.state.on(event).is_some() {
-                self.store().transition(&tenant_id, tenant.state_version, tenant.state, event, now).await?;
+        let actor_name = match actor {
+            Actor::Operator => "operator",
+            Actor::Tenant(_) => "tenant",
+            Actor::System => "system",
+        };
+        match outcome {
+            PaymentOutcome::Succeeded => {
+                let now = self.clock().now();
+                self.store()
+                    .set_invoice_status(&row.id, status.as_str(), InvoiceStatus::Paid.as_str(), now)
+                    .await
+                    .map_err(|e| match e {
+                        StoreError::Concurrent => {
+                            ServiceError::new(ErrorCode::TransitionInProgress, "the invoice changed; retry")
+                        }
+                        other => other.into(),
+                    })?;
+                self.after_payment(&tenant_id).await?;
             }
+            PaymentOutcome::Failed => self.start_dunning(&tenant_id, &row).await?,
         }
-        let detail = json!({"invoice_id": row.id, "outcome": outcome});
-        self.audit(Actor::Operator, Some(&tenant_id), "invoice.payment_reported", &row.id, detail, "").await;
+        let detail = json!({"invoice_id": row.id, "outcome": outcome.as_str(), "reported_by": actor_name});
+        self.audit(actor, Some(&tenant_id), "invoice.payment_reported", &row.id, detail, "").await;
         let row = self.store().invoice(invoice_id).await?.ok_or_else(|| ServiceError::not_found("invoice"))?;
         Ok(view(row))
+    }
+
+    /// What a paid invoice changes for its tenant.
+    async fn after_payment(&self, tenant_id: &TenantId) -> ServiceResult<()> {
+        let Some(tenant) = self.store().tenant(tenant_id).await? else { return Ok(()) };
+        if tenant.state == TenantState::PendingPayment {
+            let provision = Job::Provision { tenant_id: tenant_id.clone() }.at(self.clock().now());
+            self.transition_from(&tenant, LifecycleEvent::PaymentConfirmed, Actor::System, &[provision]).await?;
+            return Ok(());
+        }
+        if tenant.state.on(LifecycleEvent::PaymentSucceeded).is_none() {
+            return Ok(());
+        }
+        if !self.store().open_invoices(tenant_id).await?.is_empty() {
+            tracing::info!(tenant_id = %tenant_id, "payment received; other invoices are still open");
+            return Ok(());
+        }
+        let close = self.period_close_job(&tenant);
+        match self.transition_from(&tenant, LifecycleEvent::PaymentSucceeded, Actor::System, &[close]).await {
+            Ok(_) => Ok(()),
+            // Another change won the race (an operator action); the payment itself is recorded.
+            Err(e) if e.code == ErrorCode::TransitionInProgress => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A failed payment: the tenant goes `past_due` (if it was being served normally), and the invoice's
+    /// retries and grace expiry are scheduled from now. Reporting the same failure again changes nothing.
+    async fn start_dunning(&self, tenant_id: &TenantId, invoice: &InvoiceRow) -> ServiceResult<()> {
+        let Some(tenant) = self.store().tenant(tenant_id).await? else { return Ok(()) };
+        if tenant.state == TenantState::PendingPayment {
+            // A signup whose first payment failed simply stays pending; nothing to dun.
+            return Ok(());
+        }
+        let now = self.clock().now();
+        let billing = &self.config().billing;
+        let mut jobs: Vec<NewJob> = billing
+            .retry_days
+            .iter()
+            .enumerate()
+            .map(|(i, days)| {
+                let attempt = u32::try_from(i + 1).unwrap_or(u32::MAX);
+                Job::PaymentRetry { tenant_id: tenant_id.clone(), invoice_id: invoice.id.clone(), attempt }
+                    .at(now.plus_seconds(i64::from(*days) * DAY_SECS))
+            })
+            .collect();
+        jobs.push(
+            Job::GraceExpiry { tenant_id: tenant_id.clone(), invoice_id: invoice.id.clone() }
+                .at(now.plus_seconds(i64::from(billing.grace_days) * DAY_SECS)),
+        );
+        if tenant.state.on(LifecycleEvent::PaymentFailed).is_some() {
+            self.transition_from(&tenant, LifecycleEvent::PaymentFailed, Actor::System, &jobs).await?;
+        } else {
+            for job in &jobs {
+                self.store().enqueue(job, now).await?;
+            }
+            self.wake_jobs();
+        }
+        Ok(())
+    }
+
+    /// Dunning retry `attempt` for an invoice. The manual provider cannot charge by itself: the retry is put on
+    /// record for the operator, who reports the outcome. A paid or voided invoice needs no retry.
+    pub(crate) async fn retry_payment(
+        &self,
+        tenant_id: &TenantId,
+        invoice_id: &str,
+        attempt: u32,
+    ) -> ServiceResult<()> {
+        let Some(invoice) = self.store().invoice(invoice_id).await? else { return Ok(()) };
+        if invoice.status != InvoiceStatus::Open.as_str() {
+            return Ok(());
+        }
+        tracing::info!(tenant_id = %tenant_id, invoice_id, attempt, "payment retry due");
+        let detail = json!({"invoice_id": invoice_id, "attempt": attempt, "provider": self.config().billing.provider});
+        self.audit(Actor::System, Some(tenant_id), "invoice.payment_retry", invoice_id, detail, "").await;
+        Ok(())
+    }
+
+    /// Dunning's last step: `billing.grace_days` after a failed payment, a tenant whose invoice is still
+    /// unpaid is suspended (402 from its next request).
+    pub(crate) async fn expire_grace(&self, tenant_id: &TenantId, invoice_id: &str) -> ServiceResult<()> {
+        let Some(invoice) = self.store().invoice(invoice_id).await? else { return Ok(()) };
+        if invoice.status != InvoiceStatus::Open.as_str() {
+            return Ok(());
+        }
+        let suspended = self.transition_if_allowed(tenant_id, LifecycleEvent::GraceExpired, Actor::System, &[]).await?;
+        if suspended.is_some() {
+            let detail = json!({"invoice_id": invoice_id, "grace_days": self.config().billing.grace_days});
+            self.audit(
+                Actor::System,
+                Some(tenant_id),
+                "tenant.suspended_for_non_payment",
+                tenant_id.as_str(),
+                detail,
+                "",
+            )
+            .await;
+        }
+        Ok(())
     }
 }

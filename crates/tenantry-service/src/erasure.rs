@@ -92,6 +92,7 @@ impl Services {
                     "quota_counters": rows.quota_counters,
                     "reservations": rows.reservations,
                     "exports": rows.exports,
+                    "jobs": rows.jobs,
                     "tenant_profile": "email, organization and system prompt overwritten; state erased",
                 },
                 "files": {

@@ -48,7 +48,7 @@ struct Entry {
 impl Services {
     pub async fn start_export(&self, ctx: &TenantContext) -> ServiceResult<ExportStarted> {
         let entries = self.collect_export(ctx).await?;
-        let id = format!("exp_{}", tenantry_domain::DocumentId::generate().as_str().trim_start_matches("doc_"));
+        let id = tenantry_domain::ExportId::generate().as_str().to_owned();
         let now = self.clock().now();
         let path = self.export_path(ctx, &id);
         let manifest_head = json!({

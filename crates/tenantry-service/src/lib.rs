@@ -11,7 +11,9 @@ pub mod erasure;
 mod error;
 pub mod export;
 pub mod gateway;
+pub mod jobs;
 pub mod keys;
+mod lifecycle;
 pub mod query;
 pub mod quota;
 pub mod ratelimit;
@@ -50,6 +52,8 @@ struct Inner {
     rate: ratelimit::RateLimiter,
     period: PeriodKind,
     data_dir: PathBuf,
+    /// Signalled when a job is enqueued, so the worker runs it at once.
+    wake_jobs: tokio::sync::Notify,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +66,8 @@ pub enum StartError {
     Store(#[from] tenantry_store::StoreError),
     #[error("finishing an interrupted erasure: {0}")]
     Erasure(String),
+    #[error("scheduling jobs: {0}")]
+    Jobs(String),
 }
 
 impl Services {
@@ -98,6 +104,10 @@ impl Services {
             if reclaimed > 0 {
                 tracing::info!(reclaimed, "released reservations of a previous run");
             }
+            let interrupted = store.release_running_jobs(clock.now()).await?;
+            if interrupted > 0 {
+                tracing::info!(interrupted, "requeued jobs a previous run was running");
+            }
         }
         let search = Arc::new(SearchIndexes::new(data_dir.join("tenants"), config.search.open_namespaces));
         tenantry_domain::tokens::warm_up();
@@ -113,9 +123,11 @@ impl Services {
                 period,
                 data_dir,
                 config,
+                wake_jobs: tokio::sync::Notify::new(),
             }),
         };
         services.resume_erasures().await.map_err(|e| StartError::Erasure(e.detail))?;
+        services.schedule_period_closes().await.map_err(|e| StartError::Jobs(e.detail))?;
         Ok(services)
     }
 
@@ -147,19 +159,36 @@ impl Services {
         &self.inner.rate
     }
 
-    /// Background upkeep until `shutdown` resolves: reclaims expired reservations.
+    /// Background work until `shutdown` resolves: runs due jobs as soon as they are enqueued (and at least
+    /// every second), and reclaims expired reservations.
     pub async fn run_background(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        let mut sweep = tokio::time::interval(std::time::Duration::from_secs(5));
+        let mut poll = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             tokio::select! {
-                _ = tick.tick() => {
+                _ = sweep.tick() => {
                     match self.store().expire_reservations(self.clock().now()).await {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(reclaimed = n, "expired reservations released"),
                         Err(e) => tracing::warn!(error = %e, "reservation sweep failed"),
                     }
                 }
+                _ = poll.tick() => self.work_jobs().await,
+                _ = self.jobs_woken() => self.work_jobs().await,
                 _ = shutdown.changed() => break,
+            }
+        }
+    }
+
+    async fn work_jobs(&self) {
+        loop {
+            match self.run_due_jobs().await {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "job queue unavailable");
+                    break;
+                }
             }
         }
     }

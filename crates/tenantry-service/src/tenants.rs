@@ -119,29 +119,35 @@ impl Services {
         let detail = serde_json::json!({"plan": plan.name, "state": state.as_str(), "first_key": key.id.as_str()});
         self.audit(Actor::System, Some(&tenant_id), "tenant.signed_up", tenant_id.as_str(), detail, "").await;
 
+        self.milestone(&tenant_id, "signed_up").await;
+
         let state = if needs_payment {
+            let row = self.store().tenant(&tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+            self.signup_invoice(&row).await?;
             state
         } else {
-            let event =
-                if plan.trial_days > 0 { LifecycleEvent::ProvisionedTrial } else { LifecycleEvent::ProvisionedActive };
-            self.provision(&tenant_id, event).await?
+            self.provision(&tenant_id).await?
         };
         Ok(SignupResult { tenant_id, state, api_key: issued.plaintext, checkout_url: None })
     }
 
-    /// Prepares the tenant's storage and moves it out of `provisioning`. Idempotent: a tenant already past
-    /// provisioning is left as it is.
-    async fn provision(&self, tenant_id: &TenantId, event: LifecycleEvent) -> ServiceResult<TenantState> {
+    /// Prepares the tenant's storage and moves it out of `provisioning`: to `trialing` on a plan with a trial
+    /// that was not paid for up front, else `active`; the first period's close is scheduled in the same
+    /// transaction. Idempotent: a tenant already past provisioning is left as it is.
+    pub(crate) async fn provision(&self, tenant_id: &TenantId) -> ServiceResult<TenantState> {
         let tenant = self.store().tenant(tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
         if tenant.state != TenantState::Provisioning {
             return Ok(tenant.state);
         }
         let blobs = self.blob_dir(tenant_id);
         tokio::fs::create_dir_all(&blobs).await.map_err(ServiceError::internal)?;
-        let state =
-            self.store().transition(tenant_id, tenant.state_version, tenant.state, event, self.clock().now()).await?;
-        tracing::info!(tenant_id = %tenant_id, state = state.as_str(), "tenant provisioned");
-        Ok(state)
+        let paid_up_front = self.store().invoices(tenant_id).await?.iter().any(|i| i.kind == "signup");
+        let trial = !paid_up_front && self.catalog().plan(&tenant.plan).is_some_and(|p| p.trial_days > 0);
+        let event = if trial { LifecycleEvent::ProvisionedTrial } else { LifecycleEvent::ProvisionedActive };
+        let close = self.period_close_job(&tenant);
+        let row = self.transition_from(&tenant, event, crate::audit::Actor::System, &[close]).await?;
+        self.milestone(tenant_id, "provisioned").await;
+        Ok(row.state)
     }
 
     pub async fn tenant_view(&self, ctx: &TenantContext) -> ServiceResult<TenantView> {

@@ -20,6 +20,9 @@ pub struct ErasedRows {
     pub reservations: u64,
     #[serde(default)]
     pub exports: u64,
+    /// Queued and parked jobs for the tenant, cancelled.
+    #[serde(default)]
+    pub jobs: u64,
     /// Ledger rows kept (no personal data; the record billing needs).
     pub usage_events_kept: u64,
 }
@@ -77,6 +80,23 @@ impl Store {
             let sql = format!("DELETE FROM {table} WHERE tenant_id = $1");
             *count = sqlx::query(&sql).bind(tenant.as_str()).execute(&mut *tx).await?.rows_affected();
         }
+        rows.jobs = sqlx::query("DELETE FROM jobs WHERE tenant_id = $1 AND state <> 'running'")
+            .bind(tenant.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query(
+            "INSERT INTO tenant_events (id, tenant_id, event, from_state, to_state, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(tenantry_domain::EventId::generate().as_str())
+        .bind(tenant.as_str())
+        .bind(LifecycleEvent::Erased.as_str())
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(now.0)
+        .execute(&mut *tx)
+        .await?;
         let kept = sqlx::query("SELECT COUNT(*) AS n FROM usage_events WHERE tenant_id = $1")
             .bind(tenant.as_str())
             .fetch_one(&mut *tx)

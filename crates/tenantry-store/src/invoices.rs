@@ -4,6 +4,7 @@
 use sqlx::Row;
 use tenantry_domain::{TenantId, Timestamp};
 
+use crate::jobs::{enqueue_in, NewJob};
 use crate::{Result, Store, StoreError};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,9 +44,17 @@ pub struct InvoiceRow {
 const COLUMNS: &str = "id, number, tenant_id, kind, period_start, period_end, status, currency, subtotal_cents, \
                        total_cents, lines, created_at, updated_at";
 
+/// What else happens in the invoice's transaction.
+#[derive(Clone, Debug, Default)]
+pub struct InvoiceEffects {
+    /// Jobs the invoice sets in motion (the next period's close, collection).
+    pub jobs: Vec<NewJob>,
+}
+
 impl Store {
-    /// Stores the invoice under the next number; `Conflict` if the tenant's period of that kind already has one.
-    pub async fn create_invoice(&self, inv: &NewInvoice) -> Result<InvoiceRow> {
+    /// Stores the invoice under the next number, with its effects, in one transaction; `Conflict` if the
+    /// tenant's period of that kind already has one (and then nothing is changed).
+    pub async fn create_invoice(&self, inv: &NewInvoice, effects: &InvoiceEffects) -> Result<InvoiceRow> {
         let mut tx = self.write.begin().await?;
         let exists = sqlx::query("SELECT id FROM invoices WHERE tenant_id = $1 AND kind = $2 AND period_start = $3")
             .bind(inv.tenant_id.as_str())
@@ -77,6 +86,9 @@ impl Store {
         .bind(inv.now.0)
         .execute(&mut *tx)
         .await?;
+        for job in &effects.jobs {
+            enqueue_in(&mut tx, job, inv.now).await?;
+        }
         tx.commit().await?;
         self.invoice(&inv.id).await?.ok_or(StoreError::NotFound)
     }
@@ -87,6 +99,17 @@ impl Store {
             .fetch_optional(&self.write)
             .await?;
         row.map(|r| invoice_from_row(&r)).transpose()
+    }
+
+    /// The tenant's invoices that are still `open`, oldest first.
+    pub async fn open_invoices(&self, tenant: &TenantId) -> Result<Vec<InvoiceRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM invoices WHERE tenant_id = $1 AND status = 'open' ORDER BY number"
+        ))
+        .bind(tenant.as_str())
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(invoice_from_row).collect()
     }
 
     /// The tenant's invoices, newest first.

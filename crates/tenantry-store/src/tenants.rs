@@ -4,8 +4,9 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 use tenantry_domain::lifecycle::LifecycleEvent;
-use tenantry_domain::{ApiKeyId, RetrievalMode, TenantId, TenantState, Timestamp};
+use tenantry_domain::{ApiKeyId, EventId, RetrievalMode, TenantId, TenantState, Timestamp};
 
+use crate::jobs::{enqueue_in, NewJob};
 use crate::keys::{insert_key, ApiKeyRow, NewApiKey};
 use crate::{conflict_on_unique, Result, Store, StoreError};
 
@@ -164,8 +165,9 @@ impl Store {
         tenant_from_row(&row)
     }
 
-    /// Moves the tenant through the lifecycle table. The update only applies if the state is still the
-    /// one the caller read (`expected_version`); otherwise `Concurrent`.
+    /// Moves the tenant through the lifecycle table, records the transition as an event and enqueues
+    /// `jobs` (what the new state sets in motion), all in one transaction. The update only applies if the
+    /// state is still the one the caller read (`expected_version`); otherwise `Concurrent`.
     pub async fn transition(
         &self,
         id: &TenantId,
@@ -173,8 +175,10 @@ impl Store {
         from: TenantState,
         event: LifecycleEvent,
         now: Timestamp,
+        jobs: &[NewJob],
     ) -> Result<TenantState> {
         let to = from.on(event).ok_or(StoreError::Conflict("transition"))?;
+        let mut tx = self.write.begin().await?;
         let done = sqlx::query(
             "UPDATE tenants SET state = $1, state_version = state_version + 1, updated_at = $2 \
              WHERE id = $3 AND state = $4 AND state_version = $5",
@@ -184,12 +188,73 @@ impl Store {
         .bind(id.as_str())
         .bind(from.as_str())
         .bind(expected_version)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Concurrent);
+        }
+        sqlx::query(
+            "INSERT INTO tenant_events (id, tenant_id, event, from_state, to_state, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(EventId::generate().as_str())
+        .bind(id.as_str())
+        .bind(event.as_str())
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(now.0)
+        .execute(&mut *tx)
+        .await?;
+        for job in jobs {
+            enqueue_in(&mut tx, job, now).await?;
+        }
+        tx.commit().await?;
+        Ok(to)
+    }
+
+    /// Records an activation milestone (`provisioned`, `first_document`, …) the first time it happens;
+    /// `false` if the tenant already had it.
+    pub async fn record_milestone(&self, id: &TenantId, milestone: &str, now: Timestamp) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO tenant_events (id, tenant_id, event, from_state, to_state, created_at) \
+             VALUES ($1, $2, $3, NULL, NULL, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(EventId::generate().as_str())
+        .bind(id.as_str())
+        .bind(milestone)
+        .bind(now.0)
         .execute(&self.write)
         .await?;
-        if done.rows_affected() == 1 {
-            Ok(to)
-        } else {
-            Err(StoreError::Concurrent)
-        }
+        Ok(done.rows_affected() == 1)
     }
+
+    /// The tenant's lifecycle transitions and milestones, oldest first.
+    pub async fn tenant_events(&self, id: &TenantId) -> Result<Vec<TenantEvent>> {
+        let rows = sqlx::query(
+            "SELECT event, from_state, to_state, created_at FROM tenant_events WHERE tenant_id = $1 \
+             ORDER BY created_at, id",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TenantEvent {
+                    event: r.try_get("event")?,
+                    from_state: r.try_get("from_state")?,
+                    to_state: r.try_get("to_state")?,
+                    at: Timestamp(r.try_get("created_at")?),
+                })
+            })
+            .collect()
+    }
+}
+
+/// A lifecycle transition (`from_state`/`to_state` set) or an activation milestone (both `None`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantEvent {
+    pub event: String,
+    pub from_state: Option<String>,
+    pub to_state: Option<String>,
+    pub at: Timestamp,
 }

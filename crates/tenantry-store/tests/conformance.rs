@@ -6,8 +6,8 @@ use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::quota::Meter;
 use tenantry_domain::{ApiKeyId, ChunkId, DocumentId, RetrievalMode, TenantId, TenantState, Timestamp};
 use tenantry_store::{
-    Amounts, ConfigChange, NewApiKey, NewChunk, NewDocument, NewReservation, NewTenant, Settlement, Store, StoreError,
-    UsageEvent,
+    Amounts, ConfigChange, JobState, NewApiKey, NewChunk, NewDocument, NewJob, NewReservation, NewTenant, Settlement,
+    Store, StoreError, UsageEvent,
 };
 
 async fn sqlite() -> (Store, tempfile::TempDir) {
@@ -79,15 +79,17 @@ async fn tenants_keys_and_transitions(store: Store) {
     let row = store.tenant(&t.id).await.expect("read").expect("exists");
     assert_eq!((row.state, row.state_version, row.config_version), (TenantState::Provisioning, 0, 1));
     let next = store
-        .transition(&t.id, 0, row.state, LifecycleEvent::ProvisionedTrial, Timestamp(1))
+        .transition(&t.id, 0, row.state, LifecycleEvent::ProvisionedTrial, Timestamp(1), &[])
         .await
         .expect("transition");
     assert_eq!(next, TenantState::Trialing);
     // A second writer that read version 0 loses.
-    let stale =
-        store.transition(&t.id, 0, TenantState::Provisioning, LifecycleEvent::ProvisionedActive, Timestamp(2)).await;
+    let stale = store
+        .transition(&t.id, 0, TenantState::Provisioning, LifecycleEvent::ProvisionedActive, Timestamp(2), &[])
+        .await;
     assert!(matches!(stale, Err(StoreError::Concurrent)), "{stale:?}");
-    let invalid = store.transition(&t.id, 1, TenantState::Trialing, LifecycleEvent::GraceExpired, Timestamp(2)).await;
+    let invalid =
+        store.transition(&t.id, 1, TenantState::Trialing, LifecycleEvent::GraceExpired, Timestamp(2), &[]).await;
     assert!(matches!(invalid, Err(StoreError::Conflict(_))));
 
     let changed = store
@@ -308,6 +310,122 @@ async fn audit_chain_holds_under_concurrent_appends(store: Store) {
     assert_eq!(store.audit_entries(None, 15, 100).await.expect("store").len(), 5);
 }
 
+fn job(kind: &str, key: Option<&str>, run_at: i64, max_attempts: i64) -> NewJob {
+    NewJob {
+        kind: kind.into(),
+        tenant_id: None,
+        payload: format!("{{\"kind\":\"{kind}\"}}"),
+        idempotency_key: key.map(str::to_owned),
+        max_attempts,
+        run_at: Timestamp(run_at),
+    }
+}
+
+async fn jobs_are_scheduled_claimed_retried_and_parked(store: Store) {
+    let now = Timestamp(10_000);
+    assert!(store.enqueue(&job("a", Some("k1"), 5_000, 2), now).await.expect("enqueue"));
+    assert!(!store.enqueue(&job("a", Some("k1"), 5_000, 2), now).await.expect("enqueue"), "same key twice");
+    assert!(store.enqueue(&job("b", None, 20_000, 3), now).await.expect("enqueue"));
+    assert!(store.enqueue(&job("c", None, 20_000, 3), now).await.expect("enqueue"), "no key never collides");
+
+    // Only the due job is claimed, once.
+    let claimed = store.claim_jobs(now, 60, 10).await.expect("claim");
+    assert_eq!(claimed.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>(), ["a"]);
+    assert_eq!(claimed[0].attempts, 1);
+    assert!(store.claim_jobs(now, 60, 10).await.expect("claim").is_empty(), "leased jobs are not claimed again");
+    assert!(store.jobs_pending(now).await.expect("pending"), "a running job is pending");
+
+    // A failure requeues it for later; the last allowed failure parks it.
+    let a = &claimed[0];
+    let state = store.fail_job(a, "boom", Timestamp(11_000), now).await.expect("fail");
+    assert_eq!(state, JobState::Queued);
+    assert!(store.claim_jobs(now, 60, 10).await.expect("claim").is_empty(), "not before its retry time");
+    let again = store.claim_jobs(Timestamp(11_000), 60, 10).await.expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 2);
+    assert!(
+        matches!(store.complete_job(a, now).await, Err(StoreError::Concurrent)),
+        "a stale attempt cannot finish it"
+    );
+    let state = store.fail_job(&again[0], "boom again", Timestamp(12_000), now).await.expect("fail");
+    assert_eq!(state, JobState::Parked);
+    let parked = store.jobs(Some(JobState::Parked), None, 10).await.expect("list");
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].last_error.as_deref(), Some("boom again"));
+
+    // The operator requeues it with fresh attempts.
+    let requeued = store.requeue_job(&parked[0].id, Timestamp(13_000)).await.expect("requeue");
+    assert_eq!((requeued.state, requeued.attempts), (JobState::Queued, 0));
+
+    // A worker that dies loses its lease; the job is claimed again after it expires.
+    let due = store.claim_jobs(Timestamp(20_000), 5, 10).await.expect("claim");
+    assert_eq!(due.len(), 3);
+    assert!(store.claim_jobs(Timestamp(24_000), 5, 10).await.expect("claim").is_empty());
+    let reclaimed = store.claim_jobs(Timestamp(26_000), 5, 10).await.expect("claim");
+    assert_eq!(reclaimed.len(), 3, "expired leases are reclaimed");
+    for j in &reclaimed {
+        store.complete_job(j, Timestamp(26_000)).await.expect("complete");
+    }
+    assert!(!store.jobs_pending(Timestamp(1_000_000)).await.expect("pending"));
+}
+
+async fn concurrent_workers_claim_each_job_once(store: Store) {
+    let now = Timestamp(10_000);
+    for _ in 0..60 {
+        store.enqueue(&job("work", None, 1_000, 3), now).await.expect("enqueue");
+    }
+    let workers = (0..4).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = store.claim_jobs(now, 60, 3).await.expect("claim");
+                if batch.is_empty() {
+                    return mine;
+                }
+                for j in batch {
+                    store.complete_job(&j, now).await.expect("complete");
+                    mine.push(j.id);
+                }
+            }
+        })
+    });
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.expect("worker"));
+    }
+    let total = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!((total, all.len()), (60, 60), "every job ran exactly once");
+}
+
+async fn transitions_are_recorded_with_their_jobs(store: Store) {
+    let (t, k) = tenant("events@conformance.test");
+    store.create_tenant(&t, &k).await.expect("create");
+    let provision = NewJob { tenant_id: Some(t.id.clone()), ..job("close", Some("close-1"), 99_000, 3) };
+    store
+        .transition(&t.id, 0, TenantState::Provisioning, LifecycleEvent::ProvisionedActive, Timestamp(5), &[provision])
+        .await
+        .expect("transition");
+    // A losing transition writes neither its event nor its jobs.
+    let late = NewJob { tenant_id: Some(t.id.clone()), ..job("close", Some("close-2"), 99_000, 3) };
+    let lost = store
+        .transition(&t.id, 0, TenantState::Provisioning, LifecycleEvent::ProvisionedTrial, Timestamp(6), &[late])
+        .await;
+    assert!(matches!(lost, Err(StoreError::Concurrent)));
+    assert!(store.record_milestone(&t.id, "first_document", Timestamp(7)).await.expect("milestone"));
+    assert!(!store.record_milestone(&t.id, "first_document", Timestamp(8)).await.expect("milestone"), "once");
+
+    let events = store.tenant_events(&t.id).await.expect("events");
+    let names: Vec<_> = events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(names, ["provisioned_active", "first_document"]);
+    assert_eq!(events[0].from_state.as_deref(), Some("provisioning"));
+    assert_eq!(events[0].to_state.as_deref(), Some("active"));
+    let jobs = store.jobs(None, Some(&t.id), 10).await.expect("jobs");
+    assert_eq!(jobs.iter().map(|j| j.idempotency_key.as_deref()).collect::<Vec<_>>(), [Some("close-1")]);
+}
+
 macro_rules! conformance_suite {
     ($($story:ident),* $(,)?) => {
         mod sqlite_backend {
@@ -341,6 +459,9 @@ conformance_suite!(
     concurrent_reservations_never_overshoot,
     reserve_settle_release_and_expire,
     audit_chain_holds_under_concurrent_appends,
+    jobs_are_scheduled_claimed_retried_and_parked,
+    concurrent_workers_claim_each_job_once,
+    transitions_are_recorded_with_their_jobs,
 );
 
 #[tokio::test]

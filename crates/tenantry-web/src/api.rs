@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tenantry_domain::lifecycle::EndpointClass;
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::{ErrorCode, RequestId, TenantContext};
+use tenantry_service::admin::TenantDetail;
 use tenantry_service::api_keys::{CreatedKey, KeyView};
 use tenantry_service::billing::InvoiceView;
 use tenantry_service::documents::{DocumentView, Upload, Uploaded};
@@ -597,12 +598,12 @@ pub async fn admin_erasure(
 /// One tenant.
 #[utoipa::path(get, path = "/admin/tenants/{id}", tag = "operator", security(("operator" = [])),
     params(("id" = String, Path, description = "tenant id")),
-    responses((status = 200, body = TenantView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = TenantDetail), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn admin_tenant(
     State(s): State<Services>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> ApiResult<axum::Json<TenantView>> {
+) -> ApiResult<axum::Json<TenantDetail>> {
     s.authenticate_operator(bearer(&headers))?;
     Ok(axum::Json(s.admin_tenant(&id).await?))
 }
@@ -610,12 +611,12 @@ pub async fn admin_tenant(
 /// Suspend a tenant: its next request answers 402.
 #[utoipa::path(post, path = "/admin/tenants/{id}/suspend", tag = "operator", security(("operator" = [])),
     params(("id" = String, Path, description = "tenant id")),
-    responses((status = 200, body = TenantView), (status = 409, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = TenantDetail), (status = 409, body = Problem, content_type = "application/problem+json")))]
 pub async fn admin_suspend(
     State(s): State<Services>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> ApiResult<axum::Json<TenantView>> {
+) -> ApiResult<axum::Json<TenantDetail>> {
     s.authenticate_operator(bearer(&headers))?;
     Ok(axum::Json(s.apply_lifecycle(&id, LifecycleEvent::OperatorSuspended).await?))
 }
@@ -623,12 +624,12 @@ pub async fn admin_suspend(
 /// Reactivate a suspended tenant.
 #[utoipa::path(post, path = "/admin/tenants/{id}/reactivate", tag = "operator", security(("operator" = [])),
     params(("id" = String, Path, description = "tenant id")),
-    responses((status = 200, body = TenantView), (status = 409, body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = TenantDetail), (status = 409, body = Problem, content_type = "application/problem+json")))]
 pub async fn admin_reactivate(
     State(s): State<Services>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> ApiResult<axum::Json<TenantView>> {
+) -> ApiResult<axum::Json<TenantDetail>> {
     s.authenticate_operator(bearer(&headers))?;
     Ok(axum::Json(s.apply_lifecycle(&id, LifecycleEvent::OperatorReactivated).await?))
 }

@@ -4,6 +4,7 @@
 mod api;
 mod chat;
 mod extract;
+mod operator;
 pub mod problem;
 
 use std::future::Future;
@@ -80,6 +81,9 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(api::invoices))
         .routes(routes!(api::admin_close_period))
         .routes(routes!(api::admin_payment))
+        .routes(routes!(operator::advance_clock))
+        .routes(routes!(operator::list_jobs))
+        .routes(routes!(operator::requeue_job))
         .routes(routes!(api::healthz))
         .routes(routes!(api::readyz))
 }

@@ -102,13 +102,22 @@ async fn the_chain_records_actions_and_exposes_any_tampering() {
         log["entries"].as_array().expect("entries").iter().filter_map(|e| e["action"].as_str()).collect();
     assert_eq!(
         actions,
-        ["tenant.signed_up", "key.created", "key.revoked", "config.updated", "tenant.transition", "tenant.transition"]
+        [
+            "tenant.signed_up",
+            "tenant.transition",
+            "key.created",
+            "key.revoked",
+            "config.updated",
+            "tenant.transition",
+            "tenant.transition"
+        ]
     );
     let entries = log["entries"].as_array().expect("entries");
     assert!(entries.iter().all(|e| e["tenant_id"] == tenant), "only this tenant's entries");
-    assert_eq!(entries[1]["target"], key_id);
-    assert!(entries[1]["actor"].as_str().is_some_and(|a| a.starts_with("tenant:key_")));
-    assert_eq!(entries[4]["actor"], "operator");
+    assert_eq!(entries[1]["actor"], "system", "provisioning");
+    assert_eq!(entries[2]["target"], key_id);
+    assert!(entries[2]["actor"].as_str().is_some_and(|a| a.starts_with("tenant:key_")));
+    assert_eq!(entries[5]["actor"], "operator");
     assert!(!log.to_string().contains(created["api_key"].as_str().expect("secret")), "never a key secret");
     let r = client.get(format!("{base}/admin/audit")).bearer_auth(key).send().await.expect("audit");
     assert_eq!(r.status(), 401, "tenant keys cannot read the trail");
@@ -120,7 +129,7 @@ async fn the_chain_records_actions_and_exposes_any_tampering() {
     server.wait().expect("stopped");
 
     let (ok, text) = verify(&data);
-    assert!(ok && text.contains("7 entries verified"), "{text}");
+    assert!(ok && text.contains("9 entries verified"), "{text}");
 
     let scratch = dir.path().join("tampered");
     let cases = [
@@ -132,7 +141,7 @@ async fn the_chain_records_actions_and_exposes_any_tampering() {
              UPDATE audit_log SET seq = 3 WHERE seq = -1",
             "entry 2 does not link",
         ),
-        ("truncate", "DELETE FROM audit_log WHERE seq = 7", "the newest entries were removed"),
+        ("truncate", "DELETE FROM audit_log WHERE seq = 9", "the newest entries were removed"),
         (
             "rewrite-and-rehash-one",
             "UPDATE audit_log SET hash = '00', detail = '{}' WHERE seq = 5",

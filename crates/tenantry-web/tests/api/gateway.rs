@@ -233,14 +233,14 @@ async fn lifecycle_gate_applies_within_one_request_of_a_change() {
     let store = app.services.store();
     let row = store.tenant(&id).await.expect("read").expect("exists");
     store
-        .transition(&id, row.state_version, row.state, LifecycleEvent::Cancelled, app.services.clock().now())
+        .transition(&id, row.state_version, row.state, LifecycleEvent::Cancelled, app.services.clock().now(), &[])
         .await
         .expect("cancel");
     assert_problem(app.get(&t.key, "/v1/documents").await, 403, "forbidden").await;
     assert_eq!(app.get(&t.key, "/v1/tenant").await.status(), 200);
     let row = store.tenant(&id).await.expect("read").expect("exists");
     store
-        .transition(&id, row.state_version, row.state, LifecycleEvent::Erased, app.services.clock().now())
+        .transition(&id, row.state_version, row.state, LifecycleEvent::Erased, app.services.clock().now(), &[])
         .await
         .expect("erase");
     assert_problem(app.get(&t.key, "/v1/tenant").await, 401, "unauthenticated").await;

@@ -10,5 +10,6 @@ mod helpers;
 mod isolation;
 mod lifecycle;
 mod models;
+mod month;
 mod retrieval;
 mod story;

@@ -1,0 +1,269 @@
+//! The typed jobs the service runs from the durable queue, and the worker that runs them: in the
+//! background whenever a job is enqueued (or at least every second), and on demand when the test clock
+//! moves (`POST /admin/clock/advance`), which waits until every job that became due has run.
+//!
+//! Every job is safe to run twice (a worker can die after the work and before marking it done): each
+//! re-reads the state it acts on and does nothing when its work is already done or moot.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tenantry_domain::{ErrorCode, JobId, TenantId, Timestamp};
+use tenantry_store::{JobRow, JobState, NewJob};
+
+use crate::audit::Actor;
+use crate::{ServiceError, ServiceResult, Services};
+
+/// A claimed job is leased for this long; a worker that dies loses it after that.
+const LEASE_SECS: i64 = 300;
+const CLAIM_BATCH: i64 = 16;
+pub const DEFAULT_MAX_ATTEMPTS: i64 = 6;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Job {
+    /// Prepare a tenant's storage and move it out of `provisioning`.
+    Provision { tenant_id: TenantId },
+    /// Close the tenant's billing period that starts at `period_start_ms` (when it ends).
+    ClosePeriod { tenant_id: TenantId, period_start_ms: i64 },
+    /// Dunning: try to collect an unpaid invoice again (the `attempt`-th retry of `billing.retry_days`).
+    PaymentRetry { tenant_id: TenantId, invoice_id: String, attempt: u32 },
+    /// Dunning: the grace period of an unpaid invoice is over; suspend if it is still unpaid.
+    GraceExpiry { tenant_id: TenantId, invoice_id: String },
+}
+
+impl Job {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Provision { .. } => "provision",
+            Self::ClosePeriod { .. } => "close_period",
+            Self::PaymentRetry { .. } => "payment_retry",
+            Self::GraceExpiry { .. } => "grace_expiry",
+        }
+    }
+
+    fn tenant(&self) -> &TenantId {
+        match self {
+            Self::Provision { tenant_id }
+            | Self::ClosePeriod { tenant_id, .. }
+            | Self::PaymentRetry { tenant_id, .. }
+            | Self::GraceExpiry { tenant_id, .. } => tenant_id,
+        }
+    }
+
+    /// The idempotency key: one job per thing to do, however often it is asked for.
+    fn key(&self) -> String {
+        match self {
+            Self::Provision { tenant_id } => format!("provision:{tenant_id}"),
+            Self::ClosePeriod { tenant_id, period_start_ms } => format!("close_period:{tenant_id}:{period_start_ms}"),
+            Self::PaymentRetry { invoice_id, attempt, .. } => format!("payment_retry:{invoice_id}:{attempt}"),
+            Self::GraceExpiry { invoice_id, .. } => format!("grace_expiry:{invoice_id}"),
+        }
+    }
+
+    /// The row to enqueue: this job, due at `run_at`.
+    pub(crate) fn at(&self, run_at: Timestamp) -> NewJob {
+        NewJob {
+            kind: self.kind().to_owned(),
+            tenant_id: Some(self.tenant().clone()),
+            payload: serde_json::to_string(self).unwrap_or_default(),
+            idempotency_key: Some(self.key()),
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            run_at,
+        }
+    }
+}
+
+/// Seconds to wait before attempt `attempts + 1`: 5 s doubling, at most an hour.
+pub fn backoff_secs(attempts: i64) -> i64 {
+    let exponent = u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
+    5i64.saturating_mul(1i64 << exponent).min(3_600)
+}
+
+/// A job as the operator sees it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobView {
+    pub job_id: String,
+    pub kind: String,
+    pub tenant_id: Option<String>,
+    /// `queued`, `running`, `done` or `parked`.
+    pub state: String,
+    pub attempts: i64,
+    pub max_attempts: i64,
+    pub run_at: String,
+    pub last_error: Option<String>,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+}
+
+fn view(row: JobRow) -> JobView {
+    JobView {
+        job_id: row.id.to_string(),
+        kind: row.kind,
+        tenant_id: row.tenant_id.map(|t| t.to_string()),
+        state: row.state.as_str().to_owned(),
+        attempts: row.attempts,
+        max_attempts: row.max_attempts,
+        run_at: row.run_at.to_rfc3339(),
+        last_error: row.last_error,
+        payload: serde_json::from_str(&row.payload).unwrap_or_default(),
+    }
+}
+
+/// Where the clock stands after `POST /admin/clock/advance`, and what ran.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ClockView {
+    pub now: String,
+    pub jobs_run: usize,
+}
+
+impl Services {
+    pub(crate) fn wake_jobs(&self) {
+        self.inner.wake_jobs.notify_one();
+    }
+
+    pub(crate) async fn jobs_woken(&self) {
+        self.inner.wake_jobs.notified().await;
+    }
+
+    /// Claims and runs the jobs due now, one batch; returns how many ran.
+    pub async fn run_due_jobs(&self) -> ServiceResult<usize> {
+        let claimed = self.store().claim_jobs(self.clock().now(), LEASE_SECS, CLAIM_BATCH).await?;
+        for row in &claimed {
+            self.run_claimed(row).await;
+        }
+        Ok(claimed.len())
+    }
+
+    /// Runs due jobs until none is left due or running (jobs a job enqueues for now included).
+    pub async fn drain_jobs(&self) -> ServiceResult<usize> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let mut ran = 0;
+        loop {
+            let n = self.run_due_jobs().await?;
+            ran += n;
+            if n > 0 {
+                continue;
+            }
+            if !self.store().jobs_pending(self.clock().now()).await? {
+                return Ok(ran);
+            }
+            if tokio::time::Instant::now() > deadline {
+                tracing::warn!("jobs still running after two minutes; not waiting for them");
+                return Ok(ran);
+            }
+            // Another worker holds a due job; wait for it to finish.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The test clock: moves time forward and runs every job that became due.
+    pub async fn advance_clock(&self, seconds: i64) -> ServiceResult<ClockView> {
+        if !(1..=10 * 366 * 86_400).contains(&seconds) {
+            return Err(ServiceError::validation("seconds must be between 1 and ten years"));
+        }
+        if !self.clock().advance(seconds) {
+            return Err(ServiceError::new(
+                ErrorCode::Forbidden,
+                "the clock can only be moved when server.clock = \"test\"",
+            ));
+        }
+        tracing::info!(seconds, now = %self.clock().now(), "test clock advanced");
+        let jobs_run = self.drain_jobs().await?;
+        Ok(ClockView { now: self.clock().now().to_rfc3339(), jobs_run })
+    }
+
+    async fn run_claimed(&self, row: &JobRow) {
+        let tenant = row.tenant_id.as_ref().map(|t| t.to_string()).unwrap_or_default();
+        let span =
+            tracing::info_span!("job", job_id = %row.id, kind = %row.kind, tenant_id = %tenant, attempt = row.attempts);
+        let _enter = span.enter();
+        let outcome = match serde_json::from_str::<Job>(&row.payload) {
+            Ok(job) => self.execute(&job).await.map_err(|e| format!("{}: {}", e.code.as_str(), e.detail)),
+            Err(e) => Err(format!("the job's payload cannot be read: {e}")),
+        };
+        let now = self.clock().now();
+        let recorded = match &outcome {
+            Ok(()) => self.store().complete_job(row, now).await.map(|()| JobState::Done),
+            Err(error) => {
+                tracing::warn!(error = %error, "job failed");
+                self.store().fail_job(row, error, now.plus_seconds(backoff_secs(row.attempts)), now).await
+            }
+        };
+        match recorded {
+            Ok(JobState::Parked) => {
+                tracing::error!(error = ?outcome.err(), "job parked after its last attempt");
+                let detail = json!({"kind": row.kind, "attempts": row.attempts});
+                self.audit(Actor::System, row.tenant_id.as_ref(), "job.parked", row.id.as_str(), detail, "").await;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "job outcome not recorded (its lease was lost)"),
+        }
+    }
+
+    async fn execute(&self, job: &Job) -> ServiceResult<()> {
+        match job {
+            Job::Provision { tenant_id } => self.provision(tenant_id).await.map(drop),
+            Job::ClosePeriod { tenant_id, period_start_ms } => {
+                self.close_scheduled_period(tenant_id, Timestamp(*period_start_ms)).await
+            }
+            Job::PaymentRetry { tenant_id, invoice_id, attempt } => {
+                self.retry_payment(tenant_id, invoice_id, *attempt).await
+            }
+            Job::GraceExpiry { tenant_id, invoice_id } => self.expire_grace(tenant_id, invoice_id).await,
+        }
+    }
+
+    /// The queue for the operator: jobs in `state` (all when empty), optionally one tenant's.
+    pub async fn admin_jobs(&self, state: Option<&str>, tenant: Option<&str>) -> ServiceResult<Vec<JobView>> {
+        let state = match state.filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => {
+                Some(JobState::parse(s).ok_or_else(|| ServiceError::validation(format!("unknown state {s:?}")))?)
+            }
+        };
+        let tenant = match tenant.filter(|t| !t.is_empty()) {
+            None => None,
+            Some(t) => {
+                Some(TenantId::parse(t).ok_or_else(|| ServiceError::validation("tenant_id is not a tenant id"))?)
+            }
+        };
+        Ok(self.store().jobs(state, tenant.as_ref(), 1_000).await?.into_iter().map(view).collect())
+    }
+
+    /// The operator's retry of a parked job.
+    pub async fn requeue_job(&self, raw_id: &str) -> ServiceResult<JobView> {
+        let id = JobId::parse(raw_id).ok_or_else(|| ServiceError::not_found("job"))?;
+        let row = self.store().requeue_job(&id, self.clock().now()).await.map_err(|e| match e {
+            tenantry_store::StoreError::NotFound => ServiceError::not_found("parked job"),
+            other => other.into(),
+        })?;
+        self.audit(Actor::Operator, row.tenant_id.as_ref(), "job.requeued", row.id.as_str(), json!({}), "").await;
+        self.wake_jobs();
+        Ok(view(row))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_an_hour() {
+        assert_eq!(backoff_secs(1), 5);
+        assert_eq!(backoff_secs(2), 10);
+        assert_eq!(backoff_secs(3), 20);
+        assert_eq!(backoff_secs(40), 3_600);
+        assert_eq!(backoff_secs(0), 5);
+    }
+
+    #[test]
+    fn payload_round_trips_and_names_its_kind() {
+        let job = Job::ClosePeriod { tenant_id: TenantId::generate(), period_start_ms: 1_700_000_000_000 };
+        let row = job.at(Timestamp(5));
+        assert_eq!(row.kind, "close_period");
+        assert_eq!(serde_json::from_str::<Job>(&row.payload).expect("decodes"), job);
+        assert!(row.idempotency_key.expect("keyed").ends_with(":1700000000000"));
+    }
+}

@@ -1,0 +1,76 @@
+//! Operator endpoints for the job queue and the test clock.
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use tenantry_service::jobs::{ClockView, JobView};
+use tenantry_service::Services;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::extract::{bearer, Json};
+use crate::problem::{ApiError, Problem};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdvanceBody {
+    /// How far to move the clock, in seconds (1 to ten years).
+    pub seconds: i64,
+}
+
+/// Move the test clock forward (only with `server.clock = "test"`) and run every job and dunning step that
+/// became due, like Stripe's test clocks. Returns when they have all run.
+#[utoipa::path(post, path = "/admin/clock/advance", tag = "operator", security(("operator" = [])),
+    request_body = AdvanceBody,
+    responses(
+        (status = 200, body = ClockView),
+        (status = 403, body = Problem, content_type = "application/problem+json", description = "the clock is the system clock"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn advance_clock(
+    State(s): State<Services>,
+    headers: HeaderMap,
+    Json(body): Json<AdvanceBody>,
+) -> ApiResult<axum::Json<ClockView>> {
+    s.authenticate_operator(bearer(&headers))?;
+    Ok(axum::Json(s.advance_clock(body.seconds).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct JobFilter {
+    /// `queued`, `running`, `done` or `parked`.
+    pub state: Option<String>,
+    pub tenant_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+}
+
+/// The durable job queue: what is scheduled, running, done, and parked after its last attempt.
+#[utoipa::path(get, path = "/admin/jobs", tag = "operator", security(("operator" = [])), params(JobFilter),
+    responses((status = 200, body = JobList), (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn list_jobs(
+    State(s): State<Services>,
+    headers: HeaderMap,
+    filter: Result<Query<JobFilter>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<axum::Json<JobList>> {
+    s.authenticate_operator(bearer(&headers))?;
+    let Query(f) = filter?;
+    Ok(axum::Json(JobList { jobs: s.admin_jobs(f.state.as_deref(), f.tenant_id.as_deref()).await? }))
+}
+
+/// Put a parked job back in the queue with fresh attempts.
+#[utoipa::path(post, path = "/admin/jobs/{id}/requeue", tag = "operator", security(("operator" = [])),
+    params(("id" = String, Path, description = "job id")),
+    responses((status = 200, body = JobView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn requeue_job(
+    State(s): State<Services>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<JobView>> {
+    s.authenticate_operator(bearer(&headers))?;
+    Ok(axum::Json(s.requeue_job(&id).await?))
+}
