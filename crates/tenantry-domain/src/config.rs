@@ -36,6 +36,8 @@ pub struct ServerConfig {
     /// Secret mixed into API key hashes. Empty: env `TENANTRY_KEY_PEPPER`, else a random one kept in the
     /// data dir. Every node on one database must use the same.
     pub key_pepper: String,
+    /// Where customers reach this service (Checkout's return pages). Empty: `http://` + `bind`.
+    pub public_url: String,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +49,7 @@ impl Default for ServerConfig {
             clock: "system".into(),
             max_body_bytes: 64 * 1024 * 1024,
             key_pepper: String::new(),
+            public_url: String::new(),
         }
     }
 }

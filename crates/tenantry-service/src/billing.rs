@@ -78,7 +78,7 @@ impl PaymentOutcome {
         }
     }
 
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
@@ -111,25 +111,40 @@ impl Services {
             if billable(tenant.state) {
                 self.store().enqueue(&self.period_close_job(&tenant), self.clock().now()).await?;
             } else if tenant.state == TenantState::PendingPayment {
-                self.signup_invoice(&tenant).await?;
+                self.signup_invoice(&tenant, None).await?;
             }
         }
         Ok(())
     }
 
-    /// The first period's invoice of a paid signup, made once.
-    pub(crate) async fn signup_invoice(&self, tenant: &TenantRow) -> ServiceResult<Option<InvoiceView>> {
-        let plan = self.plan_of(tenant)?;
+    /// The lines of a paid signup's first invoice: the first period's base price, in advance.
+    pub(crate) fn signup_lines(
+        &self,
+        plan: &Plan,
+        anchor: Timestamp,
+    ) -> ServiceResult<(BillingPeriod, Vec<InvoiceLine>)> {
         let pricing = Pricing::from_plan(plan).map_err(ServiceError::internal)?;
-        let period = BillingPeriod::containing(tenant.billing_anchor, tenant.billing_anchor, self.period_kind());
-        let lines = signup_lines(&pricing, period);
-        self.open_invoice(tenant, "signup", period, lines, InvoiceEffects::default()).await
+        let period = BillingPeriod::containing(anchor, anchor, self.period_kind());
+        Ok((period, signup_lines(&pricing, period)))
+    }
+
+    /// The first period's invoice of a paid signup (under `id` when the checkout already names it), made once.
+    pub(crate) async fn signup_invoice(
+        &self,
+        tenant: &TenantRow,
+        id: Option<InvoiceId>,
+    ) -> ServiceResult<Option<InvoiceView>> {
+        let plan = self.plan_of(tenant)?;
+        let (period, lines) = self.signup_lines(plan, tenant.billing_anchor)?;
+        let id = id.unwrap_or_else(InvoiceId::generate);
+        self.open_invoice(&id, tenant, "signup", period, lines, InvoiceEffects::default()).await
     }
 
     /// Stores an `open` invoice of `lines` for `period` with its effects; `None` if the tenant's period of
     /// this kind is already invoiced (nothing is changed then).
     async fn open_invoice(
         &self,
+        id: &InvoiceId,
         tenant: &TenantRow,
         kind: &str,
         period: BillingPeriod,
@@ -139,7 +154,7 @@ impl Services {
         let subtotal = lines.iter().try_fold(0i64, |sum, l| sum.checked_add(l.amount_cents.0));
         let subtotal = subtotal.ok_or_else(|| ServiceError::internal("invoice total overflows"))?;
         let new = NewInvoice {
-            id: InvoiceId::generate().as_str().to_owned(),
+            id: id.as_str().to_owned(),
             tenant_id: tenant.id.clone(),
             kind: kind.into(),
             period_start: period.start,
@@ -223,8 +238,18 @@ impl Services {
         let pricing = Pricing::from_plan(plan).map_err(ServiceError::internal)?;
         let lines = closing_lines(&pricing, &usage, Some((&pricing, next))).map_err(ServiceError::internal)?;
         let effects = InvoiceEffects { jobs: vec![next_close.clone()] };
+        let charged = |mut effects: InvoiceEffects, invoice_id: &InvoiceId| {
+            if self.stripe().is_some() {
+                let charge = Job::Charge { tenant_id: tenant.id.clone(), invoice_id: invoice_id.as_str().to_owned() };
+                effects.jobs.push(charge.at(self.clock().now()));
+            }
+            effects
+        };
         if !lines.is_empty() {
-            if let Some(made) = self.open_invoice(tenant, "closing", period, lines, effects.clone()).await? {
+            let id = InvoiceId::generate();
+            if let Some(made) =
+                self.open_invoice(&id, tenant, "closing", period, lines, charged(effects.clone(), &id)).await?
+            {
                 return Ok(Some(made));
             }
         }
@@ -242,7 +267,8 @@ impl Services {
             let full = closing_lines(&pricing, &usage, None).map_err(ServiceError::internal)?;
             let more = true_up_lines(&billed, &full);
             if !more.is_empty() {
-                return self.open_invoice(tenant, "true_up", period, more, effects).await;
+                let id = InvoiceId::generate();
+                return self.open_invoice(&id, tenant, "true_up", period, more, charged(effects, &id)).await;
             }
         }
         self.store().enqueue(&next_close, self.clock().now()).await?;
@@ -362,8 +388,9 @@ impl Services {
         Ok(())
     }
 
-    /// Dunning retry `attempt` for an invoice. The manual provider cannot charge by itself: the retry is put on
-    /// record for the operator, who reports the outcome. A paid or voided invoice needs no retry.
+    /// Dunning retry `attempt` for an invoice: Stripe charges it again; the manual provider cannot charge by
+    /// itself, so the retry is put on record for the operator, who reports the outcome. A paid or voided
+    /// invoice needs no retry.
     pub(crate) async fn retry_payment(
         &self,
         tenant_id: &TenantId,
@@ -375,6 +402,11 @@ impl Services {
             return Ok(());
         }
         tracing::info!(tenant_id = %tenant_id, invoice_id, attempt, "payment retry due");
+        if self.retry_with_stripe(&invoice, attempt).await? {
+            let detail = json!({"invoice_id": invoice_id, "attempt": attempt, "provider": "stripe"});
+            self.audit(Actor::System, Some(tenant_id), "invoice.payment_retry", invoice_id, detail, "").await;
+            return Ok(());
+        }
         let detail = json!({"invoice_id": invoice_id, "attempt": attempt, "provider": self.config().billing.provider});
         self.audit(Actor::System, Some(tenant_id), "invoice.payment_retry", invoice_id, detail, "").await;
         Ok(())

@@ -93,6 +93,7 @@ impl Services {
                     "reservations": rows.reservations,
                     "exports": rows.exports,
                     "jobs": rows.jobs,
+                    "stripe_links": rows.stripe_links,
                     "tenant_profile": "email, organization and system prompt overwritten; state erased",
                 },
                 "files": {

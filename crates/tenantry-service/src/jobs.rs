@@ -31,6 +31,8 @@ pub enum Job {
     PaymentRetry { tenant_id: TenantId, invoice_id: String, attempt: u32 },
     /// Dunning: the grace period of an unpaid invoice is over; suspend if it is still unpaid.
     GraceExpiry { tenant_id: TenantId, invoice_id: String },
+    /// Collect an open invoice through the payment provider (Stripe).
+    Charge { tenant_id: TenantId, invoice_id: String },
 }
 
 impl Job {
@@ -40,6 +42,7 @@ impl Job {
             Self::ClosePeriod { .. } => "close_period",
             Self::PaymentRetry { .. } => "payment_retry",
             Self::GraceExpiry { .. } => "grace_expiry",
+            Self::Charge { .. } => "charge",
         }
     }
 
@@ -48,7 +51,8 @@ impl Job {
             Self::Provision { tenant_id }
             | Self::ClosePeriod { tenant_id, .. }
             | Self::PaymentRetry { tenant_id, .. }
-            | Self::GraceExpiry { tenant_id, .. } => tenant_id,
+            | Self::GraceExpiry { tenant_id, .. }
+            | Self::Charge { tenant_id, .. } => tenant_id,
         }
     }
 
@@ -59,6 +63,7 @@ impl Job {
             Self::ClosePeriod { tenant_id, period_start_ms } => format!("close_period:{tenant_id}:{period_start_ms}"),
             Self::PaymentRetry { invoice_id, attempt, .. } => format!("payment_retry:{invoice_id}:{attempt}"),
             Self::GraceExpiry { invoice_id, .. } => format!("grace_expiry:{invoice_id}"),
+            Self::Charge { invoice_id, .. } => format!("charge:{invoice_id}"),
         }
     }
 
@@ -212,6 +217,7 @@ impl Services {
                 self.retry_payment(tenant_id, invoice_id, *attempt).await
             }
             Job::GraceExpiry { tenant_id, invoice_id } => self.expire_grace(tenant_id, invoice_id).await,
+            Job::Charge { invoice_id, .. } => self.charge_invoice(invoice_id).await,
         }
     }
 

@@ -18,6 +18,7 @@ pub mod query;
 pub mod quota;
 pub mod ratelimit;
 mod retriever;
+pub mod stripe;
 pub mod tenants;
 pub mod usage;
 
@@ -54,6 +55,8 @@ struct Inner {
     data_dir: PathBuf,
     /// Signalled when a job is enqueued, so the worker runs it at once.
     wake_jobs: tokio::sync::Notify,
+    /// The Stripe client, when `billing.provider = "stripe"`.
+    stripe: Option<tenantry_billing::stripe::StripeClient>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,8 +76,9 @@ pub enum StartError {
 impl Services {
     /// Validates the configuration, prepares the data dir, opens the store (running migrations) and the
     /// search root.
-    pub async fn start(config: Config) -> Result<Self, StartError> {
+    pub async fn start(mut config: Config) -> Result<Self, StartError> {
         let catalog = config.catalog()?;
+        let stripe = payment_provider(&mut config)?;
         let period = PeriodKind::parse(&config.billing.period).ok_or_else(|| {
             ConfigError::Invalid(format!("billing.period {:?}: use \"month\" or \"day\"", config.billing.period))
         })?;
@@ -124,6 +128,7 @@ impl Services {
                 data_dir,
                 config,
                 wake_jobs: tokio::sync::Notify::new(),
+                stripe,
             }),
         };
         services.resume_erasures().await.map_err(|e| StartError::Erasure(e.detail))?;
@@ -213,6 +218,25 @@ impl Services {
 
     pub async fn shutdown(&self) {
         self.inner.store.close().await;
+    }
+}
+
+/// The payment provider from `[billing]`: `manual` (no client) or `stripe`, whose API key and webhook secret
+/// come from the file or, when empty there, from `STRIPE_API_KEY` and `STRIPE_WEBHOOK_SECRET`.
+fn payment_provider(config: &mut Config) -> Result<Option<tenantry_billing::stripe::StripeClient>, ConfigError> {
+    let stripe = &mut config.billing.stripe;
+    for (value, env) in [(&mut stripe.api_key, "STRIPE_API_KEY"), (&mut stripe.webhook_secret, "STRIPE_WEBHOOK_SECRET")]
+    {
+        if value.is_empty() {
+            *value = std::env::var(env).unwrap_or_default();
+        }
+    }
+    match config.billing.provider.as_str() {
+        "manual" => Ok(None),
+        "stripe" => tenantry_billing::stripe::StripeClient::from_config(&config.billing.stripe)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid(format!("billing.stripe: {e}"))),
+        other => Err(ConfigError::Invalid(format!("billing.provider {other:?}: use \"manual\" or \"stripe\""))),
     }
 }
 

@@ -3,8 +3,8 @@
 use serde::Serialize;
 use tenantry_domain::context::Scopes;
 use tenantry_domain::lifecycle::LifecycleEvent;
-use tenantry_domain::{ErrorCode, RetrievalMode, TenantContext, TenantId, TenantState, Timestamp};
-use tenantry_store::{ConfigChange, NewApiKey, NewTenant, TenantRow};
+use tenantry_domain::{Cents, ErrorCode, InvoiceId, RetrievalMode, TenantContext, TenantId, TenantState, Timestamp};
+use tenantry_store::{ConfigChange, NewApiKey, NewTenant, StripeLink, TenantRow};
 use utoipa::ToSchema;
 
 use crate::audit::Actor;
@@ -89,6 +89,18 @@ impl Services {
         let tenant_id = TenantId::generate();
         let needs_payment = plan.trial_days == 0 && plan.price.0 > 0;
         let state = if needs_payment { TenantState::PendingPayment } else { TenantState::Provisioning };
+        // With Stripe, the Checkout Session comes first: if Stripe fails, nothing is stored.
+        let invoice_id = InvoiceId::generate();
+        let checkout = if needs_payment {
+            if self.store().email_taken(&email).await? {
+                return Err(ServiceError::new(ErrorCode::Conflict, "an account with this email already exists"));
+            }
+            let (_, lines) = self.signup_lines(&plan, now)?;
+            let amount = Cents(lines.iter().map(|l| l.amount_cents.0).sum());
+            self.signup_checkout(&tenant_id, &email, &plan.name, amount, invoice_id.as_str()).await?
+        } else {
+            None
+        };
         let issued = self.keys().issue();
         let tenant = NewTenant {
             id: tenant_id.clone(),
@@ -123,12 +135,22 @@ impl Services {
 
         let state = if needs_payment {
             let row = self.store().tenant(&tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
-            self.signup_invoice(&row).await?;
+            self.signup_invoice(&row, Some(invoice_id.clone())).await?;
+            if let Some(session) = &checkout {
+                let link = StripeLink {
+                    object_id: session.id.clone(),
+                    kind: "checkout_session".into(),
+                    tenant_id: tenant_id.clone(),
+                    invoice_id: Some(invoice_id.as_str().to_owned()),
+                };
+                self.store().link_stripe_object(&link, now).await?;
+            }
             state
         } else {
             self.provision(&tenant_id).await?
         };
-        Ok(SignupResult { tenant_id, state, api_key: issued.plaintext, checkout_url: None })
+        let checkout_url = checkout.and_then(|c| c.url);
+        Ok(SignupResult { tenant_id, state, api_key: issued.plaintext, checkout_url })
     }
 
     /// Prepares the tenant's storage and moves it out of `provisioning`: to `trialing` on a plan with a trial

@@ -23,6 +23,9 @@ pub struct ErasedRows {
     /// Queued and parked jobs for the tenant, cancelled.
     #[serde(default)]
     pub jobs: u64,
+    /// Links between the tenant and its Stripe objects (customer, invoices, sessions).
+    #[serde(default)]
+    pub stripe_links: u64,
     /// Ledger rows kept (no personal data; the record billing needs).
     pub usage_events_kept: u64,
 }
@@ -76,6 +79,7 @@ impl Store {
             ("quota_counters", &mut rows.quota_counters),
             ("reservations", &mut rows.reservations),
             ("exports", &mut rows.exports),
+            ("stripe_objects", &mut rows.stripe_links),
         ] {
             let sql = format!("DELETE FROM {table} WHERE tenant_id = $1");
             *count = sqlx::query(&sql).bind(tenant.as_str()).execute(&mut *tx).await?.rows_affected();

@@ -12,6 +12,7 @@ mod jobs;
 mod keys;
 mod memgate;
 mod quota;
+mod stripe;
 mod tenants;
 mod usage;
 
@@ -30,6 +31,7 @@ pub use invoices::{InvoiceEffects, InvoiceRow, NewInvoice};
 pub use jobs::{JobRow, JobState, NewJob};
 pub use keys::{ApiKeyRow, NewApiKey};
 pub use quota::{Amounts, Counters, Exceeded, NewReservation, QuotaMeter, Settlement};
+pub use stripe::{EventSeen, StripeLink};
 pub use tenants::{ConfigChange, NewTenant, TenantEvent, TenantRow};
 pub use usage::{UsageEvent, UsageLine};
 

@@ -124,6 +124,12 @@ impl Store {
         Ok(Some((key, tenant)))
     }
 
+    /// Whether an account already uses this email.
+    pub async fn email_taken(&self, email: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT id FROM tenants WHERE email = $1").bind(email).fetch_optional(&self.read).await?;
+        Ok(row.is_some())
+    }
+
     pub async fn tenant(&self, id: &TenantId) -> Result<Option<TenantRow>> {
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
         let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.read).await?;

@@ -84,6 +84,7 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(operator::advance_clock))
         .routes(routes!(operator::list_jobs))
         .routes(routes!(operator::requeue_job))
+        .routes(routes!(operator::stripe_webhook))
         .routes(routes!(api::healthz))
         .routes(routes!(api::readyz))
 }

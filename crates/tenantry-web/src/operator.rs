@@ -1,9 +1,10 @@
-//! Operator endpoints for the job queue and the test clock.
+//! Operator endpoints for the job queue and the test clock, and Stripe's webhook.
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use tenantry_service::jobs::{ClockView, JobView};
+use tenantry_service::stripe::WebhookReceipt;
 use tenantry_service::Services;
 use utoipa::{IntoParams, ToSchema};
 
@@ -73,4 +74,22 @@ pub async fn requeue_job(
 ) -> ApiResult<axum::Json<JobView>> {
     s.authenticate_operator(bearer(&headers))?;
     Ok(axum::Json(s.requeue_job(&id).await?))
+}
+
+/// Stripe's webhook: events verified against `billing.stripe.webhook_secret` (`Stripe-Signature`, 300 s
+/// tolerance), each handled once; duplicates, stale or unknown events are acknowledged and ignored.
+#[utoipa::path(post, path = "/webhooks/stripe", tag = "operations",
+    request_body(content = Object, content_type = "application/json", description = "a Stripe event"),
+    responses(
+        (status = 200, body = WebhookReceipt),
+        (status = 400, body = Problem, content_type = "application/problem+json", description = "bad signature or payload"),
+        (status = 503, body = Problem, content_type = "application/problem+json", description = "webhooks not configured"),
+    ))]
+pub async fn stripe_webhook(
+    State(s): State<Services>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<axum::Json<WebhookReceipt>> {
+    let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
+    Ok(axum::Json(s.stripe_webhook(&body, signature).await?))
 }

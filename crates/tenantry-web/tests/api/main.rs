@@ -13,3 +13,4 @@ mod models;
 mod month;
 mod retrieval;
 mod story;
+mod stripe;
