@@ -19,6 +19,7 @@ pub struct Config {
     pub billing: BillingConfig,
     pub search: SearchConfig,
     pub gateway: GatewayConfig,
+    pub lifecycle: LifecycleConfig,
     pub models: Vec<ModelConfig>,
     pub plans: Vec<PlanConfig>,
 }
@@ -133,6 +134,34 @@ pub struct GatewayConfig {
 impl Default for GatewayConfig {
     fn default() -> Self {
         Self { reservation_ttl_secs: 120 }
+    }
+}
+
+/// What happens to a tenant after signup and after cancellation (all times from the service clock).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// A cancelled tenant's data is kept this long (it can come back), then erased.
+    pub cancelled_retention_days: u32,
+    /// Win-back offers to a cancelled tenant, this many days after cancellation.
+    pub win_back_offer_days: Vec<u32>,
+    /// The discount a win-back offer gives on the next invoice's base price, in percent.
+    pub win_back_discount_percent: u32,
+    /// A nudge when no document was uploaded this many hours after provisioning.
+    pub nudge_no_document_hours: u32,
+    /// A nudge when no question was asked this many hours after the first document.
+    pub nudge_no_query_hours: u32,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self {
+            cancelled_retention_days: 30,
+            win_back_offer_days: vec![3, 14],
+            win_back_discount_percent: 20,
+            nudge_no_document_hours: 24,
+            nudge_no_query_hours: 72,
+        }
     }
 }
 

@@ -83,6 +83,11 @@ prefixed_id!(
     "job"
 );
 prefixed_id!(
+    /// A notification in the outbox.
+    NotificationId,
+    "ntf"
+);
+prefixed_id!(
     /// A recorded lifecycle or activation event.
     EventId,
     "evt"

@@ -24,6 +24,17 @@ pub struct TenantDetail {
     /// Newest first.
     pub invoices: Vec<InvoiceView>,
     pub jobs: Vec<JobView>,
+    /// Messages sent to the tenant (nudges, dunning, win-back), oldest first.
+    pub notifications: Vec<NotificationView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationView {
+    pub notification_id: String,
+    pub template: String,
+    pub subject: String,
+    pub created_at: String,
+    pub delivered_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -68,7 +79,20 @@ impl Services {
         let events = self.store().tenant_events(&id).await?.into_iter().map(EventView::from).collect();
         let invoices = self.store().invoices(&id).await?.into_iter().map(crate::billing::view).collect();
         let jobs = self.admin_jobs(None, Some(id.as_str())).await?;
-        Ok(TenantDetail { tenant: crate::tenants::view(row), events, invoices, jobs })
+        let notifications = self
+            .store()
+            .notifications(&id)
+            .await?
+            .into_iter()
+            .map(|n| NotificationView {
+                notification_id: n.id,
+                template: n.template,
+                subject: n.subject,
+                created_at: n.created_at.to_rfc3339(),
+                delivered_at: n.delivered_at.map(|t| t.to_rfc3339()),
+            })
+            .collect();
+        Ok(TenantDetail { tenant: crate::tenants::view(row), events, invoices, jobs, notifications })
     }
 
     /// Applies an operator's lifecycle event through the transition table. A reactivated tenant is billed
@@ -76,6 +100,10 @@ impl Services {
     pub async fn apply_lifecycle(&self, raw_id: &str, event: LifecycleEvent) -> ServiceResult<TenantDetail> {
         let id = TenantId::parse(raw_id).ok_or_else(|| ServiceError::not_found("tenant"))?;
         let row = self.store().tenant(&id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        if event == LifecycleEvent::Cancelled {
+            self.cancel(&id, Actor::Operator).await?;
+            return self.admin_tenant(raw_id).await;
+        }
         let jobs = match row.state.on(event) {
             Some(to) if crate::lifecycle::billable(to) => vec![self.period_close_job(&row)],
             _ => Vec::new(),

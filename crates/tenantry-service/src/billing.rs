@@ -21,6 +21,7 @@ use utoipa::ToSchema;
 use crate::audit::Actor;
 use crate::jobs::Job;
 use crate::lifecycle::billable;
+use crate::notify::Template;
 use crate::{ServiceError, ServiceResult, Services};
 
 const DAY_SECS: i64 = 86_400;
@@ -377,6 +378,12 @@ impl Services {
             Job::GraceExpiry { tenant_id: tenant_id.clone(), invoice_id: invoice.id.clone() }
                 .at(now.plus_seconds(i64::from(billing.grace_days) * DAY_SECS)),
         );
+        let template = Template::PaymentFailed {
+            invoice_number: InvoiceNumber::new(invoice.number.max(0) as u64).to_string(),
+            total_cents: invoice.total_cents,
+            currency: invoice.currency.clone(),
+        };
+        self.notify(&tenant, template, &format!("payment_failed:{}", invoice.id)).await?;
         if tenant.state.on(LifecycleEvent::PaymentFailed).is_some() {
             self.transition_from(&tenant, LifecycleEvent::PaymentFailed, Actor::System, &jobs).await?;
         } else {
@@ -420,7 +427,8 @@ impl Services {
             return Ok(());
         }
         let suspended = self.transition_if_allowed(tenant_id, LifecycleEvent::GraceExpired, Actor::System, &[]).await?;
-        if suspended.is_some() {
+        if let Some(tenant) = suspended {
+            self.notify(&tenant, Template::SuspendedForNonPayment, &format!("suspended:{invoice_id}")).await?;
             let detail = json!({"invoice_id": invoice_id, "grace_days": self.config().billing.grace_days});
             self.audit(
                 Actor::System,

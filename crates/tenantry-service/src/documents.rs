@@ -158,6 +158,7 @@ impl Services {
             Ok(row) => {
                 Self::mark_settled(reservation);
                 tracing::info!(document_id = %doc_id, chunks = row.chunks, bytes = row.bytes, "document indexed");
+                self.document_added(&ctx.tenant_id).await;
                 Ok(Uploaded::Created(row.into()))
             }
             Err(e) => {

@@ -41,16 +41,28 @@ const KEPT_REASON: &str = "usage ledger rows are kept as the billing record; the
 
 impl Services {
     pub async fn erase_tenant(&self, ctx: &TenantContext) -> ServiceResult<ErasureStarted> {
-        let row = self.store().tenant(&ctx.tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let requested_by = format!("tenant:{}", ctx.key_id);
+        let request_id = ctx.request_id.to_string();
+        self.erase(&ctx.tenant_id, &requested_by, Actor::Tenant(ctx), &request_id).await
+    }
+
+    /// Erases a tenant: its rows (with the lifecycle version check), then its files, then the certificate.
+    pub(crate) async fn erase(
+        &self,
+        tenant_id: &TenantId,
+        requested_by: &str,
+        actor: Actor<'_>,
+        request_id: &str,
+    ) -> ServiceResult<ErasureStarted> {
+        let row = self.store().tenant(tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
         if row.state.on(LifecycleEvent::Erased).is_none() {
             return Err(ServiceError::new(ErrorCode::InvalidTransition, "this tenant is already erased"));
         }
         let id = ErasureId::generate();
-        let requested_by = format!("tenant:{}", ctx.key_id);
         let now = self.clock().now();
         let rows = self
             .store()
-            .erase_tenant_rows(&ctx.tenant_id, row.state_version, row.state, id.as_str(), &requested_by, now)
+            .erase_tenant_rows(tenant_id, row.state_version, row.state, id.as_str(), requested_by, now)
             .await
             .map_err(|e| match e {
                 StoreError::Concurrent => {
@@ -59,10 +71,9 @@ impl Services {
                 other => other.into(),
             })?;
         tracing::info!(erasure_id = %id, "tenant rows erased");
-        let request_id = ctx.request_id.to_string();
-        let detail = json!({"erasure_id": id.as_str(), "rows": rows});
-        self.audit(Actor::Tenant(ctx), Some(&ctx.tenant_id), "tenant.erased", id.as_str(), detail, &request_id).await;
-        self.finish_erasure(id.as_str(), &ctx.tenant_id, &rows, now).await?;
+        let detail = json!({"erasure_id": id.as_str(), "rows": rows, "requested_by": requested_by});
+        self.audit(actor, Some(tenant_id), "tenant.erased", id.as_str(), detail, request_id).await;
+        self.finish_erasure(id.as_str(), tenant_id, &rows, now).await?;
         Ok(ErasureStarted { erasure_id: id.to_string() })
     }
 
@@ -94,11 +105,12 @@ impl Services {
                     "exports": rows.exports,
                     "jobs": rows.jobs,
                     "stripe_links": rows.stripe_links,
+                    "notifications": rows.notifications,
                     "tenant_profile": "email, organization and system prompt overwritten; state erased",
                 },
                 "files": {
                     "directory": format!("tenants/{}", tenant.as_str()),
-                    "contents": "lexical index, vector index, uploaded originals, export archives",
+                    "contents": "lexical index, vector index, uploaded originals, export archives, notification spool",
                     "bytes": bytes,
                 },
                 "purge": match self.store().backend() {

@@ -13,6 +13,7 @@ use tenantry_domain::{ErrorCode, JobId, TenantId, Timestamp};
 use tenantry_store::{JobRow, JobState, NewJob};
 
 use crate::audit::Actor;
+use crate::lifecycle::Nudge;
 use crate::{ServiceError, ServiceResult, Services};
 
 /// A claimed job is leased for this long; a worker that dies loses it after that.
@@ -33,6 +34,14 @@ pub enum Job {
     GraceExpiry { tenant_id: TenantId, invoice_id: String },
     /// Collect an open invoice through the payment provider (Stripe).
     Charge { tenant_id: TenantId, invoice_id: String },
+    /// Write a queued notification to its destination.
+    Deliver { tenant_id: TenantId, notification_id: String },
+    /// Remind a tenant of an activation step it has not taken.
+    Nudge { tenant_id: TenantId, nudge: Nudge },
+    /// Offer a cancelled tenant a discount to come back.
+    WinBackOffer { tenant_id: TenantId, cancelled_at_ms: i64, sequence: u32 },
+    /// Erase a tenant still cancelled when its retention ends.
+    RetentionErasure { tenant_id: TenantId, cancelled_at_ms: i64 },
 }
 
 impl Job {
@@ -43,6 +52,10 @@ impl Job {
             Self::PaymentRetry { .. } => "payment_retry",
             Self::GraceExpiry { .. } => "grace_expiry",
             Self::Charge { .. } => "charge",
+            Self::Deliver { .. } => "deliver",
+            Self::Nudge { .. } => "nudge",
+            Self::WinBackOffer { .. } => "win_back_offer",
+            Self::RetentionErasure { .. } => "retention_erasure",
         }
     }
 
@@ -52,7 +65,11 @@ impl Job {
             | Self::ClosePeriod { tenant_id, .. }
             | Self::PaymentRetry { tenant_id, .. }
             | Self::GraceExpiry { tenant_id, .. }
-            | Self::Charge { tenant_id, .. } => tenant_id,
+            | Self::Charge { tenant_id, .. }
+            | Self::Deliver { tenant_id, .. }
+            | Self::Nudge { tenant_id, .. }
+            | Self::WinBackOffer { tenant_id, .. }
+            | Self::RetentionErasure { tenant_id, .. } => tenant_id,
         }
     }
 
@@ -64,6 +81,14 @@ impl Job {
             Self::PaymentRetry { invoice_id, attempt, .. } => format!("payment_retry:{invoice_id}:{attempt}"),
             Self::GraceExpiry { invoice_id, .. } => format!("grace_expiry:{invoice_id}"),
             Self::Charge { invoice_id, .. } => format!("charge:{invoice_id}"),
+            Self::Deliver { notification_id, .. } => format!("deliver:{notification_id}"),
+            Self::Nudge { tenant_id, nudge } => format!("nudge:{tenant_id}:{}", nudge.as_str()),
+            Self::WinBackOffer { tenant_id, cancelled_at_ms, sequence } => {
+                format!("win_back_offer:{tenant_id}:{cancelled_at_ms}:{sequence}")
+            }
+            Self::RetentionErasure { tenant_id, cancelled_at_ms } => {
+                format!("retention_erasure:{tenant_id}:{cancelled_at_ms}")
+            }
         }
     }
 
@@ -218,6 +243,14 @@ impl Services {
             }
             Job::GraceExpiry { tenant_id, invoice_id } => self.expire_grace(tenant_id, invoice_id).await,
             Job::Charge { invoice_id, .. } => self.charge_invoice(invoice_id).await,
+            Job::Deliver { notification_id, .. } => self.deliver_notification(notification_id).await,
+            Job::Nudge { tenant_id, nudge } => self.nudge(tenant_id, *nudge).await,
+            Job::WinBackOffer { tenant_id, cancelled_at_ms, sequence } => {
+                self.win_back_offer(tenant_id, Timestamp(*cancelled_at_ms), *sequence).await
+            }
+            Job::RetentionErasure { tenant_id, cancelled_at_ms } => {
+                self.retention_erasure(tenant_id, Timestamp(*cancelled_at_ms)).await
+            }
         }
     }
 

@@ -13,7 +13,8 @@ pub mod export;
 pub mod gateway;
 pub mod jobs;
 pub mod keys;
-mod lifecycle;
+pub mod lifecycle;
+pub mod notify;
 pub mod query;
 pub mod quota;
 pub mod ratelimit;
@@ -57,6 +58,9 @@ struct Inner {
     wake_jobs: tokio::sync::Notify,
     /// The Stripe client, when `billing.provider = "stripe"`.
     stripe: Option<tenantry_billing::stripe::StripeClient>,
+    /// Activation milestones known per tenant (loaded once per process).
+    milestones:
+        parking_lot::Mutex<std::collections::HashMap<tenantry_domain::TenantId, std::collections::HashSet<String>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +133,7 @@ impl Services {
                 config,
                 wake_jobs: tokio::sync::Notify::new(),
                 stripe,
+                milestones: Default::default(),
             }),
         };
         services.resume_erasures().await.map_err(|e| StartError::Erasure(e.detail))?;

@@ -1,13 +1,16 @@
 //! Every lifecycle change goes through `Services::transition`: the table in `tenantry_domain::lifecycle`
 //! decides, the store applies it with the optimistic version check and records it as an event in the same
-//! transaction as the jobs it sets in motion, and the audit trail gets an entry.
+//! transaction as the jobs it sets in motion, and the audit trail gets an entry. Also activation (milestones
+//! and nudges) and the end of a tenant's life: cancellation, win-back offers, erasure after retention.
 
 use serde_json::json;
 use tenantry_domain::lifecycle::LifecycleEvent;
-use tenantry_domain::{ErrorCode, TenantId, TenantState};
+use tenantry_domain::{ErrorCode, TenantContext, TenantId, TenantState, Timestamp};
 use tenantry_store::{NewJob, StoreError, TenantEvent, TenantRow};
 
 use crate::audit::Actor;
+use crate::jobs::Job;
+use crate::notify::Template;
 use crate::{ServiceError, ServiceResult, Services};
 
 impl Services {
@@ -67,17 +70,211 @@ impl Services {
         self.transition_from(&row, event, actor, jobs).await.map(Some)
     }
 
-    /// Records an activation milestone the first time it happens.
-    pub(crate) async fn milestone(&self, tenant_id: &TenantId, name: &str) {
-        match self.store().record_milestone(tenant_id, name, self.clock().now()).await {
-            Ok(true) => tracing::info!(tenant_id = %tenant_id, milestone = name, "activation milestone"),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(tenant_id = %tenant_id, error = %e, "milestone not recorded"),
+    /// Records an activation milestone the first time it happens; `true` if this was the first time. The
+    /// tenant's milestones are loaded once per process and then checked in memory, so the hot path (every
+    /// query) costs no database round trip.
+    pub(crate) async fn milestone(&self, tenant_id: &TenantId, name: &'static str) -> bool {
+        if !self.inner.milestones.lock().contains_key(tenant_id) {
+            let known = match self.store().tenant_events(tenant_id).await {
+                Ok(events) => events.into_iter().filter(|e| e.from_state.is_none()).map(|e| e.event).collect(),
+                Err(e) => {
+                    tracing::warn!(tenant_id = %tenant_id, error = %e, "milestones not loaded");
+                    return false;
+                }
+            };
+            self.inner.milestones.lock().entry(tenant_id.clone()).or_insert(known);
         }
+        if self.inner.milestones.lock().get(tenant_id).is_some_and(|m| m.contains(name)) {
+            return false;
+        }
+        let recorded = match self.store().record_milestone(tenant_id, name, self.clock().now()).await {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                tracing::warn!(tenant_id = %tenant_id, error = %e, "milestone not recorded");
+                return false;
+            }
+        };
+        self.inner.milestones.lock().entry(tenant_id.clone()).or_default().insert(name.to_owned());
+        if recorded {
+            tracing::info!(tenant_id = %tenant_id, milestone = name, "activation milestone");
+        }
+        recorded
+    }
+
+    fn has_milestone(&self, tenant_id: &TenantId, name: &str) -> bool {
+        self.inner.milestones.lock().get(tenant_id).is_some_and(|m| m.contains(name))
+    }
+
+    /// After a document is stored: `first_document`, and the nudge to ask a question is scheduled.
+    pub(crate) async fn document_added(&self, tenant_id: &TenantId) {
+        if self.milestone(tenant_id, "first_document").await {
+            let hours = i64::from(self.config().lifecycle.nudge_no_query_hours);
+            let nudge = Job::Nudge { tenant_id: tenant_id.clone(), nudge: Nudge::NoQuery };
+            if let Err(e) = self
+                .store()
+                .enqueue(&nudge.at(self.clock().now().plus_seconds(hours * 3_600)), self.clock().now())
+                .await
+            {
+                tracing::warn!(error = %e, "nudge not scheduled");
+            }
+        }
+    }
+
+    /// After a question is answered: `first_query`, and `activated` once the tenant has both.
+    pub(crate) async fn query_answered(&self, tenant_id: &TenantId) {
+        self.milestone(tenant_id, "first_query").await;
+        if self.has_milestone(tenant_id, "first_document") {
+            self.milestone(tenant_id, "activated").await;
+        }
+    }
+
+    /// The `Nudge` job: a reminder if the step it is about still has not happened.
+    pub(crate) async fn nudge(&self, tenant_id: &TenantId, nudge: Nudge) -> ServiceResult<()> {
+        let Some(tenant) = self.store().tenant(tenant_id).await? else { return Ok(()) };
+        if !billable(tenant.state) {
+            return Ok(());
+        }
+        let events = self.store().tenant_events(tenant_id).await?;
+        let has = |name: &str| events.iter().any(|e| e.from_state.is_none() && e.event == name);
+        let (template, done) = match nudge {
+            Nudge::NoDocument => (Template::NoDocumentYet, has("first_document")),
+            Nudge::NoQuery => (Template::NoQueryYet, has("first_query")),
+        };
+        if !done {
+            self.notify(&tenant, template, nudge.as_str()).await?;
+        }
+        Ok(())
+    }
+
+    /// Cancellation (by the tenant, the operator or Stripe): the tenant stops being served and billed, its
+    /// data is kept for `lifecycle.cancelled_retention_days`, win-back offers are scheduled, then erasure.
+    pub async fn cancel(&self, tenant_id: &TenantId, actor: Actor<'_>) -> ServiceResult<TenantRow> {
+        let row = self.store().tenant(tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let lifecycle = &self.config().lifecycle;
+        let now = self.clock().now();
+        let mut jobs: Vec<NewJob> = lifecycle
+            .win_back_offer_days
+            .iter()
+            .enumerate()
+            .map(|(i, days)| {
+                let sequence = u32::try_from(i + 1).unwrap_or(u32::MAX);
+                Job::WinBackOffer { tenant_id: tenant_id.clone(), cancelled_at_ms: now.0, sequence }
+                    .at(now.plus_seconds(i64::from(*days) * 86_400))
+            })
+            .collect();
+        jobs.push(
+            Job::RetentionErasure { tenant_id: tenant_id.clone(), cancelled_at_ms: now.0 }
+                .at(now.plus_seconds(i64::from(lifecycle.cancelled_retention_days) * 86_400)),
+        );
+        let row = self.transition_from(&row, LifecycleEvent::Cancelled, actor, &jobs).await?;
+        let retention_days = lifecycle.cancelled_retention_days;
+        self.notify(&row, Template::Cancelled { retention_days }, &format!("cancelled:{}", now.0)).await?;
+        Ok(row)
+    }
+
+    /// When the tenant was last cancelled, if it still is (jobs of an earlier cancellation are moot).
+    async fn cancelled_at(&self, tenant: &TenantRow) -> ServiceResult<Option<Timestamp>> {
+        if tenant.state != TenantState::Cancelled {
+            return Ok(None);
+        }
+        let events = self.store().tenant_events(&tenant.id).await?;
+        Ok(events.iter().rev().find(|e| e.event == LifecycleEvent::Cancelled.as_str()).map(|e| e.at))
+    }
+
+    /// The `WinBackOffer` job: offer `sequence` of the cancellation at `cancelled_at`, if it still stands.
+    pub(crate) async fn win_back_offer(
+        &self,
+        tenant_id: &TenantId,
+        cancelled_at: Timestamp,
+        sequence: u32,
+    ) -> ServiceResult<()> {
+        let Some(tenant) = self.store().tenant(tenant_id).await? else { return Ok(()) };
+        if self.cancelled_at(&tenant).await? != Some(cancelled_at) {
+            return Ok(());
+        }
+        let percent = self.config().lifecycle.win_back_discount_percent;
+        let now = self.clock().now();
+        if self
+            .store()
+            .record_win_back_offer(tenant_id, cancelled_at, i64::from(sequence), i64::from(percent), now)
+            .await?
+        {
+            let dedupe = format!("win_back:{}:{sequence}", cancelled_at.0);
+            self.notify(&tenant, Template::WinBackOffer { discount_percent: percent }, &dedupe).await?;
+            let detail = json!({"sequence": sequence, "discount_percent": percent});
+            self.audit(Actor::System, Some(tenant_id), "win_back.offered", tenant_id.as_str(), detail, "").await;
+        }
+        Ok(())
+    }
+
+    /// The `RetentionErasure` job: a tenant still cancelled from the same cancellation is erased.
+    pub(crate) async fn retention_erasure(&self, tenant_id: &TenantId, cancelled_at: Timestamp) -> ServiceResult<()> {
+        let Some(tenant) = self.store().tenant(tenant_id).await? else { return Ok(()) };
+        if self.cancelled_at(&tenant).await? != Some(cancelled_at) {
+            return Ok(());
+        }
+        self.erase(tenant_id, "retention:cancelled", Actor::System, "").await.map(drop)
+    }
+
+    /// A cancelled tenant comes back (`POST /v1/tenant/reactivate`): active again, billed again from the current
+    /// period, with the discount of the newest win-back offer it received, if any, on its next invoice; all in
+    /// one transaction.
+    pub async fn win_back(&self, ctx: &TenantContext) -> ServiceResult<TenantRow> {
+        let row = self.store().tenant(&ctx.tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let event = LifecycleEvent::WinBackAccepted;
+        if row.state.on(event).is_none() {
+            return Err(ServiceError::new(
+                ErrorCode::InvalidTransition,
+                format!("{} is not allowed from {}", event.as_str(), row.state.as_str()),
+            ));
+        }
+        let price = self.catalog().plan(&row.plan).map_or(0, |p| p.price.0);
+        let close = self.period_close_job(&row);
+        let now = self.clock().now();
+        let done =
+            self.store().win_back(&row.id, row.state_version, row.state, price, now, &[close]).await.map_err(|e| {
+                match e {
+                    StoreError::Concurrent => ServiceError::new(
+                        ErrorCode::TransitionInProgress,
+                        "the tenant's state changed concurrently; read it again and retry",
+                    ),
+                    other => other.into(),
+                }
+            })?;
+        self.wake_jobs();
+        let detail = json!({
+            "event": event.as_str(), "from": row.state.as_str(), "to": done.state.as_str(),
+            "discount_percent": done.discount_percent, "credit_cents": done.credit_cents,
+        });
+        let request_id = ctx.request_id.to_string();
+        self.audit(Actor::Tenant(ctx), Some(&row.id), "win_back.accepted", row.id.as_str(), detail, &request_id).await;
+        Ok(TenantRow { state: done.state, state_version: row.state_version + 1, updated_at: now, ..row })
+    }
+
+    /// Win-back numbers for the operator.
+    pub async fn win_back_stats(&self) -> ServiceResult<tenantry_store::WinBackStats> {
+        Ok(self.store().win_back_stats().await?)
     }
 
     pub async fn tenant_events(&self, tenant_id: &TenantId) -> ServiceResult<Vec<TenantEvent>> {
         Ok(self.store().tenant_events(tenant_id).await?)
+    }
+}
+
+/// A reminder about a step of activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Nudge {
+    NoDocument,
+    NoQuery,
+}
+
+impl Nudge {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoDocument => "no_document",
+            Self::NoQuery => "no_query",
+        }
     }
 }
 

@@ -187,6 +187,7 @@ impl Services {
         ];
         let actual = Amounts { queries: 1, tokens: usage.total() as i64, ..Amounts::default() };
         self.settle(ctx, Some(reservation), actual, &events).await?;
+        self.query_answered(&ctx.tenant_id).await;
         tracing::info!(
             model = %generation.model,
             prompt_tokens = usage.prompt_tokens,

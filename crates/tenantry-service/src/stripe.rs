@@ -318,9 +318,11 @@ impl Services {
                 self.apply_invoice_event(&tenant_id, inv, PaymentOutcome::Failed).await?
             }
             EventKind::CustomerSubscriptionDeleted(_) => {
-                match self.transition_if_allowed(&tenant_id, LifecycleEvent::Cancelled, Actor::System, &[]).await? {
-                    Some(_) => "applied: tenant cancelled".into(),
-                    None => "ignored: the tenant cannot be cancelled from its state".into(),
+                if tenant.state.on(LifecycleEvent::Cancelled).is_some() {
+                    self.cancel(&tenant_id, Actor::System).await?;
+                    "applied: tenant cancelled".into()
+                } else {
+                    "ignored: the tenant cannot be cancelled from its state".into()
                 }
             }
             EventKind::Other(kind) => format!("ignored: {kind} is not handled"),

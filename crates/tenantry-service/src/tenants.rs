@@ -167,7 +167,11 @@ impl Services {
         let trial = !paid_up_front && self.catalog().plan(&tenant.plan).is_some_and(|p| p.trial_days > 0);
         let event = if trial { LifecycleEvent::ProvisionedTrial } else { LifecycleEvent::ProvisionedActive };
         let close = self.period_close_job(&tenant);
-        let row = self.transition_from(&tenant, event, crate::audit::Actor::System, &[close]).await?;
+        let hours = i64::from(self.config().lifecycle.nudge_no_document_hours);
+        let nudge =
+            crate::jobs::Job::Nudge { tenant_id: tenant_id.clone(), nudge: crate::lifecycle::Nudge::NoDocument }
+                .at(self.clock().now().plus_seconds(hours * 3_600));
+        let row = self.transition_from(&tenant, event, crate::audit::Actor::System, &[close, nudge]).await?;
         self.milestone(tenant_id, "provisioned").await;
         Ok(row.state)
     }

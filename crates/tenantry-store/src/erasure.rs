@@ -26,6 +26,9 @@ pub struct ErasedRows {
     /// Links between the tenant and its Stripe objects (customer, invoices, sessions).
     #[serde(default)]
     pub stripe_links: u64,
+    /// Notifications (they carry the email address and the organisation's name).
+    #[serde(default)]
+    pub notifications: u64,
     /// Ledger rows kept (no personal data; the record billing needs).
     pub usage_events_kept: u64,
 }
@@ -80,6 +83,7 @@ impl Store {
             ("reservations", &mut rows.reservations),
             ("exports", &mut rows.exports),
             ("stripe_objects", &mut rows.stripe_links),
+            ("notifications", &mut rows.notifications),
         ] {
             let sql = format!("DELETE FROM {table} WHERE tenant_id = $1");
             *count = sqlx::query(&sql).bind(tenant.as_str()).execute(&mut *tx).await?.rows_affected();

@@ -4,6 +4,7 @@
 //! `RETURNING`, integer times), migrations included.
 
 mod audit;
+mod credits;
 mod documents;
 mod erasure;
 mod exports;
@@ -11,6 +12,7 @@ mod invoices;
 mod jobs;
 mod keys;
 mod memgate;
+mod notifications;
 mod quota;
 mod stripe;
 mod tenants;
@@ -24,12 +26,14 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
 pub use audit::{entry_hash, AuditBreak, AuditEntry, NewAuditEntry, GENESIS_HASH};
+pub use credits::WinBack;
 pub use documents::{ChunkRow, DocumentRow, NewChunk, NewDocument};
 pub use erasure::{ErasedRows, ErasureRow};
 pub use exports::ExportRow;
 pub use invoices::{InvoiceEffects, InvoiceRow, NewInvoice};
 pub use jobs::{JobRow, JobState, NewJob};
 pub use keys::{ApiKeyRow, NewApiKey};
+pub use notifications::{NewNotification, NotificationRow, WinBackStats};
 pub use quota::{Amounts, Counters, Exceeded, NewReservation, QuotaMeter, Settlement};
 pub use stripe::{EventSeen, StripeLink};
 pub use tenants::{ConfigChange, NewTenant, TenantEvent, TenantRow};

@@ -1,6 +1,7 @@
 //! Tenantry's HTTP surface: the public API of API.md, its OpenAPI description, and the application that binds
 //! a listener and serves them. Handlers are thin; the service layer decides.
 
+mod account;
 mod api;
 mod chat;
 mod extract;
@@ -85,6 +86,10 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(operator::list_jobs))
         .routes(routes!(operator::requeue_job))
         .routes(routes!(operator::stripe_webhook))
+        .routes(routes!(account::cancel))
+        .routes(routes!(account::reactivate))
+        .routes(routes!(account::admin_cancel))
+        .routes(routes!(account::win_back_report))
         .routes(routes!(api::healthz))
         .routes(routes!(api::readyz))
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_retrieval;
+mod bench_signup;
 mod demo;
 mod eval;
 
@@ -119,6 +120,11 @@ enum BenchCommand {
         #[arg(long, value_delimiter = ',', default_value = "basic,advanced,agentic")]
         modes: Vec<String>,
     },
+    /// Paid signups: time from payment confirmed to tenant active (the provisioning job).
+    Signup {
+        #[arg(long, default_value_t = 100)]
+        signups: usize,
+    },
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -200,6 +206,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Ingest { files, repeat }) => {
             bench_retrieval::ingest(bench_retrieval::IngestBench { files, repeat }).await?;
+        }
+        Command::Bench(BenchCommand::Signup { signups }) => {
+            bench_signup::signup(bench_signup::SignupBench { signups }).await?;
         }
         Command::Bench(BenchCommand::Query { tenants, queries, modes }) => {
             bench_retrieval::query(bench_retrieval::QueryBench { tenants, queries, modes }).await?;

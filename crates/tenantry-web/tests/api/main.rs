@@ -3,6 +3,7 @@
 mod bad_input;
 mod billing;
 mod chat;
+mod churn;
 mod erasure;
 mod export;
 mod gateway;

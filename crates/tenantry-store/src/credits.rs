@@ -1,0 +1,102 @@
+//! Coming back after cancelling: the lifecycle transition, the acceptance of the newest win-back offer and
+//! its discount as an item on the next invoice, in one transaction.
+
+use sqlx::Row;
+use tenantry_domain::lifecycle::LifecycleEvent;
+use tenantry_domain::{EventId, TenantId, TenantState, Timestamp};
+
+use crate::jobs::{enqueue_in, NewJob};
+use crate::{Result, Store, StoreError};
+
+/// What a win-back did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WinBack {
+    pub state: TenantState,
+    /// The accepted offer's discount in percent, if an offer had been sent.
+    pub discount_percent: Option<i64>,
+    /// The credit put on the next invoice (negative cents), if any.
+    pub credit_cents: Option<i64>,
+}
+
+impl Store {
+    /// Applies `WinBackAccepted` (with the optimistic version check), records it, enqueues `jobs`, accepts the
+    /// newest unaccepted offer and credits `percent × base_price_cents` on the next invoice.
+    pub async fn win_back(
+        &self,
+        tenant: &TenantId,
+        expected_version: i64,
+        from: TenantState,
+        base_price_cents: i64,
+        now: Timestamp,
+        jobs: &[NewJob],
+    ) -> Result<WinBack> {
+        let event = LifecycleEvent::WinBackAccepted;
+        let to = from.on(event).ok_or(StoreError::Conflict("transition"))?;
+        let mut tx = self.write.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE tenants SET state = $1, state_version = state_version + 1, updated_at = $2 \
+             WHERE id = $3 AND state = $4 AND state_version = $5",
+        )
+        .bind(to.as_str())
+        .bind(now.0)
+        .bind(tenant.as_str())
+        .bind(from.as_str())
+        .bind(expected_version)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() != 1 {
+            return Err(StoreError::Concurrent);
+        }
+        sqlx::query(
+            "INSERT INTO tenant_events (id, tenant_id, event, from_state, to_state, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(EventId::generate().as_str())
+        .bind(tenant.as_str())
+        .bind(event.as_str())
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(now.0)
+        .execute(&mut *tx)
+        .await?;
+        for job in jobs {
+            enqueue_in(&mut tx, job, now).await?;
+        }
+        let offer = sqlx::query(
+            "SELECT id, discount_percent FROM win_back_offers WHERE tenant_id = $1 AND accepted_at IS NULL \
+             ORDER BY sent_at DESC, sequence DESC LIMIT 1",
+        )
+        .bind(tenant.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let mut done = WinBack { state: to, discount_percent: None, credit_cents: None };
+        if let Some(offer) = offer {
+            let id: String = offer.try_get("id")?;
+            let percent: i64 = offer.try_get("discount_percent")?;
+            sqlx::query("UPDATE win_back_offers SET accepted_at = $1 WHERE id = $2")
+                .bind(now.0)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            // Prices are non-negative: half-up rounding to the cent.
+            let credit = (base_price_cents.max(0).saturating_mul(percent.clamp(0, 100)) + 50) / 100;
+            if credit > 0 {
+                sqlx::query(
+                    "INSERT INTO pending_invoice_items (id, tenant_id, description, amount_cents, created_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(format!("winback:{id}"))
+                .bind(tenant.as_str())
+                .bind(format!("Win-back discount: {percent}% of the base price"))
+                .bind(-credit)
+                .bind(now.0)
+                .execute(&mut *tx)
+                .await?;
+                done.credit_cents = Some(-credit);
+            }
+            done.discount_percent = Some(percent);
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+}
