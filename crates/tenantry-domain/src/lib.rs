@@ -17,7 +17,9 @@ pub use clock::{Clock, SystemClock, TestClock, Timestamp};
 pub use config::{Catalog, Config, ModelSpec, Plan, ProviderKind};
 pub use context::TenantContext;
 pub use error::ErrorCode;
-pub use ids::{ApiKeyId, ChunkId, DocumentId, ErasureId, EventId, ExportId, InvoiceId, JobId, RequestId, TenantId};
+pub use ids::{
+    ApiKeyId, ChunkId, DocumentId, ErasureId, EventId, ExportId, InvoiceId, InvoiceItemId, JobId, RequestId, TenantId,
+};
 pub use lifecycle::TenantState;
 pub use money::{Cents, Micros};
 pub use retrieval::RetrievalMode;

@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod jobs;
 pub mod keys;
 mod lifecycle;
+pub mod plan;
 pub mod query;
 pub mod quota;
 pub mod ratelimit;

@@ -26,11 +26,11 @@ pub use audit::{entry_hash, AuditBreak, AuditEntry, NewAuditEntry, GENESIS_HASH}
 pub use documents::{ChunkRow, DocumentRow, NewChunk, NewDocument};
 pub use erasure::{ErasedRows, ErasureRow};
 pub use exports::ExportRow;
-pub use invoices::{InvoiceEffects, InvoiceRow, NewInvoice};
+pub use invoices::{InvoiceEffects, InvoiceRow, NewInvoice, NewPendingItem, PendingItemRow};
 pub use jobs::{JobRow, JobState, NewJob};
 pub use keys::{ApiKeyRow, NewApiKey};
 pub use quota::{Amounts, Counters, Exceeded, NewReservation, QuotaMeter, Settlement};
-pub use tenants::{ConfigChange, NewTenant, TenantEvent, TenantRow};
+pub use tenants::{ConfigChange, NewTenant, PlanChange, TenantEvent, TenantRow};
 pub use usage::{UsageEvent, UsageLine};
 
 #[derive(Debug, thiserror::Error)]
