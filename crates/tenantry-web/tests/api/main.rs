@@ -11,5 +11,6 @@ mod isolation;
 mod lifecycle;
 mod models;
 mod month;
+mod plan;
 mod retrieval;
 mod story;
