@@ -73,6 +73,11 @@ prefixed_id!(
     "inv"
 );
 prefixed_id!(
+    /// An invoice item waiting for the tenant's next invoice (a plan change's proration), then billed on it.
+    InvoiceItemId,
+    "ii"
+);
+prefixed_id!(
     /// A data export archive.
     ExportId,
     "exp"

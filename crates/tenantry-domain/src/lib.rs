@@ -18,7 +18,8 @@ pub use config::{Catalog, Config, ModelSpec, Plan, ProviderKind};
 pub use context::TenantContext;
 pub use error::ErrorCode;
 pub use ids::{
-    ApiKeyId, ChunkId, DocumentId, ErasureId, EventId, ExportId, InvoiceId, JobId, NotificationId, RequestId, TenantId,
+    ApiKeyId, ChunkId, DocumentId, ErasureId, EventId, ExportId, InvoiceId, InvoiceItemId, JobId, NotificationId,
+    RequestId, TenantId,
 };
 pub use lifecycle::TenantState;
 pub use money::{Cents, Micros};

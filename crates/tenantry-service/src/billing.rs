@@ -237,8 +237,11 @@ impl Services {
             }
         }
         let pricing = Pricing::from_plan(plan).map_err(ServiceError::internal)?;
-        let lines = closing_lines(&pricing, &usage, Some((&pricing, next))).map_err(ServiceError::internal)?;
-        let effects = InvoiceEffects { jobs: vec![next_close.clone()] };
+        let mut lines = closing_lines(&pricing, &usage, Some((&pricing, next))).map_err(ServiceError::internal)?;
+        // Plan changes' proration waits for this invoice (or the true-up, after an early close).
+        let (pending, consume_items) = self.pending_invoice_lines(&tenant.id).await?;
+        lines.extend(pending.iter().cloned());
+        let effects = InvoiceEffects { jobs: vec![next_close.clone()], consume_items };
         let charged = |mut effects: InvoiceEffects, invoice_id: &InvoiceId| {
             if self.stripe().is_some() {
                 let charge = Job::Charge { tenant_id: tenant.id.clone(), invoice_id: invoice_id.as_str().to_owned() };
@@ -266,7 +269,8 @@ impl Services {
         if let Some(closed) = closed {
             let billed: Vec<InvoiceLine> = serde_json::from_str(&closed.lines).map_err(ServiceError::internal)?;
             let full = closing_lines(&pricing, &usage, None).map_err(ServiceError::internal)?;
-            let more = true_up_lines(&billed, &full);
+            let mut more = true_up_lines(&billed, &full);
+            more.extend(pending);
             if !more.is_empty() {
                 let id = InvoiceId::generate();
                 return self.open_invoice(&id, tenant, "true_up", period, more, charged(effects, &id)).await;

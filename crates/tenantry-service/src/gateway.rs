@@ -86,6 +86,15 @@ impl Services {
         self.context_for(&tenant, key.id, scopes, request_id)
     }
 
+    /// The request's context rebuilt from the tenant row as it is now, for a request that changed it (a plan
+    /// change: its response's quota headers are the new plan's). Same key, scopes and ids.
+    pub async fn refresh_context(&self, ctx: &TenantContext) -> ServiceResult<TenantContext> {
+        let row = self.store().tenant(&ctx.tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let mut fresh = self.context_for(&row, ctx.key_id.clone(), ctx.scopes, ctx.request_id.clone())?;
+        fresh.operation_id = ctx.operation_id.clone();
+        Ok(fresh)
+    }
+
     /// The context snapshot of a tenant row. Plan and model come from the validated catalogue.
     pub(crate) fn context_for(
         &self,

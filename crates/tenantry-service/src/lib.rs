@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod keys;
 pub mod lifecycle;
 pub mod notify;
+pub mod plan;
 pub mod query;
 pub mod quota;
 pub mod ratelimit;

@@ -49,6 +49,29 @@ const COLUMNS: &str = "id, number, tenant_id, kind, period_start, period_end, st
 pub struct InvoiceEffects {
     /// Jobs the invoice sets in motion (the next period's close, collection).
     pub jobs: Vec<NewJob>,
+    /// Pending invoice items the invoice bills: each is marked as billed by it. If one was billed by another
+    /// invoice meanwhile, the invoice is not stored (`Concurrent`).
+    pub consume_items: Vec<String>,
+}
+
+/// An invoice item waiting for the tenant's next invoice (see `migrations/0009_pending_items.sql`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewPendingItem {
+    pub id: String,
+    pub description: String,
+    /// Signed: a credit is negative.
+    pub amount_cents: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingItemRow {
+    pub id: String,
+    pub tenant_id: String,
+    pub description: String,
+    pub amount_cents: i64,
+    pub created_at: Timestamp,
+    /// The invoice that billed it; `None` while it waits.
+    pub invoice_id: Option<String>,
 }
 
 impl Store {
@@ -89,8 +112,55 @@ impl Store {
         for job in &effects.jobs {
             enqueue_in(&mut tx, job, inv.now).await?;
         }
+        for item in &effects.consume_items {
+            let billed = sqlx::query(
+                "UPDATE pending_invoice_items SET invoice_id = $1 \
+                 WHERE id = $2 AND tenant_id = $3 AND invoice_id IS NULL",
+            )
+            .bind(&inv.id)
+            .bind(item)
+            .bind(inv.tenant_id.as_str())
+            .execute(&mut *tx)
+            .await?;
+            if billed.rows_affected() != 1 {
+                return Err(StoreError::Concurrent);
+            }
+        }
         tx.commit().await?;
         self.invoice(&inv.id).await?.ok_or(StoreError::NotFound)
+    }
+
+    /// The tenant's invoice items still waiting for an invoice, oldest first (items written together in the
+    /// order of their ids, which are time-ordered).
+    pub async fn pending_items(&self, tenant: &TenantId) -> Result<Vec<PendingItemRow>> {
+        self.items_where(tenant, "AND invoice_id IS NULL").await
+    }
+
+    /// All of the tenant's invoice items, billed or not, oldest first.
+    pub async fn invoice_items(&self, tenant: &TenantId) -> Result<Vec<PendingItemRow>> {
+        self.items_where(tenant, "").await
+    }
+
+    async fn items_where(&self, tenant: &TenantId, filter: &str) -> Result<Vec<PendingItemRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT id, tenant_id, description, amount_cents, created_at, invoice_id FROM pending_invoice_items \
+             WHERE tenant_id = $1 {filter} ORDER BY created_at, id"
+        ))
+        .bind(tenant.as_str())
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PendingItemRow {
+                    id: r.try_get("id")?,
+                    tenant_id: r.try_get("tenant_id")?,
+                    description: r.try_get("description")?,
+                    amount_cents: r.try_get("amount_cents")?,
+                    created_at: Timestamp(r.try_get("created_at")?),
+                    invoice_id: r.try_get("invoice_id")?,
+                })
+            })
+            .collect()
     }
 
     pub async fn invoice(&self, id: &str) -> Result<Option<InvoiceRow>> {

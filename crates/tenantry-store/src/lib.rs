@@ -30,13 +30,13 @@ pub use credits::WinBack;
 pub use documents::{ChunkRow, DocumentRow, NewChunk, NewDocument};
 pub use erasure::{ErasedRows, ErasureRow};
 pub use exports::ExportRow;
-pub use invoices::{InvoiceEffects, InvoiceRow, NewInvoice};
+pub use invoices::{InvoiceEffects, InvoiceRow, NewInvoice, NewPendingItem, PendingItemRow};
 pub use jobs::{JobRow, JobState, NewJob};
 pub use keys::{ApiKeyRow, NewApiKey};
 pub use notifications::{NewNotification, NotificationRow, WinBackStats};
 pub use quota::{Amounts, Counters, Exceeded, NewReservation, QuotaMeter, Settlement};
 pub use stripe::{EventSeen, StripeLink};
-pub use tenants::{ConfigChange, NewTenant, TenantEvent, TenantRow};
+pub use tenants::{ConfigChange, NewTenant, PlanChange, TenantEvent, TenantRow};
 pub use usage::{UsageEvent, UsageLine};
 
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,7 @@ use sqlx::Row;
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::{ApiKeyId, EventId, RetrievalMode, TenantId, TenantState, Timestamp};
 
+use crate::invoices::NewPendingItem;
 use crate::jobs::{enqueue_in, NewJob};
 use crate::keys::{insert_key, ApiKeyRow, NewApiKey};
 use crate::{conflict_on_unique, Result, Store, StoreError};
@@ -46,6 +47,24 @@ pub struct ConfigChange {
     pub model: Option<String>,
     pub retrieval_mode: Option<RetrievalMode>,
     pub system_prompt: Option<String>,
+}
+
+/// A plan change, computed from the tenant row as read at `config_version` and `state_version`.
+#[derive(Clone, Debug)]
+pub struct PlanChange {
+    pub plan: String,
+    /// The model and retrieval mode after the change: the tenant's own when the new plan allows them, else
+    /// the new plan's defaults.
+    pub model: String,
+    pub retrieval_mode: RetrievalMode,
+    /// The invoice items the change leaves for the next invoice (its proration).
+    pub items: Vec<NewPendingItem>,
+    pub expected_config_version: i64,
+    pub expected_state_version: i64,
+    /// The job kind that closes a billing period. While such a job of the tenant is due, running or waiting
+    /// for a retry, the change is refused (`Concurrent`): the close would bill the next period's base price
+    /// at a plan the tenant was not on when the period ended.
+    pub period_close_kind: String,
 }
 
 const TENANT_COLUMNS: &str = "id, email, organization, plan, state, state_version, model, retrieval_mode, \
@@ -169,6 +188,50 @@ impl Store {
             .await?
             .ok_or(StoreError::NotFound)?;
         tenant_from_row(&row)
+    }
+
+    /// Moves the tenant to another plan, with the model and retrieval mode that plan allows, bumps the config
+    /// version and stores the change's pending invoice items, all in one transaction. Only applies if
+    /// neither the config nor the lifecycle state changed since the caller read them and no period close is
+    /// in progress (see [`PlanChange::period_close_kind`]); otherwise `Concurrent` and nothing is written.
+    pub async fn change_plan(&self, id: &TenantId, change: &PlanChange, now: Timestamp) -> Result<TenantRow> {
+        let mut tx = self.write.begin().await?;
+        let sql = format!(
+            "UPDATE tenants SET plan = $1, model = $2, retrieval_mode = $3, \
+             config_version = config_version + 1, updated_at = $4 \
+             WHERE id = $5 AND config_version = $6 AND state_version = $7 \
+             AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.tenant_id = $5 AND jobs.kind = $8 \
+             AND (jobs.state = 'running' OR (jobs.state = 'queued' AND (jobs.run_at <= $4 OR jobs.attempts > 0)))) \
+             RETURNING {TENANT_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(&change.plan)
+            .bind(&change.model)
+            .bind(change.retrieval_mode.as_str())
+            .bind(now.0)
+            .bind(id.as_str())
+            .bind(change.expected_config_version)
+            .bind(change.expected_state_version)
+            .bind(&change.period_close_kind)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::Concurrent)?;
+        let row = tenant_from_row(&row)?;
+        for item in &change.items {
+            sqlx::query(
+                "INSERT INTO pending_invoice_items (id, tenant_id, description, amount_cents, created_at, invoice_id) \
+                 VALUES ($1, $2, $3, $4, $5, NULL)",
+            )
+            .bind(&item.id)
+            .bind(id.as_str())
+            .bind(&item.description)
+            .bind(item.amount_cents)
+            .bind(now.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// Moves the tenant through the lifecycle table, records the transition as an event and enqueues

@@ -6,8 +6,8 @@ use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::quota::Meter;
 use tenantry_domain::{ApiKeyId, ChunkId, DocumentId, RetrievalMode, TenantId, TenantState, Timestamp};
 use tenantry_store::{
-    Amounts, ConfigChange, JobState, NewApiKey, NewChunk, NewDocument, NewJob, NewReservation, NewTenant, Settlement,
-    Store, StoreError, UsageEvent,
+    Amounts, ConfigChange, InvoiceEffects, JobState, NewApiKey, NewChunk, NewDocument, NewInvoice, NewJob,
+    NewPendingItem, NewReservation, NewTenant, PlanChange, Settlement, Store, StoreError, UsageEvent,
 };
 
 async fn sqlite() -> (Store, tempfile::TempDir) {
@@ -426,6 +426,89 @@ async fn transitions_are_recorded_with_their_jobs(store: Store) {
     assert_eq!(jobs.iter().map(|j| j.idempotency_key.as_deref()).collect::<Vec<_>>(), [Some("close-1")]);
 }
 
+async fn plan_changes_and_their_pending_items(store: Store) {
+    let (t, k) = tenant("plan@conformance.test");
+    store.create_tenant(&t, &k).await.expect("create");
+    store
+        .transition(&t.id, 0, TenantState::Provisioning, LifecycleEvent::ProvisionedActive, Timestamp(5), &[])
+        .await
+        .expect("active");
+    let row = store.tenant(&t.id).await.expect("read").expect("exists");
+    let item =
+        |id: &str, amount_cents| NewPendingItem { id: id.into(), description: format!("item {id}"), amount_cents };
+    let change = |plan: &str, config_version, state_version, items| PlanChange {
+        plan: plan.into(),
+        model: "local-large".into(),
+        retrieval_mode: RetrievalMode::Advanced,
+        items,
+        expected_config_version: config_version,
+        expected_state_version: state_version,
+        period_close_kind: "close_period".into(),
+    };
+    let now = Timestamp(10_000);
+
+    // The change, its config bump and its items in one transaction.
+    let items = vec![item("ii_1_credit", -1_500), item("ii_2_charge", 3_000)];
+    let changed = store
+        .change_plan(&t.id, &change("pro", row.config_version, row.state_version, items), now)
+        .await
+        .expect("change");
+    assert_eq!((changed.plan.as_str(), changed.model.as_str()), ("pro", "local-large"));
+    assert_eq!((changed.retrieval_mode, changed.config_version), (RetrievalMode::Advanced, row.config_version + 1));
+
+    // Computed from a stale config or state version, or while a period close is due or running: refused,
+    // and nothing of it is written.
+    let stale = [
+        change("starter", row.config_version, row.state_version, vec![item("ii_stale1", 1)]),
+        change("starter", changed.config_version, row.state_version + 1, vec![item("ii_stale2", 1)]),
+    ];
+    for c in &stale {
+        assert!(matches!(store.change_plan(&t.id, c, now).await, Err(StoreError::Concurrent)));
+    }
+    let close =
+        |key: &str, run_at| NewJob { tenant_id: Some(t.id.clone()), ..job("close_period", Some(key), run_at, 3) };
+    store.enqueue(&close("next-close", 99_000), now).await.expect("enqueue");
+    store.enqueue(&close("due-close", 9_000), now).await.expect("enqueue");
+    let blocked = change("starter", changed.config_version, changed.state_version, vec![item("ii_blocked", 1)]);
+    assert!(matches!(store.change_plan(&t.id, &blocked, now).await, Err(StoreError::Concurrent)));
+    let claimed = store.claim_jobs(now, 60, 10).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert!(matches!(store.change_plan(&t.id, &blocked, now).await, Err(StoreError::Concurrent)), "running");
+    store.complete_job(&claimed[0], now).await.expect("done");
+    let pending = store.pending_items(&t.id).await.expect("items");
+    assert_eq!(pending.iter().map(|i| i.amount_cents).collect::<Vec<_>>(), [-1_500, 3_000]);
+    assert_eq!(store.tenant(&t.id).await.expect("read").expect("exists").plan, "pro");
+
+    // An invoice bills them once: a second invoice that claims them too is not stored at all.
+    let invoice = |id: &str, kind: &str| NewInvoice {
+        id: id.into(),
+        tenant_id: t.id.clone(),
+        kind: kind.into(),
+        period_start: Timestamp(0),
+        period_end: Timestamp(86_400_000),
+        status: "open".into(),
+        currency: "usd".into(),
+        subtotal_cents: 1_500,
+        total_cents: 1_500,
+        lines: "[]".into(),
+        now,
+    };
+    let effects = InvoiceEffects { jobs: vec![], consume_items: pending.iter().map(|i| i.id.clone()).collect() };
+    let first = store.create_invoice(&invoice("inv_first", "closing"), &effects).await.expect("invoice");
+    assert!(store.pending_items(&t.id).await.expect("items").is_empty());
+    let billed = store.invoice_items(&t.id).await.expect("items");
+    assert!(billed.iter().all(|i| i.invoice_id.as_deref() == Some(first.id.as_str())), "{billed:?}");
+    let twice = store.create_invoice(&invoice("inv_twice", "true_up"), &effects).await;
+    assert!(matches!(twice, Err(StoreError::Concurrent)));
+    assert!(store.invoice("inv_twice").await.expect("read").is_none());
+    let next = store.create_invoice(&invoice("inv_next", "true_up"), &InvoiceEffects::default()).await.expect("ok");
+    assert_eq!(next.number, first.number + 1, "the refused invoice took no number");
+
+    // The accepted change still applies once nothing is in the way.
+    let later = store.change_plan(&t.id, &blocked, now).await.expect("change");
+    assert_eq!(later.plan, "starter");
+}
+
 macro_rules! conformance_suite {
     ($($story:ident),* $(,)?) => {
         mod sqlite_backend {
@@ -462,6 +545,7 @@ conformance_suite!(
     jobs_are_scheduled_claimed_retried_and_parked,
     concurrent_workers_claim_each_job_once,
     transitions_are_recorded_with_their_jobs,
+    plan_changes_and_their_pending_items,
 );
 
 #[tokio::test]

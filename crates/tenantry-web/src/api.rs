@@ -18,6 +18,7 @@ use tenantry_service::documents::{DocumentView, Upload, Uploaded};
 use tenantry_service::erasure::{ErasureStarted, ErasureView};
 use tenantry_service::export::ExportStarted;
 use tenantry_service::gateway::Scope;
+use tenantry_service::plan::PlanChanged;
 use tenantry_service::query::{QueryEvent, QueryRequest, QueryResult};
 use tenantry_service::quota::QuotaReport;
 use tenantry_service::tenants::{ConfigUpdate, SignupRequest, SignupResult, TenantView};
@@ -201,6 +202,41 @@ pub async fn patch_config(
         ConfigUpdate { model: body.model, retrieval_mode: body.retrieval_mode, system_prompt: body.system_prompt };
     let view = s.update_config(&ctx, update).await?;
     with_quota(&s, &ctx, StatusCode::OK, view).await
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanBody {
+    /// A plan name from the operator's catalogue.
+    pub plan: String,
+}
+
+/// Change the tenant's plan, effective at once: the base price is prorated for the rest of the current period
+/// (a credit for the old plan's unused time, a charge for the new plan's; nothing while trialing), and both go
+/// on the invoice that closes the period. The new plan's quotas apply from the next request; a model or
+/// retrieval mode it does not offer is reset to its default. The current plan again is a no-op with a zero
+/// proration. Allowed while `trialing`, `active` or `past_due`; any other state answers 409
+/// `invalid_transition` (`provisioning`: 503). A concurrent change answers 409 `transition_in_progress`.
+#[utoipa::path(post, path = "/v1/plan", tag = "tenant", security(("bearer" = [])), request_body = PlanBody,
+    responses(
+        (status = 200, body = PlanChanged),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_transition` (not allowed in the tenant's state) or \
+            `transition_in_progress` (another change won; retry)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown plan", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn change_plan(
+    State(s): State<Services>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+    Json(body): Json<PlanBody>,
+) -> ApiResult<Response> {
+    // The plan's own state rules answer for suspended and cancelled tenants (409), so the gate lets every
+    // existing tenant through.
+    let ctx = tenant(&s, &headers, rid, EndpointClass::TenantInfo, Scope::Admin).await?;
+    let changed = s.change_plan(&ctx, &body.plan).await?;
+    let ctx = s.refresh_context(&ctx).await?;
+    with_quota(&s, &ctx, StatusCode::OK, changed).await
 }
 
 // ---- documents ----------------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(api::start_export))
         .routes(routes!(api::get_export))
         .routes(routes!(api::patch_config))
+        .routes(routes!(api::change_plan))
         .routes(routes!(api::upload_document, api::list_documents))
         .routes(routes!(api::get_document, api::delete_document))
         .routes(routes!(api::query))

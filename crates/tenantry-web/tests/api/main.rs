@@ -12,6 +12,7 @@ mod isolation;
 mod lifecycle;
 mod models;
 mod month;
+mod plan;
 mod retrieval;
 mod story;
 mod stripe;

@@ -1,0 +1,245 @@
+//! Plan changes (`POST /v1/plan`): the tenant moves to another plan of the catalogue at once, and the base
+//! price is prorated for the rest of the current period — a credit for the old plan's unused time, a charge
+//! for the new plan's — as pending invoice items that the invoice closing the period bills.
+//!
+//! Rules (API.md leaves them open):
+//! - Only a tenant being served (`trialing`, `active`, `past_due`) changes plan; `provisioning` is 503 (it is
+//!   served within a second), every other state 409 `invalid_transition`.
+//! - The current plan again is a 200 no-op with a zero proration, so a retried request is harmless.
+//! - While trialing nothing is prorated: the trial goes on under the new plan, whose price is billed in
+//!   advance from the next closing invoice like any plan's.
+//! - If the period was already closed early (`POST /admin/billing/close-period`), the next period's base was
+//!   invoiced in advance at the old price: the change also credits that and charges the new price for it.
+//! - A model or retrieval mode the new plan does not offer is reset to the new plan's default; quotas and
+//!   rate limits are the new plan's from the next request (the gateway reads the plan per request).
+//! - Everything is written in one transaction guarded by the config and state versions read before, so of
+//!   two concurrent changes the later one is 409 `transition_in_progress` rather than applied to a stale read.
+
+use serde::Serialize;
+use serde_json::json;
+use tenantry_billing::{prorate, InvoiceLine, Proration};
+use tenantry_domain::quota::BillingPeriod;
+use tenantry_domain::{Cents, ErrorCode, InvoiceItemId, Plan, TenantContext, TenantState, Timestamp};
+use tenantry_store::{NewPendingItem, PlanChange, StoreError, TenantRow};
+use utoipa::ToSchema;
+
+use crate::audit::Actor;
+use crate::jobs::Job;
+use crate::tenants::TenantConfig;
+use crate::{ServiceError, ServiceResult, Services};
+
+/// `POST /v1/plan`'s answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanChanged {
+    pub plan: String,
+    /// The plan before the change (the same as `plan` when nothing changed).
+    pub previous_plan: String,
+    pub state: TenantState,
+    pub proration: ProrationView,
+    /// The configuration after the change: a model or retrieval mode the new plan does not offer is reset to
+    /// its default.
+    pub config: TenantConfig,
+    pub config_version: i64,
+}
+
+/// What the change adds to the tenant's next invoice.
+#[derive(Debug, Serialize, ToSchema, PartialEq, Eq)]
+pub struct ProrationView {
+    /// For the old plan's unused time (shown on the invoice as a negative line).
+    pub credit_cents: i64,
+    /// For the new plan's remaining time.
+    pub charge_cents: i64,
+    pub currency: String,
+}
+
+impl ProrationView {
+    fn zero(currency: &str) -> Self {
+        Self { credit_cents: 0, charge_cents: 0, currency: currency.to_ascii_lowercase() }
+    }
+}
+
+impl Services {
+    /// Moves the calling tenant to `plan_name` (see the module's rules).
+    pub async fn change_plan(&self, ctx: &TenantContext, plan_name: &str) -> ServiceResult<PlanChanged> {
+        let new = self
+            .catalog()
+            .plan(plan_name)
+            .ok_or_else(|| {
+                let known = self.catalog().plans().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
+                ServiceError::validation(format!("unknown plan {plan_name:?} (plans: {known})"))
+            })?
+            .clone();
+        let tenant = self.store().tenant(&ctx.tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        match tenant.state {
+            TenantState::Trialing | TenantState::Active | TenantState::PastDue => {}
+            TenantState::Provisioning => {
+                return Err(ServiceError::new(ErrorCode::Unavailable, "the tenant is being provisioned; retry shortly")
+                    .retry_after(1))
+            }
+            other => {
+                return Err(ServiceError::new(
+                    ErrorCode::InvalidTransition,
+                    format!("the plan cannot be changed while the tenant is {}", other.as_str()),
+                ))
+            }
+        }
+        let old = self
+            .catalog()
+            .plan(&tenant.plan)
+            .ok_or_else(|| ServiceError::internal(format!("tenant plan {:?} is not in the catalogue", tenant.plan)))?
+            .clone();
+        let currency = self.config().billing.currency.clone();
+        if old.name == new.name {
+            return Ok(changed(&tenant, &old.name, ProrationView::zero(&currency)));
+        }
+
+        let now = self.clock().now();
+        let (lines, proration) = self.plan_change_lines(&tenant, &old, &new, now, &currency).await?;
+        let model = if new.allows_model(&tenant.model) { tenant.model.clone() } else { new.default_model.clone() };
+        let retrieval_mode =
+            if new.allows_mode(tenant.retrieval_mode) { tenant.retrieval_mode } else { new.default_retrieval_mode };
+        let change = PlanChange {
+            plan: new.name.clone(),
+            model,
+            retrieval_mode,
+            items: lines
+                .iter()
+                .map(|l| NewPendingItem {
+                    id: InvoiceItemId::generate().as_str().to_owned(),
+                    description: l.description.clone(),
+                    amount_cents: l.amount_cents.0,
+                })
+                .collect(),
+            expected_config_version: tenant.config_version,
+            expected_state_version: tenant.state_version,
+            period_close_kind: Job::ClosePeriod { tenant_id: tenant.id.clone(), period_start_ms: 0 }.kind().to_owned(),
+        };
+        let row = self.store().change_plan(&tenant.id, &change, now).await.map_err(|e| match e {
+            StoreError::Concurrent => ServiceError::new(
+                ErrorCode::TransitionInProgress,
+                "another change to the tenant (a plan change, a lifecycle transition or the close of its billing \
+                 period) is in progress; read it again and retry",
+            )
+            .retry_after(1),
+            other => other.into(),
+        })?;
+        tracing::info!(
+            tenant_id = %tenant.id,
+            from = %old.name,
+            to = %new.name,
+            credit_cents = proration.credit_cents,
+            charge_cents = proration.charge_cents,
+            "plan changed"
+        );
+        let detail = json!({
+            "from": old.name,
+            "to": new.name,
+            "proration": {
+                "credit_cents": proration.credit_cents,
+                "charge_cents": proration.charge_cents,
+                "currency": proration.currency,
+            },
+            "items": change.items.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+            "model": row.model,
+            "retrieval_mode": row.retrieval_mode.as_str(),
+            "config_version": row.config_version,
+        });
+        let request_id = ctx.request_id.to_string();
+        self.audit(Actor::Tenant(ctx), Some(&tenant.id), "plan.changed", tenant.id.as_str(), detail, &request_id).await;
+        Ok(changed(&row, &old.name, proration))
+    }
+
+    /// The invoice lines a change from `old` to `new` at `now` leaves for the next invoice, and their sums.
+    async fn plan_change_lines(
+        &self,
+        tenant: &TenantRow,
+        old: &Plan,
+        new: &Plan,
+        now: Timestamp,
+        currency: &str,
+    ) -> ServiceResult<(Vec<InvoiceLine>, ProrationView)> {
+        let period = BillingPeriod::containing(tenant.billing_anchor, now, self.period_kind());
+        let mut lines = Vec::new();
+        if tenant.state != TenantState::Trialing {
+            let p = prorate(old.price, new.price, period, now, currency).map_err(ServiceError::internal)?;
+            lines.extend(p.lines(&old.name, &new.name));
+        }
+        let closed_early = self
+            .store()
+            .invoices(&tenant.id)
+            .await?
+            .iter()
+            .any(|i| i.kind == "closing" && i.period_start == period.start);
+        if closed_early {
+            let next = BillingPeriod::containing(tenant.billing_anchor, period.end, self.period_kind());
+            let whole = prorate(old.price, new.price, next, next.start, currency).map_err(ServiceError::internal)?;
+            lines.extend(next_period_lines(&whole, &old.name, &new.name, next));
+        }
+        let credit = lines.iter().filter(|l| l.amount_cents.0 < 0).map(|l| -l.amount_cents.0).sum();
+        let charge = lines.iter().filter(|l| l.amount_cents.0 > 0).map(|l| l.amount_cents.0).sum();
+        Ok((
+            lines,
+            ProrationView { credit_cents: credit, charge_cents: charge, currency: currency.to_ascii_lowercase() },
+        ))
+    }
+
+    /// The tenant's pending invoice items as invoice lines, with their ids (for the invoice that bills them).
+    pub(crate) async fn pending_invoice_lines(
+        &self,
+        tenant: &tenantry_domain::TenantId,
+    ) -> ServiceResult<(Vec<InvoiceLine>, Vec<String>)> {
+        let items = self.store().pending_items(tenant).await?;
+        let lines = items.iter().map(|i| InvoiceLine::fixed(i.description.clone(), Cents(i.amount_cents))).collect();
+        Ok((lines, items.into_iter().map(|i| i.id).collect()))
+    }
+}
+
+/// The correction for a next period already invoiced at the old plan's price (after an early close).
+fn next_period_lines(whole: &Proration, old: &str, new: &str, next: BillingPeriod) -> Vec<InvoiceLine> {
+    let dates = format!("{} to {}", day(next.start), day(next.end));
+    let mut lines = Vec::new();
+    if whole.credit_cents.0 != 0 {
+        lines.push(InvoiceLine::fixed(
+            format!("{old} plan, {dates}, invoiced in advance: credited"),
+            Cents(-whole.credit_cents.0),
+        ));
+    }
+    if whole.charge_cents.0 != 0 {
+        lines.push(InvoiceLine::fixed(format!("{new} plan, {dates}"), whole.charge_cents));
+    }
+    lines
+}
+
+fn day(t: Timestamp) -> String {
+    t.to_rfc3339().chars().take(10).collect()
+}
+
+fn changed(row: &TenantRow, previous: &str, proration: ProrationView) -> PlanChanged {
+    PlanChanged {
+        plan: row.plan.clone(),
+        previous_plan: previous.to_owned(),
+        state: row.state,
+        proration,
+        config: TenantConfig {
+            model: row.model.clone(),
+            retrieval_mode: row.retrieval_mode,
+            system_prompt: row.system_prompt.clone(),
+        },
+        config_version: row.config_version,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_already_invoiced_next_period_is_credited_and_charged_whole() {
+        let next = BillingPeriod { start: Timestamp(86_400_000), end: Timestamp(2 * 86_400_000) };
+        let whole = prorate(Cents(3_000), Cents(6_000), next, next.start, "USD").expect("inside");
+        let lines = next_period_lines(&whole, "small", "big", next);
+        let amounts: Vec<i64> = lines.iter().map(|l| l.amount_cents.0).collect();
+        assert_eq!(amounts, [-3_000, 6_000]);
+        assert_eq!(lines[1].description, "big plan, 1970-01-02 to 1970-01-03");
+    }
+}
