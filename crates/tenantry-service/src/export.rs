@@ -13,19 +13,20 @@
 //! invoices.json                  invoices with their lines
 //! ```
 //!
-//! The archive is written under the tenant's own directory (so erasure removes it), made whole (temp file,
-//! then rename) and kept for `EXPORT_TTL_DAYS`.
+//! The archive is built by a job, written under the tenant's own directory (so erasure removes it), made
+//! whole (temp file, then rename), and deleted by another job after `EXPORT_TTL_DAYS`.
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tenantry_domain::{TenantContext, Timestamp};
+use tenantry_domain::{TenantContext, TenantId, Timestamp};
 use tenantry_store::ExportRow;
 use utoipa::ToSchema;
 
 use crate::audit::Actor;
+use crate::jobs::Job;
 use crate::{ServiceError, ServiceResult, Services};
 
 pub const EXPORT_TTL_DAYS: i64 = 7;
@@ -34,9 +35,15 @@ pub const FORMAT: &str = "tenantry-export/1";
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ExportStarted {
     pub export_id: String,
-    /// `ready` once the archive can be downloaded from `GET /v1/export/{id}`.
+    /// `pending` while the archive is built; then `GET /v1/export/{id}` downloads it.
     pub status: String,
     pub expires_at: String,
+}
+
+/// What `GET /v1/export/{id}` answers: the status while pending, then the archive.
+pub enum ExportDownload {
+    Pending(ExportStarted),
+    Ready(ExportRow, Vec<u8>),
 }
 
 /// One file of the archive, as listed in the manifest.
@@ -46,60 +53,94 @@ struct Entry {
 }
 
 impl Services {
+    /// Records the export as `pending` with the job that builds it (one transaction); the archive is made in
+    /// the background and `GET /v1/export/{id}` serves it once `ready`.
     pub async fn start_export(&self, ctx: &TenantContext) -> ServiceResult<ExportStarted> {
-        let entries = self.collect_export(ctx).await?;
         let id = tenantry_domain::ExportId::generate().as_str().to_owned();
         let now = self.clock().now();
-        let path = self.export_path(ctx, &id);
-        let manifest_head = json!({
-            "format": FORMAT,
-            "export_id": id,
-            "tenant_id": ctx.tenant_id.as_str(),
-            "created_at": now.to_rfc3339(),
-        });
-        let target = path.clone();
-        let (bytes, sha256) = tokio::task::spawn_blocking(move || write_archive(&target, manifest_head, entries))
-            .await?
-            .map_err(ServiceError::internal)?;
         let expires_at = now.plus_seconds(EXPORT_TTL_DAYS * 86_400);
         let row = ExportRow {
             id: id.clone(),
             tenant_id: ctx.tenant_id.to_string(),
-            status: "ready".into(),
+            status: "pending".into(),
             created_at: now,
             expires_at,
-            bytes: bytes as i64,
-            sha256: sha256.clone(),
+            bytes: 0,
+            sha256: String::new(),
         };
-        if let Err(e) = self.store().record_export(&row).await {
-            let _ = std::fs::remove_file(&path);
-            return Err(e.into());
-        }
+        let build = Job::Export { tenant_id: ctx.tenant_id.clone(), export_id: id.clone() }.at(now);
+        let expire = Job::ExpireExport { tenant_id: ctx.tenant_id.clone(), export_id: id.clone() }.at(expires_at);
+        self.store().record_export(&row, &[build, expire]).await?;
+        self.wake_jobs();
         let request_id = ctx.request_id.to_string();
-        let detail = json!({"bytes": bytes, "sha256": sha256});
-        self.audit(Actor::Tenant(ctx), Some(&ctx.tenant_id), "tenant.exported", &id, detail, &request_id).await;
-        Ok(ExportStarted { export_id: id, status: "ready".into(), expires_at: expires_at.to_rfc3339() })
+        self.audit(Actor::Tenant(ctx), Some(&ctx.tenant_id), "tenant.export_requested", &id, json!({}), &request_id)
+            .await;
+        Ok(ExportStarted { export_id: id, status: "pending".into(), expires_at: expires_at.to_rfc3339() })
     }
 
-    /// The archive of one of the tenant's exports, while it has not expired.
-    pub async fn export_archive(&self, ctx: &TenantContext, id: &str) -> ServiceResult<(ExportRow, Vec<u8>)> {
+    /// The `Export` job: collects everything, writes the archive whole (temp file, then rename) and marks the
+    /// export `ready`. Running it again rewrites the same archive.
+    pub(crate) async fn build_export(&self, tenant_id: &TenantId, id: &str) -> ServiceResult<()> {
+        let Some(row) = self.store().export_by_id(id).await? else { return Ok(()) };
+        if row.status != "pending" {
+            return Ok(());
+        }
+        let entries = self.collect_export(tenant_id).await?;
+        let manifest_head = json!({
+            "format": FORMAT,
+            "export_id": id,
+            "tenant_id": tenant_id.as_str(),
+            "created_at": row.created_at.to_rfc3339(),
+        });
+        let target = self.export_path(tenant_id, id);
+        let (bytes, sha256) = tokio::task::spawn_blocking(move || write_archive(&target, manifest_head, entries))
+            .await?
+            .map_err(ServiceError::internal)?;
+        self.store().set_export_status(id, "ready", bytes as i64, &sha256).await?;
+        let detail = json!({"bytes": bytes, "sha256": sha256});
+        self.audit(Actor::System, Some(tenant_id), "tenant.exported", id, detail, "").await;
+        Ok(())
+    }
+
+    /// The `ExpireExport` job: the archive is deleted when its time is up.
+    pub(crate) async fn expire_export(&self, tenant_id: &TenantId, id: &str) -> ServiceResult<()> {
+        let Some(row) = self.store().export_by_id(id).await? else { return Ok(()) };
+        if row.status == "expired" {
+            return Ok(());
+        }
+        match tokio::fs::remove_file(self.export_path(tenant_id, id)).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ServiceError::internal(e)),
+        }
+        self.store().set_export_status(id, "expired", row.bytes, &row.sha256).await?;
+        Ok(())
+    }
+
+    /// One of the tenant's exports: still being built, or its archive while it has not expired.
+    pub async fn export_archive(&self, ctx: &TenantContext, id: &str) -> ServiceResult<ExportDownload> {
         let row = self.store().export(&ctx.tenant_id, id).await?.ok_or_else(|| ServiceError::not_found("export"))?;
-        let path = self.export_path(ctx, &row.id);
-        if self.clock().now() >= row.expires_at {
-            let _ = tokio::fs::remove_file(&path).await;
+        if row.status == "pending" {
+            return Ok(ExportDownload::Pending(ExportStarted {
+                export_id: row.id,
+                status: row.status,
+                expires_at: row.expires_at.to_rfc3339(),
+            }));
+        }
+        if row.status == "expired" || self.clock().now() >= row.expires_at {
             return Err(ServiceError::not_found("export (it has expired)"));
         }
+        let path = self.export_path(&ctx.tenant_id, &row.id);
         let bytes = tokio::fs::read(&path).await.map_err(|_| ServiceError::not_found("export"))?;
-        Ok((row, bytes))
+        Ok(ExportDownload::Ready(row, bytes))
     }
 
-    fn export_path(&self, ctx: &TenantContext, id: &str) -> PathBuf {
-        self.blob_dir(&ctx.tenant_id).with_file_name("exports").join(format!("{id}.tar.gz"))
+    fn export_path(&self, tenant: &TenantId, id: &str) -> PathBuf {
+        self.blob_dir(tenant).with_file_name("exports").join(format!("{id}.tar.gz"))
     }
 
-    async fn collect_export(&self, ctx: &TenantContext) -> ServiceResult<Vec<Entry>> {
+    async fn collect_export(&self, tenant: &TenantId) -> ServiceResult<Vec<Entry>> {
         let store = self.store();
-        let tenant = &ctx.tenant_id;
         let json_entry = |path: &str, value: &Value| Entry { path: path.into(), bytes: pretty(value) };
         let jsonl_entry = |path: &str, rows: Vec<Value>| Entry {
             path: path.into(),
@@ -107,7 +148,8 @@ impl Services {
         };
 
         let mut entries = Vec::new();
-        let profile = serde_json::to_value(self.tenant_view(ctx).await?).map_err(ServiceError::internal)?;
+        let row = store.tenant(tenant).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let profile = serde_json::to_value(crate::tenants::view(row)).map_err(ServiceError::internal)?;
         entries.push(json_entry("tenant.json", &profile));
 
         let keys: Vec<Value> = store
@@ -179,7 +221,10 @@ impl Services {
             .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
             .collect();
         entries.push(jsonl_entry("audit.jsonl", audit));
-        let invoices = serde_json::to_value(self.invoices(ctx).await?).map_err(ServiceError::internal)?;
+        let invoices = serde_json::to_value(
+            store.invoices(tenant).await?.into_iter().map(crate::billing::view).collect::<Vec<_>>(),
+        )
+        .map_err(ServiceError::internal)?;
         entries.push(json_entry("invoices.json", &invoices));
         Ok(entries)
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tenantry_domain::context::Scopes;
 use tenantry_domain::lifecycle::EndpointClass;
 use tenantry_domain::quota::BillingPeriod;
-use tenantry_domain::{ApiKeyId, ErrorCode, RequestId, TenantContext, TenantState};
+use tenantry_domain::{ApiKeyId, ErrorCode, RequestId, TenantContext, TenantId, TenantState};
 use tenantry_store::TenantRow;
 
 use crate::{keys, ServiceError, ServiceResult, Services};
@@ -51,7 +51,10 @@ impl Services {
         let presented = presented.ok_or_else(unauthenticated)?;
         let (key_id, secret) = keys::parse(presented).ok_or_else(unauthenticated)?;
         let (key, tenant) = self.store().key_with_tenant(&key_id).await?.ok_or_else(unauthenticated)?;
-        if !self.keys().verify(secret, &key.secret_hash) || key.revoked_at.is_some() {
+        let bad_secret = !self.keys().verify(secret, &key.secret_hash);
+        if bad_secret || key.revoked_at.is_some() {
+            let reason = if bad_secret { "wrong secret" } else { "revoked key" };
+            self.audit_failed_auth(&tenant.id, &key.id, reason).await;
             return Err(unauthenticated());
         }
         tracing::Span::current().record("tenant_id", tenant.id.as_str());
@@ -84,6 +87,23 @@ impl Services {
             }
         }
         self.context_for(&tenant, key.id, scopes, request_id)
+    }
+
+    /// Puts a failed authentication with an existing key id on the audit trail (never the presented secret),
+    /// at most once a minute per key, so a guessing attack cannot flood the trail.
+    async fn audit_failed_auth(&self, tenant: &TenantId, key: &ApiKeyId, reason: &str) {
+        let minute = self.clock().now().0 / 60_000;
+        let first_this_minute = {
+            let mut seen = self.inner.failed_auth.lock();
+            let fresh = seen.get(key) != Some(&minute);
+            seen.insert(key.clone(), minute);
+            fresh
+        };
+        tracing::warn!(tenant_id = %tenant, key_id = %key, reason, "authentication failed");
+        if first_this_minute {
+            let detail = serde_json::json!({"key_id": key.as_str(), "reason": reason});
+            self.audit(crate::audit::Actor::System, Some(tenant), "auth.failed", key.as_str(), detail, "").await;
+        }
     }
 
     /// The request's context rebuilt from the tenant row as it is now, for a request that changed it (a plan

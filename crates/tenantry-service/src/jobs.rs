@@ -42,6 +42,10 @@ pub enum Job {
     WinBackOffer { tenant_id: TenantId, cancelled_at_ms: i64, sequence: u32 },
     /// Erase a tenant still cancelled when its retention ends.
     RetentionErasure { tenant_id: TenantId, cancelled_at_ms: i64 },
+    /// Build a data export's archive.
+    Export { tenant_id: TenantId, export_id: String },
+    /// Delete an export's archive when it expires.
+    ExpireExport { tenant_id: TenantId, export_id: String },
 }
 
 impl Job {
@@ -56,6 +60,8 @@ impl Job {
             Self::Nudge { .. } => "nudge",
             Self::WinBackOffer { .. } => "win_back_offer",
             Self::RetentionErasure { .. } => "retention_erasure",
+            Self::Export { .. } => "export",
+            Self::ExpireExport { .. } => "expire_export",
         }
     }
 
@@ -69,7 +75,9 @@ impl Job {
             | Self::Deliver { tenant_id, .. }
             | Self::Nudge { tenant_id, .. }
             | Self::WinBackOffer { tenant_id, .. }
-            | Self::RetentionErasure { tenant_id, .. } => tenant_id,
+            | Self::RetentionErasure { tenant_id, .. }
+            | Self::Export { tenant_id, .. }
+            | Self::ExpireExport { tenant_id, .. } => tenant_id,
         }
     }
 
@@ -89,6 +97,8 @@ impl Job {
             Self::RetentionErasure { tenant_id, cancelled_at_ms } => {
                 format!("retention_erasure:{tenant_id}:{cancelled_at_ms}")
             }
+            Self::Export { export_id, .. } => format!("export:{export_id}"),
+            Self::ExpireExport { export_id, .. } => format!("expire_export:{export_id}"),
         }
     }
 
@@ -251,6 +261,8 @@ impl Services {
             Job::RetentionErasure { tenant_id, cancelled_at_ms } => {
                 self.retention_erasure(tenant_id, Timestamp(*cancelled_at_ms)).await
             }
+            Job::Export { tenant_id, export_id } => self.build_export(tenant_id, export_id).await,
+            Job::ExpireExport { tenant_id, export_id } => self.expire_export(tenant_id, export_id).await,
         }
     }
 

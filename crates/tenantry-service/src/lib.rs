@@ -59,6 +59,8 @@ struct Inner {
     wake_jobs: tokio::sync::Notify,
     /// The Stripe client, when `billing.provider = "stripe"`.
     stripe: Option<tenantry_billing::stripe::StripeClient>,
+    /// The minute of the last audited failed authentication per key (throttles `auth.failed`).
+    failed_auth: parking_lot::Mutex<std::collections::HashMap<tenantry_domain::ApiKeyId, i64>>,
     /// Activation milestones known per tenant (loaded once per process).
     milestones:
         parking_lot::Mutex<std::collections::HashMap<tenantry_domain::TenantId, std::collections::HashSet<String>>>,
@@ -135,6 +137,7 @@ impl Services {
                 wake_jobs: tokio::sync::Notify::new(),
                 stripe,
                 milestones: Default::default(),
+                failed_auth: Default::default(),
             }),
         };
         services.resume_erasures().await.map_err(|e| StartError::Erasure(e.detail))?;

@@ -16,7 +16,7 @@ use tenantry_service::api_keys::{CreatedKey, KeyView};
 use tenantry_service::billing::InvoiceView;
 use tenantry_service::documents::{DocumentView, Upload, Uploaded};
 use tenantry_service::erasure::{ErasureStarted, ErasureView};
-use tenantry_service::export::ExportStarted;
+use tenantry_service::export::{ExportDownload, ExportStarted};
 use tenantry_service::gateway::Scope;
 use tenantry_service::plan::PlanChanged;
 use tenantry_service::query::{QueryEvent, QueryRequest, QueryResult};
@@ -122,11 +122,13 @@ pub async fn start_export(
     Ok((StatusCode::ACCEPTED, axum::Json(s.start_export(&ctx).await?)))
 }
 
-/// Download an export archive (`application/gzip`); its SHA-256 is in `X-Export-Sha256`.
+/// An export: `202` with its status while the archive is built, then the archive (`application/gzip`; its
+/// SHA-256 is in `X-Export-Sha256`) until it expires.
 #[utoipa::path(get, path = "/v1/export/{id}", tag = "tenant", security(("bearer" = [])),
     params(("id" = String, Path, description = "export id")),
     responses(
         (status = 200, description = "The archive", content_type = "application/gzip", body = Vec<u8>),
+        (status = 202, description = "Still being built (Retry-After)", body = ExportStarted),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_export(
@@ -136,7 +138,14 @@ pub async fn get_export(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
-    let (row, bytes) = s.export_archive(&ctx, &id).await?;
+    let (row, bytes) = match s.export_archive(&ctx, &id).await? {
+        ExportDownload::Ready(row, bytes) => (row, bytes),
+        ExportDownload::Pending(status) => {
+            let mut response = (StatusCode::ACCEPTED, axum::Json(status)).into_response();
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return Ok(response);
+        }
+    };
     let disposition = format!("attachment; filename=\"tenantry-{}.tar.gz\"", row.id);
     let mut response = (StatusCode::OK, bytes).into_response();
     let h = response.headers_mut();

@@ -40,12 +40,22 @@ async fn an_export_holds_everything_of_the_tenant_and_nothing_else() {
     assert_eq!(r.status(), 202);
     let started: Value = r.json().await.expect("json");
     let id = started["export_id"].as_str().expect("id").to_owned();
-    assert_eq!(started["status"], "ready");
+    assert_eq!(started["status"], "pending");
 
     let r = app.get(&other.key, &format!("/v1/export/{id}")).await;
     assert_problem(r, 404, "not_found").await;
 
-    let r = app.get(&t.key, &format!("/v1/export/{id}")).await;
+    // Built in the background: 202 with the status until the archive is ready.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let r = loop {
+        let r = app.get(&t.key, &format!("/v1/export/{id}")).await;
+        if r.status() != 202 {
+            break r;
+        }
+        assert_eq!(r.headers()["retry-after"], "1");
+        assert!(std::time::Instant::now() < deadline, "export not built");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/gzip");
     let digest = r.headers()["x-export-sha256"].to_str().expect("header").to_owned();
@@ -90,4 +100,33 @@ async fn an_export_holds_everything_of_the_tenant_and_nothing_else() {
     assert_eq!(r.status(), 202);
     let exports_dir = app.data_dir.path().join("tenants").join(&t.id).join("exports");
     assert!(!exports_dir.exists());
+}
+
+#[tokio::test]
+async fn an_export_expires_and_its_archive_is_deleted() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.server.clock = "test".into();
+        c.server.operator_token = "op-export".into();
+    })
+    .await;
+    let t = app.signup("expiry@zz.test", "trial").await;
+    app.upload_text(&t.key, "Note", "Kept for a week.").await;
+    let started: Value = app.post_json(&t.key, "/v1/export", json!({})).await.json().await.expect("json");
+    let id = started["export_id"].as_str().expect("id").to_owned();
+    let advance = |seconds: i64| {
+        app.client
+            .post(app.url("/admin/clock/advance"))
+            .bearer_auth("op-export")
+            .json(&json!({"seconds": seconds}))
+            .send()
+    };
+    // Moving the clock runs the build job too.
+    assert_eq!(advance(1).await.expect("advance").status(), 200);
+    assert_eq!(app.get(&t.key, &format!("/v1/export/{id}")).await.status(), 200);
+    let archive = app.data_dir.path().join("tenants").join(&t.id).join("exports").join(format!("{id}.tar.gz"));
+    assert!(archive.exists());
+
+    assert_eq!(advance(7 * 86_400).await.expect("advance").status(), 200);
+    assert_problem(app.get(&t.key, &format!("/v1/export/{id}")).await, 404, "not_found").await;
+    assert!(!archive.exists(), "the expiry job deleted the archive");
 }

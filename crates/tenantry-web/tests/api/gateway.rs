@@ -189,6 +189,34 @@ async fn keys_have_scopes_and_revocation_is_immediate() {
     assert_problem(r, 401, "unauthenticated").await;
     assert_eq!(app.get(&t.key, "/v1/tenant").await.status(), 200, "the other key still works");
 
+    // Failed authentications with an existing key id are on the audit trail (throttled to one a minute per
+    // key), without the presented secret.
+    let prefix = &t.key[..t.key.len() - 43]; // `tk_<key id>_`; the secret is the last 43 characters
+    let forged = format!("{prefix}{}", "A".repeat(43));
+    for _ in 0..5 {
+        assert_problem(app.get(&forged, "/v1/tenant").await, 401, "unauthenticated").await;
+    }
+    let audit: Value = app
+        .client
+        .get(app.url(&format!("/admin/audit?tenant_id={}&limit=1000", t.id)))
+        .bearer_auth("op-secret")
+        .send()
+        .await
+        .expect("audit")
+        .json()
+        .await
+        .expect("json");
+    let failed: Vec<&Value> =
+        audit["entries"].as_array().expect("entries").iter().filter(|e| e["action"] == "auth.failed").collect();
+    let reasons: Vec<String> = failed
+        .iter()
+        .filter_map(|e| e["detail"].as_str())
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|d| d["reason"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(reasons, ["revoked key", "wrong secret"], "{failed:?}");
+    assert!(!audit.to_string().contains(&"A".repeat(43)), "never the presented secret");
+
     for bad in [json!({"name": ""}), json!({"name": "x", "scopes": []}), json!({"name": "x", "scopes": ["root"]})] {
         assert_problem(app.post_json(&t.key, "/v1/keys", bad).await, 422, "validation_failed").await;
     }
