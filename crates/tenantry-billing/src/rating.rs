@@ -152,15 +152,28 @@ pub struct Pricing {
 
 impl Pricing {
     /// The plan's prices as configured: flat overage prices, no per-model prices.
+    /// The plan's prices: flat overage prices, or its graduated tiers and per-model token prices when the
+    /// configuration gives them (validated here: a bad tier list is a configuration error at start).
     pub fn from_plan(plan: &Plan) -> Result<Self, RatingError> {
+        let tiers = |tiers: &[tenantry_domain::config::PriceTier], flat: i64| {
+            if tiers.is_empty() {
+                Tiers::flat(flat)
+            } else {
+                Tiers::graduated(tiers.iter().map(|t| Tier { up_to: t.up_to, unit_micros: t.unit_micros }).collect())
+            }
+        };
+        let mut model_token_tiers = BTreeMap::new();
+        for (model, price) in &plan.overage.model_token_micros_per_1k {
+            model_token_tiers.insert(model.clone(), Tiers::flat(*price)?);
+        }
         Ok(Self {
             plan: plan.name.clone(),
             base: plan.price,
             included_queries: plan.included.queries,
             included_tokens: plan.included.tokens,
-            query_tiers: Tiers::flat(plan.overage.query_micros)?,
-            token_tiers: Tiers::flat(plan.overage.token_micros_per_1k)?,
-            model_token_tiers: BTreeMap::new(),
+            query_tiers: tiers(&plan.overage.query_tiers, plan.overage.query_micros)?,
+            token_tiers: tiers(&plan.overage.token_tiers, plan.overage.token_micros_per_1k)?,
+            model_token_tiers,
         })
     }
 

@@ -271,11 +271,33 @@ pub struct Included {
     pub tokens: u64,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Overage prices, in micro-dollars: per query and per 1,000 tokens above the included amounts. Graduated
+/// tiers and per-model token prices, when given, take the place of the flat prices.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Overage {
     pub query_micros: i64,
     pub token_micros_per_1k: i64,
+    /// Graduated tiers per query, e.g. `[{up_to = 1000, unit_micros = 2000}, {unit_micros = 1000}]`: the
+    /// first 1,000 queries over included at 0.2 cent, the rest at 0.1 cent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub query_tiers: Vec<PriceTier>,
+    /// Graduated tiers per 1,000 tokens.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub token_tiers: Vec<PriceTier>,
+    /// Per-model price per 1,000 tokens, for the models named (others use the plan's token price).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_token_micros_per_1k: BTreeMap<String, i64>,
+}
+
+/// One graduated price tier: units above the included amount up to `up_to` (inclusive; none for the last
+/// tier) cost `unit_micros` each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceTier {
+    #[serde(default)]
+    pub up_to: Option<u64>,
+    pub unit_micros: i64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -460,6 +482,14 @@ fn validate_plan(p: &PlanConfig, models: &BTreeMap<String, Arc<ModelSpec>>) -> R
     if p.overage.query_micros < 0 || p.overage.token_micros_per_1k < 0 {
         return Err(bad("overage prices must not be negative".into()));
     }
+    for (m, price) in &p.overage.model_token_micros_per_1k {
+        if !p.models.contains(m) {
+            return Err(bad(format!("overage.model_token_micros_per_1k names {m:?}, which the plan does not offer")));
+        }
+        if *price < 0 {
+            return Err(bad("overage prices must not be negative".into()));
+        }
+    }
     Ok(Plan {
         name: p.name.clone(),
         price: Cents(p.price_cents),
@@ -470,7 +500,7 @@ fn validate_plan(p: &PlanConfig, models: &BTreeMap<String, Arc<ModelSpec>>) -> R
         default_retrieval_mode: default_mode,
         quotas: p.quotas,
         included: p.included,
-        overage: p.overage,
+        overage: p.overage.clone(),
     })
 }
 
@@ -568,7 +598,7 @@ pub fn builtin_plans() -> Vec<PlanConfig> {
                     requests_per_minute: 300,
                 },
                 Included { queries: 10_000, tokens: 5_000_000 },
-                Overage { query_micros: 2_000, token_micros_per_1k: 100 },
+                Overage { query_micros: 2_000, token_micros_per_1k: 100, ..Overage::default() },
             ),
             &["basic", "advanced"],
             "basic",
@@ -587,7 +617,7 @@ pub fn builtin_plans() -> Vec<PlanConfig> {
                     requests_per_minute: 600,
                 },
                 Included { queries: 50_000, tokens: 10_000_000 },
-                Overage { query_micros: 2_000, token_micros_per_1k: 100 },
+                Overage { query_micros: 2_000, token_micros_per_1k: 100, ..Overage::default() },
             ),
             &["basic", "advanced", "agentic"],
             "basic",

@@ -85,6 +85,10 @@ impl Services {
     /// search root.
     pub async fn start(mut config: Config) -> Result<Self, StartError> {
         let catalog = config.catalog()?;
+        for plan in catalog.plans() {
+            tenantry_billing::rating::Pricing::from_plan(plan)
+                .map_err(|e| ConfigError::Invalid(format!("plan {:?} prices: {e}", plan.name)))?;
+        }
         let stripe = payment_provider(&mut config)?;
         let period = PeriodKind::parse(&config.billing.period).ok_or_else(|| {
             ConfigError::Invalid(format!("billing.period {:?}: use \"month\" or \"day\"", config.billing.period))

@@ -16,7 +16,7 @@ async fn a_closed_period_bills_the_ledgers_overage_and_the_next_base_price() {
         plan.name = "metered".into();
         plan.price_cents = 1_000;
         plan.included = Included { queries: 2, tokens: 100 };
-        plan.overage = Overage { query_micros: 2_000, token_micros_per_1k: 100 };
+        plan.overage = Overage { query_micros: 2_000, token_micros_per_1k: 100, ..Overage::default() };
         c.plans.push(plan);
         c.server.operator_token = OP.into();
     })
@@ -102,4 +102,73 @@ async fn a_closed_period_bills_the_ledgers_overage_and_the_next_base_price() {
     let actions: Vec<&str> =
         audit["entries"].as_array().expect("entries").iter().filter_map(|e| e["action"].as_str()).collect();
     assert!(actions.contains(&"invoice.opened") && actions.contains(&"invoice.payment_reported"), "{actions:?}");
+}
+
+#[tokio::test]
+async fn graduated_tiers_and_per_model_token_prices_from_the_configuration() {
+    use tenantry_domain::config::PriceTier;
+    let app = spawn_app_with(|c| {
+        let mut plan: PlanConfig = c.plans.iter().find(|p| p.name == "trial").expect("trial").clone();
+        plan.name = "tiered".into();
+        plan.price_cents = 0;
+        plan.included = Included { queries: 0, tokens: 0 };
+        plan.overage = Overage {
+            query_tiers: vec![
+                PriceTier { up_to: Some(2), unit_micros: 10_000 },
+                PriceTier { up_to: None, unit_micros: 5_000 },
+            ],
+            model_token_micros_per_1k: [("local-small".to_owned(), 1_000_000)].into_iter().collect(),
+            ..Overage::default()
+        };
+        c.plans.push(plan);
+        c.server.operator_token = OP.into();
+    })
+    .await;
+    let t = app.signup("tiers@billing.test", "tiered").await;
+    app.upload_text(&t.key, "Policy", "Refunds are issued within 14 days.").await;
+    for _ in 0..5 {
+        app.query(&t.key, "How long do refunds take?").await;
+    }
+    let usage = app.usage(&t.key).await;
+    let tokens = usage["totals"]["prompt_tokens"].as_i64().expect("n")
+        + usage["totals"]["completion_tokens"].as_i64().expect("n");
+    let made: Value = app
+        .client
+        .post(app.url("/admin/billing/close-period"))
+        .bearer_auth(OP)
+        .send()
+        .await
+        .expect("close")
+        .json()
+        .await
+        .expect("json");
+    let lines = made["invoices"][0]["lines"].as_array().expect("lines").clone();
+    // Queries: the first 2 at 1 cent, the other 3 at 0.5 cent (1.5 → 2 cents, half away from zero).
+    let queries: Vec<(u64, i64)> = lines
+        .iter()
+        .filter(|l| l["meter"] == "queries")
+        .map(|l| (l["quantity"].as_u64().expect("q"), l["amount_cents"].as_i64().expect("a")))
+        .collect();
+    assert_eq!(queries, [(2, 2), (3, 2)]);
+    // Tokens at local-small's own price, 1 dollar per 1,000: the ledger's tokens / 10 cents, rounded.
+    let token_line = lines.iter().find(|l| l["meter"] == "tokens").expect("tokens line");
+    assert_eq!(token_line["model"], "local-small");
+    assert_eq!(token_line["quantity"].as_i64(), Some(tokens));
+    assert_eq!(token_line["amount_cents"].as_i64(), Some((tokens + 5) / 10));
+    let sum: i64 = lines.iter().filter_map(|l| l["amount_cents"].as_i64()).sum();
+    assert_eq!(made["invoices"][0]["total_cents"].as_i64(), Some(sum));
+}
+
+#[tokio::test]
+async fn bad_price_tiers_stop_the_service_at_start() {
+    use tenantry_domain::config::PriceTier;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut config = tenantry_domain::Config::builtin();
+    config.server.data_dir = dir.path().to_owned();
+    let plan = config.plans.iter_mut().find(|p| p.name == "starter").expect("starter");
+    // Tiers must rise and end open-ended.
+    plan.overage.query_tiers =
+        vec![PriceTier { up_to: Some(10), unit_micros: 1 }, PriceTier { up_to: Some(5), unit_micros: 1 }];
+    let err = tenantry_service::Services::start(config).await.err().expect("refused");
+    assert!(err.to_string().contains("starter"), "{err}");
 }

@@ -180,7 +180,7 @@ async fn an_early_close_and_the_scheduled_close_bill_every_query_once() {
         let mut plan: PlanConfig = c.plans.iter().find(|p| p.name == "starter").expect("starter").clone();
         plan.name = "metered".into();
         plan.included = Included { queries: 1, tokens: 10_000_000 };
-        plan.overage = Overage { query_micros: 20_000, token_micros_per_1k: 0 };
+        plan.overage = Overage { query_micros: 20_000, token_micros_per_1k: 0, ..Overage::default() };
         c.plans.push(plan);
     })
     .await;
