@@ -351,6 +351,11 @@ impl Plan {
     pub fn allows_mode(&self, mode: RetrievalMode) -> bool {
         self.retrieval_modes.contains(&mode)
     }
+
+    /// Whether a tenant on this plan needs a vector index: it offers a mode that searches vectors.
+    pub fn needs_vectors(&self) -> bool {
+        self.retrieval_modes.iter().any(|m| *m != RetrievalMode::Basic)
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]

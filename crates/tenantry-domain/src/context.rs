@@ -21,6 +21,9 @@ pub struct TenantContext {
     pub system_prompt: Arc<str>,
     /// Bumped by every change to plan, model, prompt or mode; the context is a snapshot of one version.
     pub config_version: i64,
+    /// Whether new documents are embedded too: the plan (or a plan change waiting for its vector index)
+    /// offers a mode that searches vectors.
+    pub index_vectors: bool,
     pub period: BillingPeriod,
     pub key_id: ApiKeyId,
     pub scopes: Scopes,

@@ -27,6 +27,7 @@ pub fn context(tenant: TenantId) -> TenantContext {
         model,
         system_prompt: Arc::from(""),
         config_version: 1,
+        index_vectors: true,
         period: BillingPeriod::containing(Timestamp(0), Timestamp(0), PeriodKind::Month),
         key_id: ApiKeyId::generate(),
         scopes: Scopes::ALL,

@@ -87,14 +87,18 @@ impl SearchIndexes {
     }
 
     fn namespace(&self, ctx: &TenantContext) -> Result<Arc<Namespace>> {
+        self.namespace_of(&ctx.tenant_id)
+    }
+
+    fn namespace_of(&self, tenant: &TenantId) -> Result<Arc<Namespace>> {
         let mut cache = self.open.lock();
         cache.tick += 1;
         let tick = cache.tick;
-        if let Some((ns, last)) = cache.entries.get_mut(&ctx.tenant_id) {
+        if let Some((ns, last)) = cache.entries.get_mut(tenant) {
             *last = tick;
             return Ok(ns.clone());
         }
-        let dir = self.dir(&ctx.tenant_id);
+        let dir = self.dir(tenant);
         let ns = Arc::new(Namespace {
             lexical: LexicalIndex::open_or_create(&dir.join("lexical"))?,
             vectors: VectorIndex::open_or_create(
@@ -109,26 +113,49 @@ impl SearchIndexes {
                 cache.entries.remove(&oldest);
             }
         }
-        cache.entries.insert(ctx.tenant_id.clone(), (ns.clone(), tick));
+        cache.entries.insert(tenant.clone(), (ns.clone(), tick));
         Ok(ns)
     }
 
-    /// Indexes a document's chunks in both indexes, durably; visible to the next search. Each chunk is
-    /// embedded as its title, heading and text, the same fields BM25 sees.
+    /// Indexes a document's chunks, durably; visible to the next search. Lexically always; in the vector index
+    /// too when `with_vectors` (the tenant's plan offers a mode that searches vectors), each chunk embedded as
+    /// its title, heading and text, the same fields BM25 sees.
     pub fn add_document(
         &self,
         ctx: &TenantContext,
         document: &DocumentId,
         title: &str,
         chunks: &[ChunkToIndex],
+        with_vectors: bool,
     ) -> Result<()> {
         let ns = self.namespace(ctx)?;
-        let vectors: Vec<(String, Vec<f32>)> = chunks
+        ns.lexical.add(document, title, chunks)?;
+        if with_vectors {
+            ns.vectors.add(document, &self.embed_chunks(title, chunks))?;
+        }
+        Ok(())
+    }
+
+    fn embed_chunks(&self, title: &str, chunks: &[ChunkToIndex]) -> Vec<(String, Vec<f32>)> {
+        chunks
             .iter()
             .map(|c| (c.chunk_id.clone(), self.embedder.embed(&format!("{title}\n{}\n{}", c.heading, c.text))))
-            .collect();
-        ns.lexical.add(document, title, chunks)?;
-        ns.vectors.add(document, &vectors)
+            .collect()
+    }
+
+    /// (Re)builds a tenant's vectors for one document, replacing any it had: the background job that
+    /// prepares a tenant for a plan with vector retrieval. Not reachable from a request (the tenant comes from
+    /// the job, which the tenant's own plan change created).
+    pub fn index_vectors(
+        &self,
+        tenant: &TenantId,
+        document: &DocumentId,
+        title: &str,
+        chunks: &[ChunkToIndex],
+    ) -> Result<()> {
+        let ns = self.namespace_of(tenant)?;
+        ns.vectors.delete(document)?;
+        ns.vectors.add(document, &self.embed_chunks(title, chunks))
     }
 
     pub fn delete_document(&self, ctx: &TenantContext, document: &DocumentId) -> Result<()> {
@@ -208,8 +235,8 @@ mod tests {
         let indexes = SearchIndexes::new(dir.path(), 1); // capacity 1 also exercises eviction
         let (a, b) = (context(TenantId::generate()), context(TenantId::generate()));
         let (da, db) = (DocumentId::generate(), DocumentId::generate());
-        indexes.add_document(&a, &da, "A policy", &[chunk("a:0", "Refunds are issued within 14 days.")])?;
-        indexes.add_document(&b, &db, "B policy", &[chunk("b:0", "Refunds are never issued.")])?;
+        indexes.add_document(&a, &da, "A policy", &[chunk("a:0", "Refunds are issued within 14 days.")], true)?;
+        indexes.add_document(&b, &db, "B policy", &[chunk("b:0", "Refunds are never issued.")], true)?;
         let hits_a = indexes.search(&a, "refunds issued", 10)?;
         let hits_b = indexes.search(&b, "refunds issued", 10)?;
         assert_eq!(hits_a.iter().map(|h| &h.document_id).collect::<Vec<_>>(), [&da]);
@@ -224,7 +251,7 @@ mod tests {
         let indexes = SearchIndexes::new(dir.path(), 8);
         let ctx = context(TenantId::generate());
         let d = DocumentId::generate();
-        indexes.add_document(&ctx, &d, "Doc", &[chunk("c:0", "stemming works for refunding")])?;
+        indexes.add_document(&ctx, &d, "Doc", &[chunk("c:0", "stemming works for refunding")], true)?;
         assert_eq!(indexes.search(&ctx, "refunds", 5)?.len(), 1, "stemmed match");
         assert!(indexes.search(&ctx, "the of and", 5)?.is_empty(), "stop words alone match nothing");
         indexes.delete_document(&ctx, &d)?;
@@ -239,8 +266,14 @@ mod tests {
         let indexes = SearchIndexes::new(dir.path(), 8);
         let ctx = context(TenantId::generate());
         let (a, b) = (DocumentId::generate(), DocumentId::generate());
-        indexes.add_document(&ctx, &a, "Refunds", &[chunk("a:0", "Refunds are paid by bank transfer.")])?;
-        indexes.add_document(&ctx, &b, "Payments", &[chunk("b:0", "A bank transfer settles in two business days.")])?;
+        indexes.add_document(&ctx, &a, "Refunds", &[chunk("a:0", "Refunds are paid by bank transfer.")], true)?;
+        indexes.add_document(
+            &ctx,
+            &b,
+            "Payments",
+            &[chunk("b:0", "A bank transfer settles in two business days.")],
+            true,
+        )?;
         assert_eq!(indexes.search(&ctx, "refunds", 10)?.len(), 1);
         let expanded = indexes.search_expanded(&ctx, "refunds", 10)?;
         let docs: Vec<_> = expanded.iter().map(|h| &h.document_id).collect();

@@ -134,9 +134,10 @@ impl Services {
             .collect();
         let search = self.search().clone();
         let (index_ctx, index_doc, index_title) = (ctx.clone(), doc_id.clone(), title.clone());
-        let indexed =
-            tokio::task::spawn_blocking(move || search.add_document(&index_ctx, &index_doc, &index_title, &to_index))
-                .await;
+        let indexed = tokio::task::spawn_blocking(move || {
+            search.add_document(&index_ctx, &index_doc, &index_title, &to_index, index_ctx.index_vectors)
+        })
+        .await;
         if let Err(e) = indexed.map_err(ServiceError::from).and_then(|r| r.map_err(ServiceError::from)) {
             remove_blob(&blob).await;
             return Err(e);
@@ -167,6 +168,11 @@ impl Services {
                 Err(e.into())
             }
         }
+    }
+
+    /// Chunks with vectors in the tenant's index (diagnostics: zero on a plan without vector retrieval).
+    pub fn vector_count(&self, ctx: &TenantContext) -> ServiceResult<usize> {
+        Ok(self.search().vector_count(ctx)?)
     }
 
     pub async fn list_documents(&self, ctx: &TenantContext) -> ServiceResult<Vec<DocumentView>> {

@@ -144,7 +144,10 @@ impl Services {
         };
         let retrieval_mode =
             if plan.allows_mode(tenant.retrieval_mode) { tenant.retrieval_mode } else { plan.default_retrieval_mode };
+        let pending_needs_vectors =
+            tenant.pending_plan.as_deref().and_then(|p| self.catalog().plan(p)).is_some_and(|p| p.needs_vectors());
         Ok(TenantContext {
+            index_vectors: plan.needs_vectors() || pending_needs_vectors,
             tenant_id: tenant.id.clone(),
             organization: tenant.organization.clone(),
             state: tenant.state,

@@ -46,6 +46,8 @@ pub enum Job {
     Export { tenant_id: TenantId, export_id: String },
     /// Delete an export's archive when it expires.
     ExpireExport { tenant_id: TenantId, export_id: String },
+    /// Build the vector index a pending plan needs, then switch the tenant to it.
+    SwitchPlan { tenant_id: TenantId, plan: String },
 }
 
 impl Job {
@@ -62,6 +64,7 @@ impl Job {
             Self::RetentionErasure { .. } => "retention_erasure",
             Self::Export { .. } => "export",
             Self::ExpireExport { .. } => "expire_export",
+            Self::SwitchPlan { .. } => "switch_plan",
         }
     }
 
@@ -77,7 +80,8 @@ impl Job {
             | Self::WinBackOffer { tenant_id, .. }
             | Self::RetentionErasure { tenant_id, .. }
             | Self::Export { tenant_id, .. }
-            | Self::ExpireExport { tenant_id, .. } => tenant_id,
+            | Self::ExpireExport { tenant_id, .. }
+            | Self::SwitchPlan { tenant_id, .. } => tenant_id,
         }
     }
 
@@ -99,6 +103,8 @@ impl Job {
             }
             Self::Export { export_id, .. } => format!("export:{export_id}"),
             Self::ExpireExport { export_id, .. } => format!("expire_export:{export_id}"),
+            // One per change: a later change to the same plan is a new job.
+            Self::SwitchPlan { tenant_id, plan } => format!("switch_plan:{tenant_id}:{plan}:{}", JobId::generate()),
         }
     }
 
@@ -263,6 +269,7 @@ impl Services {
             }
             Job::Export { tenant_id, export_id } => self.build_export(tenant_id, export_id).await,
             Job::ExpireExport { tenant_id, export_id } => self.expire_export(tenant_id, export_id).await,
+            Job::SwitchPlan { tenant_id, plan } => self.switch_plan(tenant_id, plan).await,
         }
     }
 

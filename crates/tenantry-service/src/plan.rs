@@ -40,6 +40,10 @@ pub struct PlanChanged {
     /// its default.
     pub config: TenantConfig,
     pub config_version: i64,
+    /// Set when the change waits for background work (a plan with vector retrieval needs the tenant's vector
+    /// index built first): the tenant stays on `plan` until the switch, answered `202`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_plan: Option<String>,
 }
 
 /// What the change adds to the tenant's next invoice.
@@ -89,12 +93,113 @@ impl Services {
             .ok_or_else(|| ServiceError::internal(format!("tenant plan {:?} is not in the catalogue", tenant.plan)))?
             .clone();
         let currency = self.config().billing.currency.clone();
+        if tenant.pending_plan.is_some() {
+            return Err(ServiceError::new(
+                ErrorCode::TransitionInProgress,
+                "a plan change is in progress (its vector index is being built); retry when it is done",
+            )
+            .retry_after(1));
+        }
         if old.name == new.name {
             return Ok(changed(&tenant, &old.name, ProrationView::zero(&currency)));
         }
+        if new.needs_vectors() && !old.needs_vectors() && !self.store().documents(&tenant.id).await?.is_empty() {
+            return self.start_background_plan_change(ctx, &tenant, &new.name).await;
+        }
+        let request_id = ctx.request_id.to_string();
+        self.apply_plan_change(&tenant, &old, &new, Actor::Tenant(ctx), &request_id).await
+    }
 
+    /// A change to a plan that searches vectors, for a tenant whose plan did not (so its documents have no
+    /// vectors): marked pending and handed to a job, in one transaction. The tenant keeps being served on its
+    /// current plan; documents it uploads meanwhile are embedded at once.
+    async fn start_background_plan_change(
+        &self,
+        ctx: &TenantContext,
+        tenant: &TenantRow,
+        plan: &str,
+    ) -> ServiceResult<PlanChanged> {
         let now = self.clock().now();
-        let (lines, proration) = self.plan_change_lines(&tenant, &old, &new, now, &currency).await?;
+        let job = Job::SwitchPlan { tenant_id: tenant.id.clone(), plan: plan.to_owned() }.at(now);
+        self.store().begin_plan_change(&tenant.id, plan, tenant.config_version, &job, now).await.map_err(
+            |e| match e {
+                StoreError::Concurrent => ServiceError::new(
+                    ErrorCode::TransitionInProgress,
+                    "another change to the tenant is in progress; read it again and retry",
+                )
+                .retry_after(1),
+                other => other.into(),
+            },
+        )?;
+        self.wake_jobs();
+        tracing::info!(tenant_id = %tenant.id, from = %tenant.plan, to = plan, "plan change waits for the vector index");
+        let detail = json!({"from": tenant.plan, "to": plan, "waits_for": "vector index"});
+        let request_id = ctx.request_id.to_string();
+        self.audit(
+            Actor::Tenant(ctx),
+            Some(&tenant.id),
+            "plan.change_started",
+            tenant.id.as_str(),
+            detail,
+            &request_id,
+        )
+        .await;
+        let row = self.store().tenant(&tenant.id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        Ok(changed(&row, &tenant.plan, ProrationView::zero(&self.config().billing.currency)))
+    }
+
+    /// The `SwitchPlan` job: embeds every document of the tenant into its vector index (replacing any partial
+    /// work of an earlier attempt), then applies the change as of now, proration included. Moot if the change
+    /// is no longer pending; abandoned if the tenant stopped being served.
+    pub(crate) async fn switch_plan(&self, tenant_id: &tenantry_domain::TenantId, plan: &str) -> ServiceResult<()> {
+        let Some(tenant) = self.store().tenant(tenant_id).await? else { return Ok(()) };
+        if tenant.pending_plan.as_deref() != Some(plan) {
+            return Ok(());
+        }
+        if !crate::lifecycle::billable(tenant.state) {
+            self.store().abandon_plan_change(tenant_id, self.clock().now()).await?;
+            return Ok(());
+        }
+        let (Some(old), Some(new)) = (self.catalog().plan(&tenant.plan).cloned(), self.catalog().plan(plan).cloned())
+        else {
+            self.store().abandon_plan_change(tenant_id, self.clock().now()).await?;
+            return Ok(());
+        };
+        for doc in self.store().documents(tenant_id).await? {
+            let chunks: Vec<tenantry_search::ChunkToIndex> = self
+                .store()
+                .chunks(tenant_id, &doc.id)
+                .await?
+                .into_iter()
+                .map(|c| tenantry_search::ChunkToIndex {
+                    chunk_id: c.id.to_string(),
+                    ordinal: c.ordinal.max(0) as u64,
+                    heading: c.heading,
+                    page: c.page.map(|p| p.max(0) as u64),
+                    text: c.text,
+                })
+                .collect();
+            let (search, tenant, document, title) =
+                (self.search().clone(), tenant_id.clone(), doc.id.clone(), doc.title);
+            tokio::task::spawn_blocking(move || search.index_vectors(&tenant, &document, &title, &chunks)).await??;
+        }
+        self.apply_plan_change(&tenant, &old, &new, Actor::System, "").await.map(drop)
+    }
+
+    /// Applies a change from `old` to `new` now: plan, model and mode the new plan allows, proration items,
+    /// one transaction (see the module's rules).
+    async fn apply_plan_change(
+        &self,
+        tenant: &TenantRow,
+        old: &Plan,
+        new: &Plan,
+        actor: Actor<'_>,
+        request_id: &str,
+    ) -> ServiceResult<PlanChanged> {
+        let currency = self.config().billing.currency.clone();
+        let tenant = tenant.clone();
+        let now = self.clock().now();
+        let (lines, proration) = self.plan_change_lines(&tenant, old, new, now, &currency).await?;
         let model = if new.allows_model(&tenant.model) { tenant.model.clone() } else { new.default_model.clone() };
         let retrieval_mode =
             if new.allows_mode(tenant.retrieval_mode) { tenant.retrieval_mode } else { new.default_retrieval_mode };
@@ -144,8 +249,7 @@ impl Services {
             "retrieval_mode": row.retrieval_mode.as_str(),
             "config_version": row.config_version,
         });
-        let request_id = ctx.request_id.to_string();
-        self.audit(Actor::Tenant(ctx), Some(&tenant.id), "plan.changed", tenant.id.as_str(), detail, &request_id).await;
+        self.audit(actor, Some(&tenant.id), "plan.changed", tenant.id.as_str(), detail, request_id).await;
         Ok(changed(&row, &old.name, proration))
     }
 
@@ -226,6 +330,7 @@ fn changed(row: &TenantRow, previous: &str, proration: ProrationView) -> PlanCha
             system_prompt: row.system_prompt.clone(),
         },
         config_version: row.config_version,
+        pending_plan: row.pending_plan.clone(),
     }
 }
 

@@ -39,6 +39,8 @@ pub struct TenantRow {
     pub billing_anchor: Timestamp,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// A plan change waiting for background work; the tenant is still on `plan` meanwhile.
+    pub pending_plan: Option<String>,
 }
 
 /// A change to a tenant's configuration; `None` keeps the current value.
@@ -68,7 +70,7 @@ pub struct PlanChange {
 }
 
 const TENANT_COLUMNS: &str = "id, email, organization, plan, state, state_version, model, retrieval_mode, \
-     system_prompt, config_version, billing_anchor, created_at, updated_at";
+     system_prompt, config_version, billing_anchor, created_at, updated_at, pending_plan";
 
 fn tenant_from_row(row: &AnyRow) -> Result<TenantRow> {
     let state: String = row.try_get("state")?;
@@ -88,6 +90,7 @@ fn tenant_from_row(row: &AnyRow) -> Result<TenantRow> {
         billing_anchor: Timestamp(row.try_get("billing_anchor")?),
         created_at: Timestamp(row.try_get("created_at")?),
         updated_at: Timestamp(row.try_get("updated_at")?),
+        pending_plan: row.try_get("pending_plan")?,
     })
 }
 
@@ -197,7 +200,7 @@ impl Store {
     pub async fn change_plan(&self, id: &TenantId, change: &PlanChange, now: Timestamp) -> Result<TenantRow> {
         let mut tx = self.write.begin().await?;
         let sql = format!(
-            "UPDATE tenants SET plan = $1, model = $2, retrieval_mode = $3, \
+            "UPDATE tenants SET plan = $1, model = $2, retrieval_mode = $3, pending_plan = NULL, \
              config_version = config_version + 1, updated_at = $4 \
              WHERE id = $5 AND config_version = $6 AND state_version = $7 \
              AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.tenant_id = $5 AND jobs.kind = $8 \
@@ -232,6 +235,45 @@ impl Store {
         }
         tx.commit().await?;
         Ok(row)
+    }
+
+    /// Marks a plan change as waiting for background work and enqueues that work, in one transaction; only if
+    /// the config did not change since the caller read it and no other change is waiting (else `Concurrent`).
+    pub async fn begin_plan_change(
+        &self,
+        id: &TenantId,
+        plan: &str,
+        expected_config_version: i64,
+        job: &NewJob,
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let done = sqlx::query(
+            "UPDATE tenants SET pending_plan = $1, updated_at = $2 \
+             WHERE id = $3 AND config_version = $4 AND pending_plan IS NULL",
+        )
+        .bind(plan)
+        .bind(now.0)
+        .bind(id.as_str())
+        .bind(expected_config_version)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Concurrent);
+        }
+        enqueue_in(&mut tx, job, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Gives up a waiting plan change (its work failed for good, or the tenant left a served state).
+    pub async fn abandon_plan_change(&self, id: &TenantId, now: Timestamp) -> Result<()> {
+        sqlx::query("UPDATE tenants SET pending_plan = NULL, updated_at = $1 WHERE id = $2")
+            .bind(now.0)
+            .bind(id.as_str())
+            .execute(&self.write)
+            .await?;
+        Ok(())
     }
 
     /// Moves the tenant through the lifecycle table, records the transition as an event and enqueues

@@ -229,6 +229,8 @@ pub struct PlanBody {
 #[utoipa::path(post, path = "/v1/plan", tag = "tenant", security(("bearer" = [])), request_body = PlanBody,
     responses(
         (status = 200, body = PlanChanged),
+        (status = 202, description = "The new plan needs the tenant's vector index built first: served on the old \
+            plan until a job switches it (`pending_plan`)", body = PlanChanged),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`invalid_transition` (not allowed in the tenant's state) or \
             `transition_in_progress` (another change won; retry)", body = Problem, content_type = "application/problem+json"),
@@ -245,7 +247,8 @@ pub async fn change_plan(
     let ctx = tenant(&s, &headers, rid, EndpointClass::TenantInfo, Scope::Admin).await?;
     let changed = s.change_plan(&ctx, &body.plan).await?;
     let ctx = s.refresh_context(&ctx).await?;
-    with_quota(&s, &ctx, StatusCode::OK, changed).await
+    let status = if changed.pending_plan.is_some() { StatusCode::ACCEPTED } else { StatusCode::OK };
+    with_quota(&s, &ctx, status, changed).await
 }
 
 // ---- documents ----------------------------------------------------------------------------------------

@@ -383,3 +383,67 @@ async fn the_openapi_document_describes_plan_changes() {
     }
     assert!(spec["components"]["schemas"]["PlanChanged"]["properties"]["proration"].is_object());
 }
+
+/// A plan without vector retrieval keeps no vectors; moving to one with it answers 202, keeps serving on the
+/// old plan while a job builds the vector index, refuses another change meanwhile, then switches. Driven at
+/// the service layer without the background worker, so the pending window is deterministic.
+#[tokio::test]
+async fn a_change_that_needs_a_vector_index_answers_202_and_switches_when_the_index_is_built() {
+    use tenantry_domain::lifecycle::EndpointClass;
+    use tenantry_domain::{RequestId, RetrievalMode};
+    use tenantry_service::documents::Upload;
+    use tenantry_service::gateway::Scope;
+    use tenantry_service::Services;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let mut config = Config::builtin();
+    config.server.data_dir = dir.path().to_owned();
+    let mut lexical = plan("lexical", 0, 1_000);
+    lexical.retrieval_modes = vec!["basic".into()];
+    configure(&mut config, vec![lexical, plan("hybrid", 0, 1_000)]);
+    let services = Services::start(config).await.expect("start");
+    let signup = services
+        .signup(tenantry_service::tenants::SignupRequest {
+            email: "vectors@plan.test".into(),
+            organization: "Vectors".into(),
+            plan: "lexical".into(),
+        })
+        .await
+        .expect("signup");
+    let ctx = || async {
+        services
+            .authenticate(Some(&signup.api_key), RequestId::generate(), EndpointClass::Service, Scope::Admin)
+            .await
+            .expect("authenticated")
+    };
+    let upload = |title: &str, text: &str| Upload {
+        title: Some(title.into()),
+        file_name: None,
+        content_type: Some("text/plain".into()),
+        bytes: text.as_bytes().to_vec(),
+    };
+    let c = ctx().await;
+    assert!(!c.index_vectors, "a basic-only plan keeps no vectors");
+    services.upload_document(&c, upload("Refunds", "Refunds are issued within 14 days.")).await.expect("upload");
+    assert_eq!(services.vector_count(&c).expect("count"), 0);
+
+    let pending = services.change_plan(&c, "hybrid").await.expect("change");
+    assert_eq!((pending.plan.as_str(), pending.pending_plan.as_deref()), ("lexical", Some("hybrid")));
+    let c = ctx().await;
+    assert_eq!(c.plan.name, "lexical", "still served on the old plan");
+    assert!(c.index_vectors, "documents uploaded meanwhile are embedded at once");
+    let again = services.change_plan(&c, "lexical").await.expect_err("refused");
+    assert_eq!(again.code, tenantry_domain::ErrorCode::TransitionInProgress);
+
+    // The job builds the index and switches.
+    services.drain_jobs().await.expect("jobs");
+    let c = ctx().await;
+    assert_eq!(c.plan.name, "hybrid");
+    let row = services.store().tenant(&c.tenant_id).await.expect("read").expect("tenant");
+    assert_eq!(row.pending_plan, None);
+    assert!(services.vector_count(&c).expect("count") > 0, "the document has vectors now");
+    let hybrid = tenantry_domain::TenantContext { retrieval_mode: RetrievalMode::Advanced, ..c.clone() };
+    let hits = services.retrieve(&hybrid, "refunds issued", 5).await.expect("retrieve");
+    assert!(!hits.is_empty());
+    services.shutdown().await;
+}
