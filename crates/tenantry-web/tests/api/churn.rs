@@ -69,7 +69,25 @@ async fn post(app: &TestApp, key: &str, path: &str) -> reqwest::Response {
 
 #[tokio::test]
 async fn activation_milestones_and_nudges_come_at_the_right_times() {
-    let app = spawn_app_with(test_clock).await;
+    activation_milestones_and_nudges_come_at_the_right_times_on(None).await;
+}
+
+#[tokio::test]
+async fn activation_milestones_and_nudges_come_at_the_right_times_on_postgres() {
+    match crate::helpers::fresh_postgres_database().await {
+        Some(url) => activation_milestones_and_nudges_come_at_the_right_times_on(Some(url)).await,
+        None => eprintln!("TENANTRY_TEST_POSTGRES_URL not set: PostgreSQL variant skipped"),
+    }
+}
+
+async fn activation_milestones_and_nudges_come_at_the_right_times_on(database_url: Option<String>) {
+    let app = spawn_app_with(move |c| {
+        test_clock(c);
+        if let Some(url) = database_url {
+            c.database.url = url;
+        }
+    })
+    .await;
     let slow = app.signup("slow@churn.test", "trial").await;
     let quick = app.signup("quick@churn.test", "trial").await;
     app.upload_text(&quick.key, "Refunds", "Refunds are issued within 14 days.").await;
@@ -121,7 +139,25 @@ async fn activation_milestones_and_nudges_come_at_the_right_times() {
 
 #[tokio::test]
 async fn a_cancelled_tenant_gets_win_back_offers_and_comes_back_with_the_discount() {
-    let app = spawn_app_with(test_clock).await;
+    a_cancelled_tenant_gets_win_back_offers_and_comes_back_with_the_discount_on(None).await;
+}
+
+#[tokio::test]
+async fn a_cancelled_tenant_gets_win_back_offers_and_comes_back_with_the_discount_on_postgres() {
+    match crate::helpers::fresh_postgres_database().await {
+        Some(url) => a_cancelled_tenant_gets_win_back_offers_and_comes_back_with_the_discount_on(Some(url)).await,
+        None => eprintln!("TENANTRY_TEST_POSTGRES_URL not set: PostgreSQL variant skipped"),
+    }
+}
+
+async fn a_cancelled_tenant_gets_win_back_offers_and_comes_back_with_the_discount_on(database_url: Option<String>) {
+    let app = spawn_app_with(move |c| {
+        test_clock(c);
+        if let Some(url) = database_url {
+            c.database.url = url;
+        }
+    })
+    .await;
     let t = app.signup("leaver@churn.test", "starter").await;
     app.upload_text(&t.key, "Refunds", "Refunds are issued within 14 days.").await;
 

@@ -69,7 +69,25 @@ async fn wait_for_state(app: &TestApp, key: &str, want: &str, within: Duration) 
 
 #[tokio::test]
 async fn a_paying_tenants_month_signup_close_dunning_suspension_and_reactivation() {
-    let app = spawn_app_with(test_clock).await;
+    a_paying_tenants_month_signup_close_dunning_suspension_and_reactivation_on(None).await;
+}
+
+#[tokio::test]
+async fn a_paying_tenants_month_signup_close_dunning_suspension_and_reactivation_on_postgres() {
+    match crate::helpers::fresh_postgres_database().await {
+        Some(url) => a_paying_tenants_month_signup_close_dunning_suspension_and_reactivation_on(Some(url)).await,
+        None => eprintln!("TENANTRY_TEST_POSTGRES_URL not set: PostgreSQL variant skipped"),
+    }
+}
+
+async fn a_paying_tenants_month_signup_close_dunning_suspension_and_reactivation_on(database_url: Option<String>) {
+    let app = spawn_app_with(move |c| {
+        test_clock(c);
+        if let Some(url) = database_url {
+            c.database.url = url;
+        }
+    })
+    .await;
 
     // A paid plan waits for its first invoice to be paid; nothing but GET /v1/tenant is served meanwhile.
     let r = app

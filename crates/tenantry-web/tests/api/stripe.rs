@@ -156,9 +156,12 @@ async fn stripe(State(fake): State<FakeStripe>, uri: Uri, headers: HeaderMap, bo
     reply(answer)
 }
 
-async fn stripe_app(base: &str) -> TestApp {
+async fn stripe_app(base: &str, database_url: Option<String>) -> TestApp {
     let base = base.to_owned();
     spawn_app_with(move |c| {
+        if let Some(url) = database_url {
+            c.database.url = url;
+        }
         c.server.clock = "test".into();
         c.server.operator_token = OP.into();
         c.billing.provider = "stripe".into();
@@ -220,8 +223,20 @@ async fn advance(app: &TestApp, days: i64) {
 
 #[tokio::test]
 async fn stripe_checkout_webhooks_and_charges_carry_a_paying_tenant() {
+    stripe_checkout_webhooks_and_charges_carry_a_paying_tenant_on(None).await;
+}
+
+#[tokio::test]
+async fn stripe_checkout_webhooks_and_charges_carry_a_paying_tenant_on_postgres() {
+    match crate::helpers::fresh_postgres_database().await {
+        Some(url) => stripe_checkout_webhooks_and_charges_carry_a_paying_tenant_on(Some(url)).await,
+        None => eprintln!("TENANTRY_TEST_POSTGRES_URL not set: PostgreSQL variant skipped"),
+    }
+}
+
+async fn stripe_checkout_webhooks_and_charges_carry_a_paying_tenant_on(database_url: Option<String>) {
     let (fake, base) = FakeStripe::start().await;
-    let app = stripe_app(&base).await;
+    let app = stripe_app(&base, database_url).await;
 
     // A paid signup gets a Checkout URL; the session names the tenant and the first invoice's amount.
     let r = app
@@ -314,7 +329,7 @@ async fn stripe_checkout_webhooks_and_charges_carry_a_paying_tenant() {
 #[tokio::test]
 async fn webhooks_reject_forgeries_and_acknowledge_what_they_ignore() {
     let (_fake, base) = FakeStripe::start().await;
-    let app = stripe_app(&base).await;
+    let app = stripe_app(&base, None).await;
     let mut inv = fixture("invoice");
     inv["metadata"] = json!({"tenant_id": "ten_0190f0a1b2c3d4e5f60718293a4b5c6d"});
     let payload = event("evt_unknown_tenant", "invoice.paid", now_secs(), inv);
@@ -361,7 +376,7 @@ async fn webhooks_reject_forgeries_and_acknowledge_what_they_ignore() {
 #[tokio::test]
 async fn a_stripe_outage_at_signup_leaves_nothing_behind() {
     let (fake, base) = FakeStripe::start().await;
-    let app = stripe_app(&base).await;
+    let app = stripe_app(&base, None).await;
     fake.down.store(true, Ordering::SeqCst);
     let body = json!({"email": "retry@stripe.test", "organization": "Retry Co", "plan": "pro"});
     let r = app.client.post(app.url("/v1/signup")).json(&body).send().await.expect("signup");
