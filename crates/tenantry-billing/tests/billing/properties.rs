@@ -85,6 +85,33 @@ proptest! {
     }
 
     #[test]
+    fn an_early_close_and_its_true_up_bill_exactly_the_full_period(
+        pricing in pricing(),
+        usage in usage(),
+        percents in prop::collection::vec(0u64..=100, 8),
+    ) {
+        // The usage at the early close: any share of the period's final usage, independently per meter and
+        // model (usage after the close may all be on one model).
+        let early = MeteredUsage {
+            queries: usage.queries * percents[0] / 100,
+            tokens_by_model: usage
+                .tokens_by_model
+                .iter()
+                .enumerate()
+                .map(|(i, (m, n))| (m.clone(), n * percents[1 + i % 7] / 100))
+                .collect(),
+        };
+        let billed_early = overage_lines(&pricing, &early).expect("rates");
+        let full = overage_lines(&pricing, &usage).expect("rates");
+        let more = tenantry_billing::rating::true_up_lines(&billed_early, &full);
+        let amount = |ls: &[tenantry_billing::InvoiceLine]| ls.iter().map(|l| l.amount_cents.0).sum::<i64>();
+        prop_assert_eq!(amount(&billed_early) + amount(&more), amount(&full));
+        for meter in [BillingMeter::Queries, BillingMeter::Tokens] {
+            prop_assert_eq!(billed(&billed_early, meter) + billed(&more, meter), billed(&full, meter));
+        }
+    }
+
+    #[test]
     fn tier_parts_sum_to_the_quantity(tiers in tiers(), quantity in 0u64..10_000_000) {
         let parts = tiers.split(quantity);
         prop_assert_eq!(parts.iter().map(|p| p.quantity).sum::<u64>(), quantity);
