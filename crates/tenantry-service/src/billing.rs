@@ -243,7 +243,7 @@ impl Services {
         lines.extend(pending.iter().cloned());
         let effects = InvoiceEffects { jobs: vec![next_close.clone()], consume_items };
         let charged = |mut effects: InvoiceEffects, invoice_id: &InvoiceId| {
-            if self.stripe().is_some() {
+            if self.payments().collects() {
                 let charge = Job::Charge { tenant_id: tenant.id.clone(), invoice_id: invoice_id.as_str().to_owned() };
                 effects.jobs.push(charge.at(self.clock().now()));
             }
@@ -413,12 +413,12 @@ impl Services {
             return Ok(());
         }
         tracing::info!(tenant_id = %tenant_id, invoice_id, attempt, "payment retry due");
-        if self.retry_with_stripe(&invoice, attempt).await? {
-            let detail = json!({"invoice_id": invoice_id, "attempt": attempt, "provider": "stripe"});
+        if let Some(outcome) = self.payments().collect(self, &invoice, attempt).await? {
+            let detail = json!({"invoice_id": invoice_id, "attempt": attempt, "provider": self.payments().name()});
             self.audit(Actor::System, Some(tenant_id), "invoice.payment_retry", invoice_id, detail, "").await;
-            return Ok(());
+            return self.settle_if_open(invoice_id, outcome).await;
         }
-        let detail = json!({"invoice_id": invoice_id, "attempt": attempt, "provider": self.config().billing.provider});
+        let detail = json!({"invoice_id": invoice_id, "attempt": attempt, "provider": self.payments().name()});
         self.audit(Actor::System, Some(tenant_id), "invoice.payment_retry", invoice_id, detail, "").await;
         Ok(())
     }

@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod keys;
 pub mod lifecycle;
 pub mod notify;
+pub mod payments;
 pub mod plan;
 pub mod query;
 pub mod quota;
@@ -57,8 +58,8 @@ struct Inner {
     data_dir: PathBuf,
     /// Signalled when a job is enqueued, so the worker runs it at once.
     wake_jobs: tokio::sync::Notify,
-    /// The Stripe client, when `billing.provider = "stripe"`.
-    stripe: Option<tenantry_billing::stripe::StripeClient>,
+    /// How invoices are paid (`billing.provider`).
+    payments: Box<dyn payments::PaymentProvider>,
     /// The minute of the last audited failed authentication per key (throttles `auth.failed`).
     failed_auth: parking_lot::Mutex<std::collections::HashMap<tenantry_domain::ApiKeyId, i64>>,
     /// Activation milestones known per tenant (loaded once per process).
@@ -89,7 +90,7 @@ impl Services {
             tenantry_billing::rating::Pricing::from_plan(plan)
                 .map_err(|e| ConfigError::Invalid(format!("plan {:?} prices: {e}", plan.name)))?;
         }
-        let stripe = payment_provider(&mut config)?;
+        let payments = payment_provider(&mut config)?;
         let period = PeriodKind::parse(&config.billing.period).ok_or_else(|| {
             ConfigError::Invalid(format!("billing.period {:?}: use \"month\" or \"day\"", config.billing.period))
         })?;
@@ -139,7 +140,7 @@ impl Services {
                 data_dir,
                 config,
                 wake_jobs: tokio::sync::Notify::new(),
-                stripe,
+                payments,
                 milestones: Default::default(),
                 failed_auth: Default::default(),
             }),
@@ -236,7 +237,7 @@ impl Services {
 
 /// The payment provider from `[billing]`: `manual` (no client) or `stripe`, whose API key and webhook secret
 /// come from the file or, when empty there, from `STRIPE_API_KEY` and `STRIPE_WEBHOOK_SECRET`.
-fn payment_provider(config: &mut Config) -> Result<Option<tenantry_billing::stripe::StripeClient>, ConfigError> {
+fn payment_provider(config: &mut Config) -> Result<Box<dyn payments::PaymentProvider>, ConfigError> {
     let stripe = &mut config.billing.stripe;
     for (value, env) in [(&mut stripe.api_key, "STRIPE_API_KEY"), (&mut stripe.webhook_secret, "STRIPE_WEBHOOK_SECRET")]
     {
@@ -245,9 +246,9 @@ fn payment_provider(config: &mut Config) -> Result<Option<tenantry_billing::stri
         }
     }
     match config.billing.provider.as_str() {
-        "manual" => Ok(None),
+        "manual" => Ok(Box::new(payments::Manual)),
         "stripe" => tenantry_billing::stripe::StripeClient::from_config(&config.billing.stripe)
-            .map(Some)
+            .map(|client| Box::new(payments::Stripe::new(client)) as Box<dyn payments::PaymentProvider>)
             .map_err(|e| ConfigError::Invalid(format!("billing.stripe: {e}"))),
         other => Err(ConfigError::Invalid(format!("billing.provider {other:?}: use \"manual\" or \"stripe\""))),
     }

@@ -97,7 +97,14 @@ impl Services {
             }
             let (_, lines) = self.signup_lines(&plan, now)?;
             let amount = Cents(lines.iter().map(|l| l.amount_cents.0).sum());
-            self.signup_checkout(&tenant_id, &email, &plan.name, amount, invoice_id.as_str()).await?
+            let payment = crate::payments::SignupPayment {
+                tenant_id: &tenant_id,
+                email: &email,
+                plan: &plan.name,
+                amount,
+                invoice_id: invoice_id.as_str(),
+            };
+            self.payments().signup_checkout(self, payment).await?
         } else {
             None
         };
