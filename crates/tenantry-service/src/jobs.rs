@@ -48,6 +48,8 @@ pub enum Job {
     ExpireExport { tenant_id: TenantId, export_id: String },
     /// Build the vector index a pending plan needs, then switch the tenant to it.
     SwitchPlan { tenant_id: TenantId, plan: String },
+    /// Compare the tenant's questions this week with the week before (a drop is an intervention trigger).
+    UsageReview { tenant_id: TenantId, at_ms: i64 },
 }
 
 impl Job {
@@ -65,6 +67,7 @@ impl Job {
             Self::Export { .. } => "export",
             Self::ExpireExport { .. } => "expire_export",
             Self::SwitchPlan { .. } => "switch_plan",
+            Self::UsageReview { .. } => "usage_review",
         }
     }
 
@@ -81,7 +84,8 @@ impl Job {
             | Self::RetentionErasure { tenant_id, .. }
             | Self::Export { tenant_id, .. }
             | Self::ExpireExport { tenant_id, .. }
-            | Self::SwitchPlan { tenant_id, .. } => tenant_id,
+            | Self::SwitchPlan { tenant_id, .. }
+            | Self::UsageReview { tenant_id, .. } => tenant_id,
         }
     }
 
@@ -105,6 +109,7 @@ impl Job {
             Self::ExpireExport { export_id, .. } => format!("expire_export:{export_id}"),
             // One per change: a later change to the same plan is a new job.
             Self::SwitchPlan { tenant_id, plan } => format!("switch_plan:{tenant_id}:{plan}:{}", JobId::generate()),
+            Self::UsageReview { tenant_id, at_ms } => format!("usage_review:{tenant_id}:{at_ms}"),
         }
     }
 
@@ -270,6 +275,7 @@ impl Services {
             Job::Export { tenant_id, export_id } => self.build_export(tenant_id, export_id).await,
             Job::ExpireExport { tenant_id, export_id } => self.expire_export(tenant_id, export_id).await,
             Job::SwitchPlan { tenant_id, plan } => self.switch_plan(tenant_id, plan).await,
+            Job::UsageReview { tenant_id, at_ms } => self.review_usage(tenant_id, Timestamp(*at_ms)).await,
         }
     }
 

@@ -146,6 +146,32 @@ impl Services {
         Ok(())
     }
 
+    /// The weekly `UsageReview` job: a tenant whose questions fell to less than half of the week before (from
+    /// at least `USAGE_DROP_MIN_QUERIES`) gets a notification; the next review is scheduled a week later while
+    /// the tenant is served.
+    pub(crate) async fn review_usage(&self, tenant_id: &TenantId, at: Timestamp) -> ServiceResult<()> {
+        let Some(tenant) = self.store().tenant(tenant_id).await? else { return Ok(()) };
+        if !billable(tenant.state) {
+            return Ok(());
+        }
+        let week = 7 * 86_400;
+        let queries = |from: Timestamp, to: Timestamp| async move {
+            let lines = self.store().usage_lines(tenant_id, from, to).await?;
+            let n: i64 =
+                lines.iter().filter(|l| l.meter == tenantry_domain::quota::Meter::Queries).map(|l| l.quantity).sum();
+            ServiceResult::Ok(n.max(0) as u64)
+        };
+        let this_week = queries(at.plus_seconds(-week), at).await?;
+        let last_week = queries(at.plus_seconds(-2 * week), at.plus_seconds(-week)).await?;
+        if last_week >= USAGE_DROP_MIN_QUERIES && this_week * 2 < last_week {
+            let template = Template::UsageDropped { last_week, this_week };
+            self.notify(&tenant, template, &format!("usage_dropped:{}", at.0)).await?;
+        }
+        let next = Job::UsageReview { tenant_id: tenant_id.clone(), at_ms: at.plus_seconds(week).0 };
+        self.store().enqueue(&next.at(at.plus_seconds(week)), self.clock().now()).await?;
+        Ok(())
+    }
+
     /// Cancellation (by the tenant, the operator or Stripe): the tenant stops being served and billed, its
     /// data is kept for `lifecycle.cancelled_retention_days`, win-back offers are scheduled, then erasure.
     pub async fn cancel(&self, tenant_id: &TenantId, actor: Actor<'_>) -> ServiceResult<TenantRow> {
@@ -260,6 +286,9 @@ impl Services {
         Ok(self.store().tenant_events(tenant_id).await?)
     }
 }
+
+/// A week with fewer questions than this before it is not compared (too little to call a drop).
+pub const USAGE_DROP_MIN_QUERIES: u64 = 10;
 
 /// A reminder about a step of activation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -21,6 +21,11 @@ pub enum Template {
     NoDocumentYet,
     /// No question yet, `nudge_no_query_hours` after the first document.
     NoQueryYet,
+    /// Questions this week fell to less than half of last week's.
+    UsageDropped {
+        last_week: u64,
+        this_week: u64,
+    },
     PaymentFailed {
         invoice_number: String,
         total_cents: i64,
@@ -40,6 +45,7 @@ impl Template {
         match self {
             Self::NoDocumentYet => "nudge_no_document",
             Self::NoQueryYet => "nudge_no_query",
+            Self::UsageDropped { .. } => "usage_dropped",
             Self::PaymentFailed { .. } => "payment_failed",
             Self::SuspendedForNonPayment => "suspended",
             Self::Cancelled { .. } => "cancelled",
@@ -60,6 +66,14 @@ impl Template {
                 "Your documents are indexed. Ask a question (POST /v1/query or the portal) and get an answer with \
                  citations."
                     .to_owned(),
+            ),
+            Self::UsageDropped { last_week, this_week } => (
+                "Is Tenantry still answering your questions?".to_owned(),
+                format!(
+                    "Your team asked {this_week} questions this week, down from {last_week} the week before. If \
+                     answers are missing something, upload the documents they should come from, or reply and \
+                     tell us."
+                ),
             ),
             Self::PaymentFailed { invoice_number, total_cents, currency } => (
                 format!("Payment failed for invoice {invoice_number}"),

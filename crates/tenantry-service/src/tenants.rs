@@ -178,7 +178,9 @@ impl Services {
         let nudge =
             crate::jobs::Job::Nudge { tenant_id: tenant_id.clone(), nudge: crate::lifecycle::Nudge::NoDocument }
                 .at(self.clock().now().plus_seconds(hours * 3_600));
-        let row = self.transition_from(&tenant, event, crate::audit::Actor::System, &[close, nudge]).await?;
+        let review_at = self.clock().now().plus_seconds(7 * 86_400);
+        let review = crate::jobs::Job::UsageReview { tenant_id: tenant_id.clone(), at_ms: review_at.0 }.at(review_at);
+        let row = self.transition_from(&tenant, event, crate::audit::Actor::System, &[close, nudge, review]).await?;
         self.milestone(tenant_id, "provisioned").await;
         Ok(row.state)
     }

@@ -263,3 +263,28 @@ async fn a_tenant_still_cancelled_when_retention_ends_is_erased_and_an_earlier_c
     assert_eq!(erased["actor"], "system");
     assert_eq!(app.get(&stays.key, "/v1/tenant").await.status(), StatusCode::OK, "other tenants are untouched");
 }
+
+#[tokio::test]
+async fn a_drop_in_weekly_questions_triggers_a_notification() {
+    let app = spawn_app_with(test_clock).await;
+    let t = app.signup("dropping@churn.test", "trial").await;
+    app.upload_text(&t.key, "Refunds", "Refunds are issued within 14 days.").await;
+    for _ in 0..12 {
+        app.query(&t.key, "How long do refunds take?").await;
+    }
+    // The first weekly review sees a busy first week and nothing before it: no alarm.
+    advance(&app, 7 * 24 * HOUR + 60).await;
+    assert_eq!(names(&detail(&app, &t.id).await["notifications"], "template"), Vec::<&str>::new());
+    for _ in 0..2 {
+        app.query(&t.key, "How long do refunds take?").await;
+    }
+    // The second sees 2 questions after 12: a drop.
+    advance(&app, 7 * 24 * HOUR).await;
+    let d = detail(&app, &t.id).await;
+    assert_eq!(names(&d["notifications"], "template"), ["usage_dropped"]);
+    assert!(spool(&app, &t.id).iter().any(|m| m.contains("2 questions this week, down from 12")));
+    assert!(
+        d["jobs"].as_array().expect("jobs").iter().any(|j| j["kind"] == "usage_review" && j["state"] == "queued"),
+        "the next review is scheduled"
+    );
+}
