@@ -51,6 +51,16 @@ pub trait PaymentProvider: Send + Sync {
     async fn signup_checkout(&self, services: &Services, payment: SignupPayment<'_>)
         -> ServiceResult<Option<Checkout>>;
 
+    /// A hosted checkout was paid by `customer` through `payment_intent`: remember how to charge them later.
+    async fn checkout_completed(
+        &self,
+        _services: &Services,
+        _customer: &str,
+        _payment_intent: &str,
+    ) -> ServiceResult<()> {
+        Ok(())
+    }
+
     /// Tries to collect an open invoice: attempt 0 when it is opened, then one per dunning retry. `None` when
     /// the provider cannot charge by itself. A provider outage is an error (the job retries).
     async fn collect(
@@ -143,6 +153,24 @@ impl PaymentProvider for Stripe {
             .await
             .map_err(upstream)?;
         Ok(Some(Checkout { id: session.id, url: session.url }))
+    }
+
+    /// Checkout saved the card (`setup_future_usage = off_session`); making it the customer's default for
+    /// invoices lets the next invoices be charged without the customer present.
+    async fn checkout_completed(
+        &self,
+        _services: &Services,
+        customer: &str,
+        payment_intent: &str,
+    ) -> ServiceResult<()> {
+        let intent = self.client.retrieve_payment_intent(payment_intent).await.map_err(upstream)?;
+        let Some(method) = intent.payment_method else {
+            tracing::warn!(payment_intent, "checkout paid without a reusable payment method");
+            return Ok(());
+        };
+        let key = key(format!("default-payment-method-{customer}-{method}"))?;
+        self.client.set_default_payment_method(customer, &method, &key).await.map_err(upstream)?;
+        Ok(())
     }
 
     async fn collect(

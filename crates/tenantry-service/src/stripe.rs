@@ -112,6 +112,9 @@ impl Services {
                         invoice_id: None,
                     };
                     self.store().link_stripe_object(&link, now).await?;
+                    if let Some(intent) = &session.payment_intent {
+                        self.payments().checkout_completed(self, customer, intent).await?;
+                    }
                 }
                 if !matches!(session.payment_status.as_deref(), Some("paid" | "no_payment_required")) {
                     return Ok((Some(tenant_id), "ignored: the session is not paid".into()));

@@ -18,7 +18,7 @@ use tenantry_domain::config::StripeConfig;
 use tenantry_domain::{Cents, TenantId};
 
 use super::form::Form;
-use super::objects::{CheckoutSession, Customer, InvoiceItem, StripeInvoice};
+use super::objects::{CheckoutSession, Customer, InvoiceItem, PaymentIntent, StripeInvoice};
 use super::{METADATA_INVOICE, METADATA_TENANT_ID};
 use crate::invoice::InvoiceNumber;
 
@@ -313,10 +313,16 @@ impl StripeClient {
             .set(&["client_reference_id"], new.tenant_id.as_str());
         if let Some(customer) = &new.customer {
             form.set(&["customer"], customer.clone());
-        } else if let Some(email) = &new.customer_email {
-            // Stripe refuses both together.
-            form.set(&["customer_email"], email.clone());
+        } else {
+            if let Some(email) = &new.customer_email {
+                // Stripe refuses both together.
+                form.set(&["customer_email"], email.clone());
+            }
+            // A customer to charge the next invoices to.
+            form.set(&["customer_creation"], "always");
         }
+        // Keep the card for the invoices that follow, charged without the customer present.
+        form.set(&["payment_intent_data", "setup_future_usage"], "off_session");
         let metadata = tenant_metadata(&new.tenant_id, &metadata);
         form.metadata(&metadata);
         // The payment intent's own events then name the tenant too.
@@ -326,13 +332,39 @@ impl StripeClient {
         self.post("/v1/checkout/sessions", &form, key).await
     }
 
+    /// The PaymentIntent (to learn the payment method Checkout collected).
+    pub async fn retrieve_payment_intent(&self, id: &str) -> Result<PaymentIntent, StripeError> {
+        self.send(&format!("/v1/payment_intents/{}", path_id(id)?), None).await
+    }
+
+    /// Makes `payment_method` the customer's default for invoices, so Tenantry can charge them off-session.
+    pub async fn set_default_payment_method(
+        &self,
+        customer: &str,
+        payment_method: &str,
+        key: &IdempotencyKey,
+    ) -> Result<Customer, StripeError> {
+        let mut form = Form::new();
+        form.set(&["invoice_settings", "default_payment_method"], payment_method.to_owned());
+        self.post(&format!("/v1/customers/{}", path_id(customer)?), &form, key).await
+    }
+
     async fn post<T: DeserializeOwned>(&self, path: &str, form: &Form, key: &IdempotencyKey) -> Result<T, StripeError> {
+        self.send(path, Some((form.encode(), key))).await
+    }
+
+    /// A POST (form body, idempotency key) or, without a body, a GET; retried on what Stripe says may succeed
+    /// later, with the same key.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        post: Option<(String, &IdempotencyKey)>,
+    ) -> Result<T, StripeError> {
         let url = format!("{}{path}", self.api_base);
-        let body = form.encode();
         let mut backoff = self.retry.initial_backoff;
         let mut attempt = 0;
         loop {
-            let outcome = self.attempt(&url, &body, key).await;
+            let outcome = self.attempt(&url, post.as_ref().map(|(body, key)| (body.as_str(), *key))).await;
             let retry = match &outcome {
                 Attempt::Done { .. } => false,
                 Attempt::Failed { error, should_retry } => should_retry.unwrap_or_else(|| error.is_retryable()),
@@ -353,16 +385,17 @@ impl StripeClient {
         }
     }
 
-    async fn attempt(&self, url: &str, body: &str, key: &IdempotencyKey) -> Attempt {
-        let sent = self
-            .http
-            .post(url)
-            .bearer_auth(&self.api_key)
-            .header("Idempotency-Key", key.as_str())
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(body.to_owned())
-            .send()
-            .await;
+    async fn attempt(&self, url: &str, post: Option<(&str, &IdempotencyKey)>) -> Attempt {
+        let request = match post {
+            Some((body, key)) => self
+                .http
+                .post(url)
+                .header("Idempotency-Key", key.as_str())
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(body.to_owned()),
+            None => self.http.get(url),
+        };
+        let sent = request.bearer_auth(&self.api_key).send().await;
         let response = match sent {
             Ok(response) => response,
             Err(e) => return Attempt::Failed { error: StripeError::Transport(e.to_string()), should_retry: None },

@@ -12,7 +12,7 @@ pub use client::{
     StripeError, StripeErrorType,
 };
 pub use event::{Event, EventError, EventKind};
-pub use objects::{CheckoutSession, Customer, InvoiceItem, StripeInvoice, Subscription};
+pub use objects::{CheckoutSession, Customer, InvoiceItem, PaymentIntent, StripeInvoice, Subscription};
 pub use signature::{sign, SignatureError, WebhookVerifier};
 
 /// The metadata key that names the tenant on every object we create (API.md: events are matched to

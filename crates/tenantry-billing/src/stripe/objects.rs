@@ -91,6 +91,18 @@ pub struct CheckoutSession {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct PaymentIntent {
+    pub id: String,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default, deserialize_with = "expandable_id")]
+    pub customer: Option<String>,
+    /// The payment method that paid (Checkout saves it on the customer with `setup_future_usage`).
+    #[serde(default, deserialize_with = "expandable_id")]
+    pub payment_method: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct Subscription {
     pub id: String,
     #[serde(default)]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use reqwest::StatusCode as Status;
 use serde_json::{json, Value};
@@ -25,6 +25,7 @@ const DAY: i64 = 86_400;
 
 #[derive(Clone, Debug)]
 struct Seen {
+    get: bool,
     path: String,
     idempotency_key: String,
     form: BTreeMap<String, String>,
@@ -72,7 +73,7 @@ fn metadata(form: &BTreeMap<String, String>) -> Value {
     Value::Object(map)
 }
 
-async fn stripe(State(fake): State<FakeStripe>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn stripe(State(fake): State<FakeStripe>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let reply = |(status, body): (u16, Value)| {
         (StatusCode::from_u16(status).expect("status"), axum::Json(body)).into_response()
@@ -80,14 +81,33 @@ async fn stripe(State(fake): State<FakeStripe>, uri: Uri, headers: HeaderMap, bo
     if header("authorization") != format!("Bearer {API_KEY}") {
         return reply(error(401, "invalid_request_error", "api_key_invalid", "Invalid API Key provided"));
     }
-    if header("content-type") != "application/x-www-form-urlencoded" {
+    let get = method == Method::GET;
+    if !get && header("content-type") != "application/x-www-form-urlencoded" {
         return reply(error(400, "invalid_request_error", "parameter_invalid", "form-encoded bodies only"));
     }
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).expect("form body");
     let form: BTreeMap<String, String> = pairs.into_iter().collect();
     let path = uri.path().to_owned();
     let key = header("idempotency-key");
-    fake.seen.lock().expect("lock").push(Seen { path: path.clone(), idempotency_key: key.clone(), form: form.clone() });
+    fake.seen.lock().expect("lock").push(Seen {
+        get: method == Method::GET,
+        path: path.clone(),
+        idempotency_key: key.clone(),
+        form: form.clone(),
+    });
+    if get {
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        return match segments.as_slice() {
+            ["v1", "payment_intents", id] => {
+                let mut o = fixture("payment_intent");
+                o["id"] = json!(id);
+                o["status"] = json!("succeeded");
+                o["payment_method"] = json!("pm_card_from_checkout");
+                reply((200, o))
+            }
+            _ => reply(error(404, "invalid_request_error", "resource_missing", "No such object")),
+        };
+    }
     if key.is_empty() {
         return reply(error(400, "invalid_request_error", "idempotency_key_missing", "no Idempotency-Key"));
     }
@@ -109,6 +129,11 @@ async fn stripe(State(fake): State<FakeStripe>, uri: Uri, headers: HeaderMap, bo
             o["amount_total"] =
                 json!(form.get("line_items[0][price_data][unit_amount]").and_then(|a| a.parse::<i64>().ok()));
             o["metadata"] = metadata(&form);
+            (200, o)
+        }
+        ["v1", "customers", id] => {
+            let mut o = fixture("customer");
+            o["id"] = json!(id);
             (200, o)
         }
         ["v1", "customers"] => {
@@ -256,6 +281,9 @@ async fn stripe_checkout_webhooks_and_charges_carry_a_paying_tenant_on(database_
     let form = &sessions[0].form;
     assert_eq!(form.get("metadata[tenant_id]").map(String::as_str), Some(id));
     assert_eq!(form.get("mode").map(String::as_str), Some("payment"));
+    // The card is kept for the invoices that follow, charged off-session.
+    assert_eq!(form.get("payment_intent_data[setup_future_usage]").map(String::as_str), Some("off_session"));
+    assert_eq!(form.get("customer_creation").map(String::as_str), Some("always"));
     assert_eq!(sessions[0].idempotency_key, format!("checkout-{id}"));
     let price: i64 = form.get("line_items[0][price_data][unit_amount]").expect("amount").parse().expect("int");
     let invoice_id = form.get("metadata[invoice_id]").expect("our invoice").clone();
@@ -266,6 +294,7 @@ async fn stripe_checkout_webhooks_and_charges_carry_a_paying_tenant_on(database_
     session["payment_status"] = json!("paid");
     session["status"] = json!("complete");
     session["customer"] = json!("cus_from_checkout");
+    session["payment_intent"] = json!("pi_from_checkout");
     session["metadata"] = json!({"tenant_id": id, "invoice_id": invoice_id});
     let completed = event("evt_checkout_1", "checkout.session.completed", now_secs(), session);
     let receipt = deliver_signed(&app, &completed).await;
@@ -276,6 +305,14 @@ async fn stripe_checkout_webhooks_and_charges_carry_a_paying_tenant_on(database_
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(deliver_signed(&app, &completed).await["outcome"], "duplicate");
+    // The checkout's payment method became the customer's default for invoices.
+    assert!(fake.seen("/v1/payment_intents/pi_from_checkout").len() == 1, "the payment intent was read once");
+    let defaults = fake.seen("/v1/customers/cus_from_checkout");
+    assert_eq!(defaults.len(), 1);
+    assert_eq!(
+        defaults[0].form.get("invoice_settings[default_payment_method]").map(String::as_str),
+        Some("pm_card_from_checkout")
+    );
 
     // The period closes: Stripe invoice for the checkout's customer, one item per line, finalised, paid.
     advance(&app, 31).await;
@@ -283,7 +320,7 @@ async fn stripe_checkout_webhooks_and_charges_carry_a_paying_tenant_on(database_
     let created: Vec<&Seen> = drafts.iter().filter(|s| s.path == "/v1/invoices").collect();
     assert_eq!(created.len(), 1, "{drafts:?}");
     assert_eq!(created[0].form.get("customer").map(String::as_str), Some("cus_from_checkout"));
-    assert!(fake.seen("/v1/customers").is_empty(), "the checkout's customer is reused");
+    assert!(fake.seen("/v1/customers").iter().all(|s| s.path != "/v1/customers"), "the checkout's customer is reused");
     let items = fake.seen("/v1/invoiceitems");
     assert!(items.iter().any(|i| i.form.get("amount") == Some(&price.to_string())), "{items:?}");
     assert!(drafts.iter().any(|s| s.path.ends_with("/finalize")) && drafts.iter().any(|s| s.path.ends_with("/pay")));
@@ -323,7 +360,7 @@ async fn stripe_checkout_webhooks_and_charges_carry_a_paying_tenant_on(database_
     assert!(invoices(&app, key).await.iter().all(|i| i["status"] == "paid"));
 
     // Every POST carried an idempotency key.
-    assert!(fake.seen("/").iter().all(|s| !s.idempotency_key.is_empty()));
+    assert!(fake.seen("/").iter().filter(|s| !s.get).all(|s| !s.idempotency_key.is_empty()));
 }
 
 #[tokio::test]
