@@ -20,6 +20,7 @@ pub struct Config {
     pub search: SearchConfig,
     pub gateway: GatewayConfig,
     pub lifecycle: LifecycleConfig,
+    pub notifications: NotificationsConfig,
     pub models: Vec<ModelConfig>,
     pub plans: Vec<PlanConfig>,
 }
@@ -134,6 +135,22 @@ pub struct GatewayConfig {
 impl Default for GatewayConfig {
     fn default() -> Self {
         Self { reservation_ttl_secs: 120 }
+    }
+}
+
+/// Where notifications go: SMTP when `smtp_url` is set (`smtp://host:port`, `smtps://user:pass@host`, or
+/// `smtp://host?tls=required` for STARTTLS), else files in each tenant's spool (`tenants/<id>/outbox/`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationsConfig {
+    pub smtp_url: String,
+    /// The `From` of every message.
+    pub from: String,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self { smtp_url: String::new(), from: "Tenantry <no-reply@tenantry.invalid>".into() }
     }
 }
 

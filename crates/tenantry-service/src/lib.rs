@@ -58,6 +58,8 @@ struct Inner {
     data_dir: PathBuf,
     /// Signalled when a job is enqueued, so the worker runs it at once.
     wake_jobs: tokio::sync::Notify,
+    /// Notifications over SMTP, when configured.
+    smtp: Option<notify::Smtp>,
     /// How invoices are paid (`billing.provider`).
     payments: Box<dyn payments::PaymentProvider>,
     /// The minute of the last audited failed authentication per key (throttles `auth.failed`).
@@ -91,6 +93,7 @@ impl Services {
                 .map_err(|e| ConfigError::Invalid(format!("plan {:?} prices: {e}", plan.name)))?;
         }
         let payments = payment_provider(&mut config)?;
+        let smtp = notify::smtp_transport(&config.notifications.smtp_url).map_err(ConfigError::Invalid)?;
         let period = PeriodKind::parse(&config.billing.period).ok_or_else(|| {
             ConfigError::Invalid(format!("billing.period {:?}: use \"month\" or \"day\"", config.billing.period))
         })?;
@@ -141,6 +144,7 @@ impl Services {
                 config,
                 wake_jobs: tokio::sync::Notify::new(),
                 payments,
+                smtp,
                 milestones: Default::default(),
                 failed_auth: Default::default(),
             }),

@@ -11,7 +11,24 @@ use tenantry_store::{NewNotification, NotificationRow, TenantRow};
 
 use crate::jobs::Job;
 
-const FROM: &str = "Tenantry <no-reply@tenantry.invalid>";
+/// The SMTP transport, when `notifications.smtp_url` is set.
+pub(crate) type Smtp = lettre::AsyncSmtpTransport<lettre::Tokio1Executor>;
+
+/// Builds the SMTP transport from `notifications.smtp_url` (`None` when empty: the spool is used).
+pub(crate) fn smtp_transport(url: &str) -> Result<Option<Smtp>, String> {
+    if url.trim().is_empty() {
+        return Ok(None);
+    }
+    Smtp::from_url(url.trim()).map(|b| Some(b.build())).map_err(|e| format!("notifications.smtp_url: {e}"))
+}
+
+/// The bare address of a `Name <address>` or `address` mailbox.
+fn address(mailbox: &str) -> &str {
+    match (mailbox.find('<'), mailbox.rfind('>')) {
+        (Some(a), Some(b)) if a < b => mailbox[a + 1..b].trim(),
+        _ => mailbox.trim(),
+    }
+}
 use crate::{ServiceError, ServiceResult, Services};
 
 /// What a message says.
@@ -136,14 +153,31 @@ impl Services {
         self.inner.data_dir.join("tenants").join(tenant.as_str()).join("outbox")
     }
 
-    /// The `Deliver` job: writes the message into the tenant's spool. Idempotent (same file, same content).
+    /// The `Deliver` job: sends the message over SMTP when configured (a failure is retried by the job, and
+    /// the message stays in the outbox until it goes), else writes it into the tenant's spool (idempotent:
+    /// same file, same content).
     pub(crate) async fn deliver_notification(&self, id: &str) -> ServiceResult<()> {
         let Some(n) = self.store().notification(id).await? else { return Ok(()) };
         if n.delivered_at.is_some() {
             return Ok(());
         }
+        let from = &self.config().notifications.from;
+        let message = rfc5322(&n, from);
+        if let Some(smtp) = &self.inner.smtp {
+            use lettre::AsyncTransport;
+            let parse = |a: &str| {
+                a.parse::<lettre::Address>().map_err(|e| ServiceError::internal(format!("address {a:?}: {e}")))
+            };
+            let envelope = lettre::address::Envelope::new(Some(parse(address(from))?), vec![parse(&n.recipient)?])
+                .map_err(ServiceError::internal)?;
+            smtp.send_raw(&envelope, message.as_bytes()).await.map_err(|e| {
+                tracing::warn!(error = %e, "smtp delivery failed");
+                ServiceError::new(tenantry_domain::ErrorCode::UpstreamFailed, format!("the mail server failed: {e}"))
+            })?;
+            self.store().mark_delivered(id, self.clock().now()).await?;
+            return Ok(());
+        }
         let dir = self.outbox_dir(&n.tenant_id);
-        let message = rfc5322(&n, FROM);
         let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             use std::io::Write;
             std::fs::create_dir_all(&dir)?;
@@ -169,7 +203,7 @@ fn rfc5322(n: &NotificationRow, from: &str) -> String {
     let date = n.created_at.to_datetime().format(&time::format_description::well_known::Rfc2822).unwrap_or_default();
     format!(
         "From: {from}\r\nTo: {}\r\nSubject: {}\r\nDate: {date}\r\nMessage-ID: <{}@tenantry>\r\nX-Tenantry-Tenant: {}\r\n\
-         X-Tenantry-Template: {}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{}",
+         X-Tenantry-Template: {}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{}",
         n.recipient,
         n.subject,
         n.id,

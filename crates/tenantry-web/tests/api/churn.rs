@@ -288,3 +288,86 @@ async fn a_drop_in_weekly_questions_triggers_a_notification() {
         "the next review is scheduled"
     );
 }
+
+/// A minimal SMTP server (greeting, EHLO, MAIL, RCPT, DATA, QUIT) that keeps each session's transcript.
+async fn fake_smtp() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("smtp://{}", listener.local_addr().expect("addr"));
+    let mail = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = mail.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read).lines();
+                let _ = write.write_all(b"220 fake ESMTP\r\n").await;
+                let (mut transcript, mut in_data) = (String::new(), false);
+                while let Ok(Some(line)) = lines.next_line().await {
+                    transcript.push_str(&line);
+                    transcript.push('\n');
+                    if in_data {
+                        if line == "." {
+                            in_data = false;
+                            sink.lock().expect("lock").push(transcript.clone());
+                            let _ = write.write_all(b"250 2.0.0 queued\r\n").await;
+                        }
+                        continue;
+                    }
+                    let verb = line.get(..4).unwrap_or_default().to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" => b"250-fake\r\n250 8BITMIME\r\n",
+                        "DATA" => {
+                            in_data = true;
+                            b"354 end with <CRLF>.<CRLF>\r\n"
+                        }
+                        "QUIT" => {
+                            let _ = write.write_all(b"221 bye\r\n").await;
+                            break;
+                        }
+                        _ => b"250 ok\r\n",
+                    };
+                    let _ = write.write_all(reply).await;
+                }
+            });
+        }
+    });
+    (url, mail)
+}
+
+#[tokio::test]
+async fn notifications_go_over_smtp_when_configured_and_wait_in_the_outbox_when_it_is_down() {
+    let (url, mail) = fake_smtp().await;
+    let app = spawn_app_with(move |c| {
+        test_clock(c);
+        c.notifications.smtp_url = url;
+    })
+    .await;
+    let t = app.signup("smtp@churn.test", "trial").await;
+    advance(&app, 25 * HOUR).await;
+    let d = detail(&app, &t.id).await;
+    assert_eq!(names(&d["notifications"], "template"), ["nudge_no_document"]);
+    assert!(d["notifications"][0]["delivered_at"].is_string(), "{}", d["jobs"]);
+    let sent = mail.lock().expect("lock").clone();
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].contains("RCPT TO:<smtp@churn.test>"), "{}", sent[0]);
+    assert!(sent[0].contains("Subject: Your Tenantry workspace is ready"), "{}", sent[0]);
+    assert!(spool(&app, &t.id).is_empty(), "no spool when SMTP is configured");
+
+    // A mail server that does not answer: the message stays undelivered and its job retries.
+    let down = spawn_app_with(|c| {
+        test_clock(c);
+        c.notifications.smtp_url = "smtp://127.0.0.1:9".into();
+    })
+    .await;
+    let u = down.signup("nomail@churn.test", "trial").await;
+    advance(&down, 25 * HOUR).await;
+    let d = detail(&down, &u.id).await;
+    assert_eq!(names(&d["notifications"], "template"), ["nudge_no_document"]);
+    assert!(d["notifications"][0]["delivered_at"].is_null(), "not delivered, not lost");
+    let deliver =
+        d["jobs"].as_array().expect("jobs").iter().find(|j| j["kind"] == "deliver").expect("deliver job").clone();
+    assert_eq!(deliver["state"], "queued", "{deliver}");
+    assert!(deliver["attempts"].as_i64() >= Some(1) && deliver["last_error"].is_string(), "{deliver}");
+}
