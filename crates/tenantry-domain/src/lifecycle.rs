@@ -217,4 +217,32 @@ mod tests {
         assert_eq!(S::PendingPayment.gate(C::TenantInfo), Ok(()));
         assert_eq!(S::Provisioning.gate(C::Service), Err(ErrorCode::Unavailable));
     }
+
+    proptest::proptest! {
+        /// Any sequence of events, applied where the table allows them, from either way a signup starts:
+        /// the tenant only ever stands in a known state, `erased` is final, and the gate answers every class in
+        /// every state it passes through (served states serve; `erased` never does).
+        #[test]
+        fn random_event_sequences_respect_the_table(
+            start_paid in proptest::bool::ANY,
+            events in proptest::collection::vec(0usize..EVENTS.len(), 0..40),
+        ) {
+            use EndpointClass as C;
+            let mut state = if start_paid { S::PendingPayment } else { S::Provisioning };
+            let mut erased = false;
+            for i in events {
+                let next = state.on(EVENTS[i]);
+                if erased {
+                    proptest::prop_assert_eq!(next, None, "something left erased");
+                }
+                if let Some(next) = next {
+                    proptest::prop_assert!(S::ALL.contains(&next));
+                    state = next;
+                }
+                erased |= state == S::Erased;
+                proptest::prop_assert_eq!(state.serves_requests(), state.gate(C::Service).is_ok());
+                proptest::prop_assert_eq!(state == S::Erased, state.gate(C::TenantInfo).is_err());
+            }
+        }
+    }
 }

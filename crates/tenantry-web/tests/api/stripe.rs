@@ -435,3 +435,49 @@ async fn a_stripe_outage_at_signup_leaves_nothing_behind() {
     let r = app.client.post(app.url("/v1/signup")).json(&body).send().await.expect("signup");
     assert_eq!(r.status(), Status::CREATED);
 }
+
+#[tokio::test]
+async fn a_checkout_event_delivered_several_times_at_once_provisions_once() {
+    let (_fake, base) = FakeStripe::start().await;
+    let app = stripe_app(&base, None).await;
+    let r = app
+        .client
+        .post(app.url("/v1/signup"))
+        .json(&json!({"email": "race@stripe.test", "organization": "Race Co", "plan": "pro"}))
+        .send()
+        .await
+        .expect("signup");
+    let signup: Value = r.json().await.expect("json");
+    let (id, key) = (signup["tenant_id"].as_str().expect("id"), signup["api_key"].as_str().expect("key"));
+    let mut session = fixture("checkout_session");
+    session["id"] = json!("cs_test_race");
+    session["payment_status"] = json!("paid");
+    session["status"] = json!("complete");
+    session["metadata"] = json!({"tenant_id": id});
+    let completed = event("evt_checkout_race", "checkout.session.completed", now_secs(), session);
+
+    let deliveries = futures::future::join_all((0..6).map(|_| deliver_signed(&app, &completed))).await;
+    assert!(deliveries.iter().all(|d| d["received"] == true), "{deliveries:?}");
+    let started = Instant::now();
+    while state(&app, key).await != "active" {
+        assert!(started.elapsed() < Duration::from_secs(2), "not active");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let detail: Value = app
+        .client
+        .get(app.url(&format!("/admin/tenants/{id}")))
+        .bearer_auth(OP)
+        .send()
+        .await
+        .expect("detail")
+        .json()
+        .await
+        .expect("json");
+    let events: Vec<&str> =
+        detail["events"].as_array().expect("events").iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(events.iter().filter(|e| **e == "payment_confirmed").count(), 1, "{events:?}");
+    assert_eq!(events.iter().filter(|e| **e == "provisioned_active").count(), 1, "{events:?}");
+    let provisions = detail["jobs"].as_array().expect("jobs").iter().filter(|j| j["kind"] == "provision").count();
+    assert_eq!(provisions, 1);
+    assert_eq!(detail["invoices"][0]["status"], "paid");
+}
