@@ -24,22 +24,13 @@ impl Services {
         actor: Actor<'_>,
         jobs: &[NewJob],
     ) -> ServiceResult<TenantRow> {
-        if row.state.on(event).is_none() {
-            return Err(ServiceError::new(
-                ErrorCode::InvalidTransition,
-                format!("{} is not allowed from {}", event.as_str(), row.state.as_str()),
-            ));
-        }
+        allowed(row, event)?;
         let now = self.clock().now();
-        let to = self.store().transition(&row.id, row.state_version, row.state, event, now, jobs).await.map_err(
-            |e| match e {
-                StoreError::Concurrent => ServiceError::new(
-                    ErrorCode::TransitionInProgress,
-                    "the tenant's state changed concurrently; read it again and retry",
-                ),
-                other => other.into(),
-            },
-        )?;
+        let to = self
+            .store()
+            .transition(&row.id, row.state_version, row.state, event, now, jobs)
+            .await
+            .map_err(lost_race)?;
         if !jobs.is_empty() {
             self.wake_jobs();
         }
@@ -248,25 +239,15 @@ impl Services {
     pub async fn win_back(&self, ctx: &TenantContext) -> ServiceResult<TenantRow> {
         let row = self.store().tenant(&ctx.tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
         let event = LifecycleEvent::WinBackAccepted;
-        if row.state.on(event).is_none() {
-            return Err(ServiceError::new(
-                ErrorCode::InvalidTransition,
-                format!("{} is not allowed from {}", event.as_str(), row.state.as_str()),
-            ));
-        }
+        allowed(&row, event)?;
         let price = self.catalog().plan(&row.plan).map_or(0, |p| p.price.0);
         let close = self.period_close_job(&row);
         let now = self.clock().now();
-        let done =
-            self.store().win_back(&row.id, row.state_version, row.state, price, now, &[close]).await.map_err(|e| {
-                match e {
-                    StoreError::Concurrent => ServiceError::new(
-                        ErrorCode::TransitionInProgress,
-                        "the tenant's state changed concurrently; read it again and retry",
-                    ),
-                    other => other.into(),
-                }
-            })?;
+        let done = self
+            .store()
+            .win_back(&row.id, row.state_version, row.state, price, now, &[close])
+            .await
+            .map_err(lost_race)?;
         self.wake_jobs();
         let detail = json!({
             "event": event.as_str(), "from": row.state.as_str(), "to": done.state.as_str(),
@@ -284,6 +265,28 @@ impl Services {
 
     pub async fn tenant_events(&self, tenant_id: &TenantId) -> ServiceResult<Vec<TenantEvent>> {
         Ok(self.store().tenant_events(tenant_id).await?)
+    }
+}
+
+/// 409 `invalid_transition` unless the table allows `event` from the row's state.
+fn allowed(row: &TenantRow, event: LifecycleEvent) -> ServiceResult<()> {
+    if row.state.on(event).is_some() {
+        return Ok(());
+    }
+    Err(ServiceError::new(
+        ErrorCode::InvalidTransition,
+        format!("{} is not allowed from {}", event.as_str(), row.state.as_str()),
+    ))
+}
+
+/// A transition that lost the optimistic version check to a concurrent change is 409 `transition_in_progress`.
+fn lost_race(e: StoreError) -> ServiceError {
+    match e {
+        StoreError::Concurrent => ServiceError::new(
+            ErrorCode::TransitionInProgress,
+            "the tenant's state changed concurrently; read it again and retry",
+        ),
+        other => other.into(),
     }
 }
 
