@@ -3,10 +3,11 @@
 
 use sqlx::Row;
 use tenantry_domain::lifecycle::LifecycleEvent;
-use tenantry_domain::{EventId, TenantId, TenantState, Timestamp};
+use tenantry_domain::{TenantId, TenantState, Timestamp};
 
 use crate::jobs::{enqueue_in, NewJob};
-use crate::{Result, Store, StoreError};
+use crate::tenants::transition_in;
+use crate::{Result, Store};
 
 /// What a win-back did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,35 +31,8 @@ impl Store {
         now: Timestamp,
         jobs: &[NewJob],
     ) -> Result<WinBack> {
-        let event = LifecycleEvent::WinBackAccepted;
-        let to = from.on(event).ok_or(StoreError::Conflict("transition"))?;
         let mut tx = self.write.begin().await?;
-        let moved = sqlx::query(
-            "UPDATE tenants SET state = $1, state_version = state_version + 1, updated_at = $2 \
-             WHERE id = $3 AND state = $4 AND state_version = $5",
-        )
-        .bind(to.as_str())
-        .bind(now.0)
-        .bind(tenant.as_str())
-        .bind(from.as_str())
-        .bind(expected_version)
-        .execute(&mut *tx)
-        .await?;
-        if moved.rows_affected() != 1 {
-            return Err(StoreError::Concurrent);
-        }
-        sqlx::query(
-            "INSERT INTO tenant_events (id, tenant_id, event, from_state, to_state, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(EventId::generate().as_str())
-        .bind(tenant.as_str())
-        .bind(event.as_str())
-        .bind(from.as_str())
-        .bind(to.as_str())
-        .bind(now.0)
-        .execute(&mut *tx)
-        .await?;
+        let to = transition_in(&mut tx, tenant, expected_version, from, LifecycleEvent::WinBackAccepted, now).await?;
         for job in jobs {
             enqueue_in(&mut tx, job, now).await?;
         }

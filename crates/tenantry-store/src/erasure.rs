@@ -8,6 +8,7 @@ use sqlx::Row;
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::{TenantId, TenantState, Timestamp};
 
+use crate::tenants::record_transition_in;
 use crate::{Backend, Result, Store, StoreError};
 
 /// Rows removed from each table.
@@ -93,18 +94,7 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        sqlx::query(
-            "INSERT INTO tenant_events (id, tenant_id, event, from_state, to_state, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(tenantry_domain::EventId::generate().as_str())
-        .bind(tenant.as_str())
-        .bind(LifecycleEvent::Erased.as_str())
-        .bind(from.as_str())
-        .bind(to.as_str())
-        .bind(now.0)
-        .execute(&mut *tx)
-        .await?;
+        record_transition_in(&mut tx, tenant, LifecycleEvent::Erased, from, to, now).await?;
         let kept = sqlx::query("SELECT COUNT(*) AS n FROM usage_events WHERE tenant_id = $1")
             .bind(tenant.as_str())
             .fetch_one(&mut *tx)

@@ -61,18 +61,7 @@ impl Store {
         .bind(id)
         .fetch_optional(&self.write)
         .await?;
-        row.map(|r| {
-            Ok(ExportRow {
-                id: r.try_get("id")?,
-                tenant_id: r.try_get("tenant_id")?,
-                status: r.try_get("status")?,
-                created_at: Timestamp(r.try_get("created_at")?),
-                expires_at: Timestamp(r.try_get("expires_at")?),
-                bytes: r.try_get("bytes")?,
-                sha256: r.try_get("sha256")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(export_from_row).transpose()
     }
 
     /// The tenant's export `id`; another tenant's is simply not found.
@@ -85,17 +74,18 @@ impl Store {
         .bind(tenant.as_str())
         .fetch_optional(&self.read)
         .await?;
-        row.map(|r| {
-            Ok(ExportRow {
-                id: r.try_get("id")?,
-                tenant_id: r.try_get("tenant_id")?,
-                status: r.try_get("status")?,
-                created_at: Timestamp(r.try_get("created_at")?),
-                expires_at: Timestamp(r.try_get("expires_at")?),
-                bytes: r.try_get("bytes")?,
-                sha256: r.try_get("sha256")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(export_from_row).transpose()
     }
+}
+
+fn export_from_row(r: &sqlx::any::AnyRow) -> Result<ExportRow> {
+    Ok(ExportRow {
+        id: r.try_get("id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        status: r.try_get("status")?,
+        created_at: Timestamp(r.try_get("created_at")?),
+        expires_at: Timestamp(r.try_get("expires_at")?),
+        bytes: r.try_get("bytes")?,
+        sha256: r.try_get("sha256")?,
+    })
 }

@@ -2,7 +2,7 @@
 //! an optimistic version check).
 
 use sqlx::any::AnyRow;
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::{ApiKeyId, EventId, RetrievalMode, TenantId, TenantState, Timestamp};
 
@@ -288,34 +288,8 @@ impl Store {
         now: Timestamp,
         jobs: &[NewJob],
     ) -> Result<TenantState> {
-        let to = from.on(event).ok_or(StoreError::Conflict("transition"))?;
         let mut tx = self.write.begin().await?;
-        let done = sqlx::query(
-            "UPDATE tenants SET state = $1, state_version = state_version + 1, updated_at = $2 \
-             WHERE id = $3 AND state = $4 AND state_version = $5",
-        )
-        .bind(to.as_str())
-        .bind(now.0)
-        .bind(id.as_str())
-        .bind(from.as_str())
-        .bind(expected_version)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            return Err(StoreError::Concurrent);
-        }
-        sqlx::query(
-            "INSERT INTO tenant_events (id, tenant_id, event, from_state, to_state, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(EventId::generate().as_str())
-        .bind(id.as_str())
-        .bind(event.as_str())
-        .bind(from.as_str())
-        .bind(to.as_str())
-        .bind(now.0)
-        .execute(&mut *tx)
-        .await?;
+        let to = transition_in(&mut tx, id, expected_version, from, event, now).await?;
         for job in jobs {
             enqueue_in(&mut tx, job, now).await?;
         }
@@ -368,4 +342,57 @@ pub struct TenantEvent {
     pub from_state: Option<String>,
     pub to_state: Option<String>,
     pub at: Timestamp,
+}
+
+/// Applies `event` to the tenant inside `tx` if it is still in `from` at `expected_version` (else
+/// `Concurrent`), and records the transition as an event. Returns the new state.
+pub(crate) async fn transition_in(
+    tx: &mut Transaction<'static, Any>,
+    id: &TenantId,
+    expected_version: i64,
+    from: TenantState,
+    event: LifecycleEvent,
+    now: Timestamp,
+) -> Result<TenantState> {
+    let to = from.on(event).ok_or(StoreError::Conflict("transition"))?;
+    let done = sqlx::query(
+        "UPDATE tenants SET state = $1, state_version = state_version + 1, updated_at = $2 \
+         WHERE id = $3 AND state = $4 AND state_version = $5",
+    )
+    .bind(to.as_str())
+    .bind(now.0)
+    .bind(id.as_str())
+    .bind(from.as_str())
+    .bind(expected_version)
+    .execute(&mut **tx)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Err(StoreError::Concurrent);
+    }
+    record_transition_in(tx, id, event, from, to, now).await?;
+    Ok(to)
+}
+
+/// The `tenant_events` row of a transition, inside `tx`.
+pub(crate) async fn record_transition_in(
+    tx: &mut Transaction<'static, Any>,
+    id: &TenantId,
+    event: LifecycleEvent,
+    from: TenantState,
+    to: TenantState,
+    now: Timestamp,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO tenant_events (id, tenant_id, event, from_state, to_state, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(EventId::generate().as_str())
+    .bind(id.as_str())
+    .bind(event.as_str())
+    .bind(from.as_str())
+    .bind(to.as_str())
+    .bind(now.0)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
