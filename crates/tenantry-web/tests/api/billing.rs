@@ -89,18 +89,8 @@ async fn a_closed_period_bills_the_ledgers_overage_and_the_next_base_price() {
     assert_problem(pay("succeeded").await.expect("pay"), 409, "invalid_transition").await;
     assert_problem(pay("maybe").await.expect("pay"), 422, "validation_failed").await;
 
-    let audit: Value = app
-        .client
-        .get(app.url(&format!("/admin/audit?tenant_id={}", t.id)))
-        .bearer_auth(OP)
-        .send()
-        .await
-        .expect("audit")
-        .json()
-        .await
-        .expect("json");
-    let actions: Vec<&str> =
-        audit["entries"].as_array().expect("entries").iter().filter_map(|e| e["action"].as_str()).collect();
+    let audit = app.audit(OP, &t.id).await;
+    let actions: Vec<&str> = audit.iter().filter_map(|e| e["action"].as_str()).collect();
     assert!(actions.contains(&"invoice.opened") && actions.contains(&"invoice.payment_reported"), "{actions:?}");
 }
 

@@ -74,10 +74,7 @@ async fn activation_milestones_and_nudges_come_at_the_right_times() {
 
 #[tokio::test]
 async fn activation_milestones_and_nudges_come_at_the_right_times_on_postgres() {
-    match crate::helpers::fresh_postgres_database().await {
-        Some(url) => activation_milestones_and_nudges_come_at_the_right_times_on(Some(url)).await,
-        None => eprintln!("TENANTRY_TEST_POSTGRES_URL not set: PostgreSQL variant skipped"),
-    }
+    crate::helpers::on_postgres(activation_milestones_and_nudges_come_at_the_right_times_on).await;
 }
 
 async fn activation_milestones_and_nudges_come_at_the_right_times_on(database_url: Option<String>) {
@@ -144,10 +141,7 @@ async fn a_cancelled_tenant_gets_win_back_offers_and_comes_back_with_the_discoun
 
 #[tokio::test]
 async fn a_cancelled_tenant_gets_win_back_offers_and_comes_back_with_the_discount_on_postgres() {
-    match crate::helpers::fresh_postgres_database().await {
-        Some(url) => a_cancelled_tenant_gets_win_back_offers_and_comes_back_with_the_discount_on(Some(url)).await,
-        None => eprintln!("TENANTRY_TEST_POSTGRES_URL not set: PostgreSQL variant skipped"),
-    }
+    crate::helpers::on_postgres(a_cancelled_tenant_gets_win_back_offers_and_comes_back_with_the_discount_on).await;
 }
 
 async fn a_cancelled_tenant_gets_win_back_offers_and_comes_back_with_the_discount_on(database_url: Option<String>) {
@@ -248,18 +242,8 @@ async fn a_tenant_still_cancelled_when_retention_ends_is_erased_and_an_earlier_c
     assert_eq!(app.get(&t.key, "/v1/tenant").await.status(), StatusCode::UNAUTHORIZED);
     assert!(!app.data_dir.path().join("tenants").join(&t.id).exists(), "files, spool included, are gone");
     assert_eq!(d["notifications"], json!([]), "notifications carry the email and are erased");
-    let audit: Value = app
-        .client
-        .get(app.url(&format!("/admin/audit?tenant_id={}&limit=1000", t.id)))
-        .bearer_auth(OP)
-        .send()
-        .await
-        .expect("audit")
-        .json()
-        .await
-        .expect("json");
-    let erased =
-        audit["entries"].as_array().expect("entries").iter().find(|e| e["action"] == "tenant.erased").expect("erased");
+    let audit = app.audit(OP, &t.id).await;
+    let erased = audit.iter().find(|e| e["action"] == "tenant.erased").expect("erased");
     assert_eq!(erased["actor"], "system");
     assert_eq!(app.get(&stays.key, "/v1/tenant").await.status(), StatusCode::OK, "other tenants are untouched");
 }

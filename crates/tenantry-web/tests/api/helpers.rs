@@ -46,6 +46,14 @@ pub async fn spawn_app_on_postgres() -> Option<TestApp> {
     Some(spawn_app_with(move |c| c.database.url = db_url).await)
 }
 
+/// Runs `story` on a fresh PostgreSQL database when `TENANTRY_TEST_POSTGRES_URL` is set; says so otherwise.
+pub async fn on_postgres<Fut: std::future::Future<Output = ()>>(story: impl FnOnce(Option<String>) -> Fut) {
+    match fresh_postgres_database().await {
+        Some(url) => story(Some(url)).await,
+        None => eprintln!("TENANTRY_TEST_POSTGRES_URL not set: PostgreSQL variant skipped"),
+    }
+}
+
 /// A signed-up tenant's credentials.
 #[derive(Clone, Debug)]
 pub struct Tenant {
@@ -54,6 +62,19 @@ pub struct Tenant {
 }
 
 impl TestApp {
+    /// The tenant's audit trail entries (at most 1,000), read with the operator token.
+    pub async fn audit(&self, operator: &str, tenant: &str) -> Vec<Value> {
+        let r = self
+            .client
+            .get(self.url(&format!("/admin/audit?tenant_id={tenant}&limit=1000")))
+            .bearer_auth(operator)
+            .send()
+            .await
+            .expect("audit");
+        let log: Value = r.json().await.expect("json");
+        log["entries"].as_array().expect("entries").clone()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -74,10 +74,7 @@ async fn a_paying_tenants_month_signup_close_dunning_suspension_and_reactivation
 
 #[tokio::test]
 async fn a_paying_tenants_month_signup_close_dunning_suspension_and_reactivation_on_postgres() {
-    match crate::helpers::fresh_postgres_database().await {
-        Some(url) => a_paying_tenants_month_signup_close_dunning_suspension_and_reactivation_on(Some(url)).await,
-        None => eprintln!("TENANTRY_TEST_POSTGRES_URL not set: PostgreSQL variant skipped"),
-    }
+    crate::helpers::on_postgres(a_paying_tenants_month_signup_close_dunning_suspension_and_reactivation_on).await;
 }
 
 async fn a_paying_tenants_month_signup_close_dunning_suspension_and_reactivation_on(database_url: Option<String>) {
@@ -143,11 +140,8 @@ async fn a_paying_tenants_month_signup_close_dunning_suspension_and_reactivation
 
     // Dunning: the first retry comes a day later (billing.retry_days = [1, 3, 5]).
     app.advance_days(1).await;
-    let audit = app.op_get(&format!("/admin/audit?tenant_id={id}&limit=1000")).await;
-    let retries = |audit: &Value| {
-        audit["entries"].as_array().expect("entries").iter().filter(|e| e["action"] == "invoice.payment_retry").count()
-    };
-    assert_eq!(retries(&audit), 1);
+    let retries = |audit: Vec<Value>| audit.iter().filter(|e| e["action"] == "invoice.payment_retry").count();
+    assert_eq!(retries(app.audit(OP, &id).await), 1);
     assert_eq!(app.state(&key).await, "past_due");
 
     // Seven days unpaid (billing.grace_days): suspended, 402 on the next request; invoices stay readable.
@@ -155,8 +149,7 @@ async fn a_paying_tenants_month_signup_close_dunning_suspension_and_reactivation
     assert_eq!(app.state(&key).await, "suspended");
     assert_problem(app.post_json(&key, "/v1/query", json!({"question": "hi"})).await, 402, "payment_required").await;
     assert_eq!(app.get(&key, "/v1/invoices").await.status(), StatusCode::OK);
-    let audit = app.op_get(&format!("/admin/audit?tenant_id={id}&limit=1000")).await;
-    assert_eq!(retries(&audit), 3);
+    assert_eq!(retries(app.audit(OP, &id).await), 3);
 
     // A later successful payment reactivates at once.
     assert_eq!(app.pay(&closing_id, "succeeded").await["status"], "paid");

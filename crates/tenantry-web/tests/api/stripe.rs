@@ -253,10 +253,7 @@ async fn stripe_checkout_webhooks_and_charges_carry_a_paying_tenant() {
 
 #[tokio::test]
 async fn stripe_checkout_webhooks_and_charges_carry_a_paying_tenant_on_postgres() {
-    match crate::helpers::fresh_postgres_database().await {
-        Some(url) => stripe_checkout_webhooks_and_charges_carry_a_paying_tenant_on(Some(url)).await,
-        None => eprintln!("TENANTRY_TEST_POSTGRES_URL not set: PostgreSQL variant skipped"),
-    }
+    crate::helpers::on_postgres(stripe_checkout_webhooks_and_charges_carry_a_paying_tenant_on).await;
 }
 
 async fn stripe_checkout_webhooks_and_charges_carry_a_paying_tenant_on(database_url: Option<String>) {
