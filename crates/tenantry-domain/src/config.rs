@@ -63,10 +63,19 @@ pub struct DatabaseConfig {
     pub url: String,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AnalyticsConfig {
+    /// Empty: no analytics store. `http://host:8123` for ClickHouse's HTTP interface.
     pub clickhouse_url: String,
+    /// The ClickHouse database Tenantry's tables live in (created when missing).
+    pub clickhouse_database: String,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        Self { clickhouse_url: String::new(), clickhouse_database: "tenantry".into() }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]

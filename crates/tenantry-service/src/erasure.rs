@@ -1,18 +1,20 @@
 //! GDPR erasure (`DELETE /v1/tenant`): the tenant's rows go in one transaction that also moves it to `erased`
-//! (its keys answer 401 from that commit on); then its namespace directory (indexes, vectors, uploaded
-//! files) is removed and the database files are purged of the deleted pages; then the erasure is completed
-//! with a deletion certificate (what was removed from which store, counts, times, a SHA-256 digest) and an
-//! audit entry. An erasure interrupted after its rows went is finished at the next start.
+//! (its keys answer 401 from that commit on) and enqueues a `finish_erasure` job. The job removes its
+//! namespace directory (indexes, vectors, uploaded files, spool) and its analytics rows (ClickHouse), purges
+//! the database files of the deleted pages, and completes the erasure with a deletion certificate (what was
+//! removed from which store, counts, times, a SHA-256 digest). A failing step (ClickHouse down) is retried
+//! with the queue's backoff, and parks visibly if it keeps failing.
 
 use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::{ErasureId, ErrorCode, TenantContext, TenantId, Timestamp};
-use tenantry_store::{ErasedRows, StoreError};
+use tenantry_store::{ErasedRows, NewErasure, StoreError};
 use utoipa::ToSchema;
 
 use crate::audit::Actor;
+use crate::jobs::Job;
 use crate::{ServiceError, ServiceResult, Services};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -46,7 +48,8 @@ impl Services {
         self.erase(&ctx.tenant_id, &requested_by, Actor::Tenant(ctx), &request_id).await
     }
 
-    /// Erases a tenant: its rows (with the lifecycle version check), then its files, then the certificate.
+    /// Erases a tenant: its rows (with the lifecycle version check) and, in the same transaction, the job
+    /// that removes its files and analytics rows and writes the certificate.
     pub(crate) async fn erase(
         &self,
         tenant_id: &TenantId,
@@ -60,40 +63,48 @@ impl Services {
         }
         let id = ErasureId::generate();
         let now = self.clock().now();
-        let rows = self
-            .store()
-            .erase_tenant_rows(tenant_id, row.state_version, row.state, id.as_str(), requested_by, now)
-            .await
-            .map_err(|e| match e {
+        let finish = Job::FinishErasure { tenant_id: tenant_id.clone(), erasure_id: id.to_string() };
+        let jobs = [finish.at(now)];
+        let erasure = NewErasure { id: id.as_str(), requested_by, at: now, jobs: &jobs };
+        let rows = self.store().erase_tenant_rows(tenant_id, row.state_version, row.state, &erasure).await.map_err(
+            |e| match e {
                 StoreError::Concurrent => {
                     ServiceError::new(ErrorCode::TransitionInProgress, "the tenant changed meanwhile; retry")
                 }
                 other => other.into(),
-            })?;
+            },
+        )?;
         tracing::info!(erasure_id = %id, "tenant rows erased");
         let detail = json!({"erasure_id": id.as_str(), "rows": rows, "requested_by": requested_by});
         self.audit(actor, Some(tenant_id), "tenant.erased", id.as_str(), detail, request_id).await;
-        self.finish_erasure(id.as_str(), tenant_id, &rows, now).await?;
+        self.wake_jobs();
         Ok(ErasureStarted { erasure_id: id.to_string() })
     }
 
-    /// Removes the tenant's files, purges the database files, and completes the certificate. Idempotent.
-    async fn finish_erasure(
-        &self,
-        id: &str,
-        tenant: &TenantId,
-        rows: &ErasedRows,
-        requested_at: Timestamp,
-    ) -> ServiceResult<()> {
+    /// The `finish_erasure` job: removes the tenant's files and analytics rows, purges the database files,
+    /// and completes the certificate. Idempotent: a completed erasure is left alone.
+    pub(crate) async fn finish_erasure(&self, tenant: &TenantId, id: &str) -> ServiceResult<()> {
+        let erasure = self.store().erasure(id).await?.ok_or_else(|| ServiceError::not_found("erasure"))?;
+        if erasure.status == "completed" {
+            return Ok(());
+        }
+        // Until completion the certificate column holds the row counts of the erasing transaction.
+        let rows: ErasedRows = serde_json::from_str(&erasure.certificate).unwrap_or_default();
         let search = self.search().clone();
         let owned = tenant.clone();
         let bytes = tokio::task::spawn_blocking(move || search.drop_namespace(&owned)).await??;
+        let analytics = match self.erase_analytics(tenant).await? {
+            Some(events) => {
+                json!({"store": "clickhouse", "usage_events": events, "outbox_events": rows.analytics_outbox})
+            }
+            None => json!({"store": "none configured", "outbox_events": rows.analytics_outbox}),
+        };
         self.store().purge_deleted().await?;
         let completed_at = self.clock().now();
         let certificate = json!({
             "erasure_id": id,
             "tenant_id": tenant.as_str(),
-            "requested_at": requested_at.to_rfc3339(),
+            "requested_at": erasure.requested_at.to_rfc3339(),
             "completed_at": completed_at.to_rfc3339(),
             "removed": {
                 "database": {
@@ -113,6 +124,7 @@ impl Services {
                     "contents": "lexical index, vector index, uploaded originals, export archives, notification spool",
                     "bytes": bytes,
                 },
+                "analytics": analytics,
                 "purge": match self.store().backend() {
                     tenantry_store::Backend::Sqlite => "SQLite secure_delete zeroed freed pages; WAL checkpointed and truncated",
                     tenantry_store::Backend::Postgres => "PostgreSQL tables vacuumed",
@@ -127,13 +139,13 @@ impl Services {
         Ok(())
     }
 
-    /// Finishes erasures a crash interrupted after their rows were gone.
+    /// Queues the finishing job of every erasure still running (erasures started before erasure was a job
+    /// have none; for the others this is a no-op).
     pub(crate) async fn resume_erasures(&self) -> ServiceResult<()> {
+        let now = self.clock().now();
         for e in self.store().running_erasures().await? {
-            let rows: ErasedRows = serde_json::from_str(&e.certificate).unwrap_or_default();
-            let tenant = TenantId::from_trusted(e.tenant_id.clone());
-            tracing::warn!(erasure_id = %e.id, "finishing an interrupted erasure");
-            self.finish_erasure(&e.id, &tenant, &rows, e.requested_at).await?;
+            let job = Job::FinishErasure { tenant_id: TenantId::from_trusted(e.tenant_id.clone()), erasure_id: e.id };
+            self.store().enqueue(&job.at(now), now).await?;
         }
         Ok(())
     }

@@ -48,6 +48,8 @@ pub enum Job {
     ExpireExport { tenant_id: TenantId, export_id: String },
     /// Build the vector index a pending plan needs, then switch the tenant to it.
     SwitchPlan { tenant_id: TenantId, plan: String },
+    /// Finish an erasure whose rows are gone: files, analytics, purge, certificate.
+    FinishErasure { tenant_id: TenantId, erasure_id: String },
     /// Compare the tenant's questions this week with the week before (a drop is an intervention trigger).
     UsageReview { tenant_id: TenantId, at_ms: i64 },
 }
@@ -68,6 +70,7 @@ impl Job {
             Self::ExpireExport { .. } => "expire_export",
             Self::SwitchPlan { .. } => "switch_plan",
             Self::UsageReview { .. } => "usage_review",
+            Self::FinishErasure { .. } => "finish_erasure",
         }
     }
 
@@ -85,7 +88,8 @@ impl Job {
             | Self::Export { tenant_id, .. }
             | Self::ExpireExport { tenant_id, .. }
             | Self::SwitchPlan { tenant_id, .. }
-            | Self::UsageReview { tenant_id, .. } => tenant_id,
+            | Self::UsageReview { tenant_id, .. }
+            | Self::FinishErasure { tenant_id, .. } => tenant_id,
         }
     }
 
@@ -110,6 +114,7 @@ impl Job {
             // One per change: a later change to the same plan is a new job.
             Self::SwitchPlan { tenant_id, plan } => format!("switch_plan:{tenant_id}:{plan}:{}", JobId::generate()),
             Self::UsageReview { tenant_id, at_ms } => format!("usage_review:{tenant_id}:{at_ms}"),
+            Self::FinishErasure { erasure_id, .. } => format!("finish_erasure:{erasure_id}"),
         }
     }
 
@@ -276,6 +281,7 @@ impl Services {
             Job::ExpireExport { tenant_id, export_id } => self.expire_export(tenant_id, export_id).await,
             Job::SwitchPlan { tenant_id, plan } => self.switch_plan(tenant_id, plan).await,
             Job::UsageReview { tenant_id, at_ms } => self.review_usage(tenant_id, Timestamp(*at_ms)).await,
+            Job::FinishErasure { tenant_id, erasure_id } => self.finish_erasure(tenant_id, erasure_id).await,
         }
     }
 

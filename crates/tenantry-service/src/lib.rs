@@ -3,6 +3,7 @@
 //! wires the store, search, models and pipelines together.
 
 pub mod admin;
+pub mod analytics;
 pub mod api_keys;
 pub mod audit;
 pub mod billing;
@@ -67,6 +68,8 @@ struct Inner {
     /// Activation milestones known per tenant (loaded once per process).
     milestones:
         parking_lot::Mutex<std::collections::HashMap<tenantry_domain::TenantId, std::collections::HashSet<String>>>,
+    /// The analytics store, when `analytics.clickhouse_url` is set.
+    analytics: Option<analytics::ClickHouse>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +118,13 @@ impl Services {
         } else {
             config.server.key_pepper.clone().into_bytes()
         };
-        let store = Store::open(&config.database.url, &data_dir).await?;
+        let analytics = match config.analytics.clickhouse_url.as_str() {
+            "" => None,
+            url => Some(
+                analytics::ClickHouse::new(url, &config.analytics.clickhouse_database).map_err(ConfigError::Invalid)?,
+            ),
+        };
+        let store = Store::open(&config.database.url, &data_dir).await?.with_analytics_outbox(analytics.is_some());
         if store.backend() == tenantry_store::Backend::Sqlite {
             // The embedded store belongs to this process alone: any reservation in it was held by a
             // request of a previous run that died, so none can still be in flight.
@@ -147,6 +156,7 @@ impl Services {
                 smtp,
                 milestones: Default::default(),
                 failed_auth: Default::default(),
+                analytics,
             }),
         };
         services.resume_erasures().await.map_err(|e| StartError::Erasure(e.detail))?;
@@ -196,7 +206,12 @@ impl Services {
                         Err(e) => tracing::warn!(error = %e, "reservation sweep failed"),
                     }
                 }
-                _ = poll.tick() => self.work_jobs().await,
+                _ = poll.tick() => {
+                    self.work_jobs().await;
+                    if let Err(e) = self.ship_analytics().await {
+                        tracing::warn!(error = %e.detail, "analytics shipping failed; the outbox keeps the events");
+                    }
+                }
                 _ = self.jobs_woken() => self.work_jobs().await,
                 _ = shutdown.changed() => break,
             }

@@ -111,7 +111,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         insert_chunks(&mut tx, doc, chunks).await?;
-        let applied = settle_in(&mut tx, settlement, events, self.gate.is_none()).await?;
+        let applied = settle_in(&mut tx, settlement, events, self.ledger_writes()).await?;
         tx.commit().await?;
         if applied {
             self.settled(guard.as_mut(), settlement);
@@ -213,7 +213,7 @@ impl Store {
         if done.rows_affected() != 1 {
             return Err(StoreError::NotFound);
         }
-        let applied = settle_in(&mut tx, settlement, events, self.gate.is_none()).await?;
+        let applied = settle_in(&mut tx, settlement, events, self.ledger_writes()).await?;
         tx.commit().await?;
         if applied {
             self.settled(guard.as_mut(), settlement);

@@ -1,14 +1,16 @@
 //! Erasure of a tenant's rows: in one transaction, with the lifecycle version check, the tenant's documents,
 //! chunks, keys, quota counters and reservations are deleted, its row keeps only what identifies the
-//! (now `erased`) account to the ledger, and the erasure is recorded as `running`. The usage ledger is kept:
-//! it holds no personal data and is the billing record. Files are removed by the caller, which then completes
-//! the erasure with its certificate.
+//! (now `erased`) account to the ledger, and the erasure is recorded as `running` with the job that finishes
+//! it. The usage ledger is kept: it holds no personal data and is the billing record. The job removes the
+//! files and the analytics rows, then completes the erasure with its certificate.
 
 use sqlx::Row;
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::{TenantId, TenantState, Timestamp};
 
+use crate::jobs::enqueue_in;
 use crate::tenants::record_transition_in;
+use crate::NewJob;
 use crate::{Backend, Result, Store, StoreError};
 
 /// Rows removed from each table.
@@ -30,6 +32,9 @@ pub struct ErasedRows {
     /// Notifications (they carry the email address and the organisation's name).
     #[serde(default)]
     pub notifications: u64,
+    /// Ledger events not yet shipped to the analytics store.
+    #[serde(default)]
+    pub analytics_outbox: u64,
     /// Ledger rows kept (no personal data; the record billing needs).
     pub usage_events_kept: u64,
 }
@@ -46,6 +51,16 @@ pub struct ErasureRow {
     pub digest: String,
 }
 
+/// An erasure to record with the tenant's rows.
+#[derive(Clone, Debug)]
+pub struct NewErasure<'a> {
+    pub id: &'a str,
+    pub requested_by: &'a str,
+    pub at: Timestamp,
+    /// Enqueued in the same transaction: the work that finishes the erasure.
+    pub jobs: &'a [NewJob],
+}
+
 impl Store {
     /// Erases the tenant's rows if it is still in `from` at `expected_version`; `Concurrent` otherwise.
     pub async fn erase_tenant_rows(
@@ -53,10 +68,9 @@ impl Store {
         tenant: &TenantId,
         expected_version: i64,
         from: TenantState,
-        erasure_id: &str,
-        requested_by: &str,
-        now: Timestamp,
+        erasure: &NewErasure<'_>,
     ) -> Result<ErasedRows> {
+        let NewErasure { id: erasure_id, requested_by, at: now, jobs } = *erasure;
         let to = from.on(LifecycleEvent::Erased).ok_or(StoreError::Conflict("transition"))?;
         let mut tx = self.write.begin().await?;
         let moved = sqlx::query(
@@ -85,6 +99,7 @@ impl Store {
             ("exports", &mut rows.exports),
             ("stripe_objects", &mut rows.stripe_links),
             ("notifications", &mut rows.notifications),
+            ("analytics_outbox", &mut rows.analytics_outbox),
         ] {
             let sql = format!("DELETE FROM {table} WHERE tenant_id = $1");
             *count = sqlx::query(&sql).bind(tenant.as_str()).execute(&mut *tx).await?.rows_affected();
@@ -114,6 +129,9 @@ impl Store {
         .bind(counts)
         .execute(&mut *tx)
         .await?;
+        for job in jobs {
+            enqueue_in(&mut tx, job, now).await?;
+        }
         tx.commit().await?;
         // The in-memory admission of the embedded store forgets the tenant's counters with the rows.
         if let Some(gate) = &self.gate {

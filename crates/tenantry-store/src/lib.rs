@@ -28,7 +28,7 @@ use sqlx::{AnyPool, Executor, Row};
 pub use audit::{entry_hash, AuditBreak, AuditEntry, NewAuditEntry, GENESIS_HASH};
 pub use credits::WinBack;
 pub use documents::{ChunkRow, DocumentRow, NewChunk, NewDocument};
-pub use erasure::{ErasedRows, ErasureRow};
+pub use erasure::{ErasedRows, ErasureRow, NewErasure};
 pub use exports::ExportRow;
 pub use invoices::{InvoiceEffects, InvoiceRow, NewInvoice, NewPendingItem, PendingItemRow};
 pub use jobs::{JobRow, JobState, NewJob};
@@ -74,6 +74,8 @@ pub struct Store {
     backend: Backend,
     /// The embedded store's in-memory quota admission (`None` on PostgreSQL, where it is rows).
     gate: Option<std::sync::Arc<memgate::MemGate>>,
+    /// Whether settlements queue their ledger events for the analytics store.
+    analytics_outbox: bool,
 }
 
 impl Store {
@@ -118,13 +120,13 @@ impl Store {
         };
         let write = pool(1).await?;
         let read = pool(4).await?;
-        Ok(Self { read, write, backend: Backend::Sqlite, gate: Some(Default::default()) })
+        Ok(Self { read, write, backend: Backend::Sqlite, gate: Some(Default::default()), analytics_outbox: false })
     }
 
     async fn open_postgres(url: &str) -> Result<Self> {
         let pool =
             AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(30)).connect(url).await?;
-        Ok(Self { read: pool.clone(), write: pool, backend: Backend::Postgres, gate: None })
+        Ok(Self { read: pool.clone(), write: pool, backend: Backend::Postgres, gate: None, analytics_outbox: false })
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -136,6 +138,17 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Makes every settlement queue its new ledger events in the analytics outbox (set when an analytics
+    /// store is configured; without one nothing would ever drain the outbox).
+    pub fn with_analytics_outbox(mut self, on: bool) -> Self {
+        self.analytics_outbox = on;
+        self
+    }
+
+    pub(crate) fn ledger_writes(&self) -> quota::LedgerWrites {
+        quota::LedgerWrites { reservation_rows: self.gate.is_none(), analytics_outbox: self.analytics_outbox }
     }
 
     /// A cheap round trip, for readiness.

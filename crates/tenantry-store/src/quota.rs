@@ -7,7 +7,7 @@ use sqlx::{Any, Row, Transaction};
 use tenantry_domain::config::Quotas;
 use tenantry_domain::{TenantId, Timestamp};
 
-use crate::usage::{insert_events, UsageEvent};
+use crate::usage::{insert_events, queue_for_analytics, UsageEvent};
 use crate::{Result, Store};
 
 /// Amounts per quota meter. Queries and tokens count per billing period; documents and storage bytes are
@@ -189,21 +189,33 @@ async fn adjust(
     Ok(())
 }
 
+/// What a settlement writes besides the ledger rows and counters.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LedgerWrites {
+    /// Reservations are rows (PostgreSQL), not in-process memory (the embedded store's `memgate`).
+    pub reservation_rows: bool,
+    /// Analytics is configured: queue each new ledger event in `analytics_outbox`.
+    pub analytics_outbox: bool,
+}
+
 /// Settles inside the caller's transaction. Returns false (and changes nothing) when the events were
 /// already recorded: a settlement applies at most once.
 pub(crate) async fn settle_in(
     tx: &mut Transaction<'_, Any>,
     s: &Settlement,
     events: &[UsageEvent],
-    reservation_rows: bool,
+    writes: LedgerWrites,
 ) -> Result<bool> {
     let inserted = insert_events(tx, events).await?;
     if !events.is_empty() && inserted == 0 {
         return Ok(false);
     }
+    if writes.analytics_outbox {
+        queue_for_analytics(tx, events).await?;
+    }
     // On the embedded store reservations live in memory (`memgate`), not in rows.
     let released = match &s.reservation_id {
-        Some(id) if reservation_rows => take_reservation(tx, id).await?.map(|(_, _, a)| a).unwrap_or_default(),
+        Some(id) if writes.reservation_rows => take_reservation(tx, id).await?.map(|(_, _, a)| a).unwrap_or_default(),
         _ => Amounts::default(),
     };
     adjust(tx, &s.tenant_id, s.period_start, &s.actual, &released).await?;
@@ -285,7 +297,7 @@ impl Store {
     pub async fn settle(&self, s: &Settlement, events: &[UsageEvent]) -> Result<bool> {
         let mut guard = self.settlement_guard(s).await?;
         let mut tx = self.write.begin().await?;
-        let applied = settle_in(&mut tx, s, events, self.gate.is_none()).await?;
+        let applied = settle_in(&mut tx, s, events, self.ledger_writes()).await?;
         if applied {
             tx.commit().await?;
             self.settled(guard.as_mut(), s);

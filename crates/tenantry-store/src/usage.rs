@@ -72,7 +72,66 @@ pub(crate) async fn insert_events(tx: &mut Transaction<'_, Any>, events: &[Usage
     Ok(q.execute(&mut **tx).await?.rows_affected())
 }
 
+/// Queues `events` for the analytics store, in the ledger's transaction.
+pub(crate) async fn queue_for_analytics(tx: &mut Transaction<'_, Any>, events: &[UsageEvent]) -> Result<()> {
+    for e in events {
+        sqlx::query(
+            "INSERT INTO analytics_outbox (event_id, tenant_id, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(&e.event_id)
+        .bind(e.tenant_id.as_str())
+        .bind(e.at.0)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+fn event_from_row(r: &sqlx::any::AnyRow, tenant_id: TenantId) -> Result<UsageEvent> {
+    let meter: String = r.try_get("meter")?;
+    Ok(UsageEvent {
+        event_id: r.try_get("event_id")?,
+        tenant_id,
+        request_id: r.try_get("request_id")?,
+        meter: Meter::parse(&meter).ok_or_else(|| StoreError::Corrupt(format!("meter {meter:?}")))?,
+        model: r.try_get("model")?,
+        quantity: r.try_get("quantity")?,
+        cost_micros: r.try_get("cost_micros")?,
+        at: Timestamp(r.try_get("created_at")?),
+    })
+}
+
 impl Store {
+    /// Up to `limit` queued analytics events, oldest first, with their ledger rows.
+    pub async fn analytics_batch(&self, limit: i64) -> Result<Vec<UsageEvent>> {
+        let rows = sqlx::query(
+            "SELECT u.event_id, u.tenant_id, u.request_id, u.meter, u.model, u.quantity, u.cost_micros, u.created_at \
+             FROM analytics_outbox o JOIN usage_events u ON u.event_id = o.event_id \
+             ORDER BY o.created_at, o.event_id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(|r| event_from_row(r, TenantId::from_trusted(r.try_get::<String, _>("tenant_id")?))).collect()
+    }
+
+    /// Drops shipped events from the outbox.
+    pub async fn analytics_shipped(&self, event_ids: &[String]) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        for id in event_ids {
+            sqlx::query("DELETE FROM analytics_outbox WHERE event_id = $1").bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// How many events wait for the analytics store.
+    pub async fn analytics_pending(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM analytics_outbox").fetch_one(&self.read).await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// Per meter and model sums of events in `[from, to)`.
     pub async fn usage_lines(&self, tenant: &TenantId, from: Timestamp, to: Timestamp) -> Result<Vec<UsageLine>> {
         let rows = sqlx::query(
@@ -142,20 +201,6 @@ impl Store {
         .bind(tenant.as_str())
         .fetch_all(&self.read)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let meter: String = r.try_get("meter")?;
-                Ok(UsageEvent {
-                    event_id: r.try_get("event_id")?,
-                    tenant_id: tenant.clone(),
-                    request_id: r.try_get("request_id")?,
-                    meter: Meter::parse(&meter).ok_or_else(|| StoreError::Corrupt(format!("meter {meter:?}")))?,
-                    model: r.try_get("model")?,
-                    quantity: r.try_get("quantity")?,
-                    cost_micros: r.try_get("cost_micros")?,
-                    at: Timestamp(r.try_get("created_at")?),
-                })
-            })
-            .collect()
+        rows.iter().map(|r| event_from_row(r, tenant.clone())).collect()
     }
 }

@@ -2,6 +2,7 @@
 //! a listener and serves them. Handlers are thin; the service layer decides.
 
 mod account;
+mod analytics;
 mod api;
 mod chat;
 mod extract;
@@ -91,6 +92,7 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(account::reactivate))
         .routes(routes!(account::admin_cancel))
         .routes(routes!(account::win_back_report))
+        .routes(routes!(analytics::reconcile))
         .routes(routes!(api::healthz))
         .routes(routes!(api::readyz))
 }

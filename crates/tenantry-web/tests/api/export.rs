@@ -8,7 +8,7 @@ use std::io::Read;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{assert_problem, spawn_app};
+use crate::helpers::{assert_problem, spawn_app_with};
 
 /// The archive's files by path.
 fn unpack(archive: &[u8]) -> BTreeMap<String, Vec<u8>> {
@@ -26,7 +26,7 @@ fn unpack(archive: &[u8]) -> BTreeMap<String, Vec<u8>> {
 
 #[tokio::test]
 async fn an_export_holds_everything_of_the_tenant_and_nothing_else() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|c| c.server.operator_token = "op-export".into()).await;
     let t = app.signup("export@zz.test", "trial").await;
     let other = app.signup("other-export@zz.test", "trial").await;
     let doc = app.upload_text(&t.key, "Narwhal guide", "Narwhals use their tusks to sense water salinity.").await;
@@ -98,13 +98,15 @@ async fn an_export_holds_everything_of_the_tenant_and_nothing_else() {
     // Erasure takes the export with it.
     let r = app.client.delete(app.url("/v1/tenant")).bearer_auth(&t.key).send().await.expect("erase");
     assert_eq!(r.status(), 202);
+    let erasure_id = r.json::<Value>().await.expect("json")["erasure_id"].as_str().expect("id").to_owned();
+    app.completed_erasure("op-export", &erasure_id).await;
     let exports_dir = app.data_dir.path().join("tenants").join(&t.id).join("exports");
     assert!(!exports_dir.exists());
 }
 
 #[tokio::test]
 async fn an_export_expires_and_its_archive_is_deleted() {
-    let app = crate::helpers::spawn_app_with(|c| {
+    let app = spawn_app_with(|c| {
         c.server.clock = "test".into();
         c.server.operator_token = "op-export".into();
     })

@@ -75,6 +75,21 @@ impl TestApp {
         log["entries"].as_array().expect("entries").clone()
     }
 
+    /// The erasure's certificate once its job has completed it (waits up to 30 s).
+    pub async fn completed_erasure(&self, operator: &str, erasure_id: &str) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let r = self.get(operator, &format!("/admin/erasures/{erasure_id}")).await;
+            assert_eq!(r.status(), StatusCode::OK, "certificate readable");
+            let cert: Value = r.json().await.expect("json");
+            if cert["status"] == "completed" {
+                return cert;
+            }
+            assert!(std::time::Instant::now() < deadline, "the erasure did not complete: {cert}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -1,5 +1,6 @@
 //! Stories over the public HTTP API, each against a fresh app on port 0 with its own data dir.
 
+mod analytics;
 mod bad_input;
 mod billing;
 mod chat;
