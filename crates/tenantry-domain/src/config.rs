@@ -20,6 +20,7 @@ pub struct Config {
     pub search: SearchConfig,
     pub gateway: GatewayConfig,
     pub lifecycle: LifecycleConfig,
+    pub retention: RetentionConfig,
     pub notifications: NotificationsConfig,
     pub models: Vec<ModelConfig>,
     pub plans: Vec<PlanConfig>,
@@ -160,6 +161,35 @@ pub struct NotificationsConfig {
 impl Default for NotificationsConfig {
     fn default() -> Self {
         Self { smtp_url: String::new(), from: "Tenantry <no-reply@tenantry.invalid>".into() }
+    }
+}
+
+/// How long records are kept, enforced by the daily `retention_sweep` job. 0 keeps them forever.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Usage ledger rows older than this, and already invoiced, are removed (levels of documents and
+    /// storage are carried forward in one row per meter). At least 62 days, so no open period is touched.
+    pub usage_days: u32,
+    /// Audit entries older than this are removed; the chain stays verifiable from an anchor.
+    pub audit_days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { usage_days: 400, audit_days: 730 }
+    }
+}
+
+impl RetentionConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if (1..62).contains(&self.usage_days) {
+            return Err(ConfigError::Invalid("retention.usage_days: 0 (keep) or at least 62".into()));
+        }
+        if (1..30).contains(&self.audit_days) {
+            return Err(ConfigError::Invalid("retention.audit_days: 0 (keep) or at least 30".into()));
+        }
+        Ok(())
     }
 }
 

@@ -11,6 +11,8 @@
 //! usage.jsonl                    the usage ledger
 //! audit.jsonl                    the tenant's audit trail entries
 //! invoices.json                  invoices with their lines
+//! lifecycle.jsonl                lifecycle transitions and activation milestones, with times
+//! notifications.jsonl            every notification sent or queued: template, recipient, subject, body
 //! ```
 //!
 //! The archive is built by a job, written under the tenant's own directory (so erasure removes it), made
@@ -226,6 +228,31 @@ impl Services {
         )
         .map_err(ServiceError::internal)?;
         entries.push(json_entry("invoices.json", &invoices));
+
+        let lifecycle: Vec<Value> = store
+            .tenant_events(tenant)
+            .await?
+            .into_iter()
+            .map(|e| json!({"event": e.event, "from": e.from_state, "to": e.to_state, "at": e.at.to_rfc3339()}))
+            .collect();
+        entries.push(jsonl_entry("lifecycle.jsonl", lifecycle));
+        let notifications: Vec<Value> = store
+            .notifications(tenant)
+            .await?
+            .into_iter()
+            .map(|n| {
+                json!({
+                    "notification_id": n.id,
+                    "template": n.template,
+                    "recipient": n.recipient,
+                    "subject": n.subject,
+                    "body": n.body,
+                    "created_at": n.created_at.to_rfc3339(),
+                    "delivered_at": n.delivered_at.map(Timestamp::to_rfc3339),
+                })
+            })
+            .collect();
+        entries.push(jsonl_entry("notifications.jsonl", notifications));
         Ok(entries)
     }
 }

@@ -48,6 +48,8 @@ pub enum Job {
     ExpireExport { tenant_id: TenantId, export_id: String },
     /// Build the vector index a pending plan needs, then switch the tenant to it.
     SwitchPlan { tenant_id: TenantId, plan: String },
+    /// Enforce `retention` (usage ledger, audit trail) as of the day starting at `day_ms`; schedules the next.
+    RetentionSweep { day_ms: i64 },
     /// Finish an erasure whose rows are gone: files, analytics, purge, certificate.
     FinishErasure { tenant_id: TenantId, erasure_id: String },
     /// Compare the tenant's questions this week with the week before (a drop is an intervention trigger).
@@ -71,11 +73,13 @@ impl Job {
             Self::SwitchPlan { .. } => "switch_plan",
             Self::UsageReview { .. } => "usage_review",
             Self::FinishErasure { .. } => "finish_erasure",
+            Self::RetentionSweep { .. } => "retention_sweep",
         }
     }
 
-    fn tenant(&self) -> &TenantId {
-        match self {
+    fn tenant(&self) -> Option<&TenantId> {
+        Some(match self {
+            Self::RetentionSweep { .. } => return None,
             Self::Provision { tenant_id }
             | Self::ClosePeriod { tenant_id, .. }
             | Self::PaymentRetry { tenant_id, .. }
@@ -90,7 +94,7 @@ impl Job {
             | Self::SwitchPlan { tenant_id, .. }
             | Self::UsageReview { tenant_id, .. }
             | Self::FinishErasure { tenant_id, .. } => tenant_id,
-        }
+        })
     }
 
     /// The idempotency key: one job per thing to do, however often it is asked for.
@@ -115,6 +119,7 @@ impl Job {
             Self::SwitchPlan { tenant_id, plan } => format!("switch_plan:{tenant_id}:{plan}:{}", JobId::generate()),
             Self::UsageReview { tenant_id, at_ms } => format!("usage_review:{tenant_id}:{at_ms}"),
             Self::FinishErasure { erasure_id, .. } => format!("finish_erasure:{erasure_id}"),
+            Self::RetentionSweep { day_ms } => format!("retention_sweep:{day_ms}"),
         }
     }
 
@@ -122,7 +127,7 @@ impl Job {
     pub(crate) fn at(&self, run_at: Timestamp) -> NewJob {
         NewJob {
             kind: self.kind().to_owned(),
-            tenant_id: Some(self.tenant().clone()),
+            tenant_id: self.tenant().cloned(),
             payload: serde_json::to_string(self).unwrap_or_default(),
             idempotency_key: Some(self.key()),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
@@ -282,6 +287,7 @@ impl Services {
             Job::SwitchPlan { tenant_id, plan } => self.switch_plan(tenant_id, plan).await,
             Job::UsageReview { tenant_id, at_ms } => self.review_usage(tenant_id, Timestamp(*at_ms)).await,
             Job::FinishErasure { tenant_id, erasure_id } => self.finish_erasure(tenant_id, erasure_id).await,
+            Job::RetentionSweep { day_ms } => self.sweep_retention(Timestamp(*day_ms)).await,
         }
     }
 

@@ -21,6 +21,7 @@ pub mod plan;
 pub mod query;
 pub mod quota;
 pub mod ratelimit;
+mod retention;
 mod retriever;
 pub mod stripe;
 pub mod tenants;
@@ -91,6 +92,7 @@ impl Services {
     /// search root.
     pub async fn start(mut config: Config) -> Result<Self, StartError> {
         let catalog = config.catalog()?;
+        config.retention.validate()?;
         for plan in catalog.plans() {
             tenantry_billing::rating::Pricing::from_plan(plan)
                 .map_err(|e| ConfigError::Invalid(format!("plan {:?} prices: {e}", plan.name)))?;
@@ -161,6 +163,7 @@ impl Services {
         };
         services.resume_erasures().await.map_err(|e| StartError::Erasure(e.detail))?;
         services.schedule_period_closes().await.map_err(|e| StartError::Jobs(e.detail))?;
+        services.schedule_retention().await.map_err(|e| StartError::Jobs(e.detail))?;
         Ok(services)
     }
 

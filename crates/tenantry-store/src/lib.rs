@@ -25,7 +25,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
-pub use audit::{entry_hash, AuditBreak, AuditEntry, NewAuditEntry, GENESIS_HASH};
+pub use audit::{entry_hash, AuditBreak, AuditEntry, AuditPruned, NewAuditEntry, GENESIS_HASH};
 pub use credits::WinBack;
 pub use documents::{ChunkRow, DocumentRow, NewChunk, NewDocument};
 pub use erasure::{ErasedRows, ErasureRow, NewErasure};
@@ -37,7 +37,7 @@ pub use notifications::{NewNotification, NotificationRow, WinBackStats};
 pub use quota::{Amounts, Counters, Exceeded, NewReservation, QuotaMeter, Settlement};
 pub use stripe::{EventSeen, StripeLink};
 pub use tenants::{ConfigChange, NewTenant, PlanChange, TenantEvent, TenantRow};
-pub use usage::{UsageEvent, UsageLine};
+pub use usage::{PrunedUsage, UsageEvent, UsageLine};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

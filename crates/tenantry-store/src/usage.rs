@@ -102,7 +102,68 @@ fn event_from_row(r: &sqlx::any::AnyRow, tenant_id: TenantId) -> Result<UsageEve
     })
 }
 
+/// What one usage retention sweep did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PrunedUsage {
+    /// Ledger rows removed (earlier carry-forward rows included: they are folded into the new ones).
+    pub removed: u64,
+    /// Carry-forward rows written for gauge meters (one per tenant, meter and model).
+    pub carried: u64,
+}
+
+/// Rows of a tenant older than the cutoff and inside a period already invoiced.
+const PRUNABLE: &str = "created_at < $1 AND created_at < \
+     (SELECT COALESCE(MAX(i.period_end), 0) FROM invoices i WHERE i.tenant_id = usage_events.tenant_id)";
+
 impl Store {
+    /// Usage retention: removes ledger rows older than `cutoff` that an invoice already covers. Counters
+    /// (queries, tokens) just go; gauges (documents, storage bytes) are signed deltas whose sum is a level,
+    /// so their removed rows are replaced by one carry-forward row per tenant, meter and model holding the
+    /// sum, dated at the newest removed row: every level at or after the cutoff is unchanged.
+    pub async fn prune_usage(&self, cutoff: Timestamp) -> Result<PrunedUsage> {
+        let gauges = [Meter::Documents.as_str(), Meter::StorageBytes.as_str()];
+        let mut tx = self.write.begin().await?;
+        let sums = sqlx::query(&format!(
+            "SELECT tenant_id, meter, model, CAST(SUM(quantity) AS BIGINT) AS quantity, \
+             CAST(SUM(cost_micros) AS BIGINT) AS cost_micros, MAX(created_at) AS last_at, COUNT(*) AS n \
+             FROM usage_events WHERE {PRUNABLE} AND meter IN ($2, $3) GROUP BY tenant_id, meter, model"
+        ))
+        .bind(cutoff.0)
+        .bind(gauges[0])
+        .bind(gauges[1])
+        .fetch_all(&mut *tx)
+        .await?;
+        let removed = sqlx::query(&format!("DELETE FROM usage_events WHERE {PRUNABLE}"))
+            .bind(cutoff.0)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let mut done = PrunedUsage { removed, carried: 0 };
+        for row in &sums {
+            let (tenant, meter): (String, String) = (row.try_get("tenant_id")?, row.try_get("meter")?);
+            let model: String = row.try_get("model")?;
+            let last_at: i64 = row.try_get("last_at")?;
+            sqlx::query(
+                "INSERT INTO usage_events (event_id, tenant_id, request_id, meter, model, quantity, cost_micros, created_at) \
+                 VALUES ($1, $2, 'retention-carry-forward', $3, $4, $5, $6, $7)",
+            )
+            .bind(format!("carry:{tenant}:{meter}:{model}:{}", cutoff.0))
+            .bind(&tenant)
+            .bind(&meter)
+            .bind(&model)
+            .bind(row.try_get::<i64, _>("quantity")?)
+            .bind(row.try_get::<i64, _>("cost_micros")?)
+            .bind(last_at)
+            .execute(&mut *tx)
+            .await?;
+            done.carried += 1;
+        }
+        // Queued analytics events whose ledger row went (only after a months-long analytics outage).
+        sqlx::query("DELETE FROM analytics_outbox WHERE created_at < $1").bind(cutoff.0).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
     /// Up to `limit` queued analytics events, oldest first, with their ledger rows.
     pub async fn analytics_batch(&self, limit: i64) -> Result<Vec<UsageEvent>> {
         let rows = sqlx::query(

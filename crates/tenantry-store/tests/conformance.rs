@@ -282,6 +282,36 @@ async fn reserve_settle_release_and_expire(store: Store) {
     assert_eq!(store.reservation_count().await.expect("count"), 0);
 }
 
+async fn append_entries(store: &Store, times: std::ops::Range<i64>) {
+    for at in times {
+        let entry = tenantry_store::NewAuditEntry {
+            at: Timestamp(at),
+            tenant_id: None,
+            actor: "system".into(),
+            action: "test.appended".into(),
+            target: format!("t{at}"),
+            detail: "{}".into(),
+            request_id: String::new(),
+        };
+        store.append_audit(&entry).await.expect("append");
+    }
+}
+
+/// Retention removes the oldest entries, moves the anchor, records itself in the chain, which still verifies.
+async fn audit_pruning_keeps_the_chain_verifiable(store: Store) {
+    append_entries(&store, 1..11).await;
+    assert_eq!(store.prune_audit(Timestamp(1), Timestamp(20)).await.expect("prune"), None, "nothing that old");
+    let pruned = store.prune_audit(Timestamp(6), Timestamp(20)).await.expect("prune").expect("pruned");
+    assert_eq!((pruned.through_seq, pruned.entries), (5, 5));
+    let left = store.audit_entries(None, 0, 100).await.expect("entries");
+    assert_eq!(left.first().map(|e| e.seq), Some(6));
+    assert_eq!(left.last().map(|e| e.action.as_str()), Some("audit.pruned"));
+    assert_eq!(left[0].prev_hash, pruned.anchor_hash, "the anchor is the hash the first entry links to");
+    assert_eq!(store.verify_audit().await.expect("verify"), Ok(6), "entries 6 to 11");
+    append_entries(&store, 30..32).await;
+    assert_eq!(store.verify_audit().await.expect("verify"), Ok(8));
+}
+
 /// Concurrent appends still form one unbroken chain (they serialise on the head row).
 async fn audit_chain_holds_under_concurrent_appends(store: Store) {
     let store = std::sync::Arc::new(store);
@@ -542,6 +572,7 @@ conformance_suite!(
     concurrent_reservations_never_overshoot,
     reserve_settle_release_and_expire,
     audit_chain_holds_under_concurrent_appends,
+    audit_pruning_keeps_the_chain_verifiable,
     jobs_are_scheduled_claimed_retried_and_parked,
     concurrent_workers_claim_each_job_once,
     transitions_are_recorded_with_their_jobs,
@@ -556,4 +587,38 @@ async fn sqlite_runs_with_the_intended_pragmas() {
     assert_eq!(store.sqlite_pragma("secure_delete").await.expect("pragma"), "1");
     assert_eq!(store.sqlite_pragma("foreign_keys").await.expect("pragma"), "1");
     assert_eq!(store.sqlite_pragma("busy_timeout").await.expect("pragma"), "10000");
+}
+
+/// After retention pruned the chain, removing its oldest remaining entry is caught, also when the anchor is
+/// moved along with it.
+#[tokio::test]
+async fn tampering_with_a_pruned_chain_is_detected() {
+    use sqlx::{ConnectOptions, Connection};
+    for (name, sql, expected) in [
+        (
+            "delete the oldest",
+            "DELETE FROM audit_log WHERE seq = 6",
+            tenantry_store::AuditBreak::Gap { expected: 6, found: 7 },
+        ),
+        (
+            "delete the oldest and move the anchor",
+            "UPDATE audit_anchor SET seq = 6, hash = (SELECT hash FROM audit_log WHERE seq = 6); \
+             DELETE FROM audit_log WHERE seq = 6",
+            tenantry_store::AuditBreak::Anchor(6),
+        ),
+    ] {
+        let (store, dir) = sqlite().await;
+        append_entries(&store, 1..11).await;
+        store.prune_audit(Timestamp(6), Timestamp(20)).await.expect("prune");
+        drop(store);
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("tenantry.db"))
+            .connect()
+            .await
+            .expect("open");
+        sqlx::raw_sql(sql).execute(&mut conn).await.expect("tamper");
+        conn.close().await.expect("close");
+        let store = Store::open("", dir.path()).await.expect("reopen");
+        assert_eq!(store.verify_audit().await.expect("verify"), Err(expected), "{name}");
+    }
 }

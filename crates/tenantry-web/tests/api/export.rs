@@ -132,3 +132,38 @@ async fn an_export_expires_and_its_archive_is_deleted() {
     assert_problem(app.get(&t.key, &format!("/v1/export/{id}")).await, 404, "not_found").await;
     assert!(!archive.exists(), "the expiry job deleted the archive");
 }
+
+#[tokio::test]
+async fn an_export_includes_the_lifecycle_and_the_notifications_sent() {
+    let app = spawn_app_with(|c| {
+        c.server.clock = "test".into();
+        c.server.operator_token = "op-export".into();
+    })
+    .await;
+    let t = app.signup("nudged@zz.test", "trial").await;
+    // A day without a document sends the activation nudge.
+    let r = app.post_json("op-export", "/admin/clock/advance", json!({"seconds": 25 * 3_600})).await;
+    assert_eq!(r.status(), 200);
+    app.upload_text(&t.key, "Note", "Finally a document.").await;
+    let started: Value = app.post_json(&t.key, "/v1/export", json!({})).await.json().await.expect("json");
+    let id = started["export_id"].as_str().expect("id").to_owned();
+    assert_eq!(app.post_json("op-export", "/admin/clock/advance", json!({"seconds": 1})).await.status(), 200);
+    let r = app.get(&t.key, &format!("/v1/export/{id}")).await;
+    assert_eq!(r.status(), 200);
+    let files = unpack(&r.bytes().await.expect("body"));
+
+    let lines = |name: &str| -> Vec<Value> {
+        let text = String::from_utf8(files[name].clone()).expect("utf8");
+        text.lines().map(|l| serde_json::from_str(l).expect("json line")).collect()
+    };
+    let events: Vec<String> =
+        lines("lifecycle.jsonl").iter().map(|e| e["event"].as_str().expect("event").to_owned()).collect();
+    for expected in ["signed_up", "provisioned", "first_document"] {
+        assert!(events.iter().any(|e| e == expected), "{expected} in {events:?}");
+    }
+    let notifications = lines("notifications.jsonl");
+    assert_eq!(notifications.len(), 1, "{notifications:?}");
+    assert_eq!(notifications[0]["template"], "nudge_no_document");
+    assert_eq!(notifications[0]["recipient"], "nudged@zz.test");
+    assert!(notifications[0]["delivered_at"].is_string(), "delivered before the export: {notifications:?}");
+}

@@ -14,6 +14,7 @@ mod lifecycle;
 mod models;
 mod month;
 mod plan;
+mod retention;
 mod retrieval;
 mod story;
 mod stripe;
