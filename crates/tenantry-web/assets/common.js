@@ -39,16 +39,17 @@ window.Tenantry = (function () {
     return node;
   }
 
-  // A table body: one row per item, each cell text or a node; `onRow` makes rows clickable.
+  // A table body: one row per item, each cell text or a node, aligned like its column's header (`num`);
+  // `onRow` makes rows clickable.
   function rows(id, items, cells, empty, onRow) {
     const body = fill(id);
+    const heads = Array.from(body.closest("table").querySelectorAll("thead th"));
     if (items.length === 0) {
-      const columns = body.closest("table").querySelectorAll("thead th").length || 1;
-      body.append(el("tr", { class: "empty" }, el("td", { colspan: columns }, empty)));
+      body.append(el("tr", { class: "empty" }, el("td", { colspan: heads.length || 1 }, empty)));
       return;
     }
     for (const item of items) {
-      const tr = el("tr", {}, ...cells(item).map((c) => el("td", {}, c)));
+      const tr = el("tr", {}, ...cells(item).map((c, i) => el("td", { class: (heads[i] && heads[i].className) || null }, c)));
       if (onRow) {
         tr.classList.add("clickable");
         tr.tabIndex = 0;
@@ -153,10 +154,12 @@ window.Tenantry = (function () {
     bars.forEach((bar, i) => {
       const y = i * rowHeight;
       const share = bar.max > 0 ? Math.min(bar.value / bar.max, 1) : 0;
+      // Any use at all stays visible, however small its share.
+      const width = bar.value > 0 ? Math.max(Math.round(barWidth * share), 2) : 0;
       chart.append(
         svg("text", { x: 0, y: y + 17, class: "chart-label" }, bar.label),
         svg("rect", { x: labelWidth, y: y + 4, width: barWidth, height: 18, class: "chart-track" }),
-        svg("rect", { x: labelWidth, y: y + 4, width: Math.round(barWidth * share), height: 18, class: "chart-bar" }),
+        svg("rect", { x: labelWidth, y: y + 4, width, height: 18, class: "chart-bar" }),
         svg("text", { x: labelWidth + barWidth + 8, y: y + 17, class: "chart-value" }, bar.text),
       );
     });

@@ -129,7 +129,7 @@
         i.kind,
         date(i.period_start) + " – " + date(i.period_end),
         el("span", { class: "invoice-status" }, i.status),
-        el("span", { class: "num" }, money(i.total_cents, i.currency)),
+        money(i.total_cents, i.currency),
       ],
       "no invoices yet",
     );
