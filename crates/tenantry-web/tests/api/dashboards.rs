@@ -68,7 +68,19 @@ async fn the_pages_are_static_html_with_a_strict_content_security_policy() {
 
 #[tokio::test]
 async fn the_overview_counts_states_funnel_revenue_dunning_and_jobs() {
-    let app = spawn_app_with(|c| {
+    the_overview_counts_states_funnel_revenue_dunning_and_jobs_on(None).await;
+}
+
+#[tokio::test]
+async fn the_overview_counts_states_funnel_revenue_dunning_and_jobs_on_postgres() {
+    crate::helpers::on_postgres(the_overview_counts_states_funnel_revenue_dunning_and_jobs_on).await;
+}
+
+async fn the_overview_counts_states_funnel_revenue_dunning_and_jobs_on(database_url: Option<String>) {
+    let app = spawn_app_with(move |c| {
+        if let Some(url) = database_url {
+            c.database.url = url;
+        }
         // A plan with a trial and a price, so trialing tenants are invoiced when a period closes.
         let mut plan: PlanConfig = c.plans.iter().find(|p| p.name == "trial").expect("trial").clone();
         plan.name = "metered".into();
