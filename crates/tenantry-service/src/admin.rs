@@ -1,11 +1,13 @@
 //! The operator's actions. Authenticated by the operator token (constant-time compare), never by a tenant key.
 
+use std::collections::BTreeMap;
+
 use subtle::ConstantTimeEq;
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::{ErrorCode, TenantId, TenantState};
 
 use serde::Serialize;
-use tenantry_store::TenantEvent;
+use tenantry_store::{JobState, TenantEvent};
 use utoipa::ToSchema;
 
 use crate::audit::Actor;
@@ -49,6 +51,72 @@ impl From<TenantEvent> for EventView {
     fn from(e: TenantEvent) -> Self {
         Self { event: e.event, from: e.from_state, to: e.to_state, at: e.at.to_rfc3339() }
     }
+}
+
+/// The activation milestones, in the order a tenant reaches them.
+pub const FUNNEL: [&str; 5] = ["signed_up", "provisioned", "first_document", "first_query", "activated"];
+
+/// `GET /admin/overview`: the console's first screen, computed from the control plane when asked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Overview {
+    /// The service clock's now.
+    pub generated_at: String,
+    pub tenants_total: i64,
+    /// Every state, with zero for states no tenant is in.
+    pub tenants_by_state: BTreeMap<String, i64>,
+    /// Tenants that ever reached each activation milestone, in funnel order.
+    pub funnel: Vec<FunnelStep>,
+    pub revenue: Revenue,
+    /// Tenants `past_due` or `suspended` with open invoices, oldest open invoice first.
+    pub dunning: Vec<DunningTenant>,
+    pub integrations: IntegrationHealth,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FunnelStep {
+    pub milestone: String,
+    pub tenants: i64,
+}
+
+/// Invoice totals across all tenants.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Revenue {
+    pub currency: String,
+    pub paid_cents: i64,
+    pub paid_invoices: i64,
+    /// Issued and not paid yet.
+    pub open_cents: i64,
+    pub open_invoices: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DunningTenant {
+    #[schema(value_type = String)]
+    pub tenant_id: TenantId,
+    pub organization: String,
+    pub state: TenantState,
+    pub plan: String,
+    pub open_invoices: i64,
+    pub open_cents: i64,
+    /// When the oldest open invoice was issued.
+    pub open_since: String,
+}
+
+/// The background machinery the product depends on: the job queue, the notification outbox, Stripe.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IntegrationHealth {
+    /// `queued`, `running`, `done`, `parked`: every state, zero included.
+    pub jobs_by_state: BTreeMap<String, i64>,
+    /// Queued or running.
+    pub jobs_pending: i64,
+    /// Out of attempts; listed at `GET /admin/jobs?state=parked`.
+    pub jobs_parked: i64,
+    pub payment_provider: String,
+    pub notifications_delivered: i64,
+    /// Waiting in the outbox (delivery pending or retrying).
+    pub notifications_undelivered: i64,
+    pub stripe_events_received: i64,
+    pub stripe_events_unprocessed: i64,
 }
 
 impl Services {
@@ -110,5 +178,79 @@ impl Services {
         };
         self.transition_from(&row, event, Actor::Operator, &jobs).await?;
         self.admin_tenant(raw_id).await
+    }
+
+    /// Tenants by state, the activation funnel, revenue, dunning and integration health, for the console.
+    pub async fn admin_overview(&self) -> ServiceResult<Overview> {
+        let counts = self.store().overview_counts().await?;
+        let of = |list: &[(String, i64)], key: &str| list.iter().find(|(k, _)| k == key).map_or(0, |(_, n)| *n);
+
+        let tenants_by_state: BTreeMap<String, i64> = TenantState::ALL
+            .iter()
+            .map(|s| (s.as_str().to_owned(), of(&counts.tenants_by_state, s.as_str())))
+            .collect();
+        let funnel = FUNNEL
+            .iter()
+            .map(|m| FunnelStep { milestone: (*m).to_owned(), tenants: of(&counts.milestones, m) })
+            .collect();
+        let invoices = |status: &str| {
+            counts.invoices_by_status.iter().find(|(s, _, _)| s == status).map_or((0, 0), |(_, n, c)| (*n, *c))
+        };
+        let (paid_invoices, paid_cents) = invoices("paid");
+        let (open_invoices, open_cents) = invoices("open");
+        let revenue = Revenue {
+            currency: self.config().billing.currency.clone(),
+            paid_cents,
+            paid_invoices,
+            open_cents,
+            open_invoices,
+        };
+
+        let mut dunning = Vec::new();
+        for state in [TenantState::PastDue, TenantState::Suspended] {
+            for tenant in self.store().tenants(Some(state)).await? {
+                let open = self.store().open_invoices(&tenant.id).await?;
+                let Some(oldest) = open.iter().map(|i| i.created_at).min() else { continue };
+                dunning.push((
+                    oldest,
+                    DunningTenant {
+                        tenant_id: tenant.id,
+                        organization: tenant.organization,
+                        state: tenant.state,
+                        plan: tenant.plan,
+                        open_invoices: open.len() as i64,
+                        open_cents: open.iter().map(|i| i.total_cents).sum(),
+                        open_since: oldest.to_rfc3339(),
+                    },
+                ));
+            }
+        }
+        dunning.sort_by_key(|(oldest, _)| *oldest);
+
+        let jobs_by_state: BTreeMap<String, i64> =
+            [JobState::Queued, JobState::Running, JobState::Done, JobState::Parked]
+                .iter()
+                .map(|s| (s.as_str().to_owned(), of(&counts.jobs_by_state, s.as_str())))
+                .collect();
+        let integrations = IntegrationHealth {
+            jobs_pending: jobs_by_state["queued"] + jobs_by_state["running"],
+            jobs_parked: jobs_by_state["parked"],
+            jobs_by_state,
+            payment_provider: self.config().billing.provider.clone(),
+            notifications_delivered: counts.notifications_delivered,
+            notifications_undelivered: counts.notifications_undelivered,
+            stripe_events_received: counts.stripe_events_received,
+            stripe_events_unprocessed: counts.stripe_events_unprocessed,
+        };
+
+        Ok(Overview {
+            generated_at: self.clock().now().to_rfc3339(),
+            tenants_total: counts.tenants_by_state.iter().map(|(_, n)| n).sum(),
+            tenants_by_state,
+            funnel,
+            revenue,
+            dunning: dunning.into_iter().map(|(_, d)| d).collect(),
+            integrations,
+        })
     }
 }

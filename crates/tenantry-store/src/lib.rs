@@ -13,6 +13,7 @@ mod jobs;
 mod keys;
 mod memgate;
 mod notifications;
+mod overview;
 mod quota;
 mod stripe;
 mod tenants;
@@ -34,6 +35,7 @@ pub use invoices::{InvoiceEffects, InvoiceRow, NewInvoice, NewPendingItem, Pendi
 pub use jobs::{JobRow, JobState, NewJob};
 pub use keys::{ApiKeyRow, NewApiKey};
 pub use notifications::{NewNotification, NotificationRow, WinBackStats};
+pub use overview::OverviewCounts;
 pub use quota::{Amounts, Counters, Exceeded, NewReservation, QuotaMeter, Settlement};
 pub use stripe::{EventSeen, StripeLink};
 pub use tenants::{ConfigChange, NewTenant, PlanChange, TenantEvent, TenantRow};

@@ -1,5 +1,5 @@
-//! Tenantry's HTTP surface: the public API of API.md, its OpenAPI description, and the application that binds
-//! a listener and serves them. Handlers are thin; the service layer decides.
+//! Tenantry's HTTP surface: the public API of API.md, its OpenAPI description, the web pages, and the
+//! application that binds a listener and serves them. Handlers are thin; the service layer decides.
 
 mod account;
 mod analytics;
@@ -7,6 +7,7 @@ mod api;
 mod chat;
 mod extract;
 mod operator;
+mod pages;
 pub mod problem;
 
 use std::future::Future;
@@ -84,6 +85,7 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(api::invoices))
         .routes(routes!(api::admin_close_period))
         .routes(routes!(api::admin_payment))
+        .routes(routes!(operator::overview))
         .routes(routes!(operator::advance_clock))
         .routes(routes!(operator::list_jobs))
         .routes(routes!(operator::requeue_job))
@@ -95,6 +97,9 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(analytics::reconcile))
         .routes(routes!(api::healthz))
         .routes(routes!(api::readyz))
+        .routes(routes!(pages::portal))
+        .routes(routes!(pages::console))
+        .routes(routes!(pages::asset))
 }
 
 /// The OpenAPI document served at `/openapi.json`.

@@ -1,8 +1,9 @@
-//! Operator endpoints for the job queue and the test clock, and Stripe's webhook.
+//! Operator endpoints for the console's overview, the job queue and the test clock, and Stripe's webhook.
 
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
+use tenantry_service::admin::Overview;
 use tenantry_service::jobs::{ClockView, JobView};
 use tenantry_service::stripe::WebhookReceipt;
 use tenantry_service::Services;
@@ -12,6 +13,15 @@ use crate::extract::{bearer, Json};
 use crate::problem::{ApiError, Problem};
 
 type ApiResult<T> = Result<T, ApiError>;
+
+/// The operator's overview: tenants by state, the activation funnel, revenue (paid and open invoices), tenants
+/// in dunning and the health of the job queue, the notification outbox and Stripe's webhooks.
+#[utoipa::path(get, path = "/admin/overview", tag = "operator", security(("operator" = [])),
+    responses((status = 200, body = Overview), (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn overview(State(s): State<Services>, headers: HeaderMap) -> ApiResult<axum::Json<Overview>> {
+    s.authenticate_operator(bearer(&headers))?;
+    Ok(axum::Json(s.admin_overview().await?))
+}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

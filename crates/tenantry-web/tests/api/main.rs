@@ -5,6 +5,7 @@ mod bad_input;
 mod billing;
 mod chat;
 mod churn;
+mod dashboards;
 mod erasure;
 mod export;
 mod gateway;

@@ -1,0 +1,246 @@
+// The operator console: signs in with the operator token (kept in sessionStorage for this tab) and shows the
+// overview (tenants by state, revenue, funnel, dunning, integration health), the tenants, and one tenant's
+// history with its notifications and intervention triggers. All values are rendered as text.
+"use strict";
+
+(function () {
+  const { el, fill, rows, api, guarded, showError, clearError, number, money, date } = window.Tenantry;
+  const token = window.Tenantry.credentialStore("tenantry.console.token");
+  const call = (method, path, body) => api(token.get(), method, path, body);
+  const $ = (id) => document.getElementById(id);
+
+  const MILESTONES = ["signed_up", "provisioned", "first_document", "first_query", "activated"];
+  // Notifications sent because a tenant stalled or slowed down (PRODUCT.md: intervention triggers).
+  const INTERVENTIONS = {
+    nudge_no_document: "Nudge: no document yet",
+    nudge_no_query: "Nudge: no question yet",
+    usage_dropped: "Usage dropped",
+  };
+  // Jobs that will check a tenant and may trigger an intervention.
+  const TRIGGER_JOBS = { nudge: "Nudge check", usage_review: "Weekly usage review" };
+
+  let currency = "usd";
+  let selected = null;
+
+  const stateBadge = (state) => el("span", { class: "state state-" + state, "data-state": state }, state);
+
+  function showSignedIn(signedIn) {
+    $("sign-in").hidden = signedIn;
+    $("app").hidden = !signedIn;
+    $("sign-out").hidden = !signedIn;
+    $("refresh").hidden = !signedIn;
+    if (!signedIn) {
+      $("generated-at").textContent = "";
+      $("tenant-detail").hidden = true;
+      selected = null;
+    }
+  }
+
+  async function loadOverview() {
+    const [o, winBack, parked] = await Promise.all([
+      call("GET", "/admin/overview"),
+      call("GET", "/admin/win-back"),
+      call("GET", "/admin/jobs?state=parked"),
+    ]);
+    currency = o.revenue.currency;
+    $("generated-at").textContent = "as of " + date(o.generated_at);
+    $("tenants-total").textContent = number(o.tenants_total);
+    rows(
+      "state-rows",
+      Object.entries(o.tenants_by_state),
+      ([state, n]) => [stateBadge(state), el("span", { class: "count", "data-state": state }, number(n))],
+      "no states",
+    );
+    const filter = $("state-filter");
+    if (filter.options.length === 1) {
+      for (const state of Object.keys(o.tenants_by_state)) filter.append(el("option", { value: state }, state));
+    }
+
+    $("revenue-paid").textContent = money(o.revenue.paid_cents, currency);
+    const invoices = (n) => number(n) + (n === 1 ? " invoice" : " invoices");
+    $("revenue-paid-count").textContent = invoices(o.revenue.paid_invoices);
+    $("revenue-open").textContent = money(o.revenue.open_cents, currency);
+    $("revenue-open-count").textContent = invoices(o.revenue.open_invoices);
+    $("win-back-sent").textContent = number(winBack.offers_sent);
+    $("win-back-accepted").textContent = number(winBack.offers_accepted);
+
+    const top = (o.funnel[0] && o.funnel[0].tenants) || 0;
+    rows(
+      "funnel-rows",
+      o.funnel,
+      (step) => [
+        step.milestone,
+        el("span", { class: "count", "data-milestone": step.milestone }, number(step.tenants)),
+        el("span", {}, el("progress", { max: Math.max(top, 1), value: step.tenants }), " ",
+          top > 0 ? Math.round((100 * step.tenants) / top) + "%" : "—"),
+      ],
+      "no tenants yet",
+    );
+
+    rows(
+      "dunning-rows",
+      o.dunning,
+      (d) => [d.organization, stateBadge(d.state), d.plan, number(d.open_invoices), money(d.open_cents, currency), date(d.open_since)],
+      "nobody is behind on payments",
+      (d) => showTenant(d.tenant_id),
+    );
+
+    const h = o.integrations;
+    $("jobs-pending").textContent = number(h.jobs_pending);
+    $("jobs-parked").textContent = number(h.jobs_parked);
+    $("jobs-done").textContent = number(h.jobs_by_state.done || 0);
+    $("outbox").textContent = number(h.notifications_delivered) + " delivered, " + number(h.notifications_undelivered) + " waiting";
+    $("payments").textContent = h.payment_provider + " provider";
+    $("stripe-events").textContent =
+      number(h.stripe_events_received) + " received, " + number(h.stripe_events_unprocessed) + " unprocessed";
+    rows(
+      "parked-rows",
+      parked.jobs,
+      (j) => [
+        j.kind,
+        j.tenant_id || "—",
+        number(j.attempts),
+        j.last_error || "",
+        el("button", { type: "button", class: "secondary", onclick: () => requeue(j) }, "Requeue"),
+      ],
+      "no parked jobs",
+    );
+  }
+
+  async function loadTenants() {
+    const state = $("state-filter").value;
+    const { tenants } = await call("GET", "/admin/tenants" + (state ? "?state=" + encodeURIComponent(state) : ""));
+    rows(
+      "tenant-rows",
+      tenants,
+      (t) => [
+        el("span", { class: "organization", "data-tenant": t.tenant_id }, t.organization),
+        t.email,
+        stateBadge(t.state),
+        t.plan,
+        date(t.created_at),
+      ],
+      "no tenants",
+      (t) => showTenant(t.tenant_id),
+    );
+  }
+
+  async function showTenant(id) {
+    await guarded(async () => {
+      const d = await call("GET", "/admin/tenants/" + encodeURIComponent(id));
+      selected = id;
+      $("detail-organization").textContent = d.organization;
+      $("detail-id").textContent = d.tenant_id;
+      $("detail-email").textContent = d.email;
+      fill("detail-state", stateBadge(d.state));
+      $("detail-plan").textContent = d.plan;
+      $("detail-model").textContent = d.config.model + " (" + d.config.retrieval_mode + ")";
+
+      const milestones = d.events.filter((e) => e.from === null || e.from === undefined);
+      const transitions = d.events.filter((e) => e.from !== null && e.from !== undefined);
+      rows(
+        "milestone-rows",
+        MILESTONES,
+        (m) => {
+          const reached = milestones.find((e) => e.event === m);
+          return [m, el("span", { class: "milestone", "data-milestone": m }, reached ? date(reached.at) : "not yet")];
+        },
+        "",
+      );
+
+      const sent = d.notifications
+        .filter((n) => INTERVENTIONS[n.template])
+        .map((n) => [INTERVENTIONS[n.template], n.delivered_at ? "sent" : "queued", n.created_at, n.template]);
+      const scheduled = d.jobs
+        .filter((j) => TRIGGER_JOBS[j.kind] && (j.state === "queued" || j.state === "running"))
+        .map((j) => {
+          const what = j.payload && typeof j.payload.nudge === "string" ? " (" + j.payload.nudge + ")" : "";
+          return [TRIGGER_JOBS[j.kind] + what, "scheduled", j.run_at, j.kind];
+        });
+      rows(
+        "intervention-rows",
+        sent.concat(scheduled),
+        ([label, status, at, kind]) => [el("span", { class: "intervention", "data-trigger": kind }, label), status, date(at)],
+        "no interventions",
+      );
+      rows(
+        "notification-rows",
+        d.notifications,
+        (n) => [el("span", { class: "template", "data-template": n.template }, n.template), n.subject, date(n.created_at), date(n.delivered_at)],
+        "no notifications",
+      );
+      rows(
+        "event-rows",
+        transitions,
+        (e) => [el("span", { class: "event" }, e.event), e.from, e.to, date(e.at)],
+        "no lifecycle transitions",
+      );
+      rows(
+        "detail-invoice-rows",
+        d.invoices,
+        (i) => [i.number, i.kind, i.status, money(i.total_cents, i.currency)],
+        "no invoices",
+      );
+      rows(
+        "detail-job-rows",
+        d.jobs,
+        (j) => [j.kind, j.state, date(j.run_at), number(j.attempts), j.last_error || ""],
+        "no jobs",
+      );
+      for (const tr of document.querySelectorAll("#tenant-rows tr")) {
+        const cell = tr.querySelector("[data-tenant]");
+        tr.classList.toggle("selected", Boolean(cell) && cell.getAttribute("data-tenant") === id);
+      }
+      $("tenant-detail").hidden = false;
+    });
+  }
+
+  async function requeue(job) {
+    await guarded(async () => {
+      await call("POST", "/admin/jobs/" + encodeURIComponent(job.job_id) + "/requeue");
+      await loadOverview();
+    });
+  }
+
+  async function loadAll() {
+    await loadOverview();
+    await loadTenants();
+    if (selected) await showTenant(selected);
+  }
+
+  async function signIn(candidate) {
+    token.set(candidate);
+    try {
+      clearError();
+      await loadAll();
+      showSignedIn(true);
+    } catch (e) {
+      token.clear();
+      showSignedIn(false);
+      showError(e);
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("sign-in-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const candidate = $("operator-token").value.trim();
+      $("operator-token").value = "";
+      signIn(candidate);
+    });
+    $("sign-out").addEventListener("click", () => {
+      token.clear();
+      clearError();
+      showSignedIn(false);
+    });
+    $("refresh").addEventListener("click", () => guarded(loadAll));
+    $("state-filter").addEventListener("change", () => guarded(loadTenants));
+    $("filter-form").addEventListener("submit", (event) => event.preventDefault());
+
+    if (token.get()) {
+      signIn(token.get());
+    } else {
+      showSignedIn(false);
+    }
+  });
+})();

@@ -1,0 +1,185 @@
+//! The web pages and the console's overview: `/portal` and `/console` are served with a strict CSP and no
+//! inline script, and `GET /admin/overview` counts what the API did (tenants by state, the activation funnel,
+//! revenue, dunning, job health). The pages themselves are driven in a real browser by
+//! `tests/browser/dashboards.py`.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tenantry_domain::config::{Included, Overage, PlanConfig};
+
+use crate::helpers::{assert_problem, spawn_app_with, TestApp};
+
+const OP: &str = "op-dashboards";
+
+async fn op_get(app: &TestApp, path: &str) -> Value {
+    let r = app.client.get(app.url(path)).bearer_auth(OP).send().await.expect("request");
+    assert_eq!(r.status(), StatusCode::OK, "{path}");
+    r.json().await.expect("json")
+}
+
+async fn op_post(app: &TestApp, path: &str, body: Value) -> Value {
+    let r = app.client.post(app.url(path)).bearer_auth(OP).json(&body).send().await.expect("request");
+    assert_eq!(r.status(), StatusCode::OK, "{path}");
+    r.json().await.expect("json")
+}
+
+#[tokio::test]
+async fn the_pages_are_static_html_with_a_strict_content_security_policy() {
+    let app = spawn_app_with(|_| {}).await;
+    for (path, script) in [("/portal", "/assets/portal.js"), ("/console", "/assets/console.js")] {
+        let r = app.client.get(app.url(path)).send().await.expect("page");
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let header = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        assert_eq!(header("content-type"), "text/html; charset=utf-8");
+        assert_eq!(header("x-frame-options"), "DENY");
+        let csp = header("content-security-policy");
+        for directive in ["default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'"] {
+            assert!(csp.contains(directive), "{path}: {csp}");
+        }
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+        let html = r.text().await.expect("html");
+        assert!(html.contains(&format!("<script src=\"{script}\" defer></script>")), "{path}");
+        // The CSP would block inline script and style anyway; keep the pages free of them.
+        assert_eq!(html.matches("<script").count(), html.matches("<script src=").count(), "{path}: inline script");
+        assert!(!html.contains("style=") && !html.contains("<style"), "{path}: inline style");
+    }
+    for (file, content_type) in [
+        ("app.css", "text/css; charset=utf-8"),
+        ("common.js", "text/javascript; charset=utf-8"),
+        ("portal.js", "text/javascript; charset=utf-8"),
+        ("console.js", "text/javascript; charset=utf-8"),
+    ] {
+        let r = app.client.get(app.url(&format!("/assets/{file}"))).send().await.expect("asset");
+        assert_eq!(r.status(), StatusCode::OK, "{file}");
+        assert_eq!(r.headers()["content-type"], content_type);
+        let body = r.text().await.expect("text");
+        // Tenant data is untrusted: the scripts build the DOM from text nodes only.
+        for unsafe_sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+            assert!(!body.contains(unsafe_sink), "{file} uses {unsafe_sink}");
+        }
+    }
+    assert_problem(app.client.get(app.url("/assets/secret.js")).send().await.expect("asset"), 404, "not_found").await;
+
+    let spec: Value = app.client.get(app.url("/openapi.json")).send().await.expect("spec").json().await.expect("json");
+    for path in ["/admin/overview", "/portal", "/console", "/assets/{file}"] {
+        assert!(spec["paths"][path].is_object(), "{path} in /openapi.json");
+    }
+}
+
+#[tokio::test]
+async fn the_overview_counts_states_funnel_revenue_dunning_and_jobs() {
+    the_overview_counts_states_funnel_revenue_dunning_and_jobs_on(None).await;
+}
+
+#[tokio::test]
+async fn the_overview_counts_states_funnel_revenue_dunning_and_jobs_on_postgres() {
+    crate::helpers::on_postgres(the_overview_counts_states_funnel_revenue_dunning_and_jobs_on).await;
+}
+
+async fn the_overview_counts_states_funnel_revenue_dunning_and_jobs_on(database_url: Option<String>) {
+    let app = spawn_app_with(move |c| {
+        if let Some(url) = database_url {
+            c.database.url = url;
+        }
+        // A plan with a trial and a price, so trialing tenants are invoiced when a period closes.
+        let mut plan: PlanConfig = c.plans.iter().find(|p| p.name == "trial").expect("trial").clone();
+        plan.name = "metered".into();
+        plan.price_cents = 1_000;
+        plan.included = Included { queries: 100, tokens: 100_000 };
+        plan.overage = Overage::default();
+        c.plans.push(plan);
+        c.server.operator_token = OP.into();
+        c.server.clock = "test".into();
+    })
+    .await;
+    let unauthenticated = app.client.get(app.url("/admin/overview")).send().await.expect("request");
+    assert_problem(unauthenticated, 401, "unauthenticated").await;
+
+    // Four tenants: one activated and paying, one that pays late, one that did nothing, one that never paid.
+    let payer = app.signup("payer@dash.test", "metered").await;
+    let late = app.signup("late@dash.test", "metered").await;
+    let idle = app.signup("idle@dash.test", "trial").await;
+    let unpaid = app.signup("unpaid@dash.test", "pro").await;
+    app.upload_text(&payer.key, "Refunds", "Refunds are issued within 14 days.").await;
+    app.query(&payer.key, "How long do refunds take?").await;
+    app.upload_text(&late.key, "Travel", "Economy class for flights under six hours.").await;
+    let tenant_key = app.client.get(app.url("/admin/overview")).bearer_auth(&payer.key).send().await.expect("r");
+    assert_problem(tenant_key, 401, "unauthenticated").await;
+
+    let closed = op_post(&app, "/admin/billing/close-period", json!({})).await;
+    let invoice_of = |tenant: &str| {
+        closed["invoices"].as_array().expect("invoices").iter().find(|i| i["tenant_id"] == tenant).cloned()
+    };
+    let paid = invoice_of(&payer.id).expect("the payer's invoice");
+    let owed = invoice_of(&late.id).expect("the late payer's invoice");
+    assert!(invoice_of(&idle.id).is_none(), "a free plan owes nothing");
+    for (invoice, outcome) in [(&paid, "succeeded"), (&owed, "failed")] {
+        let path = format!("/admin/invoices/{}/payment", invoice["invoice_id"].as_str().expect("id"));
+        op_post(&app, &path, json!({"outcome": outcome})).await;
+    }
+
+    let o = op_get(&app, "/admin/overview").await;
+    assert_eq!(o["tenants_total"], 4, "{o}");
+    assert_eq!(
+        o["tenants_by_state"],
+        json!({"pending_payment": 1, "provisioning": 0, "trialing": 1, "active": 1, "past_due": 1,
+               "suspended": 0, "cancelled": 0, "erased": 0}),
+        "{o}"
+    );
+    assert_eq!(
+        o["funnel"],
+        json!([
+            {"milestone": "signed_up", "tenants": 4},
+            {"milestone": "provisioned", "tenants": 3},
+            {"milestone": "first_document", "tenants": 2},
+            {"milestone": "first_query", "tenants": 1},
+            {"milestone": "activated", "tenants": 1},
+        ]),
+        "{o}"
+    );
+
+    // Revenue agrees with the invoices themselves: the paid one, and the two open ones (the late payer's
+    // and the unpaid signup's).
+    let signup_invoice = op_get(&app, &format!("/admin/tenants/{}", unpaid.id)).await["invoices"][0].clone();
+    assert_eq!(signup_invoice["status"], "open");
+    let cents = |i: &Value| i["total_cents"].as_i64().expect("cents");
+    assert!(cents(&paid) >= 1_000 && cents(&owed) >= 1_000 && cents(&signup_invoice) > 0);
+    assert_eq!(
+        o["revenue"],
+        json!({"currency": "usd", "paid_cents": cents(&paid), "paid_invoices": 1,
+               "open_cents": cents(&owed) + cents(&signup_invoice), "open_invoices": 2}),
+        "{o}"
+    );
+
+    // Dunning: the tenant whose payment failed, with what it owes; not the one that never paid at signup.
+    let dunning = o["dunning"].as_array().expect("dunning");
+    assert_eq!(dunning.len(), 1, "{o}");
+    assert_eq!(dunning[0]["tenant_id"], late.id.as_str());
+    assert_eq!(dunning[0]["state"], "past_due");
+    assert_eq!(
+        (dunning[0]["open_invoices"].as_i64(), dunning[0]["open_cents"].as_i64()),
+        (Some(1), Some(cents(&owed)))
+    );
+
+    // Job health: the queue holds the scheduled work (period closes, nudges, dunning retries), nothing parked;
+    // the payment-failed notice went through the outbox.
+    let h = &o["integrations"];
+    assert_eq!(h["jobs_parked"], 0, "{o}");
+    assert!(h["jobs_pending"].as_i64().is_some_and(|n| n >= 4), "{o}");
+    assert_eq!(h["payment_provider"], "manual");
+    assert_eq!(h["stripe_events_received"], 0);
+    let by_state = h["jobs_by_state"].as_object().expect("jobs_by_state");
+    assert_eq!(by_state.keys().collect::<Vec<_>>(), ["done", "parked", "queued", "running"]);
+    assert_eq!(h["jobs_pending"], by_state["queued"].as_i64().expect("n") + by_state["running"].as_i64().expect("n"));
+    let outbox =
+        h["notifications_delivered"].as_i64().expect("n") + h["notifications_undelivered"].as_i64().expect("n");
+    assert_eq!(outbox, 1, "one payment_failed notice: {o}");
+
+    // A day later the idle tenant has been nudged: one more notification, delivered.
+    op_post(&app, "/admin/clock/advance", json!({"seconds": 25 * 3_600})).await;
+    let later = op_get(&app, "/admin/overview").await;
+    let notices = &later["integrations"];
+    assert!(notices["notifications_delivered"].as_i64().is_some_and(|n| n >= 2), "{later}");
+    let idle_detail = op_get(&app, &format!("/admin/tenants/{}", idle.id)).await;
+    assert_eq!(idle_detail["notifications"][0]["template"], "nudge_no_document", "{idle_detail}");
+}

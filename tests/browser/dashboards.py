@@ -1,0 +1,466 @@
+#!/usr/bin/env python3
+"""The tenant portal (/portal) and the operator console (/console) in a real browser.
+
+Starts the built `tenantry` binary on a free port with a temporary data dir, the test clock and a known
+operator token; creates tenants over HTTP; then drives headless chromium (Debian's `chromium` and
+`chromium-driver`) through both pages: signing in, reading quotas, usage, documents, keys and invoices,
+uploading and deleting a document, creating and revoking a key, changing plan, the console's counts, funnel,
+revenue, dunning and integration health, a tenant's lifecycle events and nudge notification, and hostile
+tenant names that must render as text. Usage:
+
+    target/browser-venv/bin/python tests/browser/dashboards.py target/debug/tenantry
+
+With TENANTRY_SCREENSHOTS=DIR set, the portal and the console are saved there as PNG files.
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+from selenium import webdriver
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException, TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+BINARY = None
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
+OPERATOR_TOKEN = "console-test-token-5f1c"
+HOUR = 3600
+HOSTILE = '<script>window.pwned=1;alert("script")</script><img src=x onerror="window.pwned=2;alert(1)">'
+STATES = ["pending_payment", "provisioning", "trialing", "active", "past_due", "suspended", "cancelled", "erased"]
+FUNNEL = ["signed_up", "provisioned", "first_document", "first_query", "activated"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def money(cents, currency="usd"):
+    """As the pages format it (common.js `money`)."""
+    sign = "-" if cents < 0 else ""
+    cents = abs(cents)
+    return f"{sign}{cents // 100:,}.{cents % 100:02d} {currency.upper()}"
+
+
+class Http:
+    def __init__(self, base):
+        self.base = base
+
+    def call(self, method, path, body=None, token=None):
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            data = json.dumps(body).encode()
+        if token:
+            headers["Authorization"] = "Bearer " + token
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                raw = r.read()
+                return r.status, (json.loads(raw) if raw else None)
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            return e.code, (json.loads(raw) if raw else None)
+
+    def ok(self, method, path, body=None, token=None):
+        status, data = self.call(method, path, body, token)
+        if status >= 300:
+            raise AssertionError(f"{method} {path} answered {status}: {data}")
+        return data
+
+    def op(self, method, path, body=None):
+        return self.ok(method, path, body, OPERATOR_TOKEN)
+
+    def signup(self, email, organization, plan):
+        return self.ok("POST", "/v1/signup", {"email": email, "organization": organization, "plan": plan})
+
+
+class Dashboards(unittest.TestCase):
+    """One story, in order: the test methods share the server, the tenants and the browser."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="tenantry-browser-")
+        config = os.path.join(cls.tmp, "tenantry.toml")
+        with open(config, "w") as f:
+            f.write(f'[server]\noperator_token = "{OPERATOR_TOKEN}"\nclock = "test"\n')
+        port = free_port()
+        cls.base = f"http://127.0.0.1:{port}"
+        cls.http = Http(cls.base)
+        cls.log = open(os.path.join(cls.tmp, "server.log"), "w")
+        cls.proc = subprocess.Popen(
+            [BINARY, "serve", "--config", config, "--data-dir", os.path.join(cls.tmp, "data"),
+             "--bind", f"127.0.0.1:{port}"],
+            stdout=cls.log, stderr=subprocess.STDOUT)
+        for _ in range(150):
+            try:
+                urllib.request.urlopen(cls.base + "/healthz", timeout=2)
+                break
+            except Exception:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError("tenantry did not start; see " + cls.log.name)
+
+        h = cls.http
+        # The portal's tenant: on a paid plan in its trial, with a document and a question already.
+        cls.portal = h.signup("portal@browser.test", "Portal Org", "starter")
+        h.ok("POST", "/v1/documents", {"title": "Handbook", "text": "Refunds are issued within 14 days."},
+             cls.portal["api_key"])
+        h.ok("POST", "/v1/query", {"question": "How long do refunds take?"}, cls.portal["api_key"])
+        # For the console: one activated, one idle (to be nudged), one with a hostile name, one paid signup.
+        cls.active = h.signup("active@browser.test", "Active Org", "trial")
+        h.ok("POST", "/v1/documents", {"title": "Travel", "text": "Economy class for short flights."},
+             cls.active["api_key"])
+        h.ok("POST", "/v1/query", {"question": "Which class for short flights?"}, cls.active["api_key"])
+        cls.idle = h.signup("idle@browser.test", "Idle Org", "trial")
+        cls.hostile = h.signup("hostile@browser.test", HOSTILE, "trial")
+        cls.paid = h.signup("paid@browser.test", "Paid Org", "pro")
+
+        options = webdriver.ChromeOptions()
+        for arg in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,2400"]:
+            options.add_argument(arg)
+        if shutil.which("chromium"):
+            options.binary_location = shutil.which("chromium")
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        cls.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        cls.driver.set_page_load_timeout(30)
+
+    @classmethod
+    def tearDownClass(cls):
+        driver = getattr(cls, "driver", None)
+        if driver:
+            driver.quit()
+        cls.proc.terminate()
+        cls.proc.wait(timeout=10)
+        cls.log.close()
+
+    # ---- helpers -------------------------------------------------------------------------------------
+
+    def find(self, css):
+        return self.driver.find_element(By.CSS_SELECTOR, css)
+
+    def finds(self, css):
+        return self.driver.find_elements(By.CSS_SELECTOR, css)
+
+    def text(self, css):
+        return self.find(css).text
+
+    def wait(self, what, condition, timeout=10):
+        try:
+            return WebDriverWait(self.driver, timeout, ignored_exceptions=[StaleElementReferenceException]).until(
+                lambda d: condition())
+        except TimeoutException:
+            self.fail(f"timed out waiting for {what}")
+
+    def wait_text(self, css, expected, timeout=10):
+        def seen():
+            found = self.finds(css)
+            return found and found[0].text == expected
+        try:
+            WebDriverWait(self.driver, timeout, ignored_exceptions=[StaleElementReferenceException]).until(
+                lambda d: seen())
+        except TimeoutException:
+            actual = [e.text for e in self.finds(css)]
+            self.fail(f"{css}: expected {expected!r}, found {actual!r}")
+
+    def column(self, body_id, index):
+        """The text of one column of a table body, read in one step (the scripts re-render tables)."""
+        return self.driver.execute_script(
+            "return Array.from(document.querySelectorAll(arguments[0]), r => r.cells[arguments[1]].innerText)",
+            f"#{body_id} tr:not(.empty)", index)
+
+    def open(self, path):
+        self.driver.get(self.base + path)
+        self.wait("the page's script", lambda: not self.find("#sign-in").get_attribute("hidden")
+                  or not self.find("#app").get_attribute("hidden"))
+
+    def sign_in(self, field, secret):
+        box = self.find(field)
+        box.clear()
+        box.send_keys(secret)
+        self.find("#sign-in-form button[type=submit]").click()
+
+    def assert_signed_in(self):
+        self.wait("the signed-in view", lambda: self.find("#app").is_displayed())
+        self.assertFalse(self.find("#error").is_displayed(), self.find("#error").text)
+
+    def assert_error_shown(self, *fragments):
+        self.wait("the error area", lambda: self.find("#error").is_displayed())
+        message = self.find("#error").text
+        for fragment in fragments:
+            self.assertIn(fragment, message)
+
+    def assert_no_alert(self):
+        try:
+            alert = self.driver.switch_to.alert
+            text = alert.text
+            alert.dismiss()
+            self.fail(f"an alert opened: {text!r}")
+        except NoAlertPresentException:
+            pass
+        self.assertIsNone(self.driver.execute_script("return window.pwned"), "injected script ran")
+
+    def assert_clean_console(self):
+        """No script errors and no Content-Security-Policy violations were logged by the page."""
+        problems = [e["message"] for e in self.driver.get_log("browser")
+                    if e["level"] == "SEVERE" and "favicon.ico" not in e["message"]
+                    and "the server responded with a status of 4" not in e["message"]]
+        self.assertEqual(problems, [])
+
+    def screenshot(self, name):
+        folder = os.environ.get("TENANTRY_SCREENSHOTS")
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+            self.driver.save_screenshot(os.path.join(folder, name + ".png"))
+
+    def stored(self, key):
+        return self.driver.execute_script("return [sessionStorage.getItem(arguments[0]), "
+                                          "localStorage.length, document.cookie]", key)
+
+    # ---- the portal ----------------------------------------------------------------------------------
+
+    def test_01_portal_refuses_a_wrong_key_visibly(self):
+        self.open("/portal")
+        self.assertTrue(self.find("#sign-in").is_displayed())
+        self.assertFalse(self.find("#app").is_displayed())
+        self.sign_in("#api-key", "tk_0123456789abcdef0123456789abcdef_not-a-real-secret")
+        self.assert_error_shown("Unauthenticated")
+        self.assertFalse(self.find("#app").is_displayed(), "the portal opened with a wrong key")
+        self.assertEqual(self.stored("tenantry.portal.key")[0], None, "a refused key is not kept")
+
+    def test_02_portal_shows_account_quotas_usage_and_documents(self):
+        self.open("/portal")
+        self.sign_in("#api-key", self.portal["api_key"])
+        self.assert_signed_in()
+        self.wait_text("#organization", "Portal Org")
+        self.assertEqual(self.text("#plan"), "starter")
+        self.assertEqual(self.text("#state"), "trialing")
+        self.assertEqual(self.text("#tenant-id"), self.portal["tenant_id"])
+        # The key lives in this tab's sessionStorage only: no cookie, nothing in localStorage.
+        self.assertEqual(self.stored("tenantry.portal.key"), [self.portal["api_key"], 0, ""])
+
+        quotas = self.http.ok("GET", "/v1/quotas", token=self.portal["api_key"])
+        self.wait_text("#quota-rows [data-meter=documents]", "1")
+        self.assertEqual(self.text("#quota-rows [data-meter=queries]"), "1")
+        limits = self.column("quota-rows", 2)
+        self.assertEqual(limits[0], f"{quotas['limits']['queries']:,}")
+        self.assertEqual(len(self.finds("#quota-rows progress")), 4)
+        self.assertEqual(self.find("#quota-rows progress").get_attribute("value"), "1")
+
+        usage = self.http.ok("GET", "/v1/usage", token=self.portal["api_key"])
+        self.assertEqual(self.text("#usage-rows [data-meter=queries]"), "1")
+        self.assertEqual(self.text("#usage-rows [data-meter=prompt_tokens]"),
+                         f"{usage['totals']['prompt_tokens']:,}")
+        self.assertEqual(len(self.finds("#usage-chart rect.chart-bar")), 4, "one bar per quota")
+        widths = [int(b.get_attribute("width")) for b in self.finds("#usage-chart rect.chart-bar")]
+        self.assertTrue(all(w > 0 for w in widths), f"every quota in use has a visible bar: {widths}")
+        self.assertEqual(self.column("model-rows", 0), list(usage["by_model"].keys()))
+
+        self.assertEqual(self.column("document-rows", 0), ["Handbook"])
+        self.assert_clean_console()
+
+    def test_03_portal_uploads_and_deletes_a_document(self):
+        path = os.path.join(self.tmp, "onboarding.md")
+        with open(path, "w") as f:
+            f.write("# Onboarding\n\nNew starters get a laptop on their first day.\n")
+        self.find("#doc-title").send_keys("Onboarding guide")
+        self.find("#doc-file").send_keys(path)
+        self.find("#upload-form button[type=submit]").click()
+        self.wait("the uploaded document", lambda: "Onboarding guide" in self.column("document-rows", 0))
+        self.assertFalse(self.find("#error").is_displayed(), self.find("#error").text)
+        docs = self.http.ok("GET", "/v1/documents", token=self.portal["api_key"])["documents"]
+        mine = [d for d in docs if d["title"] == "Onboarding guide"]
+        self.assertEqual(len(mine), 1, docs)
+        self.assertEqual(mine[0]["content_type"], "text/markdown")
+        self.wait_text("#quota-rows [data-meter=documents]", "2")
+
+        self.find(f'button[data-document="{mine[0]["document_id"]}"]').click()
+        self.wait("the deleted document to go", lambda: self.column("document-rows", 0) == ["Handbook"])
+        docs = self.http.ok("GET", "/v1/documents", token=self.portal["api_key"])["documents"]
+        self.assertEqual([d["title"] for d in docs], ["Handbook"])
+        self.wait_text("#quota-rows [data-meter=documents]", "1")
+
+    def test_04_portal_creates_a_key_shown_once_and_revokes_it(self):
+        self.assertFalse(self.find("#new-key").is_displayed())
+        self.find("#key-name").send_keys("ci")
+        self.find("#key-form button[type=submit]").click()
+        self.wait("the new key", lambda: self.find("#new-key").is_displayed())
+        plaintext = self.text("#new-key-value")
+        self.assertTrue(plaintext.startswith("tk_"), plaintext)
+        status, tenant = self.http.call("GET", "/v1/tenant", token=plaintext)
+        self.assertEqual((status, tenant["tenant_id"]), (200, self.portal["tenant_id"]), "the shown key works")
+        self.wait("the key in the list", lambda: "ci" in self.column("key-rows", 0))
+
+        # Shown once: after a reload (still signed in, sessionStorage) the secret is nowhere in the page.
+        self.driver.refresh()
+        self.assert_signed_in()
+        self.wait("the key list", lambda: "ci" in self.column("key-rows", 0))
+        self.assertFalse(self.find("#new-key").is_displayed())
+        # tk_<32 hex key id>_<secret>; the secret may itself contain '_'.
+        key_id, secret = "key_" + plaintext[3:35], plaintext[36:]
+        self.assertNotIn(secret, self.driver.page_source)
+
+        self.find(f'button[data-key="{key_id}"]').click()
+        self.wait("the key revoked", lambda: any(
+            s.startswith("revoked") for n, s in zip(self.column("key-rows", 0), self.column("key-rows", 5))
+            if n == "ci"))
+        status, _ = self.http.call("GET", "/v1/tenant", token=plaintext)
+        self.assertEqual(status, 401, "a revoked key stops working")
+
+    def test_05_portal_shows_the_invoice_after_the_period_closes(self):
+        self.assertEqual(self.column("invoice-rows", 0), [], "no invoice before the period closes")
+        closed = self.http.op("POST", "/admin/billing/close-period")["invoices"]
+        mine = [i for i in closed if i["tenant_id"] == self.portal["tenant_id"]]
+        self.assertEqual(len(mine), 1, closed)
+        self.driver.refresh()
+        self.assert_signed_in()
+        self.wait("the invoice", lambda: self.column("invoice-rows", 0) == [mine[0]["number"]])
+        self.assertEqual(self.column("invoice-rows", 3), ["open"])
+        self.assertEqual(self.column("invoice-rows", 4), [money(mine[0]["total_cents"], mine[0]["currency"])])
+        type(self).portal_invoice = mine[0]
+
+    def test_06_portal_changes_plan_and_shows_api_errors(self):
+        self.find("#plan-name").send_keys("no-such-plan")
+        self.find("#plan-form button[type=submit]").click()
+        self.assert_error_shown("Validation failed")
+        self.assertEqual(self.text("#plan"), "starter")
+
+        self.find("#plan-name").clear()
+        self.find("#plan-name").send_keys("pro")
+        self.find("#plan-form button[type=submit]").click()
+        self.wait_text("#plan", "pro")
+        self.assertFalse(self.find("#error").is_displayed(), self.find("#error").text)
+        self.assertIn("starter → pro", self.text("#plan-result"))
+        self.assertEqual(self.http.ok("GET", "/v1/tenant", token=self.portal["api_key"])["plan"], "pro")
+        self.assert_clean_console()
+        self.screenshot("portal")
+
+    def test_07_portal_renders_a_hostile_name_as_text(self):
+        self.find("#sign-out").click()
+        self.assertTrue(self.find("#sign-in").is_displayed())
+        self.assertIsNone(self.stored("tenantry.portal.key")[0], "signing out forgets the key")
+        self.sign_in("#api-key", self.hostile["api_key"])
+        self.assert_signed_in()
+        self.wait_text("#organization", HOSTILE)
+        self.assertEqual(self.text("#who"), HOSTILE)
+        self.assertEqual(self.finds("#organization *"), [], "the name made elements")
+        self.assert_no_alert()
+
+    # ---- the console ---------------------------------------------------------------------------------
+
+    def test_10_console_refuses_a_wrong_token_visibly(self):
+        # The story moves on: the paid signup pays, the portal tenant's invoice fails (dunning), a day passes
+        # (the idle tenants are nudged).
+        paid_invoice = self.http.op("GET", f"/admin/tenants/{self.paid['tenant_id']}")["invoices"][0]
+        self.http.op("POST", f"/admin/invoices/{paid_invoice['invoice_id']}/payment", {"outcome": "succeeded"})
+        type(self).paid_invoice = paid_invoice
+        self.http.op("POST", f"/admin/invoices/{self.portal_invoice['invoice_id']}/payment", {"outcome": "failed"})
+        deadline = time.time() + 10
+        while self.http.op("GET", f"/admin/tenants/{self.paid['tenant_id']}")["state"] != "active":
+            self.assertLess(time.time(), deadline, "the paid signup was not provisioned")
+            time.sleep(0.05)
+        self.http.op("POST", "/admin/clock/advance", {"seconds": 25 * HOUR})
+
+        self.open("/console")
+        self.assertTrue(self.find("#sign-in").is_displayed())
+        self.sign_in("#operator-token", "not-the-token")
+        self.assert_error_shown("Unauthenticated")
+        self.assertFalse(self.find("#app").is_displayed())
+
+    def test_11_console_shows_states_funnel_revenue_dunning_and_health(self):
+        self.sign_in("#operator-token", OPERATOR_TOKEN)
+        self.assert_signed_in()
+        self.assertEqual(self.stored("tenantry.console.token"), [OPERATOR_TOKEN, 0, ""])
+        # What the story made: three trials, the portal tenant past due, the paid signup active.
+        expected = dict.fromkeys(STATES, "0") | {"trialing": "3", "past_due": "1", "active": "1"}
+        self.wait_text("#tenants-total", "5")
+        shown = {e.get_attribute("data-state"): e.text for e in self.finds("#state-rows .count")}
+        self.assertEqual(shown, expected)
+        by_api = {s: str(len(self.http.op("GET", f"/admin/tenants?state={s}")["tenants"])) for s in STATES}
+        self.assertEqual(shown, by_api, "the counts agree with GET /admin/tenants")
+
+        funnel = {e.get_attribute("data-milestone"): e.text for e in self.finds("#funnel-rows .count")}
+        self.assertEqual(funnel, {"signed_up": "5", "provisioned": "5", "first_document": "2",
+                                  "first_query": "2", "activated": "2"})
+        self.assertEqual(self.column("funnel-rows", 0), FUNNEL)
+
+        self.assertEqual(self.text("#revenue-paid"), money(self.paid_invoice["total_cents"]))
+        self.assertEqual(self.text("#revenue-open"), money(self.portal_invoice["total_cents"]))
+        self.assertEqual(self.text("#revenue-paid-count"), "1 invoice")
+
+        self.assertEqual(self.column("dunning-rows", 0), ["Portal Org"])
+        self.assertEqual(self.column("dunning-rows", 1), ["past_due"])
+        self.assertEqual(self.column("dunning-rows", 4), [money(self.portal_invoice["total_cents"])])
+
+        overview = self.http.op("GET", "/admin/overview")["integrations"]
+        self.assertEqual(self.text("#jobs-pending"), f"{overview['jobs_pending']:,}")
+        self.assertEqual(self.text("#jobs-parked"), f"{overview['jobs_parked']:,}")
+        self.assertEqual(self.text("#payments"), "manual provider")
+        self.assertRegex(self.text("#outbox"), r"^\d+ delivered, \d+ waiting$")
+        self.assertEqual(self.column("parked-rows", 0), [j["kind"] for j in
+                                                        self.http.op("GET", "/admin/jobs?state=parked")["jobs"]])
+        self.assertEqual(self.text("#win-back-sent"), "0")
+        self.assert_clean_console()
+
+    def test_12_console_renders_hostile_names_as_text(self):
+        names = self.column("tenant-rows", 0)
+        self.assertIn(HOSTILE, names)
+        self.assertEqual(self.finds("#tenant-rows img, #tenant-rows script"), [], "the name made elements")
+        self.assertEqual(len(self.finds("script")), 2, "only the page's own scripts")
+        self.assert_no_alert()
+
+    def open_tenant(self, tenant_id, organization):
+        self.find(f'#tenant-rows [data-tenant="{tenant_id}"]').click()
+        self.wait_text("#detail-organization", organization)
+        self.assertTrue(self.find("#tenant-detail").is_displayed())
+        self.assertEqual(self.text("#detail-id"), tenant_id)
+
+    def milestones(self):
+        return {e.get_attribute("data-milestone"): e.text for e in self.finds("#milestone-rows .milestone")}
+
+    def test_13_console_shows_a_stalled_tenants_events_and_nudge(self):
+        self.open_tenant(self.idle["tenant_id"], "Idle Org")
+        reached = self.milestones()
+        self.assertNotEqual(reached["signed_up"], "not yet")
+        self.assertNotEqual(reached["provisioned"], "not yet")
+        self.assertEqual([reached[m] for m in FUNNEL[2:]], ["not yet"] * 3)
+        self.assertIn("trialing", self.column("event-rows", 2), "the lifecycle transition into the trial")
+        templates = [e.get_attribute("data-template") for e in self.finds("#notification-rows .template")]
+        self.assertEqual(templates, ["nudge_no_document"])
+        self.assertNotEqual(self.column("notification-rows", 3), ["—"], "the nudge was delivered")
+        triggers = [e.get_attribute("data-trigger") for e in self.finds("#intervention-rows .intervention")]
+        self.assertIn("nudge_no_document", triggers)
+        self.assertEqual(self.column("intervention-rows", 1)[triggers.index("nudge_no_document")], "sent")
+        self.screenshot("console")
+
+    def test_14_console_shows_no_nudge_for_an_activated_tenant(self):
+        self.open_tenant(self.active["tenant_id"], "Active Org")
+        self.assertNotIn("not yet", self.milestones().values())
+        self.assertEqual(self.column("notification-rows", 0), [], "an activated tenant is not nudged")
+        triggers = [e.get_attribute("data-trigger") for e in self.finds("#intervention-rows .intervention")]
+        self.assertNotIn("nudge_no_document", triggers)
+
+    def test_15_console_shows_the_hostile_tenant_as_text(self):
+        self.open_tenant(self.hostile["tenant_id"], HOSTILE)
+        self.assertEqual(self.finds("#tenant-detail img, #tenant-detail script"), [])
+        self.assert_no_alert()
+        self.assert_clean_console()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit("usage: dashboards.py PATH_TO_TENANTRY_BINARY")
+    BINARY = os.path.abspath(sys.argv.pop(1))
+    result = unittest.main(verbosity=2, exit=False, failfast=True).result
+    sys.exit(0 if result.wasSuccessful() else 1)
