@@ -257,9 +257,27 @@ impl Services {
                 tracing::error!(error = ?outcome.err(), "job parked after its last attempt");
                 let detail = json!({"kind": row.kind, "attempts": row.attempts});
                 self.audit(Actor::System, row.tenant_id.as_ref(), "job.parked", row.id.as_str(), detail, "").await;
+                if let Ok(job) = serde_json::from_str::<Job>(&row.payload) {
+                    self.after_parked(&job).await;
+                }
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "job outcome not recorded (its lease was lost)"),
+        }
+    }
+
+    /// What a parked job must not leave behind. A plan switch that cannot finish would otherwise hold the
+    /// tenant's `pending_plan` (and refuse every later change) until the operator requeued it: the change is
+    /// abandoned instead, the tenant keeps serving on its current plan and can ask again.
+    async fn after_parked(&self, job: &Job) {
+        if let Job::SwitchPlan { tenant_id, plan } = job {
+            match self.store().abandon_plan_change(tenant_id, self.clock().now()).await {
+                Ok(()) => {
+                    let detail = json!({"plan": plan, "reason": "the switch job was parked"});
+                    self.audit(Actor::System, Some(tenant_id), "plan.change_abandoned", plan, detail, "").await;
+                }
+                Err(e) => tracing::error!(error = %e, "a parked plan switch could not be abandoned"),
+            }
         }
     }
 

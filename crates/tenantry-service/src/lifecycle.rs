@@ -138,14 +138,20 @@ impl Services {
     }
 
     /// The weekly `UsageReview` job: a tenant whose questions fell to less than half of the week before (from
-    /// at least `USAGE_DROP_MIN_QUERIES`) gets a notification; the next review is scheduled a week later while
-    /// the tenant is served.
+    /// at least `USAGE_DROP_MIN_QUERIES`) gets a notification; the next review is scheduled a week later until
+    /// the tenant is erased (a suspended or cancelled tenant is skipped, not dropped: it may come back).
     pub(crate) async fn review_usage(&self, tenant_id: &TenantId, at: Timestamp) -> ServiceResult<()> {
         let Some(tenant) = self.store().tenant(tenant_id).await? else { return Ok(()) };
-        if !billable(tenant.state) {
+        if tenant.state == TenantState::Erased {
             return Ok(());
         }
         let week = 7 * 86_400;
+        let next = Job::UsageReview { tenant_id: tenant_id.clone(), at_ms: at.plus_seconds(week).0 };
+        // A suspended or cancelled tenant is not reviewed, but stays scheduled: it may be reactivated.
+        if !billable(tenant.state) {
+            self.store().enqueue(&next.at(at.plus_seconds(week)), self.clock().now()).await?;
+            return Ok(());
+        }
         let queries = |from: Timestamp, to: Timestamp| async move {
             let lines = self.store().usage_lines(tenant_id, from, to).await?;
             let n: i64 =
@@ -158,7 +164,6 @@ impl Services {
             let template = Template::UsageDropped { last_week, this_week };
             self.notify(&tenant, template, &format!("usage_dropped:{}", at.0)).await?;
         }
-        let next = Job::UsageReview { tenant_id: tenant_id.clone(), at_ms: at.plus_seconds(week).0 };
         self.store().enqueue(&next.at(at.plus_seconds(week)), self.clock().now()).await?;
         Ok(())
     }

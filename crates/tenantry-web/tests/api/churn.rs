@@ -273,6 +273,34 @@ async fn a_drop_in_weekly_questions_triggers_a_notification() {
     );
 }
 
+/// A suspension skips the weekly reviews but keeps them scheduled, so a reactivated tenant is reviewed again.
+#[tokio::test]
+async fn weekly_reviews_survive_a_suspension() {
+    let app = spawn_app_with(test_clock).await;
+    let t = app.signup("suspended-review@churn.test", "trial").await;
+    let r = post(&app, OP, &format!("/admin/tenants/{}/suspend", t.id)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    advance(&app, 15 * 24 * HOUR).await;
+    let reviews = |d: &Value| -> Vec<String> {
+        let jobs = d["jobs"].as_array().expect("jobs");
+        jobs.iter()
+            .filter(|j| j["kind"] == "usage_review")
+            .map(|j| j["state"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let d = detail(&app, &t.id).await;
+    assert_eq!(reviews(&d).iter().filter(|s| *s == "done").count(), 2, "two weeks skipped: {:?}", reviews(&d));
+    assert!(reviews(&d).iter().any(|s| s == "queued"), "still scheduled while suspended");
+    let r = post(&app, OP, &format!("/admin/tenants/{}/reactivate", t.id)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    for _ in 0..12 {
+        app.query(&t.key, "Anything?").await;
+    }
+    advance(&app, 14 * 24 * HOUR).await;
+    let d = detail(&app, &t.id).await;
+    assert_eq!(names(&d["notifications"], "template").iter().filter(|n| **n == "usage_dropped").count(), 1, "{d}");
+}
+
 /// A minimal SMTP server (greeting, EHLO, MAIL, RCPT, DATA, QUIT) that keeps each session's transcript.
 async fn fake_smtp() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

@@ -447,3 +447,62 @@ async fn a_change_that_needs_a_vector_index_answers_202_and_switches_when_the_in
     assert!(!hits.is_empty());
     services.shutdown().await;
 }
+
+/// A switch whose index cannot be built retries, then parks; parking abandons the change, so the tenant keeps
+/// serving on its plan and may ask again instead of being stuck behind a pending change.
+#[tokio::test]
+async fn a_switch_that_keeps_failing_is_parked_and_the_change_abandoned() {
+    use tenantry_domain::lifecycle::EndpointClass;
+    use tenantry_domain::RequestId;
+    use tenantry_service::documents::Upload;
+    use tenantry_service::gateway::Scope;
+    use tenantry_service::Services;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let mut config = Config::builtin();
+    config.server.data_dir = dir.path().to_owned();
+    config.server.clock = "test".into();
+    let mut lexical = plan("lexical", 0, 1_000);
+    lexical.retrieval_modes = vec!["basic".into()];
+    configure(&mut config, vec![lexical, plan("hybrid", 0, 1_000)]);
+    let services = Services::start(config.clone()).await.expect("start");
+    let signup = services
+        .signup(tenantry_service::tenants::SignupRequest {
+            email: "stuck@plan.test".into(),
+            organization: "Stuck".into(),
+            plan: "lexical".into(),
+        })
+        .await
+        .expect("signup");
+    let c = services
+        .authenticate(Some(&signup.api_key), RequestId::generate(), EndpointClass::Service, Scope::Admin)
+        .await
+        .expect("authenticated");
+    let upload = Upload {
+        title: Some("Refunds".into()),
+        file_name: None,
+        content_type: Some("text/plain".into()),
+        bytes: b"Refunds are issued within 14 days.".to_vec(),
+    };
+    services.upload_document(&c, upload).await.expect("upload");
+    services.shutdown().await;
+    // Where the vector index would go is a file: every attempt to open the namespace and build it fails.
+    let vectors = dir.path().join("tenants").join(c.tenant_id.as_str()).join("vectors");
+    std::fs::remove_dir_all(&vectors).expect("the vector index directory existed");
+    std::fs::write(&vectors, b"not a directory").expect("block the index");
+    let services = Services::start(config).await.expect("restart");
+
+    services.change_plan(&c, "hybrid").await.expect("change accepted");
+    for _ in 0..8 {
+        services.advance_clock(3_600).await.expect("advance");
+    }
+    let parked = services.admin_jobs(Some("parked"), Some(c.tenant_id.as_str())).await.expect("jobs");
+    assert_eq!(parked.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>(), ["switch_plan"]);
+    let row = services.store().tenant(&c.tenant_id).await.expect("read").expect("tenant");
+    assert_eq!((row.plan.as_str(), row.pending_plan.as_deref()), ("lexical", None), "abandoned, still served");
+    let audit = services.store().audit_entries(Some(&c.tenant_id), 0, 1_000).await.expect("audit");
+    assert!(audit.iter().any(|e| e.action == "plan.change_abandoned"), "the abandonment is audited");
+    let again = services.change_plan(&c, "hybrid").await.expect("a new change is accepted");
+    assert_eq!(again.pending_plan.as_deref(), Some("hybrid"));
+    services.shutdown().await;
+}
