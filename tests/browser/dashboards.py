@@ -408,6 +408,7 @@ class Dashboards(unittest.TestCase):
         self.assertEqual(self.text("#jobs-parked"), f"{overview['jobs_parked']:,}")
         self.assertEqual(self.text("#payments"), "manual provider")
         self.assertRegex(self.text("#outbox"), r"^\d+ delivered, \d+ waiting$")
+        self.assertEqual(self.text("#analytics"), "none, 0 events waiting")
         self.assertEqual(self.column("parked-rows", 0), [j["kind"] for j in
                                                         self.http.op("GET", "/admin/jobs?state=parked")["jobs"]])
         self.assertEqual(self.text("#win-back-sent"), "0")

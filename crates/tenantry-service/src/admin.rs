@@ -117,6 +117,10 @@ pub struct IntegrationHealth {
     pub notifications_undelivered: i64,
     pub stripe_events_received: i64,
     pub stripe_events_unprocessed: i64,
+    /// `clickhouse` or `none` (`analytics.clickhouse_url`).
+    pub analytics_store: String,
+    /// Ledger events waiting in the analytics outbox (shipped every second while ClickHouse is up).
+    pub analytics_pending: i64,
 }
 
 impl Services {
@@ -241,6 +245,8 @@ impl Services {
             notifications_undelivered: counts.notifications_undelivered,
             stripe_events_received: counts.stripe_events_received,
             stripe_events_unprocessed: counts.stripe_events_unprocessed,
+            analytics_store: if self.analytics().is_some() { "clickhouse" } else { "none" }.to_owned(),
+            analytics_pending: self.store().analytics_pending().await?,
         };
 
         Ok(Overview {

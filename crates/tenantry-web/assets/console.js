@@ -93,6 +93,7 @@
     $("payments").textContent = h.payment_provider + " provider";
     $("stripe-events").textContent =
       number(h.stripe_events_received) + " received, " + number(h.stripe_events_unprocessed) + " unprocessed";
+    $("analytics").textContent = h.analytics_store + ", " + number(h.analytics_pending) + " events waiting";
     rows(
       "parked-rows",
       parked.jobs,

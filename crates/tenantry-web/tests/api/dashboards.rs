@@ -168,6 +168,7 @@ async fn the_overview_counts_states_funnel_revenue_dunning_and_jobs_on(database_
     assert!(h["jobs_pending"].as_i64().is_some_and(|n| n >= 4), "{o}");
     assert_eq!(h["payment_provider"], "manual");
     assert_eq!(h["stripe_events_received"], 0);
+    assert_eq!((h["analytics_store"].as_str(), h["analytics_pending"].as_i64()), (Some("none"), Some(0)));
     let by_state = h["jobs_by_state"].as_object().expect("jobs_by_state");
     assert_eq!(by_state.keys().collect::<Vec<_>>(), ["done", "parked", "queued", "running"]);
     assert_eq!(h["jobs_pending"], by_state["queued"].as_i64().expect("n") + by_state["running"].as_i64().expect("n"));
