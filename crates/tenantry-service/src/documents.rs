@@ -134,6 +134,7 @@ impl Services {
             .collect();
         let search = self.search().clone();
         let (index_ctx, index_doc, index_title) = (ctx.clone(), doc_id.clone(), title.clone());
+        let chunks_for_vectors = (!ctx.index_vectors).then(|| to_index.clone());
         let indexed = tokio::task::spawn_blocking(move || {
             search.add_document(&index_ctx, &index_doc, &index_title, &to_index, index_ctx.index_vectors)
         })
@@ -158,6 +159,9 @@ impl Services {
         match self.store().insert_document(&doc, &new_chunks, &settlement, &events).await {
             Ok(row) => {
                 Self::mark_settled(reservation);
+                if let Some(chunks) = chunks_for_vectors {
+                    self.vectors_if_plan_changed(ctx, &doc_id, &row.title, chunks).await?;
+                }
                 tracing::info!(document_id = %doc_id, chunks = row.chunks, bytes = row.bytes, "document indexed");
                 self.document_added(&ctx.tenant_id).await;
                 Ok(Uploaded::Created(row.into()))
@@ -168,6 +172,28 @@ impl Services {
                 Err(e.into())
             }
         }
+    }
+
+    /// An upload that started on a plan without vectors can commit after a switch to a plan with them has
+    /// listed the documents to embed; re-reading the tenant after the commit catches that: if the plan (or the
+    /// pending plan) needs vectors now, this document is embedded here.
+    async fn vectors_if_plan_changed(
+        &self,
+        ctx: &TenantContext,
+        doc_id: &DocumentId,
+        title: &str,
+        chunks: Vec<tenantry_search::ChunkToIndex>,
+    ) -> ServiceResult<()> {
+        let Some(tenant) = self.store().tenant(&ctx.tenant_id).await? else { return Ok(()) };
+        let needs = |plan: Option<&str>| plan.and_then(|p| self.catalog().plan(p)).is_some_and(|p| p.needs_vectors());
+        if !needs(Some(&tenant.plan)) && !needs(tenant.pending_plan.as_deref()) {
+            return Ok(());
+        }
+        tracing::info!(document_id = %doc_id, "plan changed during the upload: embedding the document now");
+        let (search, tenant, document, title) =
+            (self.search().clone(), ctx.tenant_id.clone(), doc_id.clone(), title.to_owned());
+        tokio::task::spawn_blocking(move || search.index_vectors(&tenant, &document, &title, &chunks)).await??;
+        Ok(())
     }
 
     /// Chunks with vectors in the tenant's index (diagnostics: zero on a plan without vector retrieval).

@@ -426,6 +426,8 @@ async fn a_change_that_needs_a_vector_index_answers_202_and_switches_when_the_in
     assert!(!c.index_vectors, "a basic-only plan keeps no vectors");
     services.upload_document(&c, upload("Refunds", "Refunds are issued within 14 days.")).await.expect("upload");
     assert_eq!(services.vector_count(&c).expect("count"), 0);
+    // An upload that authenticated before the change and commits after the switch listed the documents.
+    let stale = c.clone();
 
     let pending = services.change_plan(&c, "hybrid").await.expect("change");
     assert_eq!((pending.plan.as_str(), pending.pending_plan.as_deref()), ("lexical", Some("hybrid")));
@@ -441,7 +443,10 @@ async fn a_change_that_needs_a_vector_index_answers_202_and_switches_when_the_in
     assert_eq!(c.plan.name, "hybrid");
     let row = services.store().tenant(&c.tenant_id).await.expect("read").expect("tenant");
     assert_eq!(row.pending_plan, None);
-    assert!(services.vector_count(&c).expect("count") > 0, "the document has vectors now");
+    let vectors = services.vector_count(&c).expect("count");
+    assert!(vectors > 0, "the document has vectors now");
+    services.upload_document(&stale, upload("Late", "Late uploads are embedded too.")).await.expect("late upload");
+    assert!(services.vector_count(&c).expect("count") > vectors, "the late upload was embedded after its commit");
     let hybrid = tenantry_domain::TenantContext { retrieval_mode: RetrievalMode::Advanced, ..c.clone() };
     let hits = services.retrieve(&hybrid, "refunds issued", 5).await.expect("retrieve");
     assert!(!hits.is_empty());
