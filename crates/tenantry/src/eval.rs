@@ -26,6 +26,8 @@ pub struct EvalArgs {
     pub json: bool,
     pub max_queries: Option<usize>,
     pub max_documents: Option<usize>,
+    /// A local embedding model for the vector leg; `None`: the built-in embedder.
+    pub embedding_model_dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -57,7 +59,12 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     let corpus: Vec<CorpusDoc> = corpus.into_iter().take(args.max_documents.unwrap_or(usize::MAX)).collect();
 
     let scratch = tempfile::tempdir()?;
-    let services = Services::start(eval_config(scratch.path())).await?;
+    let mut config = eval_config(scratch.path());
+    if let Some(dir) = &args.embedding_model_dir {
+        config.search.embedding_model_dir = dir.clone();
+    }
+    let embedder = args.embedding_model_dir.as_ref().map_or("built-in".into(), |d| d.display().to_string());
+    let services = Services::start(config).await?;
     let ctx = scratch_tenant(&services, &args.mode).await?;
 
     let started = Instant::now();
@@ -115,6 +122,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         "dataset": args.dataset.display().to_string(),
         "split": args.split,
         "mode": args.mode,
+        "embedder": embedder,
         "queries": judged.len(),
         "documents": corpus.len(),
         "chunks": chunks,
@@ -127,6 +135,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     });
     println!("dataset        {} ({} split)", args.dataset.display(), args.split);
     println!("mode           {}", args.mode);
+    println!("embedder       {embedder}");
     println!(
         "corpus         {} documents, {} chunks, ingested in {:.1} s ({:.0} docs/s)",
         corpus.len(),

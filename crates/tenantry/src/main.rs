@@ -76,6 +76,9 @@ enum Command {
         /// Ingest only the first N corpus documents.
         #[arg(long)]
         max_documents: Option<usize>,
+        /// Embed with the local model in DIR (`search.embedding_model_dir`) instead of the built-in embedder.
+        #[arg(long, value_name = "DIR")]
+        embedding_model_dir: Option<PathBuf>,
     },
 }
 
@@ -213,8 +216,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Query { tenants, queries, modes }) => {
             bench_retrieval::query(bench_retrieval::QueryBench { tenants, queries, modes }).await?;
         }
-        Command::Eval { dataset, mode, split, json, max_queries, max_documents } => {
-            eval::run(eval::EvalArgs { dataset, mode, split, json, max_queries, max_documents }).await?;
+        Command::Eval { dataset, mode, split, json, max_queries, max_documents, embedding_model_dir } => {
+            eval::run(eval::EvalArgs { dataset, mode, split, json, max_queries, max_documents, embedding_model_dir })
+                .await?;
         }
         Command::Audit(AuditCommand::Verify(args)) => {
             let config = load_config(&args)?;
