@@ -14,28 +14,25 @@ cargo test --workspace
 
 cargo build --quiet --bin tenantry
 
-# The official OpenAI Python SDK against /v1/chat/completions, from a virtualenv under target/ that is
-# (re)made from PyPI when tests/sdk/requirements.txt changes.
-venv=target/sdk-venv
-if ! cmp -s tests/sdk/requirements.txt "$venv/requirements.txt"; then
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
-    cp tests/sdk/requirements.txt "$venv/requirements.txt"
-fi
-"$venv/bin/python" tests/sdk/openai_sdk.py target/debug/tenantry
+# A virtualenv under target/ for one Python test suite, (re)made from PyPI when its requirements change.
+venv_for() {
+    local venv=$1 requirements=$2
+    if ! cmp -s "$requirements" "$venv/requirements.txt"; then
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+        cp "$requirements" "$venv/requirements.txt"
+    fi
+}
 
-# The portal and the console in a real browser: Selenium (from PyPI, into target/browser-venv, remade when
-# tests/browser/requirements.txt changes) driving Debian's chromium through /usr/bin/chromedriver
-# (`apt-get install chromium chromium-driver`; .ci/run installs them).
-venv=target/browser-venv
-if ! cmp -s tests/browser/requirements.txt "$venv/requirements.txt"; then
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/browser/requirements.txt
-    cp tests/browser/requirements.txt "$venv/requirements.txt"
-fi
-"$venv/bin/python" tests/browser/dashboards.py target/debug/tenantry
+# The official OpenAI Python SDK against /v1/chat/completions.
+venv_for target/sdk-venv tests/sdk/requirements.txt
+target/sdk-venv/bin/python tests/sdk/openai_sdk.py target/debug/tenantry
+
+# The portal and the console in a real browser: Selenium driving Debian's chromium through
+# /usr/bin/chromedriver (`apt-get install chromium chromium-driver`; .ci/run installs them).
+venv_for target/browser-venv tests/browser/requirements.txt
+target/browser-venv/bin/python tests/browser/dashboards.py target/debug/tenantry
 
 smoke=../shared/checks/contract_smoke.py
 if [ -f "$smoke" ]; then
