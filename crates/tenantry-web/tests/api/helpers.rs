@@ -34,6 +34,17 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     TestApp { base, client: reqwest::Client::new(), services, data_dir, _stop: stop }
 }
 
+/// Adds plan `metered`: the built-in `starter` with one query included and 2 cents per query beyond it, so
+/// any usage past the first query shows on an invoice.
+pub fn add_metered_plan(c: &mut Config) {
+    use tenantry_domain::config::{Included, Overage, PlanConfig};
+    let mut plan: PlanConfig = c.plans.iter().find(|p| p.name == "starter").expect("starter").clone();
+    plan.name = "metered".into();
+    plan.included = Included { queries: 1, tokens: 10_000_000 };
+    plan.overage = Overage { query_micros: 20_000, token_micros_per_1k: 0, ..Overage::default() };
+    c.plans.push(plan);
+}
+
 /// A fresh database on the test PostgreSQL server, or `None` when `TENANTRY_TEST_POSTGRES_URL` is not set.
 pub async fn fresh_postgres_database() -> Option<String> {
     let url = std::env::var("TENANTRY_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty())?;

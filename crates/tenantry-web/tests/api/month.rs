@@ -7,12 +7,11 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tenantry_domain::config::{Included, Overage, PlanConfig};
 use tenantry_domain::Config;
 use tenantry_service::Services;
 use tenantry_store::NewJob;
 
-use crate::helpers::{assert_problem, spawn_app_with, TestApp};
+use crate::helpers::{add_metered_plan, assert_problem, spawn_app_with, TestApp};
 
 const OP: &str = "op-month";
 const DAY: i64 = 86_400;
@@ -188,11 +187,7 @@ async fn a_paying_tenants_month_signup_close_dunning_suspension_and_reactivation
 async fn an_early_close_and_the_scheduled_close_bill_every_query_once() {
     let app = spawn_app_with(|c| {
         test_clock(c);
-        let mut plan: PlanConfig = c.plans.iter().find(|p| p.name == "starter").expect("starter").clone();
-        plan.name = "metered".into();
-        plan.included = Included { queries: 1, tokens: 10_000_000 };
-        plan.overage = Overage { query_micros: 20_000, token_micros_per_1k: 0, ..Overage::default() };
-        c.plans.push(plan);
+        add_metered_plan(c);
     })
     .await;
     let t = app.signup("early@month.test", "metered").await;

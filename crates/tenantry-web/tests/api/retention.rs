@@ -2,11 +2,10 @@
 //! of documents and storage survive as carry-forward rows, and the audit chain still verifies.
 
 use serde_json::{json, Value};
-use tenantry_domain::config::{Included, Overage, PlanConfig};
 use tenantry_domain::quota::Meter;
 use tenantry_domain::{TenantId, Timestamp};
 
-use crate::helpers::{on_postgres, spawn_app_with, TestApp};
+use crate::helpers::{add_metered_plan, on_postgres, spawn_app_with, TestApp};
 
 const OP: &str = "op-retention";
 
@@ -32,11 +31,7 @@ async fn retention_story(postgres: Option<String>) {
         c.server.operator_token = OP.into();
         c.retention.usage_days = 62;
         c.retention.audit_days = 30;
-        let mut plan: PlanConfig = c.plans.iter().find(|p| p.name == "starter").expect("starter").clone();
-        plan.name = "metered".into();
-        plan.included = Included { queries: 1, tokens: 10_000_000 };
-        plan.overage = Overage { query_micros: 20_000, token_micros_per_1k: 0, ..Overage::default() };
-        c.plans.push(plan);
+        add_metered_plan(c);
     })
     .await;
     let t = app.signup("retention@zz.test", "metered").await;
