@@ -28,6 +28,8 @@ pub enum LifecycleEvent {
     /// The provisioning job finished for a paying (or free) tenant.
     ProvisionedActive,
     PaymentSucceeded,
+    /// The operator (or Stripe) voided the last unpaid invoice: nothing is owed any more.
+    UnpaidVoided,
     PaymentFailed,
     /// `billing.grace_days` passed with the invoice unpaid.
     GraceExpired,
@@ -39,11 +41,12 @@ pub enum LifecycleEvent {
 }
 
 impl LifecycleEvent {
-    pub const ALL: [LifecycleEvent; 11] = [
+    pub const ALL: [LifecycleEvent; 12] = [
         Self::PaymentConfirmed,
         Self::ProvisionedTrial,
         Self::ProvisionedActive,
         Self::PaymentSucceeded,
+        Self::UnpaidVoided,
         Self::PaymentFailed,
         Self::GraceExpired,
         Self::OperatorSuspended,
@@ -59,6 +62,7 @@ impl LifecycleEvent {
             Self::ProvisionedTrial => "provisioned_trial",
             Self::ProvisionedActive => "provisioned_active",
             Self::PaymentSucceeded => "payment_succeeded",
+            Self::UnpaidVoided => "unpaid_voided",
             Self::PaymentFailed => "payment_failed",
             Self::GraceExpired => "grace_expired",
             Self::OperatorSuspended => "operator_suspended",
@@ -108,6 +112,7 @@ impl TenantState {
             (S::Provisioning, E::ProvisionedTrial) => S::Trialing,
             (S::Provisioning, E::ProvisionedActive) => S::Active,
             (S::Trialing | S::PastDue | S::Suspended, E::PaymentSucceeded) => S::Active,
+            (S::PastDue | S::Suspended, E::UnpaidVoided) => S::Active,
             (S::Trialing | S::Active, E::PaymentFailed) => S::PastDue,
             (S::PastDue, E::GraceExpired) => S::Suspended,
             (S::Trialing | S::Active | S::PastDue, E::OperatorSuspended) => S::Suspended,
@@ -167,7 +172,7 @@ mod tests {
     use super::*;
     use TenantState as S;
 
-    const EVENTS: [LifecycleEvent; 11] = LifecycleEvent::ALL;
+    const EVENTS: [LifecycleEvent; 12] = LifecycleEvent::ALL;
 
     #[test]
     fn nothing_leaves_erased() {

@@ -4,7 +4,8 @@
 //! scheduled in the same transaction. A paid signup gets its first period's invoice at once. Payment outcomes
 //! (reported by the operator for the manual provider) move the invoice and the tenant's lifecycle, and a
 //! failure starts dunning: retries on `billing.retry_days`, suspension after `billing.grace_days` unpaid, and
-//! reactivation as soon as a payment succeeds.
+//! reactivation as soon as a payment succeeds. The operator can also write an invoice off (`uncollectible`,
+//! still owed) or void it (nothing owed: dunning for it ends).
 
 use std::sync::Arc;
 
@@ -296,8 +297,7 @@ impl Services {
         actor: Actor<'_>,
     ) -> ServiceResult<InvoiceView> {
         let row = self.store().invoice(invoice_id).await?.ok_or_else(|| ServiceError::not_found("invoice"))?;
-        let status = InvoiceStatus::parse(&row.status)
-            .ok_or_else(|| ServiceError::internal(format!("stored invoice status {:?}", row.status)))?;
+        let status = stored_status(&row)?;
         let payable = status == InvoiceStatus::Open
             || (status == InvoiceStatus::Uncollectible && outcome == PaymentOutcome::Succeeded);
         if !payable {
@@ -342,20 +342,83 @@ impl Services {
             self.transition_from(&tenant, LifecycleEvent::PaymentConfirmed, Actor::System, &[provision]).await?;
             return Ok(());
         }
-        if tenant.state.on(LifecycleEvent::PaymentSucceeded).is_none() {
+        self.reactivate_if_nothing_owed(&tenant, LifecycleEvent::PaymentSucceeded).await
+    }
+
+    /// A debt was settled (`PaymentSucceeded`) or forgiven (`UnpaidVoided`): a tenant in dunning is served again
+    /// once nothing is owed — no other invoice open or written off — and its period closes are rescheduled. A
+    /// suspension the operator made is not about money and stays until the operator lifts it.
+    async fn reactivate_if_nothing_owed(&self, tenant: &TenantRow, event: LifecycleEvent) -> ServiceResult<()> {
+        if tenant.state.on(event).is_none() {
             return Ok(());
         }
-        if !self.store().open_invoices(tenant_id).await?.is_empty() {
-            tracing::info!(tenant_id = %tenant_id, "payment received; other invoices are still open");
+        if tenant.state == TenantState::Suspended && self.suspended_by_operator(&tenant.id).await? {
+            tracing::info!(tenant_id = %tenant.id, "debt settled; the operator's suspension stays");
             return Ok(());
         }
-        let close = self.period_close_job(&tenant);
-        match self.transition_from(&tenant, LifecycleEvent::PaymentSucceeded, Actor::System, &[close]).await {
+        if !self.store().unpaid_invoices(&tenant.id).await?.is_empty() {
+            tracing::info!(tenant_id = %tenant.id, "debt settled; other invoices are still unpaid");
+            return Ok(());
+        }
+        let close = self.period_close_job(tenant);
+        match self.transition_from(tenant, event, Actor::System, &[close]).await {
             Ok(_) => Ok(()),
-            // Another change won the race (an operator action); the payment itself is recorded.
+            // Another change won the race (an operator action); the invoice's own change is recorded.
             Err(e) if e.code == ErrorCode::TransitionInProgress => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether the tenant's latest move into `suspended` was the operator's (not dunning's).
+    async fn suspended_by_operator(&self, tenant_id: &TenantId) -> ServiceResult<bool> {
+        let events = self.store().tenant_events(tenant_id).await?;
+        let last = events.iter().rev().find(|e| e.to_state.as_deref() == Some(TenantState::Suspended.as_str()));
+        Ok(last.is_some_and(|e| e.event == LifecycleEvent::OperatorSuspended.as_str()))
+    }
+
+    /// The operator ends an unpaid invoice without a payment: `void` (nothing is owed; a tenant in dunning
+    /// for it alone is served again) or `uncollectible` (written off as bad debt: still owed, dunning goes
+    /// on, a late payment is taken). The payment provider follows first (Stripe voids or writes off its copy
+    /// and stops collecting), so a refusal there changes nothing here.
+    pub async fn close_unpaid_invoice(&self, invoice_id: &str, to: InvoiceStatus) -> ServiceResult<InvoiceView> {
+        let row = self.store().invoice(invoice_id).await?.ok_or_else(|| ServiceError::not_found("invoice"))?;
+        let from = stored_status(&row)?;
+        closable(from, to)?;
+        self.payments().close_unpaid(self, &row, to).await?;
+        self.record_unpaid_close(&row, from, to, Actor::Operator).await?;
+        let row = self.store().invoice(invoice_id).await?.ok_or_else(|| ServiceError::not_found("invoice"))?;
+        Ok(view(row))
+    }
+
+    /// Records that an unpaid invoice became `void` or `uncollectible` (the operator's action, or Stripe's
+    /// report of one made in its dashboard) and what that changes for the tenant.
+    pub(crate) async fn record_unpaid_close(
+        &self,
+        row: &InvoiceRow,
+        from: InvoiceStatus,
+        to: InvoiceStatus,
+        actor: Actor<'_>,
+    ) -> ServiceResult<()> {
+        closable(from, to)?;
+        self.store().set_invoice_status(&row.id, from.as_str(), to.as_str(), self.clock().now()).await.map_err(
+            |e| match e {
+                StoreError::Concurrent => {
+                    ServiceError::new(ErrorCode::TransitionInProgress, "the invoice changed; retry")
+                }
+                other => other.into(),
+            },
+        )?;
+        let tenant_id = TenantId::from_trusted(row.tenant_id.clone());
+        let action = if to == InvoiceStatus::Void { "invoice.voided" } else { "invoice.marked_uncollectible" };
+        let detail =
+            json!({"invoice_id": row.id, "from": from.as_str(), "to": to.as_str(), "total_cents": row.total_cents});
+        self.audit(actor, Some(&tenant_id), action, &row.id, detail, "").await;
+        if to == InvoiceStatus::Void {
+            if let Some(tenant) = self.store().tenant(&tenant_id).await? {
+                self.reactivate_if_nothing_owed(&tenant, LifecycleEvent::UnpaidVoided).await?;
+            }
+        }
+        Ok(())
     }
 
     /// A failed payment: the tenant goes `past_due` (if it was being served normally), and the invoice's
@@ -424,10 +487,11 @@ impl Services {
     }
 
     /// Dunning's last step: `billing.grace_days` after a failed payment, a tenant whose invoice is still
-    /// unpaid is suspended (402 from its next request).
+    /// unpaid (open or written off) is suspended (402 from its next request).
     pub(crate) async fn expire_grace(&self, tenant_id: &TenantId, invoice_id: &str) -> ServiceResult<()> {
         let Some(invoice) = self.store().invoice(invoice_id).await? else { return Ok(()) };
-        if invoice.status != InvoiceStatus::Open.as_str() {
+        // Written off is still owed; paid or voided is not.
+        if !matches!(stored_status(&invoice)?, InvoiceStatus::Open | InvoiceStatus::Uncollectible) {
             return Ok(());
         }
         let suspended = self.transition_if_allowed(tenant_id, LifecycleEvent::GraceExpired, Actor::System, &[]).await?;
@@ -446,4 +510,21 @@ impl Services {
         }
         Ok(())
     }
+}
+
+fn stored_status(row: &InvoiceRow) -> ServiceResult<InvoiceStatus> {
+    InvoiceStatus::parse(&row.status)
+        .ok_or_else(|| ServiceError::internal(format!("stored invoice status {:?}", row.status)))
+}
+
+/// Whether an invoice in `from` may end unpaid as `to` (void or uncollectible), by Stripe's status table.
+fn closable(from: InvoiceStatus, to: InvoiceStatus) -> ServiceResult<()> {
+    let unpaid_end = matches!(to, InvoiceStatus::Void | InvoiceStatus::Uncollectible);
+    if unpaid_end && from.can_become(to) {
+        return Ok(());
+    }
+    Err(ServiceError::new(
+        ErrorCode::InvalidTransition,
+        format!("invoice is {}; it cannot become {}", from.as_str(), to.as_str()),
+    ))
 }

@@ -69,6 +69,12 @@ pub trait PaymentProvider: Send + Sync {
         invoice: &InvoiceRow,
         attempt: u32,
     ) -> ServiceResult<Option<PaymentOutcome>>;
+
+    /// An unpaid invoice is being voided or written off (`to`): stop collecting it where the provider
+    /// holds a copy. An error leaves the invoice as it was.
+    async fn close_unpaid(&self, _services: &Services, _invoice: &InvoiceRow, _to: InvoiceStatus) -> ServiceResult<()> {
+        Ok(())
+    }
 }
 
 /// `billing.provider = "manual"`.
@@ -193,6 +199,21 @@ impl PaymentProvider for Stripe {
             Err(e) if declined(&e) => Ok(Some(PaymentOutcome::Failed)),
             Err(e) => Err(upstream(e)),
         }
+    }
+
+    /// The Stripe copy, if one was made, is voided or marked uncollectible too; without a copy there is
+    /// nothing Stripe could collect.
+    async fn close_unpaid(&self, services: &Services, invoice: &InvoiceRow, to: InvoiceStatus) -> ServiceResult<()> {
+        let tenant_id = TenantId::from_trusted(invoice.tenant_id.clone());
+        let Some(link) = services.store().stripe_object_for(&tenant_id, "invoice", Some(&invoice.id)).await? else {
+            return Ok(());
+        };
+        let key = key(format!("invoice-{}-{}", invoice.id, to.as_str()))?;
+        let closed = match to {
+            InvoiceStatus::Void => self.client.void_invoice(&link.object_id, &key).await,
+            _ => self.client.mark_uncollectible(&link.object_id, &key).await,
+        };
+        closed.map(drop).map_err(upstream)
     }
 }
 

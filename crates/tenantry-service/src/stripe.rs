@@ -9,7 +9,7 @@ use tenantry_billing::stripe::{Event, EventKind, StripeInvoice, WebhookVerifier}
 use tenantry_billing::InvoiceStatus;
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::{Clock, ErrorCode, SystemClock, TenantId};
-use tenantry_store::{EventSeen, StripeLink, TenantRow};
+use tenantry_store::{EventSeen, InvoiceRow, StripeLink, TenantRow};
 use utoipa::ToSchema;
 
 use crate::audit::Actor;
@@ -137,6 +137,10 @@ impl Services {
             EventKind::InvoicePaymentFailed(inv) => {
                 self.apply_invoice_event(&tenant_id, inv, PaymentOutcome::Failed).await?
             }
+            EventKind::InvoiceVoided(inv) => self.apply_invoice_close(&tenant_id, inv, InvoiceStatus::Void).await?,
+            EventKind::InvoiceMarkedUncollectible(inv) => {
+                self.apply_invoice_close(&tenant_id, inv, InvoiceStatus::Uncollectible).await?
+            }
             EventKind::CustomerSubscriptionDeleted(_) => {
                 if tenant.state.on(LifecycleEvent::Cancelled).is_some() {
                     self.cancel(&tenant_id, Actor::System).await?;
@@ -150,19 +154,51 @@ impl Services {
         Ok((Some(tenant_id), outcome))
     }
 
+    /// Our invoice that a Stripe invoice mirrors, or why the event is ignored.
+    async fn our_invoice(
+        &self,
+        tenant_id: &TenantId,
+        inv: &StripeInvoice,
+    ) -> ServiceResult<Result<InvoiceRow, String>> {
+        let ours = match inv.metadata.get(METADATA_INVOICE_ID) {
+            Some(id) => Some(id.clone()),
+            None => self.store().stripe_object(&inv.id).await?.and_then(|l| l.invoice_id),
+        };
+        let Some(invoice) = ours else { return Ok(Err("ignored: not an invoice Tenantry made".into())) };
+        match self.store().invoice(&invoice).await?.filter(|i| i.tenant_id == tenant_id.as_str()) {
+            Some(row) => Ok(Ok(row)),
+            None => Ok(Err("ignored: unknown invoice".into())),
+        }
+    }
+
+    /// `invoice.voided` / `invoice.marked_uncollectible`: someone ended the invoice in Stripe; ours follows
+    /// (without calling Stripe back).
+    async fn apply_invoice_close(
+        &self,
+        tenant_id: &TenantId,
+        inv: &StripeInvoice,
+        to: InvoiceStatus,
+    ) -> ServiceResult<String> {
+        let row = match self.our_invoice(tenant_id, inv).await? {
+            Ok(row) => row,
+            Err(ignored) => return Ok(ignored),
+        };
+        let Some(from) = InvoiceStatus::parse(&row.status).filter(|from| from.can_become(to)) else {
+            return Ok(format!("ignored: invoice already {}", row.status));
+        };
+        self.record_unpaid_close(&row, from, to, Actor::System).await?;
+        Ok(format!("applied: invoice {} is {}", row.id, to.as_str()))
+    }
+
     async fn apply_invoice_event(
         &self,
         tenant_id: &TenantId,
         inv: &StripeInvoice,
         outcome: PaymentOutcome,
     ) -> ServiceResult<String> {
-        let ours = match inv.metadata.get(METADATA_INVOICE_ID) {
-            Some(id) => Some(id.clone()),
-            None => self.store().stripe_object(&inv.id).await?.and_then(|l| l.invoice_id),
-        };
-        let Some(invoice) = ours else { return Ok("ignored: not an invoice Tenantry made".into()) };
-        let Some(row) = self.store().invoice(&invoice).await?.filter(|i| i.tenant_id == tenant_id.as_str()) else {
-            return Ok("ignored: unknown invoice".into());
+        let row = match self.our_invoice(tenant_id, inv).await? {
+            Ok(row) => row,
+            Err(ignored) => return Ok(ignored),
         };
         let open = row.status == InvoiceStatus::Open.as_str()
             || (row.status == InvoiceStatus::Uncollectible.as_str() && outcome == PaymentOutcome::Succeeded);

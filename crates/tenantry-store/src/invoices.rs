@@ -182,6 +182,18 @@ impl Store {
         rows.iter().map(invoice_from_row).collect()
     }
 
+    /// What the tenant still owes: its open invoices and those written off (uncollectible), oldest first.
+    pub async fn unpaid_invoices(&self, tenant: &TenantId) -> Result<Vec<InvoiceRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM invoices WHERE tenant_id = $1 AND status IN ('open', 'uncollectible') \
+             ORDER BY number"
+        ))
+        .bind(tenant.as_str())
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(invoice_from_row).collect()
+    }
+
     /// The tenant's invoices, newest first.
     pub async fn invoices(&self, tenant: &TenantId) -> Result<Vec<InvoiceRow>> {
         let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM invoices WHERE tenant_id = $1 ORDER BY number DESC"))

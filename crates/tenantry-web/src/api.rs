@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use tenantry_billing::InvoiceStatus;
 use tenantry_domain::lifecycle::EndpointClass;
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::{ErrorCode, RequestId, TenantContext};
@@ -628,6 +629,44 @@ pub async fn admin_payment(
 ) -> ApiResult<axum::Json<InvoiceView>> {
     s.authenticate_operator(bearer(&headers))?;
     Ok(axum::Json(s.report_payment(&id, &body.outcome).await?))
+}
+
+/// Voids an unpaid (open or uncollectible) invoice: nothing is owed any more. A tenant in dunning for it
+/// alone is served again. With Stripe, Stripe's copy is voided first.
+#[utoipa::path(post, path = "/admin/invoices/{id}/void", tag = "operator", security(("operator" = [])),
+    params(("id" = String, Path, description = "invoice id")),
+    responses(
+        (status = 200, body = InvoiceView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 502, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn admin_void_invoice(
+    State(s): State<Services>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<InvoiceView>> {
+    s.authenticate_operator(bearer(&headers))?;
+    Ok(axum::Json(s.close_unpaid_invoice(&id, InvoiceStatus::Void).await?))
+}
+
+/// Writes an open invoice off as uncollectible: still owed (dunning goes on, a late payment is taken), no
+/// longer expected. With Stripe, Stripe's copy is marked uncollectible first.
+#[utoipa::path(post, path = "/admin/invoices/{id}/mark-uncollectible", tag = "operator", security(("operator" = [])),
+    params(("id" = String, Path, description = "invoice id")),
+    responses(
+        (status = 200, body = InvoiceView),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 502, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn admin_mark_uncollectible(
+    State(s): State<Services>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<InvoiceView>> {
+    s.authenticate_operator(bearer(&headers))?;
+    Ok(axum::Json(s.close_unpaid_invoice(&id, InvoiceStatus::Uncollectible).await?))
 }
 
 /// A deletion certificate: what an erasure removed from which store, with counts, times and a digest.

@@ -85,6 +85,8 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(api::invoices))
         .routes(routes!(api::admin_close_period))
         .routes(routes!(api::admin_payment))
+        .routes(routes!(api::admin_void_invoice))
+        .routes(routes!(api::admin_mark_uncollectible))
         .routes(routes!(operator::overview))
         .routes(routes!(operator::advance_clock))
         .routes(routes!(operator::list_jobs))

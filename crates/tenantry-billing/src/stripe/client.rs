@@ -286,8 +286,18 @@ impl StripeClient {
         self.post(&format!("/v1/invoices/{}/pay", path_id(invoice_id)?), &Form::new(), key).await
     }
 
+    /// Open (or uncollectible) → void: nothing is owed and Stripe stops collecting it.
     pub async fn void_invoice(&self, invoice_id: &str, key: &IdempotencyKey) -> Result<StripeInvoice, StripeError> {
         self.post(&format!("/v1/invoices/{}/void", path_id(invoice_id)?), &Form::new(), key).await
+    }
+
+    /// Open → uncollectible: written off as bad debt; it can still be paid later.
+    pub async fn mark_uncollectible(
+        &self,
+        invoice_id: &str,
+        key: &IdempotencyKey,
+    ) -> Result<StripeInvoice, StripeError> {
+        self.post(&format!("/v1/invoices/{}/mark_uncollectible", path_id(invoice_id)?), &Form::new(), key).await
     }
 
     /// A Checkout Session in `payment` mode for one amount; send the customer to its `url`.

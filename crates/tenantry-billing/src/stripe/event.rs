@@ -27,6 +27,10 @@ pub enum EventKind {
     InvoicePaid(StripeInvoice),
     InvoicePaymentSucceeded(StripeInvoice),
     InvoicePaymentFailed(StripeInvoice),
+    /// The invoice was voided in Stripe (by Tenantry, or by someone in Stripe's dashboard).
+    InvoiceVoided(StripeInvoice),
+    /// The invoice was written off in Stripe.
+    InvoiceMarkedUncollectible(StripeInvoice),
     CustomerSubscriptionDeleted(Subscription),
     /// Any other type, by name; acknowledge it and do nothing.
     Other(String),
@@ -72,6 +76,10 @@ impl Event {
                 "invoice.paid" => EventKind::InvoicePaid(StripeInvoice::deserialize(object)?),
                 "invoice.payment_succeeded" => EventKind::InvoicePaymentSucceeded(StripeInvoice::deserialize(object)?),
                 "invoice.payment_failed" => EventKind::InvoicePaymentFailed(StripeInvoice::deserialize(object)?),
+                "invoice.voided" => EventKind::InvoiceVoided(StripeInvoice::deserialize(object)?),
+                "invoice.marked_uncollectible" => {
+                    EventKind::InvoiceMarkedUncollectible(StripeInvoice::deserialize(object)?)
+                }
                 "customer.subscription.deleted" => {
                     EventKind::CustomerSubscriptionDeleted(Subscription::deserialize(object)?)
                 }
@@ -91,6 +99,8 @@ impl Event {
             EventKind::InvoicePaid(_) => "invoice.paid",
             EventKind::InvoicePaymentSucceeded(_) => "invoice.payment_succeeded",
             EventKind::InvoicePaymentFailed(_) => "invoice.payment_failed",
+            EventKind::InvoiceVoided(_) => "invoice.voided",
+            EventKind::InvoiceMarkedUncollectible(_) => "invoice.marked_uncollectible",
             EventKind::CustomerSubscriptionDeleted(_) => "customer.subscription.deleted",
             EventKind::Other(t) => t,
         }

@@ -115,6 +115,7 @@ async fn stripe(State(fake): State<Fake>, uri: Uri, headers: HeaderMap, body: By
         }
         "/v1/invoices/in_1Pgc6tB7WZ01zgkWu9fdqL6I/finalize" => invoice("open"),
         "/v1/invoices/in_1Pgc6tB7WZ01zgkWu9fdqL6I/pay" => invoice("paid"),
+        "/v1/invoices/in_1Pgc6tB7WZ01zgkWu9fdqL6I/mark_uncollectible" => invoice("uncollectible"),
         "/v1/invoices/in_1Pgc6tB7WZ01zgkWu9fdqL6I/void" => invoice("void"),
         "/v1/invoices/in_declined/pay" => {
             let mut response =
@@ -234,6 +235,9 @@ async fn bills_an_invoice_end_to_end() {
     assert_eq!(open.status(), Some(InvoiceStatus::Open));
     let paid = client.pay_invoice(id, &key("INV-000123:pay:1")).await.expect("paid");
     assert_eq!(paid.status(), Some(InvoiceStatus::Paid));
+    // The fake keeps no state: the write-off and void calls below check their wire format, not a story.
+    let written_off = client.mark_uncollectible(id, &key("INV-000123:uncollectible")).await.expect("written off");
+    assert_eq!(written_off.status(), Some(InvoiceStatus::Uncollectible));
     let void = client.void_invoice(id, &key("INV-000123:void")).await.expect("voided");
     assert_eq!(void.status(), Some(InvoiceStatus::Void));
 
@@ -257,6 +261,7 @@ async fn bills_an_invoice_end_to_end() {
             "/v1/invoiceitems",
             "/v1/invoices/in_1Pgc6tB7WZ01zgkWu9fdqL6I/finalize",
             "/v1/invoices/in_1Pgc6tB7WZ01zgkWu9fdqL6I/pay",
+            "/v1/invoices/in_1Pgc6tB7WZ01zgkWu9fdqL6I/mark_uncollectible",
             "/v1/invoices/in_1Pgc6tB7WZ01zgkWu9fdqL6I/void",
         ]
     );

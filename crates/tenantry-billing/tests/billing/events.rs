@@ -62,6 +62,26 @@ fn invoice_payment_failed_without_metadata_and_an_expanded_customer() {
 }
 
 #[test]
+fn invoice_voided_and_marked_uncollectible() {
+    // Stripe's example event with the type and status of each: same envelope, same invoice object.
+    for (kind, status) in [("invoice.voided", "void"), ("invoice.marked_uncollectible", "uncollectible")] {
+        let mut event: serde_json::Value =
+            serde_json::from_str(include_str!("../fixtures/event_invoice_paid.json")).expect("json");
+        event["type"] = serde_json::json!(kind);
+        event["data"]["object"]["status"] = serde_json::json!(status);
+        let event = parse(&event.to_string());
+        assert_eq!(event.event_type(), kind);
+        assert_eq!(event.tenant_id(), tenant());
+        let invoice = match &event.kind {
+            EventKind::InvoiceVoided(i) if kind == "invoice.voided" => i,
+            EventKind::InvoiceMarkedUncollectible(i) if kind == "invoice.marked_uncollectible" => i,
+            other => panic!("{kind}: {other:?}"),
+        };
+        assert_eq!(invoice.status().map(InvoiceStatus::as_str), Some(status));
+    }
+}
+
+#[test]
 fn customer_subscription_deleted() {
     let event = parse(include_str!("../fixtures/event_customer_subscription_deleted.json"));
     assert_eq!(event.tenant_id(), tenant());

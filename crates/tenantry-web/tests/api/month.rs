@@ -184,6 +184,104 @@ async fn a_paying_tenants_month_signup_close_dunning_suspension_and_reactivation
 }
 
 #[tokio::test]
+async fn written_off_invoices_stay_owed_voided_ones_do_not_and_operator_suspensions_outlast_payment() {
+    written_off_invoices_stay_owed_voided_ones_do_not_and_operator_suspensions_outlast_payment_on(None).await;
+}
+
+#[tokio::test]
+async fn written_off_invoices_stay_owed_voided_ones_do_not_and_operator_suspensions_outlast_payment_on_postgres() {
+    crate::helpers::on_postgres(
+        written_off_invoices_stay_owed_voided_ones_do_not_and_operator_suspensions_outlast_payment_on,
+    )
+    .await;
+}
+
+async fn written_off_invoices_stay_owed_voided_ones_do_not_and_operator_suspensions_outlast_payment_on(
+    database_url: Option<String>,
+) {
+    let app = spawn_app_with(move |c| {
+        test_clock(c);
+        if let Some(url) = database_url {
+            c.database.url = url;
+        }
+    })
+    .await;
+    let t = app.signup("ar@month.test", "pro").await;
+    let signup_invoice = app.op_get(&format!("/admin/tenants/{}", t.id)).await["invoices"][0]["invoice_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    app.pay(&signup_invoice, "succeeded").await;
+    wait_for_state(&app, &t.key, "active", Duration::from_secs(1)).await;
+    app.advance_days(31).await;
+    let closing = |list: Value| list["invoices"][0]["invoice_id"].as_str().expect("id").to_owned();
+    let owed = closing(app.get(&t.key, "/v1/invoices").await.json().await.expect("json"));
+    app.pay(&owed, "failed").await;
+    assert_eq!(app.state(&t.key).await, "past_due");
+
+    // Written off: no longer expected, still owed. The tenant stays in dunning and is suspended on time.
+    let r = app.op_post(&format!("/admin/invoices/{owed}/mark-uncollectible"), json!({})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.expect("json")["status"], "uncollectible");
+    assert_eq!(app.state(&t.key).await, "past_due");
+    let again = app.op_post(&format!("/admin/invoices/{owed}/mark-uncollectible"), json!({})).await;
+    assert_problem(again, 409, "invalid_transition").await;
+    let failed_again = app.op_post(&format!("/admin/invoices/{owed}/payment"), json!({"outcome": "failed"})).await;
+    assert_problem(failed_again, 409, "invalid_transition").await;
+    app.advance_days(7).await;
+    assert_eq!(app.state(&t.key).await, "suspended");
+
+    // Voided: nothing is owed, so dunning's suspension is lifted at once.
+    let r = app.op_post(&format!("/admin/invoices/{owed}/void"), json!({})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.expect("json")["status"], "void");
+    assert_eq!(app.state(&t.key).await, "active");
+    assert_eq!(app.query_status(&t.key).await, 200);
+    for path in [format!("/admin/invoices/{owed}/void"), format!("/admin/invoices/{owed}/mark-uncollectible")] {
+        assert_problem(app.op_post(&path, json!({})).await, 409, "invalid_transition").await;
+    }
+    let paid = app.op_post(&format!("/admin/invoices/{signup_invoice}/void"), json!({})).await;
+    assert_problem(paid, 409, "invalid_transition").await;
+    assert_problem(app.op_post("/admin/invoices/inv_nothing/void", json!({})).await, 404, "not_found").await;
+    let r = app.client.post(app.url(&format!("/admin/invoices/{owed}/void"))).bearer_auth(&t.key).send().await;
+    assert_eq!(r.expect("request").status(), StatusCode::UNAUTHORIZED, "a tenant key is not the operator's");
+
+    // A suspension the operator made is not about money: paying does not lift it.
+    app.advance_days(31).await;
+    let next = closing(app.get(&t.key, "/v1/invoices").await.json().await.expect("json"));
+    assert_ne!(next, owed);
+    let r = app.op_post(&format!("/admin/tenants/{}/suspend", t.id), json!({})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(app.pay(&next, "succeeded").await["status"], "paid");
+    assert_eq!(app.state(&t.key).await, "suspended");
+
+    let detail = app.op_get(&format!("/admin/tenants/{}", t.id)).await;
+    let transitions: Vec<&str> = detail["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| !e["from"].is_null())
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    assert_eq!(
+        transitions,
+        [
+            "payment_confirmed",
+            "provisioned_active",
+            "payment_failed",
+            "grace_expired",
+            "unpaid_voided",
+            "operator_suspended"
+        ]
+    );
+    let audit = app.audit(OP, &t.id).await;
+    for action in ["invoice.marked_uncollectible", "invoice.voided"] {
+        let entry = audit.iter().find(|e| e["action"] == action).unwrap_or_else(|| panic!("{action} audited"));
+        assert_eq!((entry["target"].as_str(), entry["actor"].as_str()), (Some(owed.as_str()), Some("operator")));
+    }
+}
+
+#[tokio::test]
 async fn an_early_close_and_the_scheduled_close_bill_every_query_once() {
     let app = spawn_app_with(|c| {
         test_clock(c);

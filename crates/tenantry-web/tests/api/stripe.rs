@@ -175,6 +175,12 @@ async fn stripe(State(fake): State<FakeStripe>, method: Method, uri: Uri, header
                 (200, o)
             }
         }
+        ["v1", "invoices", id, action @ ("void" | "mark_uncollectible")] => {
+            let mut o = fixture("invoice");
+            o["id"] = json!(id);
+            o["status"] = json!(if *action == "void" { "void" } else { "uncollectible" });
+            (200, o)
+        }
         _ => error(404, "invalid_request_error", "resource_missing", "Unrecognized request URL"),
     };
     fake.replies.lock().expect("lock").insert(key, answer.clone());
@@ -355,6 +361,38 @@ async fn stripe_checkout_webhooks_and_charges_carry_a_paying_tenant_on(database_
     assert!(late["outcome"].as_str().is_some_and(|o| o.contains("newer event")), "{late}");
     assert_eq!(state(&app, key).await, "active");
     assert!(invoices(&app, key).await.iter().all(|i| i["status"] == "paid"));
+
+    // Declined again. Someone writes the invoice off in Stripe's dashboard: ours follows, still owed.
+    advance(&app, 31).await;
+    assert_eq!(state(&app, key).await, "past_due");
+    let unpaid = invoices(&app, key).await.into_iter().find(|i| i["status"] == "open").expect("an open invoice");
+    let ours = unpaid["invoice_id"].as_str().expect("id");
+    let mirror =
+        fake.replies.lock().expect("lock")[&format!("invoice-{ours}")].1["id"].as_str().expect("id").to_owned();
+    let mut inv = fixture("invoice");
+    inv["id"] = json!(mirror);
+    inv["status"] = json!("uncollectible");
+    inv["metadata"] = json!({"tenant_id": id, "invoice_id": ours});
+    let written_off = event("evt_uncollectible_3", "invoice.marked_uncollectible", now_secs(), inv);
+    let receipt = deliver_signed(&app, &written_off).await;
+    assert!(receipt["outcome"].as_str().is_some_and(|o| o.starts_with("applied")), "{receipt}");
+    let status_of =
+        |list: Vec<Value>| list.into_iter().find(|i| i["invoice_id"] == ours).expect("ours")["status"].clone();
+    assert_eq!(status_of(invoices(&app, key).await), "uncollectible");
+    assert_eq!(state(&app, key).await, "past_due");
+
+    // The operator voids it: Stripe's copy is voided first (with its own idempotency key), then ours, and
+    // with nothing left owed the tenant is active again. While Stripe fails, nothing changes here.
+    let void = || app.client.post(app.url(&format!("/admin/invoices/{ours}/void"))).bearer_auth(OP).send();
+    fake.down.store(true, Ordering::SeqCst);
+    assert_problem(void().await.expect("void"), 502, "upstream_failed").await;
+    assert_eq!(status_of(invoices(&app, key).await), "uncollectible");
+    fake.down.store(false, Ordering::SeqCst);
+    assert_eq!(void().await.expect("void").status(), Status::OK);
+    let voids = fake.seen(&format!("/v1/invoices/{mirror}/void"));
+    assert!(voids.iter().all(|v| v.idempotency_key == format!("invoice-{ours}-void")), "{voids:?}");
+    assert_eq!(status_of(invoices(&app, key).await), "void");
+    assert_eq!(state(&app, key).await, "active");
 
     // Every POST carried an idempotency key.
     assert!(fake.seen("/").iter().filter(|s| !s.get).all(|s| !s.idempotency_key.is_empty()));
