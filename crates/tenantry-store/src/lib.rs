@@ -8,6 +8,7 @@ mod credits;
 mod documents;
 mod erasure;
 mod exports;
+mod group_commit;
 mod invoices;
 mod jobs;
 mod keys;
@@ -78,6 +79,8 @@ pub struct Store {
     gate: Option<std::sync::Arc<memgate::MemGate>>,
     /// Whether settlements queue their ledger events for the analytics store.
     analytics_outbox: bool,
+    /// The embedded store's settlement writer (group commit); `None` on PostgreSQL.
+    group_commit: Option<group_commit::GroupCommit>,
 }
 
 impl Store {
@@ -122,13 +125,28 @@ impl Store {
         };
         let write = pool(1).await?;
         let read = pool(4).await?;
-        Ok(Self { read, write, backend: Backend::Sqlite, gate: Some(Default::default()), analytics_outbox: false })
+        let store = Self {
+            read,
+            write,
+            backend: Backend::Sqlite,
+            gate: Some(Default::default()),
+            analytics_outbox: false,
+            group_commit: None,
+        };
+        Ok(store.with_group_commit())
     }
 
     async fn open_postgres(url: &str) -> Result<Self> {
         let pool =
             AnyPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(30)).connect(url).await?;
-        Ok(Self { read: pool.clone(), write: pool, backend: Backend::Postgres, gate: None, analytics_outbox: false })
+        Ok(Self {
+            read: pool.clone(),
+            write: pool,
+            backend: Backend::Postgres,
+            gate: None,
+            analytics_outbox: false,
+            group_commit: None,
+        })
     }
 
     async fn migrate(&self) -> Result<()> {
@@ -146,6 +164,21 @@ impl Store {
     /// store is configured; without one nothing would ever drain the outbox).
     pub fn with_analytics_outbox(mut self, on: bool) -> Self {
         self.analytics_outbox = on;
+        self.with_group_commit()
+    }
+
+    /// On the embedded store, (re)starts the settlement writer with the current ledger writes; a previous
+    /// writer ends when its last handle is dropped.
+    fn with_group_commit(mut self) -> Self {
+        if let Some(gate) = &self.gate {
+            let writer = group_commit::GroupCommit::start(
+                self.write.clone(),
+                self.read.clone(),
+                gate.clone(),
+                self.ledger_writes(),
+            );
+            self.group_commit = Some(writer);
+        }
         self
     }
 

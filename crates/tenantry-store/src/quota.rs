@@ -292,9 +292,15 @@ impl Store {
         Ok(Ok(()))
     }
 
-    /// Closes a reservation with the actual usage and appends the ledger events, in one transaction.
-    /// Idempotent: settling the same events again changes nothing and returns false.
+    /// Closes a reservation with the actual usage and appends the ledger events, in one transaction (on the
+    /// embedded store, one shared with the settlements waiting beside it: `group_commit`). Returns once that
+    /// transaction committed. Idempotent: settling the same events again changes nothing and returns false.
     pub async fn settle(&self, s: &Settlement, events: &[UsageEvent]) -> Result<bool> {
+        // Only settlements of a reservation: until memory moves after the shared commit, their usage still
+        // counts as reserved. One without a reservation would be invisible to admission for that moment.
+        if let (Some(writer), Some(_)) = (&self.group_commit, &s.reservation_id) {
+            return writer.settle(s, events).await;
+        }
         let mut guard = self.settlement_guard(s).await?;
         let mut tx = self.write.begin().await?;
         let applied = settle_in(&mut tx, s, events, self.ledger_writes()).await?;

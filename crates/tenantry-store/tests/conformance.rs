@@ -282,6 +282,56 @@ async fn reserve_settle_release_and_expire(store: Store) {
     assert_eq!(store.reservation_count().await.expect("count"), 0);
 }
 
+/// Many settlements at once (on the embedded store they share commits), each delivered twice side by side:
+/// every one applies exactly once, and the ledger, the counters and the admission state agree.
+async fn concurrent_settlements_apply_once(store: Store) {
+    let lim = limits(1_000, 1_000_000);
+    let q = |tokens| Amounts { queries: 1, tokens, ..Amounts::default() };
+    let mut tenants = Vec::new();
+    for name in ["one", "two"] {
+        let (t, k) = tenant(&format!("{name}@settle.test"));
+        store.create_tenant(&t, &k).await.expect("create");
+        tenants.push(t.id);
+    }
+    let mut tasks = Vec::new();
+    for t in &tenants {
+        for i in 0..100 {
+            let id = format!("{t}-r{i}");
+            store.reserve(&reservation(t, &id, q(50)), &lim).await.expect("store").expect("fits");
+            let events = vec![
+                event(t, &format!("{id}:q"), Meter::Queries, 1, 3_000),
+                event(t, &format!("{id}:t"), Meter::PromptTokens, 40, 3_000),
+            ];
+            for _ in 0..2 {
+                let (store, s, events) = (store.clone(), settlement(t, Some(&id), q(40)), events.clone());
+                tasks.push(tokio::spawn(async move { store.settle(&s, &events).await }));
+            }
+        }
+    }
+    let mut applied = 0;
+    for task in tasks {
+        if task.await.expect("join").expect("settle") {
+            applied += 1;
+        }
+    }
+    assert_eq!(applied, 200, "each of the 200 settlements applied once, its duplicate not at all");
+    for t in &tenants {
+        let c = store.quota_counters(t, PERIOD).await.expect("counters");
+        assert_eq!(
+            (c.used, c.reserved),
+            (Amounts { queries: 100, tokens: 4_000, ..Amounts::default() }, Amounts::default())
+        );
+        assert_eq!(store.usage_event_count(t, Meter::Queries).await.expect("count"), 100);
+        assert_eq!(store.usage_event_count(t, Meter::PromptTokens).await.expect("count"), 100);
+    }
+    assert_eq!(store.reservation_count().await.expect("count"), 0);
+    // Nothing is left over for the next settlements: admission sees exactly the used amounts.
+    let full = limits(201, 1_000_000);
+    store.reserve(&reservation(&tenants[0], "last", q(1)), &full).await.expect("store").expect("fits");
+    let refused = store.reserve(&reservation(&tenants[0], "over", q(1)), &limits(101, 1_000_000)).await;
+    assert!(refused.expect("store").is_err(), "100 used + 1 reserved leaves nothing under 101");
+}
+
 async fn append_entries(store: &Store, times: std::ops::Range<i64>) {
     for at in times {
         let entry = tenantry_store::NewAuditEntry {
@@ -571,6 +621,7 @@ conformance_suite!(
     usage_is_idempotent_and_summed,
     concurrent_reservations_never_overshoot,
     reserve_settle_release_and_expire,
+    concurrent_settlements_apply_once,
     audit_chain_holds_under_concurrent_appends,
     audit_pruning_keeps_the_chain_verifiable,
     jobs_are_scheduled_claimed_retried_and_parked,

@@ -1,0 +1,261 @@
+//! Group commit of settlements for the embedded store. SQLite has one writer, and through sqlx every
+//! statement is a hop to that connection's worker thread, so a settlement of its own (begin, ledger rows,
+//! counters, commit) costs the writer five round trips per request. Here one task takes every settlement
+//! waiting in its queue and writes them together: one multi-row ledger insert that returns the rows it added
+//! (a settlement whose events were all recorded before applies nothing, as alone), one multi-row counter
+//! upsert with the sums per tenant, period and meter, the analytics outbox rows, and one commit. A request
+//! still waits for the commit that holds its rows before it answers, so every answered request is in the
+//! ledger. If a batch fails, each of its settlements is retried alone, so one bad settlement fails only
+//! itself.
+//!
+//! The in-memory quota state (`memgate`) moves after the commit, under each tenant's lock. Until then the
+//! settled usage is still counted as reserved, and a reservation always covers the usage it settles
+//! (queries exactly, tokens by their upper bound), so admission never sees less than the truth. Each
+//! tenant's counters are loaded from the table *before* the commit, so a first load cannot read rows this
+//! batch then adds again in memory.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use sqlx::{Any, AnyPool, Row, Transaction};
+use tenantry_domain::{TenantId, Timestamp};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::memgate::MemGate;
+use crate::quota::{settle_in, LedgerWrites, QuotaMeter, Settlement};
+use crate::usage::UsageEvent;
+use crate::Result;
+
+/// Settlements per transaction at most; what waits beyond goes into the next one.
+const MAX_BATCH: usize = 256;
+/// Ledger rows per insert statement (8 parameters each, far below SQLite's 32,766).
+const ROWS_PER_INSERT: usize = 1_000;
+
+struct Pending {
+    settlement: Settlement,
+    events: Vec<UsageEvent>,
+    done: oneshot::Sender<Result<bool>>,
+}
+
+/// The queue in front of the writer task; dropping every handle ends the task.
+#[derive(Clone, Debug)]
+pub(crate) struct GroupCommit {
+    queue: mpsc::UnboundedSender<Pending>,
+}
+
+impl GroupCommit {
+    pub(crate) fn start(write: AnyPool, read: AnyPool, gate: Arc<MemGate>, writes: LedgerWrites) -> Self {
+        let (queue, rx) = mpsc::unbounded_channel();
+        tokio::spawn(Writer { write, read, gate, writes }.run(rx));
+        Self { queue }
+    }
+
+    /// Settles once the transaction holding the settlement's rows has committed; false if its events were
+    /// already recorded (nothing changed).
+    pub(crate) async fn settle(&self, settlement: &Settlement, events: &[UsageEvent]) -> Result<bool> {
+        let (done, answer) = oneshot::channel();
+        let pending = Pending { settlement: settlement.clone(), events: events.to_vec(), done };
+        let closed = || crate::StoreError::Database(sqlx::Error::PoolClosed);
+        self.queue.send(pending).map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+}
+
+struct Writer {
+    write: AnyPool,
+    read: AnyPool,
+    gate: Arc<MemGate>,
+    writes: LedgerWrites,
+}
+
+impl Writer {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Pending>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+            self.write_batch(std::mem::take(&mut batch)).await;
+        }
+    }
+
+    async fn write_batch(&self, batch: Vec<Pending>) {
+        let together: Vec<(&Settlement, &[UsageEvent])> =
+            batch.iter().map(|p| (&p.settlement, p.events.as_slice())).collect();
+        let written = match self.preload(&batch).await {
+            Ok(()) => self.commit(&together).await,
+            Err(e) => Err(e),
+        };
+        match written {
+            Ok(applied) => {
+                for (p, applied) in batch.into_iter().zip(applied) {
+                    if applied {
+                        self.move_memory(&p.settlement).await;
+                    }
+                    let _ = p.done.send(Ok(applied));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, settlements = batch.len(), "group commit failed; settling one by one");
+                for p in batch {
+                    let alone = self.settle_alone(&p.settlement, &p.events).await;
+                    let _ = p.done.send(alone);
+                }
+            }
+        }
+    }
+    /// Loads every tenant's counters for the batch's periods before anything commits.
+    async fn preload(&self, batch: &[Pending]) -> Result<()> {
+        let keys: HashSet<(&TenantId, Timestamp)> =
+            batch.iter().map(|p| (&p.settlement.tenant_id, p.settlement.period_start)).collect();
+        for (tenant, period_start) in keys {
+            drop(self.gate.lock(&self.read, tenant, period_start).await?);
+        }
+        Ok(())
+    }
+
+    /// Moves the in-memory state of a committed settlement.
+    async fn move_memory(&self, s: &Settlement) {
+        match self.gate.lock(&self.read, &s.tenant_id, s.period_start).await {
+            Ok(mut q) => self.gate.settled(&mut q, s),
+            // Loaded before the commit, so the lock reads nothing and cannot fail on the database; if it
+            // did, memory lags the table (admission refuses early) until the process restarts.
+            Err(e) => tracing::error!(error = %e, "quota state not updated after a settlement"),
+        }
+    }
+
+    /// One settlement in its own transaction, the tenant's quota lock held across the commit.
+    async fn settle_alone(&self, s: &Settlement, events: &[UsageEvent]) -> Result<bool> {
+        let mut q = self.gate.lock(&self.read, &s.tenant_id, s.period_start).await?;
+        let mut tx = self.write.begin().await?;
+        let applied = settle_in(&mut tx, s, events, self.writes).await?;
+        if applied {
+            tx.commit().await?;
+            self.gate.settled(&mut q, s);
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(applied)
+    }
+
+    /// Writes the whole batch in one transaction; per settlement, whether it applied.
+    async fn commit(&self, batch: &[(&Settlement, &[UsageEvent])]) -> Result<Vec<bool>> {
+        let mut tx = self.write.begin().await?;
+        let all: Vec<&UsageEvent> = batch.iter().flat_map(|(_, events)| events.iter()).collect();
+        let mut inserted: HashSet<String> = HashSet::new();
+        for rows in all.chunks(ROWS_PER_INSERT) {
+            inserted.extend(insert_returning(&mut tx, rows).await?);
+        }
+        // An event id belongs to the first settlement that carries it; a later duplicate applies nothing.
+        let mut claimed: HashSet<&str> = HashSet::new();
+        let applied: Vec<bool> = batch
+            .iter()
+            .map(|(_, events)| {
+                let mine = events.iter().filter(|e| inserted.contains(&e.event_id) && claimed.insert(&e.event_id));
+                events.is_empty() || mine.count() > 0
+            })
+            .collect();
+        if self.writes.analytics_outbox {
+            let new: Vec<&UsageEvent> = all.iter().copied().filter(|e| inserted.contains(&e.event_id)).collect();
+            for rows in new.chunks(ROWS_PER_INSERT) {
+                queue_rows_for_analytics(&mut tx, rows).await?;
+            }
+        }
+        let mut used: BTreeMap<(&str, i64, &'static str), i64> = BTreeMap::new();
+        for ((s, _), _) in batch.iter().zip(&applied).filter(|(_, applied)| **applied) {
+            for m in QuotaMeter::ALL {
+                let n = m.of(&s.actual);
+                if n != 0 {
+                    *used.entry((s.tenant_id.as_str(), m.period_key(s.period_start), m.as_str())).or_default() += n;
+                }
+            }
+        }
+        add_used(&mut tx, &used).await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+}
+
+/// Inserts ledger rows, skipping ids already recorded; returns the ids it added.
+async fn insert_returning(tx: &mut Transaction<'_, Any>, events: &[&UsageEvent]) -> Result<Vec<String>> {
+    let values = placeholders(events.len(), 8);
+    let sql = format!(
+        "INSERT INTO usage_events (event_id, tenant_id, request_id, meter, model, quantity, cost_micros, created_at) \
+         VALUES {values} ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+    );
+    let mut q = sqlx::query(&sql);
+    for e in events {
+        q = q
+            .bind(&e.event_id)
+            .bind(e.tenant_id.as_str())
+            .bind(&e.request_id)
+            .bind(e.meter.as_str())
+            .bind(&e.model)
+            .bind(e.quantity)
+            .bind(e.cost_micros)
+            .bind(e.at.0);
+    }
+    let rows = q.fetch_all(&mut **tx).await?;
+    rows.iter().map(|r| r.try_get::<String, _>("event_id").map_err(Into::into)).collect()
+}
+
+async fn queue_rows_for_analytics(tx: &mut Transaction<'_, Any>, events: &[&UsageEvent]) -> Result<()> {
+    let values = placeholders(events.len(), 3);
+    let sql = format!(
+        "INSERT INTO analytics_outbox (event_id, tenant_id, created_at) VALUES {values} \
+         ON CONFLICT (event_id) DO NOTHING"
+    );
+    let mut q = sqlx::query(&sql);
+    for e in events {
+        q = q.bind(&e.event_id).bind(e.tenant_id.as_str()).bind(e.at.0);
+    }
+    q.execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// `used += n` for each (tenant, period key, meter), creating rows as needed: one statement (the keys are
+/// distinct, as an upsert of several rows needs).
+async fn add_used(tx: &mut Transaction<'_, Any>, used: &BTreeMap<(&str, i64, &'static str), i64>) -> Result<()> {
+    if used.is_empty() {
+        return Ok(());
+    }
+    let values = placeholders(used.len(), 5);
+    let sql = format!(
+        "INSERT INTO quota_counters (tenant_id, period_start, meter, used, reserved) VALUES {values} \
+         ON CONFLICT (tenant_id, period_start, meter) DO UPDATE SET used = quota_counters.used + excluded.used"
+    );
+    let mut q = sqlx::query(&sql);
+    for ((tenant, period_key, meter), n) in used {
+        q = q.bind(*tenant).bind(*period_key).bind(*meter).bind(*n).bind(0_i64);
+    }
+    q.execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// `($1, $2, …), ($k+1, …)`: `rows` tuples of `width` numbered parameters.
+fn placeholders(rows: usize, width: usize) -> String {
+    let mut out = String::with_capacity(rows * width * 5);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..width {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(r * width + c + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placeholders;
+
+    #[test]
+    fn placeholders_number_every_parameter_once() {
+        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders(1, 1), "($1)");
+    }
+}
