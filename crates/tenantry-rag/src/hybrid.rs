@@ -1,7 +1,7 @@
 //! `advanced` retrieval: BM25, BM25 with pseudo-relevance feedback and vector search each return a deep
 //! candidate list, fused with weighted reciprocal-rank fusion (Cormack et al. 2009: `score = Σ w / (k +
-//! rank)`, k = 60), which needs no score calibration between lists; then a diversity pass keeps one document
-//! from filling the answer's context with near-duplicate chunks.
+//! rank)`, k = 60; the weights from `Retriever::fusion`), which needs no score calibration between lists;
+//! then a diversity pass keeps one document from filling the answer's context with near-duplicate chunks.
 
 use std::collections::HashMap;
 
@@ -14,12 +14,6 @@ const RRF_K: f32 = 60.0;
 /// Candidates taken from each list per requested result.
 const DEPTH_FACTOR: usize = 4;
 const MIN_DEPTH: usize = 50;
-/// List weights, set by `tenantry eval` on SciFact (BENCHMARKS.md): with the built-in hashing embedder, any
-/// weight on the vector list costs ranking quality, and feedback expansion raises recall but not nDCG@10,
-/// so both are kept small; BM25 leads. A real semantic embedder earns a higher vector weight.
-const LEXICAL_WEIGHT: f32 = 1.0;
-const EXPANDED_WEIGHT: f32 = 0.3;
-const SEMANTIC_WEIGHT: f32 = 0.3;
 /// At most this many chunks of one document in the results while other documents remain.
 const MAX_PER_DOCUMENT: usize = 3;
 
@@ -30,22 +24,35 @@ pub(crate) async fn retrieve(
     top_k: usize,
 ) -> Result<Vec<Hit>, RagError> {
     let depth = (top_k * DEPTH_FACTOR).max(MIN_DEPTH);
+    let w = retriever.fusion();
     let (lexical, expanded, semantic) = futures::try_join!(
-        retriever.lexical(ctx, query, depth),
-        retriever.expanded(ctx, query, depth),
-        retriever.semantic(ctx, query, depth)
+        searched_if(w.lexical, retriever.lexical(ctx, query, depth)),
+        searched_if(w.expanded, retriever.expanded(ctx, query, depth)),
+        searched_if(w.semantic, retriever.semantic(ctx, query, depth)),
     )?;
-    let lists = [(&lexical[..], LEXICAL_WEIGHT), (&expanded[..], EXPANDED_WEIGHT), (&semantic[..], SEMANTIC_WEIGHT)];
+    let lists = [(&lexical[..], w.lexical), (&expanded[..], w.expanded), (&semantic[..], w.semantic)];
     Ok(diversify(fuse_weighted(&lists), top_k))
 }
 
+/// The list, unless its weight is zero: then it is not searched at all (a future does nothing until awaited).
+async fn searched_if(
+    weight: f64,
+    search: impl std::future::Future<Output = Result<Vec<Hit>, RagError>>,
+) -> Result<Vec<Hit>, RagError> {
+    if weight > 0.0 {
+        search.await
+    } else {
+        Ok(Vec::new())
+    }
+}
+
 /// Weighted reciprocal-rank fusion: a hit at rank r (from 0) of a list of weight w scores `w / (k + r + 1)`.
-pub(crate) fn fuse_weighted(lists: &[(&[Hit], f32)]) -> Vec<Hit> {
+pub(crate) fn fuse_weighted(lists: &[(&[Hit], f64)]) -> Vec<Hit> {
     let mut fused: HashMap<&str, (f32, &Hit)> = HashMap::new();
     for (list, weight) in lists {
         for (rank, hit) in list.iter().enumerate() {
             let entry = fused.entry(hit.chunk_id.as_str()).or_insert((0.0, hit));
-            entry.0 += weight / (RRF_K + rank as f32 + 1.0);
+            entry.0 += (*weight as f32) / (RRF_K + rank as f32 + 1.0);
         }
     }
     let mut ranked: Vec<(f32, &Hit)> = fused.into_values().collect();
@@ -55,7 +62,7 @@ pub(crate) fn fuse_weighted(lists: &[(&[Hit], f32)]) -> Vec<Hit> {
 
 /// Reciprocal-rank fusion of ranked lists of equal weight; the fused score replaces the lists' own scores.
 pub(crate) fn fuse(lists: &[Vec<Hit>]) -> Vec<Hit> {
-    let weighted: Vec<(&[Hit], f32)> = lists.iter().map(|l| (&l[..], 1.0)).collect();
+    let weighted: Vec<(&[Hit], f64)> = lists.iter().map(|l| (&l[..], 1.0)).collect();
     fuse_weighted(&weighted)
 }
 
@@ -94,6 +101,15 @@ mod tests {
             page: None,
             text: String::new(),
             score: 0.0,
+        }
+    }
+
+    #[test]
+    fn fusion_weights_parse_three_non_negative_numbers() {
+        let w = crate::FusionWeights::parse("1:0.3:0.25").expect("valid");
+        assert_eq!((w.lexical, w.expanded, w.semantic), (1.0, 0.3, 0.25));
+        for bad in ["", "1:0.3", "1:0.3:0.3:1", "1:-1:0", "0:0:0", "1:x:0", "1:NaN:0", "inf:0:0"] {
+            assert_eq!(crate::FusionWeights::parse(bad), None, "{bad:?}");
         }
     }
 

@@ -20,6 +20,37 @@ pub trait Retriever: Send + Sync {
     async fn expanded(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>, RagError>;
     /// Nearest chunks by embedding.
     async fn semantic(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>, RagError>;
+    /// How `advanced` weighs the three lists; they depend on what the embedder is worth.
+    fn fusion(&self) -> FusionWeights {
+        FusionWeights::default()
+    }
+}
+
+/// Weights of `advanced`'s lists in reciprocal-rank fusion.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct FusionWeights {
+    pub lexical: f64,
+    pub expanded: f64,
+    pub semantic: f64,
+}
+
+impl Default for FusionWeights {
+    /// Set by `tenantry eval` on SciFact with the built-in hashing embedder (BENCHMARKS.md): any weight on
+    /// its vector list costs ranking quality, and feedback expansion raises recall but not nDCG@10, so both
+    /// stay small and BM25 leads.
+    fn default() -> Self {
+        Self { lexical: 1.0, expanded: 0.3, semantic: 0.3 }
+    }
+}
+
+impl FusionWeights {
+    /// Parses `LEXICAL:EXPANDED:SEMANTIC` (`1:0.3:0.3`): three finite, non-negative numbers, not all zero.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let parts: Vec<f64> = raw.split(':').map(|p| p.trim().parse::<f64>().ok()).collect::<Option<_>>()?;
+        let [lexical, expanded, semantic] = parts[..] else { return None };
+        let valid = parts.iter().all(|w| w.is_finite() && *w >= 0.0) && parts.iter().any(|w| *w > 0.0);
+        valid.then_some(Self { lexical, expanded, semantic })
+    }
 }
 
 /// The `top_k` chunks for `query` in the context's retrieval mode: `basic` is BM25; `advanced` fuses BM25

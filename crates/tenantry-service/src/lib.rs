@@ -71,6 +71,8 @@ struct Inner {
         parking_lot::Mutex<std::collections::HashMap<tenantry_domain::TenantId, std::collections::HashSet<String>>>,
     /// The analytics store, when `analytics.clickhouse_url` is set.
     analytics: Option<analytics::ClickHouse>,
+    /// `advanced`'s fusion weights (`search.fusion_weights`, else the embedder's own).
+    fusion: parking_lot::RwLock<tenantry_rag::FusionWeights>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +142,15 @@ impl Services {
                 tracing::info!(interrupted, "requeued jobs a previous run was running");
             }
         }
+        let fusion = match config.search.fusion_weights.trim() {
+            "" if config.search.embedding_model().is_some() => retriever::SEMANTIC_MODEL_FUSION,
+            "" => tenantry_rag::FusionWeights::default(),
+            raw => tenantry_rag::FusionWeights::parse(raw).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "search.fusion_weights {raw:?}: expected LEXICAL:EXPANDED:SEMANTIC, e.g. \"1:0.3:0.3\""
+                ))
+            })?,
+        };
         let embedder: Arc<dyn tenantry_search::embed::TextEmbedder> = match config.search.embedding_model() {
             None => Arc::new(tenantry_search::embed::HashEmbedder::default()),
             Some(dir) => {
@@ -171,6 +182,7 @@ impl Services {
                 smtp,
                 milestones: Default::default(),
                 failed_auth: Default::default(),
+                fusion: parking_lot::RwLock::new(fusion),
                 analytics,
             }),
         };

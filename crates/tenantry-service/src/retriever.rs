@@ -3,10 +3,15 @@
 
 use async_trait::async_trait;
 use tenantry_domain::{DocumentId, TenantContext};
-use tenantry_rag::{Hit, RagError, Retriever};
+use tenantry_rag::{FusionWeights, Hit, RagError, Retriever};
 use tenantry_search::SearchIndexes;
 
 use crate::Services;
+
+/// `advanced`'s weights with the local semantic model (all-MiniLM-L6-v2), from `tenantry eval` on SciFact
+/// (BENCHMARKS.md): its vector list earns the same weight as BM25's, and feedback expansion no longer adds
+/// anything (so it is not run).
+pub(crate) const SEMANTIC_MODEL_FUSION: FusionWeights = FusionWeights { lexical: 1.0, expanded: 0.0, semantic: 1.0 };
 
 pub(crate) struct TenantRetriever<'a> {
     pub services: &'a Services,
@@ -59,5 +64,22 @@ impl Retriever for TenantRetriever<'_> {
 
     async fn semantic(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>, RagError> {
         self.run(Kind::Semantic, ctx, query, top_k).await
+    }
+
+    fn fusion(&self) -> FusionWeights {
+        self.services.fusion_weights()
+    }
+}
+
+impl Services {
+    /// `advanced`'s fusion weights now.
+    pub fn fusion_weights(&self) -> FusionWeights {
+        *self.inner.fusion.read()
+    }
+
+    /// Changes `advanced`'s fusion weights for the next queries (`tenantry eval --fusion` compares several on
+    /// one ingested corpus).
+    pub fn set_fusion_weights(&self, weights: FusionWeights) {
+        *self.inner.fusion.write() = weights;
     }
 }

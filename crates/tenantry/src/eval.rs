@@ -14,6 +14,7 @@ use serde::Deserialize;
 use tenantry_domain::config::{PlanConfig, Quotas};
 use tenantry_domain::lifecycle::EndpointClass;
 use tenantry_domain::{Config, RequestId, TenantContext};
+use tenantry_rag::FusionWeights;
 use tenantry_service::documents::{Upload, Uploaded};
 use tenantry_service::gateway::Scope;
 use tenantry_service::tenants::{ConfigUpdate, SignupRequest};
@@ -28,6 +29,9 @@ pub struct EvalArgs {
     pub max_documents: Option<usize>,
     /// A local embedding model for the vector leg; `None`: the built-in embedder.
     pub embedding_model_dir: Option<PathBuf>,
+    /// `advanced`'s fusion weights to score, each over the same ingested corpus (`LEXICAL:EXPANDED:SEMANTIC`);
+    /// empty: the configured ones.
+    pub fusion: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -85,13 +89,55 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
     let ingest_seconds = started.elapsed().as_secs_f64();
 
+    let mut settings: Vec<Option<FusionWeights>> = Vec::new();
+    for raw in &args.fusion {
+        let w = FusionWeights::parse(raw).with_context(|| format!("--fusion {raw:?}: expected e.g. 1:0.3:0.3"))?;
+        settings.push(Some(w));
+    }
+    if settings.is_empty() {
+        settings.push(None);
+    }
+    let ingest = Ingested { corpus_len: corpus.len(), chunks, seconds: ingest_seconds };
+    for setting in settings {
+        if let Some(w) = setting {
+            services.set_fusion_weights(w);
+        }
+        let scored = score(&services, &ctx, &judged, &queries, &by_document_id).await?;
+        report(&args, &embedder, services.fusion_weights(), &ingest, &scored);
+    }
+    services.shutdown().await;
+    Ok(())
+}
+
+struct Ingested {
+    corpus_len: usize,
+    chunks: i64,
+    seconds: f64,
+}
+
+struct Scored {
+    queries: usize,
+    ndcg: f64,
+    recall: f64,
+    p50_ms: f64,
+    p95_ms: f64,
+}
+
+/// Retrieves every judged query and scores the documents its chunks rank.
+async fn score(
+    services: &Services,
+    ctx: &TenantContext,
+    judged: &[(&String, &HashMap<String, u32>)],
+    queries: &HashMap<String, String>,
+    by_document_id: &HashMap<String, String>,
+) -> anyhow::Result<Scored> {
     let mut ndcg = Vec::new();
     let mut recall = Vec::new();
     let mut latencies_ms = Vec::new();
-    for (query_id, relevant) in &judged {
+    for (query_id, relevant) in judged {
         let Some(text) = queries.get(*query_id) else { bail!("query {query_id} is judged but not in queries.jsonl") };
         let t = Instant::now();
-        let hits = services.retrieve(&ctx, text, CHUNK_DEPTH).await?;
+        let hits = services.retrieve(ctx, text, CHUNK_DEPTH).await?;
         latencies_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         let mut ranked: Vec<&str> = Vec::with_capacity(100);
         let mut seen = HashSet::new();
@@ -108,8 +154,6 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         ndcg.push(ndcg_at(&ranked, relevant, 10));
         recall.push(recall_at(&ranked, relevant, 100));
     }
-    services.shutdown().await;
-
     let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
     latencies_ms.sort_by(f64::total_cmp);
     let pct = |p: f64| {
@@ -118,39 +162,47 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
             .copied()
             .unwrap_or(0.0)
     };
+    Ok(Scored { queries: judged.len(), ndcg: mean(&ndcg), recall: mean(&recall), p50_ms: pct(0.50), p95_ms: pct(0.95) })
+}
+
+fn report(args: &EvalArgs, embedder: &str, fusion: FusionWeights, ingest: &Ingested, scored: &Scored) {
+    let fusion = (args.mode != "basic").then_some(fusion);
     let report = serde_json::json!({
         "dataset": args.dataset.display().to_string(),
         "split": args.split,
         "mode": args.mode,
         "embedder": embedder,
-        "queries": judged.len(),
-        "documents": corpus.len(),
-        "chunks": chunks,
-        "ndcg_at_10": round4(mean(&ndcg)),
-        "recall_at_100": round4(mean(&recall)),
-        "ingest_seconds": round4(ingest_seconds),
-        "ingest_docs_per_second": round4(corpus.len() as f64 / ingest_seconds.max(1e-9)),
-        "query_p50_ms": round4(pct(0.50)),
-        "query_p95_ms": round4(pct(0.95)),
+        "fusion": fusion,
+        "queries": scored.queries,
+        "documents": ingest.corpus_len,
+        "chunks": ingest.chunks,
+        "ndcg_at_10": round4(scored.ndcg),
+        "recall_at_100": round4(scored.recall),
+        "ingest_seconds": round4(ingest.seconds),
+        "ingest_docs_per_second": round4(ingest.corpus_len as f64 / ingest.seconds.max(1e-9)),
+        "query_p50_ms": round4(scored.p50_ms),
+        "query_p95_ms": round4(scored.p95_ms),
     });
     println!("dataset        {} ({} split)", args.dataset.display(), args.split);
     println!("mode           {}", args.mode);
     println!("embedder       {embedder}");
+    if let Some(w) = fusion {
+        println!("fusion         lexical {} · expanded {} · semantic {}", w.lexical, w.expanded, w.semantic);
+    }
     println!(
         "corpus         {} documents, {} chunks, ingested in {:.1} s ({:.0} docs/s)",
-        corpus.len(),
-        chunks,
-        ingest_seconds,
-        corpus.len() as f64 / ingest_seconds.max(1e-9)
+        ingest.corpus_len,
+        ingest.chunks,
+        ingest.seconds,
+        ingest.corpus_len as f64 / ingest.seconds.max(1e-9)
     );
-    println!("queries        {}", judged.len());
-    println!("nDCG@10        {:.4}", mean(&ndcg));
-    println!("recall@100     {:.4}", mean(&recall));
-    println!("query latency  p50 {:.2} ms, p95 {:.2} ms", pct(0.50), pct(0.95));
+    println!("queries        {}", scored.queries);
+    println!("nDCG@10        {:.4}", scored.ndcg);
+    println!("recall@100     {:.4}", scored.recall);
+    println!("query latency  p50 {:.2} ms, p95 {:.2} ms", scored.p50_ms, scored.p95_ms);
     if args.json {
         println!("{report}");
     }
-    Ok(())
 }
 
 fn round4(x: f64) -> f64 {

@@ -79,6 +79,10 @@ enum Command {
         /// Embed with the local model in DIR (`search.embedding_model_dir`) instead of the built-in embedder.
         #[arg(long, value_name = "DIR")]
         embedding_model_dir: Option<PathBuf>,
+        /// `advanced`'s fusion weights as LEXICAL:EXPANDED:SEMANTIC (e.g. 1:0.3:1); repeat to score several
+        /// over one ingestion (one report, and with --json one JSON line, per setting).
+        #[arg(long, value_name = "L:E:S")]
+        fusion: Vec<String>,
     },
 }
 
@@ -216,9 +220,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Query { tenants, queries, modes }) => {
             bench_retrieval::query(bench_retrieval::QueryBench { tenants, queries, modes }).await?;
         }
-        Command::Eval { dataset, mode, split, json, max_queries, max_documents, embedding_model_dir } => {
-            eval::run(eval::EvalArgs { dataset, mode, split, json, max_queries, max_documents, embedding_model_dir })
-                .await?;
+        Command::Eval { dataset, mode, split, json, max_queries, max_documents, embedding_model_dir, fusion } => {
+            let args =
+                eval::EvalArgs { dataset, mode, split, json, max_queries, max_documents, embedding_model_dir, fusion };
+            eval::run(args).await?;
         }
         Command::Audit(AuditCommand::Verify(args)) => {
             let config = load_config(&args)?;

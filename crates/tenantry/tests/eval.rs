@@ -69,6 +69,39 @@ fn eval_scores_a_dataset_it_can_answer_perfectly() {
         assert_eq!(report["ndcg_at_10"], 1.0, "{mode}: {report}");
         assert_eq!(report["recall_at_100"], 1.0, "{mode}: {report}");
     }
+
+    // Several fusion settings over one ingestion: one JSON line each, in order, naming its weights.
+    let run = |fusion: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantry"));
+        cmd.args(["eval", "--dataset"]).arg(dir.path()).args(["--mode", "advanced", "--json"]);
+        for f in fusion {
+            cmd.args(["--fusion", f]);
+        }
+        cmd.env("RUST_LOG", "warn").output().expect("tenantry runs")
+    };
+    let out = run(&["1:0:0", "0:0:1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reports: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let weights: Vec<(f64, f64, f64)> = reports
+        .iter()
+        .map(|r| {
+            let w = &r["fusion"];
+            (w["lexical"].as_f64().expect("w"), w["expanded"].as_f64().expect("w"), w["semantic"].as_f64().expect("w"))
+        })
+        .collect();
+    assert_eq!(weights, [(1.0, 0.0, 0.0), (0.0, 0.0, 1.0)]);
+    assert!(reports.iter().all(|r| r["recall_at_100"] == 1.0), "{reports:?}");
+    let bad = run(&["1:0.3"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--fusion \"1:0.3\""),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 }
 
 fn scifact() -> Option<PathBuf> {

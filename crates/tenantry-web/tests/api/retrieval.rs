@@ -89,3 +89,22 @@ async fn agentic_mode_plans_steps_and_cites_evidence_for_each() {
     assert!(text.contains("DHL") && text.contains("days"), "{text}");
     assert_eq!(app.usage(&t.key).await["totals"]["queries"], 1, "one query, however many steps");
 }
+
+#[tokio::test]
+async fn fusion_weights_come_from_the_configuration_and_bad_ones_stop_the_start() {
+    let builtin = spawn_app().await;
+    let w = builtin.services.fusion_weights();
+    assert_eq!((w.lexical, w.expanded, w.semantic), (1.0, 0.3, 0.3), "the built-in embedder's own");
+    let configured = crate::helpers::spawn_app_with(|c| c.search.fusion_weights = "1:0:2".into()).await;
+    let w = configured.services.fusion_weights();
+    assert_eq!((w.lexical, w.expanded, w.semantic), (1.0, 0.0, 2.0));
+
+    for bad in ["1:0.3", "1:-1:1", "0:0:0", "heavy"] {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut config = tenantry_domain::Config::builtin();
+        config.server.data_dir = dir.path().to_owned();
+        config.search.fusion_weights = bad.into();
+        let err = tenantry_service::Services::start(config).await.err().expect("refused");
+        assert!(err.to_string().contains("search.fusion_weights"), "{bad}: {err}");
+    }
+}
