@@ -171,6 +171,22 @@ impl SearchIndexes {
         ns.vectors.add(document, &self.embed_chunks(title, chunks)?)
     }
 
+    /// Whether the tenant's vectors were written by another embedder than this one (the embedder changed
+    /// since), from its files, without opening the namespace: those vectors count as absent until the
+    /// documents are embedded again.
+    pub fn vectors_from_another_embedder(&self, tenant: &TenantId) -> Result<bool> {
+        vector::written_by_another(&self.dir(tenant).join("vectors"), self.embedder.name(), self.embedder.dimensions())
+    }
+
+    /// Deletes the other embedders' vector logs set aside for the tenant (once its documents are embedded
+    /// again).
+    pub fn discard_stale_vectors(&self, tenant: &TenantId) -> Result<()> {
+        for path in vector::stale_logs(&self.dir(tenant).join("vectors"))? {
+            std::fs::remove_file(path)?;
+        }
+        Ok(())
+    }
+
     pub fn delete_document(&self, ctx: &TenantContext, document: &DocumentId) -> Result<()> {
         let ns = self.namespace(ctx)?;
         ns.lexical.delete(document)?;

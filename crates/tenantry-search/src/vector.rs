@@ -57,13 +57,54 @@ pub(crate) struct VectorHit {
     pub score: f32,
 }
 
+/// The first record of a log written by `embedder`.
+fn meta_record(embedder: &str, dimensions: usize) -> Vec<u8> {
+    let mut meta = vec![TAG_META];
+    meta.extend_from_slice(&(dimensions as u32).to_le_bytes());
+    put_str(&mut meta, embedder);
+    meta
+}
+
+/// Whether the index in `dir` holds vectors of another embedder: a log set aside when it was opened since
+/// the change, or a log whose first record names another embedder (not opened since). Reads one record.
+pub(crate) fn written_by_another(dir: &Path, embedder: &str, dimensions: usize) -> Result<bool> {
+    if !stale_logs(dir)?.is_empty() {
+        return Ok(true);
+    }
+    let Ok(mut file) = File::open(dir.join("vectors.log")) else { return Ok(false) };
+    let mut header = [0u8; 8];
+    if file.read_exact(&mut header).is_err() {
+        return Ok(false);
+    }
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let meta = meta_record(embedder, dimensions);
+    if len != meta.len() {
+        return Ok(true);
+    }
+    let mut first = vec![0u8; len];
+    file.read_exact(&mut first)?;
+    Ok(first != meta)
+}
+
+/// The logs of other embedders set aside in `dir`.
+pub(crate) fn stale_logs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(Vec::new()) };
+    let mut stale = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with("vectors.log.") && name.ends_with(".stale") {
+            stale.push(path);
+        }
+    }
+    Ok(stale)
+}
+
 impl VectorIndex {
     pub(crate) fn open_or_create(dir: &Path, embedder: &str, dimensions: usize) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("vectors.log");
-        let mut meta = vec![TAG_META];
-        meta.extend_from_slice(&(dimensions as u32).to_le_bytes());
-        put_str(&mut meta, embedder);
+        let meta = meta_record(embedder, dimensions);
 
         let mut state = State::default();
         let mut bytes = Vec::new();
@@ -340,6 +381,23 @@ mod tests {
         VectorIndex::open_or_create(dir.path(), "old", 4)?.add(&DocumentId::generate(), &[("x".into(), unit(4, 0))])?;
         let index = VectorIndex::open_or_create(dir.path(), "new", 4)?;
         assert_eq!(index.live_chunks(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn another_embedders_vectors_are_detected_from_the_files() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        assert!(!written_by_another(dir.path(), "new", 4)?, "no vectors at all");
+        VectorIndex::open_or_create(dir.path(), "old", 4)?.add(&DocumentId::generate(), &[("x".into(), unit(4, 0))])?;
+        assert!(!written_by_another(dir.path(), "old", 4)?);
+        assert!(written_by_another(dir.path(), "new", 4)?, "not opened since the change");
+        assert!(written_by_another(dir.path(), "old", 8)?, "same name, other dimensions");
+        drop(VectorIndex::open_or_create(dir.path(), "new", 4)?);
+        assert!(written_by_another(dir.path(), "new", 4)?, "opened since: the old log lies set aside");
+        for stale in stale_logs(dir.path())? {
+            std::fs::remove_file(stale)?;
+        }
+        assert!(!written_by_another(dir.path(), "new", 4)?);
         Ok(())
     }
 

@@ -6,12 +6,13 @@ use std::path::PathBuf;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tenantry_domain::quota::Meter;
-use tenantry_domain::{ChunkId, DocumentId, ErrorCode, TenantContext, Timestamp};
+use tenantry_domain::{ChunkId, DocumentId, ErrorCode, TenantContext, TenantId, TenantState, Timestamp};
 use tenantry_ingest::{ChunkOptions, Format, IngestError};
 use tenantry_search::ChunkToIndex;
-use tenantry_store::{Amounts, DocumentRow, NewChunk, NewDocument, UsageEvent};
+use tenantry_store::{Amounts, DocumentRow, JobState, NewChunk, NewDocument, UsageEvent};
 use utoipa::ToSchema;
 
+use crate::jobs::Job;
 use crate::{ServiceError, ServiceResult, Services};
 
 /// An upload as the HTTP layer hands it over.
@@ -286,5 +287,71 @@ async fn remove_blob(path: &std::path::Path) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(error = %e, "could not remove blob");
         }
+    }
+}
+
+/// Vectors after the embedder changed.
+impl Services {
+    /// Embeds every document of the tenant into its vector index, replacing what each had there.
+    pub(crate) async fn embed_all_documents(&self, tenant_id: &TenantId) -> ServiceResult<()> {
+        for doc in self.store().documents(tenant_id).await? {
+            let chunks: Vec<ChunkToIndex> = self
+                .store()
+                .chunks(tenant_id, &doc.id)
+                .await?
+                .into_iter()
+                .map(|c| ChunkToIndex {
+                    chunk_id: c.id.to_string(),
+                    ordinal: c.ordinal.max(0) as u64,
+                    heading: c.heading,
+                    page: c.page.map(|p| p.max(0) as u64),
+                    text: c.text,
+                })
+                .collect();
+            let (search, tenant, document, title) =
+                (self.search().clone(), tenant_id.clone(), doc.id.clone(), doc.title);
+            tokio::task::spawn_blocking(move || search.index_vectors(&tenant, &document, &title, &chunks)).await??;
+        }
+        Ok(())
+    }
+
+    /// At start: every tenant whose plan searches vectors and whose vectors are another embedder's (the
+    /// configured embedder changed) gets a `reembed` job, unless one is already pending.
+    pub(crate) async fn schedule_reembeds(&self) -> ServiceResult<()> {
+        let now = self.clock().now();
+        for tenant in self.store().tenants(None).await? {
+            let needs = self.catalog().plan(&tenant.plan).is_some_and(|p| p.needs_vectors());
+            if !needs || tenant.state == TenantState::Erased {
+                continue;
+            }
+            if !self.search().vectors_from_another_embedder(&tenant.id)? {
+                continue;
+            }
+            let pending = [JobState::Queued, JobState::Running];
+            let mut already = false;
+            for state in pending {
+                let jobs = self.store().jobs(Some(state), Some(&tenant.id), 1_000).await?;
+                already |= jobs.iter().any(|j| j.kind == "reembed");
+            }
+            if !already {
+                tracing::info!(tenant_id = %tenant.id, "vectors of another embedder: re-embedding the documents");
+                self.store().enqueue(&Job::Reembed { tenant_id: tenant.id.clone() }.at(now), now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The `reembed` job: the tenant's documents embedded by the configured embedder, then the other
+    /// embedder's set-aside vectors deleted. Until it finishes, BM25 carries `advanced` for the documents not
+    /// yet embedded.
+    pub(crate) async fn reembed(&self, tenant_id: &TenantId) -> ServiceResult<()> {
+        let Some(tenant) = self.store().tenant(tenant_id).await? else { return Ok(()) };
+        if tenant.state == TenantState::Erased {
+            return Ok(());
+        }
+        self.embed_all_documents(tenant_id).await?;
+        self.search().discard_stale_vectors(tenant_id)?;
+        tracing::info!(tenant_id = %tenant_id, "documents re-embedded");
+        Ok(())
     }
 }

@@ -48,6 +48,8 @@ pub enum Job {
     ExpireExport { tenant_id: TenantId, export_id: String },
     /// Build the vector index a pending plan needs, then switch the tenant to it.
     SwitchPlan { tenant_id: TenantId, plan: String },
+    /// Embed every document of the tenant again: its vectors are another embedder's.
+    Reembed { tenant_id: TenantId },
     /// Enforce `retention` (usage ledger, audit trail) as of the day starting at `day_ms`; schedules the next.
     RetentionSweep { day_ms: i64 },
     /// Finish an erasure whose rows are gone: files, analytics, purge, certificate.
@@ -71,6 +73,7 @@ impl Job {
             Self::Export { .. } => "export",
             Self::ExpireExport { .. } => "expire_export",
             Self::SwitchPlan { .. } => "switch_plan",
+            Self::Reembed { .. } => "reembed",
             Self::UsageReview { .. } => "usage_review",
             Self::FinishErasure { .. } => "finish_erasure",
             Self::RetentionSweep { .. } => "retention_sweep",
@@ -92,6 +95,7 @@ impl Job {
             | Self::Export { tenant_id, .. }
             | Self::ExpireExport { tenant_id, .. }
             | Self::SwitchPlan { tenant_id, .. }
+            | Self::Reembed { tenant_id }
             | Self::UsageReview { tenant_id, .. }
             | Self::FinishErasure { tenant_id, .. } => tenant_id,
         })
@@ -117,6 +121,8 @@ impl Job {
             Self::ExpireExport { export_id, .. } => format!("expire_export:{export_id}"),
             // One per change: a later change to the same plan is a new job.
             Self::SwitchPlan { tenant_id, plan } => format!("switch_plan:{tenant_id}:{plan}:{}", JobId::generate()),
+            // One per embedder change found at start (the start skips a tenant whose job is still pending).
+            Self::Reembed { tenant_id } => format!("reembed:{tenant_id}:{}", JobId::generate()),
             Self::UsageReview { tenant_id, at_ms } => format!("usage_review:{tenant_id}:{at_ms}"),
             Self::FinishErasure { erasure_id, .. } => format!("finish_erasure:{erasure_id}"),
             Self::RetentionSweep { day_ms } => format!("retention_sweep:{day_ms}"),
@@ -303,6 +309,7 @@ impl Services {
             Job::Export { tenant_id, export_id } => self.build_export(tenant_id, export_id).await,
             Job::ExpireExport { tenant_id, export_id } => self.expire_export(tenant_id, export_id).await,
             Job::SwitchPlan { tenant_id, plan } => self.switch_plan(tenant_id, plan).await,
+            Job::Reembed { tenant_id } => self.reembed(tenant_id).await,
             Job::UsageReview { tenant_id, at_ms } => self.review_usage(tenant_id, Timestamp(*at_ms)).await,
             Job::FinishErasure { tenant_id, erasure_id } => self.finish_erasure(tenant_id, erasure_id).await,
             Job::RetentionSweep { day_ms } => self.sweep_retention(Timestamp(*day_ms)).await,

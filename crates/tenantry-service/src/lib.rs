@@ -189,6 +189,7 @@ impl Services {
         services.resume_erasures().await.map_err(|e| StartError::Erasure(e.detail))?;
         services.schedule_period_closes().await.map_err(|e| StartError::Jobs(e.detail))?;
         services.schedule_retention().await.map_err(|e| StartError::Jobs(e.detail))?;
+        services.schedule_reembeds().await.map_err(|e| StartError::Jobs(e.detail))?;
         Ok(services)
     }
 

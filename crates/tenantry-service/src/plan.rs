@@ -165,24 +165,7 @@ impl Services {
             self.store().abandon_plan_change(tenant_id, self.clock().now()).await?;
             return Ok(());
         };
-        for doc in self.store().documents(tenant_id).await? {
-            let chunks: Vec<tenantry_search::ChunkToIndex> = self
-                .store()
-                .chunks(tenant_id, &doc.id)
-                .await?
-                .into_iter()
-                .map(|c| tenantry_search::ChunkToIndex {
-                    chunk_id: c.id.to_string(),
-                    ordinal: c.ordinal.max(0) as u64,
-                    heading: c.heading,
-                    page: c.page.map(|p| p.max(0) as u64),
-                    text: c.text,
-                })
-                .collect();
-            let (search, tenant, document, title) =
-                (self.search().clone(), tenant_id.clone(), doc.id.clone(), doc.title);
-            tokio::task::spawn_blocking(move || search.index_vectors(&tenant, &document, &title, &chunks)).await??;
-        }
+        self.embed_all_documents(tenant_id).await?;
         self.apply_plan_change(&tenant, &old, &new, Actor::System, "").await.map(drop)
     }
 

@@ -108,3 +108,97 @@ async fn fusion_weights_come_from_the_configuration_and_bad_ones_stop_the_start(
         assert!(err.to_string().contains("search.fusion_weights"), "{bad}: {err}");
     }
 }
+
+/// The configured embedder changed: at start, every tenant whose vectors are another embedder's gets a
+/// `reembed` job, which embeds its documents again and deletes the other embedder's vectors.
+#[tokio::test]
+async fn vectors_of_another_embedder_are_rebuilt_after_a_restart() {
+    use std::sync::Arc;
+    use tenantry_domain::lifecycle::EndpointClass;
+    use tenantry_domain::{DocumentId, RequestId};
+    use tenantry_search::embed::{EmbedError, TextEmbedder};
+    use tenantry_search::{ChunkToIndex, SearchIndexes};
+    use tenantry_service::documents::{Upload, Uploaded};
+    use tenantry_service::gateway::Scope;
+    use tenantry_service::Services;
+    use tenantry_store::JobState;
+
+    struct Other;
+    impl TextEmbedder for Other {
+        fn name(&self) -> &str {
+            "another-embedder"
+        }
+        fn dimensions(&self) -> usize {
+            3
+        }
+        fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+            Ok(texts.iter().map(|_| vec![1.0, 0.0, 0.0]).collect())
+        }
+    }
+
+    let dir = tempfile::tempdir().expect("dir");
+    let mut config = tenantry_domain::Config::builtin();
+    config.server.data_dir = dir.path().to_owned();
+    let services = Services::start(config.clone()).await.expect("start");
+    let signup = services
+        .signup(tenantry_service::tenants::SignupRequest {
+            email: "reembed@retrieval.test".into(),
+            organization: "Reembed".into(),
+            plan: "starter".into(),
+        })
+        .await
+        .expect("signup");
+    services.drain_jobs().await.expect("provisioned");
+    let key = signup.api_key.clone();
+    let ctx = |services: &Services| {
+        let services = services.clone();
+        let key = key.clone();
+        async move {
+            services
+                .authenticate(Some(&key), RequestId::generate(), EndpointClass::Service, Scope::Admin)
+                .await
+                .expect("authenticated")
+        }
+    };
+    let c = ctx(&services).await;
+    let mut chunks = 0;
+    for (title, text) in [("Refunds", "Refunds are issued within 14 days."), ("Carriers", "Orders ship with DHL.")] {
+        let upload = Upload {
+            title: Some(title.into()),
+            file_name: None,
+            content_type: Some("text/plain".into()),
+            bytes: text.as_bytes().to_vec(),
+        };
+        let (Uploaded::Created(view) | Uploaded::Duplicate(view)) =
+            services.upload_document(&c, upload).await.expect("upload");
+        chunks += view.chunks;
+    }
+    assert_eq!(services.vector_count(&c).expect("count") as i64, chunks);
+    services.shutdown().await;
+    drop(services);
+
+    // Another embedder wrote the tenant's vectors meanwhile (the configuration changed and changed back).
+    let tenant = signup.tenant_id.clone();
+    let other = SearchIndexes::with_embedder(dir.path().join("tenants"), 4, Arc::new(Other));
+    let chunk = ChunkToIndex { chunk_id: "x".into(), ordinal: 0, heading: String::new(), page: None, text: "x".into() };
+    other.index_vectors(&tenant, &DocumentId::generate(), "x", &[chunk]).expect("indexed");
+    drop(other);
+
+    let services = Services::start(config.clone()).await.expect("restart");
+    let queued = services.store().jobs(Some(JobState::Queued), Some(&tenant), 100).await.expect("jobs");
+    assert_eq!(queued.iter().filter(|j| j.kind == "reembed").count(), 1, "the start found the other vectors");
+    services.drain_jobs().await.expect("re-embedded");
+    let c = ctx(&services).await;
+    assert_eq!(services.vector_count(&c).expect("count") as i64, chunks, "every document embedded again");
+    let left: Vec<String> = std::fs::read_dir(dir.path().join("tenants").join(tenant.as_str()).join("vectors"))
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["vectors.log"], "the other embedder's vectors are gone");
+    services.shutdown().await;
+    drop(services);
+
+    let services = Services::start(config).await.expect("restart again");
+    let queued = services.store().jobs(Some(JobState::Queued), Some(&tenant), 100).await.expect("jobs");
+    assert!(queued.iter().all(|j| j.kind != "reembed"), "nothing left to re-embed");
+}
