@@ -17,13 +17,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use sqlx::{Any, AnyPool, Row, Transaction};
+use sqlx::{Any, AnyPool, Transaction};
 use tenantry_domain::{TenantId, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::memgate::MemGate;
 use crate::quota::{settle_in, LedgerWrites, QuotaMeter, Settlement};
-use crate::usage::UsageEvent;
+use crate::usage::{insert_events_returning, placeholders, queue_for_analytics, UsageEvent};
 use crate::Result;
 
 /// Settlements per transaction at most; what waits beyond goes into the next one.
@@ -141,7 +141,7 @@ impl Writer {
         let all: Vec<&UsageEvent> = batch.iter().flat_map(|(_, events)| events.iter()).collect();
         let mut inserted: HashSet<String> = HashSet::new();
         for rows in all.chunks(ROWS_PER_INSERT) {
-            inserted.extend(insert_returning(&mut tx, rows).await?);
+            inserted.extend(insert_events_returning(&mut tx, rows).await?);
         }
         // An event id belongs to the first settlement that carries it; a later duplicate applies nothing.
         let mut claimed: HashSet<&str> = HashSet::new();
@@ -155,7 +155,7 @@ impl Writer {
         if self.writes.analytics_outbox {
             let new: Vec<&UsageEvent> = all.iter().copied().filter(|e| inserted.contains(&e.event_id)).collect();
             for rows in new.chunks(ROWS_PER_INSERT) {
-                queue_rows_for_analytics(&mut tx, rows).await?;
+                queue_for_analytics(&mut tx, rows).await?;
             }
         }
         let mut used: BTreeMap<(&str, i64, &'static str), i64> = BTreeMap::new();
@@ -171,43 +171,6 @@ impl Writer {
         tx.commit().await?;
         Ok(applied)
     }
-}
-
-/// Inserts ledger rows, skipping ids already recorded; returns the ids it added.
-async fn insert_returning(tx: &mut Transaction<'_, Any>, events: &[&UsageEvent]) -> Result<Vec<String>> {
-    let values = placeholders(events.len(), 8);
-    let sql = format!(
-        "INSERT INTO usage_events (event_id, tenant_id, request_id, meter, model, quantity, cost_micros, created_at) \
-         VALUES {values} ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
-    );
-    let mut q = sqlx::query(&sql);
-    for e in events {
-        q = q
-            .bind(&e.event_id)
-            .bind(e.tenant_id.as_str())
-            .bind(&e.request_id)
-            .bind(e.meter.as_str())
-            .bind(&e.model)
-            .bind(e.quantity)
-            .bind(e.cost_micros)
-            .bind(e.at.0);
-    }
-    let rows = q.fetch_all(&mut **tx).await?;
-    rows.iter().map(|r| r.try_get::<String, _>("event_id").map_err(Into::into)).collect()
-}
-
-async fn queue_rows_for_analytics(tx: &mut Transaction<'_, Any>, events: &[&UsageEvent]) -> Result<()> {
-    let values = placeholders(events.len(), 3);
-    let sql = format!(
-        "INSERT INTO analytics_outbox (event_id, tenant_id, created_at) VALUES {values} \
-         ON CONFLICT (event_id) DO NOTHING"
-    );
-    let mut q = sqlx::query(&sql);
-    for e in events {
-        q = q.bind(&e.event_id).bind(e.tenant_id.as_str()).bind(e.at.0);
-    }
-    q.execute(&mut **tx).await?;
-    Ok(())
 }
 
 /// `used += n` for each (tenant, period key, meter), creating rows as needed: one statement (the keys are
@@ -227,26 +190,6 @@ async fn add_used(tx: &mut Transaction<'_, Any>, used: &BTreeMap<(&str, i64, &'s
     }
     q.execute(&mut **tx).await?;
     Ok(())
-}
-
-/// `($1, $2, …), ($k+1, …)`: `rows` tuples of `width` numbered parameters.
-fn placeholders(rows: usize, width: usize) -> String {
-    let mut out = String::with_capacity(rows * width * 5);
-    for r in 0..rows {
-        if r > 0 {
-            out.push_str(", ");
-        }
-        out.push('(');
-        for c in 0..width {
-            if c > 0 {
-                out.push_str(", ");
-            }
-            out.push('$');
-            out.push_str(&(r * width + c + 1).to_string());
-        }
-        out.push(')');
-    }
-    out
 }
 
 #[cfg(test)]

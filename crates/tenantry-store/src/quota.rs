@@ -211,7 +211,7 @@ pub(crate) async fn settle_in(
         return Ok(false);
     }
     if writes.analytics_outbox {
-        queue_for_analytics(tx, events).await?;
+        queue_for_analytics(tx, &events.iter().collect::<Vec<_>>()).await?;
     }
     // On the embedded store reservations live in memory (`memgate`), not in rows.
     let released = match &s.reservation_id {

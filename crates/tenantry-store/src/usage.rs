@@ -33,30 +33,23 @@ pub struct UsageLine {
 
 /// Appends `events` in one multi-row statement; returns how many were new (a replay inserts none).
 pub(crate) async fn insert_events(tx: &mut Transaction<'_, Any>, events: &[UsageEvent]) -> Result<u64> {
+    let refs: Vec<&UsageEvent> = events.iter().collect();
+    Ok(insert_events_returning(tx, &refs).await?.len() as u64)
+}
+
+/// Inserts ledger rows in one statement, skipping ids already recorded; returns the ids it added.
+pub(crate) async fn insert_events_returning(
+    tx: &mut Transaction<'_, Any>,
+    events: &[&UsageEvent],
+) -> Result<Vec<String>> {
     if events.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
-    let mut sql = String::from(
-        "INSERT INTO usage_events (event_id, tenant_id, request_id, meter, model, quantity, cost_micros, created_at) VALUES ",
+    let values = placeholders(events.len(), 8);
+    let sql = format!(
+        "INSERT INTO usage_events (event_id, tenant_id, request_id, meter, model, quantity, cost_micros, created_at) \
+         VALUES {values} ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
     );
-    for i in 0..events.len() {
-        let b = i * 8;
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-            b + 1,
-            b + 2,
-            b + 3,
-            b + 4,
-            b + 5,
-            b + 6,
-            b + 7,
-            b + 8
-        ));
-    }
-    sql.push_str(" ON CONFLICT (event_id) DO NOTHING");
     let mut q = sqlx::query(&sql);
     for e in events {
         q = q
@@ -69,23 +62,46 @@ pub(crate) async fn insert_events(tx: &mut Transaction<'_, Any>, events: &[Usage
             .bind(e.cost_micros)
             .bind(e.at.0);
     }
-    Ok(q.execute(&mut **tx).await?.rows_affected())
+    let rows = q.fetch_all(&mut **tx).await?;
+    rows.iter().map(|r| r.try_get::<String, _>("event_id").map_err(Into::into)).collect()
 }
 
-/// Queues `events` for the analytics store, in the ledger's transaction.
-pub(crate) async fn queue_for_analytics(tx: &mut Transaction<'_, Any>, events: &[UsageEvent]) -> Result<()> {
-    for e in events {
-        sqlx::query(
-            "INSERT INTO analytics_outbox (event_id, tenant_id, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(&e.event_id)
-        .bind(e.tenant_id.as_str())
-        .bind(e.at.0)
-        .execute(&mut **tx)
-        .await?;
+/// Queues `events` for the analytics store, in the ledger's transaction: one statement.
+pub(crate) async fn queue_for_analytics(tx: &mut Transaction<'_, Any>, events: &[&UsageEvent]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
     }
+    let values = placeholders(events.len(), 3);
+    let sql = format!(
+        "INSERT INTO analytics_outbox (event_id, tenant_id, created_at) VALUES {values} \
+         ON CONFLICT (event_id) DO NOTHING"
+    );
+    let mut q = sqlx::query(&sql);
+    for e in events {
+        q = q.bind(&e.event_id).bind(e.tenant_id.as_str()).bind(e.at.0);
+    }
+    q.execute(&mut **tx).await?;
     Ok(())
+}
+
+/// `($1, $2, …), ($k+1, …)`: `rows` tuples of `width` numbered parameters.
+pub(crate) fn placeholders(rows: usize, width: usize) -> String {
+    let mut out = String::with_capacity(rows * width * 5);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..width {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(r * width + c + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
 }
 
 fn event_from_row(r: &sqlx::any::AnyRow, tenant_id: TenantId) -> Result<UsageEvent> {

@@ -55,6 +55,12 @@ impl TestApp {
     }
 }
 
+/// The lifecycle events of `GET /admin/tenants/{id}` that moved the tenant (not milestones), in order.
+fn transitions(detail: &Value) -> Vec<&str> {
+    let events = detail["events"].as_array().expect("events");
+    events.iter().filter(|e| !e["from"].is_null()).filter_map(|e| e["event"].as_str()).collect()
+}
+
 async fn wait_for_state(app: &TestApp, key: &str, want: &str, within: Duration) -> Duration {
     let started = Instant::now();
     loop {
@@ -157,15 +163,8 @@ async fn a_paying_tenants_month_signup_close_dunning_suspension_and_reactivation
 
     // Every step is on record as a lifecycle event, in order.
     let detail = app.op_get(&format!("/admin/tenants/{id}")).await;
-    let transitions: Vec<&str> = detail["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter(|e| !e["from"].is_null())
-        .filter_map(|e| e["event"].as_str())
-        .collect();
     assert_eq!(
-        transitions,
+        transitions(&detail),
         ["payment_confirmed", "provisioned_active", "payment_failed", "grace_expired", "payment_succeeded"]
     );
     let milestones: Vec<&str> = detail["events"]
@@ -256,15 +255,8 @@ async fn written_off_invoices_stay_owed_voided_ones_do_not_and_operator_suspensi
     assert_eq!(app.state(&t.key).await, "suspended");
 
     let detail = app.op_get(&format!("/admin/tenants/{}", t.id)).await;
-    let transitions: Vec<&str> = detail["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter(|e| !e["from"].is_null())
-        .filter_map(|e| e["event"].as_str())
-        .collect();
     assert_eq!(
-        transitions,
+        transitions(&detail),
         [
             "payment_confirmed",
             "provisioned_active",
