@@ -101,6 +101,7 @@ impl Writer {
             }
         }
     }
+
     /// Loads every tenant's counters for the batch's periods before anything commits.
     async fn preload(&self, batch: &[Pending]) -> Result<()> {
         let keys: HashSet<(&TenantId, Timestamp)> =
