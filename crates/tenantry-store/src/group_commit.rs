@@ -15,16 +15,14 @@
 //! batch then adds again in memory.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 
-use sqlx::{Any, AnyPool, Transaction};
+use sqlx::{Any, Transaction};
 use tenantry_domain::{TenantId, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::memgate::MemGate;
-use crate::quota::{settle_in, LedgerWrites, QuotaMeter, Settlement};
+use crate::quota::{QuotaMeter, Settlement};
 use crate::usage::{insert_events_returning, placeholders, queue_for_analytics, UsageEvent};
-use crate::Result;
+use crate::{Result, Store};
 
 /// Settlements per transaction at most; what waits beyond goes into the next one.
 const MAX_BATCH: usize = 256;
@@ -44,9 +42,12 @@ pub(crate) struct GroupCommit {
 }
 
 impl GroupCommit {
-    pub(crate) fn start(write: AnyPool, read: AnyPool, gate: Arc<MemGate>, writes: LedgerWrites) -> Self {
+    /// Starts the writer over `lone`: the store whose own `settle` (one settlement, one transaction) is the
+    /// fallback, so it must be a handle without a group commit of its own.
+    pub(crate) fn start(lone: Store) -> Self {
+        debug_assert!(lone.group_commit.is_none(), "the writer's store settles alone");
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(Writer { write, read, gate, writes }.run(rx));
+        tokio::spawn(Writer { store: lone }.run(rx));
         Self { queue }
     }
 
@@ -62,10 +63,7 @@ impl GroupCommit {
 }
 
 struct Writer {
-    write: AnyPool,
-    read: AnyPool,
-    gate: Arc<MemGate>,
-    writes: LedgerWrites,
+    store: Store,
 }
 
 impl Writer {
@@ -95,7 +93,7 @@ impl Writer {
             Err(e) => {
                 tracing::warn!(error = %e, settlements = batch.len(), "group commit failed; settling one by one");
                 for p in batch {
-                    let alone = self.settle_alone(&p.settlement, &p.events).await;
+                    let alone = self.store.settle(&p.settlement, &p.events).await;
                     let _ = p.done.send(alone);
                 }
             }
@@ -104,41 +102,28 @@ impl Writer {
 
     /// Loads every tenant's counters for the batch's periods before anything commits.
     async fn preload(&self, batch: &[Pending]) -> Result<()> {
-        let keys: HashSet<(&TenantId, Timestamp)> =
-            batch.iter().map(|p| (&p.settlement.tenant_id, p.settlement.period_start)).collect();
-        for (tenant, period_start) in keys {
-            drop(self.gate.lock(&self.read, tenant, period_start).await?);
+        let mut seen: HashSet<(&TenantId, Timestamp)> = HashSet::new();
+        for p in batch {
+            if seen.insert((&p.settlement.tenant_id, p.settlement.period_start)) {
+                drop(self.store.settlement_guard(&p.settlement).await?);
+            }
         }
         Ok(())
     }
 
     /// Moves the in-memory state of a committed settlement.
     async fn move_memory(&self, s: &Settlement) {
-        match self.gate.lock(&self.read, &s.tenant_id, s.period_start).await {
-            Ok(mut q) => self.gate.settled(&mut q, s),
+        match self.store.settlement_guard(s).await {
+            Ok(mut q) => self.store.settled(q.as_mut(), s),
             // Loaded before the commit, so the lock reads nothing and cannot fail on the database; if it
             // did, memory lags the table (admission refuses early) until the process restarts.
             Err(e) => tracing::error!(error = %e, "quota state not updated after a settlement"),
         }
     }
 
-    /// One settlement in its own transaction, the tenant's quota lock held across the commit.
-    async fn settle_alone(&self, s: &Settlement, events: &[UsageEvent]) -> Result<bool> {
-        let mut q = self.gate.lock(&self.read, &s.tenant_id, s.period_start).await?;
-        let mut tx = self.write.begin().await?;
-        let applied = settle_in(&mut tx, s, events, self.writes).await?;
-        if applied {
-            tx.commit().await?;
-            self.gate.settled(&mut q, s);
-        } else {
-            tx.rollback().await?;
-        }
-        Ok(applied)
-    }
-
     /// Writes the whole batch in one transaction; per settlement, whether it applied.
     async fn commit(&self, batch: &[(&Settlement, &[UsageEvent])]) -> Result<Vec<bool>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.store.write.begin().await?;
         let all: Vec<&UsageEvent> = batch.iter().flat_map(|(_, events)| events.iter()).collect();
         let mut inserted: HashSet<String> = HashSet::new();
         for rows in all.chunks(ROWS_PER_INSERT) {
@@ -153,7 +138,7 @@ impl Writer {
                 events.is_empty() || mine.count() > 0
             })
             .collect();
-        if self.writes.analytics_outbox {
+        if self.store.analytics_outbox {
             let new: Vec<&UsageEvent> = all.iter().copied().filter(|e| inserted.contains(&e.event_id)).collect();
             for rows in new.chunks(ROWS_PER_INSERT) {
                 queue_for_analytics(&mut tx, rows).await?;

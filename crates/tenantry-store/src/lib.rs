@@ -167,17 +167,12 @@ impl Store {
         self.with_group_commit()
     }
 
-    /// On the embedded store, (re)starts the settlement writer with the current ledger writes; a previous
-    /// writer ends when its last handle is dropped.
+    /// On the embedded store, (re)starts the settlement writer over a handle of this store that settles
+    /// alone (as configured now); a previous writer ends when its last handle is dropped.
     fn with_group_commit(mut self) -> Self {
-        if let Some(gate) = &self.gate {
-            let writer = group_commit::GroupCommit::start(
-                self.write.clone(),
-                self.read.clone(),
-                gate.clone(),
-                self.ledger_writes(),
-            );
-            self.group_commit = Some(writer);
+        if self.gate.is_some() {
+            let lone = Self { group_commit: None, ..self.clone() };
+            self.group_commit = Some(group_commit::GroupCommit::start(lone));
         }
         self
     }
