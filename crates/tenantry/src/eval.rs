@@ -62,6 +62,13 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     judged.truncate(args.max_queries.unwrap_or(usize::MAX));
     let corpus: Vec<CorpusDoc> = corpus.into_iter().take(args.max_documents.unwrap_or(usize::MAX)).collect();
 
+    // Checked before the (possibly long) ingestion; none given: the configured weights.
+    let mut fusion: Vec<FusionWeights> = args
+        .fusion
+        .iter()
+        .map(|raw| FusionWeights::parse(raw).with_context(|| format!("--fusion {raw:?}: expected e.g. 1:0.3:0.3")))
+        .collect::<anyhow::Result<_>>()?;
+
     let scratch = tempfile::tempdir()?;
     let mut config = eval_config(scratch.path());
     if let Some(dir) = &args.embedding_model_dir {
@@ -89,21 +96,14 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
     let ingest_seconds = started.elapsed().as_secs_f64();
 
-    let mut settings: Vec<Option<FusionWeights>> = Vec::new();
-    for raw in &args.fusion {
-        let w = FusionWeights::parse(raw).with_context(|| format!("--fusion {raw:?}: expected e.g. 1:0.3:0.3"))?;
-        settings.push(Some(w));
-    }
-    if settings.is_empty() {
-        settings.push(None);
+    if fusion.is_empty() {
+        fusion.push(services.fusion_weights());
     }
     let ingest = Ingested { corpus_len: corpus.len(), chunks, seconds: ingest_seconds };
-    for setting in settings {
-        if let Some(w) = setting {
-            services.set_fusion_weights(w);
-        }
+    for weights in fusion {
+        services.set_fusion_weights(weights);
         let scored = score(&services, &ctx, &judged, &queries, &by_document_id).await?;
-        report(&args, &embedder, services.fusion_weights(), &ingest, &scored);
+        report(&args, &embedder, weights, &ingest, &scored);
     }
     services.shutdown().await;
     Ok(())
