@@ -124,25 +124,37 @@ async fn run(
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let permits = Arc::new(Semaphore::new(max_in_flight));
     let url = format!("{base}/v1/query");
+    // The pacing runs on a thread of its own: tokio's timer wheel fires at millisecond granularity, so
+    // `sleep_until` would start most requests up to a millisecond late, and that lateness (measured from the
+    // scheduled time, as it must be) would be the load generator's, not the gateway's.
+    let runtime = tokio::runtime::Handle::current();
+    let (client, key) = (client.clone(), key.to_owned());
     let start = Instant::now();
-    let mut tasks = Vec::with_capacity(total);
-    for i in 0..total {
-        let scheduled = start + interval * i as u32;
-        tokio::time::sleep_until(scheduled.into()).await;
-        let permit = permits.clone().acquire_owned().await?;
-        let (client, url, key) = (client.clone(), url.clone(), key.to_owned());
-        tasks.push(tokio::spawn(async move {
-            let ok = client
-                .post(&url)
-                .bearer_auth(&key)
-                .json(&json!({"question": "How long do refunds take?"}))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            drop(permit);
-            (ok, scheduled.elapsed())
-        }));
-    }
+    let (paced, tasks) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut tasks = Vec::with_capacity(total);
+        for i in 0..total {
+            let scheduled = start + interval * i as u32;
+            if let Some(wait) = scheduled.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let Ok(permit) = runtime.block_on(permits.clone().acquire_owned()) else { break };
+            let (client, url, key) = (client.clone(), url.clone(), key.clone());
+            tasks.push(runtime.spawn(async move {
+                let ok = client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&json!({"question": "How long do refunds take?"}))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                drop(permit);
+                (ok, scheduled.elapsed())
+            }));
+        }
+        let _ = paced.send(tasks);
+    });
+    let tasks = tasks.await.context("the pacing thread stopped")?;
     let mut latencies = Vec::with_capacity(total);
     let mut errors = 0;
     for t in tasks {
