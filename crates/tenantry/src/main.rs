@@ -15,6 +15,11 @@ use tenantry_domain::Config;
 use tenantry_web::Application;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc rather than glibc's allocator: the request path allocates many small, short-lived objects across
+/// threads, where glibc's arenas spent over a tenth of the gateway's CPU (`perf`, BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "tenantry", version, about = "Multi-tenant RAG SaaS platform in one binary")]
 struct Cli {
