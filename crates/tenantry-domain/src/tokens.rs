@@ -23,10 +23,21 @@ pub fn count(text: &str) -> u64 {
 
 /// The longest prefix of `text` that fits in `max_tokens`, cut on a token boundary.
 pub fn truncate(text: &str, max_tokens: usize) -> String {
+    truncate_counted(text, max_tokens).0
+}
+
+/// `truncate`, and the prefix's token count, from one encoding when the text already fits.
+pub fn truncate_counted(text: &str, max_tokens: usize) -> (String, u64) {
     let tokens = bpe().encode_ordinary(text);
     if tokens.len() <= max_tokens {
-        return text.to_owned();
+        return (text.to_owned(), tokens.len() as u64);
     }
+    let cut = cut(&tokens, max_tokens);
+    let n = count(&cut);
+    (cut, n)
+}
+
+fn cut(tokens: &[u32], max_tokens: usize) -> String {
     let mut keep = max_tokens;
     // A cut inside a multi-byte character does not decode; step back until it does.
     while keep > 0 {

@@ -20,8 +20,8 @@ pub struct LocalExtractive;
 impl Provider for LocalExtractive {
     async fn generate(&self, model: &ModelSpec, prompt: &Prompt) -> Result<Generation, LlmError> {
         let text = answer(prompt, model.answer_sentences as usize);
-        let text = tokens::truncate(&text, prompt.max_completion_tokens() as usize);
-        let usage = TokenUsage { prompt_tokens: prompt.token_count(), completion_tokens: tokens::count(&text) };
+        let (text, completion_tokens) = tokens::truncate_counted(&text, prompt.max_completion_tokens() as usize);
+        let usage = TokenUsage { prompt_tokens: prompt.token_count(), completion_tokens };
         Ok(Generation { text, usage, model: model.name.clone() })
     }
 }

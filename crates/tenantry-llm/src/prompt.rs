@@ -2,6 +2,9 @@
 //! messages that fit the model's context window. When something must give, evidence is cut, never the
 //! question.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use tenantry_domain::{tokens, ModelSpec};
 
 /// A retrieved passage offered to the model as evidence, numbered for citation (`[1]`, `[2]`…).
@@ -56,7 +59,8 @@ impl Prompt {
             tokens: 0,
         };
         let window = u64::from(model.context_window);
-        let fixed = prompt.count_tokens() + u64::from(max_completion_tokens);
+        let bare = prompt.count_tokens();
+        let fixed = bare + u64::from(max_completion_tokens);
         let mut budget = window.saturating_sub(fixed);
         for p in passages {
             let cost = tokens::count(&render_passage(&p)) + 1;
@@ -73,7 +77,7 @@ impl Prompt {
             }
             break;
         }
-        prompt.tokens = prompt.count_tokens();
+        prompt.tokens = if prompt.passages.is_empty() { bare } else { prompt.count_tokens() };
         prompt
     }
 
@@ -91,15 +95,15 @@ impl Prompt {
 
     /// The chat messages sent to an OpenAI-compatible endpoint.
     pub fn messages(&self) -> Vec<Message> {
-        let mut system = String::new();
-        if !self.system_prompt.trim().is_empty() {
-            system.push_str(self.system_prompt.trim());
-            system.push_str("\n\n");
-        }
-        system.push_str(INSTRUCTIONS);
+        vec![
+            Message { role: "system", content: system_message(&self.system_prompt) },
+            Message { role: "user", content: self.user_message() },
+        ]
+    }
+
+    fn user_message(&self) -> String {
         let context: Vec<String> = self.passages.iter().map(render_passage).collect();
-        let user = format!("Context:\n{}\n\nQuestion: {}", context.join("\n\n"), self.question);
-        vec![Message { role: "system", content: system }, Message { role: "user", content: user }]
+        format!("Context:\n{}\n\nQuestion: {}", context.join("\n\n"), self.question)
     }
 
     /// Prompt tokens as OpenAI counts a chat request: content plus per-message framing.
@@ -108,9 +112,42 @@ impl Prompt {
     }
 
     fn count_tokens(&self) -> u64 {
-        let messages = self.messages();
-        messages.iter().map(|m| tokens::count(&m.content) + PER_MESSAGE_TOKENS).sum::<u64>() + REPLY_PRIMING_TOKENS
+        system_message_tokens(&self.system_prompt)
+            + tokens::count(&self.user_message())
+            + 2 * PER_MESSAGE_TOKENS
+            + REPLY_PRIMING_TOKENS
     }
+}
+
+/// The system message: the tenant's system prompt, then the citation instructions.
+fn system_message(system_prompt: &str) -> String {
+    let mut system = String::new();
+    if !system_prompt.trim().is_empty() {
+        system.push_str(system_prompt.trim());
+        system.push_str("\n\n");
+    }
+    system.push_str(INSTRUCTIONS);
+    system
+}
+
+/// Tokens of `system_message(system_prompt)`, remembered per system prompt: every request of a tenant sends
+/// the same one, and encoding it was most of the tokenizer's work per request.
+fn system_message_tokens(system_prompt: &str) -> u64 {
+    /// Distinct system prompts remembered; past this the memory starts over.
+    const REMEMBERED: usize = 4_096;
+    static COUNTS: Mutex<Option<HashMap<String, u64>>> = Mutex::new(None);
+    let lock = || COUNTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(n) = lock().as_ref().and_then(|counts| counts.get(system_prompt).copied()) {
+        return n;
+    }
+    let n = tokens::count(&system_message(system_prompt));
+    let mut counts = lock();
+    let counts = counts.get_or_insert_with(HashMap::new);
+    if counts.len() >= REMEMBERED {
+        counts.clear();
+    }
+    counts.insert(system_prompt.to_owned(), n);
+    n
 }
 
 fn render_passage(p: &Passage) -> String {
@@ -154,5 +191,19 @@ mod tests {
         let passages: Vec<_> = (1..=3).map(|n| passage(n, 20)).collect();
         let p = Prompt::build(&model(8192), "", "q?", passages.clone(), 256);
         assert_eq!(p.passages, passages);
+    }
+
+    #[test]
+    fn the_count_is_the_messages_own_count_whatever_is_remembered() {
+        let counted = |p: &Prompt| {
+            p.messages().iter().map(|m| tokens::count(&m.content) + PER_MESSAGE_TOKENS).sum::<u64>()
+                + REPLY_PRIMING_TOKENS
+        };
+        for system in ["", "Be terse.", "Answer in French, citing every passage.", "Be terse."] {
+            for passages in [vec![], (1..=3).map(|n| passage(n, 30)).collect()] {
+                let p = Prompt::build(&model(8192), system, "How long do refunds take?", passages, 256);
+                assert_eq!(p.token_count(), counted(&p), "system prompt {system:?}, {} passages", p.passages.len());
+            }
+        }
     }
 }
