@@ -71,6 +71,7 @@ impl Store {
             done.discount_percent = Some(percent);
         }
         tx.commit().await?;
+        self.tenants_changed();
         Ok(done)
     }
 }

@@ -133,6 +133,7 @@ impl Store {
             enqueue_in(&mut tx, job, now).await?;
         }
         tx.commit().await?;
+        self.tenants_changed();
         // The in-memory admission of the embedded store forgets the tenant's counters with the rows.
         if let Some(gate) = &self.gate {
             gate.forget(tenant);

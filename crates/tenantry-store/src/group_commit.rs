@@ -71,6 +71,16 @@ impl Writer {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
             self.write_batch(std::mem::take(&mut batch)).await;
+            self.finish_checkpoint().await;
+        }
+    }
+
+    /// Between two batches, completes the checkpoint the background pass left almost done (`checkpoint`).
+    async fn finish_checkpoint(&self) {
+        if self.store.checkpoints.as_ref().is_some_and(|c| c.take_finish()) {
+            if let Err(e) = sqlx::query(crate::checkpoint::PASSIVE).execute(&self.store.write).await {
+                tracing::warn!(error = %e, "WAL checkpoint failed; retrying after the next background pass");
+            }
         }
     }
 

@@ -91,6 +91,7 @@ impl Store {
                 .execute(&self.write)
                 .await?;
         if done.rows_affected() == 1 {
+            self.tenants_changed();
             Ok(())
         } else {
             Err(StoreError::NotFound)
@@ -104,6 +105,9 @@ impl Store {
             .bind(id.as_str())
             .execute(&self.write)
             .await?;
+        if let Some(cache) = &self.key_cache {
+            cache.touched(id, now);
+        }
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 //! `RETURNING`, integer times), migrations included.
 
 mod audit;
+mod checkpoint;
 mod credits;
 mod documents;
 mod erasure;
@@ -11,6 +12,7 @@ mod exports;
 mod group_commit;
 mod invoices;
 mod jobs;
+mod keycache;
 mod keys;
 mod memgate;
 mod notifications;
@@ -81,6 +83,11 @@ pub struct Store {
     analytics_outbox: bool,
     /// The embedded store's settlement writer (group commit); `None` on PostgreSQL.
     group_commit: Option<group_commit::GroupCommit>,
+    /// The embedded store's remembered key and tenant rows (`None` on PostgreSQL, where other processes
+    /// may write them).
+    key_cache: Option<std::sync::Arc<keycache::KeyCache>>,
+    /// The embedded store's WAL checkpointer, stopped when the last handle goes.
+    checkpoints: Option<std::sync::Arc<checkpoint::Checkpoints>>,
 }
 
 impl Store {
@@ -110,10 +117,13 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(30))
                 .after_connect(|conn, _| {
                     Box::pin(async move {
-                        // WAL lets readers run beside the writer; secure_delete zeroes freed pages so
-                        // erased tenants' bytes do not linger in the file.
+                        // WAL lets readers run beside the writer; 1 KiB pages keep each commit's WAL frames
+                        // small, and checkpoints run off the write path, with SQLite's own only as a
+                        // backstop (`checkpoint`); secure_delete zeroes freed pages so erased tenants' bytes
+                        // do not linger in the file. The page size only applies to a new database.
                         conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                            "PRAGMA page_size = 1024; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA wal_autocheckpoint = 16384; PRAGMA journal_size_limit = 67108864; \
                              PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
                              PRAGMA secure_delete = ON;",
                         )
@@ -125,6 +135,7 @@ impl Store {
         };
         let write = pool(1).await?;
         let read = pool(4).await?;
+        let checkpoints = checkpoint::Checkpoints::start(pool(1).await?);
         let store = Self {
             read,
             write,
@@ -132,6 +143,8 @@ impl Store {
             gate: Some(Default::default()),
             analytics_outbox: false,
             group_commit: None,
+            key_cache: Some(Default::default()),
+            checkpoints: Some(std::sync::Arc::new(checkpoints)),
         };
         Ok(store.with_group_commit())
     }
@@ -146,6 +159,8 @@ impl Store {
             gate: None,
             analytics_outbox: false,
             group_commit: None,
+            key_cache: None,
+            checkpoints: None,
         })
     }
 
@@ -175,6 +190,14 @@ impl Store {
             self.group_commit = Some(group_commit::GroupCommit::start(lone));
         }
         self
+    }
+
+    /// After a committed UPDATE or DELETE of `tenants` or `api_keys` rows: what the gateway remembered of
+    /// them is not served again (`keycache`).
+    pub(crate) fn tenants_changed(&self) {
+        if let Some(cache) = &self.key_cache {
+            cache.changed();
+        }
     }
 
     pub(crate) fn ledger_writes(&self) -> quota::LedgerWrites {

@@ -122,8 +122,22 @@ impl Store {
         Ok(())
     }
 
-    /// A key and its tenant in one round trip: the gateway's only reads per request.
+    /// A key and its tenant: the gateway's only read per request, one round trip, or on the embedded store
+    /// none while neither row has changed since it was last read (`keycache`).
     pub async fn key_with_tenant(&self, key: &ApiKeyId) -> Result<Option<(ApiKeyRow, TenantRow)>> {
+        let Some(cache) = &self.key_cache else { return self.read_key_with_tenant(key).await };
+        if let Some(hit) = cache.get(key) {
+            return Ok(Some(hit));
+        }
+        let epoch = cache.epoch();
+        let found = self.read_key_with_tenant(key).await?;
+        if let Some((k, t)) = &found {
+            cache.put(epoch, k, t);
+        }
+        Ok(found)
+    }
+
+    async fn read_key_with_tenant(&self, key: &ApiKeyId) -> Result<Option<(ApiKeyRow, TenantRow)>> {
         let sql = format!(
             "SELECT k.id AS key_id, k.name AS key_name, k.secret_hash, k.scopes, k.created_at AS key_created_at, \
              k.last_used_at, k.revoked_at, {} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.id = $1",
@@ -190,6 +204,7 @@ impl Store {
             .fetch_optional(&self.write)
             .await?
             .ok_or(StoreError::NotFound)?;
+        self.tenants_changed();
         tenant_from_row(&row)
     }
 
@@ -234,6 +249,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        self.tenants_changed();
         Ok(row)
     }
 
@@ -263,6 +279,7 @@ impl Store {
         }
         enqueue_in(&mut tx, job, now).await?;
         tx.commit().await?;
+        self.tenants_changed();
         Ok(())
     }
 
@@ -273,6 +290,7 @@ impl Store {
             .bind(id.as_str())
             .execute(&self.write)
             .await?;
+        self.tenants_changed();
         Ok(())
     }
 
@@ -294,6 +312,7 @@ impl Store {
             enqueue_in(&mut tx, job, now).await?;
         }
         tx.commit().await?;
+        self.tenants_changed();
         Ok(to)
     }
 

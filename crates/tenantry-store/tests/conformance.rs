@@ -638,6 +638,37 @@ async fn sqlite_runs_with_the_intended_pragmas() {
     assert_eq!(store.sqlite_pragma("secure_delete").await.expect("pragma"), "1");
     assert_eq!(store.sqlite_pragma("foreign_keys").await.expect("pragma"), "1");
     assert_eq!(store.sqlite_pragma("busy_timeout").await.expect("pragma"), "10000");
+    assert_eq!(store.sqlite_pragma("page_size").await.expect("pragma"), "1024", "small WAL frames");
+    assert_eq!(store.sqlite_pragma("wal_autocheckpoint").await.expect("pragma"), "16384", "only a backstop");
+}
+
+/// Under a steady stream of settlements the WAL keeps starting over, so its file stays a fraction of what was
+/// written, although SQLite's own checkpoint is only a backstop far above what this test writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_starts_over_under_steady_settlements() {
+    let (store, dir) = sqlite().await;
+    let (t, k) = tenant("wal@conformance.test");
+    store.create_tenant(&t, &k).await.expect("create");
+    let lim = limits(1_000_000, 1_000_000_000);
+    let q = Amounts { queries: 1, tokens: 10, ..Amounts::default() };
+    let started = std::time::Instant::now();
+    let mut commits: u64 = 0;
+    // Paced (tokio sleeps at least a millisecond) so that each half-second between background passes writes
+    // far fewer frames than the 16,384-page backstop; several passes happen meanwhile.
+    while started.elapsed() < std::time::Duration::from_secs(3) {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        let id = format!("wal-{commits}");
+        store.reserve(&reservation(&t.id, &id, q), &lim).await.expect("store").expect("fits");
+        let events = [event(&t.id, &format!("{id}:q"), Meter::Queries, 1, 2_000)];
+        assert!(store.settle(&settlement(&t.id, Some(&id), q), &events).await.expect("settle"));
+        commits += 1;
+    }
+    let written_at_least = commits * 3 * (1024 + 24);
+    let wal = std::fs::metadata(dir.path().join("tenantry.db-wal")).expect("wal file").len();
+    assert!(
+        commits > 200 && wal < written_at_least / 2,
+        "{commits} commits wrote at least {written_at_least} bytes of WAL frames; the WAL file holds {wal}"
+    );
 }
 
 /// After retention pruned the chain, removing its oldest remaining entry is caught, also when the anchor is

@@ -1,0 +1,68 @@
+//! WAL checkpoints off the write path, for the embedded store. SQLite's own automatic checkpoint runs
+//! inside the commit that crosses its threshold, on the writer connection: that commit then waits while
+//! pages are copied into the database file and synced, and every settlement queued behind it waits too
+//! (the gateway's p99 at 2,000 requests/s was over 6 ms with it; BENCHMARKS.md). Each commit's WAL frames
+//! are whole pages, so the pages are 1 KiB rather than 4: a settlement touches about four pages, and the WAL
+//! and every checkpoint copy a quarter of the bytes.
+//!
+//! So checkpointing happens in two steps, and SQLite's own is left only as a backstop at a high threshold
+//! (`wal_autocheckpoint`, for write loads without settlements, such as a long ingestion):
+//! - this task, every `INTERVAL`, checkpoints PASSIVE on a connection of its own: it copies and syncs
+//!   everything the WAL holds so far, beside the writer, never blocking it;
+//! - the settlement writer (`group_commit`) then runs one more PASSIVE checkpoint itself between two
+//!   batches: only the frames written since remain, and since no write is in progress it completes, so the
+//!   next write starts the WAL over. Without that second step a busy WAL is never entirely checkpointed at
+//!   a moment the writer could restart it, and the file grows without bound.
+//!
+//! A crash loses nothing: until a frame is checkpointed it is in the WAL, which SQLite replays on open.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::AnyPool;
+
+/// How often the WAL is checkpointed; the WAL holds about this long of writes (a few MB at 2,000
+/// settlements/s). Measured against 1, 3 and 5 s: rarer passes have more to copy and stall the machine
+/// longer (BENCHMARKS.md).
+const INTERVAL: Duration = Duration::from_millis(500);
+
+/// The running checkpointer; dropping it (with the last handle of the store) stops it.
+#[derive(Debug)]
+pub(crate) struct Checkpoints {
+    task: tokio::task::AbortHandle,
+    /// Set after each background pass: the writer's short pass is due.
+    finish_due: Arc<AtomicBool>,
+}
+
+pub(crate) const PASSIVE: &str = "PRAGMA wal_checkpoint(PASSIVE)";
+
+impl Checkpoints {
+    pub(crate) fn start(pool: AnyPool) -> Self {
+        let finish_due = Arc::new(AtomicBool::new(false));
+        let due = finish_due.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match sqlx::query(PASSIVE).execute(&pool).await {
+                    Ok(_) => due.store(true, Ordering::Release),
+                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; retrying at the next tick"),
+                }
+            }
+        });
+        Self { task: task.abort_handle(), finish_due }
+    }
+
+    /// Whether the writer should finish a checkpoint now (true once per background pass).
+    pub(crate) fn take_finish(&self) -> bool {
+        self.finish_due.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl Drop for Checkpoints {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
