@@ -147,7 +147,8 @@ impl Services {
             "" => tenantry_rag::FusionWeights::default(),
             raw => tenantry_rag::FusionWeights::parse(raw).ok_or_else(|| {
                 ConfigError::Invalid(format!(
-                    "search.fusion_weights {raw:?}: expected LEXICAL:EXPANDED:SEMANTIC, e.g. \"1:0.3:0.3\""
+                    "search.fusion_weights {raw:?}: expected [rrf:|convex:]LEXICAL:EXPANDED:SEMANTIC, \
+                     e.g. \"convex:1:0:0.3\""
                 ))
             })?,
         };

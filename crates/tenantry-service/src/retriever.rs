@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use tenantry_domain::{DocumentId, TenantContext};
-use tenantry_rag::{FusionWeights, Hit, RagError, Retriever};
+use tenantry_rag::{FusionMethod, FusionWeights, Hit, RagError, Retriever};
 use tenantry_search::SearchIndexes;
 
 use crate::Services;
@@ -11,7 +11,8 @@ use crate::Services;
 /// `advanced`'s weights with the local semantic model (all-MiniLM-L6-v2), from `tenantry eval` on SciFact
 /// (BENCHMARKS.md): its vector list earns the same weight as BM25's, and feedback expansion no longer adds
 /// anything (so it is not run).
-pub(crate) const SEMANTIC_MODEL_FUSION: FusionWeights = FusionWeights { lexical: 1.0, expanded: 0.0, semantic: 1.0 };
+pub(crate) const SEMANTIC_MODEL_FUSION: FusionWeights =
+    FusionWeights { method: FusionMethod::Rrf, lexical: 1.0, expanded: 0.0, semantic: 1.0 };
 
 pub(crate) struct TenantRetriever<'a> {
     pub services: &'a Services,

@@ -29,8 +29,8 @@ pub struct EvalArgs {
     pub max_documents: Option<usize>,
     /// A local embedding model for the vector leg; `None`: the built-in embedder.
     pub embedding_model_dir: Option<PathBuf>,
-    /// `advanced`'s fusion weights to score, each over the same ingested corpus (`LEXICAL:EXPANDED:SEMANTIC`);
-    /// empty: the configured ones.
+    /// `advanced`'s fusions to score, each over the same ingested corpus
+    /// (`[METHOD:]LEXICAL:EXPANDED:SEMANTIC`); empty: the configured one.
     pub fusion: Vec<String>,
 }
 
@@ -66,7 +66,10 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     let mut fusion: Vec<FusionWeights> = args
         .fusion
         .iter()
-        .map(|raw| FusionWeights::parse(raw).with_context(|| format!("--fusion {raw:?}: expected e.g. 1:0.3:0.3")))
+        .map(|raw| {
+            FusionWeights::parse(raw)
+                .with_context(|| format!("--fusion {raw:?}: expected e.g. 1:0.3:0.3 or convex:1:0:0.3"))
+        })
         .collect::<anyhow::Result<_>>()?;
 
     let scratch = tempfile::tempdir()?;
@@ -187,7 +190,11 @@ fn report(args: &EvalArgs, embedder: &str, fusion: FusionWeights, ingest: &Inges
     println!("mode           {}", args.mode);
     println!("embedder       {embedder}");
     if let Some(w) = fusion {
-        println!("fusion         lexical {} · expanded {} · semantic {}", w.lexical, w.expanded, w.semantic);
+        let method = match w.method {
+            tenantry_rag::FusionMethod::Rrf => "reciprocal-rank",
+            tenantry_rag::FusionMethod::Convex => "convex",
+        };
+        println!("fusion         {method}: lexical {} · expanded {} · semantic {}", w.lexical, w.expanded, w.semantic);
     }
     println!(
         "corpus         {} documents, {} chunks, ingested in {:.1} s ({:.0} docs/s)",

@@ -84,9 +84,10 @@ enum Command {
         /// Embed with the local model in DIR (`search.embedding_model_dir`) instead of the built-in embedder.
         #[arg(long, value_name = "DIR")]
         embedding_model_dir: Option<PathBuf>,
-        /// `advanced`'s fusion weights as LEXICAL:EXPANDED:SEMANTIC (e.g. 1:0.3:1); repeat to score several
-        /// over one ingestion (one report, and with --json one JSON line, per setting).
-        #[arg(long, value_name = "L:E:S")]
+        /// `advanced`'s fusion as [METHOD:]LEXICAL:EXPANDED:SEMANTIC, METHOD `rrf` (the default) or `convex`
+        /// (e.g. 1:0.3:1, convex:1:0:0.3); repeat to score several over one ingestion (one report, and with
+        /// --json one JSON line, per setting).
+        #[arg(long, value_name = "[M:]L:E:S")]
         fusion: Vec<String>,
     },
 }

@@ -79,7 +79,7 @@ fn eval_scores_a_dataset_it_can_answer_perfectly() {
         }
         cmd.env("RUST_LOG", "warn").output().expect("tenantry runs")
     };
-    let out = run(&["1:0:0", "0:0:1"]);
+    let out = run(&["1:0:0", "convex:0:0:1"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let reports: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -94,6 +94,8 @@ fn eval_scores_a_dataset_it_can_answer_perfectly() {
         })
         .collect();
     assert_eq!(weights, [(1.0, 0.0, 0.0), (0.0, 0.0, 1.0)]);
+    let methods: Vec<&str> = reports.iter().filter_map(|r| r["fusion"]["method"].as_str()).collect();
+    assert_eq!(methods, ["rrf", "convex"]);
     assert!(reports.iter().all(|r| r["recall_at_100"] == 1.0), "{reports:?}");
     let bad = run(&["1:0.3"]);
     assert!(!bad.status.success());

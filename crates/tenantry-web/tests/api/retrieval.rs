@@ -4,6 +4,7 @@
 use serde_json::json;
 
 use crate::helpers::{assert_problem, spawn_app};
+use tenantry_rag::FusionMethod;
 
 #[tokio::test]
 async fn advanced_mode_finds_what_bm25_misses_and_forgets_deleted_documents() {
@@ -94,12 +95,16 @@ async fn agentic_mode_plans_steps_and_cites_evidence_for_each() {
 async fn fusion_weights_come_from_the_configuration_and_bad_ones_stop_the_start() {
     let builtin = spawn_app().await;
     let w = builtin.services.fusion_weights();
-    assert_eq!((w.lexical, w.expanded, w.semantic), (1.0, 0.3, 0.3), "the built-in embedder's own");
+    assert_eq!(
+        (w.method, w.lexical, w.expanded, w.semantic),
+        (FusionMethod::Convex, 1.0, 0.0, 0.3),
+        "the built-in embedder's own"
+    );
     let configured = crate::helpers::spawn_app_with(|c| c.search.fusion_weights = "1:0:2".into()).await;
     let w = configured.services.fusion_weights();
-    assert_eq!((w.lexical, w.expanded, w.semantic), (1.0, 0.0, 2.0));
+    assert_eq!((w.method, w.lexical, w.expanded, w.semantic), (FusionMethod::Rrf, 1.0, 0.0, 2.0));
 
-    for bad in ["1:0.3", "1:-1:1", "0:0:0", "heavy"] {
+    for bad in ["1:0.3", "1:-1:1", "0:0:0", "heavy", "weighted:1:0:1"] {
         let dir = tempfile::tempdir().expect("dir");
         let mut config = tenantry_domain::Config::builtin();
         config.server.data_dir = dir.path().to_owned();
