@@ -61,9 +61,7 @@ pub(crate) fn fuse_weighted(lists: &[(&[Hit], f64)]) -> Vec<Hit> {
             entry.0 += (*weight as f32) / (RRF_K + rank as f32 + 1.0);
         }
     }
-    let mut ranked: Vec<(f32, &Hit)> = fused.into_values().collect();
-    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.chunk_id.cmp(&b.1.chunk_id)));
-    ranked.into_iter().map(|(score, hit)| Hit { score, ..hit.clone() }).collect()
+    ranked(fused)
 }
 
 /// Convex combination: each list's scores min-max normalised to [0, 1] over the list, then `Σ w · s`; a hit
@@ -81,7 +79,12 @@ pub(crate) fn fuse_convex(lists: &[(&[Hit], f64)]) -> Vec<Hit> {
             fused.entry(hit.chunk_id.as_str()).or_insert((0.0, hit)).0 += weight * normalised;
         }
     }
-    let mut ranked: Vec<(f64, &Hit)> = fused.into_values().collect();
+    ranked(fused)
+}
+
+/// Fused hits, best first (ties by chunk id, so the order is stable), each carrying its fused score.
+fn ranked<S: Copy + Into<f64>>(fused: HashMap<&str, (S, &Hit)>) -> Vec<Hit> {
+    let mut ranked: Vec<(f64, &Hit)> = fused.into_values().map(|(score, hit)| (score.into(), hit)).collect();
     ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.chunk_id.cmp(&b.1.chunk_id)));
     ranked.into_iter().map(|(score, hit)| Hit { score: score as f32, ..hit.clone() }).collect()
 }
