@@ -31,6 +31,8 @@ const INTERVAL: Duration = Duration::from_millis(500);
 #[derive(Debug)]
 pub(crate) struct Checkpoints {
     task: tokio::task::AbortHandle,
+    /// The pass's own connection, closed with the store (`Store::close`).
+    pool: AnyPool,
     /// Set after each background pass: the writer's short pass is due.
     finish_due: Arc<AtomicBool>,
 }
@@ -41,7 +43,9 @@ impl Checkpoints {
     pub(crate) fn start(pool: AnyPool) -> Self {
         let finish_due = Arc::new(AtomicBool::new(false));
         let due = finish_due.clone();
+        let own = pool.clone();
         let task = tokio::spawn(async move {
+            let pool = own;
             let mut tick = tokio::time::interval(INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -52,7 +56,13 @@ impl Checkpoints {
                 }
             }
         });
-        Self { task: task.abort_handle(), finish_due }
+        Self { task: task.abort_handle(), pool, finish_due }
+    }
+
+    /// Stops the passes and closes their connection; what the WAL holds stays there until the next open.
+    pub(crate) async fn close(&self) {
+        self.task.abort();
+        self.pool.close().await;
     }
 
     /// Whether the writer should finish a checkpoint now (true once per background pass).
@@ -64,5 +74,21 @@ impl Checkpoints {
 impl Drop for Checkpoints {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Store;
+
+    #[tokio::test]
+    async fn closing_the_store_closes_the_checkpoint_connection() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open("", dir.path()).await.expect("open");
+        let checkpoints = store.checkpoints.clone().expect("the embedded store checkpoints");
+        assert!(!checkpoints.pool.is_closed());
+        store.close().await;
+        assert!(checkpoints.pool.is_closed());
+        assert_eq!(checkpoints.pool.size(), 0, "no connection left open");
     }
 }

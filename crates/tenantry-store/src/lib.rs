@@ -234,6 +234,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(checkpoints) = &self.checkpoints {
+            checkpoints.close().await;
+        }
         self.write.close().await;
         self.read.close().await;
     }
