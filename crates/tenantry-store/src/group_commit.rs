@@ -21,13 +21,11 @@ use tenantry_domain::{TenantId, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::quota::{QuotaMeter, Settlement};
-use crate::usage::{insert_events_returning, placeholders, queue_for_analytics, UsageEvent};
+use crate::usage::{insert_events_returning, placeholders, queue_for_analytics, runs, UsageEvent};
 use crate::{Result, Store};
 
 /// Settlements per transaction at most; what waits beyond goes into the next one.
 const MAX_BATCH: usize = 256;
-/// Ledger rows per insert statement (8 parameters each, far below SQLite's 32,766).
-const ROWS_PER_INSERT: usize = 1_000;
 
 struct Pending {
     settlement: Settlement,
@@ -75,7 +73,7 @@ impl Writer {
         }
     }
 
-    /// Between two batches, completes the checkpoint the background pass left almost done (`checkpoint`).
+    /// Between two batches, completes the checkpoint the background passes left almost done (`checkpoint`).
     async fn finish_checkpoint(&self) {
         if self.store.checkpoints.as_ref().is_some_and(|c| c.take_finish()) {
             if let Err(e) = sqlx::query(crate::checkpoint::PASSIVE).execute(&self.store.write).await {
@@ -135,10 +133,7 @@ impl Writer {
     async fn commit(&self, batch: &[(&Settlement, &[UsageEvent])]) -> Result<Vec<bool>> {
         let mut tx = self.store.write.begin().await?;
         let all: Vec<&UsageEvent> = batch.iter().flat_map(|(_, events)| events.iter()).collect();
-        let mut inserted: HashSet<String> = HashSet::new();
-        for rows in all.chunks(ROWS_PER_INSERT) {
-            inserted.extend(insert_events_returning(&mut tx, rows).await?);
-        }
+        let inserted: HashSet<String> = insert_events_returning(&mut tx, &all).await?.into_iter().collect();
         // An event id belongs to the first settlement that carries it; a later duplicate applies nothing.
         let mut claimed: HashSet<&str> = HashSet::new();
         let applied: Vec<bool> = batch
@@ -150,9 +145,7 @@ impl Writer {
             .collect();
         if self.store.analytics_outbox {
             let new: Vec<&UsageEvent> = all.iter().copied().filter(|e| inserted.contains(&e.event_id)).collect();
-            for rows in new.chunks(ROWS_PER_INSERT) {
-                queue_for_analytics(&mut tx, rows).await?;
-            }
+            queue_for_analytics(&mut tx, &new).await?;
         }
         let mut used: BTreeMap<(&str, i64, &'static str), i64> = BTreeMap::new();
         for ((s, _), _) in batch.iter().zip(&applied).filter(|(_, applied)| **applied) {
@@ -169,32 +162,21 @@ impl Writer {
     }
 }
 
-/// `used += n` for each (tenant, period key, meter), creating rows as needed: one statement (the keys are
+/// `used += n` for each (tenant, period key, meter), creating rows as needed: multi-row upserts (the keys are
 /// distinct, as an upsert of several rows needs).
 async fn add_used(tx: &mut Transaction<'_, Any>, used: &BTreeMap<(&str, i64, &'static str), i64>) -> Result<()> {
-    if used.is_empty() {
-        return Ok(());
+    let used: Vec<_> = used.iter().collect();
+    for run in runs(&used) {
+        let values = placeholders(tx.backend_name(), run.len(), 5);
+        let sql = format!(
+            "INSERT INTO quota_counters (tenant_id, period_start, meter, used, reserved) VALUES {values} \
+             ON CONFLICT (tenant_id, period_start, meter) DO UPDATE SET used = quota_counters.used + excluded.used"
+        );
+        let mut q = sqlx::query(&sql);
+        for ((tenant, period_key, meter), n) in run {
+            q = q.bind(*tenant).bind(*period_key).bind(*meter).bind(**n).bind(0_i64);
+        }
+        q.execute(&mut **tx).await?;
     }
-    let values = placeholders(used.len(), 5);
-    let sql = format!(
-        "INSERT INTO quota_counters (tenant_id, period_start, meter, used, reserved) VALUES {values} \
-         ON CONFLICT (tenant_id, period_start, meter) DO UPDATE SET used = quota_counters.used + excluded.used"
-    );
-    let mut q = sqlx::query(&sql);
-    for ((tenant, period_key, meter), n) in used {
-        q = q.bind(*tenant).bind(*period_key).bind(*meter).bind(*n).bind(0_i64);
-    }
-    q.execute(&mut **tx).await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::placeholders;
-
-    #[test]
-    fn placeholders_number_every_parameter_once() {
-        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(placeholders(1, 1), "($1)");
-    }
 }

@@ -1,7 +1,8 @@
 //! Persistence for the control plane, the usage ledger and document metadata. One implementation over
 //! sqlx's `Any` driver serves both backends: an embedded SQLite file (the default) and PostgreSQL (scale
 //! out). The SQL is written once in the subset both dialects share (`$n` placeholders, `ON CONFLICT`,
-//! `RETURNING`, integer times), migrations included.
+//! `RETURNING`, integer times), migrations included; only generated multi-row statements differ, with `?`
+//! placeholders on SQLite (`usage::placeholders`).
 
 mod audit;
 mod checkpoint;

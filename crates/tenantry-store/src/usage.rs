@@ -37,55 +37,80 @@ pub(crate) async fn insert_events(tx: &mut Transaction<'_, Any>, events: &[Usage
     Ok(insert_events_returning(tx, &refs).await?.len() as u64)
 }
 
-/// Inserts ledger rows in one statement, skipping ids already recorded; returns the ids it added.
+/// Inserts ledger rows, skipping ids already recorded; returns the ids it added. Multi-row statements of at
+/// most a few shapes (`runs`), so each is prepared once and then found in the connection's statement cache.
 pub(crate) async fn insert_events_returning(
     tx: &mut Transaction<'_, Any>,
     events: &[&UsageEvent],
 ) -> Result<Vec<String>> {
-    if events.is_empty() {
-        return Ok(Vec::new());
+    let mut added = Vec::with_capacity(events.len());
+    for run in runs(events) {
+        let values = placeholders(tx.backend_name(), run.len(), 8);
+        let sql = format!(
+            "INSERT INTO usage_events (event_id, tenant_id, request_id, meter, model, quantity, cost_micros, \
+             created_at) VALUES {values} ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+        );
+        let mut q = sqlx::query(&sql);
+        for e in run {
+            q = q
+                .bind(&e.event_id)
+                .bind(e.tenant_id.as_str())
+                .bind(&e.request_id)
+                .bind(e.meter.as_str())
+                .bind(&e.model)
+                .bind(e.quantity)
+                .bind(e.cost_micros)
+                .bind(e.at.0);
+        }
+        for r in q.fetch_all(&mut **tx).await? {
+            added.push(r.try_get::<String, _>("event_id")?);
+        }
     }
-    let values = placeholders(events.len(), 8);
-    let sql = format!(
-        "INSERT INTO usage_events (event_id, tenant_id, request_id, meter, model, quantity, cost_micros, created_at) \
-         VALUES {values} ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
-    );
-    let mut q = sqlx::query(&sql);
-    for e in events {
-        q = q
-            .bind(&e.event_id)
-            .bind(e.tenant_id.as_str())
-            .bind(&e.request_id)
-            .bind(e.meter.as_str())
-            .bind(&e.model)
-            .bind(e.quantity)
-            .bind(e.cost_micros)
-            .bind(e.at.0);
-    }
-    let rows = q.fetch_all(&mut **tx).await?;
-    rows.iter().map(|r| r.try_get::<String, _>("event_id").map_err(Into::into)).collect()
+    Ok(added)
 }
 
-/// Queues `events` for the analytics store, in the ledger's transaction: one statement.
+/// Queues `events` for the analytics store, in the ledger's transaction.
 pub(crate) async fn queue_for_analytics(tx: &mut Transaction<'_, Any>, events: &[&UsageEvent]) -> Result<()> {
-    if events.is_empty() {
-        return Ok(());
+    for run in runs(events) {
+        let values = placeholders(tx.backend_name(), run.len(), 3);
+        let sql = format!(
+            "INSERT INTO analytics_outbox (event_id, tenant_id, created_at) VALUES {values} \
+             ON CONFLICT (event_id) DO NOTHING"
+        );
+        let mut q = sqlx::query(&sql);
+        for e in run {
+            q = q.bind(&e.event_id).bind(e.tenant_id.as_str()).bind(e.at.0);
+        }
+        q.execute(&mut **tx).await?;
     }
-    let values = placeholders(events.len(), 3);
-    let sql = format!(
-        "INSERT INTO analytics_outbox (event_id, tenant_id, created_at) VALUES {values} \
-         ON CONFLICT (event_id) DO NOTHING"
-    );
-    let mut q = sqlx::query(&sql);
-    for e in events {
-        q = q.bind(&e.event_id).bind(e.tenant_id.as_str()).bind(e.at.0);
-    }
-    q.execute(&mut **tx).await?;
     Ok(())
 }
 
-/// `($1, $2, …), ($k+1, …)`: `rows` tuples of `width` numbered parameters.
-pub(crate) fn placeholders(rows: usize, width: usize) -> String {
+/// Rows per multi-row statement at most.
+const MAX_ROWS: usize = 64;
+
+/// `items` cut into runs whose lengths are powers of two up to `MAX_ROWS`, longest first: a multi-row
+/// statement then has one of seven shapes, whatever the batch size, instead of a new text (parsed and
+/// prepared again, and evicting others from the statement cache) for every count.
+pub(crate) fn runs<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let len = MAX_ROWS.min(1 << rest.len().ilog2());
+        let (run, after) = rest.split_at(len);
+        rest = after;
+        Some(run)
+    })
+}
+
+/// `rows` tuples of `width` parameters for a multi-row `VALUES`. PostgreSQL numbers them (`($1, $2), ($3,
+/// $4)`); SQLite gets anonymous `?`, because it looks a named or numbered parameter up by a linear scan both
+/// when preparing and when binding, so a statement of n numbered parameters costs O(n²): at 6,000
+/// parameters (a batch of 256 settlements) that was most of the writer's time and the gateway fell behind.
+pub(crate) fn placeholders(backend: &str, rows: usize, width: usize) -> String {
+    let numbered = !backend.eq_ignore_ascii_case("sqlite");
     let mut out = String::with_capacity(rows * width * 5);
     for r in 0..rows {
         if r > 0 {
@@ -96,8 +121,12 @@ pub(crate) fn placeholders(rows: usize, width: usize) -> String {
             if c > 0 {
                 out.push_str(", ");
             }
-            out.push('$');
-            out.push_str(&(r * width + c + 1).to_string());
+            if numbered {
+                out.push('$');
+                out.push_str(&(r * width + c + 1).to_string());
+            } else {
+                out.push('?');
+            }
         }
         out.push(')');
     }
@@ -279,5 +308,28 @@ impl Store {
         .fetch_all(&self.read)
         .await?;
         rows.iter().map(|r| event_from_row(r, tenant.clone())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{placeholders, runs};
+
+    #[test]
+    fn placeholders_number_every_parameter_once_on_postgres_and_are_anonymous_on_sqlite() {
+        assert_eq!(placeholders("PostgreSQL", 2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders("PostgreSQL", 1, 1), "($1)");
+        assert_eq!(placeholders("SQLite", 2, 2), "(?, ?), (?, ?)");
+    }
+
+    #[test]
+    fn runs_cover_every_item_once_in_order_with_few_shapes() {
+        for n in [0_usize, 1, 2, 3, 7, 64, 65, 150, 768, 1000] {
+            let items: Vec<usize> = (0..n).collect();
+            let cut: Vec<&[usize]> = runs(&items).collect();
+            assert_eq!(cut.concat(), items, "{n} items");
+            assert!(cut.iter().all(|r| r.len().is_power_of_two() && r.len() <= 64), "{n}: {cut:?}");
+            assert!(cut.windows(2).all(|w| w[0].len() >= w[1].len()), "longest first");
+        }
     }
 }
