@@ -7,12 +7,14 @@
 //!
 //! So checkpointing happens in two steps, and SQLite's own is left only as a backstop at a high threshold
 //! (`wal_autocheckpoint`, for write loads without settlements, such as a long ingestion):
-//! - this task, every `INTERVAL`, checkpoints PASSIVE on a connection of its own: it copies and syncs
-//!   everything the WAL holds so far, beside the writer, never blocking it;
+//! - this task, every `INTERVAL`, checkpoints PASSIVE on a connection of its own, beside the writer and
+//!   never blocking it, and repeats at once while a pass found many new frames: each repeat copies only what
+//!   was written during the one before, so within two or three passes little is left;
 //! - the settlement writer (`group_commit`) then runs one more PASSIVE checkpoint itself between two
 //!   batches: only the frames written since remain, and since no write is in progress it completes, so the
-//!   next write starts the WAL over. Without that second step a busy WAL is never entirely checkpointed at
-//!   a moment the writer could restart it, and the file grows without bound.
+//!   next write starts the WAL over. The passes alone never got the WAL to start over under a steady stream
+//!   of writes (measured), and the file grew without bound. The writer waits while it copies and syncs: 8 to
+//!   16 ms at 2,000 settlements/s with one pass before it, 2 to 7 ms with the repeats (BENCHMARKS.md).
 //!
 //! A crash loses nothing: until a frame is checkpointed it is in the WAL, which SQLite replays on open.
 
@@ -20,12 +22,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::AnyPool;
+use sqlx::{AnyPool, Row};
 
 /// How often the WAL is checkpointed; the WAL holds about this long of writes (a few MB at 2,000
 /// settlements/s). Measured against 1, 3 and 5 s: rarer passes have more to copy and stall the machine
 /// longer (BENCHMARKS.md).
 const INTERVAL: Duration = Duration::from_millis(500);
+
+/// Passes in a row at most per tick.
+const MAX_PASSES: usize = 8;
+
+/// A pass that found fewer new frames than this caught up: the writer has little left to copy.
+const CAUGHT_UP_FRAMES: i64 = 64;
 
 /// The running checkpointer; dropping it (with the last handle of the store) stops it.
 #[derive(Debug)]
@@ -33,7 +41,7 @@ pub(crate) struct Checkpoints {
     task: tokio::task::AbortHandle,
     /// The pass's own connection, closed with the store (`Store::close`).
     pool: AnyPool,
-    /// Set after each background pass: the writer's short pass is due.
+    /// Set after the passes of a tick: the writer's short pass is due.
     finish_due: Arc<AtomicBool>,
 }
 
@@ -43,15 +51,16 @@ impl Checkpoints {
     pub(crate) fn start(pool: AnyPool) -> Self {
         let finish_due = Arc::new(AtomicBool::new(false));
         let due = finish_due.clone();
-        let own = pool.clone();
+        let passes = pool.clone();
         let task = tokio::spawn(async move {
-            let pool = own;
             let mut tick = tokio::time::interval(INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                match sqlx::query(PASSIVE).execute(&pool).await {
-                    Ok(_) => due.store(true, Ordering::Release),
+                match catch_up(&passes).await {
+                    // A WAL with frames in it is due to start over.
+                    Ok(frames) if frames > 0 => due.store(true, Ordering::Release),
+                    Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; retrying at the next tick"),
                 }
             }
@@ -65,10 +74,31 @@ impl Checkpoints {
         self.pool.close().await;
     }
 
-    /// Whether the writer should finish a checkpoint now (true once per background pass).
+    /// Whether the writer should finish a checkpoint now (true once per tick).
     pub(crate) fn take_finish(&self) -> bool {
         self.finish_due.swap(false, Ordering::AcqRel)
     }
+}
+
+/// PASSIVE passes, each copying what the WAL gained during the one before, until one finds fewer than
+/// `CAUGHT_UP_FRAMES` new frames (`MAX_PASSES` at most); the frames in the WAL at the last pass.
+async fn catch_up(pool: &AnyPool) -> Result<i64, sqlx::Error> {
+    let mut frames: Option<i64> = None;
+    for _ in 0..MAX_PASSES {
+        let row = sqlx::query(PASSIVE).fetch_one(pool).await?;
+        // Columns: busy, frames in the WAL, frames checkpointed (-1 and -1 when not in WAL mode).
+        let now: i64 = row.try_get(1)?;
+        let gained = match frames {
+            Some(before) if now >= before => now - before,
+            // The first pass, or the WAL started over meanwhile.
+            _ => now,
+        };
+        frames = Some(now);
+        if gained < CAUGHT_UP_FRAMES {
+            break;
+        }
+    }
+    Ok(frames.unwrap_or(0))
 }
 
 impl Drop for Checkpoints {
