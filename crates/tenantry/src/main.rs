@@ -195,8 +195,23 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    disable_transparent_huge_pages();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
+}
+
+/// Opts this process out of transparent huge pages, before any thread starts, as Redis does. Where the
+/// kernel applies them to every mapping (`enabled = always`), each allocator region first touched by a thread
+/// faults in a whole 2 MiB page that the kernel zeroes first: on a fresh 2-core machine the gateway's first
+/// burst at 2,000 requests/s stalled for half a second while its threads faulted in 700 MB (BENCHMARKS.md).
+fn disable_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        eprintln!("tenantry: could not opt out of transparent huge pages: {e}");
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {

@@ -1,0 +1,37 @@
+//! How the `tenantry` process sets itself up on the machine, checked on a running server.
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The server opts out of transparent huge pages (`disable_transparent_huge_pages`): Linux reports it in the
+/// process's status.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_server_runs_without_transparent_huge_pages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    // Listening means `main` is well past its first line.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.id())).expect("process status");
+    let _ = server.kill();
+    let _ = server.wait();
+    let thp = status.lines().find(|l| l.starts_with("THP_enabled:"));
+    match thp {
+        Some(line) => assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}"),
+        // Kernels before 5.0 do not report it; nothing to check there.
+        None => eprintln!("this kernel does not report THP_enabled; not checked"),
+    }
+}
