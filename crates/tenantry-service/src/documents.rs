@@ -76,8 +76,9 @@ impl Services {
             return Ok(Uploaded::Duplicate(existing.into()));
         }
         let size = upload.bytes.len() as i64;
-        let reservation =
-            self.reserve(ctx, Amounts { documents: 1, storage_bytes: size, ..Amounts::default() }).await?;
+        // Parsing decides what an upstream embedder will bill, so quota is reserved once the chunks are known;
+        // this spares the parsing when the quota is plainly used up.
+        self.precheck(ctx, Amounts { documents: 1, storage_bytes: size, ..Amounts::default() }).await?;
 
         // Parsing and chunking are CPU work: off the async runtime.
         let opts = ChunkOptions {
@@ -117,12 +118,6 @@ impl Services {
             })
             .collect();
 
-        // 1. The original bytes, written whole (temp file, then rename).
-        let blob = self.blob_path(ctx, &doc_id);
-        write_blob(&blob, &bytes).await.map_err(ServiceError::internal)?;
-
-        // 2. The index. 3. The rows and ledger events, in one transaction. A failure at 3 undoes 1 and 2; a
-        // crash between 2 and 3 leaves index entries without a row, which retrieval ignores.
         let to_index: Vec<ChunkToIndex> = new_chunks
             .iter()
             .map(|c| ChunkToIndex {
@@ -133,6 +128,29 @@ impl Services {
                 text: c.text.clone(),
             })
             .collect();
+        // An upstream embedder bills the tokens of what it embeds: reserved here at their count with the real
+        // tokenizer (OpenAI's own for its embedding models), settled at what the upstream reports.
+        let billed_model = self.embedding_model().filter(|_| ctx.index_vectors).cloned();
+        let embedding_estimate = match &billed_model {
+            Some(_) => tenantry_search::embedding_texts(&title, &to_index)
+                .iter()
+                .map(|t| tenantry_domain::tokens::count(t) as i64)
+                .sum(),
+            None => 0,
+        };
+        let reservation = self
+            .reserve(
+                ctx,
+                Amounts { documents: 1, storage_bytes: size, tokens: embedding_estimate, ..Amounts::default() },
+            )
+            .await?;
+
+        // 1. The original bytes, written whole (temp file, then rename).
+        let blob = self.blob_path(ctx, &doc_id);
+        write_blob(&blob, &bytes).await.map_err(ServiceError::internal)?;
+
+        // 2. The index. 3. The rows and ledger events, in one transaction. A failure at 3 undoes 1 and 2; a
+        // crash between 2 and 3 leaves index entries without a row, which retrieval ignores.
         let search = self.search().clone();
         let (index_ctx, index_doc, index_title) = (ctx.clone(), doc_id.clone(), title.clone());
         let chunks_for_vectors = (!ctx.index_vectors).then(|| to_index.clone());
@@ -140,10 +158,13 @@ impl Services {
             search.add_document(&index_ctx, &index_doc, &index_title, &to_index, index_ctx.index_vectors)
         })
         .await;
-        if let Err(e) = indexed.map_err(ServiceError::from).and_then(|r| r.map_err(ServiceError::from)) {
-            remove_blob(&blob).await;
-            return Err(e);
-        }
+        let embedding_tokens = match indexed.map_err(ServiceError::from).and_then(|r| r.map_err(ServiceError::from)) {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                remove_blob(&blob).await;
+                return Err(e);
+            }
+        };
 
         let doc = NewDocument {
             id: doc_id.clone(),
@@ -154,8 +175,12 @@ impl Services {
             content_sha256: sha,
             now,
         };
-        let events = level_events(ctx, &doc_id, "upload", 1, doc.bytes, now);
-        let actual = Amounts { documents: 1, storage_bytes: doc.bytes, ..Amounts::default() };
+        let mut events = level_events(ctx, &doc_id, "upload", 1, doc.bytes, now);
+        let mut actual = Amounts { documents: 1, storage_bytes: doc.bytes, ..Amounts::default() };
+        if let Some(model) = billed_model.filter(|_| embedding_tokens > 0) {
+            events.push(embedding_event(ctx, &format!("{doc_id}:upload"), &model, embedding_tokens, now));
+            actual.tokens = embedding_tokens as i64;
+        }
         let settlement = self.settlement_for(ctx, Some(&reservation), actual);
         match self.store().insert_document(&doc, &new_chunks, &settlement, &events).await {
             Ok(row) => {
@@ -271,6 +296,27 @@ fn level_events(
             at,
         })
         .collect()
+}
+
+/// The ledger event for the tokens an upstream embedding model billed: prompt tokens of that model, priced
+/// at its input price, keyed by what was embedded (`{document}:upload`, `{operation}`) so it is recorded once.
+pub(crate) fn embedding_event(
+    ctx: &TenantContext,
+    key: &str,
+    model: &tenantry_domain::ModelSpec,
+    tokens: u64,
+    at: Timestamp,
+) -> UsageEvent {
+    UsageEvent {
+        event_id: format!("{key}:embedding:{}", Meter::PromptTokens.as_str()),
+        tenant_id: ctx.tenant_id.clone(),
+        request_id: ctx.request_id.to_string(),
+        meter: Meter::PromptTokens,
+        model: model.name.clone(),
+        quantity: tokens as i64,
+        cost_micros: model.input_price.cost(tokens).0,
+        at,
+    }
 }
 
 async fn write_blob(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -50,7 +50,14 @@ impl From<tenantry_store::StoreError> for ServiceError {
 
 impl From<tenantry_search::SearchError> for ServiceError {
     fn from(e: tenantry_search::SearchError) -> Self {
-        Self::internal(e)
+        match e {
+            // The embedding model is a model provider: its failure is the upstream's, as for generation.
+            tenantry_search::SearchError::Embed(e) => {
+                tracing::warn!(error = %e, "embedding model failed");
+                Self::new(ErrorCode::UpstreamFailed, "the embedding model failed")
+            }
+            other => Self::internal(other),
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod billing;
 pub mod documents;
+mod embedding;
 pub mod erasure;
 mod error;
 pub mod export;
@@ -33,7 +34,7 @@ use std::sync::Arc;
 use rand::RngCore;
 use tenantry_domain::config::ConfigError;
 use tenantry_domain::quota::PeriodKind;
-use tenantry_domain::{Catalog, Clock, Config, SystemClock, TestClock};
+use tenantry_domain::{Catalog, Clock, Config, ModelSpec, ProviderKind, SystemClock, TestClock};
 use tenantry_llm::Providers;
 use tenantry_search::SearchIndexes;
 use tenantry_store::Store;
@@ -73,6 +74,8 @@ struct Inner {
     analytics: Option<analytics::ClickHouse>,
     /// `advanced`'s fusion weights (`search.fusion_weights`, else the embedder's own).
     fusion: parking_lot::RwLock<tenantry_rag::FusionWeights>,
+    /// The upstream embedding model (`search.embedding_model`), whose tokens are metered to tenants.
+    embedding_model: Option<Arc<ModelSpec>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +146,7 @@ impl Services {
             }
         }
         let fusion = match config.search.fusion_weights.trim() {
-            "" if config.search.embedding_model().is_some() => retriever::SEMANTIC_MODEL_FUSION,
+            "" if config.search.has_semantic_model() => retriever::SEMANTIC_MODEL_FUSION,
             "" => tenantry_rag::FusionWeights::default(),
             raw => tenantry_rag::FusionWeights::parse(raw).ok_or_else(|| {
                 ConfigError::Invalid(format!(
@@ -152,8 +155,26 @@ impl Services {
                 ))
             })?,
         };
+        // The upstream embedding model, whose tokens are metered to tenants (a local model bills nothing).
+        let embedding_model = match config.search.upstream_embedding_model() {
+            None => None,
+            Some(name) => {
+                Some(catalog.model(name).filter(|m| m.provider == ProviderKind::OpenAi).cloned().ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "search.embedding_model {name:?}: not the name of a [[models]] entry with provider \"openai\""
+                    ))
+                })?)
+            }
+        };
         let embedder: Arc<dyn tenantry_search::embed::TextEmbedder> = match config.search.embedding_model() {
-            None => Arc::new(tenantry_search::embed::HashEmbedder::default()),
+            None => match &embedding_model {
+                Some(model) => Arc::new(embedding::UpstreamEmbedder::new(
+                    model,
+                    config.search.embedding_dimensions,
+                    tokio::runtime::Handle::current(),
+                )),
+                None => Arc::new(tenantry_search::embed::HashEmbedder::default()),
+            },
             Some(dir) => {
                 let dir = dir.to_owned();
                 let model = tokio::task::spawn_blocking(move || tenantry_search::bert::BertEmbedder::load(&dir))
@@ -185,6 +206,7 @@ impl Services {
                 failed_auth: Default::default(),
                 fusion: parking_lot::RwLock::new(fusion),
                 analytics,
+                embedding_model,
             }),
         };
         services.resume_erasures().await.map_err(|e| StartError::Erasure(e.detail))?;
@@ -212,6 +234,11 @@ impl Services {
 
     pub(crate) fn search(&self) -> &Arc<SearchIndexes> {
         &self.inner.search
+    }
+
+    /// The upstream embedding model when vectors come from one (its tokens are billed to the tenant).
+    pub(crate) fn embedding_model(&self) -> Option<&Arc<ModelSpec>> {
+        self.inner.embedding_model.as_ref()
     }
 
     pub(crate) fn providers(&self) -> &Providers {

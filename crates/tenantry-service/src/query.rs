@@ -13,6 +13,7 @@ use tenantry_store::{Amounts, UsageEvent};
 use tracing::Instrument;
 use utoipa::ToSchema;
 
+use crate::documents::embedding_event;
 use crate::quota::Reservation;
 use crate::retriever::TenantRetriever;
 use crate::{ServiceError, ServiceResult, Services};
@@ -41,7 +42,13 @@ impl QueryRequest {
 pub struct QueryUsage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Tokens an upstream embedding model (`search.embedding_model`) billed for embedding the question (or
+    /// its planned steps); 0 with a local embedder.
+    pub embedding_tokens: u64,
+    /// Every token billed for the request: prompt, completion and embedding.
     pub total_tokens: u64,
+    /// What the request cost, all of it: generation at the answering model's prices, embedding at the
+    /// embedding model's.
     pub cost_micros: i64,
 }
 
@@ -70,17 +77,18 @@ pub type QueryStream = BoxStream<'static, QueryEvent>;
 
 impl Services {
     pub async fn query(&self, ctx: &TenantContext, request: &QueryRequest) -> ServiceResult<QueryResult> {
-        let (prepared, reservation) = self.begin_query(ctx, request).await?;
-        let generation = self.providers().generate(&ctx.model, &prepared.prompt).await.map_err(ServiceError::from)?;
-        self.finish_query(ctx, reservation, &prepared, generation).await
+        let (begun, reservation) = self.begin_query(ctx, request).await?;
+        let generation =
+            self.providers().generate(&ctx.model, &begun.prepared.prompt).await.map_err(ServiceError::from)?;
+        self.finish_query(ctx, reservation, &begun, generation).await
     }
 
     /// A streamed answer. Errors before the first token (validation, quota, an upstream that refuses) are
     /// returned as errors; later ones end the stream with `Failed`. The generation runs to its end in its own
     /// task, so the ledger records what the upstream produced even if the client goes away mid-stream.
     pub async fn query_stream(&self, ctx: &TenantContext, request: &QueryRequest) -> ServiceResult<QueryStream> {
-        let (prepared, reservation) = self.begin_query(ctx, request).await?;
-        let mut chunks = tenantry_rag::generate_stream(ctx, self.providers(), &prepared).await?;
+        let (begun, reservation) = self.begin_query(ctx, request).await?;
+        let mut chunks = tenantry_rag::generate_stream(ctx, self.providers(), &begun.prepared).await?;
         let (tx, rx) = tokio::sync::mpsc::channel::<QueryEvent>(64);
         let (services, ctx) = (self.clone(), ctx.clone());
         let run = async move {
@@ -90,7 +98,7 @@ impl Services {
                 let event = match chunks.next().await {
                     Some(Ok(Chunk::Text(text))) => QueryEvent::Token(text),
                     Some(Ok(Chunk::Done(generation))) => {
-                        match services.finish_query(&ctx, reservation, &prepared, generation).await {
+                        match services.finish_query(&ctx, reservation, &begun, generation).await {
                             Ok(result) => QueryEvent::Finished(result),
                             Err(e) => QueryEvent::Failed(e),
                         }
@@ -123,7 +131,7 @@ impl Services {
     }
 
     /// Validates, pre-checks quota, retrieves and assembles the prompt, then reserves its exact upper bound.
-    async fn begin_query(&self, ctx: &TenantContext, request: &QueryRequest) -> ServiceResult<(Prepared, Reservation)> {
+    async fn begin_query(&self, ctx: &TenantContext, request: &QueryRequest) -> ServiceResult<(Begun, Reservation)> {
         let question = request.question.trim();
         if question.is_empty() {
             return Err(ServiceError::validation("question must not be empty"));
@@ -148,12 +156,14 @@ impl Services {
         // quota is plainly used up; the reservation is what enforces it.
         let floor = tenantry_domain::tokens::count(question) + u64::from(max_completion);
         self.precheck(ctx, Amounts { queries: 1, tokens: floor as i64, ..Amounts::default() }).await?;
-        let retriever = TenantRetriever { services: self };
+        let retriever = TenantRetriever::new(self);
         let prepared = tenantry_rag::prepare(ctx, &retriever, question, top_k, max_completion).await?;
-        let reservation = self
-            .reserve(ctx, Amounts { queries: 1, tokens: prepared.max_tokens() as i64, ..Amounts::default() })
-            .await?;
-        Ok((prepared, reservation))
+        // An upstream embedder has already billed the question's embedding: exact, so reserved as is.
+        let embedding_tokens = retriever.embedding_tokens();
+        let tokens = prepared.max_tokens() + embedding_tokens;
+        let reservation =
+            self.reserve(ctx, Amounts { queries: 1, tokens: tokens as i64, ..Amounts::default() }).await?;
+        Ok((Begun { prepared, embedding_tokens }, reservation))
     }
 
     /// Prices the generation with the model that ran (the context's: the pipeline cannot pick another) and
@@ -162,9 +172,10 @@ impl Services {
         &self,
         ctx: &TenantContext,
         reservation: Reservation,
-        prepared: &Prepared,
+        begun: &Begun,
         generation: Generation,
     ) -> ServiceResult<QueryResult> {
+        let prepared = &begun.prepared;
         let model = self.catalog().model(&generation.model).unwrap_or(&ctx.model);
         let usage = generation.usage;
         let prompt_cost = model.input_price.cost(usage.prompt_tokens);
@@ -180,12 +191,19 @@ impl Services {
             cost_micros: cost,
             at: now,
         };
-        let events = [
+        let mut events = vec![
             event(Meter::Queries, 1, 0),
             event(Meter::PromptTokens, usage.prompt_tokens, prompt_cost.0),
             event(Meter::CompletionTokens, usage.completion_tokens, completion_cost.0),
         ];
-        let actual = Amounts { queries: 1, tokens: usage.total() as i64, ..Amounts::default() };
+        let mut embedding_cost = 0;
+        if let Some(embedding_model) = self.embedding_model().filter(|_| begun.embedding_tokens > 0) {
+            let e = embedding_event(ctx, ctx.operation_id.as_str(), embedding_model, begun.embedding_tokens, now);
+            embedding_cost = e.cost_micros;
+            events.push(e);
+        }
+        let total_tokens = usage.total() + begun.embedding_tokens;
+        let actual = Amounts { queries: 1, tokens: total_tokens as i64, ..Amounts::default() };
         self.settle(ctx, Some(reservation), actual, &events).await?;
         self.query_answered(&ctx.tenant_id).await;
         tracing::info!(
@@ -203,12 +221,20 @@ impl Services {
             usage: QueryUsage {
                 prompt_tokens: usage.prompt_tokens,
                 completion_tokens: usage.completion_tokens,
-                total_tokens: usage.total(),
-                cost_micros: (prompt_cost + completion_cost).0,
+                embedding_tokens: begun.embedding_tokens,
+                total_tokens,
+                cost_micros: (prompt_cost + completion_cost).0 + embedding_cost,
             },
             request_id: ctx.request_id.to_string(),
         })
     }
+}
+
+/// A query between retrieval and generation: the assembled prompt, and the tokens an upstream embedder
+/// billed for its retrieval.
+pub(crate) struct Begun {
+    prepared: Prepared,
+    embedding_tokens: u64,
 }
 
 impl QueryEvent {
@@ -228,7 +254,7 @@ impl Services {
         query: &str,
         top_k: usize,
     ) -> ServiceResult<Vec<tenantry_rag::Hit>> {
-        let retriever = TenantRetriever { services: self };
+        let retriever = TenantRetriever::new(self);
         Ok(tenantry_rag::retrieve(ctx, &retriever, query, top_k.clamp(1, MAX_EVAL_TOP_K)).await?)
     }
 }

@@ -1,10 +1,13 @@
 //! Retrieval for the pipelines: search the context's namespace off the async runtime, then drop hits whose
 //! document row is gone (an index write that outlived a failed or crashed database write).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use async_trait::async_trait;
 use tenantry_domain::{DocumentId, TenantContext};
+use tenantry_llm::LlmError;
 use tenantry_rag::{FusionMethod, FusionWeights, Hit, RagError, Retriever};
-use tenantry_search::SearchIndexes;
+use tenantry_search::{SearchError, SearchIndexes};
 
 use crate::Services;
 
@@ -16,7 +19,9 @@ pub(crate) const SEMANTIC_MODEL_FUSION: FusionWeights =
     FusionWeights { method: FusionMethod::Convex, lexical: 1.0, expanded: 0.0, semantic: 1.0 };
 
 pub(crate) struct TenantRetriever<'a> {
-    pub services: &'a Services,
+    services: &'a Services,
+    /// Tokens an upstream embedder billed for this retriever's queries (agentic mode embeds several).
+    embedding_tokens: AtomicU64,
 }
 
 #[derive(Clone, Copy)]
@@ -26,21 +31,34 @@ enum Kind {
     Semantic,
 }
 
-impl TenantRetriever<'_> {
+impl<'a> TenantRetriever<'a> {
+    pub(crate) fn new(services: &'a Services) -> Self {
+        Self { services, embedding_tokens: AtomicU64::new(0) }
+    }
+
+    /// What an upstream embedder billed for the retrieval so far (0 with a local embedder).
+    pub(crate) fn embedding_tokens(&self) -> u64 {
+        self.embedding_tokens.load(Ordering::Relaxed)
+    }
+
     async fn run(&self, kind: Kind, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>, RagError> {
         let search = self.services.search().clone();
         let (owned_ctx, owned_query) = (ctx.clone(), query.to_owned());
-        let hits = tokio::task::spawn_blocking(move || {
+        let (hits, billed) = tokio::task::spawn_blocking(move || {
             let search: &SearchIndexes = &search;
             match kind {
-                Kind::Lexical => search.search(&owned_ctx, &owned_query, top_k),
-                Kind::Expanded => search.search_expanded(&owned_ctx, &owned_query, top_k),
-                Kind::Semantic => search.semantic(&owned_ctx, &owned_query, top_k),
+                Kind::Lexical => search.search(&owned_ctx, &owned_query, top_k).map(|hits| (hits, 0)),
+                Kind::Expanded => search.search_expanded(&owned_ctx, &owned_query, top_k).map(|hits| (hits, 0)),
+                Kind::Semantic => search.semantic_metered(&owned_ctx, &owned_query, top_k),
             }
         })
         .await
         .map_err(|e| RagError::Retrieval(e.to_string()))?
-        .map_err(|e| RagError::Retrieval(e.to_string()))?;
+        .map_err(|e| match e {
+            SearchError::Embed(e) => RagError::Llm(LlmError::Upstream(e.to_string())),
+            other => RagError::Retrieval(other.to_string()),
+        })?;
+        self.embedding_tokens.fetch_add(billed, Ordering::Relaxed);
         let mut ids: Vec<DocumentId> = hits.iter().map(|h| h.document_id.clone()).collect();
         ids.sort();
         ids.dedup();

@@ -89,8 +89,11 @@ pub struct AssistantMessage {
 pub struct ChatUsage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// `prompt_tokens + completion_tokens`, as OpenAI counts it.
     pub total_tokens: u64,
-    /// What the request cost the tenant, in micro-dollars (Tenantry extension).
+    /// Tokens an upstream embedding model billed for retrieval (Tenantry extension; 0 with a local embedder).
+    pub embedding_tokens: u64,
+    /// What the request cost the tenant, embedding included, in micro-dollars (Tenantry extension).
     pub cost_micros: i64,
 }
 
@@ -245,7 +248,8 @@ fn usage(result: &QueryResult) -> ChatUsage {
     ChatUsage {
         prompt_tokens: result.usage.prompt_tokens,
         completion_tokens: result.usage.completion_tokens,
-        total_tokens: result.usage.total_tokens,
+        total_tokens: result.usage.prompt_tokens + result.usage.completion_tokens,
+        embedding_tokens: result.usage.embedding_tokens,
         cost_micros: result.usage.cost_micros,
     }
 }

@@ -6,6 +6,7 @@ mod billing;
 mod chat;
 mod churn;
 mod dashboards;
+mod embeddings;
 mod erasure;
 mod export;
 mod gateway;

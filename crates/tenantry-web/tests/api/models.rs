@@ -170,7 +170,8 @@ async fn each_tenant_reaches_the_upstream_as_its_own_model_prompt_and_key() {
     // Usage is the upstream's, priced with each tenant's model.
     assert_eq!(
         qa["usage"],
-        json!({"prompt_tokens": 111, "completion_tokens": 22, "total_tokens": 133, "cost_micros": 111 * 30 + 22 * 60})
+        json!({"prompt_tokens": 111, "completion_tokens": 22, "embedding_tokens": 0, "total_tokens": 133,
+               "cost_micros": 111 * 30 + 22 * 60})
     );
     assert_eq!(qb["usage"]["cost_micros"], json!((111.0_f64 * 0.5 + 22.0 * 1.5).round() as i64));
     let usage_a = app.usage(&a.key).await;
@@ -230,7 +231,8 @@ async fn streams_reach_the_upstream_as_each_tenants_model_and_bill_the_upstreams
     assert_eq!(done["model"], "gpt-a");
     assert_eq!(
         done["usage"],
-        json!({"prompt_tokens": 111, "completion_tokens": 22, "total_tokens": 133, "cost_micros": 111 * 30 + 22 * 60})
+        json!({"prompt_tokens": 111, "completion_tokens": 22, "embedding_tokens": 0, "total_tokens": 133,
+               "cost_micros": 111 * 30 + 22 * 60})
     );
 
     let chat = json!({"messages": [{"role": "user", "content": "refunds?"}], "stream": true});
