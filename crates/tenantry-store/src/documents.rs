@@ -1,6 +1,8 @@
 //! Document metadata and chunk text. The search index is derived from these rows; the row is the truth.
 //! A document and its chunks are written, and removed, in one transaction together with their ledger events.
 
+use std::collections::HashSet;
+
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use tenantry_domain::{ChunkId, DocumentId, TenantId, Timestamp};
@@ -173,21 +175,25 @@ impl Store {
             .collect()
     }
 
-    /// Which of `ids` are live documents of `tenant`. Search hits are checked against this, so an index entry
-    /// whose row is gone (a crash between the two writes) is never shown.
+    /// Which of `ids` are live documents of `tenant`, in the order of `ids`. Search hits are checked against
+    /// this, so an index entry whose row is gone (a crash between the two writes) is never shown. One query per
+    /// 64 ids; the list is padded (with its last id) to a power of two, so few statement shapes are cached.
     pub async fn live_documents(&self, tenant: &TenantId, ids: &[DocumentId]) -> Result<Vec<DocumentId>> {
-        let mut live = Vec::with_capacity(ids.len());
-        for id in ids {
-            let found = sqlx::query("SELECT 1 FROM documents WHERE id = $1 AND tenant_id = $2")
-                .bind(id.as_str())
-                .bind(tenant.as_str())
-                .fetch_optional(&self.read)
-                .await?;
-            if found.is_some() {
-                live.push(id.clone());
+        const PER_QUERY: usize = 64;
+        let mut found: HashSet<String> = HashSet::with_capacity(ids.len());
+        for group in ids.chunks(PER_QUERY) {
+            let padded = group.len().next_power_of_two();
+            let list = (0..padded).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ");
+            let sql = format!("SELECT id FROM documents WHERE tenant_id = $1 AND id IN ({list})");
+            let mut q = sqlx::query(&sql).bind(tenant.as_str());
+            for i in 0..padded {
+                q = q.bind(group[i.min(group.len() - 1)].as_str());
+            }
+            for row in q.fetch_all(&self.read).await? {
+                found.insert(row.try_get("id")?);
             }
         }
-        Ok(live)
+        Ok(ids.iter().filter(|id| found.contains(id.as_str())).cloned().collect())
     }
 
     /// Deletes the document and its chunks and settles `events` (negative levels) in one transaction.

@@ -156,6 +156,12 @@ async fn documents_and_ledger(store: Store) {
     store.create_tenant(&other, &other_key).await.expect("create");
     assert!(store.document(&other.id, &doc.id).await.expect("read").is_none(), "tenant-scoped read");
     assert!(store.live_documents(&other.id, std::slice::from_ref(&doc.id)).await.expect("live").is_empty());
+    // Many ids at once (more than one query's worth), answered in the caller's order, unknown ones dropped.
+    let mut ids: Vec<DocumentId> = (0..69).map(|_| DocumentId::generate()).collect();
+    ids.insert(3, doc.id.clone());
+    ids.push(doc.id.clone());
+    assert_eq!(store.live_documents(&t.id, &ids).await.expect("live"), vec![doc.id.clone(), doc.id.clone()]);
+    assert!(store.live_documents(&t.id, &[]).await.expect("none asked").is_empty());
     assert!(matches!(
         store.delete_document(&other.id, &doc.id, &settlement(&other.id, None, Amounts::default()), &[]).await,
         Err(StoreError::NotFound)
