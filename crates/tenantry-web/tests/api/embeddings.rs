@@ -84,6 +84,10 @@ async fn app_with_upstream_embedder() -> (TestApp, Calls) {
         });
         c.search.embedding_model = "embed-small".into();
         c.search.embedding_dimensions = 4;
+        let mut plan = c.plans.iter().find(|p| p.name == "starter").expect("starter").clone();
+        plan.name = "agent".into();
+        plan.retrieval_modes = vec!["basic".into(), "advanced".into(), "agentic".into()];
+        c.plans.push(plan);
     })
     .await;
     (app, calls)
@@ -147,6 +151,26 @@ async fn advanced_finds_by_meaning_through_the_upstream_and_its_tokens_are_bille
     let basic = app.query(&t.key, "How long until reimbursements are paid?").await;
     assert_eq!(basic["usage"]["embedding_tokens"], 0, "{basic}");
     assert_eq!(billed(&calls), before);
+}
+
+#[tokio::test]
+async fn an_agentic_question_bills_the_embedding_of_every_step_it_retrieves_for() {
+    let (app, calls) = app_with_upstream_embedder().await;
+    let t = app.signup("agent@embeddings.test", "agent").await;
+    app.upload_text(&t.key, "Reimbursements", "Reimbursements are paid within 14 days of the return.").await;
+    app.upload_text(&t.key, "Carriers", "Parcels leave the Berlin warehouse with DHL.").await;
+    use_mode(&app, &t.key, "agentic").await;
+    let before = calls.lock().expect("lock").len();
+    let answer = app.query(&t.key, "How do I get my money back and which carrier takes the parcels?").await;
+    let steps = answer["steps"].as_array().expect("steps").len();
+    assert!(steps >= 2, "a compound question is planned in steps: {answer}");
+    let asked: Vec<(Vec<String>, u64)> = calls.lock().expect("lock")[before..].to_vec();
+    assert!(asked.len() >= steps, "each step's text is embedded: {asked:?}");
+    let billed: u64 = asked.iter().map(|(_, tokens)| tokens).sum();
+    assert_eq!(answer["usage"]["embedding_tokens"].as_u64(), Some(billed), "{answer}");
+    let usage = app.usage(&t.key).await;
+    let uploads: u64 = calls.lock().expect("lock")[..before].iter().map(|(_, tokens)| tokens).sum();
+    assert_eq!(usage["by_model"]["embed-small"]["prompt_tokens"].as_u64(), Some(uploads + billed), "{usage}");
 }
 
 #[tokio::test]
