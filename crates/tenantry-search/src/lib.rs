@@ -249,13 +249,9 @@ impl SearchIndexes {
         self.namespace(ctx)?.lexical.search_with_feedback(query, top_k)
     }
 
-    /// The chunks nearest to the query's embedding (cosine), best first.
-    pub fn semantic(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>> {
-        Ok(self.semantic_metered(ctx, query, top_k)?.0)
-    }
-
-    /// `semantic`, and the tokens the embedder's upstream billed for the query (0 for a local embedder).
-    pub fn semantic_metered(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<(Vec<Hit>, u64)> {
+    /// The chunks nearest to the query's embedding (cosine), best first, and the tokens the embedder's
+    /// upstream billed for the query (0 for a local embedder).
+    pub fn semantic(&self, ctx: &TenantContext, query: &str, top_k: usize) -> Result<(Vec<Hit>, u64)> {
         let ns = self.namespace(ctx)?;
         let metered = self.embedder.embed_metered(&[query])?;
         let [vector] = &metered.vectors[..] else {
@@ -425,10 +421,10 @@ mod tests {
 
         let switched = SearchIndexes::with_embedder(dir.path(), 8, Arc::new(Constant));
         assert_eq!(switched.vector_count(&ctx)?, 0, "2,048-dimension hashing vectors are never searched as 3");
-        assert!(switched.semantic(&ctx, "refunds", 5)?.is_empty());
+        assert!(switched.semantic(&ctx, "refunds", 5)?.0.is_empty());
         assert_eq!(switched.search(&ctx, "refunds", 5)?.len(), 1, "BM25 is untouched");
         switched.index_vectors(&ctx.tenant_id, &d, "Refunds", &chunks)?; // the re-embedding path
-        assert_eq!(switched.semantic(&ctx, "anything", 5)?[0].document_id, d);
+        assert_eq!(switched.semantic(&ctx, "anything", 5)?.0[0].document_id, d);
         Ok(())
     }
 
@@ -451,7 +447,7 @@ mod tests {
         let docs: Vec<_> = expanded.iter().map(|h| &h.document_id).collect();
         assert_eq!(docs, [&a, &b], "the question's own match stays first");
         assert_eq!(indexes.vector_count(&ctx)?, 2);
-        assert_eq!(indexes.semantic(&ctx, "refund", 1)?[0].document_id, a);
+        assert_eq!(indexes.semantic(&ctx, "refund", 1)?.0[0].document_id, a);
         Ok(())
     }
 }

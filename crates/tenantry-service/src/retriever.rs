@@ -49,7 +49,7 @@ impl<'a> TenantRetriever<'a> {
             match kind {
                 Kind::Lexical => search.search(&owned_ctx, &owned_query, top_k).map(|hits| (hits, 0)),
                 Kind::Expanded => search.search_expanded(&owned_ctx, &owned_query, top_k).map(|hits| (hits, 0)),
-                Kind::Semantic => search.semantic_metered(&owned_ctx, &owned_query, top_k),
+                Kind::Semantic => search.semantic(&owned_ctx, &owned_query, top_k),
             }
         })
         .await

@@ -8,7 +8,7 @@ use sqlx::{Any, Row, Transaction};
 use tenantry_domain::{ChunkId, DocumentId, TenantId, Timestamp};
 
 use crate::quota::{settle_in, Settlement};
-use crate::usage::UsageEvent;
+use crate::usage::{runs, UsageEvent};
 use crate::{Result, Store, StoreError};
 
 #[derive(Clone, Debug)]
@@ -177,17 +177,15 @@ impl Store {
 
     /// Which of `ids` are live documents of `tenant`, in the order of `ids`. Search hits are checked against
     /// this, so an index entry whose row is gone (a crash between the two writes) is never shown. One query per
-    /// 64 ids; the list is padded (with its last id) to a power of two, so few statement shapes are cached.
+    /// run of ids (`usage::runs`: at most 64, in few statement shapes).
     pub async fn live_documents(&self, tenant: &TenantId, ids: &[DocumentId]) -> Result<Vec<DocumentId>> {
-        const PER_QUERY: usize = 64;
         let mut found: HashSet<String> = HashSet::with_capacity(ids.len());
-        for group in ids.chunks(PER_QUERY) {
-            let padded = group.len().next_power_of_two();
-            let list = (0..padded).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ");
+        for run in runs(ids) {
+            let list = (2..run.len() + 2).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
             let sql = format!("SELECT id FROM documents WHERE tenant_id = $1 AND id IN ({list})");
             let mut q = sqlx::query(&sql).bind(tenant.as_str());
-            for i in 0..padded {
-                q = q.bind(group[i.min(group.len() - 1)].as_str());
+            for id in run {
+                q = q.bind(id.as_str());
             }
             for row in q.fetch_all(&self.read).await? {
                 found.insert(row.try_get("id")?);
