@@ -132,7 +132,7 @@ impl Services {
                 analytics::ClickHouse::new(url, &config.analytics.clickhouse_database).map_err(ConfigError::Invalid)?,
             ),
         };
-        let store = Store::open(&config.database.url, &data_dir).await?.with_analytics_outbox(analytics.is_some());
+        let store = Store::open(&config.database.url, &data_dir).await?.with_analytics_outbox(analytics.is_some())?;
         if store.backend() == tenantry_store::Backend::Sqlite {
             // The embedded store belongs to this process alone: any reservation in it was held by a
             // request of a previous run that died, so none can still be in flight.

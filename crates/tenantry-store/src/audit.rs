@@ -128,7 +128,7 @@ pub(crate) async fn append_audit_in(tx: &mut Transaction<'static, Any>, entry: &
 impl Store {
     /// Appends an entry to the chain and returns it.
     pub async fn append_audit(&self, entry: &NewAuditEntry) -> Result<AuditEntry> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let appended = append_audit_in(&mut tx, entry).await?;
         tx.commit().await?;
         Ok(appended)
@@ -186,7 +186,7 @@ impl Store {
     /// and appends an `audit.pruned` entry recording the anchor, in one transaction; `None` when no entry
     /// is that old.
     pub async fn prune_audit(&self, cutoff: Timestamp, now: Timestamp) -> Result<Option<AuditPruned>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let last = sqlx::query("SELECT seq, hash FROM audit_log WHERE at < $1 ORDER BY seq DESC LIMIT 1")
             .bind(cutoff.0)
             .fetch_optional(&mut *tx)

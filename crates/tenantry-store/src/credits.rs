@@ -31,7 +31,7 @@ impl Store {
         now: Timestamp,
         jobs: &[NewJob],
     ) -> Result<WinBack> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let to = transition_in(&mut tx, tenant, expected_version, from, LifecycleEvent::WinBackAccepted, now).await?;
         for job in jobs {
             enqueue_in(&mut tx, job, now).await?;

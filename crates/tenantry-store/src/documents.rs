@@ -97,7 +97,7 @@ impl Store {
         events: &[UsageEvent],
     ) -> Result<DocumentRow> {
         let mut guard = self.settlement_guard(settlement).await?;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO documents (id, tenant_id, title, content_type, bytes, chunks, content_sha256, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -203,7 +203,7 @@ impl Store {
         events: &[UsageEvent],
     ) -> Result<()> {
         let mut guard = self.settlement_guard(settlement).await?;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM chunks WHERE document_id = $1 AND tenant_id = $2")
             .bind(id.as_str())
             .bind(tenant.as_str())

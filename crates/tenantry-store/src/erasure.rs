@@ -72,7 +72,7 @@ impl Store {
     ) -> Result<ErasedRows> {
         let NewErasure { id: erasure_id, requested_by, at: now, jobs } = *erasure;
         let to = from.on(LifecycleEvent::Erased).ok_or(StoreError::Conflict("transition"))?;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let moved = sqlx::query(
             "UPDATE tenants SET state = $1, state_version = state_version + 1, updated_at = $2, \
              email = $3, organization = '', system_prompt = '' \

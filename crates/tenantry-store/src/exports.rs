@@ -20,7 +20,7 @@ pub struct ExportRow {
 impl Store {
     /// Records the export and enqueues `jobs` (the one that builds it) in one transaction.
     pub async fn record_export(&self, e: &ExportRow, jobs: &[NewJob]) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO exports (id, tenant_id, status, created_at, expires_at, bytes, sha256) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",

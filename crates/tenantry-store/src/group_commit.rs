@@ -1,12 +1,19 @@
-//! Group commit of settlements for the embedded store. SQLite has one writer, and through sqlx every
-//! statement is a hop to that connection's worker thread, so a settlement of its own (begin, ledger rows,
-//! counters, commit) costs the writer five round trips per request. Here one task takes every settlement
-//! waiting in its queue and writes them together: one multi-row ledger insert that returns the rows it added
-//! (a settlement whose events were all recorded before applies nothing, as alone), one multi-row counter
-//! upsert with the sums per tenant, period and meter, the analytics outbox rows, and one commit. A request
-//! still waits for the commit that holds its rows before it answers, so every answered request is in the
-//! ledger. If a batch fails, each of its settlements is retried alone, so one bad settlement fails only
-//! itself.
+//! Group commit of settlements for the embedded store. One task takes every settlement waiting in its queue
+//! and hands them to the ledger writer, a thread of its own with its own SQLite connection, which writes
+//! them together: one multi-row ledger insert that returns the rows it added (a settlement whose events were
+//! all recorded before applies nothing, as alone), one multi-row counter upsert with the sums per tenant,
+//! period and meter, the analytics outbox rows, and one commit. A request still waits for the commit that
+//! holds its rows before it answers, so every answered request is in the ledger. If a batch fails, each of
+//! its settlements is written again alone, so one bad settlement fails only itself.
+//!
+//! Why a thread and a connection of its own: through sqlx every statement is a message to the connection's
+//! worker thread and a wake-up back, and so is the test of a pooled connection as it is taken and returned.
+//! A batch cost six such round trips (the test on acquire, begin, ledger, counters, commit, release), each a
+//! pair of context switches on a 2-core machine under load; the gateway's p99 was mostly that waiting. The ledger
+//! writer runs the same statements directly, so a batch is one hand-over and one answer. It is a second
+//! writer beside the pool's, so both begin their transactions `IMMEDIATE` (`Store::begin_write`): each waits
+//! for SQLite's write lock up front (the busy timeout) instead of failing to upgrade a read transaction after
+//! the other committed.
 //!
 //! The in-memory quota state (`memgate`) moves after the commit, under each tenant's lock. Until then the
 //! settled usage is still counted as reserved, and a reservation always covers the usage it settles
@@ -15,14 +22,16 @@
 //! batch then adds again in memory.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
 
-use sqlx::{Any, Transaction};
+use rusqlite::{params_from_iter, Connection, TransactionBehavior};
 use tenantry_domain::{TenantId, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::quota::{QuotaMeter, Settlement};
-use crate::usage::{insert_events_returning, placeholders, queue_for_analytics, runs, UsageEvent};
-use crate::{Result, Store};
+use crate::usage::{insert_events_sql, outbox_sql, placeholders, runs, UsageEvent};
+use crate::{Result, Store, StoreError};
 
 /// Settlements per transaction at most; what waits beyond goes into the next one.
 const MAX_BATCH: usize = 256;
@@ -33,20 +42,21 @@ struct Pending {
     done: oneshot::Sender<Result<bool>>,
 }
 
-/// The queue in front of the writer task; dropping every handle ends the task.
+/// The queue in front of the writer task; dropping every handle ends the task and then the ledger thread.
 #[derive(Clone, Debug)]
 pub(crate) struct GroupCommit {
     queue: mpsc::UnboundedSender<Pending>,
 }
 
 impl GroupCommit {
-    /// Starts the writer over `lone`: the store whose own `settle` (one settlement, one transaction) is the
-    /// fallback, so it must be a handle without a group commit of its own.
-    pub(crate) fn start(lone: Store) -> Self {
-        debug_assert!(lone.group_commit.is_none(), "the writer's store settles alone");
+    /// Starts the writer for the database file at `path` (migrated already). `store` is the handle the
+    /// writer loads and moves quota state through; it must not have a group commit of its own.
+    pub(crate) fn start(store: Store, path: &Path) -> Result<Self> {
+        debug_assert!(store.group_commit.is_none(), "the writer's store settles alone");
+        let ledger = Ledger::open(path, store.analytics_outbox)?;
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(Writer { store: lone }.run(rx));
-        Self { queue }
+        tokio::spawn(Writer { store, ledger }.run(rx));
+        Ok(Self { queue })
     }
 
     /// Settles once the transaction holding the settlement's rows has committed; false if its events were
@@ -54,14 +64,18 @@ impl GroupCommit {
     pub(crate) async fn settle(&self, settlement: &Settlement, events: &[UsageEvent]) -> Result<bool> {
         let (done, answer) = oneshot::channel();
         let pending = Pending { settlement: settlement.clone(), events: events.to_vec(), done };
-        let closed = || crate::StoreError::Database(sqlx::Error::PoolClosed);
         self.queue.send(pending).map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
     }
 }
 
+fn closed() -> StoreError {
+    StoreError::Database(sqlx::Error::PoolClosed)
+}
+
 struct Writer {
     store: Store,
+    ledger: Ledger,
 }
 
 impl Writer {
@@ -69,54 +83,54 @@ impl Writer {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
             self.write_batch(std::mem::take(&mut batch)).await;
-            self.finish_checkpoint().await;
-        }
-    }
-
-    /// Between two batches, completes the checkpoint the background passes left almost done (`checkpoint`).
-    async fn finish_checkpoint(&self) {
-        if self.store.checkpoints.as_ref().is_some_and(|c| c.take_finish()) {
-            if let Err(e) = sqlx::query(crate::checkpoint::PASSIVE).execute(&self.store.write).await {
-                tracing::warn!(error = %e, "WAL checkpoint failed; retrying after the next background pass");
+            // Queued behind nothing: the next batch waits on the ledger thread until the pass is done.
+            if self.store.checkpoints.as_ref().is_some_and(|c| c.take_finish()) {
+                self.ledger.finish_checkpoint();
             }
         }
     }
 
     async fn write_batch(&self, batch: Vec<Pending>) {
-        let together: Vec<(&Settlement, &[UsageEvent])> =
-            batch.iter().map(|p| (&p.settlement, p.events.as_slice())).collect();
-        let written = match self.preload(&batch).await {
-            Ok(()) => self.commit(&together).await,
-            Err(e) => Err(e),
-        };
-        match written {
-            Ok(applied) => {
-                for (p, applied) in batch.into_iter().zip(applied) {
-                    if applied {
-                        self.move_memory(&p.settlement).await;
-                    }
-                    let _ = p.done.send(Ok(applied));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, settlements = batch.len(), "group commit failed; settling one by one");
+        let batch = self.preload(batch).await;
+        let written = match self.ledger.write(batch).await {
+            Ok(written) => written,
+            Err(batch) => {
                 for p in batch {
-                    let alone = self.store.settle(&p.settlement, &p.events).await;
-                    let _ = p.done.send(alone);
+                    let _ = p.done.send(Err(closed()));
                 }
+                return;
             }
+        };
+        for (p, result) in written {
+            if matches!(result, Ok(true)) {
+                self.move_memory(&p.settlement).await;
+            }
+            let _ = p.done.send(result);
         }
     }
 
-    /// Loads every tenant's counters for the batch's periods before anything commits.
-    async fn preload(&self, batch: &[Pending]) -> Result<()> {
-        let mut seen: HashSet<(&TenantId, Timestamp)> = HashSet::new();
+    /// Loads every tenant's counters for the batch's periods before anything commits; a settlement whose
+    /// tenant's counters cannot be read fails here, and the rest go on.
+    async fn preload(&self, batch: Vec<Pending>) -> Vec<Pending> {
+        let mut loaded: HashSet<(TenantId, Timestamp)> = HashSet::new();
+        let mut ready = Vec::with_capacity(batch.len());
         for p in batch {
-            if seen.insert((&p.settlement.tenant_id, p.settlement.period_start)) {
-                drop(self.store.settlement_guard(&p.settlement).await?);
+            let key = (p.settlement.tenant_id.clone(), p.settlement.period_start);
+            if loaded.contains(&key) {
+                ready.push(p);
+                continue;
+            }
+            match self.store.settlement_guard(&p.settlement).await {
+                Ok(_) => {
+                    loaded.insert(key);
+                    ready.push(p);
+                }
+                Err(e) => {
+                    let _ = p.done.send(Err(e));
+                }
             }
         }
-        Ok(())
+        ready
     }
 
     /// Moves the in-memory state of a committed settlement.
@@ -128,55 +142,280 @@ impl Writer {
             Err(e) => tracing::error!(error = %e, "quota state not updated after a settlement"),
         }
     }
+}
 
-    /// Writes the whole batch in one transaction; per settlement, whether it applied.
-    async fn commit(&self, batch: &[(&Settlement, &[UsageEvent])]) -> Result<Vec<bool>> {
-        let mut tx = self.store.write.begin().await?;
-        let all: Vec<&UsageEvent> = batch.iter().flat_map(|(_, events)| events.iter()).collect();
-        let inserted: HashSet<String> = insert_events_returning(&mut tx, &all).await?.into_iter().collect();
-        // An event id belongs to the first settlement that carries it; a later duplicate applies nothing.
-        let mut claimed: HashSet<&str> = HashSet::new();
-        let applied: Vec<bool> = batch
-            .iter()
-            .map(|(_, events)| {
-                let mine = events.iter().filter(|e| inserted.contains(&e.event_id) && claimed.insert(&e.event_id));
-                events.is_empty() || mine.count() > 0
-            })
-            .collect();
-        if self.store.analytics_outbox {
-            let new: Vec<&UsageEvent> = all.iter().copied().filter(|e| inserted.contains(&e.event_id)).collect();
-            queue_for_analytics(&mut tx, &new).await?;
-        }
-        let mut used: BTreeMap<(&str, i64, &'static str), i64> = BTreeMap::new();
-        for ((s, _), _) in batch.iter().zip(&applied).filter(|(_, applied)| **applied) {
-            for m in QuotaMeter::ALL {
-                let n = m.of(&s.actual);
-                if n != 0 {
-                    *used.entry((s.tenant_id.as_str(), m.period_key(s.period_start), m.as_str())).or_default() += n;
+enum Job {
+    Write { batch: Vec<Pending>, written: oneshot::Sender<Vec<(Pending, Result<bool>)>> },
+    FinishCheckpoint,
+}
+
+/// The ledger thread: its connection, and the queue of jobs it works through in order.
+struct Ledger {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl Ledger {
+    fn open(path: &Path, analytics_outbox: bool) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_millis(crate::BUSY_TIMEOUT_MS))?;
+        conn.execute_batch(crate::CONNECTION_PRAGMAS)?;
+        // Seven shapes (`runs`) of three multi-row statements, and the pragma.
+        conn.set_prepared_statement_cache_capacity(32);
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || {
+                let mut conn = conn;
+                for job in rx {
+                    match job {
+                        Job::Write { batch, written } => {
+                            let _ = written.send(write_batch(&mut conn, batch, analytics_outbox));
+                        }
+                        Job::FinishCheckpoint => finish_checkpoint(&conn),
+                    }
                 }
+            })
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the ledger writer: {e}")))?;
+        Ok(Self { jobs })
+    }
+
+    /// Writes the batch; each settlement with its result. `Err` gives the batch back if the thread is gone.
+    async fn write(&self, batch: Vec<Pending>) -> Result<Vec<(Pending, Result<bool>)>, Vec<Pending>> {
+        let (written, answer) = oneshot::channel();
+        self.jobs.send(Job::Write { batch, written }).map_err(|e| match e.0 {
+            Job::Write { batch, .. } => batch,
+            Job::FinishCheckpoint => Vec::new(),
+        })?;
+        // The thread answers every job it takes. Were it to panic, the batch's answer channels would go with
+        // it, and each request would get the closed error.
+        Ok(answer.await.unwrap_or_default())
+    }
+
+    fn finish_checkpoint(&self) {
+        let _ = self.jobs.send(Job::FinishCheckpoint);
+    }
+}
+
+/// Between two batches, completes the checkpoint the background passes left almost done (`checkpoint`).
+fn finish_checkpoint(conn: &Connection) {
+    if let Err(e) = conn.query_row(crate::checkpoint::PASSIVE, [], |_| Ok(())) {
+        tracing::warn!(error = %e, "WAL checkpoint failed; retrying after the next background pass");
+    }
+}
+
+/// The whole batch in one transaction, or, if that fails, each settlement alone.
+fn write_batch(conn: &mut Connection, batch: Vec<Pending>, outbox: bool) -> Vec<(Pending, Result<bool>)> {
+    let together: Vec<(&Settlement, &[UsageEvent])> =
+        batch.iter().map(|p| (&p.settlement, p.events.as_slice())).collect();
+    match commit(conn, &together, outbox) {
+        Ok(applied) => batch.into_iter().zip(applied).map(|(p, applied)| (p, Ok(applied))).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, settlements = batch.len(), "group commit failed; settling one by one");
+            batch
+                .into_iter()
+                .map(|p| {
+                    let alone = commit(conn, &[(&p.settlement, &p.events)], outbox);
+                    let result = alone.map(|applied| applied[0]).map_err(StoreError::from);
+                    (p, result)
+                })
+                .collect()
+        }
+    }
+}
+
+/// Writes settlements in one transaction; per settlement, whether it applied.
+fn commit(conn: &mut Connection, batch: &[(&Settlement, &[UsageEvent])], outbox: bool) -> rusqlite::Result<Vec<bool>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let all: Vec<&UsageEvent> = batch.iter().flat_map(|(_, events)| events.iter()).collect();
+    let inserted = insert_events(&tx, &all)?;
+    // An event id belongs to the first settlement that carries it; a later duplicate applies nothing.
+    let mut claimed: HashSet<&str> = HashSet::new();
+    let applied: Vec<bool> = batch
+        .iter()
+        .map(|(_, events)| {
+            let mine = events.iter().filter(|e| inserted.contains(&e.event_id) && claimed.insert(&e.event_id));
+            events.is_empty() || mine.count() > 0
+        })
+        .collect();
+    if outbox {
+        let new: Vec<&UsageEvent> = all.iter().copied().filter(|e| inserted.contains(&e.event_id)).collect();
+        queue_for_analytics(&tx, &new)?;
+    }
+    let mut used: BTreeMap<(&str, i64, &'static str), i64> = BTreeMap::new();
+    for ((s, _), _) in batch.iter().zip(&applied).filter(|(_, applied)| **applied) {
+        for m in QuotaMeter::ALL {
+            let n = m.of(&s.actual);
+            if n != 0 {
+                *used.entry((s.tenant_id.as_str(), m.period_key(s.period_start), m.as_str())).or_default() += n;
             }
         }
-        add_used(&mut tx, &used).await?;
-        tx.commit().await?;
-        Ok(applied)
     }
+    add_used(&tx, &used)?;
+    tx.commit()?;
+    Ok(applied)
+}
+
+/// Inserts ledger rows, skipping ids already recorded; the ids it added.
+fn insert_events(tx: &rusqlite::Transaction<'_>, events: &[&UsageEvent]) -> rusqlite::Result<HashSet<String>> {
+    let mut added = HashSet::with_capacity(events.len());
+    for run in runs(events) {
+        let mut stmt = tx.prepare_cached(&insert_events_sql(&placeholders("sqlite", run.len(), 8)))?;
+        let params = run.iter().flat_map(|e| {
+            [
+                e.event_id.as_str().into(),
+                e.tenant_id.as_str().into(),
+                e.request_id.as_str().into(),
+                e.meter.as_str().into(),
+                e.model.as_str().into(),
+                e.quantity.into(),
+                e.cost_micros.into(),
+                e.at.0.into(),
+            ]
+        });
+        let ids = stmt.query_map(params_from_iter(params.collect::<Vec<Param>>()), |r| r.get::<_, String>(0))?;
+        for id in ids {
+            added.insert(id?);
+        }
+    }
+    Ok(added)
+}
+
+/// Queues new ledger events for the analytics store, in the ledger's transaction.
+fn queue_for_analytics(tx: &rusqlite::Transaction<'_>, events: &[&UsageEvent]) -> rusqlite::Result<()> {
+    for run in runs(events) {
+        let mut stmt = tx.prepare_cached(&outbox_sql(&placeholders("sqlite", run.len(), 3)))?;
+        let params = run.iter().flat_map(|e| [e.event_id.as_str().into(), e.tenant_id.as_str().into(), e.at.0.into()]);
+        stmt.execute(params_from_iter(params.collect::<Vec<Param>>()))?;
+    }
+    Ok(())
 }
 
 /// `used += n` for each (tenant, period key, meter), creating rows as needed: multi-row upserts (the keys are
 /// distinct, as an upsert of several rows needs).
-async fn add_used(tx: &mut Transaction<'_, Any>, used: &BTreeMap<(&str, i64, &'static str), i64>) -> Result<()> {
+fn add_used(tx: &rusqlite::Transaction<'_>, used: &BTreeMap<(&str, i64, &'static str), i64>) -> rusqlite::Result<()> {
     let used: Vec<_> = used.iter().collect();
     for run in runs(&used) {
-        let values = placeholders(tx.backend_name(), run.len(), 5);
-        let sql = format!(
+        let values = placeholders("sqlite", run.len(), 5);
+        let mut stmt = tx.prepare_cached(&format!(
             "INSERT INTO quota_counters (tenant_id, period_start, meter, used, reserved) VALUES {values} \
              ON CONFLICT (tenant_id, period_start, meter) DO UPDATE SET used = quota_counters.used + excluded.used"
-        );
-        let mut q = sqlx::query(&sql);
-        for ((tenant, period_key, meter), n) in run {
-            q = q.bind(*tenant).bind(*period_key).bind(*meter).bind(**n).bind(0_i64);
-        }
-        q.execute(&mut **tx).await?;
+        ))?;
+        let params = run.iter().flat_map(|((tenant, period_key, meter), n)| {
+            [(*tenant).into(), (*period_key).into(), (*meter).into(), (**n).into(), 0_i64.into()]
+        });
+        stmt.execute(params_from_iter(params.collect::<Vec<Param>>()))?;
     }
     Ok(())
+}
+
+/// A bound value: text borrowed from the batch, or an integer.
+enum Param<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+impl<'a> From<&'a str> for Param<'a> {
+    fn from(s: &'a str) -> Self {
+        Self::Text(s)
+    }
+}
+
+impl From<i64> for Param<'_> {
+    fn from(n: i64) -> Self {
+        Self::Int(n)
+    }
+}
+
+impl rusqlite::ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Self::Text(s) => s.to_sql(),
+            Self::Int(n) => n.to_sql(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tenantry_domain::config::Quotas;
+    use tenantry_domain::quota::Meter;
+    use tenantry_domain::{TenantId, Timestamp};
+
+    use crate::quota::{Amounts, NewReservation, Settlement};
+    use crate::usage::UsageEvent;
+    use crate::Store;
+
+    const PERIOD: Timestamp = Timestamp(1_000);
+
+    fn reserve_and_settle(
+        store: &Store,
+        tenant: &TenantId,
+        id: &str,
+    ) -> impl std::future::Future<Output = crate::Result<bool>> {
+        let (store, tenant, id) = (store.clone(), tenant.clone(), id.to_owned());
+        async move {
+            let amounts = Amounts { queries: 1, tokens: 5, ..Amounts::default() };
+            let limits =
+                Quotas { queries: 100, tokens: 1_000, documents: 1, storage_bytes: 1, requests_per_minute: 1_000 };
+            let r = NewReservation {
+                id: id.clone(),
+                tenant_id: tenant.clone(),
+                period_start: PERIOD,
+                amounts,
+                expires_at: Timestamp(i64::MAX),
+                now: Timestamp(2_000),
+            };
+            store.reserve(&r, &limits).await?.expect("fits");
+            let s = Settlement {
+                reservation_id: Some(id.clone()),
+                tenant_id: tenant.clone(),
+                period_start: PERIOD,
+                actual: amounts,
+            };
+            let event = UsageEvent {
+                event_id: format!("{id}:queries"),
+                tenant_id: tenant,
+                request_id: id,
+                meter: Meter::Queries,
+                model: String::new(),
+                quantity: 1,
+                cost_micros: 0,
+                at: Timestamp(2_000),
+            };
+            store.settle(&s, &[event]).await
+        }
+    }
+
+    /// A settlement the database refuses fails alone: the batch it was in is written again one by one, the
+    /// others apply, and its reservation is still held for the request to release.
+    #[tokio::test]
+    async fn one_bad_settlement_fails_only_itself() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open("", dir.path()).await.expect("open");
+        sqlx::query(
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON usage_events WHEN NEW.request_id = 'poison' \
+             BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+        )
+        .execute(&store.write)
+        .await
+        .expect("trigger");
+        let tenant = TenantId::generate();
+        // All queued before the writer runs (one thread), so they share a batch.
+        let ids = ["a", "b", "poison", "c", "d"];
+        let settles: Vec<_> = ids.iter().map(|id| tokio::spawn(reserve_and_settle(&store, &tenant, id))).collect();
+        let mut results = Vec::new();
+        for s in settles {
+            results.push(s.await.expect("join"));
+        }
+        for (id, result) in ids.iter().zip(&results) {
+            match *id {
+                "poison" => assert!(result.is_err(), "the refused settlement fails: {result:?}"),
+                _ => assert!(matches!(result, Ok(true)), "{id} applies: {result:?}"),
+            }
+        }
+        assert_eq!(store.usage_event_count(&tenant, Meter::Queries).await.expect("count"), 4);
+        let c = store.quota_counters(&tenant, PERIOD).await.expect("counters");
+        assert_eq!((c.used.queries, c.reserved.queries), (4, 1), "the refused one's reservation is still held");
+        assert!(store.release("poison").await.expect("release"));
+    }
 }

@@ -78,7 +78,7 @@ impl Store {
     /// Stores the invoice under the next number, with its effects, in one transaction; `Conflict` if the
     /// tenant's period of that kind already has one (and then nothing is changed).
     pub async fn create_invoice(&self, inv: &NewInvoice, effects: &InvoiceEffects) -> Result<InvoiceRow> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let exists = sqlx::query("SELECT id FROM invoices WHERE tenant_id = $1 AND kind = $2 AND period_start = $3")
             .bind(inv.tenant_id.as_str())
             .bind(&inv.kind)

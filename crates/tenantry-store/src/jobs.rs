@@ -110,7 +110,7 @@ pub(crate) async fn enqueue_in(tx: &mut Transaction<'static, Any>, job: &NewJob,
 impl Store {
     /// Enqueues `job`; `false` if its idempotency key was already used.
     pub async fn enqueue(&self, job: &NewJob, now: Timestamp) -> Result<bool> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let inserted = enqueue_in(&mut tx, job, now).await?;
         tx.commit().await?;
         Ok(inserted)

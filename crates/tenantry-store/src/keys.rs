@@ -75,7 +75,7 @@ impl Store {
     }
 
     pub async fn create_key(&self, key: &NewApiKey) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         insert_key(&mut tx, key).await?;
         tx.commit().await?;
         Ok(())

@@ -57,6 +57,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// From the embedded store's ledger writer, which has a connection of its own (`group_commit`).
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -89,7 +92,20 @@ pub struct Store {
     key_cache: Option<std::sync::Arc<keycache::KeyCache>>,
     /// The embedded store's WAL checkpointer, stopped when the last handle goes.
     checkpoints: Option<std::sync::Arc<checkpoint::Checkpoints>>,
+    /// The embedded store's database file, for the ledger writer's own connection.
+    sqlite_path: Option<std::sync::Arc<std::path::PathBuf>>,
 }
+
+/// How long an embedded store's connection waits for SQLite's write lock before failing.
+pub(crate) const BUSY_TIMEOUT_MS: u64 = 10_000;
+
+/// Every embedded store connection's settings. WAL lets readers run beside the writers; 1 KiB pages keep each
+/// commit's WAL frames small, and checkpoints run off the write path, with SQLite's own only as a backstop
+/// (`checkpoint`); secure_delete zeroes freed pages so erased tenants' bytes do not linger in the file. The
+/// page size only applies to a new database.
+pub(crate) const CONNECTION_PRAGMAS: &str = "PRAGMA page_size = 1024; PRAGMA journal_mode = WAL; \
+     PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 16384; PRAGMA journal_size_limit = 67108864; \
+     PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;";
 
 impl Store {
     /// Opens `url` (`postgres://…`), or the embedded SQLite file under `data_dir` when `url` is empty, and
@@ -107,28 +123,23 @@ impl Store {
             Self::open_postgres(url).await?
         };
         store.migrate().await?;
-        Ok(store)
+        store.with_group_commit()
     }
 
     async fn open_sqlite(url: &str) -> Result<Self> {
         let options = AnyConnectOptions::from_str(url)?;
+        let path = sqlx::sqlite::SqliteConnectOptions::from_str(url)?.get_filename().to_path_buf();
         let pool = |max: u32| {
             AnyPoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(Duration::from_secs(30))
+                // A connection to a local file has nothing to lose on the way; the test would be one more
+                // round trip to its worker thread per use.
+                .test_before_acquire(false)
                 .after_connect(|conn, _| {
                     Box::pin(async move {
-                        // WAL lets readers run beside the writer; 1 KiB pages keep each commit's WAL frames
-                        // small, and checkpoints run off the write path, with SQLite's own only as a
-                        // backstop (`checkpoint`); secure_delete zeroes freed pages so erased tenants' bytes
-                        // do not linger in the file. The page size only applies to a new database.
-                        conn.execute(
-                            "PRAGMA page_size = 1024; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA wal_autocheckpoint = 16384; PRAGMA journal_size_limit = 67108864; \
-                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
-                             PRAGMA secure_delete = ON;",
-                        )
-                        .await?;
+                        conn.execute(format!("{CONNECTION_PRAGMAS} PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};").as_str())
+                            .await?;
                         Ok(())
                     })
                 })
@@ -146,8 +157,9 @@ impl Store {
             group_commit: None,
             key_cache: Some(Default::default()),
             checkpoints: Some(std::sync::Arc::new(checkpoints)),
+            sqlite_path: Some(std::sync::Arc::new(path)),
         };
-        Ok(store.with_group_commit())
+        Ok(store)
     }
 
     async fn open_postgres(url: &str) -> Result<Self> {
@@ -162,6 +174,7 @@ impl Store {
             group_commit: None,
             key_cache: None,
             checkpoints: None,
+            sqlite_path: None,
         })
     }
 
@@ -178,19 +191,29 @@ impl Store {
 
     /// Makes every settlement queue its new ledger events in the analytics outbox (set when an analytics
     /// store is configured; without one nothing would ever drain the outbox).
-    pub fn with_analytics_outbox(mut self, on: bool) -> Self {
+    pub fn with_analytics_outbox(mut self, on: bool) -> Result<Self> {
         self.analytics_outbox = on;
         self.with_group_commit()
     }
 
-    /// On the embedded store, (re)starts the settlement writer over a handle of this store that settles
-    /// alone (as configured now); a previous writer ends when its last handle is dropped.
-    fn with_group_commit(mut self) -> Self {
-        if self.gate.is_some() {
+    /// On the embedded store, (re)starts the settlement writer (as configured now) over the migrated file;
+    /// a previous writer ends when its last handle is dropped.
+    fn with_group_commit(mut self) -> Result<Self> {
+        if let Some(path) = self.sqlite_path.clone() {
             let lone = Self { group_commit: None, ..self.clone() };
-            self.group_commit = Some(group_commit::GroupCommit::start(lone));
+            self.group_commit = Some(group_commit::GroupCommit::start(lone, &path)?);
         }
-        self
+        Ok(self)
+    }
+
+    /// Begins a write transaction. On SQLite it takes the write lock at once (`IMMEDIATE`): the ledger writer
+    /// is a second writer (`group_commit`), and a transaction that read first could otherwise find, when it
+    /// comes to write, that the other committed since, and fail instead of waiting its turn.
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.write.begin().await,
+        }
     }
 
     /// After a committed UPDATE or DELETE of `tenants` or `api_keys` rows: what the gateway remembered of

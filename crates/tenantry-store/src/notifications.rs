@@ -54,7 +54,7 @@ impl Store {
     /// Stores the notification and its delivery job in one transaction; `false` (and nothing stored) if one
     /// with the same dedupe key exists.
     pub async fn queue_notification(&self, n: &NewNotification, deliver: &NewJob, now: Timestamp) -> Result<bool> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO notifications (id, tenant_id, template, recipient, subject, body, dedupe_key, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (dedupe_key) DO NOTHING",

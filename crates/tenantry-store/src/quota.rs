@@ -229,7 +229,7 @@ impl Store {
             let mut q = gate.lock(&self.read, &r.tenant_id, r.period_start).await?;
             return Ok(gate.reserve(&mut q, r, limits));
         }
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         if let Err(e) = admit(&mut tx, &r.tenant_id, r.period_start, &r.amounts, limits).await? {
             tx.rollback().await?;
             return Ok(Err(e));
@@ -267,7 +267,7 @@ impl Store {
             let mut q = gate.lock(&self.read, tenant, period_start).await?;
             return Ok(gate.grow(&mut q, id, extra, limits));
         }
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE reservations SET queries = queries + $1, tokens = tokens + $2, documents = documents + $3, \
              storage_bytes = storage_bytes + $4 WHERE id = $5 AND tenant_id = $6",
@@ -302,7 +302,7 @@ impl Store {
             return writer.settle(s, events).await;
         }
         let mut guard = self.settlement_guard(s).await?;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let applied = settle_in(&mut tx, s, events, self.ledger_writes()).await?;
         if applied {
             tx.commit().await?;
@@ -335,7 +335,7 @@ impl Store {
         if let Some(gate) = &self.gate {
             return gate.release(&self.read, id).await;
         }
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let Some((tenant, period, amounts)) = take_reservation(&mut tx, id).await? else {
             tx.rollback().await?;
             return Ok(false);

@@ -97,7 +97,7 @@ fn tenant_from_row(row: &AnyRow) -> Result<TenantRow> {
 impl Store {
     /// Creates the tenant and its first API key in one transaction. A taken email is `Conflict("email")`.
     pub async fn create_tenant(&self, t: &NewTenant, key: &NewApiKey) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO tenants (id, email, organization, plan, state, model, retrieval_mode, \
              system_prompt, billing_anchor, created_at, updated_at) \
@@ -213,7 +213,7 @@ impl Store {
     /// neither the config nor the lifecycle state changed since the caller read them and no period close is
     /// in progress (see [`PlanChange::period_close_kind`]); otherwise `Concurrent` and nothing is written.
     pub async fn change_plan(&self, id: &TenantId, change: &PlanChange, now: Timestamp) -> Result<TenantRow> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let sql = format!(
             "UPDATE tenants SET plan = $1, model = $2, retrieval_mode = $3, pending_plan = NULL, \
              config_version = config_version + 1, updated_at = $4 \
@@ -263,7 +263,7 @@ impl Store {
         job: &NewJob,
         now: Timestamp,
     ) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "UPDATE tenants SET pending_plan = $1, updated_at = $2 \
              WHERE id = $3 AND config_version = $4 AND pending_plan IS NULL",
@@ -306,7 +306,7 @@ impl Store {
         now: Timestamp,
         jobs: &[NewJob],
     ) -> Result<TenantState> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let to = transition_in(&mut tx, id, expected_version, from, event, now).await?;
         for job in jobs {
             enqueue_in(&mut tx, job, now).await?;

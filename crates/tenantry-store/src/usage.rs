@@ -45,11 +45,7 @@ pub(crate) async fn insert_events_returning(
 ) -> Result<Vec<String>> {
     let mut added = Vec::with_capacity(events.len());
     for run in runs(events) {
-        let values = placeholders(tx.backend_name(), run.len(), 8);
-        let sql = format!(
-            "INSERT INTO usage_events (event_id, tenant_id, request_id, meter, model, quantity, cost_micros, \
-             created_at) VALUES {values} ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
-        );
+        let sql = insert_events_sql(&placeholders(tx.backend_name(), run.len(), 8));
         let mut q = sqlx::query(&sql);
         for e in run {
             q = q
@@ -72,11 +68,7 @@ pub(crate) async fn insert_events_returning(
 /// Queues `events` for the analytics store, in the ledger's transaction.
 pub(crate) async fn queue_for_analytics(tx: &mut Transaction<'_, Any>, events: &[&UsageEvent]) -> Result<()> {
     for run in runs(events) {
-        let values = placeholders(tx.backend_name(), run.len(), 3);
-        let sql = format!(
-            "INSERT INTO analytics_outbox (event_id, tenant_id, created_at) VALUES {values} \
-             ON CONFLICT (event_id) DO NOTHING"
-        );
+        let sql = outbox_sql(&placeholders(tx.backend_name(), run.len(), 3));
         let mut q = sqlx::query(&sql);
         for e in run {
             q = q.bind(&e.event_id).bind(e.tenant_id.as_str()).bind(e.at.0);
@@ -84,6 +76,20 @@ pub(crate) async fn queue_for_analytics(tx: &mut Transaction<'_, Any>, events: &
         q.execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// Ledger rows (`event_id, tenant_id, request_id, meter, model, quantity, cost_micros, created_at` per row),
+/// skipping ids already recorded and returning the ids added.
+pub(crate) fn insert_events_sql(values: &str) -> String {
+    format!(
+        "INSERT INTO usage_events (event_id, tenant_id, request_id, meter, model, quantity, cost_micros, \
+         created_at) VALUES {values} ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+    )
+}
+
+/// Analytics outbox rows (`event_id, tenant_id, created_at` per row).
+pub(crate) fn outbox_sql(values: &str) -> String {
+    format!("INSERT INTO analytics_outbox (event_id, tenant_id, created_at) VALUES {values} ON CONFLICT (event_id) DO NOTHING")
 }
 
 /// Rows per multi-row statement at most.
@@ -167,7 +173,7 @@ impl Store {
     /// sum, dated at the newest removed row: every level at or after the cutoff is unchanged.
     pub async fn prune_usage(&self, cutoff: Timestamp) -> Result<PrunedUsage> {
         let gauges = [Meter::Documents.as_str(), Meter::StorageBytes.as_str()];
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         let sums = sqlx::query(&format!(
             "SELECT tenant_id, meter, model, CAST(SUM(quantity) AS BIGINT) AS quantity, \
              CAST(SUM(cost_micros) AS BIGINT) AS cost_micros, MAX(created_at) AS last_at, COUNT(*) AS n \
@@ -224,7 +230,7 @@ impl Store {
 
     /// Drops shipped events from the outbox.
     pub async fn analytics_shipped(&self, event_ids: &[String]) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.begin_write().await?;
         for id in event_ids {
             sqlx::query("DELETE FROM analytics_outbox WHERE event_id = $1").bind(id).execute(&mut *tx).await?;
         }

@@ -677,6 +677,48 @@ async fn the_wal_starts_over_under_steady_settlements() {
     );
 }
 
+/// The embedded store has two writers: the ledger writer's connection (settlements) and the pool's (the rest).
+/// A transaction that reads before it writes, such as a usage retention sweep (it sums what it will remove,
+/// then removes it), must wait for its turn rather than fail when a settlement commits between its read and
+/// its write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_beside_the_ledger_writer_wait_their_turn() {
+    let (store, _dir) = sqlite().await;
+    let (t, k) = tenant("writers@conformance.test");
+    store.create_tenant(&t, &k).await.expect("create");
+    let lim = limits(1_000_000, 1_000_000_000);
+    let q = Amounts { queries: 1, tokens: 10, ..Amounts::default() };
+    let settling: Vec<_> = (0..8)
+        .map(|worker| {
+            let (store, t) = (store.clone(), t.id.clone());
+            tokio::spawn(async move {
+                for i in 0..60 {
+                    let id = format!("w{worker}-{i}");
+                    store.reserve(&reservation(&t, &id, q), &lim).await.expect("store").expect("fits");
+                    let events = [event(&t, &format!("{id}:q"), Meter::Queries, 1, 2_000)];
+                    assert!(store.settle(&settlement(&t, Some(&id), q), &events).await.expect("settle"));
+                }
+            })
+        })
+        .collect();
+    let sweeping = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for _ in 0..150 {
+                // Nothing is old enough to go; the sweep still reads, then writes.
+                store.prune_usage(Timestamp(1)).await.expect("a sweep waits for the ledger writer, never fails");
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    for task in settling.into_iter().chain([sweeping]) {
+        task.await.expect("no task failed");
+    }
+    assert_eq!(store.usage_event_count(&t.id, Meter::Queries).await.expect("count"), 480);
+    let c = store.quota_counters(&t.id, PERIOD).await.expect("counters");
+    assert_eq!((c.used.queries, c.reserved.queries), (480, 0));
+}
+
 /// After retention pruned the chain, removing its oldest remaining entry is caught, also when the anchor is
 /// moved along with it.
 #[tokio::test]
