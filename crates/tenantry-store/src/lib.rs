@@ -129,6 +129,12 @@ impl Store {
     async fn open_sqlite(url: &str) -> Result<Self> {
         let options = AnyConnectOptions::from_str(url)?;
         let path = sqlx::sqlite::SqliteConnectOptions::from_str(url)?.get_filename().to_path_buf();
+        // The ledger writer opens the file again on a connection of its own (`group_commit`): an in-memory
+        // database would be a different, empty one there.
+        if url.contains("mode=memory") || path.to_string_lossy().starts_with("file:sqlx-in-memory") {
+            let message = format!("the embedded store needs a database file, not {url:?}");
+            return Err(sqlx::Error::Configuration(message.into()).into());
+        }
         let pool = |max: u32| {
             AnyPoolOptions::new()
                 .max_connections(max)

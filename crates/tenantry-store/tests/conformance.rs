@@ -648,6 +648,17 @@ async fn sqlite_runs_with_the_intended_pragmas() {
     assert_eq!(store.sqlite_pragma("wal_autocheckpoint").await.expect("pragma"), "16384", "only a backstop");
 }
 
+/// An in-memory SQLite URL is refused when opened: the ledger writer's own connection would see another,
+/// empty database, and settlements would vanish from every read.
+#[tokio::test]
+async fn sqlite_in_memory_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for url in ["sqlite::memory:", "sqlite://ledger.db?mode=memory"] {
+        let refused = Store::open(url, dir.path()).await.expect_err(url);
+        assert!(refused.to_string().contains("needs a database file"), "{url}: {refused}");
+    }
+}
+
 /// Under a steady stream of settlements the WAL keeps starting over, so its file stays a fraction of what was
 /// written, although SQLite's own checkpoint is only a backstop far above what this test writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
