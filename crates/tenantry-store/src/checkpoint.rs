@@ -74,9 +74,10 @@ impl Checkpoints {
         self.pool.close().await;
     }
 
-    /// Whether the writer should finish a checkpoint now (true once per tick).
-    pub(crate) fn take_finish(&self) -> bool {
-        self.finish_due.swap(false, Ordering::AcqRel)
+    /// The flag the settlement writer takes (swaps to false) to learn that its finishing pass is due; set
+    /// once per tick.
+    pub(crate) fn finish_due(&self) -> Arc<AtomicBool> {
+        self.finish_due.clone()
     }
 }
 

@@ -1,34 +1,38 @@
-//! Group commit of settlements for the embedded store. One task takes every settlement waiting in its queue
-//! and hands them to the ledger writer, a thread of its own with its own SQLite connection, which writes
-//! them together: one multi-row ledger insert that returns the rows it added (a settlement whose events were
-//! all recorded before applies nothing, as alone), one multi-row counter upsert with the sums per tenant,
-//! period and meter, the analytics outbox rows, and one commit. A request still waits for the commit that
-//! holds its rows before it answers, so every answered request is in the ledger. If a batch fails, each of
-//! its settlements is written again alone, so one bad settlement fails only itself.
+//! Group commit of settlements for the embedded store. Each settlement goes straight to the ledger writer,
+//! a thread of its own with its own SQLite connection, which takes every settlement waiting in its queue and
+//! writes them together: one multi-row ledger insert that returns the rows it added (a settlement whose
+//! events were all recorded before applies nothing, as alone), one multi-row counter upsert with the sums per
+//! tenant, period and meter, the analytics outbox rows, and one commit. A request still waits for the commit
+//! that holds its rows before it answers, so every answered request is in the ledger. If a batch fails, each
+//! of its settlements is written again alone, so one bad settlement fails only itself.
 //!
 //! Why a thread and a connection of its own: through sqlx every statement is a message to the connection's
 //! worker thread and a wake-up back, and so is the test of a pooled connection as it is taken and returned.
 //! A batch cost six such round trips (the test on acquire, begin, ledger, counters, commit, release), each a
 //! pair of context switches on a 2-core machine under load; the gateway's p99 was mostly that waiting. The ledger
-//! writer runs the same statements directly, so a batch is one hand-over and one answer. It is a second
-//! writer beside the pool's, so both begin their transactions `IMMEDIATE` (`Store::begin_write`): each waits
-//! for SQLite's write lock up front (the busy timeout) instead of failing to upgrade a read transaction after
-//! the other committed.
+//! writer runs the same statements directly, and the request hands its settlement to the thread and is
+//! answered by it, with no task in between: one hand-over and one answer. It is a second writer beside the
+//! pool's, so both begin their transactions `IMMEDIATE` (`Store::begin_write`): each waits for SQLite's write
+//! lock up front (the busy timeout) instead of failing to upgrade a read transaction after the other committed.
 //!
-//! The in-memory quota state (`memgate`) moves after the commit, under each tenant's lock. Until then the
-//! settled usage is still counted as reserved, and a reservation always covers the usage it settles
-//! (queries exactly, tokens by their upper bound), so admission never sees less than the truth. Each
-//! tenant's counters are loaded from the table *before* the commit, so a first load cannot read rows this
-//! batch then adds again in memory.
+//! The in-memory quota state (`memgate`) moves after the commit, on the ledger thread, under each tenant's
+//! lock, before the requests are answered; a request that stopped waiting (its client went away) is moved
+//! all the same. Until then the settled usage is still counted as reserved, and a reservation always covers
+//! the usage it settles (queries exactly, tokens by their upper bound), so admission never sees less than
+//! the truth. The request loads its tenant's counters from the table *before* it hands the settlement over
+//! (`Store::settle`), so a first load cannot read rows the commit then adds again in memory.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{params_from_iter, Connection, TransactionBehavior};
-use tenantry_domain::{TenantId, Timestamp};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
+use crate::memgate::MemGate;
 use crate::quota::{QuotaMeter, Settlement};
 use crate::usage::{insert_events_sql, outbox_sql, placeholders, runs, UsageEvent};
 use crate::{Result, Store, StoreError};
@@ -42,25 +46,38 @@ struct Pending {
     done: oneshot::Sender<Result<bool>>,
 }
 
-/// The queue in front of the writer task; dropping every handle ends the task and then the ledger thread.
+/// The queue in front of the ledger thread; dropping every handle ends the thread.
 #[derive(Clone, Debug)]
 pub(crate) struct GroupCommit {
-    queue: mpsc::UnboundedSender<Pending>,
+    queue: Sender<Pending>,
 }
 
 impl GroupCommit {
-    /// Starts the writer for the database file at `path` (migrated already). `store` is the handle the
-    /// writer loads and moves quota state through; it must not have a group commit of its own.
-    pub(crate) fn start(store: Store, path: &Path) -> Result<Self> {
-        debug_assert!(store.group_commit.is_none(), "the writer's store settles alone");
-        let ledger = Ledger::open(path, store.analytics_outbox)?;
-        let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(Writer { store, ledger }.run(rx));
+    /// Starts the ledger writer for the database file at `path` (migrated already), moving quota state in
+    /// `store`'s gate and finishing the checkpoints `store`'s checkpointer asks for.
+    pub(crate) fn start(store: &Store, path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_millis(crate::BUSY_TIMEOUT_MS))?;
+        conn.execute_batch(crate::CONNECTION_PRAGMAS)?;
+        // Seven shapes (`runs`) of three multi-row statements, and the pragma.
+        conn.set_prepared_statement_cache_capacity(32);
+        let ledger = Ledger {
+            conn,
+            gate: store.gate.clone(),
+            finish_due: store.checkpoints.as_ref().map(|c| c.finish_due()),
+            outbox: store.analytics_outbox,
+        };
+        let (queue, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || ledger.run(rx))
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the ledger writer: {e}")))?;
         Ok(Self { queue })
     }
 
-    /// Settles once the transaction holding the settlement's rows has committed; false if its events were
-    /// already recorded (nothing changed).
+    /// Settles once the transaction holding the settlement's rows has committed and quota memory moved;
+    /// false if its events were already recorded (nothing changed). The caller has loaded the tenant's
+    /// counters for the settlement's period (`Store::settlement_guard`).
     pub(crate) async fn settle(&self, settlement: &Settlement, events: &[UsageEvent]) -> Result<bool> {
         let (done, answer) = oneshot::channel();
         let pending = Pending { settlement: settlement.clone(), events: events.to_vec(), done };
@@ -73,126 +90,45 @@ fn closed() -> StoreError {
     StoreError::Database(sqlx::Error::PoolClosed)
 }
 
-struct Writer {
-    store: Store,
-    ledger: Ledger,
-}
-
-impl Writer {
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<Pending>) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            self.write_batch(std::mem::take(&mut batch)).await;
-            // Queued behind nothing: the next batch waits on the ledger thread until the pass is done.
-            if self.store.checkpoints.as_ref().is_some_and(|c| c.take_finish()) {
-                self.ledger.finish_checkpoint();
-            }
-        }
-    }
-
-    async fn write_batch(&self, batch: Vec<Pending>) {
-        let batch = self.preload(batch).await;
-        let written = match self.ledger.write(batch).await {
-            Ok(written) => written,
-            Err(batch) => {
-                for p in batch {
-                    let _ = p.done.send(Err(closed()));
-                }
-                return;
-            }
-        };
-        for (p, result) in written {
-            if matches!(result, Ok(true)) {
-                self.move_memory(&p.settlement).await;
-            }
-            let _ = p.done.send(result);
-        }
-    }
-
-    /// Loads every tenant's counters for the batch's periods before anything commits; a settlement whose
-    /// tenant's counters cannot be read fails here, and the rest go on.
-    async fn preload(&self, batch: Vec<Pending>) -> Vec<Pending> {
-        let mut loaded: HashSet<(TenantId, Timestamp)> = HashSet::new();
-        let mut ready = Vec::with_capacity(batch.len());
-        for p in batch {
-            let key = (p.settlement.tenant_id.clone(), p.settlement.period_start);
-            if loaded.contains(&key) {
-                ready.push(p);
-                continue;
-            }
-            match self.store.settlement_guard(&p.settlement).await {
-                Ok(_) => {
-                    loaded.insert(key);
-                    ready.push(p);
-                }
-                Err(e) => {
-                    let _ = p.done.send(Err(e));
-                }
-            }
-        }
-        ready
-    }
-
-    /// Moves the in-memory state of a committed settlement.
-    async fn move_memory(&self, s: &Settlement) {
-        match self.store.settlement_guard(s).await {
-            Ok(mut q) => self.store.settled(q.as_mut(), s),
-            // Loaded before the commit, so the lock reads nothing and cannot fail on the database; if it
-            // did, memory lags the table (admission refuses early) until the process restarts.
-            Err(e) => tracing::error!(error = %e, "quota state not updated after a settlement"),
-        }
-    }
-}
-
-enum Job {
-    Write { batch: Vec<Pending>, written: oneshot::Sender<Vec<(Pending, Result<bool>)>> },
-    FinishCheckpoint,
-}
-
-/// The ledger thread: its connection, and the queue of jobs it works through in order.
+/// The ledger thread's state: its connection, and what it moves after each commit.
 struct Ledger {
-    jobs: std::sync::mpsc::Sender<Job>,
+    conn: Connection,
+    gate: Option<Arc<MemGate>>,
+    /// Set by the checkpointer once per tick: the short finishing pass is due (`checkpoint`).
+    finish_due: Option<Arc<AtomicBool>>,
+    outbox: bool,
 }
 
 impl Ledger {
-    fn open(path: &Path, analytics_outbox: bool) -> Result<Self> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_millis(crate::BUSY_TIMEOUT_MS))?;
-        conn.execute_batch(crate::CONNECTION_PRAGMAS)?;
-        // Seven shapes (`runs`) of three multi-row statements, and the pragma.
-        conn.set_prepared_statement_cache_capacity(32);
-        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("ledger-writer".into())
-            .spawn(move || {
-                let mut conn = conn;
-                for job in rx {
-                    match job {
-                        Job::Write { batch, written } => {
-                            let _ = written.send(write_batch(&mut conn, batch, analytics_outbox));
-                        }
-                        Job::FinishCheckpoint => finish_checkpoint(&conn),
-                    }
+    /// Writes batches until every queue handle is gone. Were the thread to panic, the answer channels of
+    /// what it held would go with it, and each waiting request would get the closed error.
+    fn run(mut self, rx: Receiver<Pending>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Ok(first) = rx.recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
-            })
-            .map_err(|e| StoreError::Corrupt(format!("cannot start the ledger writer: {e}")))?;
-        Ok(Self { jobs })
+            }
+            self.write(std::mem::take(&mut batch));
+            // Between two batches, so no write is in progress and the pass completes.
+            if self.finish_due.as_ref().is_some_and(|due| due.swap(false, Ordering::AcqRel)) {
+                finish_checkpoint(&self.conn);
+            }
+        }
     }
 
-    /// Writes the batch; each settlement with its result. `Err` gives the batch back if the thread is gone.
-    async fn write(&self, batch: Vec<Pending>) -> Result<Vec<(Pending, Result<bool>)>, Vec<Pending>> {
-        let (written, answer) = oneshot::channel();
-        self.jobs.send(Job::Write { batch, written }).map_err(|e| match e.0 {
-            Job::Write { batch, .. } => batch,
-            Job::FinishCheckpoint => Vec::new(),
-        })?;
-        // The thread answers every job it takes. Were it to panic, the batch's answer channels would go with
-        // it, and each request would get the closed error.
-        Ok(answer.await.unwrap_or_default())
-    }
-
-    fn finish_checkpoint(&self) {
-        let _ = self.jobs.send(Job::FinishCheckpoint);
+    fn write(&mut self, batch: Vec<Pending>) {
+        for (p, result) in write_batch(&mut self.conn, batch, self.outbox) {
+            if matches!(result, Ok(true)) {
+                if let Some(gate) = &self.gate {
+                    gate.settled_after_commit(&p.settlement);
+                }
+            }
+            let _ = p.done.send(result);
+        }
     }
 }
 
@@ -400,9 +336,13 @@ mod tests {
         .await
         .expect("trigger");
         let tenant = TenantId::generate();
-        // All queued before the writer runs (one thread), so they share a batch.
+        // The test holds SQLite's write lock while the five queue up, so the ledger thread waits in its first
+        // batch's BEGIN and finds the rest waiting together after it: the poisoned one shares a batch.
+        let hold = store.begin_write().await.expect("write lock");
         let ids = ["a", "b", "poison", "c", "d"];
         let settles: Vec<_> = ids.iter().map(|id| tokio::spawn(reserve_and_settle(&store, &tenant, id))).collect();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        hold.rollback().await.expect("let go");
         let mut results = Vec::new();
         for s in settles {
             results.push(s.await.expect("join"));

@@ -206,8 +206,7 @@ impl Store {
     /// a previous writer ends when its last handle is dropped.
     fn with_group_commit(mut self) -> Result<Self> {
         if let Some(path) = self.sqlite_path.clone() {
-            let lone = Self { group_commit: None, ..self.clone() };
-            self.group_commit = Some(group_commit::GroupCommit::start(lone, &path)?);
+            self.group_commit = Some(group_commit::GroupCommit::start(&self, &path)?);
         }
         Ok(self)
     }

@@ -299,6 +299,9 @@ impl Store {
         // Only settlements of a reservation: until memory moves after the shared commit, their usage still
         // counts as reserved. One without a reservation would be invisible to admission for that moment.
         if let (Some(writer), Some(_)) = (&self.group_commit, &s.reservation_id) {
+            // Loads the tenant's counters before the commit (`group_commit`), and lets go of the lock, which
+            // the ledger thread takes after it.
+            drop(self.settlement_guard(s).await?);
             return writer.settle(s, events).await;
         }
         let mut guard = self.settlement_guard(s).await?;
