@@ -3,8 +3,10 @@
 //! for the new plan's — as pending invoice items that the invoice closing the period bills.
 //!
 //! Rules (API.md leaves them open):
-//! - Only a tenant being served (`trialing`, `active`, `past_due`) changes plan; `provisioning` is 503 (it is
-//!   served within a second), every other state 409 `invalid_transition`.
+//! - Only a tenant being served (`trialing`, `active`, `past_due`) changes plan. The gateway answers the other
+//!   states first, as API.md's state table says for every tenant endpoint (402 `pending_payment` and
+//!   `suspended`, 403 `cancelled`, 503 `provisioning`); a state that changes under the request is 409
+//!   `invalid_transition` here.
 //! - The current plan again is a 200 no-op with a zero proration, so a retried request is harmless.
 //! - While trialing nothing is prorated: the trial goes on under the new plan, whose price is billed in
 //!   advance from the next closing invoice like any plan's.

@@ -27,7 +27,7 @@ use tenantry_service::usage::UsageReport;
 use tenantry_service::Services;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::extract::{bearer, Json};
+use crate::extract::{bearer, AuthedJson, Json};
 use crate::problem::{ApiError, Problem};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -205,9 +205,10 @@ pub async fn patch_config(
     State(s): State<Services>,
     Extension(rid): Extension<RequestId>,
     headers: HeaderMap,
-    Json(body): Json<ConfigBody>,
+    body: AuthedJson<ConfigBody>,
 ) -> ApiResult<Response> {
     let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Admin).await?;
+    let body = body.value()?;
     let update =
         ConfigUpdate { model: body.model, retrieval_mode: body.retrieval_mode, system_prompt: body.system_prompt };
     let view = s.update_config(&ctx, update).await?;
@@ -225,27 +226,29 @@ pub struct PlanBody {
 /// (a credit for the old plan's unused time, a charge for the new plan's; nothing while trialing), and both go
 /// on the invoice that closes the period. The new plan's quotas apply from the next request; a model or
 /// retrieval mode it does not offer is reset to its default. The current plan again is a no-op with a zero
-/// proration. Allowed while `trialing`, `active` or `past_due`; any other state answers 409
-/// `invalid_transition` (`provisioning`: 503). A concurrent change answers 409 `transition_in_progress`.
+/// proration. Allowed while `trialing`, `active` or `past_due`; other states answer as every tenant endpoint
+/// does (API.md's state table: `pending_payment` and `suspended` 402, `cancelled` 403, `provisioning` 503).
+/// A concurrent change answers 409 `transition_in_progress`.
 #[utoipa::path(post, path = "/v1/plan", tag = "tenant", security(("bearer" = [])), request_body = PlanBody,
     responses(
         (status = 200, body = PlanChanged),
         (status = 202, description = "The new plan needs the tenant's vector index built first: served on the old \
             plan until a job switches it (`pending_plan`)", body = PlanChanged),
         (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`invalid_transition` (not allowed in the tenant's state) or \
-            `transition_in_progress` (another change won; retry)", body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "Suspended for non-payment, or the first payment is pending", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Cancelled, or the key lacks the `admin` scope", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`transition_in_progress` (another change won; retry), or `invalid_transition` \
+            if the state changed under the request", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown plan", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn change_plan(
     State(s): State<Services>,
     Extension(rid): Extension<RequestId>,
     headers: HeaderMap,
-    Json(body): Json<PlanBody>,
+    body: AuthedJson<PlanBody>,
 ) -> ApiResult<Response> {
-    // The plan's own state rules answer for suspended and cancelled tenants (409), so the gate lets every
-    // existing tenant through.
-    let ctx = tenant(&s, &headers, rid, EndpointClass::TenantInfo, Scope::Admin).await?;
+    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Admin).await?;
+    let body = body.value()?;
     let changed = s.change_plan(&ctx, &body.plan).await?;
     let ctx = s.refresh_context(&ctx).await?;
     let status = if changed.pending_plan.is_some() { StatusCode::ACCEPTED } else { StatusCode::OK };
@@ -418,9 +421,10 @@ pub async fn query(
     State(s): State<Services>,
     Extension(rid): Extension<RequestId>,
     headers: HeaderMap,
-    Json(body): Json<QueryBody>,
+    body: AuthedJson<QueryBody>,
 ) -> ApiResult<Response> {
     let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Query).await?;
+    let body = body.value()?;
     let request = QueryRequest { question: body.question, top_k: body.top_k, max_completion_tokens: None };
     if body.stream != Some(true) {
         let result = s.query(&ctx, &request).await?;
@@ -518,9 +522,10 @@ pub async fn create_key(
     State(s): State<Services>,
     Extension(rid): Extension<RequestId>,
     headers: HeaderMap,
-    Json(body): Json<NewKeyBody>,
+    body: AuthedJson<NewKeyBody>,
 ) -> ApiResult<Response> {
     let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Admin).await?;
+    let body = body.value()?;
     let created = s.create_key(&ctx, &body.name, body.scopes).await?;
     with_quota(&s, &ctx, StatusCode::CREATED, created).await
 }
@@ -625,9 +630,10 @@ pub async fn admin_payment(
     State(s): State<Services>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Json(body): Json<PaymentBody>,
+    body: AuthedJson<PaymentBody>,
 ) -> ApiResult<axum::Json<InvoiceView>> {
     s.authenticate_operator(bearer(&headers))?;
+    let body = body.value()?;
     Ok(axum::Json(s.report_payment(&id, &body.outcome).await?))
 }
 

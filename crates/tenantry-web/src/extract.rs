@@ -46,6 +46,30 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     response
 }
 
+/// A JSON body on an authenticated endpoint: read with the request, judged after the caller is. A request
+/// without a valid key or token gets its 401 (or its state's 402/403) whatever its body holds, and a bad
+/// body's error, which names the fields expected, goes only to a caller allowed to see it.
+pub struct AuthedJson<T>(Result<T, ApiError>);
+
+impl<T> AuthedJson<T> {
+    /// The body, or its problem+json error; call once the caller is authenticated.
+    pub fn value(self) -> Result<T, ApiError> {
+        self.0
+    }
+}
+
+impl<T, S> FromRequest<S> for AuthedJson<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(Json::<T>::from_request(req, state).await.map(|Json(value)| value)))
+    }
+}
+
 /// `axum::Json` whose rejections are problem+json.
 pub struct Json<T>(pub T);
 

@@ -9,7 +9,7 @@ use tenantry_service::stripe::WebhookReceipt;
 use tenantry_service::Services;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::extract::{bearer, Json};
+use crate::extract::{bearer, AuthedJson};
 use crate::problem::{ApiError, Problem};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -42,9 +42,10 @@ pub struct AdvanceBody {
 pub async fn advance_clock(
     State(s): State<Services>,
     headers: HeaderMap,
-    Json(body): Json<AdvanceBody>,
+    body: AuthedJson<AdvanceBody>,
 ) -> ApiResult<axum::Json<ClockView>> {
     s.authenticate_operator(bearer(&headers))?;
+    let body = body.value()?;
     Ok(axum::Json(s.advance_clock(body.seconds).await?))
 }
 

@@ -211,3 +211,43 @@ async fn html_is_stripped_of_scripts_and_navigation() {
     let zebra = app.query(&t.key, "zebra").await;
     assert_eq!(zebra["citations"], json!([]), "script, navigation and footer are not indexed: {zebra}");
 }
+
+/// The caller is judged before the body: without a valid key or operator token a request gets 401 whatever
+/// it sends, and the body's error (which names the fields expected) goes only to an authenticated caller.
+#[tokio::test]
+async fn a_bad_body_without_credentials_is_401_not_its_validation_error() {
+    let app = spawn_app().await;
+    let t = app.signup("judged@input.test", "trial").await;
+    let cases: [(reqwest::Method, &str, &str); 7] = [
+        (reqwest::Method::POST, "/v1/query", "{not json"),
+        (reqwest::Method::PATCH, "/v1/tenant/config", r#"{"model": 5}"#),
+        (reqwest::Method::POST, "/v1/plan", r#"{"plan": 7}"#),
+        (reqwest::Method::POST, "/v1/keys", r#"{"bogus": 1}"#),
+        (reqwest::Method::POST, "/admin/invoices/inv_x/payment", r#"{"bogus": 1}"#),
+        (reqwest::Method::POST, "/admin/clock/advance", r#"{"seconds": "x"}"#),
+        (reqwest::Method::POST, "/v1/query", r#"{"question": 1}"#),
+    ];
+    for (method, path, body) in cases {
+        for auth in [None, Some("tk_forged_secret")] {
+            let mut r = app.client.request(method.clone(), app.url(path)).header("content-type", "application/json");
+            if let Some(key) = auth {
+                r = r.bearer_auth(key);
+            }
+            let r = r.body(body).send().await.expect("request");
+            let problem = assert_problem(r, 401, "unauthenticated").await;
+            assert!(!problem["detail"].to_string().contains("expected"), "{method} {path}: {problem}");
+        }
+    }
+    // With the tenant's key the same bad body is judged: 400 for broken JSON, 422 for the wrong shape.
+    let r = app
+        .client
+        .post(app.url("/v1/query"))
+        .bearer_auth(&t.key)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("post");
+    assert_problem(r, 400, "bad_request").await;
+    assert_problem(app.post_json(&t.key, "/v1/keys", json!({"bogus": 1})).await, 422, "validation_failed").await;
+}

@@ -190,6 +190,9 @@ async fn unknown_plans_and_states_that_may_not_change_plan_are_refused() {
     assert_problem(app.post_json(&t.key, "/v1/plan", json!({"plan": 7})).await, 422, "validation_failed").await;
     let r = app.client.post(app.url("/v1/plan")).json(&json!({"plan": "big"})).send().await.expect("request");
     assert_problem(r, 401, "unauthenticated").await;
+    // Without a key the body is not judged: 401, not the body's 422.
+    let r = app.client.post(app.url("/v1/plan")).json(&json!({"plan": 7})).send().await.expect("request");
+    assert_problem(r, 401, "unauthenticated").await;
 
     // The current plan again changes nothing and prorates nothing.
     let r = change_plan(&app, &t.key, "free").await;
@@ -202,8 +205,10 @@ async fn unknown_plans_and_states_that_may_not_change_plan_are_refused() {
     // Suspended: no plan change until reactivated.
     let r = op_post(&app, &format!("/admin/tenants/{}/suspend", t.id), json!({})).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let refused = assert_problem(change_plan(&app, &t.key, "big").await, 409, "invalid_transition").await;
-    assert!(refused["detail"].as_str().is_some_and(|d| d.contains("suspended")), "{refused}");
+    // API.md's state table: a suspended tenant's endpoints answer 402 (only its listed account endpoints
+    // stay open), and a bad body does not get past that.
+    assert_problem(change_plan(&app, &t.key, "big").await, 402, "payment_required").await;
+    assert_problem(app.post_json(&t.key, "/v1/plan", json!({"plan": 7})).await, 402, "payment_required").await;
     assert_eq!(tenant_json(&app, &t.key).await["plan"], "free");
     let r = op_post(&app, &format!("/admin/tenants/{}/reactivate", t.id), json!({})).await;
     assert_eq!(r.status(), StatusCode::OK);
@@ -212,7 +217,7 @@ async fn unknown_plans_and_states_that_may_not_change_plan_are_refused() {
     // A paid signup waiting for its first payment cannot change plan either.
     let pending = app.signup("pending@plan.test", "big").await;
     assert_eq!(tenant_json(&app, &pending.key).await["state"], "pending_payment");
-    assert_problem(change_plan(&app, &pending.key, "free").await, 409, "invalid_transition").await;
+    assert_problem(change_plan(&app, &pending.key, "free").await, 402, "payment_required").await;
     assert_eq!(plan_changes(&app, &t.id).await.len(), 1, "only the change that applied is on record");
     assert!(plan_changes(&app, &pending.id).await.is_empty());
 }
