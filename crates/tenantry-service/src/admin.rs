@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use subtle::ConstantTimeEq;
 use tenantry_domain::lifecycle::LifecycleEvent;
+use tenantry_domain::quota::BillingPeriod;
 use tenantry_domain::{ErrorCode, TenantId, TenantState};
 
 use serde::Serialize;
@@ -21,6 +22,8 @@ use crate::{ServiceError, ServiceResult, Services};
 pub struct TenantDetail {
     #[serde(flatten)]
     pub tenant: TenantView,
+    /// The current billing period's usage, as the tenant's `GET /v1/usage` shows it.
+    pub usage: crate::usage::UsageReport,
     /// Lifecycle transitions (`from`/`to` set) and activation milestones, oldest first.
     pub events: Vec<EventView>,
     /// Newest first.
@@ -164,7 +167,9 @@ impl Services {
                 delivered_at: n.delivered_at.map(|t| t.to_rfc3339()),
             })
             .collect();
-        Ok(TenantDetail { tenant: crate::tenants::view(row), events, invoices, jobs, notifications })
+        let period = BillingPeriod::containing(row.billing_anchor, self.clock().now(), self.period_kind());
+        let usage = self.usage_between(&id, period.start, period.end).await?;
+        Ok(TenantDetail { tenant: crate::tenants::view(row), usage, events, invoices, jobs, notifications })
     }
 
     /// Applies an operator's lifecycle event through the transition table. A reactivated tenant is billed

@@ -54,9 +54,19 @@ impl Services {
         if from > to {
             return Err(ServiceError::validation("from must not be after to"));
         }
+        self.usage_between(&ctx.tenant_id, from, to).await
+    }
+
+    /// The tenant's usage in `[from, to)`, from the ledger.
+    pub(crate) async fn usage_between(
+        &self,
+        tenant: &TenantId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> ServiceResult<UsageReport> {
         let mut totals = UsageTotals::default();
         let mut by_model: BTreeMap<String, ModelUsage> = BTreeMap::new();
-        for line in self.store().usage_lines(&ctx.tenant_id, from, to).await? {
+        for line in self.store().usage_lines(tenant, from, to).await? {
             totals.cost_micros += line.cost_micros;
             let slot = (!line.model.is_empty()).then(|| by_model.entry(line.model.clone()).or_default());
             match line.meter {
@@ -83,8 +93,8 @@ impl Services {
                 Meter::Documents | Meter::StorageBytes => {}
             }
         }
-        totals.documents = self.store().usage_level(&ctx.tenant_id, Meter::Documents, to).await?;
-        totals.storage_bytes = self.store().usage_level(&ctx.tenant_id, Meter::StorageBytes, to).await?;
-        Ok(UsageReport { tenant_id: ctx.tenant_id.clone(), from, to, totals, by_model })
+        totals.documents = self.store().usage_level(tenant, Meter::Documents, to).await?;
+        totals.storage_bytes = self.store().usage_level(tenant, Meter::StorageBytes, to).await?;
+        Ok(UsageReport { tenant_id: tenant.clone(), from, to, totals, by_model })
     }
 }

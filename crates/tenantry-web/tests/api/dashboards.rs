@@ -183,4 +183,10 @@ async fn the_overview_counts_states_funnel_revenue_dunning_and_jobs_on(database_
     assert!(notices["notifications_delivered"].as_i64().is_some_and(|n| n >= 2), "{later}");
     let idle_detail = op_get(&app, &format!("/admin/tenants/{}", idle.id)).await;
     assert_eq!(idle_detail["notifications"][0]["template"], "nudge_no_document", "{idle_detail}");
+
+    // The tenant's detail shows its current period's usage, as its own GET /v1/usage does.
+    let payer_detail = op_get(&app, &format!("/admin/tenants/{}", payer.id)).await;
+    let own: serde_json::Value = app.get(&payer.key, "/v1/usage").await.json().await.expect("usage");
+    assert_eq!(payer_detail["usage"]["totals"]["queries"], 1, "{payer_detail}");
+    assert_eq!(payer_detail["usage"], own);
 }
