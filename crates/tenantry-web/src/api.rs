@@ -39,7 +39,9 @@ pub(crate) async fn tenant(
     class: EndpointClass,
     scope: Scope,
 ) -> ApiResult<TenantContext> {
-    Ok(services.authenticate(bearer(headers), request_id, class, scope).await?)
+    let ctx = services.authenticate(bearer(headers), request_id, class, scope).await?;
+    crate::extract::authenticated(&ctx);
+    Ok(ctx)
 }
 
 /// A tenant response: a JSON body plus the `X-Quota-*` headers of API.md.
@@ -59,8 +61,8 @@ pub(crate) async fn with_quota_headers(
 ) -> ApiResult<Response> {
     let remaining = s.remaining(ctx).await?;
     let h = response.headers_mut();
-    h.insert("x-quota-queries-remaining", HeaderValue::from(remaining.queries));
-    h.insert("x-quota-tokens-remaining", HeaderValue::from(remaining.tokens));
+    h.insert(crate::extract::QUOTA_QUERIES_REMAINING, HeaderValue::from(remaining.queries));
+    h.insert(crate::extract::QUOTA_TOKENS_REMAINING, HeaderValue::from(remaining.tokens));
     Ok(response)
 }
 

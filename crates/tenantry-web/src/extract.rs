@@ -3,13 +3,15 @@
 
 use std::time::Instant;
 
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
-use tenantry_domain::RequestId;
+use tenantry_domain::{RequestId, TenantContext};
+use tenantry_service::Services;
 use tracing::Instrument;
 
+use crate::metrics::AuthenticatedTenant;
 use crate::problem::ApiError;
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -69,6 +71,44 @@ where
         Ok(Self(Json::<T>::from_request(req, state).await.map(|Json(value)| value)))
     }
 }
+
+tokio::task_local! {
+    /// The tenant the request authenticated as, set by `api::tenant` inside `tenant_response`'s scope.
+    static AUTHENTICATED: std::cell::RefCell<Option<TenantContext>>;
+}
+
+/// Remembers `ctx` as the request's tenant for `tenant_response` (a no-op outside its scope).
+pub(crate) fn authenticated(ctx: &TenantContext) {
+    let _ = AUTHENTICATED.try_with(|slot| *slot.borrow_mut() = Some(ctx.clone()));
+}
+
+/// What every response to an authenticated tenant request carries, whichever handler or error made it: the
+/// `X-Quota-*` headers of API.md (if the handler did not set them already: errors, deletions, downloads),
+/// and the tenant for the metrics layer's exemplars (`metrics`).
+pub async fn tenant_response(State(s): State<Services>, req: Request, next: Next) -> Response {
+    let (mut response, ctx) = AUTHENTICATED
+        .scope(std::cell::RefCell::new(None), async move {
+            let response = next.run(req).await;
+            (response, AUTHENTICATED.with(|slot| slot.borrow_mut().take()))
+        })
+        .await;
+    let Some(ctx) = ctx else { return response };
+    response.extensions_mut().insert(AuthenticatedTenant(ctx.tenant_id.as_str().to_owned()));
+    if !response.headers().contains_key(QUOTA_QUERIES_REMAINING) {
+        match s.remaining(&ctx).await {
+            Ok(remaining) => {
+                let h = response.headers_mut();
+                h.insert(QUOTA_QUERIES_REMAINING, HeaderValue::from(remaining.queries));
+                h.insert(QUOTA_TOKENS_REMAINING, HeaderValue::from(remaining.tokens));
+            }
+            Err(e) => tracing::warn!(error = %e, "quota headers left off a response"),
+        }
+    }
+    response
+}
+
+pub const QUOTA_QUERIES_REMAINING: &str = "x-quota-queries-remaining";
+pub const QUOTA_TOKENS_REMAINING: &str = "x-quota-tokens-remaining";
 
 /// `axum::Json` whose rejections are problem+json.
 pub struct Json<T>(pub T);

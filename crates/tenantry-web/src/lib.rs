@@ -6,6 +6,7 @@ mod analytics;
 mod api;
 mod chat;
 mod extract;
+mod metrics;
 mod operator;
 mod pages;
 pub mod problem;
@@ -97,6 +98,7 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(account::admin_cancel))
         .routes(routes!(account::win_back_report))
         .routes(routes!(analytics::reconcile))
+        .routes(routes!(metrics::scrape))
         .routes(routes!(api::healthz))
         .routes(routes!(api::readyz))
         .routes(routes!(pages::portal))
@@ -122,13 +124,17 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 pub fn router(services: Services) -> Router {
     let max_body = services.config().server.max_body_bytes;
+    let metrics = std::sync::Arc::new(metrics::Metrics::default());
     let (router, _) = api_routes().split_for_parts();
     let spec = openapi();
     router
         .route("/openapi.json", get(move || async move { axum::Json(spec) }))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(services.clone(), extract::tenant_response))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(metrics.clone(), metrics::track))
+        .layer(axum::Extension(metrics))
         .layer(axum::middleware::from_fn(extract::request_context))
         .with_state(services)
 }

@@ -61,6 +61,7 @@ impl IntoResponse for ApiError {
         if let Some(secs) = retry_after_secs {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        response.extensions_mut().insert(crate::metrics::ProblemCode(code.as_str()));
         response
     }
 }

@@ -15,6 +15,7 @@ mod isolation;
 mod lifecycle;
 mod models;
 mod month;
+mod observability;
 mod plan;
 mod retention;
 mod retrieval;

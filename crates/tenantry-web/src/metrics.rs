@@ -1,0 +1,286 @@
+//! Prometheus metrics at `GET /metrics`: HTTP traffic per route, status and problem code, request durations,
+//! and the service's state read at scrape time (tenants by state, jobs, invoices, outboxes). No label holds a
+//! tenant (STYLE.md: labels stay bounded). Instead the duration histogram keeps, per bucket, the tenant and
+//! request id of the latest request that fell in it as an OpenMetrics exemplar, so a slow bucket leads to one
+//! tenant's request and, by its id, to its log lines.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::exponential_buckets;
+use prometheus_client::registry::Registry;
+use tenantry_domain::RequestId;
+use tenantry_service::Services;
+
+use crate::problem::ApiError;
+
+/// The problem code of an error response, left in its extensions for the metrics layer (`problem`).
+#[derive(Clone, Copy, Debug)]
+pub struct ProblemCode(pub &'static str);
+
+/// The tenant a request authenticated as, left in the response's extensions (`api::tenant`).
+#[derive(Clone, Debug)]
+pub struct AuthenticatedTenant(pub String);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    /// The route's template (`/v1/documents/{id}`), or `unmatched`: never a raw path, which could be anything.
+    route: String,
+    status: u16,
+    /// The problem+json `code` of an error; empty (absent) on success.
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Exemplar {
+    tenant_id: String,
+    request_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: String,
+}
+
+type Durations = HistogramWithExemplars<Exemplar>;
+
+/// 0.5 ms to ~8 s, doubling.
+fn durations() -> Durations {
+    HistogramWithExemplars::new(exponential_buckets(0.0005, 2.0, 15))
+}
+
+/// The registry and the handles the middleware and the scrape write through.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<RouteLabels, Durations, fn() -> Durations>,
+    tenants: Family<StateLabel, Gauge>,
+    jobs: Family<StateLabel, Gauge>,
+    invoices: Family<StatusLabel, Gauge>,
+    invoice_cents: Family<StatusLabel, Gauge>,
+    notifications_undelivered: Gauge,
+    stripe_events_unprocessed: Gauge,
+    /// The store could not be read at the last scrape (the gauges above keep their previous values).
+    scrape_errors: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("tenantry");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route, status and problem code",
+            requests.clone(),
+        );
+        let durations = Family::<RouteLabels, Durations, fn() -> Durations>::new_with_constructor(durations);
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time from the request's arrival to its response's head (exemplars: tenant_id, request_id)",
+            prometheus_client::registry::Unit::Seconds,
+            durations.clone(),
+        );
+        let tenants = Family::<StateLabel, Gauge>::default();
+        registry.register("tenants", "Tenants by lifecycle state", tenants.clone());
+        let jobs = Family::<StateLabel, Gauge>::default();
+        registry.register("jobs", "Background jobs by state", jobs.clone());
+        let invoices = Family::<StatusLabel, Gauge>::default();
+        registry.register("invoices", "Invoices by status", invoices.clone());
+        let invoice_cents = Family::<StatusLabel, Gauge>::default();
+        registry.register("invoice_total_cents", "Invoice totals in cents by status", invoice_cents.clone());
+        let notifications_undelivered = Gauge::default();
+        registry.register(
+            "notifications_undelivered",
+            "Tenant notifications not yet delivered",
+            notifications_undelivered.clone(),
+        );
+        let stripe_events_unprocessed = Gauge::default();
+        registry.register(
+            "stripe_events_unprocessed",
+            "Stripe webhook events stored but not processed",
+            stripe_events_unprocessed.clone(),
+        );
+        let scrape_errors = Counter::default();
+        registry.register("metrics_scrape_errors", "Scrapes whose store read failed", scrape_errors.clone());
+        Self {
+            registry,
+            requests,
+            durations,
+            tenants,
+            jobs,
+            invoices,
+            invoice_cents,
+            notifications_undelivered,
+            stripe_events_unprocessed,
+            scrape_errors,
+        }
+    }
+}
+
+impl Metrics {
+    fn record(&self, method: &str, route: &str, response: &Response, seconds: f64, request_id: Option<&RequestId>) {
+        let code = response.extensions().get::<ProblemCode>().map_or("", |c| c.0);
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status: response.status().as_u16(),
+                code: code.to_owned(),
+            })
+            .inc();
+        let exemplar = match (response.extensions().get::<AuthenticatedTenant>(), request_id) {
+            (Some(tenant), Some(rid)) => {
+                Some(Exemplar { tenant_id: tenant.0.clone(), request_id: rid.as_str().to_owned() })
+            }
+            _ => None,
+        };
+        self.durations
+            .get_or_create(&RouteLabels { method: method.to_owned(), route: route.to_owned() })
+            .observe(seconds, exemplar, None);
+    }
+
+    async fn refresh(&self, services: &Services) {
+        let counts = match services.store().overview_counts().await {
+            Ok(counts) => counts,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: the store could not be read");
+                self.scrape_errors.inc();
+                return;
+            }
+        };
+        // A key whose rows are gone (every job of a state finished) reads as absent, not as its last count.
+        fn set<L: Clone + std::hash::Hash + Eq>(family: &Family<L, Gauge>, rows: impl Iterator<Item = (L, i64)>) {
+            family.clear();
+            for (label, n) in rows {
+                family.get_or_create(&label).set(n);
+            }
+        }
+        let state = |(k, n): &(String, i64)| (StateLabel { state: k.clone() }, *n);
+        set(&self.tenants, counts.tenants_by_state.iter().map(state));
+        set(&self.jobs, counts.jobs_by_state.iter().map(state));
+        let by_status = counts.invoices_by_status.iter();
+        set(&self.invoices, by_status.clone().map(|(s, n, _)| (StatusLabel { status: s.clone() }, *n)));
+        set(&self.invoice_cents, by_status.map(|(s, _, cents)| (StatusLabel { status: s.clone() }, *cents)));
+        self.notifications_undelivered.set(counts.notifications_undelivered);
+        self.stripe_events_unprocessed.set(counts.stripe_events_unprocessed);
+    }
+
+    fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+/// Counts and times every request by its route template.
+pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let request_id = req.extensions().get::<RequestId>().cloned();
+    let response = next.run(req).await;
+    metrics.record(&method, &route, &response, started.elapsed().as_secs_f64(), request_id.as_ref());
+    response
+}
+
+/// Prometheus metrics: the OpenMetrics text format to a scraper that asks for it (Prometheus does), else
+/// Prometheus's classic text format 0.0.4. Requests by route, status and problem code; request durations,
+/// with tenant and request id exemplars in OpenMetrics; tenants, jobs and invoices by state, read at the
+/// scrape. No metric is labelled by tenant.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "OpenMetrics or Prometheus text exposition",
+        content((String = "text/plain; version=0.0.4"), (String = "application/openmetrics-text")))))]
+pub async fn scrape(
+    State(services): State<Services>,
+    metrics: axum::Extension<Arc<Metrics>>,
+    request: HeaderMap,
+) -> Response {
+    metrics.refresh(&services).await;
+    let Ok(text) = metrics.encode() else {
+        return ApiError::new(tenantry_domain::ErrorCode::Internal, "metrics could not be encoded").into_response();
+    };
+    let openmetrics = request
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|accept| accept.contains("application/openmetrics-text"));
+    let (content_type, body) = if openmetrics {
+        ("application/openmetrics-text; version=1.0.0; charset=utf-8", text)
+    } else {
+        ("text/plain; version=0.0.4; charset=utf-8", classic(&text))
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    (StatusCode::OK, headers, body).into_response()
+}
+
+/// OpenMetrics text as Prometheus's classic format (0.0.4), which prometheus-client does not write: a
+/// counter's HELP and TYPE name its `_total` samples, and exemplars, `# UNIT` and `# EOF` are left out.
+fn classic(openmetrics: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for line in openmetrics.lines() {
+        if let Some(name) = line.strip_prefix("# TYPE ").and_then(|rest| rest.strip_suffix(" counter")) {
+            counters.insert(name);
+        }
+    }
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let line = match line.split_once(" # {") {
+            Some((sample, _exemplar)) if !line.starts_with('#') => sample,
+            _ => line,
+        };
+        let renamed = ["# HELP ", "# TYPE "].into_iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(renamed) => out.push_str(&renamed),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::classic;
+
+    #[test]
+    fn the_classic_format_names_counters_by_their_samples_and_drops_exemplars() {
+        let om = "# HELP t_requests Requests.\n# TYPE t_requests counter\nt_requests_total{route=\"/a\"} 3\n\
+                  # HELP t_seconds Time.\n# TYPE t_seconds histogram\n# UNIT t_seconds seconds\n\
+                  t_seconds_bucket{le=\"0.5\"} 1 # {tenant_id=\"ten_1\"} 0.2\n# EOF\n";
+        assert_eq!(
+            classic(om),
+            "# HELP t_requests_total Requests.\n# TYPE t_requests_total counter\nt_requests_total{route=\"/a\"} 3\n\
+             # HELP t_seconds Time.\n# TYPE t_seconds histogram\nt_seconds_bucket{le=\"0.5\"} 1\n"
+        );
+    }
+}
