@@ -547,6 +547,48 @@ pub async fn revoke_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Names the key to revoke on `DELETE /v1/keys`, in the query or a JSON body.
+#[derive(Debug, Default, Deserialize, IntoParams, ToSchema)]
+#[into_params(parameter_in = Query)]
+pub struct KeySelector {
+    /// The key's `key_id`, as `GET /v1/keys` lists it (`id` is accepted too).
+    #[serde(alias = "id")]
+    pub key_id: Option<String>,
+}
+
+/// Revoke an API key named by `?key_id=` or a JSON body `{"key_id": …}`: the same as `DELETE /v1/keys/{id}`,
+/// for clients that address the collection, as API.md's `GET|POST|DELETE /v1/keys` reads.
+#[utoipa::path(delete, path = "/v1/keys", tag = "keys", security(("bearer" = [])), params(KeySelector),
+    request_body(content = Option<KeySelector>, description = "Instead of the query parameter"),
+    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No key named, or the body is not `{\"key_id\": …}`", body = Problem, content_type = "application/problem+json")))]
+pub async fn revoke_named_key(
+    State(s): State<Services>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+    selector: Result<Query<KeySelector>, axum::extract::rejection::QueryRejection>,
+    body: axum::body::Bytes,
+) -> ApiResult<StatusCode> {
+    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Admin).await?;
+    let Query(selector) = selector?;
+    let in_body = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let named: KeySelector = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(ErrorCode::ValidationFailed, format!("the body must be {{\"key_id\": \"…\"}}: {e}"))
+        })?;
+        named.key_id
+    };
+    let id = selector.key_id.or(in_body).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::ValidationFailed,
+            "name the key to revoke: DELETE /v1/keys/{id}, DELETE /v1/keys?key_id=…, or a body {\"key_id\": …}",
+        )
+    })?;
+    s.revoke_key(&ctx, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 // ---- operator -----------------------------------------------------------------------------------------
 
 #[derive(Debug, Serialize, ToSchema)]

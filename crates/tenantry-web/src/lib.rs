@@ -75,7 +75,7 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(chat::list_models))
         .routes(routes!(api::usage))
         .routes(routes!(api::quotas))
-        .routes(routes!(api::list_keys, api::create_key))
+        .routes(routes!(api::list_keys, api::create_key, api::revoke_named_key))
         .routes(routes!(api::revoke_key))
         .routes(routes!(api::admin_tenants))
         .routes(routes!(api::admin_tenant))

@@ -210,6 +210,31 @@ async fn keys_have_scopes_and_revocation_is_immediate() {
     for bad in [json!({"name": ""}), json!({"name": "x", "scopes": []}), json!({"name": "x", "scopes": ["root"]})] {
         assert_problem(app.post_json(&t.key, "/v1/keys", bad).await, 422, "validation_failed").await;
     }
+
+    // DELETE on the collection names the key in the query or in a JSON body; another tenant's is 404 there too.
+    let mut named = Vec::new();
+    for name in ["by query", "by body"] {
+        let r = app.post_json(&t.key, "/v1/keys", json!({"name": name, "scopes": ["query"]})).await;
+        let created: Value = r.json().await.expect("json");
+        named.push((
+            created["key_id"].as_str().expect("id").to_owned(),
+            created["api_key"].as_str().expect("key").to_owned(),
+        ));
+    }
+    let delete = |key: &str| app.client.delete(app.url("/v1/keys")).bearer_auth(key.to_owned());
+    let by_query = &named[0];
+    let r = delete(&other.key).query(&[("key_id", &by_query.0)]).send().await.expect("delete");
+    assert_problem(r, 404, "not_found").await;
+    assert_eq!(delete(&t.key).query(&[("key_id", &by_query.0)]).send().await.expect("delete").status(), 204);
+    let by_body = &named[1];
+    let r = delete(&t.key).json(&json!({"key_id": by_body.0})).send().await.expect("delete");
+    assert_eq!(r.status(), 204);
+    for (_, revoked) in &named {
+        assert_problem(app.get(revoked, "/v1/tenant").await, 401, "unauthenticated").await;
+    }
+    assert_problem(delete(&t.key).send().await.expect("delete"), 422, "validation_failed").await;
+    assert_problem(delete(&t.key).body("{oops").send().await.expect("delete"), 422, "validation_failed").await;
+    assert_eq!(app.get(&t.key, "/v1/tenant").await.status(), 200, "the caller's own key still works");
 }
 
 #[tokio::test]
