@@ -284,15 +284,16 @@ pub struct DocumentList {
 }
 
 /// Upload a document: JSON `{title, text}` or `multipart/form-data` with a `file` part (and optional `title`).
-/// An upload identical to an existing document returns that document with 200.
+/// An upload identical to an existing document is an idempotent replay: the same 201 and the existing
+/// document, marked by the `Tenantry-Duplicate-Of` header (its id); nothing is stored or counted again.
 #[utoipa::path(post, path = "/v1/documents", tag = "documents", security(("bearer" = [])),
     request_body(content(
         (DocumentBody = "application/json"),
         (DocumentForm = "multipart/form-data"),
     )),
     responses(
-        (status = 201, body = DocumentView),
-        (status = 200, description = "Identical content already uploaded", body = DocumentView),
+        (status = 201, body = DocumentView, headers(("Tenantry-Duplicate-Of" = String,
+            description = "Set when identical content was already uploaded: the existing document's id, which the body is"))),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
@@ -329,7 +330,14 @@ pub async fn upload_document(
     };
     match s.upload_document(&ctx, upload).await? {
         Uploaded::Created(d) => with_quota(&s, &ctx, StatusCode::CREATED, d).await,
-        Uploaded::Duplicate(d) => with_quota(&s, &ctx, StatusCode::OK, d).await,
+        Uploaded::Duplicate(d) => {
+            let id = HeaderValue::from_str(d.document_id.as_str()).ok();
+            let mut response = with_quota(&s, &ctx, StatusCode::CREATED, d).await?;
+            if let Some(id) = id {
+                response.headers_mut().insert("tenantry-duplicate-of", id);
+            }
+            Ok(response)
+        }
     }
 }
 

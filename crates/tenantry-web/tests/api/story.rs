@@ -105,10 +105,14 @@ async fn identical_uploads_are_deduplicated() {
     let t = app.signup("dedup@acme.test", "trial").await;
     let first = app.upload_text(&t.key, "One", "The same words twice.").await;
     let r = app.post_json(&t.key, "/v1/documents", json!({"title": "Two", "text": "The same words twice."})).await;
-    assert_eq!(r.status(), 200, "a repeat upload returns the existing document");
+    assert_eq!(r.status(), 201, "a repeat upload is replayed: API.md's 201 with the existing document");
+    assert_eq!(r.headers()["tenantry-duplicate-of"], first["document_id"].as_str().expect("id"));
     let second: serde_json::Value = r.json().await.expect("json");
     assert_eq!(second["document_id"], first["document_id"]);
     assert_eq!(app.usage(&t.key).await["totals"]["documents"], 1);
+    let fresh = app.post_json(&t.key, "/v1/documents", json!({"title": "Three", "text": "Other words."})).await;
+    assert_eq!(fresh.status(), 201);
+    assert!(!fresh.headers().contains_key("tenantry-duplicate-of"), "only a replay is marked");
 }
 
 #[tokio::test]
