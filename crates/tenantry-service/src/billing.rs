@@ -105,6 +105,33 @@ impl Services {
         Job::ClosePeriod { tenant_id: tenant.id.clone(), period_start_ms: period.start.0 }.at(period.end)
     }
 
+    /// The job that ends a trial that started at `started`, `trial_days` of the tenant's plan later.
+    pub(crate) fn trial_end_job(&self, tenant: &TenantRow, started: Timestamp) -> NewJob {
+        let days = self.catalog().plan(&tenant.plan).map_or(0, |p| p.trial_days);
+        Job::TrialEnd { tenant_id: tenant.id.clone() }.at(started.plus_seconds(i64::from(days) * DAY_SECS))
+    }
+
+    /// The `TrialEnd` job. A tenant still trialing on a priced plan is billed now as if its period closed: the
+    /// usage so far and the next period's base price in advance, on a `closing` invoice charged through the
+    /// payment provider, so the trial converts when it ends (paid: `active`; failed: `past_due` and dunning),
+    /// not at the period's end. The scheduled close at the period's end then bills only what came after
+    /// (`true_up`), as after an operator's early close. The time between the trial's end and the period's
+    /// end is not billed. A free plan has nothing to convert: its tenant stays `trialing`.
+    pub(crate) async fn end_trial(&self, tenant_id: &TenantId) -> ServiceResult<()> {
+        let Some(tenant) = self.store().tenant(tenant_id).await? else { return Ok(()) };
+        if tenant.state != TenantState::Trialing {
+            return Ok(());
+        }
+        if self.plan_of(&tenant)?.price.0 == 0 {
+            tracing::info!(tenant_id = %tenant.id, "trial over on a free plan; nothing to charge");
+            return Ok(());
+        }
+        let period = BillingPeriod::containing(tenant.billing_anchor, self.clock().now(), self.period_kind());
+        let invoice = self.close_period(&tenant, period, true).await?;
+        tracing::info!(tenant_id = %tenant.id, invoiced = invoice.is_some(), "trial over");
+        Ok(())
+    }
+
     /// At start: every billable tenant has its current period's close scheduled (idempotent), and every paid
     /// signup still waiting for payment has its first invoice (a crash between the two writes of a signup
     /// would otherwise leave it without one).
@@ -112,6 +139,10 @@ impl Services {
         for tenant in self.store().tenants(None).await? {
             if billable(tenant.state) {
                 self.store().enqueue(&self.period_close_job(&tenant), self.clock().now()).await?;
+                if tenant.state == TenantState::Trialing {
+                    // Trials begun before trial ends were scheduled (at most a provisioning's time early).
+                    self.store().enqueue(&self.trial_end_job(&tenant, tenant.created_at), self.clock().now()).await?;
+                }
             } else if tenant.state == TenantState::PendingPayment {
                 self.signup_invoice(&tenant, None).await?;
             }

@@ -28,6 +28,8 @@ pub enum Job {
     Provision { tenant_id: TenantId },
     /// Close the tenant's billing period that starts at `period_start_ms` (when it ends).
     ClosePeriod { tenant_id: TenantId, period_start_ms: i64 },
+    /// The tenant's trial is over: a paid plan's first invoice is made and charged now.
+    TrialEnd { tenant_id: TenantId },
     /// Dunning: try to collect an unpaid invoice again (the `attempt`-th retry of `billing.retry_days`).
     PaymentRetry { tenant_id: TenantId, invoice_id: String, attempt: u32 },
     /// Dunning: the grace period of an unpaid invoice is over; suspend if it is still unpaid.
@@ -63,6 +65,7 @@ impl Job {
         match self {
             Self::Provision { .. } => "provision",
             Self::ClosePeriod { .. } => "close_period",
+            Self::TrialEnd { .. } => "trial_end",
             Self::PaymentRetry { .. } => "payment_retry",
             Self::GraceExpiry { .. } => "grace_expiry",
             Self::Charge { .. } => "charge",
@@ -85,6 +88,7 @@ impl Job {
             Self::RetentionSweep { .. } => return None,
             Self::Provision { tenant_id }
             | Self::ClosePeriod { tenant_id, .. }
+            | Self::TrialEnd { tenant_id }
             | Self::PaymentRetry { tenant_id, .. }
             | Self::GraceExpiry { tenant_id, .. }
             | Self::Charge { tenant_id, .. }
@@ -106,6 +110,7 @@ impl Job {
         match self {
             Self::Provision { tenant_id } => format!("provision:{tenant_id}"),
             Self::ClosePeriod { tenant_id, period_start_ms } => format!("close_period:{tenant_id}:{period_start_ms}"),
+            Self::TrialEnd { tenant_id } => format!("trial_end:{tenant_id}"),
             Self::PaymentRetry { invoice_id, attempt, .. } => format!("payment_retry:{invoice_id}:{attempt}"),
             Self::GraceExpiry { invoice_id, .. } => format!("grace_expiry:{invoice_id}"),
             Self::Charge { invoice_id, .. } => format!("charge:{invoice_id}"),
@@ -293,6 +298,7 @@ impl Services {
             Job::ClosePeriod { tenant_id, period_start_ms } => {
                 self.close_scheduled_period(tenant_id, Timestamp(*period_start_ms)).await
             }
+            Job::TrialEnd { tenant_id } => self.end_trial(tenant_id).await,
             Job::PaymentRetry { tenant_id, invoice_id, attempt } => {
                 self.retry_payment(tenant_id, invoice_id, *attempt).await
             }

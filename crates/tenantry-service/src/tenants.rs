@@ -161,8 +161,8 @@ impl Services {
     }
 
     /// Prepares the tenant's storage and moves it out of `provisioning`: to `trialing` on a plan with a trial
-    /// that was not paid for up front, else `active`; the first period's close is scheduled in the same
-    /// transaction. Idempotent: a tenant already past provisioning is left as it is.
+    /// that was not paid for up front (its end scheduled: `Services::end_trial`), else `active`; the first
+    /// period's close is scheduled in the same transaction. Idempotent: a tenant already past provisioning is left as it is.
     pub(crate) async fn provision(&self, tenant_id: &TenantId) -> ServiceResult<TenantState> {
         let tenant = self.store().tenant(tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
         if tenant.state != TenantState::Provisioning {
@@ -180,7 +180,11 @@ impl Services {
                 .at(self.clock().now().plus_seconds(hours * 3_600));
         let review_at = self.clock().now().plus_seconds(7 * 86_400);
         let review = crate::jobs::Job::UsageReview { tenant_id: tenant_id.clone(), at_ms: review_at.0 }.at(review_at);
-        let row = self.transition_from(&tenant, event, crate::audit::Actor::System, &[close, nudge, review]).await?;
+        let mut jobs = vec![close, nudge, review];
+        if trial {
+            jobs.push(self.trial_end_job(&tenant, self.clock().now()));
+        }
+        let row = self.transition_from(&tenant, event, crate::audit::Actor::System, &jobs).await?;
         self.milestone(tenant_id, "provisioned").await;
         Ok(row.state)
     }

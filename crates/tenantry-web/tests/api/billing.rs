@@ -162,3 +162,64 @@ async fn bad_price_tiers_stop_the_service_at_start() {
     let err = tenantry_service::Services::start(config).await.err().expect("refused");
     assert!(err.to_string().contains("starter"), "{err}");
 }
+
+/// A paid plan's trial ends after its `trial_days`: the first invoice (the usage so far and the next period's
+/// base price) is made then, not at the period's end, and its payment makes the tenant `active`. A free
+/// plan's trial has nothing to convert.
+#[tokio::test]
+async fn a_paid_plans_trial_converts_when_its_days_are_over() {
+    let app = spawn_app_with(|c| {
+        c.server.operator_token = OP.into();
+        c.server.clock = "test".into();
+    })
+    .await;
+    let op = |path: String, body: Value| app.client.post(app.url(&path)).bearer_auth(OP).json(&body).send();
+    let advance = |days: i64| op("/admin/clock/advance".into(), json!({"seconds": days * 86_400}));
+    let invoices = |key: String| {
+        let app = &app;
+        async move {
+            let list: Value = app.get(&key, "/v1/invoices").await.json().await.expect("json");
+            list["invoices"].as_array().expect("invoices").clone()
+        }
+    };
+    let state = |key: String| {
+        let app = &app;
+        async move { app.get(&key, "/v1/tenant").await.json::<Value>().await.expect("json")["state"].clone() }
+    };
+    // The built-in `starter`: 14-day trial, then 49.00 a month; `trial`: free, 14 days.
+    let paid = app.signup("convert@trial.test", "starter").await;
+    let free = app.signup("free@trial.test", "trial").await;
+    app.query(&paid.key, "anything?").await;
+    assert_eq!(state(paid.key.clone()).await, "trialing");
+
+    assert_eq!(advance(13).await.expect("advance").status(), 200);
+    assert!(invoices(paid.key.clone()).await.is_empty(), "nothing billed during the trial");
+    assert_eq!(state(paid.key.clone()).await, "trialing");
+
+    assert_eq!(advance(2).await.expect("advance").status(), 200);
+    let billed = invoices(paid.key.clone()).await;
+    assert_eq!(billed.len(), 1, "the trial's end made the first invoice: {billed:?}");
+    assert_eq!(billed[0]["status"], "open");
+    let base: Vec<&Value> =
+        billed[0]["lines"].as_array().expect("lines").iter().filter(|l| l["meter"].is_null()).collect();
+    assert_eq!(base.len(), 1, "the base price, in advance: {billed:?}");
+    assert_eq!(base[0]["amount_cents"], 4_900);
+    assert_eq!(state(paid.key.clone()).await, "trialing", "served until the payment is reported");
+    let id = billed[0]["invoice_id"].as_str().expect("id").to_owned();
+    let paid_report = op(format!("/admin/invoices/{id}/payment"), json!({"outcome": "succeeded"})).await.expect("pay");
+    assert_eq!(paid_report.status(), 200);
+    assert_eq!(state(paid.key.clone()).await, "active", "the trial converted");
+
+    assert!(invoices(free.key.clone()).await.is_empty(), "a free plan's trial bills nothing");
+    assert_eq!(state(free.key.clone()).await, "trialing");
+
+    // The period's own close at its end bills only what came after the trial's invoice: no second base price.
+    assert_eq!(advance(17).await.expect("advance").status(), 200);
+    let later = invoices(paid.key.clone()).await;
+    let bases = later
+        .iter()
+        .flat_map(|i| i["lines"].as_array().cloned().unwrap_or_default())
+        .filter(|l| l["meter"].is_null())
+        .count();
+    assert_eq!(bases, 1, "one base price for the first paid period: {later:?}");
+}
