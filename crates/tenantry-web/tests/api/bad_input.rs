@@ -23,20 +23,17 @@ async fn assert_nothing_stored(app: &TestApp, t: &Tenant, probe_word: &str) {
     assert!(leftover.is_empty(), "no blobs: {leftover:?}");
 }
 
+/// POSTs a body that claims to be JSON and is not.
+async fn post_broken_json(app: &TestApp, key: &str, path: &str) -> reqwest::Response {
+    let r = app.client.post(app.url(path)).bearer_auth(key).header("content-type", "application/json");
+    r.body("{not json").send().await.expect("post")
+}
+
 #[tokio::test]
 async fn malformed_json_and_missing_fields() {
     let app = spawn_app().await;
     let t = app.signup("bad@input.test", "trial").await;
-    let r = app
-        .client
-        .post(app.url("/v1/documents"))
-        .bearer_auth(&t.key)
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .expect("post");
-    assert_problem(r, 400, "bad_request").await;
+    assert_problem(post_broken_json(&app, &t.key, "/v1/documents").await, 400, "bad_request").await;
     let r = app.post_json(&t.key, "/v1/documents", json!({"title": "no text"})).await;
     assert_problem(r, 422, "validation_failed").await;
     let r = app.post_json(&t.key, "/v1/query", json!({"top_k": 3})).await;
@@ -239,15 +236,6 @@ async fn a_bad_body_without_credentials_is_401_not_its_validation_error() {
         }
     }
     // With the tenant's key the same bad body is judged: 400 for broken JSON, 422 for the wrong shape.
-    let r = app
-        .client
-        .post(app.url("/v1/query"))
-        .bearer_auth(&t.key)
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .expect("post");
-    assert_problem(r, 400, "bad_request").await;
+    assert_problem(post_broken_json(&app, &t.key, "/v1/query").await, 400, "bad_request").await;
     assert_problem(app.post_json(&t.key, "/v1/keys", json!({"bogus": 1})).await, 422, "validation_failed").await;
 }
