@@ -97,9 +97,12 @@ pub struct ChatUsage {
     pub cost_micros: i64,
 }
 
-/// OpenAI's error body: `{"error": {message, type, param, code}}`.
+/// An error on the OpenAI-compatible routes: problem+json's fields plus OpenAI's
+/// `{"error": {message, type, param, code}}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OpenAiErrorBody {
+    #[serde(flatten)]
+    pub problem: crate::problem::Problem,
     #[schema(value_type = Object)]
     pub error: Value,
 }
@@ -152,12 +155,22 @@ impl OpenAiError {
 }
 
 impl IntoResponse for OpenAiError {
+    /// One body that is both: API.md's problem+json (`type`, `title`, `status`, `detail`, `code`) and OpenAI's
+    /// `error` object, which the SDKs read whatever the content type says.
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.error.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = (status, axum::Json(self.body())).into_response();
-        if let Some(secs) = self.error.retry_after_secs {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        let mut body = serde_json::to_value(crate::problem::Problem::of(self.error.code, self.error.detail.clone()))
+            .unwrap_or_else(|_| json!({}));
+        if let (Some(fields), Value::Object(openai)) = (body.as_object_mut(), self.body()) {
+            fields.extend(openai);
         }
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(secs) = self.error.retry_after_secs {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response.extensions_mut().insert(crate::metrics::ProblemCode(self.error.code.as_str()));
         response
     }
 }
@@ -169,9 +182,9 @@ impl IntoResponse for OpenAiError {
         (status = 200, description = "A `chat.completion`, or with `stream: true` server-sent \
             `chat.completion.chunk`s ending with `data: [DONE]`",
             content((ChatCompletion = "application/json"), (String = "text/event-stream"))),
-        (status = 400, body = OpenAiErrorBody), (status = 401, body = OpenAiErrorBody),
-        (status = 404, body = OpenAiErrorBody), (status = 429, body = OpenAiErrorBody),
-        (status = 502, body = OpenAiErrorBody), (status = 504, body = OpenAiErrorBody),
+        (status = 400, body = OpenAiErrorBody, content_type = "application/problem+json"), (status = 401, body = OpenAiErrorBody, content_type = "application/problem+json"),
+        (status = 404, body = OpenAiErrorBody, content_type = "application/problem+json"), (status = 429, body = OpenAiErrorBody, content_type = "application/problem+json"),
+        (status = 502, body = OpenAiErrorBody, content_type = "application/problem+json"), (status = 504, body = OpenAiErrorBody, content_type = "application/problem+json"),
     ))]
 pub async fn chat_completions(
     State(s): State<Services>,
@@ -347,7 +360,7 @@ pub struct ModelEntry {
 
 /// The models this key can use on `/v1/chat/completions`: the tenant's configured model (OpenAI-compatible).
 #[utoipa::path(get, path = "/v1/models", tag = "query", security(("bearer" = [])),
-    responses((status = 200, body = ModelList), (status = 401, body = OpenAiErrorBody)))]
+    responses((status = 200, body = ModelList), (status = 401, body = OpenAiErrorBody, content_type = "application/problem+json")))]
 pub async fn list_models(
     State(s): State<Services>,
     Extension(rid): Extension<RequestId>,

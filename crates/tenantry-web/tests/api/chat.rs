@@ -22,14 +22,20 @@ fn chat(question: &str) -> Value {
     ]})
 }
 
-/// An OpenAI-shaped error response: status, `error.type` and `error.code`; returns `error`.
+/// An error response of the OpenAI-compatible routes: OpenAI's `error` (status, `error.type`, `error.code`)
+/// and API.md's problem+json in the same body; returns `error`.
 async fn assert_openai_error(r: reqwest::Response, status: u16, kind: &str, code: &str) -> Value {
     assert_eq!(r.status().as_u16(), status);
     assert!(r.headers().contains_key("x-request-id"));
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
     let body: Value = r.json().await.expect("json");
     let error = body["error"].clone();
     assert_eq!((error["type"].as_str(), error["code"].as_str()), (Some(kind), Some(code)), "{body}");
     assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert_eq!(body["status"], status, "{body}");
+    for field in ["type", "title", "detail", "code"] {
+        assert!(body[field].as_str().is_some_and(|s| !s.is_empty()), "problem+json has {field}: {body}");
+    }
     error
 }
 
