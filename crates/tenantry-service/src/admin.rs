@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use subtle::ConstantTimeEq;
 use tenantry_domain::lifecycle::LifecycleEvent;
-use tenantry_domain::quota::BillingPeriod;
 use tenantry_domain::{ErrorCode, TenantId, TenantState};
 
 use serde::Serialize;
@@ -167,7 +166,7 @@ impl Services {
                 delivered_at: n.delivered_at.map(|t| t.to_rfc3339()),
             })
             .collect();
-        let period = BillingPeriod::containing(row.billing_anchor, self.clock().now(), self.period_kind());
+        let period = self.current_period(&row);
         let usage = self.usage_between(&id, period.start, period.end).await?;
         Ok(TenantDetail { tenant: crate::tenants::view(row), usage, events, invoices, jobs, notifications })
     }

@@ -99,9 +99,14 @@ impl Services {
             .ok_or_else(|| ServiceError::internal(format!("tenant plan {:?} is not in the catalogue", tenant.plan)))
     }
 
+    /// The tenant's billing period that holds the service clock's now.
+    pub(crate) fn current_period(&self, tenant: &TenantRow) -> BillingPeriod {
+        BillingPeriod::containing(tenant.billing_anchor, self.clock().now(), self.period_kind())
+    }
+
     /// The job that closes the tenant's current period when it ends.
     pub(crate) fn period_close_job(&self, tenant: &TenantRow) -> NewJob {
-        let period = BillingPeriod::containing(tenant.billing_anchor, self.clock().now(), self.period_kind());
+        let period = self.current_period(tenant);
         Job::ClosePeriod { tenant_id: tenant.id.clone(), period_start_ms: period.start.0 }.at(period.end)
     }
 
@@ -126,8 +131,7 @@ impl Services {
             tracing::info!(tenant_id = %tenant.id, "trial over on a free plan; nothing to charge");
             return Ok(());
         }
-        let period = BillingPeriod::containing(tenant.billing_anchor, self.clock().now(), self.period_kind());
-        let invoice = self.close_period(&tenant, period, true).await?;
+        let invoice = self.close_period(&tenant, self.current_period(&tenant), true).await?;
         tracing::info!(tenant_id = %tenant.id, invoiced = invoice.is_some(), "trial over");
         Ok(())
     }
@@ -223,8 +227,7 @@ impl Services {
             if !billable(tenant.state) {
                 continue;
             }
-            let period = BillingPeriod::containing(tenant.billing_anchor, self.clock().now(), self.period_kind());
-            if let Some(invoice) = self.close_period(&tenant, period, true).await? {
+            if let Some(invoice) = self.close_period(&tenant, self.current_period(&tenant), true).await? {
                 made.push(invoice);
             }
         }

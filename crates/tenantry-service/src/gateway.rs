@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use tenantry_domain::context::Scopes;
 use tenantry_domain::lifecycle::EndpointClass;
-use tenantry_domain::quota::BillingPeriod;
 use tenantry_domain::{ApiKeyId, ErrorCode, RequestId, TenantContext, TenantId, TenantState};
 use tenantry_store::TenantRow;
 
@@ -156,7 +155,7 @@ impl Services {
             retrieval_mode,
             system_prompt: Arc::from(tenant.system_prompt.as_str()),
             config_version: tenant.config_version,
-            period: BillingPeriod::containing(tenant.billing_anchor, self.clock().now(), self.period_kind()),
+            period: self.current_period(tenant),
             key_id,
             scopes,
             request_id,

@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,12 +106,7 @@ impl Ledger {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while let Ok(first) = rx.recv() {
             batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                }
-            }
+            batch.extend(rx.try_iter().take(MAX_BATCH - 1));
             self.write(std::mem::take(&mut batch));
             // Between two batches, so no write is in progress and the pass completes.
             if self.finish_due.as_ref().is_some_and(|due| due.swap(false, Ordering::AcqRel)) {

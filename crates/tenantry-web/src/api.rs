@@ -59,10 +59,7 @@ pub(crate) async fn with_quota_headers(
     ctx: &TenantContext,
     mut response: Response,
 ) -> ApiResult<Response> {
-    let remaining = s.remaining(ctx).await?;
-    let h = response.headers_mut();
-    h.insert(crate::extract::QUOTA_QUERIES_REMAINING, HeaderValue::from(remaining.queries));
-    h.insert(crate::extract::QUOTA_TOKENS_REMAINING, HeaderValue::from(remaining.tokens));
+    crate::extract::quota_headers(s, ctx, response.headers_mut()).await?;
     Ok(response)
 }
 

@@ -5,7 +5,7 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -158,20 +158,11 @@ impl IntoResponse for OpenAiError {
     /// One body that is both: API.md's problem+json (`type`, `title`, `status`, `detail`, `code`) and OpenAI's
     /// `error` object, which the SDKs read whatever the content type says.
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.error.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut body = serde_json::to_value(crate::problem::Problem::of(self.error.code, self.error.detail.clone()))
-            .unwrap_or_else(|_| json!({}));
-        if let (Some(fields), Value::Object(openai)) = (body.as_object_mut(), self.body()) {
-            fields.extend(openai);
-        }
-        let mut response = (status, axum::Json(body)).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        if let Some(secs) = self.error.retry_after_secs {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        response.extensions_mut().insert(crate::metrics::ProblemCode(self.error.code.as_str()));
-        response
+        let openai = match self.body() {
+            Value::Object(fields) => fields,
+            _ => serde_json::Map::new(),
+        };
+        crate::problem::problem_response(&self.error, openai)
     }
 }
 

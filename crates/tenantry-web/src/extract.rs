@@ -95,20 +95,27 @@ pub async fn tenant_response(State(s): State<Services>, req: Request, next: Next
     let Some(ctx) = ctx else { return response };
     response.extensions_mut().insert(AuthenticatedTenant(ctx.tenant_id.as_str().to_owned()));
     if !response.headers().contains_key(QUOTA_QUERIES_REMAINING) {
-        match s.remaining(&ctx).await {
-            Ok(remaining) => {
-                let h = response.headers_mut();
-                h.insert(QUOTA_QUERIES_REMAINING, HeaderValue::from(remaining.queries));
-                h.insert(QUOTA_TOKENS_REMAINING, HeaderValue::from(remaining.tokens));
-            }
-            Err(e) => tracing::warn!(error = %e, "quota headers left off a response"),
+        if let Err(e) = quota_headers(&s, &ctx, response.headers_mut()).await {
+            tracing::warn!(error = %e, "quota headers left off a response");
         }
     }
     response
 }
 
-pub const QUOTA_QUERIES_REMAINING: &str = "x-quota-queries-remaining";
-pub const QUOTA_TOKENS_REMAINING: &str = "x-quota-tokens-remaining";
+/// Writes API.md's `X-Quota-*` headers: what the tenant has left this period.
+pub(crate) async fn quota_headers(
+    s: &Services,
+    ctx: &TenantContext,
+    headers: &mut HeaderMap,
+) -> Result<(), tenantry_service::ServiceError> {
+    let remaining = s.remaining(ctx).await?;
+    headers.insert(QUOTA_QUERIES_REMAINING, HeaderValue::from(remaining.queries));
+    headers.insert(QUOTA_TOKENS_REMAINING, HeaderValue::from(remaining.tokens));
+    Ok(())
+}
+
+const QUOTA_QUERIES_REMAINING: &str = "x-quota-queries-remaining";
+const QUOTA_TOKENS_REMAINING: &str = "x-quota-tokens-remaining";
 
 /// `axum::Json` whose rejections are problem+json.
 pub struct Json<T>(pub T);

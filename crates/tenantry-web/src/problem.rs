@@ -52,18 +52,28 @@ impl From<ServiceError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let ServiceError { code, detail, retry_after_secs } = self.0;
-        let status = StatusCode::from_u16(code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = Problem::of(code, detail);
-        let mut response = (status, axum::Json(body)).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        if let Some(secs) = retry_after_secs {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        response.extensions_mut().insert(crate::metrics::ProblemCode(code.as_str()));
-        response
+        problem_response(&self.0, serde_json::Map::new())
     }
+}
+
+/// The problem+json response of `error`, with `extra` fields beside the problem's (the OpenAI-compatible
+/// routes add OpenAI's `error` object): its status, `Retry-After` when the error has one, and the problem code
+/// for the metrics layer.
+pub(crate) fn problem_response(error: &ServiceError, extra: serde_json::Map<String, serde_json::Value>) -> Response {
+    let status = StatusCode::from_u16(error.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut body = match serde_json::to_value(Problem::of(error.code, error.detail.clone())) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        _ => serde_json::Map::new(),
+    };
+    body.extend(extra);
+    let mut response = (status, axum::Json(body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    if let Some(secs) = error.retry_after_secs {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response.extensions_mut().insert(crate::metrics::ProblemCode(error.code.as_str()));
+    response
 }
 
 impl From<JsonRejection> for ApiError {
