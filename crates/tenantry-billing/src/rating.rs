@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tenantry_domain::quota::BillingPeriod;
 use tenantry_domain::{Cents, Plan, Timestamp};
 
-use crate::arith::group_digits;
+use crate::arith::{div_round_half_away, group_digits};
 use crate::line::{BillingMeter, InvoiceLine};
 
 /// Tokens are priced per 10^3 (config: `token_micros_per_1k`); queries per 10^0.
@@ -274,6 +274,24 @@ pub fn base_line(pricing: &Pricing, period: BillingPeriod) -> Option<InvoiceLine
     })
 }
 
+/// The base price for what is left of `period` from `from` on, prorated as a plan change is
+/// (`proration::prorate`): a trial that ends inside a period owes the rest of it. None for a free plan or
+/// when nothing is left.
+pub fn remainder_line(
+    pricing: &Pricing,
+    period: BillingPeriod,
+    from: Timestamp,
+) -> Result<Option<InvoiceLine>, crate::ProrationError> {
+    let (remaining, total) = crate::proration::remaining_seconds(period, from)?;
+    let exact = i128::from(pricing.base.0) * i128::from(remaining);
+    // remaining ≤ total, so the result is at most the base price and fits.
+    let owed = Cents(i64::try_from(div_round_half_away(exact, i128::from(total))).unwrap_or(pricing.base.0));
+    Ok((owed != Cents(0)).then(|| {
+        let description = format!("{} plan, {} to {} (after the trial)", pricing.plan, date(from), date(period.end));
+        InvoiceLine::fixed(description, owed)
+    }))
+}
+
 /// Usage above included, one line per meter, model price and tier that has units. None when within.
 pub fn overage_lines(pricing: &Pricing, usage: &MeteredUsage) -> Result<Vec<InvoiceLine>, RatingError> {
     let mut lines = Vec::new();
@@ -435,6 +453,22 @@ mod tests {
             token_tiers: Tiers::flat(100).expect("flat"),
             model_token_tiers: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn the_rest_of_a_period_after_a_trial_is_prorated() {
+        const DAY: i64 = 86_400_000;
+        let p = pricing();
+        let period = BillingPeriod { start: Timestamp(0), end: Timestamp(30 * DAY) };
+        let rest = |day: i64| remainder_line(&p, period, Timestamp(day * DAY)).expect("inside");
+        assert_eq!(rest(0).map(|l| l.amount_cents), Some(Cents(1_000)), "a trial of nothing owes the period");
+        assert_eq!(rest(14).map(|l| l.amount_cents), Some(Cents(533)), "16 of 30 days: 533.33 rounds to 533");
+        assert_eq!(rest(20).map(|l| l.amount_cents), Some(Cents(333)));
+        assert_eq!(rest(30), None, "a trial to the period's end owes nothing of it");
+        assert!(rest(14).expect("line").meter.is_none(), "a base price line, not usage");
+        assert!(remainder_line(&p, period, Timestamp(31 * DAY)).is_err(), "outside the period");
+        let free = Pricing { base: Cents(0), ..pricing() };
+        assert_eq!(remainder_line(&free, period, Timestamp(14 * DAY)).expect("inside"), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use tenantry_billing::rating::{closing_lines, signup_lines, true_up_lines, MeteredUsage, Pricing};
+use tenantry_billing::rating::{closing_lines, remainder_line, signup_lines, true_up_lines, MeteredUsage, Pricing};
 use tenantry_billing::{InvoiceLine, InvoiceNumber, InvoiceStatus};
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::quota::{BillingPeriod, Meter};
@@ -110,6 +110,12 @@ impl Services {
         Job::ClosePeriod { tenant_id: tenant.id.clone(), period_start_ms: period.start.0 }.at(period.end)
     }
 
+    /// When the tenant's trial ends (or ended): `trial_days` of its plan after its signup; none without one.
+    fn trial_end(&self, tenant: &TenantRow) -> Option<Timestamp> {
+        let days = self.catalog().plan(&tenant.plan).map_or(0, |p| p.trial_days);
+        (days > 0).then(|| tenant.created_at.plus_seconds(i64::from(days) * DAY_SECS))
+    }
+
     /// The job that ends a trial that started at `started`, `trial_days` of the tenant's plan later.
     pub(crate) fn trial_end_job(&self, tenant: &TenantRow, started: Timestamp) -> NewJob {
         let days = self.catalog().plan(&tenant.plan).map_or(0, |p| p.trial_days);
@@ -120,8 +126,9 @@ impl Services {
     /// usage so far and the next period's base price in advance, on a `closing` invoice charged through the
     /// payment provider, so the trial converts when it ends (paid: `active`; failed: `past_due` and dunning),
     /// not at the period's end. The scheduled close at the period's end then bills only what came after
-    /// (`true_up`), as after an operator's early close. The time between the trial's end and the period's
-    /// end is not billed. A free plan has nothing to convert: its tenant stays `trialing`.
+    /// (`true_up`), as after an operator's early close. The rest of the period after the trial's end is
+    /// billed on the same invoice, prorated, unless an earlier close billed it in advance (a trial longer
+    /// than a period). A free plan has nothing to convert: its tenant stays `trialing`.
     pub(crate) async fn end_trial(&self, tenant_id: &TenantId) -> ServiceResult<()> {
         let Some(tenant) = self.store().tenant(tenant_id).await? else { return Ok(()) };
         if tenant.state != TenantState::Trialing {
@@ -131,7 +138,16 @@ impl Services {
             tracing::info!(tenant_id = %tenant.id, "trial over on a free plan; nothing to charge");
             return Ok(());
         }
-        let invoice = self.close_period(&tenant, self.current_period(&tenant), true).await?;
+        let period = self.current_period(&tenant);
+        let ended =
+            self.trial_end(&tenant).unwrap_or(period.start).clamp(period.start, self.clock().now().min(period.end));
+        let mut rest = Vec::new();
+        // A trial begun in an earlier period had this one's post-trial part billed in advance at that close.
+        if tenant.created_at >= period.start {
+            let pricing = Pricing::from_plan(self.plan_of(&tenant)?).map_err(ServiceError::internal)?;
+            rest.extend(remainder_line(&pricing, period, ended).map_err(ServiceError::internal)?);
+        }
+        let invoice = self.close_period(&tenant, period, true, rest).await?;
         tracing::info!(tenant_id = %tenant.id, invoiced = invoice.is_some(), "trial over");
         Ok(())
     }
@@ -227,7 +243,7 @@ impl Services {
             if !billable(tenant.state) {
                 continue;
             }
-            if let Some(invoice) = self.close_period(&tenant, self.current_period(&tenant), true).await? {
+            if let Some(invoice) = self.close_period(&tenant, self.current_period(&tenant), true, Vec::new()).await? {
                 made.push(invoice);
             }
         }
@@ -246,18 +262,21 @@ impl Services {
             return Ok(());
         }
         let period = BillingPeriod::containing(tenant.billing_anchor, period_start, self.period_kind());
-        self.close_period(&tenant, period, false).await.map(drop)
+        self.close_period(&tenant, period, false, Vec::new()).await.map(drop)
     }
 
     /// Rates `period` from the ledger into a `closing` invoice (overage in arrears, the next period's base in
     /// advance) and schedules the next close in the same transaction. If the period was already closed early
     /// and this is its end, the usage since then goes on a `true_up` invoice. A period that owes nothing gets
-    /// no invoice, but the next close is still scheduled.
+    /// no invoice, but the next close is still scheduled. `first` goes on the invoice before the rest (the
+    /// period's remainder after a trial). While a trial lasts into the next period, that period's base price
+    /// is billed only for its part after the trial.
     async fn close_period(
         &self,
         tenant: &TenantRow,
         period: BillingPeriod,
         early: bool,
+        first: Vec<InvoiceLine>,
     ) -> ServiceResult<Option<InvoiceView>> {
         let plan = self.plan_of(tenant)?;
         let next = BillingPeriod::containing(tenant.billing_anchor, period.end, self.period_kind());
@@ -272,7 +291,19 @@ impl Services {
             }
         }
         let pricing = Pricing::from_plan(plan).map_err(ServiceError::internal)?;
-        let mut lines = closing_lines(&pricing, &usage, Some((&pricing, next))).map_err(ServiceError::internal)?;
+        let trial_into_next =
+            self.trial_end(tenant).filter(|end| tenant.state == TenantState::Trialing && *end > next.start);
+        let mut lines = first;
+        match trial_into_next {
+            Some(end) => {
+                lines.extend(closing_lines(&pricing, &usage, None).map_err(ServiceError::internal)?);
+                let after = end.min(next.end);
+                lines.extend(remainder_line(&pricing, next, after).map_err(ServiceError::internal)?);
+            }
+            None => {
+                lines.extend(closing_lines(&pricing, &usage, Some((&pricing, next))).map_err(ServiceError::internal)?)
+            }
+        }
         // Plan changes' proration waits for this invoice (or the true-up, after an early close).
         let (pending, consume_items) = self.pending_invoice_lines(&tenant.id).await?;
         lines.extend(pending.iter().cloned());

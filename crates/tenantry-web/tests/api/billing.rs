@@ -202,8 +202,12 @@ async fn a_paid_plans_trial_converts_when_its_days_are_over() {
     assert_eq!(billed[0]["status"], "open");
     let base: Vec<&Value> =
         billed[0]["lines"].as_array().expect("lines").iter().filter(|l| l["meter"].is_null()).collect();
-    assert_eq!(base.len(), 1, "the base price, in advance: {billed:?}");
-    assert_eq!(base[0]["amount_cents"], 4_900);
+    assert_eq!(base.len(), 2, "the rest of the trial's period and the next one's base price: {billed:?}");
+    // The trial ended on day 14 of a 28- to 31-day period: the rest of it, prorated, is owed.
+    let rest = base[0]["amount_cents"].as_i64().expect("cents");
+    assert!((4_900 * 14 / 28..=4_900 * 17 / 31 + 1).contains(&rest), "prorated rest of the period: {rest}");
+    assert!(base[0]["description"].as_str().expect("text").contains("after the trial"), "{billed:?}");
+    assert_eq!(base[1]["amount_cents"], 4_900, "the next period's base price, in advance");
     assert_eq!(state(paid.key.clone()).await, "trialing", "served until the payment is reported");
     let id = billed[0]["invoice_id"].as_str().expect("id").to_owned();
     let paid_report = op(format!("/admin/invoices/{id}/payment"), json!({"outcome": "succeeded"})).await.expect("pay");
@@ -221,5 +225,49 @@ async fn a_paid_plans_trial_converts_when_its_days_are_over() {
         .flat_map(|i| i["lines"].as_array().cloned().unwrap_or_default())
         .filter(|l| l["meter"].is_null())
         .count();
-    assert_eq!(bases, 1, "one base price for the first paid period: {later:?}");
+    assert_eq!(bases, 2, "no base price twice: the trial's rest and the next period: {later:?}");
+}
+
+/// A trial longer than a period: the close that falls inside the trial bills no base price for trial time,
+/// only the next period's part after the trial; the trial's end then bills the period after, in advance.
+#[tokio::test]
+async fn a_trial_longer_than_a_period_bills_only_the_time_after_it() {
+    let app = spawn_app_with(|c| {
+        c.server.operator_token = OP.into();
+        c.server.clock = "test".into();
+        let mut plan: PlanConfig = c.plans.iter().find(|p| p.name == "starter").expect("starter").clone();
+        plan.name = "long-trial".into();
+        plan.trial_days = 45;
+        plan.price_cents = 3_000;
+        c.plans.push(plan);
+    })
+    .await;
+    let advance = |days: i64| {
+        app.client.post(app.url("/admin/clock/advance")).bearer_auth(OP).json(&json!({"seconds": days * 86_400})).send()
+    };
+    let t = app.signup("long@trial.test", "long-trial").await;
+    let base_lines = || async {
+        let list: Value = app.get(&t.key, "/v1/invoices").await.json().await.expect("json");
+        list["invoices"]
+            .as_array()
+            .expect("invoices")
+            .iter()
+            .flat_map(|i| i["lines"].as_array().cloned().unwrap_or_default())
+            .filter(|l| l["meter"].is_null())
+            .map(|l| l["amount_cents"].as_i64().expect("cents"))
+            .collect::<Vec<i64>>()
+    };
+
+    // The first period closes (day 28 to 31) inside the trial: the second period is billed from day 45 on.
+    assert_eq!(advance(32).await.expect("advance").status(), 200);
+    let first = base_lines().await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    // Day 45 falls 14 to 17 days into a 28- to 31-day second period: its last 11 to 17 days are owed.
+    assert!((3_000 * 11 / 31..=3_000 * 17 / 28 + 1).contains(&first[0]), "prorated second period: {first:?}");
+
+    // The trial's end bills the third period in advance, and nothing more of the second.
+    assert_eq!(advance(14).await.expect("advance").status(), 200);
+    let after = base_lines().await;
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(after.contains(&first[0]) && after.contains(&3_000), "the third period's base price: {after:?}");
 }
