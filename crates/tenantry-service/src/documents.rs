@@ -9,7 +9,7 @@ use tenantry_domain::quota::Meter;
 use tenantry_domain::{ChunkId, DocumentId, ErrorCode, TenantContext, TenantId, TenantState, Timestamp};
 use tenantry_ingest::{ChunkOptions, Format, IngestError};
 use tenantry_search::ChunkToIndex;
-use tenantry_store::{Amounts, DocumentRow, JobState, NewChunk, NewDocument, UsageEvent};
+use tenantry_store::{Amounts, DocumentRow, Inserted, JobState, NewChunk, NewDocument, UsageEvent};
 use utoipa::ToSchema;
 
 use crate::jobs::Job;
@@ -183,7 +183,14 @@ impl Services {
         }
         let settlement = self.settlement_for(ctx, Some(&reservation), actual);
         match self.store().insert_document(&doc, &new_chunks, &settlement, &events).await {
-            Ok(row) => {
+            // An identical upload racing this one was stored first: this copy is undone, its quota released
+            // (the reservation's drop), and the request answered as the replay it is.
+            Ok(Inserted::Existing(existing)) => {
+                self.unindex(ctx, &doc_id).await;
+                remove_blob(&blob).await;
+                Ok(Uploaded::Duplicate(existing.into()))
+            }
+            Ok(Inserted::New(row)) => {
                 Self::mark_settled(reservation);
                 if let Some(chunks) = chunks_for_vectors {
                     self.vectors_if_plan_changed(ctx, &doc_id, &row.title, chunks).await?;

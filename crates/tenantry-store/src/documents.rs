@@ -22,6 +22,15 @@ pub struct NewDocument {
     pub now: Timestamp,
 }
 
+/// What `Store::insert_document` did.
+#[derive(Clone, Debug)]
+pub enum Inserted {
+    /// The document was stored.
+    New(DocumentRow),
+    /// The tenant already had a document with these bytes; nothing was written.
+    Existing(DocumentRow),
+}
+
 #[derive(Clone, Debug)]
 pub struct NewChunk {
     pub id: ChunkId,
@@ -89,15 +98,34 @@ async fn insert_chunks(tx: &mut Transaction<'_, Any>, doc: &NewDocument, chunks:
 
 impl Store {
     /// Writes the document, its chunks, its ledger events and the quota settlement in one transaction.
+    /// Stores a document, its chunks and its settlement in one transaction, unless the tenant already has a
+    /// document with the same content: then nothing is written and that one is returned. The check is made
+    /// inside the write transaction, after the tenant's uploads are serialised (SQLite's single writer; the
+    /// tenant's row locked on PostgreSQL), so identical uploads racing each other store one document.
     pub async fn insert_document(
         &self,
         doc: &NewDocument,
         chunks: &[NewChunk],
         settlement: &Settlement,
         events: &[UsageEvent],
-    ) -> Result<DocumentRow> {
+    ) -> Result<Inserted> {
         let mut guard = self.settlement_guard(settlement).await?;
         let mut tx = self.begin_write().await?;
+        if self.backend == crate::Backend::Postgres {
+            sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
+                .bind(doc.tenant_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        }
+        let sql = format!(
+            "SELECT {DOC_COLUMNS} FROM documents WHERE tenant_id = $1 AND content_sha256 = $2 ORDER BY created_at LIMIT 1"
+        );
+        let same =
+            sqlx::query(&sql).bind(doc.tenant_id.as_str()).bind(&doc.content_sha256).fetch_optional(&mut *tx).await?;
+        if let Some(row) = same {
+            tx.rollback().await?;
+            return Ok(Inserted::Existing(document_from_row(&row)?));
+        }
         sqlx::query(
             "INSERT INTO documents (id, tenant_id, title, content_type, bytes, chunks, content_sha256, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -118,7 +146,7 @@ impl Store {
         if applied {
             self.settled(guard.as_mut(), settlement);
         }
-        Ok(DocumentRow {
+        Ok(Inserted::New(DocumentRow {
             id: doc.id.clone(),
             tenant_id: doc.tenant_id.clone(),
             title: doc.title.clone(),
@@ -127,7 +155,7 @@ impl Store {
             chunks: chunks.len() as i64,
             content_sha256: doc.content_sha256.clone(),
             created_at: doc.now,
-        })
+        }))
     }
 
     pub async fn documents(&self, tenant: &TenantId) -> Result<Vec<DocumentRow>> {

@@ -32,7 +32,7 @@ use sqlx::{AnyPool, Executor, Row};
 
 pub use audit::{entry_hash, AuditBreak, AuditEntry, AuditPruned, NewAuditEntry, GENESIS_HASH};
 pub use credits::WinBack;
-pub use documents::{ChunkRow, DocumentRow, NewChunk, NewDocument};
+pub use documents::{ChunkRow, DocumentRow, Inserted, NewChunk, NewDocument};
 pub use erasure::{ErasedRows, ErasureRow, NewErasure};
 pub use exports::ExportRow;
 pub use invoices::{InvoiceEffects, InvoiceRow, NewInvoice, NewPendingItem, PendingItemRow};

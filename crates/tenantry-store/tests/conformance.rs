@@ -6,7 +6,7 @@ use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::quota::Meter;
 use tenantry_domain::{ApiKeyId, ChunkId, DocumentId, RetrievalMode, TenantId, TenantState, Timestamp};
 use tenantry_store::{
-    Amounts, ConfigChange, InvoiceEffects, JobState, NewApiKey, NewChunk, NewDocument, NewInvoice, NewJob,
+    Amounts, ConfigChange, Inserted, InvoiceEffects, JobState, NewApiKey, NewChunk, NewDocument, NewInvoice, NewJob,
     NewPendingItem, NewReservation, NewTenant, PlanChange, Settlement, Store, StoreError, UsageEvent,
 };
 
@@ -143,6 +143,7 @@ async fn documents_and_ledger(store: Store) {
         )
         .await
         .expect("insert");
+    let Inserted::New(row) = row else { panic!("a first upload is stored") };
     assert_eq!(row.chunks, 3);
     assert_eq!(store.chunks(&t.id, &doc.id).await.expect("chunks").len(), 3);
     assert_eq!(store.usage_level(&t.id, Meter::StorageBytes, Timestamp(11)).await.expect("level"), 100);
@@ -167,10 +168,26 @@ async fn documents_and_ledger(store: Store) {
         Err(StoreError::NotFound)
     ));
 
+    // The same bytes again under a new id: the stored document is returned and nothing is written.
+    let copy = NewDocument { id: DocumentId::generate(), ..doc.clone() };
+    let replay = store
+        .insert_document(
+            &copy,
+            &[],
+            &settlement(&t.id, None, Amounts { documents: 1, ..Amounts::default() }),
+            &[event(&t.id, "copy", Meter::Documents, 1, 11)],
+        )
+        .await
+        .expect("replay");
+    assert!(matches!(&replay, Inserted::Existing(existing) if existing.id == doc.id), "{replay:?}");
+    assert!(store.document(&t.id, &copy.id).await.expect("read").is_none(), "no second row");
+    assert_eq!(store.usage_event_count(&t.id, Meter::Documents).await.expect("count"), 1, "nothing metered");
+
     // A failing transaction leaves nothing: the duplicate document id aborts the insert of a second copy.
+    let clash = NewDocument { content_sha256: "other bytes".into(), ..doc.clone() };
     let again = store
         .insert_document(
-            &doc,
+            &clash,
             &chunks,
             &settlement(&t.id, None, Amounts { documents: 1, ..Amounts::default() }),
             &[event(&t.id, "again", Meter::Documents, 1, 12)],

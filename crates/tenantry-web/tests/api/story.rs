@@ -116,6 +116,38 @@ async fn identical_uploads_are_deduplicated() {
 }
 
 #[tokio::test]
+async fn identical_uploads_racing_each_other_store_one_document() {
+    let app = spawn_app().await;
+    let t = app.signup("race@acme.test", "trial").await;
+    let text = "Refunds are issued within 14 days of the request. ".repeat(40);
+    let uploads = (0..6).map(|i| {
+        let body = json!({"title": format!("Copy {i}"), "text": text.clone()});
+        let (app, key) = (&app, t.key.clone());
+        async move { app.post_json(&key, "/v1/documents", body).await }
+    });
+    let mut ids = std::collections::BTreeSet::new();
+    for r in futures::future::join_all(uploads).await {
+        assert_eq!(r.status(), 201, "the first is stored, the others are its replays");
+        let body: serde_json::Value = r.json().await.expect("json");
+        ids.insert(body["document_id"].as_str().expect("id").to_owned());
+    }
+    assert_eq!(ids.len(), 1, "one document for six identical uploads: {ids:?}");
+    let listed: serde_json::Value = app.get(&t.key, "/v1/documents").await.json().await.expect("json");
+    assert_eq!(listed["documents"].as_array().expect("documents").len(), 1);
+    let totals = app.usage(&t.key).await["totals"].clone();
+    assert_eq!(totals["documents"], 1, "metered once: {totals}");
+    assert_eq!(totals["storage_bytes"], text.len(), "{totals}");
+    let answer = app.query(&t.key, "How long do refunds take?").await;
+    let cited: std::collections::BTreeSet<&str> = answer["citations"]
+        .as_array()
+        .expect("citations")
+        .iter()
+        .map(|c| c["document_id"].as_str().expect("id"))
+        .collect();
+    assert!(cited.iter().all(|id| ids.contains(*id)), "the undone copies left nothing in the index: {answer}");
+}
+
+#[tokio::test]
 async fn config_changes_apply_to_the_next_query_and_refuse_what_the_plan_lacks() {
     let app = spawn_app().await;
     let t = app.signup("config@acme.test", "starter").await;
