@@ -37,8 +37,7 @@ const TOUCH_INTERVAL_MS: i64 = 60_000;
 
 impl Services {
     /// Authenticates `presented` (the bearer token) and decides whether a request of `class` needing `scope`
-    /// may proceed. Every failure is the answer API.md prescribes; an unknown, forged, revoked or erased key
-    /// is the same 401 so nothing about other keys leaks.
+    /// may proceed: `identify`, then `admit`.
     pub async fn authenticate(
         &self,
         presented: Option<&str>,
@@ -46,6 +45,15 @@ impl Services {
         class: EndpointClass,
         scope: Scope,
     ) -> ServiceResult<TenantContext> {
+        let ctx = self.identify(presented, request_id).await?;
+        self.admit(&ctx, class, scope)?;
+        Ok(ctx)
+    }
+
+    /// Who is calling: the key checked and the tenant's context built, nothing yet about what it may do. An
+    /// unknown, forged or revoked key is the same 401 so nothing about other keys leaks; an erased tenant's
+    /// key is refused by `admit` (API.md: 401 as well).
+    pub async fn identify(&self, presented: Option<&str>, request_id: RequestId) -> ServiceResult<TenantContext> {
         let unauthenticated = || ServiceError::new(ErrorCode::Unauthenticated, "missing or invalid API key");
         let presented = presented.ok_or_else(unauthenticated)?;
         let (key_id, secret) = keys::parse(presented).ok_or_else(unauthenticated)?;
@@ -64,28 +72,32 @@ impl Services {
                 tracing::warn!(error = %e, "could not record key use");
             }
         }
-
-        if let Err(code) = tenant.state.gate(class) {
-            return Err(gate_error(code, tenant.state));
-        }
         let scopes = Scopes::parse_list(key.scopes.split_whitespace()).unwrap_or_default();
-        if !scope.granted_by(scopes) {
+        self.context_for(&tenant, key.id, scopes, request_id)
+    }
+
+    /// Whether an identified caller may make a request of `class` needing `scope` now: the lifecycle gate
+    /// (API.md's state table), the key's scopes, the plan's requests per minute. Each failure is the answer
+    /// API.md prescribes.
+    pub fn admit(&self, ctx: &TenantContext, class: EndpointClass, scope: Scope) -> ServiceResult<()> {
+        if let Err(code) = ctx.state.gate(class) {
+            return Err(gate_error(code, ctx.state));
+        }
+        if !scope.granted_by(ctx.scopes) {
             return Err(ServiceError::new(
                 ErrorCode::Forbidden,
                 "this API key does not have the scope for this endpoint",
             ));
         }
-        if let Some(plan) = self.catalog().plan(&tenant.plan) {
-            let per_minute = plan.quotas.requests_per_minute;
-            if let Err(limited) = self.rate().check(&tenant.id, per_minute, now) {
-                return Err(ServiceError::new(
-                    ErrorCode::RateLimited,
-                    format!("more than {per_minute} requests per minute"),
-                )
-                .retry_after(limited.retry_after_secs));
-            }
+        let per_minute = ctx.plan.quotas.requests_per_minute;
+        if let Err(limited) = self.rate().check(&ctx.tenant_id, per_minute, self.clock().now()) {
+            return Err(ServiceError::new(
+                ErrorCode::RateLimited,
+                format!("more than {per_minute} requests per minute"),
+            )
+            .retry_after(limited.retry_after_secs));
         }
-        self.context_for(&tenant, key.id, scopes, request_id)
+        Ok(())
     }
 
     /// Puts a failed authentication with an existing key id on the audit trail (never the presented secret),

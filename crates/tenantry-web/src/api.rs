@@ -39,8 +39,12 @@ pub(crate) async fn tenant(
     class: EndpointClass,
     scope: Scope,
 ) -> ApiResult<TenantContext> {
-    let ctx = services.authenticate(bearer(headers), request_id, class, scope).await?;
-    crate::extract::authenticated(&ctx);
+    let ctx = services.identify(bearer(headers), request_id).await?;
+    // An erased tenant's key is a 401: not an authenticated caller, so its answer carries no quota headers.
+    if ctx.state != tenantry_domain::TenantState::Erased {
+        crate::extract::authenticated(&ctx);
+    }
+    services.admit(&ctx, class, scope)?;
     Ok(ctx)
 }
 

@@ -10,6 +10,8 @@ use tenantry_domain::TenantId;
 
 use crate::helpers::{assert_problem, fresh_postgres_database, spawn_app_with, TestApp};
 
+const QUOTA_HEADER: &str = "x-quota-queries-remaining";
+
 fn add_plan(c: &mut Config, name: &str, quotas: Quotas) {
     let mut plan: PlanConfig = c.plans.iter().find(|p| p.name == "trial").expect("trial plan").clone();
     plan.name = name.into();
@@ -148,6 +150,7 @@ async fn rate_limit_answers_429_with_retry_after() {
     let r = app.get(&t.key, "/v1/documents").await;
     let retry: u64 = r.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
     assert!((1..=60).contains(&retry), "{retry}");
+    assert!(r.headers().contains_key(QUOTA_HEADER), "quota headers on a rate-limited answer too");
     assert_problem(r, 429, "rate_limited").await;
     // Another tenant is not affected.
     let other = app.signup("fast@gateway.test", "slow").await;
@@ -261,7 +264,9 @@ async fn lifecycle_gate_applies_within_one_request_of_a_change() {
     assert_problem(r, 401, "unauthenticated").await;
 
     assert_eq!(admin(format!("/admin/tenants/{}/suspend", t.id)).await.expect("suspend").status(), 200);
-    assert_problem(app.get(&t.key, "/v1/documents").await, 402, "payment_required").await;
+    let refused = app.get(&t.key, "/v1/documents").await;
+    assert!(refused.headers().contains_key(QUOTA_HEADER), "a refused tenant still learns its quota");
+    assert_problem(refused, 402, "payment_required").await;
     assert_problem(app.post_json(&t.key, "/v1/query", json!({"question": "q"})).await, 402, "payment_required").await;
     let view: Value = app.get(&t.key, "/v1/tenant").await.json().await.expect("json");
     assert_eq!(view["state"], "suspended");
@@ -279,14 +284,18 @@ async fn lifecycle_gate_applies_within_one_request_of_a_change() {
         .transition(&id, row.state_version, row.state, LifecycleEvent::Cancelled, app.services.clock().now(), &[])
         .await
         .expect("cancel");
-    assert_problem(app.get(&t.key, "/v1/documents").await, 403, "forbidden").await;
+    let refused = app.get(&t.key, "/v1/documents").await;
+    assert!(refused.headers().contains_key(QUOTA_HEADER));
+    assert_problem(refused, 403, "forbidden").await;
     assert_eq!(app.get(&t.key, "/v1/tenant").await.status(), 200);
     let row = store.tenant(&id).await.expect("read").expect("exists");
     store
         .transition(&id, row.state_version, row.state, LifecycleEvent::Erased, app.services.clock().now(), &[])
         .await
         .expect("erase");
-    assert_problem(app.get(&t.key, "/v1/tenant").await, 401, "unauthenticated").await;
+    let dead = app.get(&t.key, "/v1/tenant").await;
+    assert!(!dead.headers().contains_key(QUOTA_HEADER), "an erased tenant's key authenticates nobody");
+    assert_problem(dead, 401, "unauthenticated").await;
     assert_problem(app.get(&t.key, "/v1/documents").await, 401, "unauthenticated").await;
 
     let list: Value = app
