@@ -178,7 +178,7 @@ impl Services {
 
 fn gate_error(code: ErrorCode, state: TenantState) -> ServiceError {
     let detail = match state {
-        TenantState::Suspended => "the tenant is suspended for non-payment; pay the open invoice to restore access",
+        TenantState::Suspended => "the tenant is suspended; pay the open invoice or ask the operator",
         TenantState::Cancelled => "the tenant is cancelled",
         TenantState::PendingPayment => "the tenant's first payment has not been received",
         TenantState::Provisioning => "the tenant is being provisioned; retry shortly",
