@@ -46,10 +46,17 @@ struct Pending {
     done: oneshot::Sender<Result<bool>>,
 }
 
-/// The queue in front of the ledger thread; dropping every handle ends the thread.
+/// What the ledger thread is sent: a settlement, or (from `Store::close`) the word to write what it holds
+/// and stop, answered once it has.
+enum Message {
+    Settle(Pending),
+    Stop(oneshot::Sender<()>),
+}
+
+/// The queue in front of the ledger thread; `stop`, or dropping every handle, ends the thread.
 #[derive(Clone, Debug)]
 pub(crate) struct GroupCommit {
-    queue: Sender<Pending>,
+    queue: Sender<Message>,
 }
 
 impl GroupCommit {
@@ -81,8 +88,18 @@ impl GroupCommit {
     pub(crate) async fn settle(&self, settlement: &Settlement, events: &[UsageEvent]) -> Result<bool> {
         let (done, answer) = oneshot::channel();
         let pending = Pending { settlement: settlement.clone(), events: events.to_vec(), done };
-        self.queue.send(pending).map_err(|_| closed())?;
+        self.queue.send(Message::Settle(pending)).map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
+    }
+
+    /// Writes every settlement sent before this call, then ends the thread and closes its connection;
+    /// settlements sent afterwards get the closed error. Returns once the thread has stopped (at once if it
+    /// had already).
+    pub(crate) async fn stop(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.queue.send(Message::Stop(done)).is_ok() {
+            let _ = stopped.await;
+        }
     }
 }
 
@@ -102,12 +119,28 @@ struct Ledger {
 impl Ledger {
     /// Writes batches until every queue handle is gone. Were the thread to panic, the answer channels of
     /// what it held would go with it, and each waiting request would get the closed error.
-    fn run(mut self, rx: Receiver<Pending>) {
+    fn run(mut self, rx: Receiver<Message>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut stop = None;
         while let Ok(first) = rx.recv() {
-            batch.push(first);
-            batch.extend(rx.try_iter().take(MAX_BATCH - 1));
+            let messages = std::iter::once(first).chain(rx.try_iter().take(MAX_BATCH - 1));
+            for message in messages {
+                match message {
+                    Message::Settle(p) => batch.push(p),
+                    // What came before the stop is in `batch`; nothing after it is taken.
+                    Message::Stop(done) => {
+                        stop = Some(done);
+                        break;
+                    }
+                }
+            }
             self.write(std::mem::take(&mut batch));
+            if let Some(done) = stop {
+                drop(rx);
+                drop(self);
+                let _ = done.send(());
+                return;
+            }
             // Between two batches, so no write is in progress and the pass completes.
             if self.finish_due.as_ref().is_some_and(|due| due.swap(false, Ordering::AcqRel)) {
                 finish_checkpoint(&self.conn);
@@ -352,5 +385,40 @@ mod tests {
         let c = store.quota_counters(&tenant, PERIOD).await.expect("counters");
         assert_eq!((c.used.queries, c.reserved.queries), (4, 1), "the refused one's reservation is still held");
         assert!(store.release("poison").await.expect("release"));
+    }
+
+    /// Closing the store stops the ledger thread after it has written what it was sent: the settlements
+    /// queued before are in the ledger, one sent after is refused, and the database file is free to be
+    /// opened again, with everything in it.
+    #[tokio::test]
+    async fn closing_writes_what_was_sent_and_stops_the_ledger_thread() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open("", dir.path()).await.expect("open");
+        let tenant = TenantId::generate();
+        let hold = store.begin_write().await.expect("write lock");
+        let settles: Vec<_> =
+            ["a", "b", "c"].iter().map(|id| tokio::spawn(reserve_and_settle(&store, &tenant, id))).collect();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let closing = tokio::spawn({
+            let store = store.clone();
+            async move { store.close().await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        hold.rollback().await.expect("let go");
+        for s in settles {
+            assert!(matches!(s.await.expect("join"), Ok(true)), "sent before the close: written");
+        }
+        closing.await.expect("closed");
+        let writer = store.group_commit.clone().expect("the embedded store has a ledger writer");
+        let s = Settlement {
+            reservation_id: Some("late".into()),
+            tenant_id: tenant.clone(),
+            period_start: PERIOD,
+            actual: Amounts::default(),
+        };
+        assert!(writer.settle(&s, &[]).await.is_err(), "after the close, refused");
+
+        let reopened = Store::open("", dir.path()).await.expect("reopen");
+        assert_eq!(reopened.usage_event_count(&tenant, Meter::Queries).await.expect("count"), 3);
     }
 }

@@ -262,7 +262,12 @@ impl Store {
         Ok(format!("{base}/{name}"))
     }
 
+    /// Closes the store: the ledger writer writes what it was sent and stops, then the checkpointer and the
+    /// pools close. Every handle of the store is closed with it.
     pub async fn close(&self) {
+        if let Some(writer) = &self.group_commit {
+            writer.stop().await;
+        }
         if let Some(checkpoints) = &self.checkpoints {
             checkpoints.close().await;
         }
