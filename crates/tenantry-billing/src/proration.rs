@@ -44,13 +44,19 @@ pub fn prorate(
     if old.0 < 0 || new.0 < 0 {
         return Err(ProrationError::NegativePrice);
     }
+    Ok(Proration {
+        credit_cents: remaining_part(old, period, at)?,
+        charge_cents: remaining_part(new, period, at)?,
+        currency: currency.to_ascii_lowercase(),
+    })
+}
+
+/// `price` for the part of `period` after `at`, by the rule above.
+pub fn remaining_part(price: Cents, period: BillingPeriod, at: Timestamp) -> Result<Cents, ProrationError> {
     let (remaining, total) = remaining_seconds(period, at)?;
-    let part = |price: Cents| {
-        let exact = i128::from(price.0) * i128::from(remaining);
-        // remaining ≤ total, so the result is at most `price` and fits.
-        Cents(i64::try_from(div_round_half_away(exact, i128::from(total))).unwrap_or(price.0))
-    };
-    Ok(Proration { credit_cents: part(old), charge_cents: part(new), currency: currency.to_ascii_lowercase() })
+    let exact = i128::from(price.0) * i128::from(remaining);
+    // remaining ≤ total, so the result is at most `price` and fits.
+    Ok(Cents(i64::try_from(div_round_half_away(exact, i128::from(total))).unwrap_or(price.0)))
 }
 
 /// `(seconds remaining after at, seconds in the period)`.

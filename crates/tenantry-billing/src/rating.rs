@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use tenantry_domain::quota::BillingPeriod;
 use tenantry_domain::{Cents, Plan, Timestamp};
 
-use crate::arith::{div_round_half_away, group_digits};
+use crate::arith::group_digits;
 use crate::line::{BillingMeter, InvoiceLine};
 
 /// Tokens are priced per 10^3 (config: `token_micros_per_1k`); queries per 10^0.
@@ -282,10 +282,7 @@ pub fn remainder_line(
     period: BillingPeriod,
     from: Timestamp,
 ) -> Result<Option<InvoiceLine>, crate::ProrationError> {
-    let (remaining, total) = crate::proration::remaining_seconds(period, from)?;
-    let exact = i128::from(pricing.base.0) * i128::from(remaining);
-    // remaining ≤ total, so the result is at most the base price and fits.
-    let owed = Cents(i64::try_from(div_round_half_away(exact, i128::from(total))).unwrap_or(pricing.base.0));
+    let owed = crate::proration::remaining_part(pricing.base, period, from)?;
     Ok((owed != Cents(0)).then(|| {
         let description = format!("{} plan, {} to {} (after the trial)", pricing.plan, date(from), date(period.end));
         InvoiceLine::fixed(description, owed)

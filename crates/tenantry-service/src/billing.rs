@@ -110,16 +110,20 @@ impl Services {
         Job::ClosePeriod { tenant_id: tenant.id.clone(), period_start_ms: period.start.0 }.at(period.end)
     }
 
+    /// The length of the tenant's plan's trial, in seconds (0 without one).
+    fn trial_secs(&self, tenant: &TenantRow) -> i64 {
+        i64::from(self.catalog().plan(&tenant.plan).map_or(0, |p| p.trial_days)) * DAY_SECS
+    }
+
     /// When the tenant's trial ends (or ended): `trial_days` of its plan after its signup; none without one.
     fn trial_end(&self, tenant: &TenantRow) -> Option<Timestamp> {
-        let days = self.catalog().plan(&tenant.plan).map_or(0, |p| p.trial_days);
-        (days > 0).then(|| tenant.created_at.plus_seconds(i64::from(days) * DAY_SECS))
+        let secs = self.trial_secs(tenant);
+        (secs > 0).then(|| tenant.created_at.plus_seconds(secs))
     }
 
     /// The job that ends a trial that started at `started`, `trial_days` of the tenant's plan later.
     pub(crate) fn trial_end_job(&self, tenant: &TenantRow, started: Timestamp) -> NewJob {
-        let days = self.catalog().plan(&tenant.plan).map_or(0, |p| p.trial_days);
-        Job::TrialEnd { tenant_id: tenant.id.clone() }.at(started.plus_seconds(i64::from(days) * DAY_SECS))
+        Job::TrialEnd { tenant_id: tenant.id.clone() }.at(started.plus_seconds(self.trial_secs(tenant)))
     }
 
     /// The `TrialEnd` job. A tenant still trialing on a priced plan is billed now as if its period closed: the
@@ -134,7 +138,8 @@ impl Services {
         if tenant.state != TenantState::Trialing {
             return Ok(());
         }
-        if self.plan_of(&tenant)?.price.0 == 0 {
+        let plan = self.plan_of(&tenant)?;
+        if plan.price.0 == 0 {
             tracing::info!(tenant_id = %tenant.id, "trial over on a free plan; nothing to charge");
             return Ok(());
         }
@@ -144,7 +149,7 @@ impl Services {
         let mut rest = Vec::new();
         // A trial begun in an earlier period had this one's post-trial part billed in advance at that close.
         if tenant.created_at >= period.start {
-            let pricing = Pricing::from_plan(self.plan_of(&tenant)?).map_err(ServiceError::internal)?;
+            let pricing = Pricing::from_plan(plan).map_err(ServiceError::internal)?;
             rest.extend(remainder_line(&pricing, period, ended).map_err(ServiceError::internal)?);
         }
         let invoice = self.close_period(&tenant, period, true, rest).await?;

@@ -51,8 +51,8 @@ impl Services {
     }
 
     /// Who is calling: the key checked and the tenant's context built, nothing yet about what it may do. An
-    /// unknown, forged or revoked key is the same 401 so nothing about other keys leaks; an erased tenant's
-    /// key is refused by `admit` (API.md: 401 as well).
+    /// unknown, forged or revoked key, or an erased tenant's, is the same 401 so nothing about other keys
+    /// leaks.
     pub async fn identify(&self, presented: Option<&str>, request_id: RequestId) -> ServiceResult<TenantContext> {
         let unauthenticated = || ServiceError::new(ErrorCode::Unauthenticated, "missing or invalid API key");
         let presented = presented.ok_or_else(unauthenticated)?;
@@ -62,6 +62,9 @@ impl Services {
         if bad_secret || key.revoked_at.is_some() {
             let reason = if bad_secret { "wrong secret" } else { "revoked key" };
             self.audit_failed_auth(&tenant.id, &key.id, reason).await;
+            return Err(unauthenticated());
+        }
+        if tenant.state == TenantState::Erased {
             return Err(unauthenticated());
         }
         tracing::Span::current().record("tenant_id", tenant.id.as_str());

@@ -96,8 +96,14 @@ async fn insert_chunks(tx: &mut Transaction<'_, Any>, doc: &NewDocument, chunks:
     Ok(())
 }
 
+/// The tenant's (`$1`) first document with the content digest `$2`.
+fn by_digest_sql() -> String {
+    format!(
+        "SELECT {DOC_COLUMNS} FROM documents WHERE tenant_id = $1 AND content_sha256 = $2 ORDER BY created_at LIMIT 1"
+    )
+}
+
 impl Store {
-    /// Writes the document, its chunks, its ledger events and the quota settlement in one transaction.
     /// Stores a document, its chunks and its settlement in one transaction, unless the tenant already has a
     /// document with the same content: then nothing is written and that one is returned. The check is made
     /// inside the write transaction, after the tenant's uploads are serialised (SQLite's single writer; the
@@ -117,11 +123,11 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
         }
-        let sql = format!(
-            "SELECT {DOC_COLUMNS} FROM documents WHERE tenant_id = $1 AND content_sha256 = $2 ORDER BY created_at LIMIT 1"
-        );
-        let same =
-            sqlx::query(&sql).bind(doc.tenant_id.as_str()).bind(&doc.content_sha256).fetch_optional(&mut *tx).await?;
+        let same = sqlx::query(&by_digest_sql())
+            .bind(doc.tenant_id.as_str())
+            .bind(&doc.content_sha256)
+            .fetch_optional(&mut *tx)
+            .await?;
         if let Some(row) = same {
             tx.rollback().await?;
             return Ok(Inserted::Existing(document_from_row(&row)?));
@@ -166,10 +172,7 @@ impl Store {
 
     /// The tenant's document with this content digest (SHA-256, hex), if it uploaded one.
     pub async fn document_by_digest(&self, tenant: &TenantId, sha256: &str) -> Result<Option<DocumentRow>> {
-        let sql = format!(
-            "SELECT {DOC_COLUMNS} FROM documents WHERE tenant_id = $1 AND content_sha256 = $2 ORDER BY created_at LIMIT 1"
-        );
-        let row = sqlx::query(&sql).bind(tenant.as_str()).bind(sha256).fetch_optional(&self.read).await?;
+        let row = sqlx::query(&by_digest_sql()).bind(tenant.as_str()).bind(sha256).fetch_optional(&self.read).await?;
         row.as_ref().map(document_from_row).transpose()
     }
 

@@ -40,10 +40,8 @@ pub(crate) async fn tenant(
     scope: Scope,
 ) -> ApiResult<TenantContext> {
     let ctx = services.identify(bearer(headers), request_id).await?;
-    // An erased tenant's key is a 401: not an authenticated caller, so its answer carries no quota headers.
-    if ctx.state != tenantry_domain::TenantState::Erased {
-        crate::extract::authenticated(&ctx);
-    }
+    // Refusals by state, scope or rate limit go to an identified tenant: they carry the quota headers too.
+    crate::extract::authenticated(&ctx);
     services.admit(&ctx, class, scope)?;
     Ok(ctx)
 }
