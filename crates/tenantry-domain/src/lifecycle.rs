@@ -27,6 +27,8 @@ pub enum LifecycleEvent {
     ProvisionedTrial,
     /// The provisioning job finished for a paying (or free) tenant.
     ProvisionedActive,
+    /// A free plan's trial reached its end: there is nothing to pay, so the tenant is simply active.
+    TrialEnded,
     PaymentSucceeded,
     /// The operator (or Stripe) voided the last unpaid invoice: nothing is owed any more.
     UnpaidVoided,
@@ -41,10 +43,11 @@ pub enum LifecycleEvent {
 }
 
 impl LifecycleEvent {
-    pub const ALL: [LifecycleEvent; 12] = [
+    pub const ALL: [LifecycleEvent; 13] = [
         Self::PaymentConfirmed,
         Self::ProvisionedTrial,
         Self::ProvisionedActive,
+        Self::TrialEnded,
         Self::PaymentSucceeded,
         Self::UnpaidVoided,
         Self::PaymentFailed,
@@ -61,6 +64,7 @@ impl LifecycleEvent {
             Self::PaymentConfirmed => "payment_confirmed",
             Self::ProvisionedTrial => "provisioned_trial",
             Self::ProvisionedActive => "provisioned_active",
+            Self::TrialEnded => "trial_ended",
             Self::PaymentSucceeded => "payment_succeeded",
             Self::UnpaidVoided => "unpaid_voided",
             Self::PaymentFailed => "payment_failed",
@@ -111,6 +115,7 @@ impl TenantState {
             (S::PendingPayment, E::PaymentConfirmed) => S::Provisioning,
             (S::Provisioning, E::ProvisionedTrial) => S::Trialing,
             (S::Provisioning, E::ProvisionedActive) => S::Active,
+            (S::Trialing, E::TrialEnded) => S::Active,
             (S::Trialing | S::PastDue | S::Suspended, E::PaymentSucceeded) => S::Active,
             (S::PastDue | S::Suspended, E::UnpaidVoided) => S::Active,
             (S::Trialing | S::Active, E::PaymentFailed) => S::PastDue,
@@ -172,7 +177,7 @@ mod tests {
     use super::*;
     use TenantState as S;
 
-    const EVENTS: [LifecycleEvent; 12] = LifecycleEvent::ALL;
+    const EVENTS: [LifecycleEvent; 13] = LifecycleEvent::ALL;
 
     #[test]
     fn nothing_leaves_erased() {

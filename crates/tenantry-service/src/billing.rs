@@ -132,7 +132,7 @@ impl Services {
     /// not at the period's end. The scheduled close at the period's end then bills only what came after
     /// (`true_up`), as after an operator's early close. The rest of the period after the trial's end is
     /// billed on the same invoice, prorated, unless an earlier close billed it in advance (a trial longer
-    /// than a period). A free plan has nothing to convert: its tenant stays `trialing`.
+    /// than a period). A free plan has nothing to charge: its tenant becomes `active` (`TrialEnded`).
     pub(crate) async fn end_trial(&self, tenant_id: &TenantId) -> ServiceResult<()> {
         let Some(tenant) = self.store().tenant(tenant_id).await? else { return Ok(()) };
         if tenant.state != TenantState::Trialing {
@@ -140,7 +140,10 @@ impl Services {
         }
         let plan = self.plan_of(&tenant)?;
         if plan.price.0 == 0 {
-            tracing::info!(tenant_id = %tenant.id, "trial over on a free plan; nothing to charge");
+            // Nothing to charge: the trial is simply over. A change racing this one fails the job, and its
+            // retry reads the tenant again (no longer trialing: nothing to do).
+            self.transition_from(&tenant, LifecycleEvent::TrialEnded, Actor::System, &[]).await?;
+            tracing::info!(tenant_id = %tenant.id, "trial over on a free plan; now active");
             return Ok(());
         }
         let period = self.current_period(&tenant);

@@ -215,7 +215,8 @@ async fn a_paid_plans_trial_converts_when_its_days_are_over() {
     assert_eq!(state(paid.key.clone()).await, "active", "the trial converted");
 
     assert!(invoices(free.key.clone()).await.is_empty(), "a free plan's trial bills nothing");
-    assert_eq!(state(free.key.clone()).await, "trialing");
+    assert_eq!(state(free.key.clone()).await, "active", "a free plan's trial is over, with nothing to pay");
+    app.query(&free.key, "still served?").await;
 
     // The period's own close at its end bills only what came after the trial's invoice: no second base price.
     assert_eq!(advance(17).await.expect("advance").status(), 200);
