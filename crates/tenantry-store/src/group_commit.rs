@@ -111,7 +111,7 @@ fn closed() -> StoreError {
 struct Ledger {
     conn: Connection,
     gate: Option<Arc<MemGate>>,
-    /// Set by the checkpointer once per tick: the short finishing pass is due (`checkpoint`).
+    /// Set by the checkpointer every 500 ms: the short finishing pass is due (`checkpoint`).
     finish_due: Option<Arc<AtomicBool>>,
     outbox: bool,
 }
