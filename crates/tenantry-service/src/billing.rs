@@ -147,17 +147,29 @@ impl Services {
             return Ok(());
         }
         let period = self.current_period(&tenant);
-        let ended =
-            self.trial_end(&tenant).unwrap_or(period.start).clamp(period.start, self.clock().now().min(period.end));
-        let mut rest = Vec::new();
-        // A trial begun in an earlier period had this one's post-trial part billed in advance at that close.
-        if tenant.created_at >= period.start {
-            let pricing = Pricing::from_plan(plan).map_err(ServiceError::internal)?;
-            rest.extend(remainder_line(&pricing, period, ended).map_err(ServiceError::internal)?);
-        }
+        let ended = self.trial_end(&tenant).unwrap_or(period.start).min(self.clock().now());
+        let rest = self.trial_remainder(&tenant, plan, period, ended)?;
         let invoice = self.close_period(&tenant, period, true, rest).await?;
         tracing::info!(tenant_id = %tenant.id, invoiced = invoice.is_some(), "trial over");
         Ok(())
+    }
+
+    /// The base price for the rest of `period` after a trial that ends at `trial_over`, prorated (none if
+    /// nothing is left of the period, or the plan is free). A trial begun in an earlier period owes nothing
+    /// here: that period's close billed this one's post-trial part in advance.
+    fn trial_remainder(
+        &self,
+        tenant: &TenantRow,
+        plan: &Plan,
+        period: BillingPeriod,
+        trial_over: Timestamp,
+    ) -> ServiceResult<Vec<InvoiceLine>> {
+        if tenant.created_at < period.start {
+            return Ok(Vec::new());
+        }
+        let pricing = Pricing::from_plan(plan).map_err(ServiceError::internal)?;
+        let from = trial_over.clamp(period.start, period.end);
+        Ok(remainder_line(&pricing, period, from).map_err(ServiceError::internal)?.into_iter().collect())
     }
 
     /// At start: every billable tenant has its current period's close scheduled (idempotent), and every paid
@@ -244,14 +256,21 @@ impl Services {
     /// The operator's close: closes the current period of every billable tenant now, with the usage so far
     /// and the next period's base price. Usage after that, up to the period's end, is billed by the scheduled
     /// close on a `true_up` invoice, so nothing is lost and nothing billed twice; closing again before then
-    /// makes nothing new.
+    /// makes nothing new. A tenant still in a trial that ends inside the period also owes the period's rest
+    /// after it, billed now: the trial's own end finds the period invoiced and bills nothing more.
     pub async fn close_periods(&self) -> ServiceResult<Vec<InvoiceView>> {
         let mut made = Vec::new();
         for tenant in self.store().tenants(None).await? {
             if !billable(tenant.state) {
                 continue;
             }
-            if let Some(invoice) = self.close_period(&tenant, self.current_period(&tenant), true, Vec::new()).await? {
+            let period = self.current_period(&tenant);
+            let trial = self.trial_end(&tenant).filter(|_| tenant.state == TenantState::Trialing);
+            let first = match trial {
+                Some(end) => self.trial_remainder(&tenant, self.plan_of(&tenant)?, period, end)?,
+                None => Vec::new(),
+            };
+            if let Some(invoice) = self.close_period(&tenant, period, true, first).await? {
                 made.push(invoice);
             }
         }

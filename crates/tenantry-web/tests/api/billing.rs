@@ -38,7 +38,8 @@ async fn a_closed_period_bills_the_ledgers_overage_and_the_next_base_price() {
     assert!(invoice["number"].as_str().is_some_and(|n| n.starts_with("INV-")));
 
     // Hand-computed from the ledger: 5 queries, 2 included, 0.2 cent each over → 0.6 → 1 cent; tokens over
-    // 100 at 0.1 micro-dollar each (far below a cent); the next period's base, 10.00, in advance.
+    // 100 at 0.1 micro-dollar each (far below a cent); the period's rest after the 14-day trial, prorated;
+    // the next period's base, 10.00, in advance.
     let usage = app.usage(&t.key).await;
     let tokens = usage["totals"]["prompt_tokens"].as_u64().expect("n")
         + usage["totals"]["completion_tokens"].as_u64().expect("n");
@@ -52,10 +53,16 @@ async fn a_closed_period_bills_the_ledgers_overage_and_the_next_base_price() {
     assert_eq!(by_meter("tokens")["quantity"].as_u64(), Some(tokens - 100), "billed tokens = ledger tokens − included");
     assert_eq!(by_meter("tokens")["amount_cents"], 0);
     let base: Vec<&Value> = lines.iter().filter(|l| l["meter"].is_null()).collect();
-    assert_eq!(base.len(), 1);
-    assert_eq!(base[0]["amount_cents"], 1_000);
+    assert_eq!(base.len(), 2, "{lines:?}");
+    let rest = base[0]["amount_cents"].as_i64().expect("cents");
+    assert!(base[0]["description"].as_str().expect("text").contains("after the trial"), "{lines:?}");
+    assert!((1_000 * 14 / 28..=1_000 * 17 / 31 + 1).contains(&rest), "the rest of a 28- to 31-day period: {rest}");
+    assert_eq!(base[1]["amount_cents"], 1_000);
     let sum: i64 = lines.iter().map(|l| l["amount_cents"].as_i64().expect("amount")).sum();
-    assert_eq!((invoice["subtotal_cents"].as_i64(), invoice["total_cents"].as_i64()), (Some(sum), Some(1_001)));
+    assert_eq!(
+        (invoice["subtotal_cents"].as_i64(), invoice["total_cents"].as_i64()),
+        (Some(sum), Some(1 + rest + 1_000))
+    );
 
     // Closing again makes nothing new; the tenant sees its one invoice, the other tenant none.
     let again: Value = close().await.expect("close").json().await.expect("json");
@@ -227,6 +234,42 @@ async fn a_paid_plans_trial_converts_when_its_days_are_over() {
         .filter(|l| l["meter"].is_null())
         .count();
     assert_eq!(bases, 2, "no base price twice: the trial's rest and the next period: {later:?}");
+}
+
+/// The operator closes the period early while a tenant's trial still runs: the invoice bills the period's rest
+/// after the trial (the trial's own end then finds the period invoiced) and the next period in advance, so
+/// no day after the trial goes unbilled and none is billed twice.
+#[tokio::test]
+async fn an_early_close_during_a_trial_bills_the_rest_of_the_period_after_it() {
+    let app = spawn_app_with(|c| {
+        c.server.operator_token = OP.into();
+        c.server.clock = "test".into();
+    })
+    .await;
+    let op = |path: &str, body: Value| app.client.post(app.url(path)).bearer_auth(OP).json(&body).send();
+    let advance = |days: i64| op("/admin/clock/advance", json!({"seconds": days * 86_400}));
+    let bases = |invoices: &Value| -> Vec<Value> {
+        let all = invoices["invoices"].as_array().expect("invoices");
+        all.iter()
+            .flat_map(|i| i["lines"].as_array().cloned().unwrap_or_default())
+            .filter(|l| l["meter"].is_null())
+            .collect()
+    };
+    // The built-in `starter`: a 14-day trial, then 49.00 a month.
+    let t = app.signup("early@trial.test", "starter").await;
+    assert_eq!(advance(2).await.expect("advance").status(), 200);
+    assert_eq!(op("/admin/billing/close-period", json!({})).await.expect("close").status(), 200);
+    let billed: Value = app.get(&t.key, "/v1/invoices").await.json().await.expect("json");
+    let lines = bases(&billed);
+    assert_eq!(lines.len(), 2, "the rest after the trial and the next period: {billed}");
+    let rest = lines[0]["amount_cents"].as_i64().expect("cents");
+    assert!((4_900 * 14 / 28..=4_900 * 17 / 31 + 1).contains(&rest), "prorated rest of the period: {rest}");
+    assert!(lines[0]["description"].as_str().expect("text").contains("after the trial"), "{billed}");
+    assert_eq!(lines[1]["amount_cents"], 4_900, "the next period's base price, in advance");
+
+    assert_eq!(advance(13).await.expect("advance").status(), 200);
+    let later: Value = app.get(&t.key, "/v1/invoices").await.json().await.expect("json");
+    assert_eq!(bases(&later), lines, "the trial's end bills no base price again: {later}");
 }
 
 /// A trial longer than a period: the close that falls inside the trial bills no base price for trial time,
