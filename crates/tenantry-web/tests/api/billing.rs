@@ -172,7 +172,7 @@ async fn bad_price_tiers_stop_the_service_at_start() {
 
 /// A paid plan's trial ends after its `trial_days`: the first invoice (the usage so far and the next period's
 /// base price) is made then, not at the period's end, and its payment makes the tenant `active`. A free
-/// plan's trial has nothing to convert.
+/// plan's trial has nothing to charge: its tenant simply becomes `active`.
 #[tokio::test]
 async fn a_paid_plans_trial_converts_when_its_days_are_over() {
     let app = spawn_app_with(|c| {
