@@ -148,28 +148,9 @@ impl Services {
         }
         let period = self.current_period(&tenant);
         let ended = self.trial_end(&tenant).unwrap_or(period.start).min(self.clock().now());
-        let rest = self.trial_remainder(&tenant, plan, period, ended)?;
-        let invoice = self.close_period(&tenant, period, true, rest).await?;
+        let invoice = self.close_period(&tenant, period, true, Some(ended)).await?;
         tracing::info!(tenant_id = %tenant.id, invoiced = invoice.is_some(), "trial over");
         Ok(())
-    }
-
-    /// The base price for the rest of `period` after a trial that ends at `trial_over`, prorated (none if
-    /// nothing is left of the period, or the plan is free). A trial begun in an earlier period owes nothing
-    /// here: that period's close billed this one's post-trial part in advance.
-    fn trial_remainder(
-        &self,
-        tenant: &TenantRow,
-        plan: &Plan,
-        period: BillingPeriod,
-        trial_over: Timestamp,
-    ) -> ServiceResult<Vec<InvoiceLine>> {
-        if tenant.created_at < period.start {
-            return Ok(Vec::new());
-        }
-        let pricing = Pricing::from_plan(plan).map_err(ServiceError::internal)?;
-        let from = trial_over.clamp(period.start, period.end);
-        Ok(remainder_line(&pricing, period, from).map_err(ServiceError::internal)?.into_iter().collect())
     }
 
     /// At start: every billable tenant has its current period's close scheduled (idempotent), and every paid
@@ -264,13 +245,8 @@ impl Services {
             if !billable(tenant.state) {
                 continue;
             }
-            let period = self.current_period(&tenant);
-            let trial = self.trial_end(&tenant).filter(|_| tenant.state == TenantState::Trialing);
-            let first = match trial {
-                Some(end) => self.trial_remainder(&tenant, self.plan_of(&tenant)?, period, end)?,
-                None => Vec::new(),
-            };
-            if let Some(invoice) = self.close_period(&tenant, period, true, first).await? {
+            let trial_over = self.trial_end(&tenant).filter(|_| tenant.state == TenantState::Trialing);
+            if let Some(invoice) = self.close_period(&tenant, self.current_period(&tenant), true, trial_over).await? {
                 made.push(invoice);
             }
         }
@@ -289,21 +265,21 @@ impl Services {
             return Ok(());
         }
         let period = BillingPeriod::containing(tenant.billing_anchor, period_start, self.period_kind());
-        self.close_period(&tenant, period, false, Vec::new()).await.map(drop)
+        self.close_period(&tenant, period, false, None).await.map(drop)
     }
 
     /// Rates `period` from the ledger into a `closing` invoice (overage in arrears, the next period's base in
     /// advance) and schedules the next close in the same transaction. If the period was already closed early
     /// and this is its end, the usage since then goes on a `true_up` invoice. A period that owes nothing gets
-    /// no invoice, but the next close is still scheduled. `first` goes on the invoice before the rest (the
-    /// period's remainder after a trial). While a trial lasts into the next period, that period's base price
-    /// is billed only for its part after the trial.
+    /// no invoice, but the next close is still scheduled. A trial over at `trial_over` (inside the period)
+    /// leaves the period's rest after it owed, billed first (`trial_remainder`). While a trial lasts into the
+    /// next period, that period's base price is billed only for its part after the trial.
     async fn close_period(
         &self,
         tenant: &TenantRow,
         period: BillingPeriod,
         early: bool,
-        first: Vec<InvoiceLine>,
+        trial_over: Option<Timestamp>,
     ) -> ServiceResult<Option<InvoiceView>> {
         let plan = self.plan_of(tenant)?;
         let next = BillingPeriod::containing(tenant.billing_anchor, period.end, self.period_kind());
@@ -320,7 +296,10 @@ impl Services {
         let pricing = Pricing::from_plan(plan).map_err(ServiceError::internal)?;
         let trial_into_next =
             self.trial_end(tenant).filter(|end| tenant.state == TenantState::Trialing && *end > next.start);
-        let mut lines = first;
+        let mut lines = Vec::new();
+        if let Some(over) = trial_over {
+            lines.extend(trial_remainder(tenant, &pricing, period, over)?);
+        }
         match trial_into_next {
             Some(end) => {
                 lines.extend(closing_lines(&pricing, &usage, None).map_err(ServiceError::internal)?);
@@ -619,4 +598,20 @@ fn closable(from: InvoiceStatus, to: InvoiceStatus) -> ServiceResult<()> {
         ErrorCode::InvalidTransition,
         format!("invoice is {}; it cannot become {}", from.as_str(), to.as_str()),
     ))
+}
+
+/// The base price for the rest of `period` after a trial that ends at `trial_over`, prorated (none if
+/// nothing is left of the period, or the plan is free). A trial begun in an earlier period owes nothing
+/// here: that period's close billed this one's post-trial part in advance.
+fn trial_remainder(
+    tenant: &TenantRow,
+    pricing: &Pricing,
+    period: BillingPeriod,
+    trial_over: Timestamp,
+) -> ServiceResult<Option<InvoiceLine>> {
+    if tenant.created_at < period.start {
+        return Ok(None);
+    }
+    let from = trial_over.clamp(period.start, period.end);
+    remainder_line(pricing, period, from).map_err(ServiceError::internal)
 }
