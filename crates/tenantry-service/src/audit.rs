@@ -1,6 +1,7 @@
-//! Recording what changed in the audit trail, and reading and verifying it. Entries are appended after the
-//! change they describe has committed: a crash in between loses that entry (never invents one); the chain
-//! itself can never be edited unnoticed.
+//! Recording what changed in the audit trail, and reading and verifying it. A lifecycle transition's entry
+//! is written in the transition's own transaction (`Services::transition_from`), so the two exist together
+//! or not at all. Other entries are appended after the change they describe has committed: a crash in
+//! between loses that entry (never invents one). The chain itself can never be edited unnoticed.
 
 use serde_json::Value;
 use tenantry_domain::{TenantContext, TenantId};
@@ -31,12 +32,28 @@ impl Services {
         detail: Value,
         request_id: &str,
     ) {
+        let entry = self.audit_entry(actor, tenant, action, target, detail, request_id);
+        if let Err(e) = self.store().append_audit(&entry).await {
+            tracing::error!(error = %e, action, "audit entry could not be written");
+        }
+    }
+
+    /// The entry recording an action now, for a write that appends it in its own transaction.
+    pub(crate) fn audit_entry(
+        &self,
+        actor: Actor<'_>,
+        tenant: Option<&TenantId>,
+        action: &str,
+        target: &str,
+        detail: Value,
+        request_id: &str,
+    ) -> NewAuditEntry {
         let actor = match actor {
             Actor::Tenant(ctx) => format!("tenant:{}", ctx.key_id),
             Actor::Operator => "operator".to_owned(),
             Actor::System => "system".to_owned(),
         };
-        let entry = NewAuditEntry {
+        NewAuditEntry {
             at: self.clock().now(),
             tenant_id: tenant.cloned(),
             actor,
@@ -44,9 +61,6 @@ impl Services {
             target: target.to_owned(),
             detail: detail.to_string(),
             request_id: request_id.to_owned(),
-        };
-        if let Err(e) = self.store().append_audit(&entry).await {
-            tracing::error!(error = %e, action, "audit entry could not be written");
         }
     }
 

@@ -1,12 +1,12 @@
 //! Every lifecycle change goes through `Services::transition`: the table in `tenantry_domain::lifecycle`
 //! decides, the store applies it with the optimistic version check and records it as an event in the same
-//! transaction as the jobs it sets in motion, and the audit trail gets an entry. Also activation (milestones
+//! transaction as the jobs it sets in motion and its audit entry. Also activation (milestones
 //! and nudges) and the end of a tenant's life: cancellation, win-back offers, erasure after retention.
 
 use serde_json::json;
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::{ErrorCode, TenantContext, TenantId, TenantState, Timestamp};
-use tenantry_store::{NewJob, StoreError, TenantEvent, TenantRow};
+use tenantry_store::{NewJob, StoreError, TenantEvent, TenantRow, TransitionEffects};
 
 use crate::audit::Actor;
 use crate::jobs::Job;
@@ -24,19 +24,19 @@ impl Services {
         actor: Actor<'_>,
         jobs: &[NewJob],
     ) -> ServiceResult<TenantRow> {
-        allowed(row, event)?;
+        let to = allowed(row, event)?;
         let now = self.clock().now();
-        let to = self
-            .store()
-            .transition(&row.id, row.state_version, row.state, event, now, jobs)
+        let detail = json!({"event": event.as_str(), "from": row.state.as_str(), "to": to.as_str()});
+        let audit = self.audit_entry(actor, Some(&row.id), "tenant.transition", row.id.as_str(), detail, "");
+        let effects = TransitionEffects { jobs, audit: Some(&audit) };
+        self.store()
+            .transition(&row.id, row.state_version, row.state, event, now, &effects)
             .await
             .map_err(lost_race)?;
         if !jobs.is_empty() {
             self.wake_jobs();
         }
         tracing::info!(tenant_id = %row.id, event = event.as_str(), from = row.state.as_str(), to = to.as_str(), "lifecycle transition");
-        let detail = json!({"event": event.as_str(), "from": row.state.as_str(), "to": to.as_str()});
-        self.audit(actor, Some(&row.id), "tenant.transition", row.id.as_str(), detail, "").await;
         let mut next = row.clone();
         next.state = to;
         next.state_version += 1;
@@ -273,15 +273,14 @@ impl Services {
     }
 }
 
-/// 409 `invalid_transition` unless the table allows `event` from the row's state.
-fn allowed(row: &TenantRow, event: LifecycleEvent) -> ServiceResult<()> {
-    if row.state.on(event).is_some() {
-        return Ok(());
-    }
-    Err(ServiceError::new(
-        ErrorCode::InvalidTransition,
-        format!("{} is not allowed from {}", event.as_str(), row.state.as_str()),
-    ))
+/// The state `event` leads to from the tenant's, or 409 `invalid_transition`.
+fn allowed(row: &TenantRow, event: LifecycleEvent) -> ServiceResult<TenantState> {
+    row.state.on(event).ok_or_else(|| {
+        ServiceError::new(
+            ErrorCode::InvalidTransition,
+            format!("{} is not allowed from {}", event.as_str(), row.state.as_str()),
+        )
+    })
 }
 
 /// A transition that lost the optimistic version check to a concurrent change is 409 `transition_in_progress`.

@@ -42,7 +42,7 @@ pub use notifications::{NewNotification, NotificationRow, WinBackStats};
 pub use overview::OverviewCounts;
 pub use quota::{Amounts, Counters, Exceeded, NewReservation, QuotaMeter, Settlement};
 pub use stripe::{EventSeen, StripeLink};
-pub use tenants::{ConfigChange, NewTenant, PlanChange, TenantEvent, TenantRow};
+pub use tenants::{ConfigChange, NewTenant, PlanChange, TenantEvent, TenantRow, TransitionEffects};
 pub use usage::{PrunedUsage, UsageEvent, UsageLine};
 
 #[derive(Debug, thiserror::Error)]

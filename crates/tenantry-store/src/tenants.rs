@@ -6,6 +6,7 @@ use sqlx::{Any, Row, Transaction};
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::{ApiKeyId, EventId, RetrievalMode, TenantId, TenantState, Timestamp};
 
+use crate::audit::{append_audit_in, NewAuditEntry};
 use crate::invoices::NewPendingItem;
 use crate::jobs::{enqueue_in, NewJob};
 use crate::keys::{insert_key, ApiKeyRow, NewApiKey};
@@ -294,9 +295,10 @@ impl Store {
         Ok(())
     }
 
-    /// Moves the tenant through the lifecycle table, records the transition as an event and enqueues
-    /// `jobs` (what the new state sets in motion), all in one transaction. The update only applies if the
-    /// state is still the one the caller read (`expected_version`); otherwise `Concurrent`.
+    /// Moves the tenant through the lifecycle table, records the transition as an event, enqueues the
+    /// jobs the new state sets in motion and appends its audit entry, all in one transaction. The update
+    /// only applies if the state is still the one the caller read (`expected_version`); otherwise
+    /// `Concurrent`, and nothing is written.
     pub async fn transition(
         &self,
         id: &TenantId,
@@ -304,12 +306,15 @@ impl Store {
         from: TenantState,
         event: LifecycleEvent,
         now: Timestamp,
-        jobs: &[NewJob],
+        effects: &TransitionEffects<'_>,
     ) -> Result<TenantState> {
         let mut tx = self.begin_write().await?;
         let to = transition_in(&mut tx, id, expected_version, from, event, now).await?;
-        for job in jobs {
+        for job in effects.jobs {
             enqueue_in(&mut tx, job, now).await?;
+        }
+        if let Some(entry) = effects.audit {
+            append_audit_in(&mut tx, entry).await?;
         }
         tx.commit().await?;
         self.tenants_changed();
@@ -352,6 +357,15 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// What else happens in a lifecycle transition's transaction.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TransitionEffects<'a> {
+    /// Jobs the new state sets in motion.
+    pub jobs: &'a [NewJob],
+    /// The audit entry recording the transition: written with it, or not at all.
+    pub audit: Option<&'a NewAuditEntry>,
 }
 
 /// A lifecycle transition (`from_state`/`to_state` set) or an activation milestone (both `None`).

@@ -7,7 +7,8 @@ use tenantry_domain::quota::Meter;
 use tenantry_domain::{ApiKeyId, ChunkId, DocumentId, RetrievalMode, TenantId, TenantState, Timestamp};
 use tenantry_store::{
     Amounts, ConfigChange, Inserted, InvoiceEffects, JobState, NewApiKey, NewChunk, NewDocument, NewInvoice, NewJob,
-    NewPendingItem, NewReservation, NewTenant, PlanChange, Settlement, Store, StoreError, UsageEvent,
+    NewPendingItem, NewReservation, NewTenant, PlanChange, Settlement, Store, StoreError, TransitionEffects,
+    UsageEvent,
 };
 
 async fn sqlite() -> (Store, tempfile::TempDir) {
@@ -79,17 +80,32 @@ async fn tenants_keys_and_transitions(store: Store) {
     let row = store.tenant(&t.id).await.expect("read").expect("exists");
     assert_eq!((row.state, row.state_version, row.config_version), (TenantState::Provisioning, 0, 1));
     let next = store
-        .transition(&t.id, 0, row.state, LifecycleEvent::ProvisionedTrial, Timestamp(1), &[])
+        .transition(&t.id, 0, row.state, LifecycleEvent::ProvisionedTrial, Timestamp(1), &TransitionEffects::default())
         .await
         .expect("transition");
     assert_eq!(next, TenantState::Trialing);
     // A second writer that read version 0 loses.
     let stale = store
-        .transition(&t.id, 0, TenantState::Provisioning, LifecycleEvent::ProvisionedActive, Timestamp(2), &[])
+        .transition(
+            &t.id,
+            0,
+            TenantState::Provisioning,
+            LifecycleEvent::ProvisionedActive,
+            Timestamp(2),
+            &TransitionEffects::default(),
+        )
         .await;
     assert!(matches!(stale, Err(StoreError::Concurrent)), "{stale:?}");
-    let invalid =
-        store.transition(&t.id, 1, TenantState::Trialing, LifecycleEvent::GraceExpired, Timestamp(2), &[]).await;
+    let invalid = store
+        .transition(
+            &t.id,
+            1,
+            TenantState::Trialing,
+            LifecycleEvent::GraceExpired,
+            Timestamp(2),
+            &TransitionEffects::default(),
+        )
+        .await;
     assert!(matches!(invalid, Err(StoreError::Conflict(_))));
 
     let changed = store
@@ -506,17 +522,33 @@ async fn concurrent_workers_claim_each_job_once(store: Store) {
 async fn transitions_are_recorded_with_their_jobs(store: Store) {
     let (t, k) = tenant("events@conformance.test");
     store.create_tenant(&t, &k).await.expect("create");
+    let audit = |event: &str| tenantry_store::NewAuditEntry {
+        at: Timestamp(5),
+        tenant_id: Some(t.id.clone()),
+        actor: "system".into(),
+        action: "tenant.transition".into(),
+        target: t.id.as_str().into(),
+        detail: format!("{{\"event\":\"{event}\"}}"),
+        request_id: String::new(),
+    };
     let provision = NewJob { tenant_id: Some(t.id.clone()), ..job("close", Some("close-1"), 99_000, 3) };
+    let won = audit("provisioned_active");
+    let effects = TransitionEffects { jobs: &[provision], audit: Some(&won) };
     store
-        .transition(&t.id, 0, TenantState::Provisioning, LifecycleEvent::ProvisionedActive, Timestamp(5), &[provision])
+        .transition(&t.id, 0, TenantState::Provisioning, LifecycleEvent::ProvisionedActive, Timestamp(5), &effects)
         .await
         .expect("transition");
-    // A losing transition writes neither its event nor its jobs.
+    // A losing transition writes neither its event nor its jobs nor its audit entry.
     let late = NewJob { tenant_id: Some(t.id.clone()), ..job("close", Some("close-2"), 99_000, 3) };
+    let lost_entry = audit("provisioned_trial");
+    let effects = TransitionEffects { jobs: &[late], audit: Some(&lost_entry) };
     let lost = store
-        .transition(&t.id, 0, TenantState::Provisioning, LifecycleEvent::ProvisionedTrial, Timestamp(6), &[late])
+        .transition(&t.id, 0, TenantState::Provisioning, LifecycleEvent::ProvisionedTrial, Timestamp(6), &effects)
         .await;
     assert!(matches!(lost, Err(StoreError::Concurrent)));
+    let entries = store.audit_entries(Some(&t.id), 0, 10).await.expect("audit");
+    assert_eq!(entries.iter().map(|e| e.detail.as_str()).collect::<Vec<_>>(), [won.detail.as_str()]);
+    assert_eq!(store.verify_audit().await.expect("verify"), Ok(1), "the chain holds the winner's entry");
     assert!(store.record_milestone(&t.id, "first_document", Timestamp(7)).await.expect("milestone"));
     assert!(!store.record_milestone(&t.id, "first_document", Timestamp(8)).await.expect("milestone"), "once");
 
@@ -533,7 +565,14 @@ async fn plan_changes_and_their_pending_items(store: Store) {
     let (t, k) = tenant("plan@conformance.test");
     store.create_tenant(&t, &k).await.expect("create");
     store
-        .transition(&t.id, 0, TenantState::Provisioning, LifecycleEvent::ProvisionedActive, Timestamp(5), &[])
+        .transition(
+            &t.id,
+            0,
+            TenantState::Provisioning,
+            LifecycleEvent::ProvisionedActive,
+            Timestamp(5),
+            &TransitionEffects::default(),
+        )
         .await
         .expect("active");
     let row = store.tenant(&t.id).await.expect("read").expect("exists");

@@ -7,6 +7,7 @@ use tenantry_domain::config::{Config, PlanConfig, Quotas};
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::quota::Meter;
 use tenantry_domain::TenantId;
+use tenantry_store::TransitionEffects;
 
 use crate::helpers::{assert_problem, fresh_postgres_database, spawn_app_with, TestApp};
 
@@ -281,7 +282,14 @@ async fn lifecycle_gate_applies_within_one_request_of_a_change() {
     let store = app.services.store();
     let row = store.tenant(&id).await.expect("read").expect("exists");
     store
-        .transition(&id, row.state_version, row.state, LifecycleEvent::Cancelled, app.services.clock().now(), &[])
+        .transition(
+            &id,
+            row.state_version,
+            row.state,
+            LifecycleEvent::Cancelled,
+            app.services.clock().now(),
+            &TransitionEffects::default(),
+        )
         .await
         .expect("cancel");
     let refused = app.get(&t.key, "/v1/documents").await;
@@ -290,7 +298,14 @@ async fn lifecycle_gate_applies_within_one_request_of_a_change() {
     assert_eq!(app.get(&t.key, "/v1/tenant").await.status(), 200);
     let row = store.tenant(&id).await.expect("read").expect("exists");
     store
-        .transition(&id, row.state_version, row.state, LifecycleEvent::Erased, app.services.clock().now(), &[])
+        .transition(
+            &id,
+            row.state_version,
+            row.state,
+            LifecycleEvent::Erased,
+            app.services.clock().now(),
+            &TransitionEffects::default(),
+        )
         .await
         .expect("erase");
     let dead = app.get(&t.key, "/v1/tenant").await;
