@@ -15,8 +15,8 @@ use tenantry_billing::rating::{closing_lines, remainder_line, signup_lines, true
 use tenantry_billing::{InvoiceLine, InvoiceNumber, InvoiceStatus};
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::quota::{BillingPeriod, Meter};
-use tenantry_domain::{ErrorCode, InvoiceId, Plan, TenantContext, TenantId, TenantState, Timestamp};
-use tenantry_store::{InvoiceEffects, InvoiceRow, NewInvoice, NewJob, StoreError, TenantRow};
+use tenantry_domain::{Cents, ErrorCode, InvoiceId, Plan, TenantContext, TenantId, TenantState, Timestamp};
+use tenantry_store::{InvoiceEffects, InvoiceRow, NewInvoice, NewJob, NewPendingItem, StoreError, TenantRow};
 use utoipa::ToSchema;
 
 use crate::audit::Actor;
@@ -116,7 +116,7 @@ impl Services {
     }
 
     /// When the tenant's trial ends (or ended): `trial_days` of its plan after its signup; none without one.
-    fn trial_end(&self, tenant: &TenantRow) -> Option<Timestamp> {
+    pub(crate) fn trial_end(&self, tenant: &TenantRow) -> Option<Timestamp> {
         let secs = self.trial_secs(tenant);
         (secs > 0).then(|| tenant.created_at.plus_seconds(secs))
     }
@@ -195,28 +195,40 @@ impl Services {
     }
 
     /// Stores an `open` invoice of `lines` for `period` with its effects; `None` if the tenant's period of
-    /// this kind is already invoiced (nothing is changed then).
+    /// this kind is already invoiced (nothing is changed then). As Stripe does, an invoice that owes nothing
+    /// is `paid` as it is made and never collected; a credit it cannot use up (lines summing below zero) is
+    /// carried to the tenant's next invoice, with a line on each saying so, so every invoice's total is what
+    /// it asks to be paid and the totals add up to what the tenant owes.
     async fn open_invoice(
         &self,
         id: &InvoiceId,
         tenant: &TenantRow,
         kind: &str,
         period: BillingPeriod,
-        lines: Vec<InvoiceLine>,
-        effects: InvoiceEffects,
+        mut lines: Vec<InvoiceLine>,
+        mut effects: InvoiceEffects,
     ) -> ServiceResult<Option<InvoiceView>> {
-        let subtotal = lines.iter().try_fold(0i64, |sum, l| sum.checked_add(l.amount_cents.0));
-        let subtotal = subtotal.ok_or_else(|| ServiceError::internal("invoice total overflows"))?;
+        let sum = lines_total(&lines)?;
+        if sum < 0 {
+            lines.push(InvoiceLine::fixed("Credit carried to the next invoice", Cents(-sum)));
+            effects.carry_items.push(NewPendingItem {
+                id: format!("credit:{id}"),
+                description: format!("Credit from invoice {id}"),
+                amount_cents: sum,
+            });
+        }
+        let total = sum.max(0);
+        let status = if total == 0 { InvoiceStatus::Paid } else { InvoiceStatus::Open };
         let new = NewInvoice {
             id: id.as_str().to_owned(),
             tenant_id: tenant.id.clone(),
             kind: kind.into(),
             period_start: period.start,
             period_end: period.end,
-            status: InvoiceStatus::Open.as_str().into(),
+            status: status.as_str().into(),
             currency: self.config().billing.currency.clone(),
-            subtotal_cents: subtotal,
-            total_cents: subtotal,
+            subtotal_cents: total,
+            total_cents: total,
             lines: serde_json::to_string(&lines).map_err(ServiceError::internal)?,
             now: self.clock().now(),
         };
@@ -228,9 +240,13 @@ impl Services {
         if !effects.jobs.is_empty() {
             self.wake_jobs();
         }
-        tracing::info!(tenant_id = %tenant.id, invoice_id = %row.id, kind, total_cents = row.total_cents, "invoice opened");
-        let detail = json!({"invoice_id": row.id, "number": row.number, "kind": kind, "total_cents": row.total_cents});
+        tracing::info!(tenant_id = %tenant.id, invoice_id = %row.id, kind, total_cents = row.total_cents, status = status.as_str(), "invoice opened");
+        let detail = json!({"invoice_id": row.id, "number": row.number, "kind": kind, "total_cents": row.total_cents, "status": status.as_str()});
         self.audit(Actor::System, Some(&tenant.id), "invoice.opened", &row.id, detail, "").await;
+        if status == InvoiceStatus::Paid {
+            // Paid as made: what a payment would change for the tenant (a trial converts, dunning ends).
+            self.after_payment(&tenant.id).await?;
+        }
         Ok(Some(view(row)))
     }
 
@@ -313,9 +329,10 @@ impl Services {
         // Plan changes' proration waits for this invoice (or the true-up, after an early close).
         let (pending, consume_items) = self.pending_invoice_lines(&tenant.id).await?;
         lines.extend(pending.iter().cloned());
-        let effects = InvoiceEffects { jobs: vec![next_close.clone()], consume_items };
-        let charged = |mut effects: InvoiceEffects, invoice_id: &InvoiceId| {
-            if self.payments().collects() {
+        let effects = InvoiceEffects { jobs: vec![next_close.clone()], consume_items, ..InvoiceEffects::default() };
+        // An invoice that owes nothing is paid as it is made (`open_invoice`): nothing to collect.
+        let charged = |mut effects: InvoiceEffects, invoice_id: &InvoiceId, lines: &[InvoiceLine]| {
+            if self.payments().collects() && lines_total(lines).is_ok_and(|sum| sum > 0) {
                 let charge = Job::Charge { tenant_id: tenant.id.clone(), invoice_id: invoice_id.as_str().to_owned() };
                 effects.jobs.push(charge.at(self.clock().now()));
             }
@@ -323,9 +340,8 @@ impl Services {
         };
         if !lines.is_empty() {
             let id = InvoiceId::generate();
-            if let Some(made) =
-                self.open_invoice(&id, tenant, "closing", period, lines, charged(effects.clone(), &id)).await?
-            {
+            let effects = charged(effects.clone(), &id, &lines);
+            if let Some(made) = self.open_invoice(&id, tenant, "closing", period, lines, effects).await? {
                 return Ok(Some(made));
             }
         }
@@ -345,7 +361,8 @@ impl Services {
             more.extend(pending);
             if !more.is_empty() {
                 let id = InvoiceId::generate();
-                return self.open_invoice(&id, tenant, "true_up", period, more, charged(effects, &id)).await;
+                let effects = charged(effects, &id, &more);
+                return self.open_invoice(&id, tenant, "true_up", period, more, effects).await;
             }
         }
         self.store().enqueue(&next_close, self.clock().now()).await?;
@@ -598,6 +615,12 @@ fn closable(from: InvoiceStatus, to: InvoiceStatus) -> ServiceResult<()> {
         ErrorCode::InvalidTransition,
         format!("invoice is {}; it cannot become {}", from.as_str(), to.as_str()),
     ))
+}
+
+/// The sum of an invoice's lines, in cents.
+fn lines_total(lines: &[InvoiceLine]) -> ServiceResult<i64> {
+    let sum = lines.iter().try_fold(0i64, |sum, l| sum.checked_add(l.amount_cents.0));
+    sum.ok_or_else(|| ServiceError::internal("invoice total overflows"))
 }
 
 /// The base price for the rest of `period` after a trial that ends at `trial_over`, prorated (none if

@@ -52,6 +52,8 @@ pub struct InvoiceEffects {
     /// Pending invoice items the invoice bills: each is marked as billed by it. If one was billed by another
     /// invoice meanwhile, the invoice is not stored (`Concurrent`).
     pub consume_items: Vec<String>,
+    /// Items the invoice leaves for the tenant's next one (a credit it could not use up).
+    pub carry_items: Vec<NewPendingItem>,
 }
 
 /// An invoice item waiting for the tenant's next invoice (see `migrations/0009_pending_items.sql`).
@@ -125,6 +127,19 @@ impl Store {
             if billed.rows_affected() != 1 {
                 return Err(StoreError::Concurrent);
             }
+        }
+        for item in &effects.carry_items {
+            sqlx::query(
+                "INSERT INTO pending_invoice_items (id, tenant_id, description, amount_cents, created_at, invoice_id) \
+                 VALUES ($1, $2, $3, $4, $5, NULL)",
+            )
+            .bind(&item.id)
+            .bind(inv.tenant_id.as_str())
+            .bind(&item.description)
+            .bind(item.amount_cents)
+            .bind(inv.now.0)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         self.invoice(&inv.id).await?.ok_or(StoreError::NotFound)

@@ -635,7 +635,8 @@ async fn plan_changes_and_their_pending_items(store: Store) {
         lines: "[]".into(),
         now,
     };
-    let effects = InvoiceEffects { jobs: vec![], consume_items: pending.iter().map(|i| i.id.clone()).collect() };
+    let consume_items = pending.iter().map(|i| i.id.clone()).collect();
+    let effects = InvoiceEffects { consume_items, ..InvoiceEffects::default() };
     let first = store.create_invoice(&invoice("inv_first", "closing"), &effects).await.expect("invoice");
     assert!(store.pending_items(&t.id).await.expect("items").is_empty());
     let billed = store.invoice_items(&t.id).await.expect("items");

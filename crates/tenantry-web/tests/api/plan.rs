@@ -154,6 +154,53 @@ async fn an_upgrade_halfway_through_a_period_is_prorated_onto_the_closing_invoic
     assert!(app.services.store().pending_items(&tenant_id).await.expect("items").is_empty());
 }
 
+/// The closing invoice of a period with a big downgrade credit sums below zero: like Stripe, it asks for
+/// nothing (paid as made, total 0, never collected, no dunning) and the credit goes to the next invoice, which
+/// passes on what it cannot use up, until an invoice owes something again.
+#[tokio::test]
+async fn a_credit_larger_than_the_invoice_is_carried_forward_and_never_collected() {
+    let app = spawn_app_with(|c| configure(c, vec![plan("tiny", 1_000, 1_000), plan("big", 6_000, 1_000)])).await;
+    let t = paying_tenant(&app, "credit@plan.test", "big").await;
+    // Half the period left: 3000 back for `big`, 500 due for `tiny`; the next period's base is 1000.
+    advance(&app, 43_200).await;
+    assert_eq!(change_plan(&app, &t.key, "tiny").await.status(), StatusCode::OK);
+    advance(&app, 43_200).await;
+    let closings = |mine: Value| -> Vec<Value> {
+        let list = mine["invoices"].as_array().expect("list").iter().filter(|i| i["kind"] == "closing");
+        list.cloned().collect()
+    };
+    let mine: Value = app.get(&t.key, "/v1/invoices").await.json().await.expect("json");
+    let first = closings(mine.clone()).pop().unwrap_or_else(|| panic!("a closing invoice: {mine}"));
+    let lines = lines_of(&first);
+    assert!(lines.contains(&("Credit carried to the next invoice".to_owned(), 1_500)), "{lines:?}");
+    assert_eq!(lines.iter().map(|(_, a)| a).sum::<i64>(), 0, "{lines:?}");
+    assert_eq!((first["status"].as_str(), first["total_cents"].as_i64()), (Some("paid"), Some(0)), "{first}");
+    assert_eq!(tenant_json(&app, &t.key).await["state"], "active");
+    // Nothing to pay, so nothing to fail: a payment report is refused and the tenant stays served.
+    let id = first["invoice_id"].as_str().expect("id");
+    let failed = op_post(&app, &format!("/admin/invoices/{id}/payment"), json!({"outcome": "failed"})).await;
+    assert_problem(failed, 409, "invalid_transition").await;
+    assert_eq!(tenant_json(&app, &t.key).await["state"], "active");
+
+    // Next close: 1000 base against the 1500 credit leaves 500 to carry; the one after owes 500.
+    advance(&app, 86_400).await;
+    advance(&app, 86_400).await;
+    let mine: Value = app.get(&t.key, "/v1/invoices").await.json().await.expect("json");
+    let all = closings(mine.clone());
+    assert_eq!(all.len(), 3, "{mine}");
+    let by_start = |i: &Value| i["period_start"].as_str().expect("start").to_owned();
+    let mut all = all;
+    all.sort_by_key(by_start);
+    let credit_from = |i: &Value| lines_of(i).into_iter().find(|(d, _)| d.starts_with("Credit from invoice"));
+    assert_eq!(credit_from(&all[1]).map(|(_, a)| a), Some(-1_500), "{}", all[1]);
+    assert!(lines_of(&all[1]).contains(&("Credit carried to the next invoice".to_owned(), 500)), "{}", all[1]);
+    assert_eq!((all[1]["status"].as_str(), all[1]["total_cents"].as_i64()), (Some("paid"), Some(0)));
+    assert_eq!(credit_from(&all[2]).map(|(_, a)| a), Some(-500), "{}", all[2]);
+    assert_eq!((all[2]["status"].as_str(), all[2]["total_cents"].as_i64()), (Some("open"), Some(500)));
+    let tenant_id = TenantId::parse(&t.id).expect("id");
+    assert!(app.services.store().pending_items(&tenant_id).await.expect("items").is_empty(), "every credit used");
+}
+
 #[tokio::test]
 async fn after_an_early_close_the_next_period_already_invoiced_is_corrected_too() {
     let app = spawn_app_with(|c| configure(c, vec![plan("small", 3_000, 1_000), plan("big", 6_000, 1_000)])).await;
