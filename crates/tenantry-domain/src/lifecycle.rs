@@ -39,11 +39,15 @@ pub enum LifecycleEvent {
     OperatorReactivated,
     Cancelled,
     WinBackAccepted,
+    /// A suspended or cancelled tenant whose trial was running when it left comes back (the operator's
+    /// reactivation, or a win-back) before the trial's end: it is in its trial again, which ends (and is
+    /// billed) when it would have.
+    TrialResumed,
     Erased,
 }
 
 impl LifecycleEvent {
-    pub const ALL: [LifecycleEvent; 13] = [
+    pub const ALL: [LifecycleEvent; 14] = [
         Self::PaymentConfirmed,
         Self::ProvisionedTrial,
         Self::ProvisionedActive,
@@ -56,6 +60,7 @@ impl LifecycleEvent {
         Self::OperatorReactivated,
         Self::Cancelled,
         Self::WinBackAccepted,
+        Self::TrialResumed,
         Self::Erased,
     ];
 
@@ -73,6 +78,7 @@ impl LifecycleEvent {
             Self::OperatorReactivated => "operator_reactivated",
             Self::Cancelled => "cancelled",
             Self::WinBackAccepted => "win_back_accepted",
+            Self::TrialResumed => "trial_resumed",
             Self::Erased => "erased",
         }
     }
@@ -124,6 +130,7 @@ impl TenantState {
             (S::Suspended, E::OperatorReactivated) => S::Active,
             (S::PendingPayment | S::Trialing | S::Active | S::PastDue | S::Suspended, E::Cancelled) => S::Cancelled,
             (S::Cancelled, E::WinBackAccepted) => S::Active,
+            (S::Suspended | S::Cancelled, E::TrialResumed) => S::Trialing,
             (
                 S::PendingPayment
                 | S::Provisioning
@@ -177,7 +184,7 @@ mod tests {
     use super::*;
     use TenantState as S;
 
-    const EVENTS: [LifecycleEvent; 13] = LifecycleEvent::ALL;
+    const EVENTS: [LifecycleEvent; 14] = LifecycleEvent::ALL;
 
     #[test]
     fn nothing_leaves_erased() {

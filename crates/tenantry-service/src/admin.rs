@@ -180,6 +180,12 @@ impl Services {
             self.cancel(&id, Actor::Operator).await?;
             return self.admin_tenant(raw_id).await;
         }
+        let event = match event {
+            LifecycleEvent::OperatorReactivated if row.state.on(event).is_some() => {
+                self.coming_back(&row, event).await?
+            }
+            other => other,
+        };
         let jobs = match row.state.on(event) {
             Some(to) if crate::lifecycle::billable(to) => vec![self.period_close_job(&row)],
             _ => Vec::new(),

@@ -238,21 +238,17 @@ impl Services {
         self.erase(tenant_id, "retention:cancelled", Actor::System, "").await.map(drop)
     }
 
-    /// A cancelled tenant comes back (`POST /v1/tenant/reactivate`): active again, billed again from the current
-    /// period, with the discount of the newest win-back offer it received, if any, on its next invoice; all in
+    /// A cancelled tenant comes back (`POST /v1/tenant/reactivate`): active again (or in its trial again, if
+    /// it cancelled during a trial that has not ended: `coming_back`), billed again from the current period, with the discount of the newest win-back offer it received, if any, on its next invoice; all in
     /// one transaction.
     pub async fn win_back(&self, ctx: &TenantContext) -> ServiceResult<TenantRow> {
         let row = self.store().tenant(&ctx.tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
-        let event = LifecycleEvent::WinBackAccepted;
-        allowed(&row, event)?;
+        allowed(&row, LifecycleEvent::WinBackAccepted)?;
+        let event = self.coming_back(&row, LifecycleEvent::WinBackAccepted).await?;
         let price = self.catalog().plan(&row.plan).map_or(0, |p| p.price.0);
         let close = self.period_close_job(&row);
         let now = self.clock().now();
-        let done = self
-            .store()
-            .win_back(&row.id, row.state_version, row.state, price, now, &[close])
-            .await
-            .map_err(lost_race)?;
+        let done = self.store().win_back(&row, event, price, now, &[close]).await.map_err(lost_race)?;
         self.wake_jobs();
         let detail = json!({
             "event": event.as_str(), "from": row.state.as_str(), "to": done.state.as_str(),
@@ -261,6 +257,21 @@ impl Services {
         let request_id = ctx.request_id.to_string();
         self.audit(Actor::Tenant(ctx), Some(&row.id), "win_back.accepted", row.id.as_str(), detail, &request_id).await;
         Ok(TenantRow { state: done.state, state_version: row.state_version + 1, updated_at: now, ..row })
+    }
+
+    /// The event that brings a suspended or cancelled tenant back: `back` (the operator's reactivation, a
+    /// win-back), or `TrialResumed` if the tenant left during its trial and the trial has not ended yet. So the
+    /// trial's end still converts it and bills the rest of its period (`end_trial`); coming back `active`
+    /// would skip that bill.
+    pub(crate) async fn coming_back(&self, row: &TenantRow, back: LifecycleEvent) -> ServiceResult<LifecycleEvent> {
+        let trial_running = self.trial_end(row).is_some_and(|end| end > self.clock().now());
+        if !trial_running {
+            return Ok(back);
+        }
+        let events = self.store().tenant_events(&row.id).await?;
+        let left = events.iter().rev().find(|e| e.to_state.as_deref() == Some(row.state.as_str()));
+        let from_trial = left.is_some_and(|e| e.from_state.as_deref() == Some(TenantState::Trialing.as_str()));
+        Ok(if from_trial { LifecycleEvent::TrialResumed } else { back })
     }
 
     /// Win-back numbers for the operator.

@@ -3,10 +3,10 @@
 
 use sqlx::Row;
 use tenantry_domain::lifecycle::LifecycleEvent;
-use tenantry_domain::{TenantId, TenantState, Timestamp};
+use tenantry_domain::{TenantState, Timestamp};
 
 use crate::jobs::{enqueue_in, NewJob};
-use crate::tenants::transition_in;
+use crate::tenants::{transition_in, TenantRow};
 use crate::{Result, Store};
 
 /// What a win-back did.
@@ -20,19 +20,20 @@ pub struct WinBack {
 }
 
 impl Store {
-    /// Applies `WinBackAccepted` (with the optimistic version check), records it, enqueues `jobs`, accepts the
+    /// Applies `event` to the tenant as read in `row` (`WinBackAccepted`, or `TrialResumed` for a trial cut
+    /// short by the cancellation; with the optimistic version check), records it, enqueues `jobs`, accepts the
     /// newest unaccepted offer and credits `percent × base_price_cents` on the next invoice.
     pub async fn win_back(
         &self,
-        tenant: &TenantId,
-        expected_version: i64,
-        from: TenantState,
+        row: &TenantRow,
+        event: LifecycleEvent,
         base_price_cents: i64,
         now: Timestamp,
         jobs: &[NewJob],
     ) -> Result<WinBack> {
+        let tenant = &row.id;
         let mut tx = self.begin_write().await?;
-        let to = transition_in(&mut tx, tenant, expected_version, from, LifecycleEvent::WinBackAccepted, now).await?;
+        let to = transition_in(&mut tx, tenant, row.state_version, row.state, event, now).await?;
         for job in jobs {
             enqueue_in(&mut tx, job, now).await?;
         }

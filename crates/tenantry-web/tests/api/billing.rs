@@ -315,3 +315,76 @@ async fn a_trial_longer_than_a_period_bills_only_the_time_after_it() {
     assert_eq!(after.len(), 2, "{after:?}");
     assert!(after.contains(&first[0]) && after.contains(&3_000), "the third period's base price: {after:?}");
 }
+
+/// A tenant suspended by the operator, or cancelled by itself, during its trial and brought back before the
+/// trial's end is in its trial again (`trial_resumed`), so the trial's end bills it like any trialing tenant;
+/// coming back `active` skipped that bill. Brought back after the trial's end, it is `active`.
+#[tokio::test]
+async fn a_trial_interrupted_and_resumed_is_billed_at_its_end_like_any_other() {
+    let app = spawn_app_with(|c| {
+        c.server.operator_token = OP.into();
+        c.server.clock = "test".into();
+    })
+    .await;
+    let op = |path: String| app.client.post(app.url(&path)).bearer_auth(OP).json(&json!({})).send();
+    let advance = |days: i64| {
+        let app = &app;
+        async move {
+            let r = app.client.post(app.url("/admin/clock/advance")).bearer_auth(OP);
+            let r = r.json(&json!({"seconds": days * 86_400})).send().await.expect("advance");
+            assert_eq!(r.status(), 200);
+        }
+    };
+    let state = |key: String| {
+        let app = &app;
+        async move { app.get(&key, "/v1/tenant").await.json::<Value>().await.expect("json")["state"].clone() }
+    };
+    let bases = |key: String| {
+        let app = &app;
+        async move {
+            let list: Value = app.get(&key, "/v1/invoices").await.json().await.expect("json");
+            let all = list["invoices"].as_array().expect("invoices").clone();
+            all.iter()
+                .flat_map(|i| i["lines"].as_array().cloned().unwrap_or_default())
+                .filter(|l| l["meter"].is_null())
+                .map(|l| l["amount_cents"].as_i64().expect("cents"))
+                .collect::<Vec<i64>>()
+        }
+    };
+    // The built-in `starter`: a 14-day trial, then 49.00 a month.
+    let untouched = app.signup("untouched@resume.test", "starter").await;
+    let suspended = app.signup("suspended@resume.test", "starter").await;
+    let cancelled = app.signup("cancelled@resume.test", "starter").await;
+    let late = app.signup("late@resume.test", "starter").await;
+    advance(3).await;
+    for t in [&suspended, &late] {
+        assert_eq!(op(format!("/admin/tenants/{}/suspend", t.id)).await.expect("suspend").status(), 200);
+    }
+    assert_eq!(op(format!("/admin/tenants/{}/reactivate", suspended.id)).await.expect("reactivate").status(), 200);
+    assert_eq!(state(suspended.key.clone()).await, "trialing");
+    assert_eq!(app.post_json(&cancelled.key, "/v1/tenant/cancel", json!({})).await.status(), 200);
+    assert_eq!(state(cancelled.key.clone()).await, "cancelled");
+    assert_eq!(app.post_json(&cancelled.key, "/v1/tenant/reactivate", json!({})).await.status(), 200);
+    assert_eq!(state(cancelled.key.clone()).await, "trialing");
+
+    advance(12).await;
+    let expected = bases(untouched.key.clone()).await;
+    assert_eq!(expected.len(), 2, "the rest after the trial and the next period: {expected:?}");
+    assert_eq!(bases(suspended.key.clone()).await, expected, "billed like the untouched trial");
+    assert_eq!(bases(cancelled.key.clone()).await, expected, "billed like the untouched trial");
+
+    // Suspended past the trial's end: it comes back active, its trial over.
+    assert_eq!(op(format!("/admin/tenants/{}/reactivate", late.id)).await.expect("reactivate").status(), 200);
+    assert_eq!(state(late.key.clone()).await, "active");
+    let audit: Value = app
+        .client
+        .get(app.url(&format!("/admin/tenants/{}", suspended.id)))
+        .bearer_auth(OP)
+        .send()
+        .await
+        .expect("detail")
+        .json()
+        .await
+        .expect("json");
+    assert!(audit.to_string().contains("trial_resumed"), "the event says what happened: {audit}");
+}

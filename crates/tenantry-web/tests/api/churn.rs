@@ -183,6 +183,8 @@ async fn a_cancelled_tenant_gets_win_back_offers_and_comes_back_with_the_discoun
     // It comes back: served again at once, and its next invoice carries the discount.
     let r = post(&app, &t.key, "/v1/tenant/reactivate").await;
     assert_eq!(r.status(), StatusCode::OK);
+    let back: Value = r.json().await.expect("json");
+    assert_eq!(back["state"], "trialing", "it left during its trial, which has not ended: back in it");
     assert!(app.query(&t.key, "How long do refunds take?").await["answer"].is_string());
     let stats: Value = app
         .client
@@ -207,7 +209,14 @@ async fn a_cancelled_tenant_gets_win_back_offers_and_comes_back_with_the_discoun
         .expect("json");
     let invoice = &closed["invoices"][0];
     let lines = invoice["lines"].as_array().expect("lines");
-    let base = lines.iter().find(|l| l["meter"].is_null() && l["amount_cents"].as_i64() > Some(0)).expect("base");
+    // The next period's base price (beside it, the rest of this period after the trial).
+    let base = lines
+        .iter()
+        .find(|l| {
+            let text = l["description"].as_str().unwrap_or_default();
+            l["meter"].is_null() && l["amount_cents"].as_i64() > Some(0) && !text.contains("after the trial")
+        })
+        .expect("base");
     let discount =
         lines.iter().find(|l| l["description"].as_str().is_some_and(|d| d.contains("Win-back"))).expect("discount");
     assert_eq!(discount["amount_cents"].as_i64(), Some(-(base["amount_cents"].as_i64().expect("base") * 20 / 100)));
