@@ -25,7 +25,7 @@ use crate::lifecycle::billable;
 use crate::notify::Template;
 use crate::{ServiceError, ServiceResult, Services};
 
-const DAY_SECS: i64 = 86_400;
+pub(crate) const DAY_SECS: i64 = 86_400;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct InvoiceView {
@@ -110,20 +110,18 @@ impl Services {
         Job::ClosePeriod { tenant_id: tenant.id.clone(), period_start_ms: period.start.0 }.at(period.end)
     }
 
-    /// The length of the tenant's plan's trial, in seconds (0 without one).
-    fn trial_secs(&self, tenant: &TenantRow) -> i64 {
-        i64::from(self.catalog().plan(&tenant.plan).map_or(0, |p| p.trial_days)) * DAY_SECS
-    }
-
-    /// When the tenant's trial ends (or ended): `trial_days` of its plan after its signup; none without one.
+    /// When the tenant's trial ends (or ended), as fixed at signup; none without one. A tenant from before
+    /// that was stored: `trial_days` of its plan after its signup.
     pub(crate) fn trial_end(&self, tenant: &TenantRow) -> Option<Timestamp> {
-        let secs = self.trial_secs(tenant);
-        (secs > 0).then(|| tenant.created_at.plus_seconds(secs))
+        tenant.trial_ends_at.or_else(|| {
+            let days = self.catalog().plan(&tenant.plan).map_or(0, |p| p.trial_days);
+            (days > 0).then(|| tenant.created_at.plus_seconds(i64::from(days) * DAY_SECS))
+        })
     }
 
-    /// The job that ends a trial that started at `started`, `trial_days` of the tenant's plan later.
-    pub(crate) fn trial_end_job(&self, tenant: &TenantRow, started: Timestamp) -> NewJob {
-        Job::TrialEnd { tenant_id: tenant.id.clone() }.at(started.plus_seconds(self.trial_secs(tenant)))
+    /// The job that ends the tenant's trial when it ends.
+    pub(crate) fn trial_end_job(&self, tenant: &TenantRow) -> NewJob {
+        Job::TrialEnd { tenant_id: tenant.id.clone() }.at(self.trial_end(tenant).unwrap_or(tenant.created_at))
     }
 
     /// The `TrialEnd` job. A tenant still trialing on a priced plan is billed now as if its period closed: the
@@ -162,7 +160,7 @@ impl Services {
                 self.store().enqueue(&self.period_close_job(&tenant), self.clock().now()).await?;
                 if tenant.state == TenantState::Trialing {
                     // Trials begun before trial ends were scheduled (at most a provisioning's time early).
-                    self.store().enqueue(&self.trial_end_job(&tenant, tenant.created_at), self.clock().now()).await?;
+                    self.store().enqueue(&self.trial_end_job(&tenant), self.clock().now()).await?;
                 }
             } else if tenant.state == TenantState::PendingPayment {
                 self.signup_invoice(&tenant, None).await?;

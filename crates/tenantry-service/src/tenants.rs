@@ -118,6 +118,9 @@ impl Services {
             model: plan.default_model.clone(),
             retrieval_mode: plan.default_retrieval_mode,
             system_prompt: String::new(),
+            // Fixed now, so a plan change during the trial neither ends nor lengthens it.
+            trial_ends_at: (plan.trial_days > 0)
+                .then(|| now.plus_seconds(i64::from(plan.trial_days) * crate::billing::DAY_SECS)),
             now,
         };
         let key = NewApiKey {
@@ -182,7 +185,7 @@ impl Services {
         let review = crate::jobs::Job::UsageReview { tenant_id: tenant_id.clone(), at_ms: review_at.0 }.at(review_at);
         let mut jobs = vec![close, nudge, review];
         if trial {
-            jobs.push(self.trial_end_job(&tenant, self.clock().now()));
+            jobs.push(self.trial_end_job(&tenant));
         }
         let row = self.transition_from(&tenant, event, crate::audit::Actor::System, &jobs).await?;
         self.milestone(tenant_id, "provisioned").await;

@@ -94,6 +94,7 @@ mod tests {
             created_at: Timestamp(0),
             updated_at: Timestamp(0),
             pending_plan: None,
+            trial_ends_at: None,
         };
         let key = ApiKeyRow {
             id: ApiKeyId::generate(),

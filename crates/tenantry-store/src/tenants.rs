@@ -22,6 +22,8 @@ pub struct NewTenant {
     pub model: String,
     pub retrieval_mode: RetrievalMode,
     pub system_prompt: String,
+    /// When its trial ends (`None` without one).
+    pub trial_ends_at: Option<Timestamp>,
     pub now: Timestamp,
 }
 
@@ -42,6 +44,9 @@ pub struct TenantRow {
     pub updated_at: Timestamp,
     /// A plan change waiting for background work; the tenant is still on `plan` meanwhile.
     pub pending_plan: Option<String>,
+    /// When its trial ends, fixed at signup; `None` without a trial, or for a tenant from before it was
+    /// stored (`migrations/0015_trial_end.sql`).
+    pub trial_ends_at: Option<Timestamp>,
 }
 
 /// A change to a tenant's configuration; `None` keeps the current value.
@@ -71,7 +76,7 @@ pub struct PlanChange {
 }
 
 const TENANT_COLUMNS: &str = "id, email, organization, plan, state, state_version, model, retrieval_mode, \
-     system_prompt, config_version, billing_anchor, created_at, updated_at, pending_plan";
+     system_prompt, config_version, billing_anchor, created_at, updated_at, pending_plan, trial_ends_at";
 
 fn tenant_from_row(row: &AnyRow) -> Result<TenantRow> {
     let state: String = row.try_get("state")?;
@@ -92,6 +97,7 @@ fn tenant_from_row(row: &AnyRow) -> Result<TenantRow> {
         created_at: Timestamp(row.try_get("created_at")?),
         updated_at: Timestamp(row.try_get("updated_at")?),
         pending_plan: row.try_get("pending_plan")?,
+        trial_ends_at: row.try_get::<Option<i64>, _>("trial_ends_at")?.map(Timestamp),
     })
 }
 
@@ -101,8 +107,8 @@ impl Store {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO tenants (id, email, organization, plan, state, model, retrieval_mode, \
-             system_prompt, billing_anchor, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             system_prompt, billing_anchor, created_at, updated_at, trial_ends_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(t.id.as_str())
         .bind(&t.email)
@@ -115,6 +121,7 @@ impl Store {
         .bind(t.now.0)
         .bind(t.now.0)
         .bind(t.now.0)
+        .bind(t.trial_ends_at.map(|at| at.0))
         .execute(&mut *tx)
         .await
         .map_err(|e| conflict_on_unique(e, "email"))?;

@@ -36,6 +36,7 @@ fn tenant(email: &str) -> (NewTenant, NewApiKey) {
             model: "local-small".into(),
             retrieval_mode: RetrievalMode::Basic,
             system_prompt: String::new(),
+            trial_ends_at: Some(Timestamp(now.0 + 1_000)),
             now,
         },
         NewApiKey {
@@ -79,6 +80,7 @@ async fn tenants_keys_and_transitions(store: Store) {
 
     let row = store.tenant(&t.id).await.expect("read").expect("exists");
     assert_eq!((row.state, row.state_version, row.config_version), (TenantState::Provisioning, 0, 1));
+    assert_eq!(row.trial_ends_at, t.trial_ends_at, "the trial's end, as fixed at signup");
     let next = store
         .transition(&t.id, 0, row.state, LifecycleEvent::ProvisionedTrial, Timestamp(1), &TransitionEffects::default())
         .await

@@ -44,6 +44,7 @@ async fn run(ops: Vec<Op>) {
         model: "m".into(),
         retrieval_mode: RetrievalMode::Basic,
         system_prompt: String::new(),
+        trial_ends_at: None,
         now,
     };
     let key = NewApiKey {

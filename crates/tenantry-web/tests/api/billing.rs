@@ -388,3 +388,39 @@ async fn a_trial_interrupted_and_resumed_is_billed_at_its_end_like_any_other() {
         .expect("json");
     assert!(audit.to_string().contains("trial_resumed"), "the event says what happened: {audit}");
 }
+
+/// A trialing tenant that changes plan keeps its trial: it ends when it would have, and the new plan's price
+/// is billed from then on, not from the period's start (the trial's end was computed from the current plan,
+/// so a move to a plan without a trial billed the whole period, trial days included).
+#[tokio::test]
+async fn a_plan_change_during_a_trial_keeps_the_trials_end() {
+    let app = spawn_app_with(|c| {
+        c.server.operator_token = OP.into();
+        c.server.clock = "test".into();
+    })
+    .await;
+    // The built-in `trial`: free for 14 days; `pro`: 499.00 a month, no trial.
+    let t = app.signup("upgrade@trial.test", "trial").await;
+    let r = app.post_json(&t.key, "/v1/plan", json!({"plan": "pro"})).await;
+    assert_eq!(r.status(), 200);
+    let changed: Value = r.json().await.expect("json");
+    assert_eq!(changed["state"], "trialing");
+    assert_eq!(changed["proration"]["charge_cents"], 0, "nothing is owed during the trial");
+
+    let advance = |days: i64| {
+        let r = app.client.post(app.url("/admin/clock/advance")).bearer_auth(OP);
+        r.json(&json!({"seconds": days * 86_400})).send()
+    };
+    assert_eq!(advance(13).await.expect("advance").status(), 200);
+    let list: Value = app.get(&t.key, "/v1/invoices").await.json().await.expect("json");
+    assert_eq!(list["invoices"].as_array().map(Vec::len), Some(0), "still in the trial: {list}");
+    assert_eq!(advance(2).await.expect("advance").status(), 200);
+    let list: Value = app.get(&t.key, "/v1/invoices").await.json().await.expect("json");
+    let lines = list["invoices"][0]["lines"].as_array().cloned().unwrap_or_default();
+    let rest = lines
+        .iter()
+        .find(|l| l["description"].as_str().is_some_and(|d| d.contains("after the trial")))
+        .unwrap_or_else(|| panic!("the rest after the trial: {list}"));
+    let rest = rest["amount_cents"].as_i64().expect("cents");
+    assert!((49_900 * 14 / 31..=49_900 * 17 / 28 + 1).contains(&rest), "pro from the trial's end only: {rest}");
+}

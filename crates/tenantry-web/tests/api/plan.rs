@@ -285,12 +285,12 @@ async fn a_trialing_tenant_changes_plan_without_proration() {
     assert!(app.services.store().invoice_items(&tenant_id).await.expect("items").is_empty());
     assert_eq!(plan_changes(&app, &t.id).await.len(), 1);
 
-    // The new price is billed in advance from the period's close, like any plan's.
+    // The trial goes on (it ends when it would have): the period's close inside it bills no base price.
     advance(&app, 43_200).await;
     let mine: Value = app.get(&t.key, "/v1/invoices").await.json().await.expect("json");
-    let lines = lines_of(&mine["invoices"][0]);
-    assert_eq!(lines.len(), 1, "{mine}");
-    assert!(lines[0].0.starts_with("pro plan") && lines[0].1 == 49_900, "{lines:?}");
+    let billed: Vec<(String, i64)> = mine["invoices"].as_array().expect("list").iter().flat_map(lines_of).collect();
+    assert!(billed.iter().all(|(_, a)| *a == 0), "nothing billed for trial time: {mine}");
+    assert_eq!(tenant_json(&app, &t.key).await["state"], "trialing");
 }
 
 #[tokio::test]
