@@ -40,7 +40,17 @@ pub struct TenantView {
     pub created_at: Timestamp,
 }
 
+/// `PATCH /v1/tenant/config`'s answer: the new config at the top level (API.md: "200 with the new config"),
+/// beside the whole tenant as `GET /v1/tenant` shows it, config included (what it answered until session 16).
 #[derive(Debug, Serialize, ToSchema)]
+pub struct ConfigChanged {
+    #[serde(flatten)]
+    pub config: TenantConfig,
+    #[serde(flatten)]
+    pub tenant: TenantView,
+}
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct TenantConfig {
     pub model: String,
     pub retrieval_mode: RetrievalMode,

@@ -22,7 +22,7 @@ use tenantry_service::gateway::Scope;
 use tenantry_service::plan::PlanChanged;
 use tenantry_service::query::{QueryEvent, QueryRequest, QueryResult};
 use tenantry_service::quota::QuotaReport;
-use tenantry_service::tenants::{ConfigUpdate, SignupRequest, SignupResult, TenantView};
+use tenantry_service::tenants::{ConfigChanged, ConfigUpdate, SignupRequest, SignupResult, TenantView};
 use tenantry_service::usage::UsageReport;
 use tenantry_service::Services;
 use utoipa::{IntoParams, ToSchema};
@@ -201,7 +201,7 @@ pub struct ConfigBody {
 
 /// Change the tenant's model, retrieval mode or system prompt (within what the plan allows).
 #[utoipa::path(patch, path = "/v1/tenant/config", tag = "tenant", security(("bearer" = [])), request_body = ConfigBody,
-    responses((status = 200, body = TenantView), (status = 422, description = "Not allowed by the plan", body = Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = ConfigChanged, description = "The new config, beside the tenant (config included) as `GET /v1/tenant` shows it"), (status = 422, description = "Not allowed by the plan", body = Problem, content_type = "application/problem+json")))]
 pub async fn patch_config(
     State(s): State<Services>,
     Extension(rid): Extension<RequestId>,
@@ -212,8 +212,8 @@ pub async fn patch_config(
     let body = body.value()?;
     let update =
         ConfigUpdate { model: body.model, retrieval_mode: body.retrieval_mode, system_prompt: body.system_prompt };
-    let view = s.update_config(&ctx, update).await?;
-    with_quota(&s, &ctx, StatusCode::OK, view).await
+    let tenant = s.update_config(&ctx, update).await?;
+    with_quota(&s, &ctx, StatusCode::OK, ConfigChanged { config: tenant.config.clone(), tenant }).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

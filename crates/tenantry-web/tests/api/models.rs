@@ -134,6 +134,12 @@ async fn hosted_app() -> (TestApp, Upstream) {
 async fn set_model(app: &TestApp, key: &str, body: Value) {
     let r = app.client.patch(app.url("/v1/tenant/config")).bearer_auth(key).json(&body).send().await.expect("patch");
     assert_eq!(r.status(), 200);
+    // The new config, at the top level (API.md) and inside the tenant it also shows.
+    let changed: Value = r.json().await.expect("json");
+    for (field, value) in body.as_object().expect("fields") {
+        assert_eq!((&changed[field], &changed["config"][field]), (value, value), "{changed}");
+    }
+    assert!(changed["tenant_id"].is_string() && changed["model"].is_string(), "{changed}");
 }
 
 #[tokio::test]
