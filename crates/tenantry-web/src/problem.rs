@@ -72,6 +72,10 @@ pub(crate) fn problem_response(error: &ServiceError, extra: serde_json::Map<Stri
     if let Some(secs) = error.retry_after_secs {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
+    if status == StatusCode::UNAUTHORIZED {
+        // RFC 6750: a 401 names the scheme it expects.
+        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"tenantry\""));
+    }
     response.extensions_mut().insert(crate::metrics::ProblemCode(error.code.as_str()));
     response
 }

@@ -153,6 +153,10 @@ pub async fn assert_problem(r: Response, status: u16, code: &str) -> Value {
     assert_eq!(r.status().as_u16(), status, "status");
     let content_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     assert!(r.headers().contains_key("x-request-id"), "every response carries X-Request-Id");
+    if status == 401 {
+        let scheme = r.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or("");
+        assert!(scheme.starts_with("Bearer"), "a 401 names the Bearer scheme (RFC 6750): {scheme:?}");
+    }
     let body: Value = r.json().await.expect("problem body is JSON");
     assert_eq!(content_type, "application/problem+json", "{body}");
     assert_eq!(body["code"], code, "{body}");
