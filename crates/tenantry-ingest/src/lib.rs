@@ -86,12 +86,21 @@ pub enum IngestError {
 }
 
 pub fn parse(format: Format, bytes: &[u8]) -> Result<ParsedDocument, IngestError> {
-    let doc = match format {
+    let mut doc = match format {
         Format::Text => parse_text(utf8(bytes)?),
         Format::Markdown => markdown::parse(utf8(bytes)?),
         Format::Pdf => pdf::parse(bytes)?,
         Format::Html => html::parse(bytes),
     };
+    // Control characters (NUL above all, which PostgreSQL's text refuses) carry nothing a reader or the
+    // search needs; white space stays.
+    for block in &mut doc.blocks {
+        strip_controls(&mut block.heading);
+        strip_controls(&mut block.text);
+    }
+    if let Some(title) = &mut doc.title {
+        strip_controls(title);
+    }
     if doc.is_empty() {
         return Err(IngestError::Empty);
     }
@@ -110,6 +119,17 @@ fn clean_title(raw: &str) -> Option<String> {
         Some((cut, _)) => Some(format!("{}…", title[..cut].trim_end())),
         None => Some(title),
     }
+}
+
+/// Removes control characters other than white space, in place (nothing is copied when there are none).
+fn strip_controls(text: &mut String) {
+    if text.chars().any(is_stray_control) {
+        text.retain(|c| !is_stray_control(c));
+    }
+}
+
+fn is_stray_control(c: char) -> bool {
+    c.is_control() && !c.is_whitespace()
 }
 
 fn utf8(bytes: &[u8]) -> Result<&str, IngestError> {
@@ -163,6 +183,16 @@ mod tests {
         let long = clean_title(&"word ".repeat(100)).expect("a title");
         assert_eq!(long.chars().count(), MAX_TITLE_CHARS);
         assert!(long.ends_with("word…"), "{long}");
+    }
+
+    #[test]
+    fn control_characters_are_dropped_and_white_space_kept() {
+        let doc = parse(Format::Markdown, "# Ti\0tle\n\nOne\u{7}\ttwo\r\nthree\0".as_bytes()).expect("parses");
+        assert_eq!(doc.title.as_deref(), Some("Title"));
+        let text: String = doc.blocks.iter().map(|b| b.text.as_str()).collect();
+        assert!(!text.chars().any(is_stray_control), "{text:?}");
+        assert_eq!(text.split_whitespace().collect::<Vec<_>>(), ["One", "two", "three"], "white space kept");
+        assert_eq!(parse(Format::Text, b"\0\0\x07"), Err(IngestError::Empty), "nothing but controls is empty");
     }
 
     #[test]

@@ -104,6 +104,9 @@ impl Services {
         if title.chars().count() > MAX_TITLE_CHARS {
             return Err(ServiceError::validation(format!("title must be at most {MAX_TITLE_CHARS} characters")));
         }
+        if title.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+            return Err(ServiceError::validation("title must not contain control characters"));
+        }
 
         let now = self.clock().now();
         let doc_id = DocumentId::generate();

@@ -239,3 +239,24 @@ async fn a_bad_body_without_credentials_is_401_not_its_validation_error() {
     assert_problem(post_broken_json(&app, &t.key, "/v1/query").await, 400, "bad_request").await;
     assert_problem(app.post_json(&t.key, "/v1/keys", json!({"bogus": 1})).await, 422, "validation_failed").await;
 }
+
+/// NUL and other control characters: a title holding one is refused; a text holding them is stored without
+/// them. On PostgreSQL too, whose text type refuses NUL (it was a 500 there).
+#[tokio::test]
+async fn control_characters_in_titles_are_refused_and_dropped_from_texts() {
+    let mut apps = vec![spawn_app().await];
+    apps.extend(crate::helpers::spawn_app_on_postgres().await);
+    for app in &apps {
+        let t = app.signup("nul@input.test", "trial").await;
+        let r = app.post_json(&t.key, "/v1/documents", json!({"title": "ze\u{0}bra", "text": "zebra"})).await;
+        assert_problem(r, 422, "validation_failed").await;
+        assert_nothing_stored(app, &t, "zebra").await;
+
+        let body = json!({"title": "Refunds", "text": "Refunds take\u{0} fourteen\u{7} days."});
+        let r = app.post_json(&t.key, "/v1/documents", body).await;
+        assert_eq!(r.status(), 201);
+        let answer = app.query(&t.key, "How long do refunds take?").await;
+        let cited = answer["citations"][0]["text"].as_str().expect("a citation");
+        assert!(cited.contains("Refunds take fourteen days."), "{cited:?}");
+    }
+}
