@@ -128,7 +128,9 @@ fn strip_controls(text: &mut String) {
     }
 }
 
-fn is_stray_control(c: char) -> bool {
+/// A control character other than white space: nothing a reader or the search needs (titles holding one
+/// are refused by the service).
+pub fn is_stray_control(c: char) -> bool {
     c.is_control() && !c.is_whitespace()
 }
 

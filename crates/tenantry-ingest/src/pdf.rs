@@ -132,7 +132,7 @@ impl OutputDev for Pages {
 /// Typographic ligatures spelled out, so that `ﬁnal` is found by `final`; control characters (what an
 /// undecodable glyph often maps to) dropped. Borrows in the common case: this runs once per glyph.
 fn normalize(text: &str) -> Cow<'_, str> {
-    let plain = |c: char| !('\u{fb00}'..='\u{fb06}').contains(&c) && (!c.is_control() || c.is_whitespace());
+    let plain = |c: char| !('\u{fb00}'..='\u{fb06}').contains(&c) && !crate::is_stray_control(c);
     if text.chars().all(plain) {
         return Cow::Borrowed(text);
     }
@@ -145,7 +145,7 @@ fn normalize(text: &str) -> Cow<'_, str> {
             'ﬃ' => out.push_str("ffi"),
             'ﬄ' => out.push_str("ffl"),
             'ﬅ' | 'ﬆ' => out.push_str("st"),
-            c if c.is_control() && !c.is_whitespace() => {}
+            c if crate::is_stray_control(c) => {}
             c => out.push(c),
         }
     }

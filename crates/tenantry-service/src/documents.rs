@@ -104,7 +104,7 @@ impl Services {
         if title.chars().count() > MAX_TITLE_CHARS {
             return Err(ServiceError::validation(format!("title must be at most {MAX_TITLE_CHARS} characters")));
         }
-        if title.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+        if title.chars().any(tenantry_ingest::is_stray_control) {
             return Err(ServiceError::validation("title must not contain control characters"));
         }
 

@@ -239,8 +239,9 @@ impl Services {
     }
 
     /// A cancelled tenant comes back (`POST /v1/tenant/reactivate`): active again (or in its trial again, if
-    /// it cancelled during a trial that has not ended: `coming_back`), billed again from the current period, with the discount of the newest win-back offer it received, if any, on its next invoice; all in
-    /// one transaction.
+    /// it cancelled during a trial that has not ended: `coming_back`), billed again from the current period,
+    /// with the discount of the newest win-back offer it received, if any, on its next invoice; all in one
+    /// transaction.
     pub async fn win_back(&self, ctx: &TenantContext) -> ServiceResult<TenantRow> {
         let row = self.store().tenant(&ctx.tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
         allowed(&row, LifecycleEvent::WinBackAccepted)?;

@@ -5,6 +5,7 @@ use sqlx::Row;
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::{TenantState, Timestamp};
 
+use crate::invoices::{insert_pending_item_in, NewPendingItem};
 use crate::jobs::{enqueue_in, NewJob};
 use crate::tenants::{transition_in, TenantRow};
 use crate::{Result, Store};
@@ -56,17 +57,12 @@ impl Store {
             // Prices are non-negative: half-up rounding to the cent.
             let credit = (base_price_cents.max(0).saturating_mul(percent.clamp(0, 100)) + 50) / 100;
             if credit > 0 {
-                sqlx::query(
-                    "INSERT INTO pending_invoice_items (id, tenant_id, description, amount_cents, created_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(format!("winback:{id}"))
-                .bind(tenant.as_str())
-                .bind(format!("Win-back discount: {percent}% of the base price"))
-                .bind(-credit)
-                .bind(now.0)
-                .execute(&mut *tx)
-                .await?;
+                let item = NewPendingItem {
+                    id: format!("winback:{id}"),
+                    description: format!("Win-back discount: {percent}% of the base price"),
+                    amount_cents: -credit,
+                };
+                insert_pending_item_in(&mut tx, tenant, &item, now).await?;
                 done.credit_cents = Some(-credit);
             }
             done.discount_percent = Some(percent);

@@ -1,7 +1,7 @@
 //! Invoices: stored with their lines (JSON, as rated) and totals; numbered from one sequence in the same
 //! transaction; status changes are conditional on the status the caller saw.
 
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
 use tenantry_domain::{TenantId, Timestamp};
 
 use crate::jobs::{enqueue_in, NewJob};
@@ -54,6 +54,27 @@ pub struct InvoiceEffects {
     pub consume_items: Vec<String>,
     /// Items the invoice leaves for the tenant's next one (a credit it could not use up).
     pub carry_items: Vec<NewPendingItem>,
+}
+
+/// Leaves `item` for the tenant's next invoice, inside `tx`.
+pub(crate) async fn insert_pending_item_in(
+    tx: &mut Transaction<'static, Any>,
+    tenant: &TenantId,
+    item: &NewPendingItem,
+    now: Timestamp,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO pending_invoice_items (id, tenant_id, description, amount_cents, created_at, invoice_id) \
+         VALUES ($1, $2, $3, $4, $5, NULL)",
+    )
+    .bind(&item.id)
+    .bind(tenant.as_str())
+    .bind(&item.description)
+    .bind(item.amount_cents)
+    .bind(now.0)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// An invoice item waiting for the tenant's next invoice (see `migrations/0009_pending_items.sql`).
@@ -129,17 +150,7 @@ impl Store {
             }
         }
         for item in &effects.carry_items {
-            sqlx::query(
-                "INSERT INTO pending_invoice_items (id, tenant_id, description, amount_cents, created_at, invoice_id) \
-                 VALUES ($1, $2, $3, $4, $5, NULL)",
-            )
-            .bind(&item.id)
-            .bind(inv.tenant_id.as_str())
-            .bind(&item.description)
-            .bind(item.amount_cents)
-            .bind(inv.now.0)
-            .execute(&mut *tx)
-            .await?;
+            insert_pending_item_in(&mut tx, &inv.tenant_id, item, inv.now).await?;
         }
         tx.commit().await?;
         self.invoice(&inv.id).await?.ok_or(StoreError::NotFound)

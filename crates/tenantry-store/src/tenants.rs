@@ -7,7 +7,7 @@ use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::{ApiKeyId, EventId, RetrievalMode, TenantId, TenantState, Timestamp};
 
 use crate::audit::{append_audit_in, NewAuditEntry};
-use crate::invoices::NewPendingItem;
+use crate::invoices::{insert_pending_item_in, NewPendingItem};
 use crate::jobs::{enqueue_in, NewJob};
 use crate::keys::{insert_key, ApiKeyRow, NewApiKey};
 use crate::{conflict_on_unique, Result, Store, StoreError};
@@ -244,17 +244,7 @@ impl Store {
             .ok_or(StoreError::Concurrent)?;
         let row = tenant_from_row(&row)?;
         for item in &change.items {
-            sqlx::query(
-                "INSERT INTO pending_invoice_items (id, tenant_id, description, amount_cents, created_at, invoice_id) \
-                 VALUES ($1, $2, $3, $4, $5, NULL)",
-            )
-            .bind(&item.id)
-            .bind(id.as_str())
-            .bind(&item.description)
-            .bind(item.amount_cents)
-            .bind(now.0)
-            .execute(&mut *tx)
-            .await?;
+            insert_pending_item_in(&mut tx, id, item, now).await?;
         }
         tx.commit().await?;
         self.tenants_changed();
