@@ -3,11 +3,17 @@
 //! and the tenant's lifecycle.
 
 use serde_json::{json, Value};
-use tenantry_domain::config::{Included, Overage, PlanConfig};
+use tenantry_domain::config::{Config, Included, Overage, PlanConfig};
 
 use crate::helpers::{assert_problem, spawn_app_with};
 
 const OP: &str = "op-billing";
+
+/// The operator token and the test clock these stories drive.
+fn test_clock(c: &mut Config) {
+    c.server.operator_token = OP.into();
+    c.server.clock = "test".into();
+}
 
 #[tokio::test]
 async fn a_closed_period_bills_the_ledgers_overage_and_the_next_base_price() {
@@ -175,11 +181,7 @@ async fn bad_price_tiers_stop_the_service_at_start() {
 /// plan's trial has nothing to charge: its tenant simply becomes `active`.
 #[tokio::test]
 async fn a_paid_plans_trial_converts_when_its_days_are_over() {
-    let app = spawn_app_with(|c| {
-        c.server.operator_token = OP.into();
-        c.server.clock = "test".into();
-    })
-    .await;
+    let app = spawn_app_with(test_clock).await;
     let op = |path: String, body: Value| app.client.post(app.url(&path)).bearer_auth(OP).json(&body).send();
     let advance = |days: i64| op("/admin/clock/advance".into(), json!({"seconds": days * 86_400}));
     let invoices = |key: String| {
@@ -241,11 +243,7 @@ async fn a_paid_plans_trial_converts_when_its_days_are_over() {
 /// no day after the trial goes unbilled and none is billed twice.
 #[tokio::test]
 async fn an_early_close_during_a_trial_bills_the_rest_of_the_period_after_it() {
-    let app = spawn_app_with(|c| {
-        c.server.operator_token = OP.into();
-        c.server.clock = "test".into();
-    })
-    .await;
+    let app = spawn_app_with(test_clock).await;
     let op = |path: &str, body: Value| app.client.post(app.url(path)).bearer_auth(OP).json(&body).send();
     let advance = |days: i64| op("/admin/clock/advance", json!({"seconds": days * 86_400}));
     let bases = |invoices: &Value| -> Vec<Value> {
@@ -277,8 +275,7 @@ async fn an_early_close_during_a_trial_bills_the_rest_of_the_period_after_it() {
 #[tokio::test]
 async fn a_trial_longer_than_a_period_bills_only_the_time_after_it() {
     let app = spawn_app_with(|c| {
-        c.server.operator_token = OP.into();
-        c.server.clock = "test".into();
+        test_clock(c);
         let mut plan: PlanConfig = c.plans.iter().find(|p| p.name == "starter").expect("starter").clone();
         plan.name = "long-trial".into();
         plan.trial_days = 45;
@@ -321,11 +318,7 @@ async fn a_trial_longer_than_a_period_bills_only_the_time_after_it() {
 /// coming back `active` skipped that bill. Brought back after the trial's end, it is `active`.
 #[tokio::test]
 async fn a_trial_interrupted_and_resumed_is_billed_at_its_end_like_any_other() {
-    let app = spawn_app_with(|c| {
-        c.server.operator_token = OP.into();
-        c.server.clock = "test".into();
-    })
-    .await;
+    let app = spawn_app_with(test_clock).await;
     let op = |path: String| app.client.post(app.url(&path)).bearer_auth(OP).json(&json!({})).send();
     let advance = |days: i64| {
         let app = &app;
@@ -386,11 +379,7 @@ async fn a_trial_interrupted_and_resumed_is_billed_at_its_end_like_any_other() {
 /// so a move to a plan without a trial billed the whole period, trial days included).
 #[tokio::test]
 async fn a_plan_change_during_a_trial_keeps_the_trials_end() {
-    let app = spawn_app_with(|c| {
-        c.server.operator_token = OP.into();
-        c.server.clock = "test".into();
-    })
-    .await;
+    let app = spawn_app_with(test_clock).await;
     // The built-in `trial`: free for 14 days; `pro`: 499.00 a month, no trial.
     let t = app.signup("upgrade@trial.test", "trial").await;
     let r = app.post_json(&t.key, "/v1/plan", json!({"plan": "pro"})).await;
