@@ -83,11 +83,18 @@ impl Services {
             scopes: scopes.names().join(" "),
             now,
         };
-        self.store().create_key(&row).await?;
-        tracing::info!(key_id = %row.id, scopes = %row.scopes, "api key created");
         let detail = serde_json::json!({"name": row.name, "scopes": row.scopes});
         let request_id = ctx.request_id.to_string();
-        self.audit(Actor::Tenant(ctx), Some(&ctx.tenant_id), "key.created", row.id.as_str(), detail, &request_id).await;
+        let audit = self.audit_entry(
+            Actor::Tenant(ctx),
+            Some(&ctx.tenant_id),
+            "key.created",
+            row.id.as_str(),
+            detail,
+            &request_id,
+        );
+        self.store().create_key(&row, Some(&audit)).await?;
+        tracing::info!(key_id = %row.id, scopes = %row.scopes, "api key created");
         Ok(CreatedKey {
             key: KeyView {
                 key_id: row.id,
@@ -104,14 +111,24 @@ impl Services {
     /// Revokes one of the tenant's keys; another tenant's key id is a 404.
     pub async fn revoke_key(&self, ctx: &TenantContext, raw_id: &str) -> ServiceResult<()> {
         let id = ApiKeyId::parse(raw_id).ok_or_else(|| ServiceError::not_found("key"))?;
-        self.store().revoke_key(&ctx.tenant_id, &id, self.clock().now()).await.map_err(|e| match e {
-            tenantry_store::StoreError::NotFound => ServiceError::not_found("key"),
-            other => other.into(),
-        })?;
-        tracing::info!(key_id = %id, "api key revoked");
         let request_id = ctx.request_id.to_string();
-        let detail = serde_json::json!({});
-        self.audit(Actor::Tenant(ctx), Some(&ctx.tenant_id), "key.revoked", id.as_str(), detail, &request_id).await;
+        let audit = self.audit_entry(
+            Actor::Tenant(ctx),
+            Some(&ctx.tenant_id),
+            "key.revoked",
+            id.as_str(),
+            serde_json::json!({}),
+            &request_id,
+        );
+        let revoked = self.store().revoke_key(&ctx.tenant_id, &id, self.clock().now(), Some(&audit)).await.map_err(
+            |e| match e {
+                tenantry_store::StoreError::NotFound => ServiceError::not_found("key"),
+                other => other.into(),
+            },
+        )?;
+        if revoked {
+            tracing::info!(key_id = %id, "api key revoked");
+        }
         Ok(())
     }
 }

@@ -1,7 +1,9 @@
-//! Recording what changed in the audit trail, and reading and verifying it. A lifecycle transition's entry
-//! is written in the transition's own transaction (`Services::transition_from`), so the two exist together
-//! or not at all. Other entries are appended after the change they describe has committed: a crash in
-//! between loses that entry (never invents one). The chain itself can never be edited unnoticed.
+//! Recording what changed in the audit trail, and reading and verifying it. The entries recording a signup,
+//! a key's creation or revocation, a plan change, an erasure and a lifecycle transition are written in the
+//! transaction of the change they describe (`Services::audit_entry` builds them), so the two exist together
+//! or not at all. Other entries (invoices, jobs, Stripe events, failed authentications) are appended after
+//! the change they describe has committed: a crash in between loses that entry (never invents one). The
+//! chain itself can never be edited unnoticed.
 
 use serde_json::Value;
 use tenantry_domain::{TenantContext, TenantId};
@@ -13,6 +15,7 @@ use crate::{ServiceError, ServiceResult, Services};
 pub const MAX_AUDIT_PAGE: i64 = 1_000;
 
 /// Who acted.
+#[derive(Clone, Copy)]
 pub enum Actor<'a> {
     /// A tenant, through one of its keys.
     Tenant(&'a TenantContext),

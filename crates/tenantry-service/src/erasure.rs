@@ -65,8 +65,12 @@ impl Services {
         let now = self.clock().now();
         let finish = Job::FinishErasure { tenant_id: tenant_id.clone(), erasure_id: id.to_string() };
         let jobs = [finish.at(now)];
-        let erasure = NewErasure { id: id.as_str(), requested_by, at: now, jobs: &jobs };
-        let rows = self.store().erase_tenant_rows(tenant_id, row.state_version, row.state, &erasure).await.map_err(
+        let audit = |rows: &ErasedRows| {
+            let detail = json!({"erasure_id": id.as_str(), "rows": rows, "requested_by": requested_by});
+            self.audit_entry(actor, Some(tenant_id), "tenant.erased", id.as_str(), detail, request_id)
+        };
+        let erasure = NewErasure { id: id.as_str(), requested_by, at: now, jobs: &jobs, audit: Some(&audit) };
+        self.store().erase_tenant_rows(tenant_id, row.state_version, row.state, &erasure).await.map_err(
             |e| match e {
                 StoreError::Concurrent => {
                     ServiceError::new(ErrorCode::TransitionInProgress, "the tenant changed meanwhile; retry")
@@ -75,8 +79,6 @@ impl Services {
             },
         )?;
         tracing::info!(erasure_id = %id, "tenant rows erased");
-        let detail = json!({"erasure_id": id.as_str(), "rows": rows, "requested_by": requested_by});
-        self.audit(actor, Some(tenant_id), "tenant.erased", id.as_str(), detail, request_id).await;
         self.wake_jobs();
         Ok(ErasureStarted { erasure_id: id.to_string() })
     }

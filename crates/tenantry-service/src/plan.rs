@@ -123,29 +123,29 @@ impl Services {
     ) -> ServiceResult<PlanChanged> {
         let now = self.clock().now();
         let job = Job::SwitchPlan { tenant_id: tenant.id.clone(), plan: plan.to_owned() }.at(now);
-        self.store().begin_plan_change(&tenant.id, plan, tenant.config_version, &job, now).await.map_err(
-            |e| match e {
-                StoreError::Concurrent => ServiceError::new(
-                    ErrorCode::TransitionInProgress,
-                    "another change to the tenant is in progress; read it again and retry",
-                )
-                .retry_after(1),
-                other => other.into(),
-            },
-        )?;
-        self.wake_jobs();
-        tracing::info!(tenant_id = %tenant.id, from = %tenant.plan, to = plan, "plan change waits for the vector index");
         let detail = json!({"from": tenant.plan, "to": plan, "waits_for": "vector index"});
         let request_id = ctx.request_id.to_string();
-        self.audit(
+        let audit = self.audit_entry(
             Actor::Tenant(ctx),
             Some(&tenant.id),
             "plan.change_started",
             tenant.id.as_str(),
             detail,
             &request_id,
-        )
-        .await;
+        );
+        self.store()
+            .begin_plan_change(&tenant.id, plan, tenant.config_version, &job, Some(&audit), now)
+            .await
+            .map_err(|e| match e {
+                StoreError::Concurrent => ServiceError::new(
+                    ErrorCode::TransitionInProgress,
+                    "another change to the tenant is in progress; read it again and retry",
+                )
+                .retry_after(1),
+                other => other.into(),
+            })?;
+        self.wake_jobs();
+        tracing::info!(tenant_id = %tenant.id, from = %tenant.plan, to = plan, "plan change waits for the vector index");
         let row = self.store().tenant(&tenant.id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
         Ok(changed(&row, &tenant.plan, ProrationView::zero(&self.config().billing.currency)))
     }
@@ -188,21 +188,37 @@ impl Services {
         let model = if new.allows_model(&tenant.model) { tenant.model.clone() } else { new.default_model.clone() };
         let retrieval_mode =
             if new.allows_mode(tenant.retrieval_mode) { tenant.retrieval_mode } else { new.default_retrieval_mode };
+        let items: Vec<NewPendingItem> = lines
+            .iter()
+            .map(|l| NewPendingItem {
+                id: InvoiceItemId::generate().as_str().to_owned(),
+                description: l.description.clone(),
+                amount_cents: l.amount_cents.0,
+            })
+            .collect();
+        let detail = json!({
+            "from": old.name,
+            "to": new.name,
+            "proration": {
+                "credit_cents": proration.credit_cents,
+                "charge_cents": proration.charge_cents,
+                "currency": proration.currency,
+            },
+            "items": items.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+            "model": model,
+            "retrieval_mode": retrieval_mode.as_str(),
+            "config_version": tenant.config_version + 1,
+        });
+        let audit = self.audit_entry(actor, Some(&tenant.id), "plan.changed", tenant.id.as_str(), detail, request_id);
         let change = PlanChange {
             plan: new.name.clone(),
             model,
             retrieval_mode,
-            items: lines
-                .iter()
-                .map(|l| NewPendingItem {
-                    id: InvoiceItemId::generate().as_str().to_owned(),
-                    description: l.description.clone(),
-                    amount_cents: l.amount_cents.0,
-                })
-                .collect(),
+            items,
             expected_config_version: tenant.config_version,
             expected_state_version: tenant.state_version,
             period_close_kind: Job::ClosePeriod { tenant_id: tenant.id.clone(), period_start_ms: 0 }.kind().to_owned(),
+            audit: Some(audit),
         };
         let row = self.store().change_plan(&tenant.id, &change, now).await.map_err(|e| match e {
             StoreError::Concurrent => ServiceError::new(
@@ -221,20 +237,6 @@ impl Services {
             charge_cents = proration.charge_cents,
             "plan changed"
         );
-        let detail = json!({
-            "from": old.name,
-            "to": new.name,
-            "proration": {
-                "credit_cents": proration.credit_cents,
-                "charge_cents": proration.charge_cents,
-                "currency": proration.currency,
-            },
-            "items": change.items.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
-            "model": row.model,
-            "retrieval_mode": row.retrieval_mode.as_str(),
-            "config_version": row.config_version,
-        });
-        self.audit(actor, Some(&tenant.id), "plan.changed", tenant.id.as_str(), detail, request_id).await;
         Ok(changed(&row, &old.name, proration))
     }
 

@@ -141,15 +141,16 @@ impl Services {
             scopes: Scopes::ALL.names().join(" "),
             now,
         };
-        self.store().create_tenant(&tenant, &key).await.map_err(|e| match e {
+        let detail = serde_json::json!({"plan": plan.name, "state": state.as_str(), "first_key": key.id.as_str()});
+        let audit =
+            self.audit_entry(Actor::System, Some(&tenant_id), "tenant.signed_up", tenant_id.as_str(), detail, "");
+        self.store().create_tenant(&tenant, &key, Some(&audit)).await.map_err(|e| match e {
             tenantry_store::StoreError::Conflict(_) => {
                 ServiceError::new(ErrorCode::Conflict, "an account with this email already exists")
             }
             other => other.into(),
         })?;
         tracing::info!(tenant_id = %tenant_id, plan = %plan.name, "tenant signed up");
-        let detail = serde_json::json!({"plan": plan.name, "state": state.as_str(), "first_key": key.id.as_str()});
-        self.audit(Actor::System, Some(&tenant_id), "tenant.signed_up", tenant_id.as_str(), detail, "").await;
 
         self.milestone(&tenant_id, "signed_up").await;
 

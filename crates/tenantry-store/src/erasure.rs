@@ -1,13 +1,14 @@
 //! Erasure of a tenant's rows: in one transaction, with the lifecycle version check, the tenant's documents,
 //! chunks, keys, quota counters and reservations are deleted, its row keeps only what identifies the
 //! (now `erased`) account to the ledger, and the erasure is recorded as `running` with the job that finishes
-//! it. The usage ledger is kept: it holds no personal data and is the billing record. The job removes the
+//! it and its audit entry. The usage ledger is kept: it holds no personal data and is the billing record. The job removes the
 //! files and the analytics rows, then completes the erasure with its certificate.
 
 use sqlx::Row;
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::{TenantId, TenantState, Timestamp};
 
+use crate::audit::{append_audit_in, NewAuditEntry};
 use crate::jobs::enqueue_in;
 use crate::tenants::record_transition_in;
 use crate::NewJob;
@@ -52,13 +53,15 @@ pub struct ErasureRow {
 }
 
 /// An erasure to record with the tenant's rows.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy)]
 pub struct NewErasure<'a> {
     pub id: &'a str,
     pub requested_by: &'a str,
     pub at: Timestamp,
     /// Enqueued in the same transaction: the work that finishes the erasure.
     pub jobs: &'a [NewJob],
+    /// The audit entry recording the erasure, made from the rows it removed and appended in its transaction.
+    pub audit: Option<&'a (dyn Fn(&ErasedRows) -> NewAuditEntry + Sync)>,
 }
 
 impl Store {
@@ -70,7 +73,7 @@ impl Store {
         from: TenantState,
         erasure: &NewErasure<'_>,
     ) -> Result<ErasedRows> {
-        let NewErasure { id: erasure_id, requested_by, at: now, jobs } = *erasure;
+        let NewErasure { id: erasure_id, requested_by, at: now, jobs, audit } = *erasure;
         let to = from.on(LifecycleEvent::Erased).ok_or(StoreError::Conflict("transition"))?;
         let mut tx = self.begin_write().await?;
         let moved = sqlx::query(
@@ -131,6 +134,9 @@ impl Store {
         .await?;
         for job in jobs {
             enqueue_in(&mut tx, job, now).await?;
+        }
+        if let Some(entry) = audit {
+            append_audit_in(&mut tx, &entry(&rows)).await?;
         }
         tx.commit().await?;
         self.tenants_changed();

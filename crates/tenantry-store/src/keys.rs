@@ -4,6 +4,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use tenantry_domain::{ApiKeyId, TenantId, Timestamp};
 
+use crate::audit::{append_audit_in, NewAuditEntry};
 use crate::{Result, Store, StoreError};
 
 #[derive(Clone, Debug)]
@@ -74,28 +75,51 @@ impl Store {
         rows.iter().map(key_from_row).collect()
     }
 
-    pub async fn create_key(&self, key: &NewApiKey) -> Result<()> {
+    /// Creates a key and appends the audit entry recording it, in one transaction.
+    pub async fn create_key(&self, key: &NewApiKey, audit: Option<&NewAuditEntry>) -> Result<()> {
         let mut tx = self.begin_write().await?;
         insert_key(&mut tx, key).await?;
+        if let Some(entry) = audit {
+            append_audit_in(&mut tx, entry).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
 
-    /// Revokes a key of `tenant`; a key of another tenant is `NotFound`.
-    pub async fn revoke_key(&self, tenant: &TenantId, id: &ApiKeyId, now: Timestamp) -> Result<()> {
-        let done =
-            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND tenant_id = $3")
+    /// Revokes a key of `tenant` and appends the audit entry recording it, in one transaction. `true` if this
+    /// call revoked it, `false` if it was already revoked (nothing is written); a key of another tenant is
+    /// `NotFound`.
+    pub async fn revoke_key(
+        &self,
+        tenant: &TenantId,
+        id: &ApiKeyId,
+        now: Timestamp,
+        audit: Option<&NewAuditEntry>,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let revoked =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND tenant_id = $3 AND revoked_at IS NULL")
                 .bind(now.0)
                 .bind(id.as_str())
                 .bind(tenant.as_str())
-                .execute(&self.write)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+        if !revoked {
+            let exists = sqlx::query("SELECT 1 FROM api_keys WHERE id = $1 AND tenant_id = $2")
+                .bind(id.as_str())
+                .bind(tenant.as_str())
+                .fetch_optional(&mut *tx)
                 .await?;
-        if done.rows_affected() == 1 {
-            self.tenants_changed();
-            Ok(())
-        } else {
-            Err(StoreError::NotFound)
+            return if exists.is_some() { Ok(false) } else { Err(StoreError::NotFound) };
         }
+        if let Some(entry) = audit {
+            append_audit_in(&mut tx, entry).await?;
+        }
+        tx.commit().await?;
+        self.tenants_changed();
+        Ok(true)
     }
 
     /// Records that a key was used. Callers throttle this; it is bookkeeping, not a security control.

@@ -73,6 +73,8 @@ pub struct PlanChange {
     /// for a retry, the change is refused (`Concurrent`): the close would bill the next period's base price
     /// at a plan the tenant was not on when the period ended.
     pub period_close_kind: String,
+    /// The audit entry recording the change: written with it, or not at all.
+    pub audit: Option<NewAuditEntry>,
 }
 
 const TENANT_COLUMNS: &str = "id, email, organization, plan, state, state_version, model, retrieval_mode, \
@@ -102,8 +104,9 @@ fn tenant_from_row(row: &AnyRow) -> Result<TenantRow> {
 }
 
 impl Store {
-    /// Creates the tenant and its first API key in one transaction. A taken email is `Conflict("email")`.
-    pub async fn create_tenant(&self, t: &NewTenant, key: &NewApiKey) -> Result<()> {
+    /// Creates the tenant, its first API key and the audit entry recording the signup in one transaction. A
+    /// taken email is `Conflict("email")`.
+    pub async fn create_tenant(&self, t: &NewTenant, key: &NewApiKey, audit: Option<&NewAuditEntry>) -> Result<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO tenants (id, email, organization, plan, state, model, retrieval_mode, \
@@ -126,6 +129,9 @@ impl Store {
         .await
         .map_err(|e| conflict_on_unique(e, "email"))?;
         insert_key(&mut tx, key).await?;
+        if let Some(entry) = audit {
+            append_audit_in(&mut tx, entry).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -217,7 +223,7 @@ impl Store {
     }
 
     /// Moves the tenant to another plan, with the model and retrieval mode that plan allows, bumps the config
-    /// version and stores the change's pending invoice items, all in one transaction. Only applies if
+    /// version, stores the change's pending invoice items and appends its audit entry, all in one transaction. Only applies if
     /// neither the config nor the lifecycle state changed since the caller read them and no period close is
     /// in progress (see [`PlanChange::period_close_kind`]); otherwise `Concurrent` and nothing is written.
     pub async fn change_plan(&self, id: &TenantId, change: &PlanChange, now: Timestamp) -> Result<TenantRow> {
@@ -246,19 +252,24 @@ impl Store {
         for item in &change.items {
             insert_pending_item_in(&mut tx, id, item, now).await?;
         }
+        if let Some(entry) = &change.audit {
+            append_audit_in(&mut tx, entry).await?;
+        }
         tx.commit().await?;
         self.tenants_changed();
         Ok(row)
     }
 
-    /// Marks a plan change as waiting for background work and enqueues that work, in one transaction; only if
-    /// the config did not change since the caller read it and no other change is waiting (else `Concurrent`).
+    /// Marks a plan change as waiting for background work, enqueues that work and appends the audit entry, in
+    /// one transaction; only if the config did not change since the caller read it and no other change is
+    /// waiting (else `Concurrent`).
     pub async fn begin_plan_change(
         &self,
         id: &TenantId,
         plan: &str,
         expected_config_version: i64,
         job: &NewJob,
+        audit: Option<&NewAuditEntry>,
         now: Timestamp,
     ) -> Result<()> {
         let mut tx = self.begin_write().await?;
@@ -276,6 +287,9 @@ impl Store {
             return Err(StoreError::Concurrent);
         }
         enqueue_in(&mut tx, job, now).await?;
+        if let Some(entry) = audit {
+            append_audit_in(&mut tx, entry).await?;
+        }
         tx.commit().await?;
         self.tenants_changed();
         Ok(())

@@ -50,6 +50,23 @@ fn tenant(email: &str) -> (NewTenant, NewApiKey) {
     )
 }
 
+fn audit_entry(t: &TenantId, action: &str, detail: &str) -> tenantry_store::NewAuditEntry {
+    tenantry_store::NewAuditEntry {
+        at: Timestamp(5),
+        tenant_id: Some(t.clone()),
+        actor: "system".into(),
+        action: action.into(),
+        target: t.as_str().into(),
+        detail: detail.into(),
+        request_id: String::new(),
+    }
+}
+
+/// The actions of the tenant's audit entries, oldest first.
+async fn audit_actions(store: &Store, t: &TenantId) -> Vec<String> {
+    store.audit_entries(Some(t), 0, 100).await.expect("audit").into_iter().map(|e| e.action).collect()
+}
+
 fn settlement(t: &TenantId, reservation: Option<&str>, actual: Amounts) -> Settlement {
     Settlement { reservation_id: reservation.map(str::to_owned), tenant_id: t.clone(), period_start: PERIOD, actual }
 }
@@ -71,12 +88,14 @@ fn event(t: &TenantId, id: &str, meter: Meter, quantity: i64, at: i64) -> UsageE
 
 async fn tenants_keys_and_transitions(store: Store) {
     let (t, k) = tenant("a@conformance.test");
-    store.create_tenant(&t, &k).await.expect("create");
+    store.create_tenant(&t, &k, Some(&audit_entry(&t.id, "tenant.signed_up", "{}"))).await.expect("create");
     let (mut dup, dup_key) = tenant("a@conformance.test");
     dup.organization = "Other".into();
-    assert!(matches!(store.create_tenant(&dup, &dup_key).await, Err(StoreError::Conflict("email"))));
+    let dup_entry = audit_entry(&dup.id, "tenant.signed_up", "{}");
+    assert!(matches!(store.create_tenant(&dup, &dup_key, Some(&dup_entry)).await, Err(StoreError::Conflict("email"))));
     assert!(store.tenant(&dup.id).await.expect("read").is_none(), "the failed signup left no tenant");
     assert!(store.key(&dup_key.id).await.expect("read").is_none(), "and no key");
+    assert!(audit_actions(&store, &dup.id).await.is_empty(), "and no audit entry");
 
     let row = store.tenant(&t.id).await.expect("read").expect("exists");
     assert_eq!((row.state, row.state_version, row.config_version), (TenantState::Provisioning, 0, 1));
@@ -120,19 +139,31 @@ async fn tenants_keys_and_transitions(store: Store) {
     let key = store.key(&k.id).await.expect("read").expect("exists");
     assert_eq!(key.tenant_id, t.id);
     let (other, other_key) = tenant("b@conformance.test");
-    store.create_tenant(&other, &other_key).await.expect("create");
+    store.create_tenant(&other, &other_key, None).await.expect("create");
+    let revoked = audit_entry(&t.id, "key.revoked", "{}");
+    let not_theirs = audit_entry(&other.id, "key.revoked", "{}");
     assert!(
-        matches!(store.revoke_key(&other.id, &k.id, Timestamp(4)).await, Err(StoreError::NotFound)),
+        matches!(store.revoke_key(&other.id, &k.id, Timestamp(4), Some(&not_theirs)).await, Err(StoreError::NotFound)),
         "not another tenant's key"
     );
-    store.revoke_key(&t.id, &k.id, Timestamp(5)).await.expect("revoke");
+    assert!(store.revoke_key(&t.id, &k.id, Timestamp(5), Some(&revoked)).await.expect("revoke"));
+    assert!(!store.revoke_key(&t.id, &k.id, Timestamp(6), Some(&revoked)).await.expect("again"), "already revoked");
     assert_eq!(store.key(&k.id).await.expect("read").expect("exists").revoked_at, Some(Timestamp(5)));
+    assert_eq!(audit_actions(&store, &t.id).await, ["tenant.signed_up", "key.revoked"], "one entry per change");
+    assert!(audit_actions(&store, &other.id).await.is_empty());
+    let second = NewApiKey { id: ApiKeyId::generate(), ..k.clone() };
+    store.create_key(&second, Some(&audit_entry(&t.id, "key.created", "{}"))).await.expect("key");
+    let clash = NewApiKey { tenant_id: other.id.clone(), ..second.clone() };
+    assert!(store.create_key(&clash, Some(&audit_entry(&other.id, "key.created", "{}"))).await.is_err(), "id taken");
+    assert_eq!(audit_actions(&store, &t.id).await, ["tenant.signed_up", "key.revoked", "key.created"]);
+    assert!(audit_actions(&store, &other.id).await.is_empty(), "the refused key left no entry");
+    assert_eq!(store.verify_audit().await.expect("verify"), Ok(3));
     assert_eq!(store.tenants(Some(TenantState::Trialing)).await.expect("list").len(), 1);
 }
 
 async fn documents_and_ledger(store: Store) {
     let (t, k) = tenant("docs@conformance.test");
-    store.create_tenant(&t, &k).await.expect("create");
+    store.create_tenant(&t, &k, None).await.expect("create");
     let doc = NewDocument {
         id: DocumentId::generate(),
         tenant_id: t.id.clone(),
@@ -172,7 +203,7 @@ async fn documents_and_ledger(store: Store) {
     );
 
     let (other, other_key) = tenant("docs2@conformance.test");
-    store.create_tenant(&other, &other_key).await.expect("create");
+    store.create_tenant(&other, &other_key, None).await.expect("create");
     assert!(store.document(&other.id, &doc.id).await.expect("read").is_none(), "tenant-scoped read");
     assert!(store.live_documents(&other.id, std::slice::from_ref(&doc.id)).await.expect("live").is_empty());
     // Many ids at once (more than one query's worth), answered in the caller's order, unknown ones dropped.
@@ -235,7 +266,7 @@ async fn documents_and_ledger(store: Store) {
 
 async fn usage_is_idempotent_and_summed(store: Store) {
     let (t, k) = tenant("usage@conformance.test");
-    store.create_tenant(&t, &k).await.expect("create");
+    store.create_tenant(&t, &k, None).await.expect("create");
     let batch = [event(&t.id, "r1:q", Meter::Queries, 1, 100), event(&t.id, "r1:p", Meter::PromptTokens, 40, 100)];
     let one = settlement(&t.id, None, Amounts { queries: 1, tokens: 40, ..Amounts::default() });
     assert!(store.settle(&one, &batch).await.expect("settle"));
@@ -267,7 +298,7 @@ fn limits(queries: u64, tokens: u64) -> Quotas {
 
 async fn concurrent_reservations_never_overshoot(store: Store) {
     let (t, k) = tenant("race@conformance.test");
-    store.create_tenant(&t, &k).await.expect("create");
+    store.create_tenant(&t, &k, None).await.expect("create");
     let q = Amounts { queries: 1, tokens: 100, ..Amounts::default() };
     let mut tasks = Vec::new();
     for i in 0..64 {
@@ -290,7 +321,7 @@ async fn concurrent_reservations_never_overshoot(store: Store) {
 
 async fn reserve_settle_release_and_expire(store: Store) {
     let (t, k) = tenant("life@conformance.test");
-    store.create_tenant(&t, &k).await.expect("create");
+    store.create_tenant(&t, &k, None).await.expect("create");
     let lim = limits(3, 1_000);
     let q = |tokens| Amounts { queries: 1, tokens, ..Amounts::default() };
     store.reserve(&reservation(&t.id, "a", q(400)), &lim).await.expect("store").expect("fits");
@@ -331,7 +362,7 @@ async fn concurrent_settlements_apply_once(store: Store) {
     let mut tenants = Vec::new();
     for name in ["one", "two"] {
         let (t, k) = tenant(&format!("{name}@settle.test"));
-        store.create_tenant(&t, &k).await.expect("create");
+        store.create_tenant(&t, &k, None).await.expect("create");
         tenants.push(t.id);
     }
     let mut tasks = Vec::new();
@@ -523,16 +554,8 @@ async fn concurrent_workers_claim_each_job_once(store: Store) {
 
 async fn transitions_are_recorded_with_their_jobs(store: Store) {
     let (t, k) = tenant("events@conformance.test");
-    store.create_tenant(&t, &k).await.expect("create");
-    let audit = |event: &str| tenantry_store::NewAuditEntry {
-        at: Timestamp(5),
-        tenant_id: Some(t.id.clone()),
-        actor: "system".into(),
-        action: "tenant.transition".into(),
-        target: t.id.as_str().into(),
-        detail: format!("{{\"event\":\"{event}\"}}"),
-        request_id: String::new(),
-    };
+    store.create_tenant(&t, &k, None).await.expect("create");
+    let audit = |event: &str| audit_entry(&t.id, "tenant.transition", &format!("{{\"event\":\"{event}\"}}"));
     let provision = NewJob { tenant_id: Some(t.id.clone()), ..job("close", Some("close-1"), 99_000, 3) };
     let won = audit("provisioned_active");
     let effects = TransitionEffects { jobs: &[provision], audit: Some(&won) };
@@ -565,7 +588,7 @@ async fn transitions_are_recorded_with_their_jobs(store: Store) {
 
 async fn plan_changes_and_their_pending_items(store: Store) {
     let (t, k) = tenant("plan@conformance.test");
-    store.create_tenant(&t, &k).await.expect("create");
+    store.create_tenant(&t, &k, None).await.expect("create");
     store
         .transition(
             &t.id,
@@ -588,6 +611,7 @@ async fn plan_changes_and_their_pending_items(store: Store) {
         expected_config_version: config_version,
         expected_state_version: state_version,
         period_close_kind: "close_period".into(),
+        audit: Some(audit_entry(&t.id, "plan.changed", &format!("{{\"to\":\"{plan}\"}}"))),
     };
     let now = Timestamp(10_000);
 
@@ -649,9 +673,13 @@ async fn plan_changes_and_their_pending_items(store: Store) {
     let next = store.create_invoice(&invoice("inv_next", "true_up"), &InvoiceEffects::default()).await.expect("ok");
     assert_eq!(next.number, first.number + 1, "the refused invoice took no number");
 
-    // The accepted change still applies once nothing is in the way.
+    // The accepted change still applies once nothing is in the way; each applied change has its audit entry,
+    // the refused ones none.
     let later = store.change_plan(&t.id, &blocked, now).await.expect("change");
     assert_eq!(later.plan, "starter");
+    let entries = store.audit_entries(Some(&t.id), 0, 10).await.expect("audit");
+    let details: Vec<_> = entries.iter().map(|e| e.detail.as_str()).collect();
+    assert_eq!(details, [r#"{"to":"pro"}"#, r#"{"to":"starter"}"#]);
 }
 
 macro_rules! conformance_suite {
@@ -724,7 +752,7 @@ async fn sqlite_in_memory_is_refused() {
 async fn the_wal_starts_over_under_steady_settlements() {
     let (store, dir) = sqlite().await;
     let (t, k) = tenant("wal@conformance.test");
-    store.create_tenant(&t, &k).await.expect("create");
+    store.create_tenant(&t, &k, None).await.expect("create");
     let lim = limits(1_000_000, 1_000_000_000);
     let q = Amounts { queries: 1, tokens: 10, ..Amounts::default() };
     let started = std::time::Instant::now();
@@ -755,7 +783,7 @@ async fn the_wal_starts_over_under_steady_settlements() {
 async fn writes_beside_the_ledger_writer_wait_their_turn() {
     let (store, _dir) = sqlite().await;
     let (t, k) = tenant("writers@conformance.test");
-    store.create_tenant(&t, &k).await.expect("create");
+    store.create_tenant(&t, &k, None).await.expect("create");
     let lim = limits(1_000_000, 1_000_000_000);
     let q = Amounts { queries: 1, tokens: 10, ..Amounts::default() };
     let settling: Vec<_> = (0..8)

@@ -55,7 +55,7 @@ async fn run(ops: Vec<Op>) {
         scopes: String::new(),
         now,
     };
-    store.create_tenant(&tenant, &key).await.expect("tenant");
+    store.create_tenant(&tenant, &key, None).await.expect("tenant");
     // What each slot's live reservation holds, as the model of the test knows it.
     let mut held: Vec<Option<(String, Amounts)>> = vec![None; 6];
     let mut generation = 0;
