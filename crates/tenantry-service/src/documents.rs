@@ -9,7 +9,9 @@ use tenantry_domain::quota::Meter;
 use tenantry_domain::{ChunkId, DocumentId, ErrorCode, TenantContext, TenantId, TenantState, Timestamp};
 use tenantry_ingest::{ChunkOptions, Format, IngestError};
 use tenantry_search::ChunkToIndex;
-use tenantry_store::{Amounts, DocumentRow, Inserted, JobState, NewChunk, NewDocument, UsageEvent};
+use tenantry_store::{
+    Amounts, DocumentRow, Inserted, JobState, NewChunk, NewDocument, StoreError, TenantRow, UsageEvent,
+};
 use utoipa::ToSchema;
 
 use crate::jobs::Job;
@@ -150,7 +152,12 @@ impl Services {
 
         // 1. The original bytes, written whole (temp file, then rename).
         let blob = self.blob_path(ctx, &doc_id);
-        write_blob(&blob, &bytes).await.map_err(ServiceError::internal)?;
+        if let Err(e) = write_blob(&blob, &bytes).await {
+            if self.tenant_erased(&ctx.tenant_id).await {
+                return Err(self.upload_outlived_its_tenant(ctx).await);
+            }
+            return Err(ServiceError::internal(e));
+        }
 
         // 2. The index. 3. The rows and ledger events, in one transaction. A failure at 3 undoes 1 and 2; a
         // crash between 2 and 3 leaves index entries without a row, which retrieval ignores.
@@ -163,6 +170,10 @@ impl Services {
         .await;
         let embedding_tokens = match indexed.map_err(ServiceError::from).and_then(|r| r.map_err(ServiceError::from)) {
             Ok(tokens) => tokens,
+            // The erasure removed the tenant's directory under the index writer.
+            Err(_) if self.tenant_erased(&ctx.tenant_id).await => {
+                return Err(self.upload_outlived_its_tenant(ctx).await)
+            }
             Err(e) => {
                 remove_blob(&blob).await;
                 return Err(e);
@@ -202,12 +213,35 @@ impl Services {
                 self.document_added(&ctx.tenant_id).await;
                 Ok(Uploaded::Created(row.into()))
             }
+            Err(StoreError::TenantErased) => Err(self.upload_outlived_its_tenant(ctx).await),
             Err(e) => {
                 self.unindex(ctx, &doc_id).await;
                 remove_blob(&blob).await;
                 Err(e.into())
             }
         }
+    }
+
+    async fn tenant_erased(&self, id: &TenantId) -> bool {
+        matches!(self.store().tenant(id).await, Ok(None) | Ok(Some(TenantRow { state: TenantState::Erased, .. })))
+    }
+
+    /// An upload whose tenant was erased while it ran stored no row, but its blob and index entries may have
+    /// recreated the tenant's directory after the erasure removed it: the directory goes again, whole, and
+    /// the caller hears what its next request would (the account's keys are gone).
+    async fn upload_outlived_its_tenant(&self, ctx: &TenantContext) -> ServiceError {
+        let search = self.search().clone();
+        let tenant = ctx.tenant_id.clone();
+        match tokio::task::spawn_blocking(move || search.drop_namespace(&tenant)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "an erased tenant's files could not be removed"),
+            Err(e) => tracing::error!(error = %e, "an erased tenant's files could not be removed"),
+        }
+        tracing::info!("upload refused: the tenant was erased while it ran");
+        ServiceError::new(
+            ErrorCode::Unauthenticated,
+            "this account was erased while the upload ran; nothing of it was kept",
+        )
     }
 
     /// An upload that started on a plan without vectors can commit after a switch to a plan with them has

@@ -91,8 +91,11 @@ impl Services {
             return Ok(());
         }
         // Until completion the certificate column holds the row counts of the erasing transaction.
-        let rows: ErasedRows = serde_json::from_str(&erasure.certificate)
+        let mut rows: ErasedRows = serde_json::from_str(&erasure.certificate)
             .map_err(|e| ServiceError::internal(format!("erasure {id}: its row counts cannot be read: {e}")))?;
+        let (counters, reservations) = self.store().sweep_erased_tenant(tenant).await?;
+        rows.quota_counters += counters;
+        rows.reservations += reservations;
         let search = self.search().clone();
         let owned = tenant.clone();
         let bytes = tokio::task::spawn_blocking(move || search.drop_namespace(&owned)).await??;

@@ -43,6 +43,7 @@ impl From<tenantry_store::StoreError> for ServiceError {
             S::NotFound => Self::new(ErrorCode::NotFound, "not found"),
             S::Conflict(what) => Self::new(ErrorCode::Conflict, format!("{what} already exists")),
             S::Concurrent => Self::new(ErrorCode::TransitionInProgress, "another change is in progress; retry"),
+            S::TenantErased => Self::new(ErrorCode::Unauthenticated, "this account was erased"),
             other => Self::internal(other),
         }
     }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
-use tenantry_domain::{ChunkId, DocumentId, TenantId, Timestamp};
+use tenantry_domain::{ChunkId, DocumentId, TenantId, TenantState, Timestamp};
 
 use crate::quota::{settle_in, Settlement};
 use crate::usage::{runs, UsageEvent};
@@ -107,7 +107,8 @@ impl Store {
     /// Stores a document, its chunks and its settlement in one transaction, unless the tenant already has a
     /// document with the same content: then nothing is written and that one is returned. The check is made
     /// inside the write transaction, after the tenant's uploads are serialised (SQLite's single writer; the
-    /// tenant's row locked on PostgreSQL), so identical uploads racing each other store one document.
+    /// tenant's row locked on PostgreSQL), so identical uploads racing each other store one document. A tenant
+    /// erased meanwhile (or unknown) gets `TenantErased` and nothing is written.
     pub async fn insert_document(
         &self,
         doc: &NewDocument,
@@ -117,11 +118,17 @@ impl Store {
     ) -> Result<Inserted> {
         let mut guard = self.settlement_guard(settlement).await?;
         let mut tx = self.begin_write().await?;
-        if self.backend == crate::Backend::Postgres {
-            sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
-                .bind(doc.tenant_id.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
+        // The tenant's row, locked on PostgreSQL (SQLite's write transaction holds the database): an erasure
+        // either committed before, and the document is refused, or waits for this insert and removes it.
+        let lock = match self.backend {
+            crate::Backend::Postgres => "SELECT state FROM tenants WHERE id = $1 FOR UPDATE",
+            crate::Backend::Sqlite => "SELECT state FROM tenants WHERE id = $1",
+        };
+        let state = sqlx::query(lock).bind(doc.tenant_id.as_str()).fetch_optional(&mut *tx).await?;
+        let state: Option<String> = state.map(|row| row.try_get("state")).transpose()?;
+        if state.is_none_or(|s| s == TenantState::Erased.as_str()) {
+            tx.rollback().await?;
+            return Err(StoreError::TenantErased);
         }
         let same = sqlx::query(&by_digest_sql())
             .bind(doc.tenant_id.as_str())

@@ -147,6 +147,28 @@ impl Store {
         Ok(rows)
     }
 
+    /// Removes what requests of an erased tenant that were in flight at its erasure wrote after it: quota
+    /// counters and reservations their settlements recreated (their ledger events are kept like the rest).
+    /// Returns the rows removed from each; nothing if the tenant is not erased.
+    pub async fn sweep_erased_tenant(&self, tenant: &TenantId) -> Result<(u64, u64)> {
+        let mut tx = self.begin_write().await?;
+        let erased = sqlx::query("SELECT 1 FROM tenants WHERE id = $1 AND state = $2")
+            .bind(tenant.as_str())
+            .bind(TenantState::Erased.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if erased.is_none() {
+            return Ok((0, 0));
+        }
+        let mut removed = [0; 2];
+        for (table, count) in ["quota_counters", "reservations"].iter().zip(&mut removed) {
+            let sql = format!("DELETE FROM {table} WHERE tenant_id = $1");
+            *count = sqlx::query(&sql).bind(tenant.as_str()).execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok((removed[0], removed[1]))
+    }
+
     pub async fn complete_erasure(&self, id: &str, certificate: &str, digest: &str, now: Timestamp) -> Result<()> {
         sqlx::query(
             "UPDATE erasures SET status = 'completed', completed_at = $1, certificate = $2, digest = $3 WHERE id = $4",

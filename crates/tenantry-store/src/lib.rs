@@ -53,6 +53,9 @@ pub enum StoreError {
     NotFound,
     #[error("the row changed concurrently")]
     Concurrent,
+    /// The write belongs to a tenant that was erased meanwhile; nothing of it was written.
+    #[error("the tenant was erased")]
+    TenantErased,
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
     #[error("database: {0}")]

@@ -232,6 +232,21 @@ async fn documents_and_ledger(store: Store) {
     assert!(store.document(&t.id, &copy.id).await.expect("read").is_none(), "no second row");
     assert_eq!(store.usage_event_count(&t.id, Meter::Documents).await.expect("count"), 1, "nothing metered");
 
+    // A tenant that does not exist (or was erased meanwhile) gets no document, no chunk and no ledger event.
+    let stray = TenantId::generate();
+    let orphan = NewDocument { id: DocumentId::generate(), tenant_id: stray.clone(), ..doc.clone() };
+    let refused = store
+        .insert_document(
+            &orphan,
+            &chunks,
+            &settlement(&stray, None, Amounts { documents: 1, ..Amounts::default() }),
+            &[event(&stray, "orphan", Meter::Documents, 1, 11)],
+        )
+        .await;
+    assert!(matches!(refused, Err(StoreError::TenantErased)), "{refused:?}");
+    assert!(store.documents(&stray).await.expect("read").is_empty());
+    assert_eq!(store.usage_event_count(&stray, Meter::Documents).await.expect("count"), 0);
+
     // A failing transaction leaves nothing: the duplicate document id aborts the insert of a second copy.
     let clash = NewDocument { content_sha256: "other bytes".into(), ..doc.clone() };
     let again = store

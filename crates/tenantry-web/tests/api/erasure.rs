@@ -123,3 +123,62 @@ async fn erasure_on_postgresql_completes_with_its_certificate() {
         app.services.store().documents(&tenantry_domain::TenantId::parse(&t.id).expect("id")).await.expect("store");
     assert!(rows.is_empty());
 }
+
+/// An upload authenticated before the erasure and finishing after it (the probe's race: in flight during
+/// `DELETE /v1/tenant`) stores nothing: its insert finds the tenant erased, the files it recreated go again,
+/// and it is answered 401 like the tenant's next request.
+async fn an_upload_outliving_the_erasure_stores_nothing(app: crate::helpers::TestApp) {
+    use tenantry_domain::lifecycle::EndpointClass;
+    use tenantry_domain::{ErrorCode, RequestId, TenantId};
+    use tenantry_service::documents::Upload;
+    use tenantry_service::gateway::Scope;
+
+    let t = app.signup("late-upload@zz.test", "trial").await;
+    app.upload_text(&t.key, "First manual", "Plain words about the onboarding.").await;
+    let in_flight = app
+        .services
+        .authenticate(Some(&t.key), RequestId::generate(), EndpointClass::Service, Scope::Ingest)
+        .await
+        .expect("authenticated before the erasure");
+    let r = app.client.delete(app.url("/v1/tenant")).bearer_auth(&t.key).send().await.expect("erase");
+    assert_eq!(r.status(), 202);
+    let erasure_id = r.json::<Value>().await.expect("json")["erasure_id"].as_str().expect("id").to_owned();
+    app.completed_erasure("op-erasure", &erasure_id).await;
+
+    let late = Upload {
+        title: Some("Zebracorn manual".into()),
+        file_name: None,
+        content_type: Some("text/plain".into()),
+        bytes: "The zebracorn protocol requires xylophonic calibration.".as_bytes().to_vec(),
+    };
+    let Err(refused) = app.services.upload_document(&in_flight, late).await else {
+        panic!("a document stored for an erased tenant");
+    };
+    assert_eq!(refused.code, ErrorCode::Unauthenticated, "{refused:?}");
+
+    let tenant = TenantId::parse(&t.id).expect("id");
+    assert!(app.services.store().documents(&tenant).await.expect("store").is_empty(), "no row");
+    assert!(!app.data_dir.path().join("tenants").join(&t.id).exists(), "the tenant's directory is gone again");
+    let leftovers = files_containing(app.data_dir.path(), &MARKERS[..2]);
+    assert!(leftovers.is_empty(), "the late upload's bytes remain: {leftovers:?}");
+}
+
+#[tokio::test]
+async fn an_upload_outliving_the_erasure_stores_nothing_on_sqlite() {
+    let app = spawn_app_with(|c| c.server.operator_token = "op-erasure".into()).await;
+    an_upload_outliving_the_erasure_stores_nothing(app).await;
+}
+
+#[tokio::test]
+async fn an_upload_outliving_the_erasure_stores_nothing_on_postgresql() {
+    let Some(db) = crate::helpers::fresh_postgres_database().await else {
+        eprintln!("TENANTRY_TEST_POSTGRES_URL not set: PostgreSQL erasure skipped");
+        return;
+    };
+    let app = spawn_app_with(move |c| {
+        c.database.url = db;
+        c.server.operator_token = "op-erasure".into();
+    })
+    .await;
+    an_upload_outliving_the_erasure_stores_nothing(app).await;
+}
