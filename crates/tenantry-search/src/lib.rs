@@ -281,10 +281,20 @@ impl SearchIndexes {
         drop(evicted);
         let dir = self.dir(tenant);
         let bytes = dir_size(&dir);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
+        // A writer still finishing (an upload in flight at an erasure) may add a file while the tree is
+        // removed; the removal then finds a directory not empty and is simply repeated.
+        let mut attempts = 0;
+        loop {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => return Ok(bytes),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(bytes),
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && attempts < 10 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        Ok(bytes)
     }
 
     /// Namespaces kept open by the cache (at most its capacity; evicted ones in use are not counted).

@@ -73,6 +73,11 @@ impl Services {
         if upload.bytes.is_empty() {
             return Err(ServiceError::validation("the document is empty"));
         }
+        // The caller's own title is checked before deciding the upload is a replay of a stored document.
+        let supplied_title = upload.title.as_deref().map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned);
+        if let Some(title) = &supplied_title {
+            check_title(title)?;
+        }
         let sha = hex::encode(Sha256::digest(&upload.bytes));
         if let Some(existing) = self.store().document_by_digest(&ctx.tenant_id, &sha).await? {
             return Ok(Uploaded::Duplicate(existing.into()));
@@ -96,19 +101,8 @@ impl Services {
         .await?
         .map_err(|e| ServiceError::validation(format!("could not read the document: {e}")))?;
 
-        let title = upload
-            .title
-            .map(|t| t.trim().to_owned())
-            .filter(|t| !t.is_empty())
-            .or(parsed.title)
-            .or(upload.file_name)
-            .unwrap_or_else(|| "Untitled".to_owned());
-        if title.chars().count() > MAX_TITLE_CHARS {
-            return Err(ServiceError::validation(format!("title must be at most {MAX_TITLE_CHARS} characters")));
-        }
-        if title.chars().any(tenantry_ingest::is_stray_control) {
-            return Err(ServiceError::validation("title must not contain control characters"));
-        }
+        let title = supplied_title.or(parsed.title).or(upload.file_name).unwrap_or_else(|| "Untitled".to_owned());
+        check_title(&title)?;
 
         let now = self.clock().now();
         let doc_id = DocumentId::generate();
@@ -168,15 +162,19 @@ impl Services {
             search.add_document(&index_ctx, &index_doc, &index_title, &to_index, index_ctx.index_vectors)
         })
         .await;
-        let embedding_tokens = match indexed.map_err(ServiceError::from).and_then(|r| r.map_err(ServiceError::from)) {
-            Ok(tokens) => tokens,
-            // The erasure removed the tenant's directory under the index writer.
-            Err(_) if self.tenant_erased(&ctx.tenant_id).await => {
+        let embedding_tokens = match indexed {
+            Ok(Ok(tokens)) => tokens,
+            // The erasure removed the tenant's directory under the index writer: not an internal error.
+            Ok(Err(_)) | Err(_) if self.tenant_erased(&ctx.tenant_id).await => {
                 return Err(self.upload_outlived_its_tenant(ctx).await)
             }
-            Err(e) => {
+            failed => {
                 remove_blob(&blob).await;
-                return Err(e);
+                return Err(match failed {
+                    Ok(Err(e)) => e.into(),
+                    Err(e) => e.into(),
+                    Ok(Ok(_)) => ServiceError::internal("indexing both failed and succeeded"),
+                });
             }
         };
 
@@ -315,6 +313,16 @@ impl Services {
     fn blob_path(&self, ctx: &TenantContext, id: &DocumentId) -> PathBuf {
         self.blob_dir(&ctx.tenant_id).join(id.as_str())
     }
+}
+
+fn check_title(title: &str) -> ServiceResult<()> {
+    if title.chars().count() > MAX_TITLE_CHARS {
+        return Err(ServiceError::validation(format!("title must be at most {MAX_TITLE_CHARS} characters")));
+    }
+    if title.chars().any(tenantry_ingest::is_stray_control) {
+        return Err(ServiceError::validation("title must not contain control characters"));
+    }
+    Ok(())
 }
 
 /// Ledger events for a change in the documents and storage levels. Keyed by document and action so they can

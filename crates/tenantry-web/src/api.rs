@@ -345,6 +345,15 @@ async fn multipart_upload(mut form: Multipart) -> ApiResult<Upload> {
     let mut file = None;
     while let Some(field) = form.next_field().await? {
         match field.name() {
+            Some("file") if file.is_some() => {
+                return Err(ApiError::new(
+                    ErrorCode::ValidationFailed,
+                    "the form has more than one file part; upload one document per request",
+                ));
+            }
+            Some("title") if title.is_some() => {
+                return Err(ApiError::new(ErrorCode::ValidationFailed, "the form has more than one title part"));
+            }
             Some("file") => {
                 let file_name = field.file_name().map(str::to_owned);
                 let content_type = field.content_type().map(str::to_owned);

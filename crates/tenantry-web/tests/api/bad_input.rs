@@ -90,6 +90,20 @@ async fn empty_unknown_type_and_unreadable_documents() {
     let no_file = reqwest::multipart::Form::new().text("title", "zebra");
     let r = post_form(no_file).await.expect("post");
     assert_problem(r, 422, "validation_failed").await;
+    // Two documents in one form: refused rather than one silently dropped; so are two titles.
+    let part = |text: &str, name: &str| {
+        reqwest::multipart::Part::bytes(text.as_bytes().to_vec()).file_name(name.to_owned()).mime_str("text/plain")
+    };
+    let two_files = reqwest::multipart::Form::new()
+        .part("file", part("zebra one", "a.txt").expect("mime"))
+        .part("file", part("zebra two", "b.txt").expect("mime"));
+    assert_problem(post_form(two_files).await.expect("post"), 422, "validation_failed").await;
+    let two_titles = reqwest::multipart::Form::new()
+        .text("title", "A")
+        .text("title", "B")
+        .part("file", part("zebra", "z.txt").expect("mime"));
+    assert_problem(post_form(two_titles).await.expect("post"), 422, "validation_failed").await;
+    assert_nothing_stored(&app, &t, "zebra").await;
     let r = app
         .client
         .post(app.url("/v1/documents"))
@@ -255,6 +269,11 @@ async fn control_characters_in_titles_are_refused_and_dropped_from_texts() {
         let body = json!({"title": "Refunds", "text": "Refunds take\u{0} fourteen\u{7} days."});
         let r = app.post_json(&t.key, "/v1/documents", body).await;
         assert_eq!(r.status(), 201);
+        // A replay of stored content is validated like any upload before it is answered as the stored one.
+        for title in ["Re\u{0}funds".to_owned(), "R".repeat(501)] {
+            let body = json!({"title": title, "text": "Refunds take\u{0} fourteen\u{7} days."});
+            assert_problem(app.post_json(&t.key, "/v1/documents", body).await, 422, "validation_failed").await;
+        }
         let answer = app.query(&t.key, "How long do refunds take?").await;
         let cited = answer["citations"][0]["text"].as_str().expect("a citation");
         assert!(cited.contains("Refunds take fourteen days."), "{cited:?}");
