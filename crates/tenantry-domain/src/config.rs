@@ -41,6 +41,11 @@ pub struct ServerConfig {
     pub key_pepper: String,
     /// Where customers reach this service (Checkout's return pages). Empty: `http://` + `bind`.
     pub public_url: String,
+    /// A connection that has not sent a whole request head this many seconds after opening, or after its
+    /// last response, is closed (slow or idle clients cannot hold connections forever).
+    pub header_timeout_secs: u64,
+    /// A request body that sends nothing for this many seconds is abandoned (408).
+    pub body_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +58,8 @@ impl Default for ServerConfig {
             max_body_bytes: 64 * 1024 * 1024,
             key_pepper: String::new(),
             public_url: String::new(),
+            header_timeout_secs: 30,
+            body_timeout_secs: 60,
         }
     }
 }

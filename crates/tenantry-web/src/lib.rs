@@ -10,6 +10,7 @@ mod metrics;
 mod operator;
 mod pages;
 pub mod problem;
+mod serve;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -124,6 +125,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 pub fn router(services: Services) -> Router {
     let max_body = services.config().server.max_body_bytes;
+    let body_timeout = services.config().server.body_timeout_secs.max(1);
     let metrics = std::sync::Arc::new(metrics::Metrics::default());
     let (router, _) = api_routes().split_for_parts();
     let spec = openapi();
@@ -133,6 +135,7 @@ pub fn router(services: Services) -> Router {
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(services.clone(), extract::tenant_response))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(std::time::Duration::from_secs(body_timeout)))
         .layer(axum::middleware::from_fn_with_state(metrics.clone(), metrics::track))
         .layer(axum::Extension(metrics))
         .layer(axum::middleware::from_fn(extract::request_context))
@@ -177,7 +180,8 @@ impl Application {
             let services = self.services.clone();
             tokio::spawn(async move { services.run_background(stopped).await })
         };
-        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await?;
+        let header_timeout = std::time::Duration::from_secs(self.services.config().server.header_timeout_secs.max(1));
+        serve::serve(self.listener, app, header_timeout, shutdown).await;
         let _ = stop_background.send(true);
         let _ = background.await;
         self.services.shutdown().await;

@@ -279,3 +279,48 @@ async fn control_characters_in_titles_are_refused_and_dropped_from_texts() {
         assert!(cited.contains("Refunds take fourteen days."), "{cited:?}");
     }
 }
+
+/// Connections that never finish their request head, sit idle after a response or stall their body are
+/// closed after the configured timeouts (1 s here), so no client can hold connections open for good.
+#[tokio::test]
+async fn slow_and_idle_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app_with(|c| {
+        c.server.header_timeout_secs = 1;
+        c.server.body_timeout_secs = 1;
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let open = || async { tokio::net::TcpStream::connect(&addr).await.expect("connect") };
+    // Everything the server sends until it closes the connection; the test fails if it does not within 10 s.
+    async fn until_closed(stream: &mut tokio::net::TcpStream, what: &str) -> String {
+        let mut seen = Vec::new();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut seen)).await;
+        assert!(read.is_ok(), "{what}: still open after 10 s; received {:?}", String::from_utf8_lossy(&seen));
+        String::from_utf8_lossy(&seen).into_owned()
+    }
+
+    let mut silent = open().await;
+    assert_eq!(until_closed(&mut silent, "silent").await, "");
+
+    let mut half_head = open().await;
+    half_head.write_all(b"GET /healthz HTTP/1.1\r\nHost: tenantry\r\n").await.expect("write");
+    assert_eq!(until_closed(&mut half_head, "half a head").await, "");
+
+    let mut idle = open().await;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: tenantry\r\n\r\n").await.expect("write");
+    let answered = until_closed(&mut idle, "idle after a response").await;
+    assert!(answered.starts_with("HTTP/1.1 200"), "served, then closed when idle: {answered:?}");
+
+    let mut stalled = open().await;
+    let head =
+        "POST /v1/signup HTTP/1.1\r\nHost: tenantry\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n";
+    stalled.write_all(head.as_bytes()).await.expect("write");
+    stalled.write_all(b"{\"email\": \"slow").await.expect("write");
+    let answered = until_closed(&mut stalled, "stalled body").await;
+    assert!(!answered.starts_with("HTTP/1.1 2"), "a stalled body is not accepted: {answered:?}");
+
+    // The server still serves everyone else.
+    assert_eq!(app.client.get(app.url("/healthz")).send().await.expect("healthz").status(), 200);
+}
