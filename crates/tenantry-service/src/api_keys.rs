@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 use tenantry_domain::context::Scopes;
-use tenantry_domain::{ApiKeyId, TenantContext, Timestamp};
+use tenantry_domain::{ApiKeyId, ErrorCode, TenantContext, Timestamp};
 use tenantry_store::{ApiKeyRow, NewApiKey};
 use utoipa::ToSchema;
 
@@ -123,6 +123,11 @@ impl Services {
         let revoked = self.store().revoke_key(&ctx.tenant_id, &id, self.clock().now(), Some(&audit)).await.map_err(
             |e| match e {
                 tenantry_store::StoreError::NotFound => ServiceError::not_found("key"),
+                tenantry_store::StoreError::LastAdminKey => ServiceError::new(
+                    ErrorCode::Conflict,
+                    "this is the account's last key with the admin scope; create another admin key before revoking \
+                     this one",
+                ),
                 other => other.into(),
             },
         )?;

@@ -60,6 +60,9 @@ pub(crate) async fn insert_key(tx: &mut Transaction<'_, Any>, key: &NewApiKey) -
     Ok(())
 }
 
+/// The scope that manages the account (keys, export, erasure); its name in `scopes`.
+const ADMIN_SCOPE: &str = "admin";
+
 const KEY_COLUMNS: &str = "id, tenant_id, name, secret_hash, scopes, created_at, last_used_at, revoked_at";
 
 impl Store {
@@ -88,7 +91,9 @@ impl Store {
 
     /// Revokes a key of `tenant` and appends the audit entry recording it, in one transaction. `true` if this
     /// call revoked it, `false` if it was already revoked (nothing is written); a key of another tenant is
-    /// `NotFound`.
+    /// `NotFound`. The tenant's last unrevoked key with the `admin` scope is not revoked (`LastAdminKey`):
+    /// without one, the tenant could no longer manage keys, export or erase its account. Revocations of one tenant are serialised (its row locked on PostgreSQL), so two racing ones
+    /// cannot revoke its last two admin keys.
     pub async fn revoke_key(
         &self,
         tenant: &TenantId,
@@ -97,23 +102,42 @@ impl Store {
         audit: Option<&NewAuditEntry>,
     ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
-        let revoked =
-            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND tenant_id = $3 AND revoked_at IS NULL")
-                .bind(now.0)
-                .bind(id.as_str())
-                .bind(tenant.as_str())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
-        if !revoked {
-            let exists = sqlx::query("SELECT 1 FROM api_keys WHERE id = $1 AND tenant_id = $2")
-                .bind(id.as_str())
+        if self.backend == crate::Backend::Postgres {
+            sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
                 .bind(tenant.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
-            return if exists.is_some() { Ok(false) } else { Err(StoreError::NotFound) };
         }
+        let key = sqlx::query("SELECT scopes, revoked_at FROM api_keys WHERE id = $1 AND tenant_id = $2")
+            .bind(id.as_str())
+            .bind(tenant.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        if key.try_get::<Option<i64>, _>("revoked_at")?.is_some() {
+            return Ok(false);
+        }
+        let scopes: String = key.try_get("scopes")?;
+        if scopes.split(' ').any(|s| s == ADMIN_SCOPE) {
+            let others = sqlx::query(
+                "SELECT COUNT(*) AS n FROM api_keys WHERE tenant_id = $1 AND id <> $2 AND revoked_at IS NULL \
+                 AND (' ' || scopes || ' ') LIKE $3",
+            )
+            .bind(tenant.as_str())
+            .bind(id.as_str())
+            .bind(format!("% {ADMIN_SCOPE} %"))
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get::<i64, _>("n")?;
+            if others == 0 {
+                return Err(StoreError::LastAdminKey);
+            }
+        }
+        sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2")
+            .bind(now.0)
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
         if let Some(entry) = audit {
             append_audit_in(&mut tx, entry).await?;
         }

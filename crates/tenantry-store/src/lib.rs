@@ -56,6 +56,9 @@ pub enum StoreError {
     /// The write belongs to a tenant that was erased meanwhile; nothing of it was written.
     #[error("the tenant was erased")]
     TenantErased,
+    /// The key is its tenant's last unrevoked one with the `admin` scope; it was not revoked.
+    #[error("the tenant's last admin key")]
+    LastAdminKey,
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
     #[error("database: {0}")]

@@ -159,6 +159,21 @@ async fn tenants_keys_and_transitions(store: Store) {
     assert!(audit_actions(&store, &other.id).await.is_empty(), "the refused key left no entry");
     assert_eq!(store.verify_audit().await.expect("verify"), Ok(3));
     assert_eq!(store.tenants(Some(TenantState::Trialing)).await.expect("list").len(), 1);
+
+    // The last unrevoked admin key stays.
+    let admin = |name: &str| NewApiKey {
+        id: ApiKeyId::generate(),
+        name: name.into(),
+        scopes: "query ingest admin".into(),
+        ..k.clone()
+    };
+    let (a1, a2) = (admin("a1"), admin("a2"));
+    store.create_key(&a1, None).await.expect("key");
+    assert!(matches!(store.revoke_key(&t.id, &a1.id, Timestamp(7), None).await, Err(StoreError::LastAdminKey)));
+    store.create_key(&a2, None).await.expect("key");
+    assert!(store.revoke_key(&t.id, &a1.id, Timestamp(8), None).await.expect("another admin key exists"));
+    assert!(matches!(store.revoke_key(&t.id, &a2.id, Timestamp(9), None).await, Err(StoreError::LastAdminKey)));
+    assert_eq!(store.key(&a2.id).await.expect("read").expect("exists").revoked_at, None);
 }
 
 async fn documents_and_ledger(store: Store) {

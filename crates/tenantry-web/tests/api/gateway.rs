@@ -158,6 +158,32 @@ async fn rate_limit_answers_429_with_retry_after() {
     assert_eq!(app.get(&other.key, "/v1/documents").await.status(), 200);
 }
 
+/// A tenant cannot revoke its last key with the admin scope (it could no longer manage keys, export or erase):
+/// 409 until another admin key exists.
+#[tokio::test]
+async fn the_last_admin_key_is_not_revoked() {
+    let app = gateway_app().await;
+    let t = app.signup("last-admin@gateway.test", "roomy").await;
+    let delete = |key: String, id: String| {
+        let request = app.client.delete(app.url(&format!("/v1/keys/{id}"))).bearer_auth(key);
+        async move { request.send().await.expect("delete") }
+    };
+    let list: Value = app.get(&t.key, "/v1/keys").await.json().await.expect("json");
+    let first = list["keys"][0]["key_id"].as_str().expect("id").to_owned();
+    let r = app.post_json(&t.key, "/v1/keys", json!({"name": "bot", "scopes": ["query", "ingest"]})).await;
+    assert_eq!(r.status(), 201);
+    assert_problem(delete(t.key.clone(), first.clone()).await, 409, "conflict").await;
+    assert_eq!(app.get(&t.key, "/v1/keys").await.status(), 200, "still valid");
+
+    let r = app.post_json(&t.key, "/v1/keys", json!({"name": "ops"})).await;
+    let ops: Value = r.json().await.expect("json");
+    let (ops_key, ops_id) = (ops["api_key"].as_str().expect("key").to_owned(), ops["key_id"].as_str().expect("id"));
+    assert_eq!(delete(ops_key.clone(), first).await.status(), 204, "another admin key exists now");
+    assert_problem(app.get(&t.key, "/v1/keys").await, 401, "unauthenticated").await;
+    assert_problem(delete(ops_key.clone(), ops_id.to_owned()).await, 409, "conflict").await;
+    assert_eq!(app.get(&ops_key, "/v1/keys").await.status(), 200);
+}
+
 #[tokio::test]
 async fn keys_have_scopes_and_revocation_is_immediate() {
     let app = gateway_app().await;
