@@ -100,17 +100,25 @@ async fn erasure_leaves_no_trace_and_a_certificate() {
     assert_problem(r, 401, "unauthenticated").await;
 }
 
-#[tokio::test]
-async fn erasure_on_postgresql_completes_with_its_certificate() {
+/// An app on a fresh PostgreSQL database with the operator token these tests use, or `None` (and a note)
+/// when no server is configured.
+async fn app_on_postgres() -> Option<crate::helpers::TestApp> {
     let Some(db) = crate::helpers::fresh_postgres_database().await else {
         eprintln!("TENANTRY_TEST_POSTGRES_URL not set: PostgreSQL erasure skipped");
-        return;
+        return None;
     };
-    let app = spawn_app_with(move |c| {
-        c.database.url = db;
-        c.server.operator_token = "op-erasure".into();
-    })
-    .await;
+    Some(
+        spawn_app_with(move |c| {
+            c.database.url = db;
+            c.server.operator_token = "op-erasure".into();
+        })
+        .await,
+    )
+}
+
+#[tokio::test]
+async fn erasure_on_postgresql_completes_with_its_certificate() {
+    let Some(app) = app_on_postgres().await else { return };
     let t = app.signup("pg-erasure@zz.test", "trial").await;
     app.upload_text(&t.key, "Zebracorn manual", "The zebracorn protocol.").await;
     let r = app.client.delete(app.url("/v1/tenant")).bearer_auth(&t.key).send().await.expect("erase");
@@ -171,14 +179,7 @@ async fn an_upload_outliving_the_erasure_stores_nothing_on_sqlite() {
 
 #[tokio::test]
 async fn an_upload_outliving_the_erasure_stores_nothing_on_postgresql() {
-    let Some(db) = crate::helpers::fresh_postgres_database().await else {
-        eprintln!("TENANTRY_TEST_POSTGRES_URL not set: PostgreSQL erasure skipped");
-        return;
-    };
-    let app = spawn_app_with(move |c| {
-        c.database.url = db;
-        c.server.operator_token = "op-erasure".into();
-    })
-    .await;
-    an_upload_outliving_the_erasure_stores_nothing(app).await;
+    if let Some(app) = app_on_postgres().await {
+        an_upload_outliving_the_erasure_stores_nothing(app).await;
+    }
 }
