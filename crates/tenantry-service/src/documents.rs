@@ -168,13 +168,13 @@ impl Services {
             Ok(Err(_)) | Err(_) if self.tenant_erased(&ctx.tenant_id).await => {
                 return Err(self.upload_outlived_its_tenant(ctx).await)
             }
-            failed => {
+            Ok(Err(e)) => {
                 remove_blob(&blob).await;
-                return Err(match failed {
-                    Ok(Err(e)) => e.into(),
-                    Err(e) => e.into(),
-                    Ok(Ok(_)) => ServiceError::internal("indexing both failed and succeeded"),
-                });
+                return Err(e.into());
+            }
+            Err(e) => {
+                remove_blob(&blob).await;
+                return Err(e.into());
             }
         };
 
