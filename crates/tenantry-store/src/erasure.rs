@@ -1,8 +1,8 @@
 //! Erasure of a tenant's rows: in one transaction, with the lifecycle version check, the tenant's documents,
 //! chunks, keys, quota counters and reservations are deleted, its row keeps only what identifies the
 //! (now `erased`) account to the ledger, and the erasure is recorded as `running` with the job that finishes
-//! it and its audit entry. The usage ledger is kept: it holds no personal data and is the billing record. The job removes the
-//! files and the analytics rows, then completes the erasure with its certificate.
+//! it and its audit entry. The usage ledger is kept: it holds no personal data and is the billing record. The
+//! job removes the files and the analytics rows, then completes the erasure with its certificate.
 
 use sqlx::Row;
 use tenantry_domain::lifecycle::LifecycleEvent;
@@ -104,8 +104,7 @@ impl Store {
             ("notifications", &mut rows.notifications),
             ("analytics_outbox", &mut rows.analytics_outbox),
         ] {
-            let sql = format!("DELETE FROM {table} WHERE tenant_id = $1");
-            *count = sqlx::query(&sql).bind(tenant.as_str()).execute(&mut *tx).await?.rows_affected();
+            *count = delete_tenant_rows_in(&mut tx, table, tenant).await?;
         }
         rows.jobs = sqlx::query("DELETE FROM jobs WHERE tenant_id = $1 AND state <> 'running'")
             .bind(tenant.as_str())
@@ -160,13 +159,10 @@ impl Store {
         if erased.is_none() {
             return Ok((0, 0));
         }
-        let mut removed = [0; 2];
-        for (table, count) in ["quota_counters", "reservations"].iter().zip(&mut removed) {
-            let sql = format!("DELETE FROM {table} WHERE tenant_id = $1");
-            *count = sqlx::query(&sql).bind(tenant.as_str()).execute(&mut *tx).await?.rows_affected();
-        }
+        let counters = delete_tenant_rows_in(&mut tx, "quota_counters", tenant).await?;
+        let reservations = delete_tenant_rows_in(&mut tx, "reservations", tenant).await?;
         tx.commit().await?;
-        Ok((removed[0], removed[1]))
+        Ok((counters, reservations))
     }
 
     pub async fn complete_erasure(&self, id: &str, certificate: &str, digest: &str, now: Timestamp) -> Result<()> {
@@ -228,6 +224,16 @@ impl Store {
             }
         }
     }
+}
+
+/// Deletes the tenant's rows from `table` (one of this module's fixed names) inside `tx`; how many went.
+async fn delete_tenant_rows_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    table: &str,
+    tenant: &TenantId,
+) -> Result<u64> {
+    let sql = format!("DELETE FROM {table} WHERE tenant_id = $1");
+    Ok(sqlx::query(&sql).bind(tenant.as_str()).execute(&mut **tx).await?.rows_affected())
 }
 
 fn erasure_from_row(r: &sqlx::any::AnyRow) -> Result<ErasureRow> {

@@ -223,9 +223,10 @@ impl Store {
     }
 
     /// Moves the tenant to another plan, with the model and retrieval mode that plan allows, bumps the config
-    /// version, stores the change's pending invoice items and appends its audit entry, all in one transaction. Only applies if
-    /// neither the config nor the lifecycle state changed since the caller read them and no period close is
-    /// in progress (see [`PlanChange::period_close_kind`]); otherwise `Concurrent` and nothing is written.
+    /// version, stores the change's pending invoice items and appends its audit entry, all in one transaction.
+    /// Only applies if neither the config nor the lifecycle state changed since the caller read them and no
+    /// period close is in progress (see [`PlanChange::period_close_kind`]); otherwise `Concurrent` and nothing
+    /// is written.
     pub async fn change_plan(&self, id: &TenantId, change: &PlanChange, now: Timestamp) -> Result<TenantRow> {
         let mut tx = self.begin_write().await?;
         let sql = format!(

@@ -1,8 +1,8 @@
 //! The accept loop: what `axum::serve` does, plus a timer, so that hyper's header-read timeout applies, and a
 //! deadline for a new connection's first byte. Without them (axum's own loop sets neither) a connection that
 //! sends nothing, never finishes its request head or sits idle after a response stays open for good, and a
-//! client can hold thousands of them. Shutdown stops accepting, lets
-//! requests in flight finish for at most [`DRAIN`], and then returns.
+//! client can hold thousands of them. Shutdown stops accepting, lets requests in flight finish for at most
+//! [`DRAIN`], and then returns.
 
 use std::future::Future;
 use std::time::Duration;
