@@ -8,6 +8,7 @@ use sqlx::{Any, Row, Transaction};
 use tenantry_domain::{ChunkId, DocumentId, TenantId, TenantState, Timestamp};
 
 use crate::quota::{settle_in, Settlement};
+use crate::tenants::lock_tenant_in;
 use crate::usage::{runs, UsageEvent};
 use crate::{Result, Store, StoreError};
 
@@ -118,14 +119,9 @@ impl Store {
     ) -> Result<Inserted> {
         let mut guard = self.settlement_guard(settlement).await?;
         let mut tx = self.begin_write().await?;
-        // The tenant's row, locked on PostgreSQL (SQLite's write transaction holds the database): an erasure
-        // either committed before, and the document is refused, or waits for this insert and removes it.
-        let lock = match self.backend {
-            crate::Backend::Postgres => "SELECT state FROM tenants WHERE id = $1 FOR UPDATE",
-            crate::Backend::Sqlite => "SELECT state FROM tenants WHERE id = $1",
-        };
-        let state = sqlx::query(lock).bind(doc.tenant_id.as_str()).fetch_optional(&mut *tx).await?;
-        let state: Option<String> = state.map(|row| row.try_get("state")).transpose()?;
+        // An erasure either committed before, and the document is refused, or waits for this insert and
+        // removes it.
+        let state = lock_tenant_in(&mut tx, self.backend, &doc.tenant_id).await?;
         if state.is_none_or(|s| s == TenantState::Erased.as_str()) {
             tx.rollback().await?;
             return Err(StoreError::TenantErased);

@@ -5,6 +5,7 @@ use sqlx::{Any, Row, Transaction};
 use tenantry_domain::{ApiKeyId, TenantId, Timestamp};
 
 use crate::audit::{append_audit_in, NewAuditEntry};
+use crate::tenants::lock_tenant_in;
 use crate::{Result, Store, StoreError};
 
 #[derive(Clone, Debug)]
@@ -102,12 +103,7 @@ impl Store {
         audit: Option<&NewAuditEntry>,
     ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
-        if self.backend == crate::Backend::Postgres {
-            sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
-                .bind(tenant.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-        }
+        lock_tenant_in(&mut tx, self.backend, tenant).await?;
         let key = sqlx::query("SELECT scopes, revoked_at FROM api_keys WHERE id = $1 AND tenant_id = $2")
             .bind(id.as_str())
             .bind(tenant.as_str())

@@ -103,6 +103,22 @@ fn tenant_from_row(row: &AnyRow) -> Result<TenantRow> {
     })
 }
 
+/// The tenant's state inside `tx`, its row locked until `tx` ends on PostgreSQL (SQLite's write transaction
+/// already holds the whole database), so writes of one tenant that must see each other are serialised; `None`
+/// for an unknown tenant.
+pub(crate) async fn lock_tenant_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    backend: crate::Backend,
+    tenant: &TenantId,
+) -> Result<Option<String>> {
+    let sql = match backend {
+        crate::Backend::Postgres => "SELECT state FROM tenants WHERE id = $1 FOR UPDATE",
+        crate::Backend::Sqlite => "SELECT state FROM tenants WHERE id = $1",
+    };
+    let row = sqlx::query(sql).bind(tenant.as_str()).fetch_optional(&mut **tx).await?;
+    Ok(row.map(|r| r.try_get("state")).transpose()?)
+}
+
 impl Store {
     /// Creates the tenant, its first API key and the audit entry recording the signup in one transaction. A
     /// taken email is `Conflict("email")`.
