@@ -22,6 +22,7 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
     pub retention: RetentionConfig,
     pub notifications: NotificationsConfig,
+    pub limits: LimitsConfig,
     pub models: Vec<ModelConfig>,
     pub plans: Vec<PlanConfig>,
 }
@@ -53,13 +54,85 @@ impl Default for ServerConfig {
         Self {
             bind: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("./tenantry-data"),
-            operator_token: "change-me".into(),
+            operator_token: DEFAULT_OPERATOR_TOKEN.into(),
             clock: "system".into(),
             max_body_bytes: 64 * 1024 * 1024,
             key_pepper: String::new(),
             public_url: String::new(),
             header_timeout_secs: 30,
             body_timeout_secs: 60,
+        }
+    }
+}
+
+/// What one request, one tenant or all requests together may take of the service (docs/SECURITY.md). The
+/// limits of one document's text and chunks are the plan's (`PlanLimits`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Decoded bytes of any one compressed stream inside an upload (a PDF's Flate streams).
+    pub stream_bytes: u64,
+    /// Decoded bytes of all the compressed streams of one upload together.
+    pub expanded_bytes: u64,
+    /// Largest body of a request that carries no credential (signup, payment webhooks).
+    pub anonymous_body_bytes: usize,
+    /// Bytes of request bodies being read at once, over all connections; a request that would pass it
+    /// waits up to `inflight_wait_secs`, then gets 503 with `Retry-After`.
+    pub inflight_body_bytes: usize,
+    pub inflight_wait_secs: u64,
+    /// Uploads one tenant may have in progress at once (429 past it).
+    pub uploads_in_flight: u32,
+    /// Export archives one tenant may request per day (one at a time: asking while one is being made
+    /// answers that one).
+    pub exports_per_day: u32,
+    /// Hours an export archive can be downloaded after it is made; then it is deleted.
+    pub export_ttl_hours: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            stream_bytes: 64 << 20,
+            expanded_bytes: 256 << 20,
+            anonymous_body_bytes: 64 << 10,
+            inflight_body_bytes: 512 << 20,
+            inflight_wait_secs: 5,
+            uploads_in_flight: 4,
+            exports_per_day: 10,
+            export_ttl_hours: 168,
+        }
+    }
+}
+
+/// The operator token every configuration starts with; it must be changed before the service is reachable
+/// from other machines.
+pub const DEFAULT_OPERATOR_TOKEN: &str = "change-me";
+
+impl ServerConfig {
+    /// Whether `bind` listens on the loopback interface only.
+    pub fn binds_loopback(&self) -> bool {
+        let host = match self.bind.rsplit_once(':') {
+            Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+            None => self.bind.as_str(),
+        };
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// Refuses a default or empty operator token on an address other machines can reach; on loopback such a
+    /// token is allowed, and the warning to log is returned.
+    pub fn check_operator_token(&self) -> Result<Option<&'static str>, ConfigError> {
+        let weak = self.operator_token.trim().is_empty() || self.operator_token == DEFAULT_OPERATOR_TOKEN;
+        match (weak, self.binds_loopback()) {
+            (false, _) => Ok(None),
+            (true, true) => Ok(Some(
+                "the operator token is the default (or empty): set server.operator_token or \
+                 TENANTRY_OPERATOR_TOKEN before listening beyond loopback",
+            )),
+            (true, false) => Err(ConfigError::Invalid(format!(
+                "server.bind {:?} is reachable from other machines, and the operator token is the default \
+                 (or empty): set server.operator_token or TENANTRY_OPERATOR_TOKEN to a secret",
+                self.bind
+            ))),
         }
     }
 }
@@ -367,6 +440,23 @@ pub struct PlanConfig {
     pub included: Included,
     #[serde(default)]
     pub overage: Overage,
+    #[serde(default)]
+    pub limits: PlanLimits,
+}
+
+/// What one document may become on a plan: its extracted text and its chunks. Past either, an upload is
+/// refused (413) before anything is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlanLimits {
+    pub document_text_bytes: u64,
+    pub document_chunks: u64,
+}
+
+impl Default for PlanLimits {
+    fn default() -> Self {
+        Self { document_text_bytes: 16 << 20, document_chunks: 20_000 }
+    }
 }
 
 fn default_modes() -> Vec<String> {
@@ -477,6 +567,7 @@ pub struct Plan {
     pub quotas: Quotas,
     pub included: Included,
     pub overage: Overage,
+    pub limits: PlanLimits,
 }
 
 impl Plan {
@@ -642,6 +733,7 @@ fn validate_plan(p: &PlanConfig, models: &BTreeMap<String, Arc<ModelSpec>>) -> R
         quotas: p.quotas,
         included: p.included,
         overage: p.overage.clone(),
+        limits: p.limits,
     })
 }
 
@@ -708,6 +800,7 @@ pub fn builtin_plans() -> Vec<PlanConfig> {
                 quotas,
                 included,
                 overage,
+                limits: PlanLimits::default(),
             }
         };
     let with_modes = |mut p: PlanConfig, modes: &[&str], default: &str| {
@@ -769,6 +862,24 @@ pub fn builtin_plans() -> Vec<PlanConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_default_operator_token_is_refused_beyond_loopback() {
+        let server = |bind: &str, token: &str| ServerConfig {
+            bind: bind.into(),
+            operator_token: token.into(),
+            ..Default::default()
+        };
+        for bind in ["127.0.0.1:8080", "localhost:80", "[::1]:8080", "127.0.0.5:1"] {
+            assert!(server(bind, "change-me").check_operator_token().expect("allowed on loopback").is_some(), "{bind}");
+            assert_eq!(server(bind, "s3cret").check_operator_token(), Ok(None));
+        }
+        for bind in ["0.0.0.0:8080", "[::]:8080", "10.0.0.4:80", "example.com:443"] {
+            assert!(server(bind, "change-me").check_operator_token().is_err(), "{bind}");
+            assert!(server(bind, "  ").check_operator_token().is_err(), "{bind}: empty");
+            assert_eq!(server(bind, "s3cret").check_operator_token(), Ok(None), "{bind}");
+        }
+    }
 
     #[test]
     fn builtin_config_is_valid() {

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use tenantry_ingest::{parse, Format};
+use tenantry_ingest::{parse, Format, Limits};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -12,7 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bytes = std::fs::read(&path)?;
 
     let started = Instant::now();
-    let doc = parse(Format::Pdf, &bytes)?;
+    let doc = parse(Format::Pdf, &bytes, &Limits::default())?;
     let elapsed = started.elapsed();
 
     if show_blocks {

@@ -71,6 +71,36 @@ impl ParsedDocument {
     pub fn is_empty(&self) -> bool {
         self.blocks.iter().all(|b| b.text.trim().is_empty())
     }
+
+    /// Bytes of text in the blocks (headings included).
+    pub fn text_bytes(&self) -> u64 {
+        self.blocks.iter().map(|b| (b.text.len() + b.heading.len()) as u64).sum()
+    }
+}
+
+pub(crate) fn text_too_large(limits: &Limits) -> IngestError {
+    IngestError::TooLarge(format!(
+        "the document's text is longer than {} bytes (the limit of one document)",
+        limits.text_bytes
+    ))
+}
+
+/// What one upload may expand to. Parsing stops as soon as one is crossed, so a small file that decodes to
+/// gigabytes never holds more than these in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Decoded bytes of any one compressed stream inside a file (a PDF's Flate, LZW or ASCII85 streams).
+    pub stream_bytes: u64,
+    /// Decoded bytes of all the compressed streams of one file together.
+    pub expanded_bytes: u64,
+    /// Bytes of text extracted from one document.
+    pub text_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { stream_bytes: 64 << 20, expanded_bytes: 256 << 20, text_bytes: 16 << 20 }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -83,15 +113,23 @@ pub enum IngestError {
     /// for the uploader.
     #[error("{0}")]
     Unparseable(String),
+    /// The document expands past one of its `Limits`; the reason names which.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
-pub fn parse(format: Format, bytes: &[u8]) -> Result<ParsedDocument, IngestError> {
+pub fn parse(format: Format, bytes: &[u8], limits: &Limits) -> Result<ParsedDocument, IngestError> {
     let mut doc = match format {
         Format::Text => parse_text(utf8(bytes)?),
         Format::Markdown => markdown::parse(utf8(bytes)?),
-        Format::Pdf => pdf::parse(bytes)?,
+        Format::Pdf => pdf::parse(bytes, limits)?,
         Format::Html => html::parse(bytes),
     };
+    // Text and Markdown hold no more text than their bytes, nor HTML (entities shorten); a PDF's text is
+    // counted while it is extracted, and stops there. This is the one check for every format.
+    if doc.text_bytes() > limits.text_bytes {
+        return Err(text_too_large(limits));
+    }
     // Control characters (NUL above all, which PostgreSQL's text refuses) carry nothing a reader or the
     // search needs; white space stays.
     for block in &mut doc.blocks {
@@ -153,6 +191,21 @@ fn parse_text(text: &str) -> ParsedDocument {
 mod tests {
     use super::*;
 
+    fn parse_default(format: Format, bytes: &[u8]) -> Result<ParsedDocument, IngestError> {
+        parse(format, bytes, &Limits::default())
+    }
+
+    #[test]
+    fn text_past_the_limit_is_refused() {
+        let limits = Limits { text_bytes: 1_000, ..Limits::default() };
+        let long = "word ".repeat(300);
+        for format in [Format::Text, Format::Markdown, Format::Html] {
+            let err = parse(format, long.as_bytes(), &limits).expect_err("1,500 bytes of text");
+            assert!(matches!(&err, IngestError::TooLarge(r) if r.contains("1000 bytes")), "{format:?}: {err:?}");
+            parse(format, &long.as_bytes()[..900], &limits).expect("under the limit");
+        }
+    }
+
     #[test]
     fn detects_by_type_then_extension() {
         assert_eq!(Format::detect(Some("text/markdown; charset=utf-8"), None), Some(Format::Markdown));
@@ -189,24 +242,24 @@ mod tests {
 
     #[test]
     fn control_characters_are_dropped_and_white_space_kept() {
-        let doc = parse(Format::Markdown, "# Ti\0tle\n\nOne\u{7}\ttwo\r\nthree\0".as_bytes()).expect("parses");
+        let doc = parse_default(Format::Markdown, "# Ti\0tle\n\nOne\u{7}\ttwo\r\nthree\0".as_bytes()).expect("parses");
         assert_eq!(doc.title.as_deref(), Some("Title"));
         let text: String = doc.blocks.iter().map(|b| b.text.as_str()).collect();
         assert!(!text.chars().any(is_stray_control), "{text:?}");
         assert_eq!(text.split_whitespace().collect::<Vec<_>>(), ["One", "two", "three"], "white space kept");
-        assert_eq!(parse(Format::Text, b"\0\0\x07"), Err(IngestError::Empty), "nothing but controls is empty");
+        assert_eq!(parse_default(Format::Text, b"\0\0\x07"), Err(IngestError::Empty), "nothing but controls is empty");
     }
 
     #[test]
     fn empty_and_binary_documents_are_refused() {
-        assert_eq!(parse(Format::Text, b"  \n\n \t"), Err(IngestError::Empty));
-        assert_eq!(parse(Format::Text, &[0xff, 0xfe, 0x00]), Err(IngestError::NotUtf8));
-        assert_eq!(parse(Format::Markdown, b"# \n\n"), Err(IngestError::Empty));
+        assert_eq!(parse_default(Format::Text, b"  \n\n \t"), Err(IngestError::Empty));
+        assert_eq!(parse_default(Format::Text, &[0xff, 0xfe, 0x00]), Err(IngestError::NotUtf8));
+        assert_eq!(parse_default(Format::Markdown, b"# \n\n"), Err(IngestError::Empty));
     }
 
     #[test]
     fn text_paragraphs_become_blocks() {
-        let doc = parse(Format::Text, b"First para\nwraps.\n\nSecond.").expect("parses");
+        let doc = parse_default(Format::Text, b"First para\nwraps.\n\nSecond.").expect("parses");
         let texts: Vec<_> = doc.blocks.iter().map(|b| b.text.as_str()).collect();
         assert_eq!(texts, ["First para wraps.", "Second."]);
     }

@@ -5,15 +5,20 @@
 //! parsing recurses on nested objects. The parse therefore runs on its own thread with a large stack, and a
 //! panic there becomes `IngestError::Unparseable` instead of reaching the caller (this relies on the default
 //! `panic = "unwind"`).
+//!
+//! A PDF is also compressed, and `lopdf` expands what it reads with no limit: `streams` measures every
+//! stream before anything is expanded, and the text extracted is counted as it comes, so a file that would
+//! expand past its `Limits` is refused before it can hold the memory.
 
 mod layout;
+mod streams;
 
 use std::any::Any;
 use std::borrow::Cow;
 
 use pdf_extract::{decode_text_string, Document, MediaBox, OutputDev, OutputError, Transform};
 
-use crate::{clean_title, IngestError, ParsedDocument};
+use crate::{clean_title, IngestError, Limits, ParsedDocument};
 
 /// Stack of the parser thread: deep object nesting in a hostile file must not overflow it, which would abort
 /// the whole process rather than panic.
@@ -22,11 +27,12 @@ const PARSER_STACK_BYTES: usize = 64 << 20;
 /// Files whose header does not say `%PDF-` in the first kilobyte are not handed to the parser at all.
 const HEADER_WINDOW: usize = 1024;
 
-pub(crate) fn parse(bytes: &[u8]) -> Result<ParsedDocument, IngestError> {
+pub(crate) fn parse(bytes: &[u8], limits: &Limits) -> Result<ParsedDocument, IngestError> {
     if !has_pdf_header(bytes) {
         return Err(unparseable("not a PDF file (no %PDF header)"));
     }
-    isolated(|| extract(bytes))
+    streams::check_raw(bytes, limits)?;
+    isolated(|| extract(bytes, limits))
 }
 
 fn has_pdf_header(bytes: &[u8]) -> bool {
@@ -55,22 +61,30 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
     }
 }
 
-fn extract(bytes: &[u8]) -> Result<ParsedDocument, IngestError> {
+fn extract(bytes: &[u8], limits: &Limits) -> Result<ParsedDocument, IngestError> {
     let doc = Document::load_mem(bytes).map_err(|e| unparseable(format!("damaged PDF: {e}")))?;
     // lopdf opens files protected by an owner password only (an empty user password); anything else stays
     // encrypted and would yield no text.
     if doc.is_encrypted() && !doc.was_encrypted() {
         return Err(unparseable("the PDF is encrypted and needs a password"));
     }
-    let mut pages = Pages::default();
-    pdf_extract::output_doc(&doc, &mut pages).map_err(|e| unparseable(format!("damaged PDF: {e}")))?;
-    if pages.0.is_empty() {
+    // An encrypted file's streams could only be measured once decrypted, which the load just did.
+    if doc.was_encrypted() {
+        streams::check_loaded(&doc, limits)?;
+    }
+    let mut pages = Pages { pages: Vec::new(), text_left: limits.text_bytes, exceeded: false };
+    let output = pdf_extract::output_doc(&doc, &mut pages);
+    if pages.exceeded {
+        return Err(crate::text_too_large(limits));
+    }
+    output.map_err(|e| unparseable(format!("damaged PDF: {e}")))?;
+    if pages.pages.is_empty() {
         return Err(unparseable("the PDF has no pages"));
     }
-    if !pages.0.iter().any(layout::Page::has_text) {
+    if !pages.pages.iter().any(layout::Page::has_text) {
         return Err(unparseable("the PDF has no text layer (a scan?)"));
     }
-    Ok(ParsedDocument { title: info_title(&doc), blocks: layout::blocks(&pages.0) })
+    Ok(ParsedDocument { title: info_title(&doc), blocks: layout::blocks(&pages.pages) })
 }
 
 fn unparseable(reason: impl Into<String>) -> IngestError {
@@ -84,13 +98,33 @@ fn info_title(doc: &Document) -> Option<String> {
     clean_title(&decode_text_string(title).ok()?)
 }
 
-/// Receives the glyphs `pdf-extract` places, page by page.
-#[derive(Default)]
-struct Pages(Vec<layout::Page>);
+/// Receives the glyphs `pdf-extract` places, page by page, until the document's text budget is spent.
+struct Pages {
+    pages: Vec<layout::Page>,
+    /// Bytes of text still allowed.
+    text_left: u64,
+    /// The text went past the limit and the extraction was stopped (`extract` tells why).
+    exceeded: bool,
+}
+
+impl Pages {
+    fn spend(&mut self, bytes: usize) -> Result<(), OutputError> {
+        match self.text_left.checked_sub(bytes as u64) {
+            Some(left) => {
+                self.text_left = left;
+                Ok(())
+            }
+            None => {
+                self.exceeded = true;
+                Err(OutputError::FormatError(std::fmt::Error))
+            }
+        }
+    }
+}
 
 impl OutputDev for Pages {
     fn begin_page(&mut self, page: u32, _: &MediaBox, _: Option<(f64, f64, f64, f64)>) -> Result<(), OutputError> {
-        self.0.push(layout::Page::new(page));
+        self.pages.push(layout::Page::new(page));
         Ok(())
     }
 
@@ -110,7 +144,9 @@ impl OutputDev for Pages {
         // The square root of the determinant is the scale whatever the rotation or skew.
         let size = font_size * (trm.m11 * trm.m22 - trm.m12 * trm.m21).abs().sqrt();
         let text = normalize(text);
-        if let Some(page) = self.0.last_mut() {
+        // A glyph costs at least its byte, even one that decodes to nothing (a page of them is still work).
+        self.spend(text.len().max(1))?;
+        if let Some(page) = self.pages.last_mut() {
             page.push(layout::Glyph { x: trm.m31, y: trm.m32, width: width * size, size, text: &text });
         }
         Ok(())

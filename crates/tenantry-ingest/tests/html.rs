@@ -1,17 +1,17 @@
 //! HTML ingestion of a realistic page: content kept with its heading path, page furniture and code dropped.
 
-use tenantry_ingest::{chunk, parse, ChunkOptions, Format, IngestError};
+use tenantry_ingest::{chunk, parse, ChunkOptions, Format, IngestError, Limits};
 
 const PAGE: &str = include_str!("fixtures/page.html");
 
 fn blocks(html: &str) -> Vec<(String, String)> {
-    let doc = parse(Format::Html, html.as_bytes()).expect("HTML parses");
+    let doc = parse(Format::Html, html.as_bytes(), &Limits::default()).expect("HTML parses");
     doc.blocks.into_iter().map(|b| (b.heading, b.text)).collect()
 }
 
 #[test]
 fn realistic_page_keeps_content_under_its_headings() {
-    let doc = parse(Format::Html, PAGE.as_bytes()).expect("page parses");
+    let doc = parse(Format::Html, PAGE.as_bytes(), &Limits::default()).expect("page parses");
     assert_eq!(doc.title.as_deref(), Some("Refund policy – Acme Help Center"));
     assert!(doc.blocks.iter().all(|b| b.page.is_none()));
     let got: Vec<(&str, &str)> = doc.blocks.iter().map(|b| (b.heading.as_str(), b.text.as_str())).collect();
@@ -45,7 +45,7 @@ fn realistic_page_keeps_content_under_its_headings() {
 
 #[test]
 fn scripts_styles_navigation_and_furniture_are_dropped() {
-    let doc = parse(Format::Html, PAGE.as_bytes()).expect("page parses");
+    let doc = parse(Format::Html, PAGE.as_bytes(), &Limits::default()).expect("page parses");
     let all: String = doc.blocks.iter().map(|b| format!("{} {}\n", b.heading, b.text)).collect();
     for marker in ["MARKER", "dataLayer", "font-family", "Search", "Orders", "Privacy", "Acme Inc", "circle"] {
         assert!(!all.contains(marker), "{marker:?} leaked into:\n{all}");
@@ -66,13 +66,13 @@ fn pages_without_text_are_empty() {
         "<body><nav>Home</nav><script>var x = 1;</script><!-- nothing --><footer>© 2025</footer></body>",
         "<div>   &nbsp; <p> </p></div>",
     ] {
-        assert_eq!(parse(Format::Html, html.as_bytes()), Err(IngestError::Empty), "{html}");
+        assert_eq!(parse(Format::Html, html.as_bytes(), &Limits::default()), Err(IngestError::Empty), "{html}");
     }
 }
 
 #[test]
 fn html_chunks_carry_the_heading_path() {
-    let doc = parse(Format::Html, PAGE.as_bytes()).expect("page parses");
+    let doc = parse(Format::Html, PAGE.as_bytes(), &Limits::default()).expect("page parses");
     let chunks = chunk(&doc, ChunkOptions::default());
     let cards = chunks.iter().find(|c| c.text.contains("business days")).expect("a chunk about cards");
     assert_eq!(cards.heading, "Refund policy > How to request a refund > Card payments");

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use pdf_extract::{Dictionary, Document, Object, Stream};
-use tenantry_ingest::{chunk, parse, ChunkOptions, Format, IngestError, ParsedDocument};
+use tenantry_ingest::{chunk, parse, ChunkOptions, Format, IngestError, Limits, ParsedDocument};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
@@ -11,7 +11,7 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 fn unparseable(bytes: &[u8]) -> String {
-    match parse(Format::Pdf, bytes) {
+    match parse(Format::Pdf, bytes, &Limits::default()) {
         Err(IngestError::Unparseable(reason)) => reason,
         other => panic!("expected Unparseable, got {other:?}"),
     }
@@ -23,7 +23,7 @@ fn text_on_page(doc: &ParsedDocument, page: u32) -> String {
 
 #[test]
 fn sample_pdf_keeps_pages_paragraphs_and_headings() {
-    let doc = parse(Format::Pdf, &fixture("sample.pdf")).expect("sample.pdf parses");
+    let doc = parse(Format::Pdf, &fixture("sample.pdf"), &Limits::default()).expect("sample.pdf parses");
     assert_eq!(doc.title.as_deref(), Some("Tenantry Sample Handbook"));
     assert!(doc.blocks.iter().all(|b| matches!(b.page, Some(1..=3))));
 
@@ -47,7 +47,7 @@ fn sample_pdf_keeps_pages_paragraphs_and_headings() {
 
 #[test]
 fn sample_pdf_chunks_cite_pages_and_headings() {
-    let doc = parse(Format::Pdf, &fixture("sample.pdf")).expect("sample.pdf parses");
+    let doc = parse(Format::Pdf, &fixture("sample.pdf"), &Limits::default()).expect("sample.pdf parses");
     let chunks = chunk(&doc, ChunkOptions::default());
     let zebra = chunks.iter().find(|c| c.text.contains("zebra")).expect("a chunk mentions zebra");
     assert_eq!(zebra.page, Some(3));
@@ -56,7 +56,8 @@ fn sample_pdf_chunks_cite_pages_and_headings() {
 
 #[test]
 fn pdf_protected_by_an_owner_password_only_is_read() {
-    let doc = parse(Format::Pdf, &fixture("owner-password-only.pdf")).expect("opens without a password");
+    let doc =
+        parse(Format::Pdf, &fixture("owner-password-only.pdf"), &Limits::default()).expect("opens without a password");
     assert!(text_on_page(&doc, 3).contains("zebra"));
 }
 
@@ -71,7 +72,10 @@ fn truncated_pdf_is_unparseable() {
     assert!(reason.contains("damaged"), "{reason}");
     let sample = fixture("sample.pdf");
     for len in [0, 10, sample.len() / 3, sample.len() - 40] {
-        assert!(matches!(parse(Format::Pdf, &sample[..len]), Err(IngestError::Unparseable(_))), "{len} bytes");
+        assert!(
+            matches!(parse(Format::Pdf, &sample[..len], &Limits::default()), Err(IngestError::Unparseable(_))),
+            "{len} bytes"
+        );
     }
 }
 
@@ -133,8 +137,12 @@ fn one_page_pdf(content: &[u8], with_media_box: bool) -> Vec<u8> {
 
 #[test]
 fn generated_pdf_round_trips() {
-    let doc = parse(Format::Pdf, &one_page_pdf(b"BT /F1 12 Tf 72 700 Td (Hello from lopdf.) Tj ET", true))
-        .expect("generated PDF parses");
+    let doc = parse(
+        Format::Pdf,
+        &one_page_pdf(b"BT /F1 12 Tf 72 700 Td (Hello from lopdf.) Tj ET", true),
+        &Limits::default(),
+    )
+    .expect("generated PDF parses");
     assert_eq!(doc.title, None);
     assert_eq!(text_on_page(&doc, 1), "Hello from lopdf.");
 }
@@ -176,7 +184,7 @@ fn shared_document(name: &str) -> Option<Vec<u8>> {
 #[test]
 fn gdpr_pdf_has_text_on_every_page_and_article_17_on_page_47() {
     let Some(bytes) = shared_document("gdpr.pdf") else { return };
-    let doc = parse(Format::Pdf, &bytes).expect("gdpr.pdf parses");
+    let doc = parse(Format::Pdf, &bytes, &Limits::default()).expect("gdpr.pdf parses");
     for page in 1..=96 {
         assert!(text_on_page(&doc, page).len() > 500, "page {page} has little text");
     }
@@ -197,7 +205,7 @@ fn gdpr_pdf_words_match_the_source_text() {
     let Some(source) = shared_document("gdpr_regulation_eu_2016_679_en.txt") else { return };
     let source = String::from_utf8_lossy(&source).to_lowercase();
     let vocabulary: std::collections::HashSet<&str> = words(&source).collect();
-    let doc = parse(Format::Pdf, &bytes).expect("gdpr.pdf parses");
+    let doc = parse(Format::Pdf, &bytes, &Limits::default()).expect("gdpr.pdf parses");
     let text = doc.blocks.iter().map(|b| b.text.to_lowercase()).collect::<Vec<_>>().join(" ");
     let all: Vec<&str> = words(&text).collect();
     let unknown: Vec<&str> = all.iter().copied().filter(|w| !vocabulary.contains(w)).collect();
@@ -214,8 +222,54 @@ fn words(text: &str) -> impl Iterator<Item = &str> {
 #[test]
 fn manual_500_pdf_parses_every_page() {
     let Some(bytes) = shared_document("manual-500.pdf") else { return };
-    let doc = parse(Format::Pdf, &bytes).expect("manual-500.pdf parses");
+    let doc = parse(Format::Pdf, &bytes, &Limits::default()).expect("manual-500.pdf parses");
     let pages: std::collections::BTreeSet<u32> = doc.blocks.iter().filter_map(|b| b.page).collect();
     assert_eq!(pages.len(), 480);
     assert_eq!(pages.last(), Some(&480));
+}
+
+/// `one_page_pdf` with its content stream Flate-compressed.
+fn one_page_pdf_compressed(content: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(content).expect("in memory");
+    let compressed = encoder.finish().expect("in memory");
+    let mut doc = Document::load_mem(&one_page_pdf(b"", true)).expect("the template loads");
+    let contents = doc.objects.values_mut().find_map(|o| o.as_stream_mut().ok()).expect("a content stream");
+    contents.dict.set("Filter", "FlateDecode");
+    contents.set_content(compressed);
+    let mut bytes = Vec::new();
+    doc.save_to(&mut bytes).expect("lopdf writes the test PDF");
+    bytes
+}
+
+#[test]
+fn a_flate_bomb_is_refused_before_it_expands() {
+    // 200 MiB of page content (a text operator, then white space) in a file of about 200 KB.
+    let mut content = b"BT /F1 12 Tf 72 700 Td (Boom) Tj ET".to_vec();
+    content.resize(200 << 20, b' ');
+    let bomb = one_page_pdf_compressed(&content);
+    assert!(bomb.len() < 512 << 10, "the bomb is {} bytes", bomb.len());
+    let limits = Limits { stream_bytes: 64 << 20, ..Limits::default() };
+    match parse(Format::Pdf, &bomb, &limits) {
+        Err(IngestError::TooLarge(reason)) => assert!(reason.contains("67108864 bytes"), "{reason}"),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    // The same file within the limits parses: the guard measured, it did not guess.
+    let roomy = Limits { stream_bytes: 256 << 20, expanded_bytes: 256 << 20, ..Limits::default() };
+    let doc = parse(Format::Pdf, &bomb, &roomy).expect("within the limits");
+    assert_eq!(text_on_page(&doc, 1), "Boom");
+}
+
+#[test]
+fn text_past_the_documents_limit_stops_the_extraction() {
+    let line = "BT /F1 12 Tf 72 700 Td (A line of text that repeats.) Tj ET\n";
+    let content = line.repeat(100);
+    let limits = Limits { text_bytes: 1_000, ..Limits::default() };
+    let pdf = one_page_pdf_compressed(content.as_bytes());
+    match parse(Format::Pdf, &pdf, &limits) {
+        Err(IngestError::TooLarge(reason)) => assert!(reason.contains("1000 bytes"), "{reason}"),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    parse(Format::Pdf, &pdf, &Limits::default()).expect("within the default limits");
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tenantry_domain::quota::Meter;
 use tenantry_domain::{ChunkId, DocumentId, ErrorCode, TenantContext, TenantId, TenantState, Timestamp};
-use tenantry_ingest::{ChunkOptions, Format, IngestError};
+use tenantry_ingest::{Chunk, ChunkOptions, Format, IngestError, Limits, ParsedDocument};
 use tenantry_search::ChunkToIndex;
 use tenantry_store::{
     Amounts, DocumentRow, Inserted, JobState, NewChunk, NewDocument, StoreError, TenantRow, UsageEvent,
@@ -86,20 +86,15 @@ impl Services {
         // Parsing decides what an upstream embedder will bill, so quota is reserved once the chunks are known;
         // this spares the parsing when the quota is plainly used up.
         self.precheck(ctx, Amounts { documents: 1, storage_bytes: size, ..Amounts::default() }).await?;
+        let limit = self.config().limits.uploads_in_flight;
+        let _in_flight = self.inner.uploads.try_start(&ctx.tenant_id, limit).ok_or_else(|| {
+            ServiceError::new(ErrorCode::RateLimited, format!("at most {limit} uploads at once; retry when one ends"))
+                .retry_after(1)
+        })?;
 
-        // Parsing and chunking are CPU work: off the async runtime.
-        let opts = ChunkOptions {
-            max_tokens: self.config().search.chunk_tokens,
-            overlap_tokens: self.config().search.chunk_overlap_tokens,
-        };
-        let bytes = upload.bytes;
-        let (parsed, chunks, bytes) = tokio::task::spawn_blocking(move || {
-            let parsed = tenantry_ingest::parse(format, &bytes)?;
-            let chunks = tenantry_ingest::chunk(&parsed, opts);
-            Ok::<_, IngestError>((parsed, chunks, bytes))
-        })
-        .await?
-        .map_err(|e| ServiceError::validation(format!("could not read the document: {e}")))?;
+        let (parsed, chunks, bytes) = self.parse_upload(ctx, format, upload.bytes).await?;
+        let text_bytes = i64::try_from(parsed.text_bytes()).unwrap_or(i64::MAX);
+        let stored = size.saturating_add(text_bytes);
 
         let title = supplied_title.or(parsed.title).or(upload.file_name).unwrap_or_else(|| "Untitled".to_owned());
         check_title(&title)?;
@@ -140,7 +135,7 @@ impl Services {
         let reservation = self
             .reserve(
                 ctx,
-                Amounts { documents: 1, storage_bytes: size, tokens: embedding_estimate, ..Amounts::default() },
+                Amounts { documents: 1, storage_bytes: stored, tokens: embedding_estimate, ..Amounts::default() },
             )
             .await?;
 
@@ -183,12 +178,13 @@ impl Services {
             tenant_id: ctx.tenant_id.clone(),
             title,
             content_type: format.content_type().to_owned(),
-            bytes: bytes.len() as i64,
+            bytes: size,
+            stored_bytes: stored,
             content_sha256: sha,
             now,
         };
-        let mut events = level_events(ctx, &doc_id, "upload", 1, doc.bytes, now);
-        let mut actual = Amounts { documents: 1, storage_bytes: doc.bytes, ..Amounts::default() };
+        let mut events = level_events(ctx, &doc_id, "upload", 1, doc.stored_bytes, now);
+        let mut actual = Amounts { documents: 1, storage_bytes: doc.stored_bytes, ..Amounts::default() };
         if let Some(model) = billed_model.filter(|_| embedding_tokens > 0) {
             events.push(embedding_event(ctx, &format!("{doc_id}:upload"), &model, embedding_tokens, now));
             actual.tokens = embedding_tokens as i64;
@@ -218,6 +214,44 @@ impl Services {
                 Err(e.into())
             }
         }
+    }
+
+    /// Parses and chunks an upload off the async runtime, one document per core at a time, within the
+    /// service's and the plan's limits; past one, 413 with the reason.
+    async fn parse_upload(
+        &self,
+        ctx: &TenantContext,
+        format: Format,
+        bytes: Vec<u8>,
+    ) -> ServiceResult<(ParsedDocument, Vec<Chunk>, Vec<u8>)> {
+        let opts = ChunkOptions {
+            max_tokens: self.config().search.chunk_tokens,
+            overlap_tokens: self.config().search.chunk_overlap_tokens,
+        };
+        let limits = Limits {
+            stream_bytes: self.config().limits.stream_bytes,
+            expanded_bytes: self.config().limits.expanded_bytes,
+            text_bytes: ctx.plan.limits.document_text_bytes,
+        };
+        let _permit = self.inner.parsing.acquire().await.map_err(ServiceError::internal)?;
+        let (parsed, chunks, bytes) = tokio::task::spawn_blocking(move || {
+            let parsed = tenantry_ingest::parse(format, &bytes, &limits)?;
+            let chunks = tenantry_ingest::chunk(&parsed, opts);
+            Ok::<_, IngestError>((parsed, chunks, bytes))
+        })
+        .await?
+        .map_err(|e| match e {
+            IngestError::TooLarge(reason) => ServiceError::new(ErrorCode::PayloadTooLarge, reason),
+            other => ServiceError::validation(format!("could not read the document: {other}")),
+        })?;
+        let most = ctx.plan.limits.document_chunks;
+        if chunks.len() as u64 > most {
+            return Err(ServiceError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("the document makes {} chunks; the plan allows {most} per document", chunks.len()),
+            ));
+        }
+        Ok((parsed, chunks, bytes))
     }
 
     async fn tenant_erased(&self, id: &TenantId) -> bool {
@@ -286,8 +320,8 @@ impl Services {
         let id = DocumentId::parse(raw_id).ok_or_else(|| ServiceError::not_found("document"))?;
         let row =
             self.store().document(&ctx.tenant_id, &id).await?.ok_or_else(|| ServiceError::not_found("document"))?;
-        let events = level_events(ctx, &id, "delete", -1, -row.bytes, self.clock().now());
-        let actual = Amounts { documents: -1, storage_bytes: -row.bytes, ..Amounts::default() };
+        let events = level_events(ctx, &id, "delete", -1, -row.stored_bytes, self.clock().now());
+        let actual = Amounts { documents: -1, storage_bytes: -row.stored_bytes, ..Amounts::default() };
         let settlement = self.settlement_for(ctx, None, actual);
         self.store().delete_document(&ctx.tenant_id, &id, &settlement, &events).await.map_err(|e| match e {
             tenantry_store::StoreError::NotFound => ServiceError::not_found("document"),

@@ -16,22 +16,23 @@
 //! ```
 //!
 //! The archive is built by a job, written under the tenant's own directory (so erasure removes it), made
-//! whole (temp file, then rename), and deleted by another job after `EXPORT_TTL_DAYS`.
+//! whole (temp file, then rename), and deleted by another job after `limits.export_ttl_hours`. A tenant has
+//! at most one export pending (asking again answers that one) and makes at most `limits.exports_per_day`.
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use tenantry_domain::ErrorCode;
 use tenantry_domain::{TenantContext, TenantId, Timestamp};
-use tenantry_store::ExportRow;
+use tenantry_store::{ExportRow, ExportStart};
 use utoipa::ToSchema;
 
 use crate::audit::Actor;
 use crate::jobs::Job;
 use crate::{ServiceError, ServiceResult, Services};
 
-pub const EXPORT_TTL_DAYS: i64 = 7;
 pub const FORMAT: &str = "tenantry-export/1";
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -56,11 +57,14 @@ struct Entry {
 
 impl Services {
     /// Records the export as `pending` with the job that builds it (one transaction); the archive is made in
-    /// the background and `GET /v1/export/{id}` serves it once `ready`.
+    /// the background and `GET /v1/export/{id}` serves it once `ready`. While one is pending, asking again
+    /// answers that one; past the day's allowance, 429 until the oldest of the day's exports is a day old.
     pub async fn start_export(&self, ctx: &TenantContext) -> ServiceResult<ExportStarted> {
         let id = tenantry_domain::ExportId::generate().as_str().to_owned();
         let now = self.clock().now();
-        let expires_at = now.plus_seconds(EXPORT_TTL_DAYS * 86_400);
+        let limits = &self.config().limits;
+        let ttl_secs = i64::try_from(limits.export_ttl_hours.saturating_mul(3_600)).unwrap_or(i64::MAX);
+        let expires_at = now.plus_seconds(ttl_secs);
         let row = ExportRow {
             id: id.clone(),
             tenant_id: ctx.tenant_id.to_string(),
@@ -72,7 +76,24 @@ impl Services {
         };
         let build = Job::Export { tenant_id: ctx.tenant_id.clone(), export_id: id.clone() }.at(now);
         let expire = Job::ExpireExport { tenant_id: ctx.tenant_id.clone(), export_id: id.clone() }.at(expires_at);
-        self.store().record_export(&row, &[build, expire]).await?;
+        match self.store().start_export(&row, &[build, expire], limits.exports_per_day).await? {
+            ExportStart::Started => {}
+            ExportStart::Pending(pending) => {
+                return Ok(ExportStarted {
+                    export_id: pending.id,
+                    status: pending.status,
+                    expires_at: pending.expires_at.to_rfc3339(),
+                })
+            }
+            ExportStart::DailyLimit { oldest } => {
+                let wait = (oldest.plus_seconds(86_400).0 - now.0 + 999).max(1_000) / 1_000;
+                return Err(ServiceError::new(
+                    ErrorCode::RateLimited,
+                    format!("at most {} exports a day; the next can be made in {wait} s", limits.exports_per_day),
+                )
+                .retry_after(wait.unsigned_abs()));
+            }
+        }
         self.wake_jobs();
         let request_id = ctx.request_id.to_string();
         self.audit(Actor::Tenant(ctx), Some(&ctx.tenant_id), "tenant.export_requested", &id, json!({}), &request_id)

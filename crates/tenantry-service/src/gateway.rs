@@ -93,7 +93,7 @@ impl Services {
             ));
         }
         let per_minute = ctx.plan.quotas.requests_per_minute;
-        if let Err(limited) = self.rate().check(&ctx.tenant_id, per_minute, self.clock().now()) {
+        if let Err(limited) = self.rate().check_now(&ctx.tenant_id, per_minute) {
             return Err(ServiceError::new(
                 ErrorCode::RateLimited,
                 format!("more than {per_minute} requests per minute"),

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tenantry_domain::{ErrorCode, JobId, TenantId, Timestamp};
 use tenantry_store::{JobRow, JobState, NewJob};
+use tracing::Instrument;
 
 use crate::audit::Actor;
 use crate::lifecycle::Nudge;
@@ -246,11 +247,17 @@ impl Services {
         Ok(ClockView { now: self.clock().now().to_rfc3339(), jobs_run })
     }
 
+    /// Runs a claimed job inside its own span. The span is attached to the job's future, never entered
+    /// across an await: an entered span stays current on the worker thread while the job is suspended, and
+    /// would lend its `tenant_id` to whatever request that thread polls meanwhile.
     async fn run_claimed(&self, row: &JobRow) {
         let tenant = row.tenant_id.as_ref().map(|t| t.to_string()).unwrap_or_default();
         let span =
             tracing::info_span!("job", job_id = %row.id, kind = %row.kind, tenant_id = %tenant, attempt = row.attempts);
-        let _enter = span.enter();
+        self.run_claimed_in_span(row).instrument(span).await;
+    }
+
+    async fn run_claimed_in_span(&self, row: &JobRow) {
         let outcome = match serde_json::from_str::<Job>(&row.payload) {
             Ok(job) => self.execute(&job).await.map_err(|e| format!("{}: {}", e.code.as_str(), e.detail)),
             Err(e) => Err(format!("the job's payload cannot be read: {e}")),

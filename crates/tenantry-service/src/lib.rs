@@ -27,6 +27,7 @@ mod retriever;
 pub mod stripe;
 pub mod tenants;
 pub mod usage;
+mod work;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -76,6 +77,10 @@ struct Inner {
     fusion: parking_lot::RwLock<tenantry_rag::FusionWeights>,
     /// The upstream embedding model (`search.embedding_model`), whose tokens are metered to tenants.
     embedding_model: Option<Arc<ModelSpec>>,
+    /// Uploads in progress per tenant (`limits.uploads_in_flight`).
+    uploads: Arc<work::InFlight>,
+    /// Documents being parsed at once, over all tenants.
+    parsing: tokio::sync::Semaphore,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +104,9 @@ impl Services {
         let catalog = config.catalog()?;
         config.retention.validate()?;
         config.search.validate()?;
+        if let Some(warning) = config.server.check_operator_token()? {
+            tracing::warn!(bind = %config.server.bind, "{warning}");
+        }
         for plan in catalog.plans() {
             tenantry_billing::rating::Pricing::from_plan(plan)
                 .map_err(|e| ConfigError::Invalid(format!("plan {:?} prices: {e}", plan.name)))?;
@@ -207,6 +215,8 @@ impl Services {
                 fusion: parking_lot::RwLock::new(fusion),
                 analytics,
                 embedding_model,
+                uploads: Default::default(),
+                parsing: work::parse_permits(),
             }),
         };
         services.resume_erasures().await.map_err(|e| StartError::Erasure(e.detail))?;

@@ -18,7 +18,10 @@ pub struct NewDocument {
     pub tenant_id: TenantId,
     pub title: String,
     pub content_type: String,
+    /// The upload's size.
     pub bytes: i64,
+    /// What the document counts against the storage quota: the upload and its extracted text.
+    pub stored_bytes: i64,
     pub content_sha256: String,
     pub now: Timestamp,
 }
@@ -48,6 +51,7 @@ pub struct DocumentRow {
     pub title: String,
     pub content_type: String,
     pub bytes: i64,
+    pub stored_bytes: i64,
     pub chunks: i64,
     pub content_sha256: String,
     pub created_at: Timestamp,
@@ -63,7 +67,7 @@ pub struct ChunkRow {
     pub text: String,
 }
 
-const DOC_COLUMNS: &str = "id, tenant_id, title, content_type, bytes, chunks, content_sha256, created_at";
+const DOC_COLUMNS: &str = "id, tenant_id, title, content_type, bytes, stored_bytes, chunks, content_sha256, created_at";
 
 fn document_from_row(row: &AnyRow) -> Result<DocumentRow> {
     Ok(DocumentRow {
@@ -72,6 +76,7 @@ fn document_from_row(row: &AnyRow) -> Result<DocumentRow> {
         title: row.try_get("title")?,
         content_type: row.try_get("content_type")?,
         bytes: row.try_get("bytes")?,
+        stored_bytes: row.try_get("stored_bytes")?,
         chunks: row.try_get("chunks")?,
         content_sha256: row.try_get("content_sha256")?,
         created_at: Timestamp(row.try_get("created_at")?),
@@ -136,14 +141,16 @@ impl Store {
             return Ok(Inserted::Existing(document_from_row(&row)?));
         }
         sqlx::query(
-            "INSERT INTO documents (id, tenant_id, title, content_type, bytes, chunks, content_sha256, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO documents \
+             (id, tenant_id, title, content_type, bytes, stored_bytes, chunks, content_sha256, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(doc.id.as_str())
         .bind(doc.tenant_id.as_str())
         .bind(&doc.title)
         .bind(&doc.content_type)
         .bind(doc.bytes)
+        .bind(doc.stored_bytes)
         .bind(chunks.len() as i64)
         .bind(&doc.content_sha256)
         .bind(doc.now.0)
@@ -161,6 +168,7 @@ impl Store {
             title: doc.title.clone(),
             content_type: doc.content_type.clone(),
             bytes: doc.bytes,
+            stored_bytes: doc.stored_bytes,
             chunks: chunks.len() as i64,
             content_sha256: doc.content_sha256.clone(),
             created_at: doc.now,

@@ -4,6 +4,7 @@ use sqlx::Row;
 use tenantry_domain::{TenantId, Timestamp};
 
 use crate::jobs::{enqueue_in, NewJob};
+use crate::tenants::lock_tenant_in;
 use crate::{Result, Store};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,28 +18,54 @@ pub struct ExportRow {
     pub sha256: String,
 }
 
+/// What `Store::start_export` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExportStart {
+    /// The export was recorded with its jobs.
+    Started,
+    /// The tenant has an export still pending: that one stands, nothing was written.
+    Pending(ExportRow),
+    /// The tenant made `per_day` exports in the day before now; the oldest of them was made at this time.
+    DailyLimit { oldest: Timestamp },
+}
+
+const EXPORT_COLUMNS: &str = "id, tenant_id, status, created_at, expires_at, bytes, sha256";
+
 impl Store {
-    /// Records the export and enqueues `jobs` (the one that builds it) in one transaction.
-    pub async fn record_export(&self, e: &ExportRow, jobs: &[NewJob]) -> Result<()> {
+    /// Records the export and enqueues `jobs` (the one that builds it) in one transaction, unless the tenant
+    /// already has one pending or made `per_day` exports in the day before `e.created_at`. The tenant's
+    /// exports are serialised (its row locked on PostgreSQL, SQLite's one writer), so two requests racing
+    /// each other start one export.
+    pub async fn start_export(&self, e: &ExportRow, jobs: &[NewJob], per_day: u32) -> Result<ExportStart> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO exports (id, tenant_id, status, created_at, expires_at, bytes, sha256) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&e.id)
+        lock_tenant_in(&mut tx, self.backend, &TenantId::from_trusted(e.tenant_id.clone())).await?;
+        let pending = sqlx::query(&format!(
+            "SELECT {EXPORT_COLUMNS} FROM exports WHERE tenant_id = $1 AND status = 'pending' \
+             ORDER BY created_at LIMIT 1"
+        ))
         .bind(&e.tenant_id)
-        .bind(&e.status)
-        .bind(e.created_at.0)
-        .bind(e.expires_at.0)
-        .bind(e.bytes)
-        .bind(&e.sha256)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        for job in jobs {
-            enqueue_in(&mut tx, job, e.created_at).await?;
+        if let Some(row) = pending {
+            tx.rollback().await?;
+            return Ok(ExportStart::Pending(export_from_row(&row)?));
         }
+        let day = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM exports WHERE tenant_id = $1 AND created_at > $2",
+        )
+        .bind(&e.tenant_id)
+        .bind(e.created_at.plus_seconds(-86_400).0)
+        .fetch_one(&mut *tx)
+        .await?;
+        let made: i64 = day.try_get("n")?;
+        if made >= i64::from(per_day) {
+            let oldest: Option<i64> = day.try_get("oldest")?;
+            tx.rollback().await?;
+            return Ok(ExportStart::DailyLimit { oldest: Timestamp(oldest.unwrap_or(e.created_at.0)) });
+        }
+        insert_export_in(&mut tx, e, jobs).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(ExportStart::Started)
     }
 
     /// Sets the export's status (and, when built, its size and digest).
@@ -55,27 +82,43 @@ impl Store {
 
     /// An export by id alone (for the jobs that build and expire it).
     pub async fn export_by_id(&self, id: &str) -> Result<Option<ExportRow>> {
-        let row = sqlx::query(
-            "SELECT id, tenant_id, status, created_at, expires_at, bytes, sha256 FROM exports WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.write)
-        .await?;
+        let row = sqlx::query(&format!("SELECT {EXPORT_COLUMNS} FROM exports WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.write)
+            .await?;
         row.as_ref().map(export_from_row).transpose()
     }
 
     /// The tenant's export `id`; another tenant's is simply not found.
     pub async fn export(&self, tenant: &TenantId, id: &str) -> Result<Option<ExportRow>> {
-        let row = sqlx::query(
-            "SELECT id, tenant_id, status, created_at, expires_at, bytes, sha256 FROM exports \
-             WHERE id = $1 AND tenant_id = $2",
-        )
-        .bind(id)
-        .bind(tenant.as_str())
-        .fetch_optional(&self.read)
-        .await?;
+        let row = sqlx::query(&format!("SELECT {EXPORT_COLUMNS} FROM exports WHERE id = $1 AND tenant_id = $2"))
+            .bind(id)
+            .bind(tenant.as_str())
+            .fetch_optional(&self.read)
+            .await?;
         row.as_ref().map(export_from_row).transpose()
     }
+}
+
+async fn insert_export_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    e: &ExportRow,
+    jobs: &[NewJob],
+) -> Result<()> {
+    sqlx::query(&format!("INSERT INTO exports ({EXPORT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
+        .bind(&e.id)
+        .bind(&e.tenant_id)
+        .bind(&e.status)
+        .bind(e.created_at.0)
+        .bind(e.expires_at.0)
+        .bind(e.bytes)
+        .bind(&e.sha256)
+        .execute(&mut **tx)
+        .await?;
+    for job in jobs {
+        enqueue_in(tx, job, e.created_at).await?;
+    }
+    Ok(())
 }
 
 fn export_from_row(r: &sqlx::any::AnyRow) -> Result<ExportRow> {

@@ -107,6 +107,13 @@ pub(crate) async fn enqueue_in(tx: &mut Transaction<'static, Any>, job: &NewJob,
     Ok(done.rows_affected() == 1)
 }
 
+/// The order due jobs are claimed and run in (`claim_order` is the same in Rust).
+const CLAIM_ORDER: &str = "CASE WHEN kind = 'export' THEN 1 ELSE 0 END, run_at, id";
+
+fn claim_order(job: &JobRow) -> (bool, i64, &str) {
+    (job.kind == "export", job.run_at.0, job.id.as_str())
+}
+
 impl Store {
     /// Enqueues `job`; `false` if its idempotency key was already used.
     pub async fn enqueue(&self, job: &NewJob, now: Timestamp) -> Result<bool> {
@@ -117,7 +124,9 @@ impl Store {
     }
 
     /// Claims up to `limit` jobs due at `now` (queued with `run_at <= now`, or running with an expired
-    /// lease: their worker died), each leased until `now + lease_secs` with its attempt count raised.
+    /// lease: their worker died), each leased until `now + lease_secs` with its attempt count raised. Export
+    /// archives, the one kind a tenant can queue in bulk, come after every other due job, so an erasure or
+    /// a charge never waits behind another tenant's exports.
     pub async fn claim_jobs(&self, now: Timestamp, lease_secs: i64, limit: i64) -> Result<Vec<JobRow>> {
         let lock = match self.backend {
             Backend::Postgres => "FOR UPDATE SKIP LOCKED",
@@ -126,7 +135,7 @@ impl Store {
         let sql = format!(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, locked_until = $1, updated_at = $2 \
              WHERE id IN (SELECT id FROM jobs WHERE (state = 'queued' AND run_at <= $3) \
-             OR (state = 'running' AND locked_until < $4) ORDER BY run_at, id LIMIT $5 {lock}) \
+             OR (state = 'running' AND locked_until < $4) ORDER BY {CLAIM_ORDER} LIMIT $5 {lock}) \
              RETURNING {COLUMNS}"
         );
         let rows = sqlx::query(&sql)
@@ -138,7 +147,7 @@ impl Store {
             .fetch_all(&self.write)
             .await?;
         let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
-        jobs.sort_by(|a, b| (a.run_at, a.id.as_str()).cmp(&(b.run_at, b.id.as_str())));
+        jobs.sort_by(|a, b| claim_order(a).cmp(&claim_order(b)));
         Ok(jobs)
     }
 

@@ -34,7 +34,7 @@ pub use audit::{entry_hash, AuditBreak, AuditEntry, AuditPruned, NewAuditEntry, 
 pub use credits::WinBack;
 pub use documents::{ChunkRow, DocumentRow, Inserted, NewChunk, NewDocument};
 pub use erasure::{ErasedRows, ErasureRow, NewErasure};
-pub use exports::ExportRow;
+pub use exports::{ExportRow, ExportStart};
 pub use invoices::{InvoiceEffects, InvoiceRow, NewInvoice, NewPendingItem, PendingItemRow};
 pub use jobs::{JobRow, JobState, NewJob};
 pub use keys::{ApiKeyRow, NewApiKey};

@@ -6,9 +6,9 @@ use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::quota::Meter;
 use tenantry_domain::{ApiKeyId, ChunkId, DocumentId, RetrievalMode, TenantId, TenantState, Timestamp};
 use tenantry_store::{
-    Amounts, ConfigChange, Inserted, InvoiceEffects, JobState, NewApiKey, NewChunk, NewDocument, NewInvoice, NewJob,
-    NewPendingItem, NewReservation, NewTenant, PlanChange, Settlement, Store, StoreError, TransitionEffects,
-    UsageEvent,
+    Amounts, ConfigChange, ExportRow, ExportStart, Inserted, InvoiceEffects, JobState, NewApiKey, NewChunk,
+    NewDocument, NewInvoice, NewJob, NewPendingItem, NewReservation, NewTenant, PlanChange, Settlement, Store,
+    StoreError, TransitionEffects, UsageEvent,
 };
 
 async fn sqlite() -> (Store, tempfile::TempDir) {
@@ -184,7 +184,8 @@ async fn documents_and_ledger(store: Store) {
         tenant_id: t.id.clone(),
         title: "Doc".into(),
         content_type: "text/plain".into(),
-        bytes: 100,
+        bytes: 60,
+        stored_bytes: 100,
         content_sha256: "abc".into(),
         now: Timestamp(10),
     };
@@ -209,6 +210,8 @@ async fn documents_and_ledger(store: Store) {
         .expect("insert");
     let Inserted::New(row) = row else { panic!("a first upload is stored") };
     assert_eq!(row.chunks, 3);
+    let read = store.document(&t.id, &doc.id).await.expect("read").expect("stored");
+    assert_eq!((read.bytes, read.stored_bytes), (60, 100), "the upload's size and what it holds in storage");
     assert_eq!(store.chunks(&t.id, &doc.id).await.expect("chunks").len(), 3);
     assert_eq!(store.usage_level(&t.id, Meter::StorageBytes, Timestamp(11)).await.expect("level"), 100);
     assert_eq!(
@@ -551,6 +554,58 @@ async fn jobs_are_scheduled_claimed_retried_and_parked(store: Store) {
     assert!(!store.jobs_pending(Timestamp(1_000_000)).await.expect("pending"));
 }
 
+async fn exports_queue_behind_every_other_due_job(store: Store) {
+    let now = Timestamp(10_000);
+    for kind in ["export", "export", "finish_erasure", "export", "charge"] {
+        store.enqueue(&job(kind, None, 1_000, 3), now).await.expect("enqueue");
+    }
+    let kinds = |jobs: &[tenantry_store::JobRow]| jobs.iter().map(|j| j.kind.clone()).collect::<Vec<_>>();
+    let first = store.claim_jobs(now, 60, 2).await.expect("claim");
+    assert_eq!(kinds(&first), ["finish_erasure", "charge"], "the erasure and the charge go first");
+    let rest = store.claim_jobs(now, 60, 10).await.expect("claim");
+    assert_eq!(kinds(&rest), ["export", "export", "export"]);
+}
+
+async fn a_tenant_has_one_export_pending_and_a_few_a_day(store: Store) {
+    let (t, k) = tenant("exports@conformance.test");
+    store.create_tenant(&t, &k, None).await.expect("create");
+    let export = |id: &str, at: i64| ExportRow {
+        id: id.into(),
+        tenant_id: t.id.to_string(),
+        status: "pending".into(),
+        created_at: Timestamp(at),
+        expires_at: Timestamp(at + 86_400_000),
+        bytes: 0,
+        sha256: String::new(),
+    };
+    let day = 86_400_000;
+    let first = export("exp_1", day);
+    assert_eq!(
+        store.start_export(&first, &[job("export", None, day, 3)], 2).await.expect("start"),
+        ExportStart::Started
+    );
+    assert_eq!(
+        store.start_export(&export("exp_2", day + 1), &[job("export", None, day, 3)], 2).await.expect("start"),
+        ExportStart::Pending(first.clone()),
+        "the pending one stands, nothing written"
+    );
+    assert!(store.export(&t.id, "exp_2").await.expect("read").is_none());
+    store.set_export_status("exp_1", "ready", 10, "abc").await.expect("ready");
+    let second = export("exp_3", day + 1_000);
+    assert_eq!(store.start_export(&second, &[], 2).await.expect("start"), ExportStart::Started);
+    store.set_export_status("exp_3", "ready", 10, "abc").await.expect("ready");
+    assert_eq!(
+        store.start_export(&export("exp_4", day + 2_000), &[], 2).await.expect("start"),
+        ExportStart::DailyLimit { oldest: Timestamp(day) },
+        "two a day"
+    );
+    assert_eq!(
+        store.start_export(&export("exp_5", 2 * day + 1), &[], 2).await.expect("start"),
+        ExportStart::Started,
+        "a day after the first, one more"
+    );
+}
+
 async fn concurrent_workers_claim_each_job_once(store: Store) {
     let now = Timestamp(10_000);
     for _ in 0..60 {
@@ -749,6 +804,8 @@ conformance_suite!(
     audit_pruning_keeps_the_chain_verifiable,
     jobs_are_scheduled_claimed_retried_and_parked,
     concurrent_workers_claim_each_job_once,
+    exports_queue_behind_every_other_due_job,
+    a_tenant_has_one_export_pending_and_a_few_a_day,
     transitions_are_recorded_with_their_jobs,
     plan_changes_and_their_pending_items,
 );

@@ -30,6 +30,7 @@ fn plan(name: &str, price: i64, queries: u64) -> PlanConfig {
         quotas: Quotas { queries, requests_per_minute: 100_000, ..Quotas::default() },
         included: Included { queries, tokens: 10_000_000 },
         overage: Default::default(),
+        limits: Default::default(),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{assert_problem, spawn_app, spawn_app_on_postgres, TestApp};
+use crate::helpers::{assert_problem, spawn_app, spawn_app_on_postgres, spawn_app_with, TestApp};
 
 #[tokio::test]
 async fn signup_upload_query_usage() {
@@ -71,10 +71,15 @@ async fn walk_the_story(app: TestApp) {
     assert_eq!(totals["prompt_tokens"].as_i64(), Some(p));
     assert_eq!(totals["completion_tokens"].as_i64(), Some(c));
     assert_eq!(totals["documents"], 2);
-    assert_eq!(
-        totals["storage_bytes"].as_i64(),
-        Some((md.len() + "Support answers within one business day.".len()) as i64)
-    );
+    // Storage holds each upload and the text drawn from it: the handbook's sections under their heading
+    // paths, and the plain text as it is.
+    let handbook_text = ["Handbook > Refunds", "Refunds are issued within 14 days of purchase."]
+        .iter()
+        .chain(&["Handbook > Shipping", "We ship to 40 countries."])
+        .map(|s| s.len())
+        .sum::<usize>();
+    let support = "Support answers within one business day.";
+    assert_eq!(totals["storage_bytes"].as_i64(), Some((md.len() + handbook_text + 2 * support.len()) as i64));
     assert_eq!(totals["cost_micros"], usage["cost_micros"]);
     assert_eq!(report["by_model"]["local-small"]["queries"], 1);
     assert_eq!(report["by_model"]["local-small"]["cost_micros"], usage["cost_micros"]);
@@ -117,7 +122,7 @@ async fn identical_uploads_are_deduplicated() {
 
 #[tokio::test]
 async fn identical_uploads_racing_each_other_store_one_document() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|c| c.limits.uploads_in_flight = 6).await;
     let t = app.signup("race@acme.test", "trial").await;
     let text = "Refunds are issued within 14 days of the request. ".repeat(40);
     let uploads = (0..6).map(|i| {
@@ -136,7 +141,7 @@ async fn identical_uploads_racing_each_other_store_one_document() {
     assert_eq!(listed["documents"].as_array().expect("documents").len(), 1);
     let totals = app.usage(&t.key).await["totals"].clone();
     assert_eq!(totals["documents"], 1, "metered once: {totals}");
-    assert_eq!(totals["storage_bytes"], text.len(), "{totals}");
+    assert_eq!(totals["storage_bytes"], text.len() + text.trim_end().len(), "the upload and its text: {totals}");
     let answer = app.query(&t.key, "How long do refunds take?").await;
     let cited: std::collections::BTreeSet<&str> = answer["citations"]
         .as_array()
