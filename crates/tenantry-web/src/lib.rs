@@ -4,6 +4,7 @@
 mod account;
 mod analytics;
 mod api;
+mod body;
 mod chat;
 mod extract;
 mod metrics;
@@ -126,6 +127,9 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(services: Services) -> Router {
     let max_body = services.config().server.max_body_bytes;
     let body_timeout = services.config().server.body_timeout_secs.max(1);
+    let limits = &services.config().limits;
+    let budget =
+        body::BodyBudget::new(limits.inflight_body_bytes, std::time::Duration::from_secs(limits.inflight_wait_secs));
     let metrics = std::sync::Arc::new(metrics::Metrics::default());
     let (router, _) = api_routes().split_for_parts();
     let spec = openapi();
@@ -136,6 +140,7 @@ pub fn router(services: Services) -> Router {
         .layer(axum::middleware::from_fn_with_state(services.clone(), extract::tenant_response))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(std::time::Duration::from_secs(body_timeout)))
+        .layer(axum::middleware::from_fn_with_state((services.clone(), budget), body::guard))
         .layer(axum::middleware::from_fn_with_state(metrics.clone(), metrics::track))
         .layer(axum::Extension(metrics))
         .layer(axum::middleware::from_fn(extract::request_context))

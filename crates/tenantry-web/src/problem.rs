@@ -88,10 +88,23 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::MissingJsonContentType(_) => {
                 Self::new(ErrorCode::UnsupportedMediaType, "expected a request with Content-Type: application/json")
             }
-            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE || cut_at_its_limit(&other) => too_large(),
             other => Self::new(ErrorCode::BadRequest, other.body_text()),
         }
     }
+}
+
+/// Whether reading the body failed because it passed a length limit set on the body itself (the body
+/// guard's, for a chunked body), which axum reports as a generic buffering failure.
+fn cut_at_its_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 impl From<QueryRejection> for ApiError {
@@ -102,7 +115,7 @@ impl From<QueryRejection> for ApiError {
 
 impl From<MultipartError> for ApiError {
     fn from(e: MultipartError) -> Self {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE || cut_at_its_limit(&e) {
             too_large()
         } else {
             Self::new(ErrorCode::BadRequest, format!("malformed multipart body: {}", e.body_text()))

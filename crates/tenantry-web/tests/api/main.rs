@@ -13,6 +13,7 @@ mod gateway;
 mod helpers;
 mod isolation;
 mod lifecycle;
+mod limits;
 mod models;
 mod month;
 mod observability;

@@ -1,0 +1,114 @@
+//! What a request body may take before any handler reads it (docs/SECURITY.md):
+//!
+//! - a body is refused (413) as soon as its declared `Content-Length` is larger than its caller may send,
+//!   before a byte of it is read;
+//! - a caller without a valid API key or operator token may send `limits.anonymous_body_bytes` (signup and
+//!   payment webhooks are small); an authenticated one `server.max_body_bytes`. The credential is checked
+//!   here only when a body could be larger than the anonymous limit;
+//! - the bodies being read at once share one budget (`limits.inflight_body_bytes`): a request whose body
+//!   would pass it waits up to `limits.inflight_wait_secs`, then gets 503 with `Retry-After`. A body of
+//!   unknown length (chunked) is counted at its caller's whole limit, and cut there.
+//!
+//! Bodies that stall are abandoned by `server.body_timeout_secs` (`router`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tenantry_domain::{ErrorCode, RequestId};
+use tenantry_service::{ServiceError, Services};
+use tokio::sync::Semaphore;
+
+use crate::extract::bearer;
+use crate::problem::ApiError;
+
+/// The budget is counted in KiB, so that a `u32` of permits covers any sensible size.
+const UNIT: usize = 1024;
+
+/// The bytes of request bodies being read at once, over all connections.
+#[derive(Clone)]
+pub struct BodyBudget {
+    permits: Arc<Semaphore>,
+    total_units: u32,
+    wait: Duration,
+}
+
+impl BodyBudget {
+    pub fn new(bytes: usize, wait: Duration) -> Self {
+        let total_units = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX).max(1);
+        Self { permits: Arc::new(Semaphore::new(total_units as usize)), total_units, wait }
+    }
+}
+
+pub async fn guard(State((services, budget)): State<(Services, BodyBudget)>, req: Request, next: Next) -> Response {
+    let declared = declared_length(&req);
+    if declared == Some(0) || (declared.is_none() && !may_have_body(&req)) {
+        return next.run(req).await;
+    }
+    let limits = &services.config().limits;
+    let anonymous = limits.anonymous_body_bytes as u64;
+    let token = bearer(req.headers()).map(str::to_owned);
+    let request_id = req.extensions().get::<RequestId>().cloned().unwrap_or_else(RequestId::generate);
+    let limit = if declared.is_some_and(|n| n <= anonymous) || !credentialed(&services, token, request_id).await {
+        anonymous
+    } else {
+        services.config().server.max_body_bytes as u64
+    };
+    if let Some(n) = declared.filter(|&n| n > limit) {
+        let whose = if limit == anonymous { " without a valid API key" } else { "" };
+        return ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the request body is {n} bytes; at most {limit} are accepted{whose}"),
+        )
+        .into_response();
+    }
+    let units = u32::try_from(declared.unwrap_or(limit).div_ceil(UNIT as u64)).unwrap_or(u32::MAX).max(1);
+    let units = units.min(budget.total_units);
+    let _permit = match tokio::time::timeout(budget.wait, budget.permits.clone().acquire_many_owned(units)).await {
+        Ok(Ok(permit)) => permit,
+        Ok(Err(_)) | Err(_) => {
+            tracing::warn!(units, "request bodies in flight at their budget: refused");
+            let retry = budget.wait.as_secs().max(1);
+            return ApiError(
+                ServiceError::new(
+                    ErrorCode::Unavailable,
+                    "the server is reading too many request bodies; retry shortly",
+                )
+                .retry_after(retry),
+            )
+            .into_response();
+        }
+    };
+    let req = if declared.is_none() {
+        req.map(|body| Body::new(http_body_util::Limited::new(body, limit as usize)))
+    } else {
+        req
+    };
+    next.run(req).await
+}
+
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// A request without `Content-Length` has a body only if it is chunked (HTTP/1.1) or, on HTTP/2, if it is
+/// not a method without one.
+fn may_have_body(req: &Request) -> bool {
+    req.headers().contains_key(header::TRANSFER_ENCODING)
+        || (req.version() == axum::http::Version::HTTP_2
+            && !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS))
+}
+
+/// Whether the request carries a valid operator token or API key (scopes and state are the handler's to
+/// judge).
+async fn credentialed(services: &Services, token: Option<String>, request_id: RequestId) -> bool {
+    let Some(token) = token else { return false };
+    if services.authenticate_operator(Some(&token)).is_ok() {
+        return true;
+    }
+    services.identify(Some(&token), request_id).await.is_ok()
+}
