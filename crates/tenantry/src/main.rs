@@ -162,6 +162,17 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// Writes `text` and a newline to standard output. A reader that stops early (`tenantry openapi | head`)
+/// closes the pipe: that ends the output, it is not an error (`println!` would panic).
+fn print_to_stdout(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
 fn init_logging() {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tantivy=warn,tower_http=warn"));
@@ -259,9 +270,7 @@ async fn run() -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Openapi => {
-            println!("{}", serde_json::to_string_pretty(&tenantry_web::openapi())?);
-        }
+        Command::Openapi => print_to_stdout(&serde_json::to_string_pretty(&tenantry_web::openapi())?)?,
     }
     Ok(())
 }

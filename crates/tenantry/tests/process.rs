@@ -35,3 +35,24 @@ fn the_server_runs_without_transparent_huge_pages() {
         None => eprintln!("this kernel does not report THP_enabled; not checked"),
     }
 }
+
+/// `tenantry openapi | head`: the reader closes the pipe after a few bytes; the command ends quietly and
+/// successfully instead of panicking.
+#[test]
+fn a_reader_that_stops_early_ends_the_output_quietly() {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .arg("openapi")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let mut head = [0u8; 16];
+    child.stdout.take().expect("stdout").read_exact(&mut head).expect("the start of the document");
+    assert!(head.starts_with(b"{"), "{:?}", String::from_utf8_lossy(&head));
+    // The pipe is closed here, with most of the document unwritten.
+    let out = child.wait_with_output().expect("ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
