@@ -11,6 +11,7 @@ use crate::extract::bearer;
 use crate::problem::{ApiError, Problem};
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReconcileQuery {
     pub tenant_id: String,
 }

@@ -471,6 +471,7 @@ fn query_sse(event: QueryEvent) -> Vec<Event> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsageParams {
     /// RFC 3339; default: start of the current billing period.
     pub from: Option<String>,
@@ -613,6 +614,7 @@ pub struct TenantList {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TenantFilter {
     /// Only tenants in this state.
     pub state: Option<String>,
@@ -632,6 +634,7 @@ pub async fn admin_tenants(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditFilter {
     /// Only this tenant's entries.
     pub tenant_id: Option<String>,

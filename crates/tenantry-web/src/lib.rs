@@ -193,3 +193,25 @@ impl Application {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// A path parameter is one the path's template names; everything else a handler reads from the URL is
+    /// a query parameter (OpenAPI 3.1 requires it, and generated clients put it where the document says).
+    #[test]
+    fn parameters_are_in_the_path_only_when_the_template_names_them() {
+        let spec = serde_json::to_value(super::openapi()).expect("serialises");
+        let mut checked = 0;
+        for (path, item) in spec["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("path item") {
+                for param in operation["parameters"].as_array().into_iter().flatten() {
+                    let (name, place) = (param["name"].as_str().expect("name"), param["in"].as_str().expect("in"));
+                    let templated = path.contains(&format!("{{{name}}}"));
+                    assert_eq!(place == "path", templated, "{method} {path}: parameter {name} is in {place}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 20, "only {checked} parameters seen");
+    }
+}

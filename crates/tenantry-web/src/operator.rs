@@ -50,6 +50,7 @@ pub async fn advance_clock(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct JobFilter {
     /// `queued`, `running`, `done` or `parked`.
     pub state: Option<String>,
