@@ -9,7 +9,9 @@
 //!   would pass it waits up to `limits.inflight_wait_secs`, then gets 503 with `Retry-After`. A body of
 //!   unknown length (chunked) is counted at its caller's whole limit, and cut there.
 //!
-//! Bodies that stall are abandoned by `server.body_timeout_secs` (`router`).
+//! Bodies that stall are abandoned by `server.body_timeout_secs` (`router`). A compressed body
+//! (`Content-Encoding` other than `identity`) is refused with 415: no handler decodes one, and reading it as
+//! plain bytes would store or parse the compressed data.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +47,15 @@ impl BodyBudget {
 }
 
 pub async fn guard(State((services, budget)): State<(Services, BodyBudget)>, req: Request, next: Next) -> Response {
+    if let Some(encoding) = req.headers().get(header::CONTENT_ENCODING) {
+        if !encoding.as_bytes().eq_ignore_ascii_case(b"identity") {
+            return ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "compressed request bodies (Content-Encoding) are not accepted; send the body uncompressed",
+            )
+            .into_response();
+        }
+    }
     let declared = declared_length(&req);
     if declared == Some(0) || (declared.is_none() && !may_have_body(&req)) {
         return next.run(req).await;

@@ -178,3 +178,34 @@ async fn a_tenant_makes_one_export_at_a_time_and_a_few_a_day() {
     let other = app.signup("other-exports@limits.test", "trial").await;
     assert_eq!(app.post_json(&other.key, "/v1/export", json!({})).await.status(), 202);
 }
+
+#[tokio::test]
+async fn a_compressed_body_is_refused_not_read_as_plain() {
+    let app = spawn_app().await;
+    let t = app.signup("gzip@limits.test", "trial").await;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(br#"{"title": "Zipped", "text": "zebras in gzip"}"#).expect("in memory");
+    let body = gz.finish().expect("in memory");
+    let r = app
+        .client
+        .post(app.url("/v1/documents"))
+        .bearer_auth(&t.key)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_problem(r, 415, "unsupported_media_type").await;
+    assert_eq!(app.usage(&t.key).await["totals"]["documents"], 0);
+    let r = app
+        .client
+        .post(app.url("/v1/documents"))
+        .bearer_auth(&t.key)
+        .header("content-encoding", "identity")
+        .json(&json!({"title": "Plain", "text": "zebras in plain text"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 201, "identity is no encoding");
+}
