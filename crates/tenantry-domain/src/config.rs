@@ -94,7 +94,7 @@ impl Default for LimitsConfig {
         Self {
             stream_bytes: 64 << 20,
             expanded_bytes: 256 << 20,
-            anonymous_body_bytes: 64 << 10,
+            anonymous_body_bytes: 1 << 20,
             inflight_body_bytes: 512 << 20,
             inflight_wait_secs: 5,
             uploads_in_flight: 4,

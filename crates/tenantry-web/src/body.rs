@@ -3,7 +3,7 @@
 //! - a body is refused (413) as soon as its declared `Content-Length` is larger than its caller may send,
 //!   before a byte of it is read;
 //! - a caller without a valid API key or operator token may send `limits.anonymous_body_bytes` (signup and
-//!   payment webhooks are small); an authenticated one `server.max_body_bytes`. The credential is checked
+//!   payment webhooks, 1 MiB by default); an authenticated one `server.max_body_bytes`. The credential is checked
 //!   here only when a body could be larger than the anonymous limit;
 //! - the bodies being read at once share one budget (`limits.inflight_body_bytes`): a request whose body
 //!   would pass it waits up to `limits.inflight_wait_secs`, then gets 503 with `Retry-After`. A body of

@@ -114,7 +114,7 @@ async fn a_declared_size_over_the_limit_is_refused_before_the_body_is_read() {
     // no more than no key.
     for auth in ["", "Authorization: Bearer tk_forged_secret\r\n"] {
         let signup = format!(
-            "POST /v1/signup HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\nContent-Length: 200000\r\n\r\n"
+            "POST /v1/signup HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\nContent-Length: 2000000\r\n\r\n"
         );
         let answer = answer_to_head(&app, &signup, quick).await;
         assert!(answer.starts_with("HTTP/1.1 413"), "{auth:?}: {answer}");
@@ -122,7 +122,7 @@ async fn a_declared_size_over_the_limit_is_refused_before_the_body_is_read() {
     }
 
     // A chunked anonymous body is cut at the anonymous limit.
-    let big = "x".repeat(200_000);
+    let big = "x".repeat(2_000_000);
     let r = app.client.post(app.url("/v1/signup")).header("content-type", "application/json");
     let stream = futures::stream::iter([Ok::<_, std::io::Error>(big.into_bytes())]);
     let r = r.body(reqwest::Body::wrap_stream(stream)).send().await.expect("post");
