@@ -43,6 +43,12 @@ pub struct ExportStarted {
     pub expires_at: String,
 }
 
+impl From<ExportRow> for ExportStarted {
+    fn from(row: ExportRow) -> Self {
+        Self { export_id: row.id, status: row.status, expires_at: row.expires_at.to_rfc3339() }
+    }
+}
+
 /// What `GET /v1/export/{id}` answers: the status while pending, then the archive.
 pub enum ExportDownload {
     Pending(ExportStarted),
@@ -78,13 +84,7 @@ impl Services {
         let expire = Job::ExpireExport { tenant_id: ctx.tenant_id.clone(), export_id: id.clone() }.at(expires_at);
         match self.store().start_export(&row, &[build, expire], limits.exports_per_day).await? {
             ExportStart::Started => {}
-            ExportStart::Pending(pending) => {
-                return Ok(ExportStarted {
-                    export_id: pending.id,
-                    status: pending.status,
-                    expires_at: pending.expires_at.to_rfc3339(),
-                })
-            }
+            ExportStart::Pending(pending) => return Ok(pending.into()),
             ExportStart::DailyLimit { oldest } => {
                 let wait = (oldest.plus_seconds(86_400).0 - now.0 + 999).max(1_000) / 1_000;
                 return Err(ServiceError::new(
@@ -98,7 +98,7 @@ impl Services {
         let request_id = ctx.request_id.to_string();
         self.audit(Actor::Tenant(ctx), Some(&ctx.tenant_id), "tenant.export_requested", &id, json!({}), &request_id)
             .await;
-        Ok(ExportStarted { export_id: id, status: "pending".into(), expires_at: expires_at.to_rfc3339() })
+        Ok(row.into())
     }
 
     /// The `Export` job: collects everything, writes the archive whole (temp file, then rename) and marks the
@@ -144,11 +144,7 @@ impl Services {
     pub async fn export_archive(&self, ctx: &TenantContext, id: &str) -> ServiceResult<ExportDownload> {
         let row = self.store().export(&ctx.tenant_id, id).await?.ok_or_else(|| ServiceError::not_found("export"))?;
         if row.status == "pending" {
-            return Ok(ExportDownload::Pending(ExportStarted {
-                export_id: row.id,
-                status: row.status,
-                expires_at: row.expires_at.to_rfc3339(),
-            }));
+            return Ok(ExportDownload::Pending(row.into()));
         }
         if row.status == "expired" || self.clock().now() >= row.expires_at {
             return Err(ServiceError::not_found("export (it has expired)"));
