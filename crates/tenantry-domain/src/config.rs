@@ -293,11 +293,14 @@ pub struct GatewayConfig {
     /// How long a request may hold reserved quota. A reservation of a request that died (crash, lost
     /// connection) is reclaimed after this; it must exceed the longest request.
     pub reservation_ttl_secs: u64,
+    /// Where the plans' `requests_per_minute` are counted: `"local"` (each node on its own, exact for one
+    /// node) or `"shared"` (one count per tenant in the database, for several nodes).
+    pub rate_limiter: String,
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        Self { reservation_ttl_secs: 120 }
+        Self { reservation_ttl_secs: 120, rate_limiter: "local".into() }
     }
 }
 

@@ -94,10 +94,38 @@ impl LexicalIndex {
     }
 
     pub(crate) fn add(&self, document: &DocumentId, title: &str, chunks: &[ChunkToIndex]) -> Result<()> {
+        self.replace(&[], &[(document, title, chunks)])
+    }
+
+    /// Removes the documents `removed` and the earlier entries of the documents `added`, then adds these, in
+    /// one commit: replaying it leaves the same index.
+    pub(crate) fn replace(
+        &self,
+        removed: &[&DocumentId],
+        added: &[(&DocumentId, &str, &[ChunkToIndex])],
+    ) -> Result<()> {
         let _guard = self.write.lock();
         let writer = self.index.writer_with_num_threads::<TantivyDocument>(1, WRITER_MEMORY)?;
+        for document in removed.iter().copied().chain(added.iter().map(|(d, _, _)| *d)) {
+            writer.delete_term(Term::from_field_text(self.fields.document_id, document.as_str()));
+        }
+        for (document, title, chunks) in added {
+            self.write_chunks(&writer, document, title, chunks)?;
+        }
+        commit(writer)?;
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    fn write_chunks(
+        &self,
+        writer: &tantivy::IndexWriter<TantivyDocument>,
+        document: &DocumentId,
+        title: &str,
+        chunks: &[ChunkToIndex],
+    ) -> Result<()> {
         let f = &self.fields;
-        for c in chunks {
+        for c in chunks.iter() {
             let mut d = doc!(
                 f.chunk_id => c.chunk_id.as_str(),
                 f.document_id => document.as_str(),
@@ -112,8 +140,6 @@ impl LexicalIndex {
             }
             writer.add_document(d)?;
         }
-        commit(writer)?;
-        self.reader.reload()?;
         Ok(())
     }
 

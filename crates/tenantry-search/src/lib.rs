@@ -67,7 +67,24 @@ pub struct SearchIndexes {
 struct Namespace {
     lexical: LexicalIndex,
     vectors: VectorIndex,
+    /// The number of the last of the tenant's document changes both indexes hold (`SYNCED_FILE`).
+    synced: Mutex<i64>,
+    dir: PathBuf,
 }
+
+/// A document as `SearchIndexes::apply_changes` indexes it: its chunks, and their vectors when it has some
+/// (one per chunk, in order).
+#[derive(Clone, Debug)]
+pub struct DocumentToIndex {
+    pub id: DocumentId,
+    pub title: String,
+    pub chunks: Vec<ChunkToIndex>,
+    pub vectors: Option<Vec<Vec<f32>>>,
+}
+
+/// Where a namespace records the last change it applied; written after the indexes, so a crash between the
+/// two replays changes the indexes already hold, which leaves them as they were.
+const SYNCED_FILE: &str = "synced";
 
 /// A chunk's id and its embedding.
 type ChunkVector = (String, Vec<f32>);
@@ -120,6 +137,8 @@ impl SearchIndexes {
                             self.embedder.name(),
                             self.embedder.dimensions(),
                         )?,
+                        synced: Mutex::new(read_synced(&dir)?),
+                        dir,
                     });
                     *open = Arc::downgrade(&ns);
                     ns
@@ -186,13 +205,87 @@ impl SearchIndexes {
 
     /// Each chunk's id with its vector, and the tokens the embedder's upstream billed.
     fn embed_chunks(&self, title: &str, chunks: &[ChunkToIndex]) -> Result<(Vec<ChunkVector>, u64)> {
+        let (vectors, tokens) = self.embed_document(title, chunks)?;
+        Ok((chunks.iter().map(|c| c.chunk_id.clone()).zip(vectors).collect(), tokens))
+    }
+
+    /// The vector of each chunk (one per chunk, in order) by this instance's embedder, and the tokens its
+    /// upstream billed (0 for a local embedder).
+    pub fn embed_document(&self, title: &str, chunks: &[ChunkToIndex]) -> Result<(Vec<Vec<f32>>, u64)> {
         let texts = embedding_texts(title, chunks);
         let metered = self.embedder.embed_metered(&texts.iter().map(String::as_str).collect::<Vec<_>>())?;
         let dimensions = self.embedder.dimensions();
         if metered.vectors.len() != chunks.len() || metered.vectors.iter().any(|v| v.len() != dimensions) {
             return Err(EmbedError(format!("expected {} vectors of {dimensions} dimensions", chunks.len())).into());
         }
-        Ok((chunks.iter().map(|c| c.chunk_id.clone()).zip(metered.vectors).collect(), metered.tokens))
+        Ok((metered.vectors, metered.tokens))
+    }
+
+    /// The number of the last document change the tenant's namespace holds (0 for a new one).
+    pub fn synced_seq(&self, tenant: &TenantId) -> Result<i64> {
+        Ok(*self.namespace_of(tenant)?.synced.lock())
+    }
+
+    /// Applies a run of the tenant's document changes up to change number `seq`: `removed` leave both
+    /// indexes, `put` replace whatever the indexes held of them (vectors only for the documents that have
+    /// some). Not reachable from a request: the tenant and the documents come from the database's change
+    /// record. A replay of the same run leaves the same indexes.
+    pub fn apply_changes(
+        &self,
+        tenant: &TenantId,
+        removed: &[DocumentId],
+        put: &[DocumentToIndex],
+        seq: i64,
+    ) -> Result<()> {
+        let ns = self.namespace_of(tenant)?;
+        let dimensions = self.embedder.dimensions();
+        for doc in put {
+            if let Some(vectors) = &doc.vectors {
+                if vectors.len() != doc.chunks.len() || vectors.iter().any(|v| v.len() != dimensions) {
+                    let msg = format!("document {} has vectors that do not fit its chunks or the embedder", doc.id);
+                    return Err(EmbedError(msg).into());
+                }
+            }
+        }
+        let removed_refs: Vec<&DocumentId> = removed.iter().collect();
+        let added: Vec<(&DocumentId, &str, &[ChunkToIndex])> =
+            put.iter().map(|d| (&d.id, d.title.as_str(), d.chunks.as_slice())).collect();
+        ns.lexical.replace(&removed_refs, &added)?;
+        for id in removed.iter().chain(put.iter().map(|d| &d.id)) {
+            ns.vectors.delete(id)?;
+        }
+        for doc in put {
+            if let Some(vectors) = &doc.vectors {
+                let chunks: Vec<ChunkVector> =
+                    doc.chunks.iter().map(|c| c.chunk_id.clone()).zip(vectors.iter().cloned()).collect();
+                ns.vectors.add(&doc.id, &chunks)?;
+            }
+        }
+        let mut synced = ns.synced.lock();
+        if seq > *synced {
+            write_synced(&ns.dir, seq)?;
+            *synced = seq;
+        }
+        Ok(())
+    }
+
+    /// The tenants with a namespace on this node's disk (open or not).
+    pub fn tenants_on_disk(&self) -> Result<Vec<TenantId>> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut tenants = Vec::new();
+        for entry in entries {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                if let Some(id) = entry.file_name().to_str().and_then(TenantId::parse) {
+                    tenants.push(id);
+                }
+            }
+        }
+        Ok(tenants)
     }
 
     /// The identity of the vectors this instance writes and searches (the embedder's name).
@@ -301,6 +394,26 @@ impl SearchIndexes {
     pub fn open_namespaces(&self) -> usize {
         self.open.lock().recent.len()
     }
+}
+
+fn read_synced(dir: &Path) -> Result<i64> {
+    match std::fs::read_to_string(dir.join(SYNCED_FILE)) {
+        Ok(text) => Ok(text.trim().parse().unwrap_or(0)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Records `seq` whole: a temp file, flushed, renamed into place.
+fn write_synced(dir: &Path, seq: i64) -> Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{SYNCED_FILE}.partial"));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(seq.to_string().as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, dir.join(SYNCED_FILE))?;
+    Ok(())
 }
 
 /// What the vector index embeds for each chunk: its document's title, heading and text. A caller that bills

@@ -1,7 +1,6 @@
-//! Documents: upload (parse, chunk, index, record), list, fetch, delete. An upload either lands whole —
-//! blob, index entries, rows and ledger events — or leaves nothing behind.
-
-use std::path::PathBuf;
+//! Documents: upload (parse, chunk, embed, record, index), list, fetch, delete. An upload either lands whole
+//! — rows, vectors, original bytes, change record and ledger events, in one transaction — or leaves nothing
+//! behind; the search index follows the rows (`index_sync`).
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -9,9 +8,7 @@ use tenantry_domain::quota::Meter;
 use tenantry_domain::{ChunkId, DocumentId, ErrorCode, TenantContext, TenantId, TenantState, Timestamp};
 use tenantry_ingest::{Chunk, ChunkOptions, Format, IngestError, Limits, ParsedDocument};
 use tenantry_search::ChunkToIndex;
-use tenantry_store::{
-    Amounts, DocumentRow, Inserted, JobState, NewChunk, NewDocument, StoreError, TenantRow, UsageEvent,
-};
+use tenantry_store::{Amounts, DocumentRow, Inserted, JobState, NewChunk, NewDocument, StoreError, UsageEvent};
 use utoipa::ToSchema;
 
 use crate::jobs::Job;
@@ -101,7 +98,7 @@ impl Services {
 
         let now = self.clock().now();
         let doc_id = DocumentId::generate();
-        let new_chunks: Vec<NewChunk> = chunks
+        let mut new_chunks: Vec<NewChunk> = chunks
             .iter()
             .map(|c| NewChunk {
                 id: ChunkId::new(&doc_id, c.ordinal),
@@ -109,6 +106,7 @@ impl Services {
                 heading: c.heading.clone(),
                 page: c.page.map(i64::from),
                 text: c.text.clone(),
+                embedding: None,
             })
             .collect();
 
@@ -139,40 +137,29 @@ impl Services {
             )
             .await?;
 
-        // 1. The original bytes, written whole (temp file, then rename).
-        let blob = self.blob_path(ctx, &doc_id);
-        if let Err(e) = write_blob(&blob, &bytes).await {
-            if self.tenant_erased(&ctx.tenant_id).await {
-                return Err(self.upload_outlived_its_tenant(ctx).await);
+        // 1. The vectors, when the tenant's plan searches them: before anything is written, so a model
+        // failure leaves nothing behind. 2. Rows, vectors, the original, the change record and the ledger
+        // events, in one transaction: the document exists for every node or for none. 3. This node's index,
+        // caught up from the rows (every other node catches up the same way).
+        let vectors = if ctx.index_vectors {
+            let (search, title, chunks) = (self.search().clone(), title.clone(), to_index);
+            match tokio::task::spawn_blocking(move || search.embed_document(&title, &chunks)).await? {
+                Ok((vectors, tokens)) => Some((vectors, tokens)),
+                Err(e) => return Err(e.into()),
             }
-            return Err(ServiceError::internal(e));
-        }
-
-        // 2. The index. 3. The rows and ledger events, in one transaction. A failure at 3 undoes 1 and 2; a
-        // crash between 2 and 3 leaves index entries without a row, which retrieval ignores.
-        let search = self.search().clone();
-        let (index_ctx, index_doc, index_title) = (ctx.clone(), doc_id.clone(), title.clone());
-        let chunks_for_vectors = (!ctx.index_vectors).then(|| to_index.clone());
-        let indexed = tokio::task::spawn_blocking(move || {
-            search.add_document(&index_ctx, &index_doc, &index_title, &to_index, index_ctx.index_vectors)
-        })
-        .await;
-        let embedding_tokens = match indexed {
-            Ok(Ok(tokens)) => tokens,
-            // The erasure removed the tenant's directory under the index writer: not an internal error.
-            Ok(Err(_)) | Err(_) if self.tenant_erased(&ctx.tenant_id).await => {
-                return Err(self.upload_outlived_its_tenant(ctx).await)
-            }
-            Ok(Err(e)) => {
-                remove_blob(&blob).await;
-                return Err(e.into());
-            }
-            Err(e) => {
-                remove_blob(&blob).await;
-                return Err(e.into());
-            }
+        } else {
+            None
         };
-
+        let embedding_tokens = vectors.as_ref().map_or(0, |(_, tokens)| *tokens);
+        let embedder = match &vectors {
+            Some(_) => self.search().embedder_name().to_owned(),
+            None => String::new(),
+        };
+        if let Some((vectors, _)) = vectors {
+            for (chunk, vector) in new_chunks.iter_mut().zip(vectors) {
+                chunk.embedding = Some(vector);
+            }
+        }
         let doc = NewDocument {
             id: doc_id.clone(),
             tenant_id: ctx.tenant_id.clone(),
@@ -182,6 +169,7 @@ impl Services {
             stored_bytes: stored,
             content_sha256: sha,
             now,
+            embedder,
         };
         let mut events = level_events(ctx, &doc_id, "upload", 1, doc.stored_bytes, now);
         let mut actual = Amounts { documents: 1, storage_bytes: doc.stored_bytes, ..Amounts::default() };
@@ -190,29 +178,25 @@ impl Services {
             actual.tokens = embedding_tokens as i64;
         }
         let settlement = self.settlement_for(ctx, Some(&reservation), actual);
-        match self.store().insert_document(&doc, &new_chunks, &settlement, &events).await {
-            // An identical upload racing this one was stored first: this copy is undone, its quota released
-            // (the reservation's drop), and the request answered as the replay it is.
-            Ok(Inserted::Existing(existing)) => {
-                self.unindex(ctx, &doc_id).await;
-                remove_blob(&blob).await;
-                Ok(Uploaded::Duplicate(existing.into()))
-            }
+        match self.store().insert_document(&doc, &new_chunks, &bytes, &settlement, &events).await {
+            // An identical upload racing this one was stored first: nothing of this one was written, its quota
+            // is released (the reservation's drop), and the request is answered as the replay it is.
+            Ok(Inserted::Existing(existing)) => Ok(Uploaded::Duplicate(existing.into())),
             Ok(Inserted::New(row)) => {
                 Self::mark_settled(reservation);
-                if let Some(chunks) = chunks_for_vectors {
-                    self.vectors_if_plan_changed(ctx, &doc_id, &row.title, chunks).await?;
+                if !ctx.index_vectors {
+                    self.vectors_if_plan_changed(ctx, &doc_id).await?;
+                }
+                if let Err(e) = self.sync_index(&ctx.tenant_id).await {
+                    // Stored: the next question or the follower catches the index up.
+                    tracing::warn!(error = %e.detail, "document stored; the index will catch up");
                 }
                 tracing::info!(document_id = %doc_id, chunks = row.chunks, bytes = row.bytes, "document indexed");
                 self.document_added(&ctx.tenant_id).await;
                 Ok(Uploaded::Created(row.into()))
             }
             Err(StoreError::TenantErased) => Err(self.upload_outlived_its_tenant(ctx).await),
-            Err(e) => {
-                self.unindex(ctx, &doc_id).await;
-                remove_blob(&blob).await;
-                Err(e.into())
-            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -254,12 +238,8 @@ impl Services {
         Ok((parsed, chunks, bytes))
     }
 
-    async fn tenant_erased(&self, id: &TenantId) -> bool {
-        matches!(self.store().tenant(id).await, Ok(None) | Ok(Some(TenantRow { state: TenantState::Erased, .. })))
-    }
-
-    /// An upload whose tenant was erased while it ran stored no row, but its blob and index entries may have
-    /// recreated the tenant's directory after the erasure removed it: the directory goes again, whole, and
+    /// An upload whose tenant was erased while it ran stored no row; should anything have recreated the
+    /// tenant's directory on this node after the erasure removed it, the directory goes again, whole, and
     /// the caller hears what its next request would (the account's keys are gone).
     async fn upload_outlived_its_tenant(&self, ctx: &TenantContext) -> ServiceError {
         let search = self.search().clone();
@@ -278,24 +258,15 @@ impl Services {
 
     /// An upload that started on a plan without vectors can commit after a switch to a plan with them has
     /// listed the documents to embed; re-reading the tenant after the commit catches that: if the plan (or the
-    /// pending plan) needs vectors now, this document is embedded here.
-    async fn vectors_if_plan_changed(
-        &self,
-        ctx: &TenantContext,
-        doc_id: &DocumentId,
-        title: &str,
-        chunks: Vec<tenantry_search::ChunkToIndex>,
-    ) -> ServiceResult<()> {
+    /// pending plan) needs vectors now, this document is embedded here and its vectors announced to every node.
+    async fn vectors_if_plan_changed(&self, ctx: &TenantContext, doc_id: &DocumentId) -> ServiceResult<()> {
         let Some(tenant) = self.store().tenant(&ctx.tenant_id).await? else { return Ok(()) };
         let needs = |plan: Option<&str>| plan.and_then(|p| self.catalog().plan(p)).is_some_and(|p| p.needs_vectors());
         if !needs(Some(&tenant.plan)) && !needs(tenant.pending_plan.as_deref()) {
             return Ok(());
         }
         tracing::info!(document_id = %doc_id, "plan changed during the upload: embedding the document now");
-        let (search, tenant, document, title) =
-            (self.search().clone(), ctx.tenant_id.clone(), doc_id.clone(), title.to_owned());
-        tokio::task::spawn_blocking(move || search.index_vectors(&tenant, &document, &title, &chunks)).await??;
-        Ok(())
+        self.embed_document_again(&ctx.tenant_id, doc_id).await
     }
 
     /// Chunks with vectors in the tenant's index (diagnostics: zero on a plan without vector retrieval).
@@ -315,7 +286,7 @@ impl Services {
         Ok(row.into())
     }
 
-    /// Deletes the document from the database (with its negative ledger events), then the index and blob.
+    /// Deletes the document from the database (with its negative ledger events), then catches the index up.
     pub async fn delete_document(&self, ctx: &TenantContext, raw_id: &str) -> ServiceResult<()> {
         let id = DocumentId::parse(raw_id).ok_or_else(|| ServiceError::not_found("document"))?;
         let row =
@@ -327,25 +298,12 @@ impl Services {
             tenantry_store::StoreError::NotFound => ServiceError::not_found("document"),
             other => other.into(),
         })?;
-        self.unindex(ctx, &id).await;
-        remove_blob(&self.blob_path(ctx, &id)).await;
+        if let Err(e) = self.sync_index(&ctx.tenant_id).await {
+            // Deleted: retrieval ignores hits without a row; the next question or the follower catches up.
+            tracing::warn!(error = %e.detail, "document deleted; the index will catch up");
+        }
         tracing::info!(document_id = %id, "document deleted");
         Ok(())
-    }
-
-    async fn unindex(&self, ctx: &TenantContext, id: &DocumentId) {
-        let search = self.search().clone();
-        let (ctx, id) = (ctx.clone(), id.clone());
-        match tokio::task::spawn_blocking(move || search.delete_document(&ctx, &id)).await {
-            Ok(Ok(())) => {}
-            // The row is gone, so retrieval already ignores these entries; log and move on.
-            Ok(Err(e)) => tracing::warn!(error = %e, "could not remove document from the index"),
-            Err(e) => tracing::warn!(error = %e, "could not remove document from the index"),
-        }
-    }
-
-    fn blob_path(&self, ctx: &TenantContext, id: &DocumentId) -> PathBuf {
-        self.blob_dir(&ctx.tenant_id).join(id.as_str())
     }
 }
 
@@ -405,46 +363,40 @@ pub(crate) fn embedding_event(
     }
 }
 
-async fn write_blob(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        tokio::fs::create_dir_all(dir).await?;
-    }
-    let tmp = path.with_extension("partial");
-    tokio::fs::write(&tmp, bytes).await?;
-    tokio::fs::rename(&tmp, path).await
-}
-
-async fn remove_blob(path: &std::path::Path) {
-    if let Err(e) = tokio::fs::remove_file(path).await {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(error = %e, "could not remove blob");
-        }
-    }
-}
-
 /// Vectors after the embedder changed.
 impl Services {
-    /// Embeds every document of the tenant into its vector index, replacing what each had there.
+    /// Embeds every document of the tenant again, announcing the new vectors to every node's index.
     pub(crate) async fn embed_all_documents(&self, tenant_id: &TenantId) -> ServiceResult<()> {
         for doc in self.store().documents(tenant_id).await? {
-            let chunks: Vec<ChunkToIndex> = self
-                .store()
-                .chunks(tenant_id, &doc.id)
-                .await?
-                .into_iter()
-                .map(|c| ChunkToIndex {
-                    chunk_id: c.id.to_string(),
-                    ordinal: c.ordinal.max(0) as u64,
-                    heading: c.heading,
-                    page: c.page.map(|p| p.max(0) as u64),
-                    text: c.text,
-                })
-                .collect();
-            let (search, tenant, document, title) =
-                (self.search().clone(), tenant_id.clone(), doc.id.clone(), doc.title);
-            tokio::task::spawn_blocking(move || search.index_vectors(&tenant, &document, &title, &chunks)).await??;
+            self.embed_document_again(tenant_id, &doc.id).await?;
         }
-        Ok(())
+        self.sync_index(tenant_id).await
+    }
+
+    /// Embeds one stored document with this node's embedder and stores its vectors as a change of the
+    /// document (every node's index replaces the document's vectors). A document deleted meanwhile is skipped.
+    async fn embed_document_again(&self, tenant_id: &TenantId, id: &DocumentId) -> ServiceResult<()> {
+        let Some(doc) = self.store().documents_to_index(tenant_id, std::slice::from_ref(id)).await?.pop() else {
+            return Ok(());
+        };
+        let chunks: Vec<ChunkToIndex> = doc
+            .chunks
+            .into_iter()
+            .map(|c| ChunkToIndex {
+                chunk_id: c.id.to_string(),
+                ordinal: u64::try_from(c.ordinal).unwrap_or(0),
+                heading: c.heading,
+                page: c.page.and_then(|p| u64::try_from(p).ok()),
+                text: c.text,
+            })
+            .collect();
+        let (search, title) = (self.search().clone(), doc.title);
+        let (vectors, _) = tokio::task::spawn_blocking(move || search.embed_document(&title, &chunks)).await??;
+        let embedder = self.search().embedder_name().to_owned();
+        match self.store().set_document_vectors(tenant_id, id, &embedder, &vectors, true).await {
+            Ok(()) | Err(StoreError::NotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// At start: every tenant whose plan searches vectors and whose vectors are another embedder's (the

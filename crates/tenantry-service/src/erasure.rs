@@ -96,9 +96,7 @@ impl Services {
         let (counters, reservations) = self.store().sweep_erased_tenant(tenant).await?;
         rows.quota_counters += counters;
         rows.reservations += reservations;
-        let search = self.search().clone();
-        let owned = tenant.clone();
-        let bytes = tokio::task::spawn_blocking(move || search.drop_namespace(&owned)).await??;
+        let bytes = self.drop_local_copies(tenant).await?;
         let analytics = match self.erase_analytics(tenant).await? {
             Some(events) => {
                 json!({"store": "clickhouse", "usage_events": events, "outbox_events": rows.analytics_outbox})
@@ -106,6 +104,13 @@ impl Services {
             None => json!({"store": "none configured", "outbox_events": rows.analytics_outbox}),
         };
         self.store().purge_deleted().await?;
+        let remaining = self.store().tenant_content_rows(tenant).await?;
+        let all_zero = remaining.iter().all(|(_, n)| *n == 0);
+        if !all_zero {
+            tracing::error!(erasure_id = id, ?remaining, "rows of the erased tenant remain; the certificate says so");
+        }
+        let verified: serde_json::Map<String, Value> =
+            remaining.into_iter().map(|(table, n)| (table.to_owned(), json!(n))).collect();
         let completed_at = self.clock().now();
         let certificate = json!({
             "erasure_id": id,
@@ -123,18 +128,29 @@ impl Services {
                     "jobs": rows.jobs,
                     "stripe_links": rows.stripe_links,
                     "notifications": rows.notifications,
+                    "file_parts": rows.file_parts,
+                    "document_changes": rows.document_changes,
                     "tenant_profile": "email, organization and system prompt overwritten; state erased",
                 },
                 "files": {
+                    "node": self.config().server.data_dir.display().to_string(),
                     "directory": format!("tenants/{}", tenant.as_str()),
-                    "contents": "lexical index, vector index, uploaded originals, export archives, notification spool",
+                    "contents": "lexical index, vector index, notification spool (and originals kept on disk by \
+                                 earlier versions)",
                     "bytes": bytes,
+                    "other_nodes": "each node's index follower removes the same directory within about a second \
+                                    of seeing the tenant erased; a node that was down does so before it serves",
                 },
                 "analytics": analytics,
                 "purge": match self.store().backend() {
                     tenantry_store::Backend::Sqlite => "SQLite secure_delete zeroed freed pages; WAL checkpointed and truncated",
                     tenantry_store::Backend::Postgres => "PostgreSQL tables vacuumed",
                 },
+            },
+            "verified": {
+                "database": verified,
+                "all_zero": all_zero,
+                "how": "rows of the tenant counted in each content table after the erasure committed and purged",
             },
             "kept": {"usage_events": rows.usage_events_kept, "reason": KEPT_REASON},
         });

@@ -15,11 +15,10 @@
 //! notifications.jsonl            every notification sent or queued: template, recipient, subject, body
 //! ```
 //!
-//! The archive is built by a job, written under the tenant's own directory (so erasure removes it), made
-//! whole (temp file, then rename), and deleted by another job after `limits.export_ttl_hours`. A tenant has
+//! The archive is built by a job and stored in the database with the export marked `ready` in one
+//! transaction (so any node serves the download, and erasure removes it with the tenant's rows); another job
+//! deletes it after `limits.export_ttl_hours`. A tenant has
 //! at most one export pending (asking again answers that one) and makes at most `limits.exports_per_day`.
-
-use std::path::PathBuf;
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -115,28 +114,23 @@ impl Services {
             "tenant_id": tenant_id.as_str(),
             "created_at": row.created_at.to_rfc3339(),
         });
-        let target = self.export_path(tenant_id, id);
-        let (bytes, sha256) = tokio::task::spawn_blocking(move || write_archive(&target, manifest_head, entries))
+        let archive = tokio::task::spawn_blocking(move || build_archive(manifest_head, entries))
             .await?
             .map_err(ServiceError::internal)?;
-        self.store().set_export_status(id, "ready", bytes as i64, &sha256).await?;
-        let detail = json!({"bytes": bytes, "sha256": sha256});
+        let sha256 = hex::encode(Sha256::digest(&archive));
+        self.store().set_export_ready(tenant_id, id, &archive, &sha256).await?;
+        let detail = json!({"bytes": archive.len(), "sha256": sha256});
         self.audit(Actor::System, Some(tenant_id), "tenant.exported", id, detail, "").await;
         Ok(())
     }
 
     /// The `ExpireExport` job: the archive is deleted when its time is up.
-    pub(crate) async fn expire_export(&self, tenant_id: &TenantId, id: &str) -> ServiceResult<()> {
+    pub(crate) async fn expire_export(&self, id: &str) -> ServiceResult<()> {
         let Some(row) = self.store().export_by_id(id).await? else { return Ok(()) };
         if row.status == "expired" {
             return Ok(());
         }
-        match tokio::fs::remove_file(self.export_path(tenant_id, id)).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ServiceError::internal(e)),
-        }
-        self.store().set_export_status(id, "expired", row.bytes, &row.sha256).await?;
+        self.store().set_export_expired(id).await?;
         Ok(())
     }
 
@@ -149,13 +143,9 @@ impl Services {
         if row.status == "expired" || self.clock().now() >= row.expires_at {
             return Err(ServiceError::not_found("export (it has expired)"));
         }
-        let path = self.export_path(&ctx.tenant_id, &row.id);
-        let bytes = tokio::fs::read(&path).await.map_err(|_| ServiceError::not_found("export"))?;
+        let bytes =
+            self.store().file(&ctx.tenant_id, &row.id).await?.ok_or_else(|| ServiceError::not_found("export"))?;
         Ok(ExportDownload::Ready(row, bytes))
-    }
-
-    fn export_path(&self, tenant: &TenantId, id: &str) -> PathBuf {
-        self.blob_dir(tenant).with_file_name("exports").join(format!("{id}.tar.gz"))
     }
 
     async fn collect_export(&self, tenant: &TenantId) -> ServiceResult<Vec<Entry>> {
@@ -190,8 +180,10 @@ impl Services {
 
         let mut documents = Vec::new();
         for d in store.documents(tenant).await? {
-            let original =
-                tokio::fs::read(self.blob_dir(tenant).join(d.id.as_str())).await.map_err(ServiceError::internal)?;
+            let original = store
+                .file(tenant, d.id.as_str())
+                .await?
+                .ok_or_else(|| ServiceError::internal(format!("the original of document {} is not stored", d.id)))?;
             let chunks: Vec<Value> = store
                 .chunks(tenant, &d.id)
                 .await?
@@ -278,36 +270,26 @@ fn pretty(value: &Value) -> Vec<u8> {
     serde_json::to_vec_pretty(value).unwrap_or_default()
 }
 
-/// Writes the archive whole: a temp file in the same directory, renamed into place once complete.
-fn write_archive(path: &std::path::Path, mut manifest: Value, entries: Vec<Entry>) -> std::io::Result<(u64, String)> {
-    let dir = path.parent().ok_or_else(|| std::io::Error::other("export path has no directory"))?;
-    std::fs::create_dir_all(dir)?;
+/// The archive: a gzipped tar of the manifest (listing every file with its size and digest) and the files.
+fn build_archive(mut manifest: Value, entries: Vec<Entry>) -> std::io::Result<Vec<u8>> {
     let files: Vec<Value> = entries
         .iter()
         .map(|e| json!({"path": e.path, "bytes": e.bytes.len(), "sha256": hex::encode(Sha256::digest(&e.bytes))}))
         .collect();
     manifest["files"] = Value::Array(files);
-    let tmp = path.with_extension("partial");
-    {
-        let file = std::fs::File::create(&tmp)?;
-        let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
-        let mut tar = tar::Builder::new(gz);
-        let mut append = |name: &str, bytes: &[u8]| -> std::io::Result<()> {
-            let mut header = tar::Header::new_gnu();
-            header.set_size(bytes.len() as u64);
-            header.set_mode(0o644);
-            header.set_mtime(0);
-            header.set_cksum();
-            tar.append_data(&mut header, name, bytes)
-        };
-        append("manifest.json", &pretty(&manifest))?;
-        for e in &entries {
-            append(&e.path, &e.bytes)?;
-        }
-        let gz = tar.into_inner()?;
-        gz.finish()?.sync_all()?;
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    let mut append = |name: &str, bytes: &[u8]| -> std::io::Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, name, bytes)
+    };
+    append("manifest.json", &pretty(&manifest))?;
+    for e in &entries {
+        append(&e.path, &e.bytes)?;
     }
-    std::fs::rename(&tmp, path)?;
-    let archive = std::fs::read(path)?;
-    Ok((archive.len() as u64, hex::encode(Sha256::digest(&archive))))
+    tar.into_inner()?.finish()
 }

@@ -46,7 +46,7 @@ impl Services {
         scope: Scope,
     ) -> ServiceResult<TenantContext> {
         let ctx = self.identify(presented, request_id).await?;
-        self.admit(&ctx, class, scope)?;
+        self.admit(&ctx, class, scope).await?;
         Ok(ctx)
     }
 
@@ -82,7 +82,7 @@ impl Services {
     /// Whether an identified caller may make a request of `class` needing `scope` now: the lifecycle gate
     /// (API.md's state table), the key's scopes, the plan's requests per minute. Each failure is the answer
     /// API.md prescribes.
-    pub fn admit(&self, ctx: &TenantContext, class: EndpointClass, scope: Scope) -> ServiceResult<()> {
+    pub async fn admit(&self, ctx: &TenantContext, class: EndpointClass, scope: Scope) -> ServiceResult<()> {
         if let Err(code) = ctx.state.gate(class) {
             return Err(gate_error(code, ctx.state));
         }
@@ -93,7 +93,7 @@ impl Services {
             ));
         }
         let per_minute = ctx.plan.quotas.requests_per_minute;
-        if let Err(limited) = self.rate().check_now(&ctx.tenant_id, per_minute) {
+        if let Err(limited) = self.check_rate(&ctx.tenant_id, per_minute).await {
             return Err(ServiceError::new(
                 ErrorCode::RateLimited,
                 format!("more than {per_minute} requests per minute"),

@@ -320,7 +320,7 @@ impl Services {
                 self.retention_erasure(tenant_id, Timestamp(*cancelled_at_ms)).await
             }
             Job::Export { tenant_id, export_id } => self.build_export(tenant_id, export_id).await,
-            Job::ExpireExport { tenant_id, export_id } => self.expire_export(tenant_id, export_id).await,
+            Job::ExpireExport { export_id, .. } => self.expire_export(export_id).await,
             Job::SwitchPlan { tenant_id, plan } => self.switch_plan(tenant_id, plan).await,
             Job::Reembed { tenant_id } => self.reembed(tenant_id).await,
             Job::UsageReview { tenant_id, at_ms } => self.review_usage(tenant_id, Timestamp(*at_ms)).await,

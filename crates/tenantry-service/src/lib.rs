@@ -13,6 +13,7 @@ pub mod erasure;
 mod error;
 pub mod export;
 pub mod gateway;
+mod index_sync;
 pub mod jobs;
 pub mod keys;
 pub mod lifecycle;
@@ -57,7 +58,7 @@ struct Inner {
     providers: Providers,
     clock: Arc<dyn Clock>,
     keys: KeyHasher,
-    rate: ratelimit::RateLimiter,
+    rate: ratelimit::Limiter,
     period: PeriodKind,
     data_dir: PathBuf,
     /// Signalled when a job is enqueued, so the worker runs it at once.
@@ -81,6 +82,8 @@ struct Inner {
     uploads: Arc<work::InFlight>,
     /// Documents being parsed at once, over all tenants.
     parsing: tokio::sync::Semaphore,
+    /// Catching this node's search indexes up with the database, one task per tenant at a time.
+    sync: index_sync::SyncLocks,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +98,9 @@ pub enum StartError {
     Erasure(String),
     #[error("scheduling jobs: {0}")]
     Jobs(String),
+    /// This node's configuration disagrees with what the cluster's database records.
+    #[error("{0}")]
+    Cluster(String),
 }
 
 impl Services {
@@ -111,6 +117,12 @@ impl Services {
             tenantry_billing::rating::Pricing::from_plan(plan)
                 .map_err(|e| ConfigError::Invalid(format!("plan {:?} prices: {e}", plan.name)))?;
         }
+        let rate = ratelimit::Limiter::from_config(&config.gateway.rate_limiter).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "gateway.rate_limiter {:?}: use \"local\" or \"shared\"",
+                config.gateway.rate_limiter
+            ))
+        })?;
         let payments = payment_provider(&mut config)?;
         let smtp = notify::smtp_transport(&config.notifications.smtp_url).map_err(ConfigError::Invalid)?;
         let period = PeriodKind::parse(&config.billing.period).ok_or_else(|| {
@@ -140,7 +152,11 @@ impl Services {
                 analytics::ClickHouse::new(url, &config.analytics.clickhouse_database).map_err(ConfigError::Invalid)?,
             ),
         };
-        let store = Store::open(&config.database.url, &data_dir).await?.with_analytics_outbox(analytics.is_some())?;
+        let store = Store::open(&config.database.url, &data_dir)
+            .await
+            .map_err(schema_mismatch)?
+            .with_analytics_outbox(analytics.is_some())?;
+        check_pepper(&store, &pepper, &config).await?;
         if store.backend() == tenantry_store::Backend::Sqlite {
             // The embedded store belongs to this process alone: any reservation in it was held by a
             // request of a previous run that died, so none can still be in flight.
@@ -203,7 +219,7 @@ impl Services {
                 providers: Providers::default(),
                 clock,
                 keys: KeyHasher::new(pepper),
-                rate: ratelimit::RateLimiter::default(),
+                rate,
                 period,
                 data_dir,
                 config,
@@ -217,8 +233,12 @@ impl Services {
                 embedding_model,
                 uploads: Default::default(),
                 parsing: work::parse_permits(),
+                sync: Default::default(),
             }),
         };
+        services.adopt_local_originals().await.map_err(|e| StartError::Jobs(e.detail))?;
+        // Erased tenants' copies leave this node's disk before it serves anything.
+        services.follow_indexes().await.map_err(|e| StartError::Jobs(e.detail))?;
         services.resume_erasures().await.map_err(|e| StartError::Erasure(e.detail))?;
         services.schedule_period_closes().await.map_err(|e| StartError::Jobs(e.detail))?;
         services.schedule_retention().await.map_err(|e| StartError::Jobs(e.detail))?;
@@ -255,15 +275,18 @@ impl Services {
         &self.inner.providers
     }
 
-    pub(crate) fn rate(&self) -> &ratelimit::RateLimiter {
-        &self.inner.rate
-    }
-
     /// Background work until `shutdown` resolves: runs due jobs as soon as they are enqueued (and at least
     /// every second), and reclaims expired reservations.
     pub async fn run_background(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut sweep = tokio::time::interval(std::time::Duration::from_secs(5));
         let mut poll = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut follow = tokio::time::interval(std::time::Duration::from_secs(1));
+        let warm = self.clone();
+        let warming = tokio::spawn(async move {
+            if let Err(e) = warm.warm_indexes().await {
+                tracing::warn!(error = %e.detail, "warming the search indexes failed; questions warm them");
+            }
+        });
         loop {
             tokio::select! {
                 _ = sweep.tick() => {
@@ -279,10 +302,16 @@ impl Services {
                         tracing::warn!(error = %e.detail, "analytics shipping failed; the outbox keeps the events");
                     }
                 }
+                _ = follow.tick() => {
+                    if let Err(e) = self.follow_indexes().await {
+                        tracing::warn!(error = %e.detail, "could not follow the database's document changes");
+                    }
+                }
                 _ = self.jobs_woken() => self.work_jobs().await,
                 _ = shutdown.changed() => break,
             }
         }
+        warming.abort();
     }
 
     async fn work_jobs(&self) {
@@ -306,9 +335,28 @@ impl Services {
         self.inner.period
     }
 
-    /// Where a tenant's original uploads live.
-    pub(crate) fn blob_dir(&self, tenant: &tenantry_domain::TenantId) -> PathBuf {
-        self.inner.data_dir.join("tenants").join(tenant.as_str()).join("blobs")
+    /// Stores in the database the originals that earlier versions kept only under this node's data
+    /// directory (`tenants/<id>/blobs/<document id>`), so every node can serve them and this disk can go.
+    async fn adopt_local_originals(&self) -> ServiceResult<()> {
+        let missing = self.store().documents_without_original().await?;
+        let mut adopted = 0;
+        for (tenant, document) in &missing {
+            let path = self.inner.data_dir.join("tenants").join(tenant.as_str()).join("blobs").join(document.as_str());
+            match tokio::fs::read(&path).await {
+                Ok(bytes) if !bytes.is_empty() => {
+                    self.store().put_file(tenant, document.as_str(), &bytes).await?;
+                    tokio::fs::remove_file(&path).await.map_err(ServiceError::internal)?;
+                    adopted += 1;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ServiceError::internal(e)),
+            }
+        }
+        if adopted > 0 || !missing.is_empty() {
+            tracing::info!(adopted, without_original = missing.len() - adopted, "originals moved into the database");
+        }
+        Ok(())
     }
 
     /// Readiness: the database answers.
@@ -338,6 +386,42 @@ fn payment_provider(config: &mut Config) -> Result<Box<dyn payments::PaymentProv
             .map_err(|e| ConfigError::Invalid(format!("billing.stripe: {e}"))),
         other => Err(ConfigError::Invalid(format!("billing.provider {other:?}: use \"manual\" or \"stripe\""))),
     }
+}
+
+/// The clear message for a database migrated by a newer version than this binary.
+fn schema_mismatch(e: tenantry_store::StoreError) -> StartError {
+    match e {
+        tenantry_store::StoreError::NewerSchema(version) => StartError::Cluster(format!(
+            "the database's schema is newer than this binary: it has migration {version}, which this version of \
+             tenantry does not know. Run the same version on every node (upgrade this one)."
+        )),
+        other => other.into(),
+    }
+}
+
+/// Every node of a cluster must hash keys with the same pepper, or a key would work through one node and
+/// not another: the first node records a fingerprint of its pepper, and a node with another refuses to start.
+async fn check_pepper(store: &Store, pepper: &[u8], config: &Config) -> Result<(), StartError> {
+    use hmac::Mac;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(pepper)
+        .map_err(|e| StartError::Cluster(format!("key pepper: {e}")))?;
+    mac.update(b"tenantry key pepper fingerprint v1");
+    let fingerprint = hex::encode(mac.finalize().into_bytes());
+    let recorded = store.claim_setting("key_pepper_fingerprint", &fingerprint).await?;
+    if recorded != fingerprint {
+        let source = if !config.server.key_pepper.is_empty() {
+            "set by server.key_pepper".to_owned()
+        } else if std::env::var("TENANTRY_KEY_PEPPER").is_ok_and(|p| !p.is_empty()) {
+            "set by TENANTRY_KEY_PEPPER".to_owned()
+        } else {
+            format!("generated in {}", config.server.data_dir.join("key-pepper").display())
+        };
+        return Err(StartError::Cluster(format!(
+            "this node's key pepper ({source}) is not the one the database records from its first node: API keys \
+             would not verify here. Give every node the same pepper (server.key_pepper or TENANTRY_KEY_PEPPER)."
+        )));
+    }
+    Ok(())
 }
 
 /// The key pepper: `TENANTRY_KEY_PEPPER` when set (several nodes must share it), else a random secret kept

@@ -1,6 +1,11 @@
 //! Per-tenant request rate limits (the plan's `requests_per_minute`): a generic cell rate algorithm, i.e. a
-//! token bucket that holds a minute's worth of requests and refills continuously. Kept in memory: on one node
-//! exact, with several API nodes each enforces the limit on its own share of the traffic.
+//! token bucket that holds a minute's worth of requests and refills continuously. `gateway.rate_limiter`
+//! says where the bucket lives: `local` (the default) keeps it in memory, exact on one node, while with
+//! several nodes each enforces the limit on its own share of the traffic; `shared` keeps it in the database
+//! (`Store::admit_rate`, one statement per request), so the limit holds for the tenant across all nodes, on
+//! the nodes' wall clocks (keep them in sync, e.g. NTP). When the database cannot answer, the shared limiter
+//! admits the request (fails open) and logs it: the limit protects capacity rather than money, and the same
+//! request's quota reservation needs the same database and refuses it there.
 //!
 //! Rates are measured on the process's monotonic clock, not the service clock: the service clock is the
 //! business calendar (periods, trials, dunning) and stands still under `server.clock = "test"`, where a
@@ -46,16 +51,14 @@ impl RateLimiter {
     }
 
     fn check_ns(&self, tenant: &TenantId, per_minute: u64, now_ns: i64) -> Result<(), Limited> {
-        if per_minute == 0 {
-            return Err(Limited { retry_after_secs: 60 });
-        }
         // Nanoseconds, so that even a limit of many millions a minute has a nonzero interval, and the
         // tolerance is a minute less one interval rather than (n - 1) rounded intervals: with microseconds a
         // limit above 60 million a minute rounded both to zero, and requests whose clock readings reached the
-        // lock out of order were refused (seen in `tenantry bench gateway` at 2,500 requests/s).
-        let interval = (MINUTE_NS / i64::try_from(per_minute).unwrap_or(i64::MAX)).max(1);
-        // A full bucket admits a minute's worth of requests at once.
-        let tolerance = MINUTE_NS - interval;
+        // lock out of order were refused (seen in `tenantry bench gateway` at 2,500 requests/s). A full
+        // bucket admits a minute's worth of requests at once.
+        let Some((interval, tolerance)) = shape(per_minute) else {
+            return Err(Limited { retry_after_secs: 60 });
+        };
         let mut cells = self.cells.lock();
         if cells.len() > 100_000 {
             // Tenants idle for a minute or more have full buckets; forgetting them changes nothing.
@@ -68,6 +71,58 @@ impl RateLimiter {
         }
         cells.insert(tenant.clone(), tat + interval);
         Ok(())
+    }
+}
+
+/// The configured limiter.
+pub(crate) enum Limiter {
+    Local(RateLimiter),
+    Shared,
+}
+
+impl Limiter {
+    pub(crate) fn from_config(name: &str) -> Option<Self> {
+        match name {
+            "local" => Some(Self::Local(RateLimiter::default())),
+            "shared" => Some(Self::Shared),
+            _ => None,
+        }
+    }
+}
+
+/// The bucket's step and tolerance, in nanoseconds, for `per_minute` (`None`: nothing is admitted).
+pub(crate) fn shape(per_minute: u64) -> Option<(i64, i64)> {
+    if per_minute == 0 {
+        return None;
+    }
+    let interval = (MINUTE_NS / i64::try_from(per_minute).unwrap_or(i64::MAX)).max(1);
+    Some((interval, MINUTE_NS - interval))
+}
+
+impl crate::Services {
+    /// Admits one request of `tenant` under `per_minute` by the configured limiter.
+    pub(crate) async fn check_rate(&self, tenant: &TenantId, per_minute: u64) -> Result<(), Limited> {
+        match &self.inner.rate {
+            Limiter::Local(local) => local.check_now(tenant, per_minute),
+            Limiter::Shared => {
+                let Some((interval, tolerance)) = shape(per_minute) else {
+                    return Err(Limited { retry_after_secs: 60 });
+                };
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+                match self.store().admit_rate(tenant, now, interval, tolerance).await {
+                    Ok(None) => Ok(()),
+                    Ok(Some(wait_ns)) => {
+                        Err(Limited { retry_after_secs: (wait_ns as u64).div_ceil(1_000_000_000).max(1) })
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "shared rate limiter unavailable; request admitted");
+                        Ok(())
+                    }
+                }
+            }
+        }
     }
 }
 

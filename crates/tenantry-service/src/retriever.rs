@@ -1,5 +1,5 @@
-//! Retrieval for the pipelines: search the context's namespace off the async runtime, then drop hits whose
-//! document row is gone (an index write that outlived a failed or crashed database write).
+//! Retrieval for the pipelines: catch the context's namespace up with the database, search it off the async
+//! runtime, then drop hits whose document row is gone (deleted since the namespace last caught up).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -22,6 +22,8 @@ pub(crate) struct TenantRetriever<'a> {
     services: &'a Services,
     /// Tokens an upstream embedder billed for this retriever's queries (agentic mode embeds several).
     embedding_tokens: AtomicU64,
+    /// Whether the namespace was caught up with the database for this retrieval (once is enough).
+    synced: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone, Copy)]
@@ -33,7 +35,7 @@ enum Kind {
 
 impl<'a> TenantRetriever<'a> {
     pub(crate) fn new(services: &'a Services) -> Self {
-        Self { services, embedding_tokens: AtomicU64::new(0) }
+        Self { services, embedding_tokens: AtomicU64::new(0), synced: Default::default() }
     }
 
     /// What an upstream embedder billed for the retrieval so far (0 with a local embedder).
@@ -42,6 +44,12 @@ impl<'a> TenantRetriever<'a> {
     }
 
     async fn run(&self, kind: Kind, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>, RagError> {
+        // Documents committed through any node before this question are in the namespace before it searches.
+        if !self.synced.swap(true, Ordering::Relaxed) {
+            if let Err(e) = self.services.sync_index(&ctx.tenant_id).await {
+                tracing::warn!(error = %e.detail, "could not catch the index up; searching it as it is");
+            }
+        }
         let search = self.services.search().clone();
         let (owned_ctx, owned_query) = (ctx.clone(), query.to_owned());
         let (hits, billed) = tokio::task::spawn_blocking(move || {

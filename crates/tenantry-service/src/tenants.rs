@@ -174,7 +174,7 @@ impl Services {
         Ok(SignupResult { tenant_id, state, api_key: issued.plaintext, checkout_url })
     }
 
-    /// Prepares the tenant's storage and moves it out of `provisioning`: to `trialing` on a plan with a trial
+    /// Moves the tenant out of `provisioning`: to `trialing` on a plan with a trial
     /// that was not paid for up front (its end scheduled: `Services::end_trial`), else `active`; the first
     /// period's close is scheduled in the same transaction. Idempotent: a tenant already past provisioning is left as it is.
     pub(crate) async fn provision(&self, tenant_id: &TenantId) -> ServiceResult<TenantState> {
@@ -182,8 +182,6 @@ impl Services {
         if tenant.state != TenantState::Provisioning {
             return Ok(tenant.state);
         }
-        let blobs = self.blob_dir(tenant_id);
-        tokio::fs::create_dir_all(&blobs).await.map_err(ServiceError::internal)?;
         let paid_up_front = self.store().invoices(tenant_id).await?.iter().any(|i| i.kind == "signup");
         let trial = !paid_up_front && self.catalog().plan(&tenant.plan).is_some_and(|p| p.trial_days > 0);
         let event = if trial { LifecycleEvent::ProvisionedTrial } else { LifecycleEvent::ProvisionedActive };

@@ -7,6 +7,8 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use tenantry_domain::{ChunkId, DocumentId, TenantId, TenantState, Timestamp};
 
+use crate::changes::{encode_vector, record_change_in, ChangeKind};
+use crate::files::{delete_file_in, write_file_in};
 use crate::quota::{settle_in, Settlement};
 use crate::tenants::lock_tenant_in;
 use crate::usage::{runs, UsageEvent};
@@ -24,6 +26,8 @@ pub struct NewDocument {
     pub stored_bytes: i64,
     pub content_sha256: String,
     pub now: Timestamp,
+    /// The embedder that made the chunks' vectors ('' when they have none).
+    pub embedder: String,
 }
 
 /// What `Store::insert_document` did.
@@ -42,6 +46,8 @@ pub struct NewChunk {
     pub heading: String,
     pub page: Option<i64>,
     pub text: String,
+    /// The chunk's vector, by the document's embedder.
+    pub embedding: Option<Vec<f32>>,
 }
 
 #[derive(Clone, Debug)]
@@ -86,8 +92,8 @@ fn document_from_row(row: &AnyRow) -> Result<DocumentRow> {
 async fn insert_chunks(tx: &mut Transaction<'_, Any>, doc: &NewDocument, chunks: &[NewChunk]) -> Result<()> {
     for c in chunks {
         sqlx::query(
-            "INSERT INTO chunks (id, document_id, tenant_id, ordinal, heading, page, text) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO chunks (id, document_id, tenant_id, ordinal, heading, page, text, embedding) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(c.id.as_str())
         .bind(doc.id.as_str())
@@ -96,6 +102,7 @@ async fn insert_chunks(tx: &mut Transaction<'_, Any>, doc: &NewDocument, chunks:
         .bind(&c.heading)
         .bind(c.page)
         .bind(&c.text)
+        .bind(c.embedding.as_deref().map(encode_vector))
         .execute(&mut **tx)
         .await?;
     }
@@ -110,7 +117,8 @@ fn by_digest_sql() -> String {
 }
 
 impl Store {
-    /// Stores a document, its chunks and its settlement in one transaction, unless the tenant already has a
+    /// Stores a document, its chunks (with their vectors), its original bytes, its change record and its
+    /// settlement in one transaction, unless the tenant already has a
     /// document with the same content: then nothing is written and that one is returned. The check is made
     /// inside the write transaction, after the tenant's uploads are serialised (SQLite's single writer; the
     /// tenant's row locked on PostgreSQL), so identical uploads racing each other store one document. A tenant
@@ -119,6 +127,7 @@ impl Store {
         &self,
         doc: &NewDocument,
         chunks: &[NewChunk],
+        original: &[u8],
         settlement: &Settlement,
         events: &[UsageEvent],
     ) -> Result<Inserted> {
@@ -142,8 +151,8 @@ impl Store {
         }
         sqlx::query(
             "INSERT INTO documents \
-             (id, tenant_id, title, content_type, bytes, stored_bytes, chunks, content_sha256, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             (id, tenant_id, title, content_type, bytes, stored_bytes, chunks, content_sha256, created_at, embedder) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(doc.id.as_str())
         .bind(doc.tenant_id.as_str())
@@ -154,9 +163,12 @@ impl Store {
         .bind(chunks.len() as i64)
         .bind(&doc.content_sha256)
         .bind(doc.now.0)
+        .bind(&doc.embedder)
         .execute(&mut *tx)
         .await?;
         insert_chunks(&mut tx, doc, chunks).await?;
+        write_file_in(&mut tx, doc.id.as_str(), &doc.tenant_id, original).await?;
+        record_change_in(&mut tx, &doc.tenant_id, &doc.id, ChangeKind::Put).await?;
         let applied = settle_in(&mut tx, settlement, events, self.ledger_writes()).await?;
         tx.commit().await?;
         if applied {
@@ -236,7 +248,8 @@ impl Store {
         Ok(ids.iter().filter(|id| found.contains(id.as_str())).cloned().collect())
     }
 
-    /// Deletes the document and its chunks and settles `events` (negative levels) in one transaction.
+    /// Deletes the document, its chunks and its original, records the change and settles `events` (negative
+    /// levels) in one transaction.
     pub async fn delete_document(
         &self,
         tenant: &TenantId,
@@ -246,6 +259,8 @@ impl Store {
     ) -> Result<()> {
         let mut guard = self.settlement_guard(settlement).await?;
         let mut tx = self.begin_write().await?;
+        // The tenant's row first (the change number), as every writer of the tenant's documents takes it.
+        record_change_in(&mut tx, tenant, id, ChangeKind::Delete).await?;
         sqlx::query("DELETE FROM chunks WHERE document_id = $1 AND tenant_id = $2")
             .bind(id.as_str())
             .bind(tenant.as_str())
@@ -259,6 +274,7 @@ impl Store {
         if done.rows_affected() != 1 {
             return Err(StoreError::NotFound);
         }
+        delete_file_in(&mut tx, id.as_str()).await?;
         let applied = settle_in(&mut tx, settlement, events, self.ledger_writes()).await?;
         tx.commit().await?;
         if applied {

@@ -14,6 +14,10 @@ use crate::tenants::record_transition_in;
 use crate::NewJob;
 use crate::{Backend, Result, Store, StoreError};
 
+/// The tables that hold a tenant's content (text, files, keys, personal data) by `tenant_id`.
+const CONTENT_TABLES: [&str; 8] =
+    ["documents", "chunks", "file_parts", "document_changes", "api_keys", "exports", "notifications", "stripe_objects"];
+
 /// Rows removed from each table.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ErasedRows {
@@ -36,6 +40,12 @@ pub struct ErasedRows {
     /// Ledger events not yet shipped to the analytics store.
     #[serde(default)]
     pub analytics_outbox: u64,
+    /// Parts of stored files: uploaded originals and export archives.
+    #[serde(default)]
+    pub file_parts: u64,
+    /// The record of the tenant's document changes (document ids only).
+    #[serde(default)]
+    pub document_changes: u64,
     /// Ledger rows kept (no personal data; the record billing needs).
     pub usage_events_kept: u64,
 }
@@ -103,6 +113,8 @@ impl Store {
             ("stripe_objects", &mut rows.stripe_links),
             ("notifications", &mut rows.notifications),
             ("analytics_outbox", &mut rows.analytics_outbox),
+            ("file_parts", &mut rows.file_parts),
+            ("document_changes", &mut rows.document_changes),
         ] {
             *count = delete_tenant_rows_in(&mut tx, table, tenant).await?;
         }
@@ -165,6 +177,18 @@ impl Store {
         Ok((counters, reservations))
     }
 
+    /// Rows of the tenant's content left in each table that holds any (all zero after an erasure), for the
+    /// certificate.
+    pub async fn tenant_content_rows(&self, tenant: &TenantId) -> Result<Vec<(&'static str, i64)>> {
+        let mut counts = Vec::new();
+        for table in CONTENT_TABLES {
+            let sql = format!("SELECT COUNT(*) AS n FROM {table} WHERE tenant_id = $1");
+            let row = sqlx::query(&sql).bind(tenant.as_str()).fetch_one(&self.write).await?;
+            counts.push((table, row.try_get::<i64, _>("n")?));
+        }
+        Ok(counts)
+    }
+
     pub async fn complete_erasure(&self, id: &str, certificate: &str, digest: &str, now: Timestamp) -> Result<()> {
         sqlx::query(
             "UPDATE erasures SET status = 'completed', completed_at = $1, certificate = $2, digest = $3 WHERE id = $4",
@@ -217,7 +241,9 @@ impl Store {
                 Err(StoreError::Corrupt("the write-ahead log could not be checkpointed (readers busy)".into()))
             }
             Backend::Postgres => {
-                for table in ["chunks", "documents", "api_keys", "tenants", "quota_counters", "reservations"] {
+                for table in
+                    ["chunks", "documents", "file_parts", "api_keys", "tenants", "quota_counters", "reservations"]
+                {
                     sqlx::query(&format!("VACUUM {table}")).execute(&self.write).await?;
                 }
                 Ok(())

@@ -3,6 +3,7 @@
 use sqlx::Row;
 use tenantry_domain::{TenantId, Timestamp};
 
+use crate::files::{delete_file_in, write_file_in};
 use crate::jobs::{enqueue_in, NewJob};
 use crate::tenants::lock_tenant_in;
 use crate::{Result, Store};
@@ -77,6 +78,29 @@ impl Store {
             .bind(id)
             .execute(&self.write)
             .await?;
+        Ok(())
+    }
+
+    /// Stores the built archive and marks the export `ready`, in one transaction.
+    pub async fn set_export_ready(&self, tenant: &TenantId, id: &str, archive: &[u8], sha256: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        write_file_in(&mut tx, id, tenant, archive).await?;
+        sqlx::query("UPDATE exports SET status = 'ready', bytes = $1, sha256 = $2 WHERE id = $3")
+            .bind(archive.len() as i64)
+            .bind(sha256)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes the archive and marks the export `expired`, in one transaction.
+    pub async fn set_export_expired(&self, id: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        delete_file_in(&mut tx, id).await?;
+        sqlx::query("UPDATE exports SET status = 'expired' WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -5,11 +5,13 @@
 //! placeholders on SQLite (`usage::placeholders`).
 
 mod audit;
+mod changes;
 mod checkpoint;
 mod credits;
 mod documents;
 mod erasure;
 mod exports;
+mod files;
 mod group_commit;
 mod invoices;
 mod jobs;
@@ -31,10 +33,12 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
 pub use audit::{entry_hash, AuditBreak, AuditEntry, AuditPruned, NewAuditEntry, GENESIS_HASH};
+pub use changes::{ChangeKind, DocumentChange, DocumentToIndex, IndexedChunk, TenantHead};
 pub use credits::WinBack;
 pub use documents::{ChunkRow, DocumentRow, Inserted, NewChunk, NewDocument};
 pub use erasure::{ErasedRows, ErasureRow, NewErasure};
 pub use exports::{ExportRow, ExportStart};
+pub use files::PART_BYTES;
 pub use invoices::{InvoiceEffects, InvoiceRow, NewInvoice, NewPendingItem, PendingItemRow};
 pub use jobs::{JobRow, JobState, NewJob};
 pub use keys::{ApiKeyRow, NewApiKey};
@@ -68,6 +72,9 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database was migrated by a newer version: it has this migration, unknown here.
+    #[error("the database has migration {0}, newer than this version knows")]
+    NewerSchema(i64),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -193,8 +200,11 @@ impl Store {
     async fn migrate(&self) -> Result<()> {
         // One set of migrations in the dialect subset both backends share; split per backend if one ever
         // needs its own SQL.
-        sqlx::migrate!("./migrations").run(&self.write).await?;
-        Ok(())
+        match sqlx::migrate!("./migrations").run(&self.write).await {
+            Ok(()) => Ok(()),
+            Err(sqlx::migrate::MigrateError::VersionMissing(version)) => Err(StoreError::NewerSchema(version)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub fn backend(&self) -> Backend {

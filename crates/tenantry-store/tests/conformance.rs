@@ -6,7 +6,7 @@ use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::quota::Meter;
 use tenantry_domain::{ApiKeyId, ChunkId, DocumentId, RetrievalMode, TenantId, TenantState, Timestamp};
 use tenantry_store::{
-    Amounts, ConfigChange, ExportRow, ExportStart, Inserted, InvoiceEffects, JobState, NewApiKey, NewChunk,
+    Amounts, ChangeKind, ConfigChange, ExportRow, ExportStart, Inserted, InvoiceEffects, JobState, NewApiKey, NewChunk,
     NewDocument, NewInvoice, NewJob, NewPendingItem, NewReservation, NewTenant, PlanChange, Settlement, Store,
     StoreError, TransitionEffects, UsageEvent,
 };
@@ -16,9 +16,13 @@ async fn sqlite() -> (Store, tempfile::TempDir) {
     (Store::open("", dir.path()).await.expect("sqlite opens"), dir)
 }
 
-/// A fresh database on the test server, or `None` when no server is configured.
+/// A fresh database on the test server, or `None` when no server is configured — a failure instead when
+/// `TENANTRY_TEST_REQUIRE_POSTGRES=1` (CI), so a CI that forgot the server cannot pass by skipping.
 async fn postgres() -> Option<Store> {
-    let url = std::env::var("TENANTRY_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty())?;
+    let url = std::env::var("TENANTRY_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty());
+    let required = std::env::var("TENANTRY_TEST_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+    assert!(url.is_some() || !required, "TENANTRY_TEST_REQUIRE_POSTGRES=1 but TENANTRY_TEST_POSTGRES_URL is not set");
+    let url = url?;
     let db = Store::create_test_database(&url).await.expect("postgres reachable");
     Some(Store::open(&db, std::path::Path::new(".")).await.expect("postgres opens"))
 }
@@ -188,6 +192,7 @@ async fn documents_and_ledger(store: Store) {
         stored_bytes: 100,
         content_sha256: "abc".into(),
         now: Timestamp(10),
+        embedder: "constant-2".into(),
     };
     let chunks: Vec<NewChunk> = (0..3)
         .map(|i| NewChunk {
@@ -196,6 +201,7 @@ async fn documents_and_ledger(store: Store) {
             heading: String::new(),
             page: None,
             text: format!("chunk {i}"),
+            embedding: Some(vec![i as f32, -0.5]),
         })
         .collect();
     let up = [event(&t.id, "up:d", Meter::Documents, 1, 10), event(&t.id, "up:s", Meter::StorageBytes, 100, 10)];
@@ -203,6 +209,7 @@ async fn documents_and_ledger(store: Store) {
         .insert_document(
             &doc,
             &chunks,
+            b"original bytes",
             &settlement(&t.id, None, Amounts { documents: 1, storage_bytes: 100, ..Amounts::default() }),
             &up,
         )
@@ -220,9 +227,24 @@ async fn documents_and_ledger(store: Store) {
         "levels are as of a time"
     );
 
+    // Everything a node needs to index the document, and its original, come back from the rows.
+    assert_eq!(store.file(&t.id, doc.id.as_str()).await.expect("file").as_deref(), Some(&b"original bytes"[..]));
+    assert_eq!(store.document_seq(&t.id).await.expect("seq"), Some(1));
+    let changes = store.document_changes(&t.id, 0, 10).await.expect("changes");
+    assert_eq!(changes.len(), 1);
+    assert_eq!((changes[0].seq, &changes[0].document_id, changes[0].kind), (1, &doc.id, ChangeKind::Put));
+    let [indexed] = &store.documents_to_index(&t.id, std::slice::from_ref(&doc.id)).await.expect("read")[..] else {
+        panic!("one live document")
+    };
+    assert_eq!(indexed.embedder, "constant-2");
+    let vectors: Vec<_> = indexed.chunks.iter().map(|c| c.embedding.clone()).collect();
+    assert_eq!(vectors, [Some(vec![0.0, -0.5]), Some(vec![1.0, -0.5]), Some(vec![2.0, -0.5])]);
+
     let (other, other_key) = tenant("docs2@conformance.test");
     store.create_tenant(&other, &other_key, None).await.expect("create");
     assert!(store.document(&other.id, &doc.id).await.expect("read").is_none(), "tenant-scoped read");
+    assert!(store.file(&other.id, doc.id.as_str()).await.expect("file").is_none(), "tenant-scoped file");
+    assert!(store.documents_to_index(&other.id, std::slice::from_ref(&doc.id)).await.expect("read").is_empty());
     assert!(store.live_documents(&other.id, std::slice::from_ref(&doc.id)).await.expect("live").is_empty());
     // Many ids at once (more than one query's worth), answered in the caller's order, unknown ones dropped.
     let mut ids: Vec<DocumentId> = (0..69).map(|_| DocumentId::generate()).collect();
@@ -241,6 +263,7 @@ async fn documents_and_ledger(store: Store) {
         .insert_document(
             &copy,
             &[],
+            b"original bytes",
             &settlement(&t.id, None, Amounts { documents: 1, ..Amounts::default() }),
             &[event(&t.id, "copy", Meter::Documents, 1, 11)],
         )
@@ -248,6 +271,7 @@ async fn documents_and_ledger(store: Store) {
         .expect("replay");
     assert!(matches!(&replay, Inserted::Existing(existing) if existing.id == doc.id), "{replay:?}");
     assert!(store.document(&t.id, &copy.id).await.expect("read").is_none(), "no second row");
+    assert_eq!(store.document_seq(&t.id).await.expect("seq"), Some(1), "no change recorded");
     assert_eq!(store.usage_event_count(&t.id, Meter::Documents).await.expect("count"), 1, "nothing metered");
 
     // A tenant that does not exist (or was erased meanwhile) gets no document, no chunk and no ledger event.
@@ -257,6 +281,7 @@ async fn documents_and_ledger(store: Store) {
         .insert_document(
             &orphan,
             &chunks,
+            b"orphan",
             &settlement(&stray, None, Amounts { documents: 1, ..Amounts::default() }),
             &[event(&stray, "orphan", Meter::Documents, 1, 11)],
         )
@@ -271,6 +296,7 @@ async fn documents_and_ledger(store: Store) {
         .insert_document(
             &clash,
             &chunks,
+            b"other bytes",
             &settlement(&t.id, None, Amounts { documents: 1, ..Amounts::default() }),
             &[event(&t.id, "again", Meter::Documents, 1, 12)],
         )
@@ -295,6 +321,75 @@ async fn documents_and_ledger(store: Store) {
         .expect("delete");
     assert!(store.chunks(&t.id, &doc.id).await.expect("chunks").is_empty());
     assert_eq!(store.usage_level(&t.id, Meter::Documents, Timestamp(21)).await.expect("level"), 0);
+    assert!(store.file(&t.id, doc.id.as_str()).await.expect("file").is_none(), "the original went with it");
+    let changes = store.document_changes(&t.id, 1, 10).await.expect("changes");
+    assert_eq!(changes.iter().map(|c| (c.seq, c.kind)).collect::<Vec<_>>(), [(2, ChangeKind::Delete)]);
+    assert!(store.documents_to_index(&t.id, std::slice::from_ref(&doc.id)).await.expect("read").is_empty());
+    assert!(matches!(
+        store.set_document_vectors(&t.id, &doc.id, "constant-2", &[], true).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(store.document_seq(&t.id).await.expect("seq"), Some(2), "a refused change records nothing");
+}
+
+/// Files span parts; re-embedding a document announces it as a change; the cluster's settings are claimed
+/// by the first writer.
+async fn files_vectors_and_cluster_settings(store: Store) {
+    let (t, k) = tenant("files@conformance.test");
+    store.create_tenant(&t, &k, None).await.expect("create");
+    let big: Vec<u8> = (0..tenantry_store::PART_BYTES * 2 + 17).map(|i| (i % 251) as u8).collect();
+    store.put_file(&t.id, "exp_big", &big).await.expect("put");
+    assert_eq!(store.file(&t.id, "exp_big").await.expect("read").as_deref(), Some(big.as_slice()));
+    store.put_file(&t.id, "exp_big", b"smaller").await.expect("replace");
+    assert_eq!(store.file(&t.id, "exp_big").await.expect("read").as_deref(), Some(&b"smaller"[..]));
+    store.delete_file("exp_big").await.expect("delete");
+    assert!(store.file(&t.id, "exp_big").await.expect("read").is_none());
+
+    let doc = NewDocument {
+        id: DocumentId::generate(),
+        tenant_id: t.id.clone(),
+        title: "Doc".into(),
+        content_type: "text/plain".into(),
+        bytes: 3,
+        stored_bytes: 3,
+        content_sha256: "def".into(),
+        now: Timestamp(10),
+        embedder: String::new(),
+    };
+    let chunk = |i: u32| NewChunk {
+        id: ChunkId::new(&doc.id, i),
+        ordinal: i64::from(i),
+        heading: "H".into(),
+        page: Some(2),
+        text: "t".into(),
+        embedding: None,
+    };
+    store
+        .insert_document(&doc, &[chunk(0), chunk(1)], b"abc", &settlement(&t.id, None, Amounts::default()), &[])
+        .await
+        .expect("insert");
+    let stored = store.documents_to_index(&t.id, std::slice::from_ref(&doc.id)).await.expect("read");
+    assert!(stored[0].chunks.iter().all(|c| c.embedding.is_none()), "stored without vectors");
+    // Written back quietly (a node embedding for itself): no change announced.
+    store.set_document_vectors(&t.id, &doc.id, "e", &[vec![1.0], vec![2.0]], false).await.expect("vectors");
+    assert_eq!(store.document_seq(&t.id).await.expect("seq"), Some(1));
+    // A re-embedding: every node must take the new vectors.
+    store.set_document_vectors(&t.id, &doc.id, "e", &[vec![3.0], vec![4.0]], true).await.expect("vectors");
+    assert_eq!(store.document_seq(&t.id).await.expect("seq"), Some(2));
+    let stored = store.documents_to_index(&t.id, std::slice::from_ref(&doc.id)).await.expect("read");
+    assert_eq!(stored[0].embedder, "e");
+    assert_eq!(stored[0].chunks[1].embedding, Some(vec![4.0]));
+    assert!(matches!(
+        store.set_document_vectors(&t.id, &doc.id, "e", &[vec![1.0]], true).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert_eq!(store.document_seq(&t.id).await.expect("seq"), Some(2), "a refused change records nothing");
+    let heads = store.tenant_heads().await.expect("heads");
+    assert!(heads.iter().any(|h| h.id == t.id && h.document_seq == 2 && h.state == TenantState::Provisioning));
+    assert!(store.documents_without_original().await.expect("read").is_empty());
+
+    assert_eq!(store.claim_setting("fingerprint", "first").await.expect("claim"), "first");
+    assert_eq!(store.claim_setting("fingerprint", "second").await.expect("claim"), "first", "the first one stays");
 }
 
 async fn usage_is_idempotent_and_summed(store: Store) {
@@ -796,6 +891,7 @@ impl TokensOnly for Amounts {
 conformance_suite!(
     tenants_keys_and_transitions,
     documents_and_ledger,
+    files_vectors_and_cluster_settings,
     usage_is_idempotent_and_summed,
     concurrent_reservations_never_overshoot,
     reserve_settle_release_and_expire,

@@ -42,7 +42,7 @@ pub(crate) async fn tenant(
     let ctx = services.identify(bearer(headers), request_id).await?;
     // Refusals by state, scope or rate limit go to an identified tenant: they carry the quota headers too.
     crate::extract::authenticated(&ctx);
-    services.admit(&ctx, class, scope)?;
+    services.admit(&ctx, class, scope).await?;
     Ok(ctx)
 }
 

@@ -1,11 +1,11 @@
 //! Bad input gets a clear problem+json error and leaves nothing behind: no rows, no index entries, no
-//! blobs, no ledger events.
+//! stored files, no ledger events.
 
 use serde_json::json;
 
 use crate::helpers::{assert_problem, spawn_app, spawn_app_with, Tenant, TestApp};
 
-/// Nothing of the tenant's is stored: no documents, no ledger levels, no chunk the index can find, no blobs.
+/// Nothing of the tenant's is stored: no documents, no ledger levels, no chunk the index can find, no files.
 async fn assert_nothing_stored(app: &TestApp, t: &Tenant, probe_word: &str) {
     let list: serde_json::Value = app.get(&t.key, "/v1/documents").await.json().await.expect("json");
     assert_eq!(list["documents"], json!([]), "no document rows");
@@ -17,10 +17,10 @@ async fn assert_nothing_stored(app: &TestApp, t: &Tenant, probe_word: &str) {
     let tenant_id = tenantry_domain::TenantId::parse(&t.id).expect("tenant id");
     let rows = app.services.store().documents(&tenant_id).await.expect("store");
     assert!(rows.is_empty(), "no rows in the store: {rows:?}");
-    let blobs = app.data_dir.path().join("tenants").join(&t.id).join("blobs");
-    let leftover: Vec<_> =
-        std::fs::read_dir(&blobs).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
-    assert!(leftover.is_empty(), "no blobs: {leftover:?}");
+    let rows = app.services.store().tenant_content_rows(&tenant_id).await.expect("store");
+    for table in ["documents", "chunks", "file_parts", "document_changes"] {
+        assert!(rows.contains(&(table, 0)), "nothing in {table}: {rows:?}");
+    }
 }
 
 /// POSTs a body that claims to be JSON and is not.

@@ -100,8 +100,9 @@ async fn an_export_holds_everything_of_the_tenant_and_nothing_else() {
     assert_eq!(r.status(), 202);
     let erasure_id = r.json::<Value>().await.expect("json")["erasure_id"].as_str().expect("id").to_owned();
     app.completed_erasure("op-export", &erasure_id).await;
-    let exports_dir = app.data_dir.path().join("tenants").join(&t.id).join("exports");
-    assert!(!exports_dir.exists());
+    let tenant = tenantry_domain::TenantId::parse(&t.id).expect("id");
+    assert!(app.services.store().file(&tenant, &id).await.expect("store").is_none());
+    assert!(!app.data_dir.path().join("tenants").join(&t.id).exists(), "nothing of the tenant on disk");
 }
 
 #[tokio::test]
@@ -125,12 +126,13 @@ async fn an_export_expires_and_its_archive_is_deleted() {
     // Moving the clock runs the build job too.
     assert_eq!(advance(1).await.expect("advance").status(), 200);
     assert_eq!(app.get(&t.key, &format!("/v1/export/{id}")).await.status(), 200);
-    let archive = app.data_dir.path().join("tenants").join(&t.id).join("exports").join(format!("{id}.tar.gz"));
-    assert!(archive.exists());
+    let tenant = tenantry_domain::TenantId::parse(&t.id).expect("id");
+    let archive = || app.services.store().file(&tenant, &id);
+    assert!(archive().await.expect("store").is_some(), "the archive is stored in the database");
 
     assert_eq!(advance(7 * 86_400).await.expect("advance").status(), 200);
     assert_problem(app.get(&t.key, &format!("/v1/export/{id}")).await, 404, "not_found").await;
-    assert!(!archive.exists(), "the expiry job deleted the archive");
+    assert!(archive().await.expect("store").is_none(), "the expiry job deleted the archive");
 }
 
 #[tokio::test]

@@ -45,9 +45,14 @@ pub fn add_metered_plan(c: &mut Config) {
     c.plans.push(plan);
 }
 
-/// A fresh database on the test PostgreSQL server, or `None` when `TENANTRY_TEST_POSTGRES_URL` is not set.
+/// A fresh database on the test PostgreSQL server, or `None` when `TENANTRY_TEST_POSTGRES_URL` is not set —
+/// a failure instead when `TENANTRY_TEST_REQUIRE_POSTGRES=1` (CI), so PostgreSQL stories cannot pass by
+/// skipping.
 pub async fn fresh_postgres_database() -> Option<String> {
-    let url = std::env::var("TENANTRY_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty())?;
+    let url = std::env::var("TENANTRY_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty());
+    let required = std::env::var("TENANTRY_TEST_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+    assert!(url.is_some() || !required, "TENANTRY_TEST_REQUIRE_POSTGRES=1 but TENANTRY_TEST_POSTGRES_URL is not set");
+    let url = url?;
     Some(tenantry_store::Store::create_test_database(&url).await.expect("postgres reachable"))
 }
 
