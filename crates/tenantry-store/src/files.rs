@@ -87,3 +87,19 @@ impl Store {
             .collect()
     }
 }
+
+impl Store {
+    /// Rows and bytes on disk (table, indexes and TOAST) of `table`, on PostgreSQL (benchmarks); `None` on
+    /// the embedded store. `table` must be one of the schema's names.
+    pub async fn table_size(&self, table: &str) -> Result<Option<(i64, i64)>> {
+        if self.backend != crate::Backend::Postgres || !table.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            return Ok(None);
+        }
+        let row = sqlx::query(&format!(
+            "SELECT (SELECT COUNT(*) FROM {table}) AS n, CAST(pg_total_relation_size('{table}') AS BIGINT) AS bytes"
+        ))
+        .fetch_one(&self.read)
+        .await?;
+        Ok(Some((row.try_get("n")?, row.try_get("bytes")?)))
+    }
+}

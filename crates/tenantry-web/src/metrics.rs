@@ -82,6 +82,8 @@ pub struct Metrics {
     invoice_cents: Family<StatusLabel, Gauge>,
     notifications_undelivered: Gauge,
     stripe_events_unprocessed: Gauge,
+    /// Tenants this node has still to warm since it started (`index_sync`).
+    indexes_warming: Gauge,
     /// The store could not be read at the last scrape (the gauges above keep their previous values).
     scrape_errors: Counter,
 }
@@ -122,6 +124,12 @@ impl Default for Metrics {
             "Stripe webhook events stored but not processed",
             stripe_events_unprocessed.clone(),
         );
+        let indexes_warming = Gauge::default();
+        registry.register(
+            "search_indexes_warming_tenants",
+            "Tenants whose search indexes this node has still to catch up since it started",
+            indexes_warming.clone(),
+        );
         let scrape_errors = Counter::default();
         registry.register("metrics_scrape_errors", "Scrapes whose store read failed", scrape_errors.clone());
         Self {
@@ -134,6 +142,7 @@ impl Default for Metrics {
             invoice_cents,
             notifications_undelivered,
             stripe_events_unprocessed,
+            indexes_warming,
             scrape_errors,
         }
     }
@@ -162,6 +171,7 @@ impl Metrics {
     }
 
     async fn refresh(&self, services: &Services) {
+        self.indexes_warming.set(i64::try_from(services.indexes_warming()).unwrap_or(i64::MAX));
         let counts = match services.store().overview_counts().await {
             Ok(counts) => counts,
             Err(e) => {

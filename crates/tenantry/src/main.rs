@@ -2,6 +2,7 @@
 //! with tenants, documents and traffic; `openapi` prints the API description.
 
 mod bench;
+mod bench_cluster;
 mod bench_retrieval;
 mod bench_signup;
 mod demo;
@@ -133,6 +134,28 @@ enum BenchCommand {
         #[arg(long, value_delimiter = ',', default_value = "basic,advanced,agentic")]
         modes: Vec<String>,
     },
+    /// Several `tenantry serve` processes on one PostgreSQL database against the embedded store: upload and
+    /// question throughput, cross-node visibility lag, an empty node's warm-up, storage per 1,000 chunks.
+    Cluster {
+        /// An administrative PostgreSQL URL; each setup gets a fresh database beside it.
+        #[arg(long, env = "TENANTRY_TEST_POSTGRES_URL", default_value = "")]
+        database_url: String,
+        /// Node counts to run on PostgreSQL.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+        nodes: Vec<usize>,
+        /// Seconds of uploads, then of questions, per setup.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Tenants for the warm-up measurement (0: skip it).
+        #[arg(long, default_value_t = 1000)]
+        warm_tenants: usize,
+        /// Documents per tenant for the warm-up measurement.
+        #[arg(long, default_value_t = 10)]
+        warm_documents: usize,
+    },
     /// Paid signups: time from payment confirmed to tenant active (the provisioning job).
     Signup {
         #[arg(long, default_value_t = 100)]
@@ -245,6 +268,18 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Ingest { files, repeat }) => {
             bench_retrieval::ingest(bench_retrieval::IngestBench { files, repeat }).await?;
+        }
+        Command::Bench(BenchCommand::Cluster {
+            database_url,
+            nodes,
+            seconds,
+            clients,
+            warm_tenants,
+            warm_documents,
+        }) => {
+            let opts =
+                bench_cluster::ClusterBench { database_url, nodes, seconds, clients, warm_tenants, warm_documents };
+            bench_cluster::cluster(opts).await?;
         }
         Command::Bench(BenchCommand::Signup { signups }) => {
             bench_signup::signup(bench_signup::SignupBench { signups }).await?;
