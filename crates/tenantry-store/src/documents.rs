@@ -172,7 +172,7 @@ impl Store {
         let applied = settle_in(&mut tx, settlement, events, self.ledger_writes()).await?;
         tx.commit().await?;
         if applied {
-            self.settled(guard.as_mut(), settlement);
+            self.settled(&mut guard, settlement);
         }
         Ok(Inserted::New(DocumentRow {
             id: doc.id.clone(),
@@ -278,7 +278,7 @@ impl Store {
         let applied = settle_in(&mut tx, settlement, events, self.ledger_writes()).await?;
         tx.commit().await?;
         if applied {
-            self.settled(guard.as_mut(), settlement);
+            self.settled(&mut guard, settlement);
         }
         Ok(())
     }

@@ -151,10 +151,8 @@ impl Store {
         }
         tx.commit().await?;
         self.tenants_changed();
-        // The in-memory admission of the embedded store forgets the tenant's counters with the rows.
-        if let Some(gate) = &self.gate {
-            gate.forget(tenant);
-        }
+        // An in-memory gate forgets the tenant's counters with the rows.
+        self.gate.forget(tenant);
         Ok(rows)
     }
 

@@ -70,7 +70,7 @@ impl GroupCommit {
         conn.set_prepared_statement_cache_capacity(32);
         let ledger = Ledger {
             conn,
-            gate: store.gate.clone(),
+            gate: store.memory_gate.clone(),
             finish_due: store.checkpoints.as_ref().map(|c| c.finish_due()),
             outbox: store.analytics_outbox,
         };

@@ -12,6 +12,7 @@ mod documents;
 mod erasure;
 mod exports;
 mod files;
+mod gate;
 mod group_commit;
 mod invoices;
 mod jobs;
@@ -94,8 +95,10 @@ pub struct Store {
     /// failing with `SQLITE_BUSY`; on PostgreSQL the same pool as `read`.
     write: AnyPool,
     backend: Backend,
-    /// The embedded store's in-memory quota admission (`None` on PostgreSQL, where it is rows).
-    gate: Option<std::sync::Arc<memgate::MemGate>>,
+    /// Quota admission (`gate`): rows on PostgreSQL, memory on the embedded store's fast path.
+    gate: std::sync::Arc<dyn gate::QuotaGate>,
+    /// The in-memory gate when it is the one in use, for the ledger writer that moves it after its commits.
+    memory_gate: Option<std::sync::Arc<memgate::MemGate>>,
     /// Whether settlements queue their ledger events for the analytics store.
     analytics_outbox: bool,
     /// The embedded store's settlement writer (group commit); `None` on PostgreSQL.
@@ -167,11 +170,13 @@ impl Store {
         let write = pool(1).await?;
         let read = pool(4).await?;
         let checkpoints = checkpoint::Checkpoints::start(pool(1).await?);
+        let memory_gate = std::sync::Arc::new(memgate::MemGate::default());
         let store = Self {
             read,
             write,
             backend: Backend::Sqlite,
-            gate: Some(Default::default()),
+            gate: memory_gate.clone(),
+            memory_gate: Some(memory_gate),
             analytics_outbox: false,
             group_commit: None,
             key_cache: Some(Default::default()),
@@ -188,7 +193,8 @@ impl Store {
             read: pool.clone(),
             write: pool,
             backend: Backend::Postgres,
-            gate: None,
+            gate: std::sync::Arc::new(gate::RowGate),
+            memory_gate: None,
             analytics_outbox: false,
             group_commit: None,
             key_cache: None,
@@ -221,7 +227,7 @@ impl Store {
     /// On the embedded store, (re)starts the settlement writer (as configured now) over the migrated file;
     /// a previous writer ends when its last handle is dropped.
     fn with_group_commit(mut self) -> Result<Self> {
-        if let Some(path) = self.sqlite_path.clone() {
+        if let (Some(path), Some(_)) = (self.sqlite_path.clone(), &self.memory_gate) {
             self.group_commit = Some(group_commit::GroupCommit::start(&self, &path)?);
         }
         Ok(self)
@@ -246,7 +252,7 @@ impl Store {
     }
 
     pub(crate) fn ledger_writes(&self) -> quota::LedgerWrites {
-        quota::LedgerWrites { reservation_rows: self.gate.is_none(), analytics_outbox: self.analytics_outbox }
+        quota::LedgerWrites { reservation_rows: self.gate.reservation_rows(), analytics_outbox: self.analytics_outbox }
     }
 
     /// A cheap round trip, for readiness.
@@ -263,6 +269,20 @@ impl Store {
         let row = sqlx::query(&format!("PRAGMA {name}")).fetch_one(&self.write).await?;
         let value = row.try_get::<String, _>(0).or_else(|_| row.try_get::<i64, _>(0).map(|v| v.to_string()))?;
         Ok(value)
+    }
+
+    /// The embedded store without its fast path: quota admitted in rows (`gate::RowGate`) and every
+    /// settlement in its own transaction, as on PostgreSQL. For the conformance suite, which runs the same
+    /// stories against both gates.
+    #[doc(hidden)]
+    pub async fn open_embedded_with_row_gate(data_dir: &Path) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let url = format!("sqlite://{}?mode=rwc", data_dir.join("tenantry.db").display());
+        let mut store = Self::open_sqlite(&url).await?;
+        store.gate = std::sync::Arc::new(gate::RowGate);
+        store.memory_gate = None;
+        store.migrate().await?;
+        Ok(store)
     }
 
     /// Creates an empty database next to `admin_url`'s and returns its URL (for tests against PostgreSQL).

@@ -7,6 +7,7 @@ use sqlx::{Any, Row, Transaction};
 use tenantry_domain::config::Quotas;
 use tenantry_domain::{TenantId, Timestamp};
 
+use crate::gate::SettlementGuard;
 use crate::usage::{insert_events, queue_for_analytics, UsageEvent};
 use crate::{Result, Store};
 
@@ -103,7 +104,7 @@ pub struct Counters {
 /// Adds `n` to `reserved` of each meter if it fits under its limit; `Err(Exceeded)` names the first that
 /// does not (the caller rolls back). One upsert per meter: it creates the period's row on first use and
 /// otherwise admits only if `used + reserved + n <= limit`.
-async fn admit(
+pub(crate) async fn admit(
     tx: &mut Transaction<'_, Any>,
     tenant: &TenantId,
     period_start: Timestamp,
@@ -139,7 +140,10 @@ async fn admit(
     Ok(Ok(()))
 }
 
-async fn take_reservation(tx: &mut Transaction<'_, Any>, id: &str) -> Result<Option<(TenantId, Timestamp, Amounts)>> {
+pub(crate) async fn take_reservation(
+    tx: &mut Transaction<'_, Any>,
+    id: &str,
+) -> Result<Option<(TenantId, Timestamp, Amounts)>> {
     let row = sqlx::query(
         "DELETE FROM reservations WHERE id = $1 \
          RETURNING tenant_id, period_start, queries, tokens, documents, storage_bytes",
@@ -161,7 +165,7 @@ async fn take_reservation(tx: &mut Transaction<'_, Any>, id: &str) -> Result<Opt
 }
 
 /// `used += used_delta`, `reserved -= released` for every meter (creating the period's row if needed).
-async fn adjust(
+pub(crate) async fn adjust(
     tx: &mut Transaction<'_, Any>,
     tenant: &TenantId,
     period_start: Timestamp,
@@ -225,32 +229,7 @@ pub(crate) async fn settle_in(
 impl Store {
     /// Admits the reservation if every meter fits, atomically; otherwise changes nothing.
     pub async fn reserve(&self, r: &NewReservation, limits: &Quotas) -> Result<Result<(), Exceeded>> {
-        if let Some(gate) = &self.gate {
-            let mut q = gate.lock(&self.read, &r.tenant_id, r.period_start).await?;
-            return Ok(gate.reserve(&mut q, r, limits));
-        }
-        let mut tx = self.begin_write().await?;
-        if let Err(e) = admit(&mut tx, &r.tenant_id, r.period_start, &r.amounts, limits).await? {
-            tx.rollback().await?;
-            return Ok(Err(e));
-        }
-        sqlx::query(
-            "INSERT INTO reservations (id, tenant_id, period_start, queries, tokens, documents, storage_bytes, expires_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&r.id)
-        .bind(r.tenant_id.as_str())
-        .bind(r.period_start.0)
-        .bind(r.amounts.queries)
-        .bind(r.amounts.tokens)
-        .bind(r.amounts.documents)
-        .bind(r.amounts.storage_bytes)
-        .bind(r.expires_at.0)
-        .bind(r.now.0)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Ok(()))
+        self.gate.reserve(self, r, limits).await
     }
 
     /// Reserves `extra` more under an existing reservation (e.g. once the exact prompt size is known). A
@@ -263,33 +242,7 @@ impl Store {
         extra: &Amounts,
         limits: &Quotas,
     ) -> Result<Result<(), Exceeded>> {
-        if let Some(gate) = &self.gate {
-            let mut q = gate.lock(&self.read, tenant, period_start).await?;
-            return Ok(gate.grow(&mut q, id, extra, limits));
-        }
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE reservations SET queries = queries + $1, tokens = tokens + $2, documents = documents + $3, \
-             storage_bytes = storage_bytes + $4 WHERE id = $5 AND tenant_id = $6",
-        )
-        .bind(extra.queries)
-        .bind(extra.tokens)
-        .bind(extra.documents)
-        .bind(extra.storage_bytes)
-        .bind(id)
-        .bind(tenant.as_str())
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Ok(Err(Exceeded(QuotaMeter::Queries)));
-        }
-        if let Err(e) = admit(&mut tx, tenant, period_start, extra, limits).await? {
-            tx.rollback().await?;
-            return Ok(Err(e));
-        }
-        tx.commit().await?;
-        Ok(Ok(()))
+        self.gate.grow(self, id, tenant, period_start, extra, limits).await
     }
 
     /// Closes a reservation with the actual usage and appends the ledger events, in one transaction (on the
@@ -309,65 +262,34 @@ impl Store {
         let applied = settle_in(&mut tx, s, events, self.ledger_writes()).await?;
         if applied {
             tx.commit().await?;
-            self.settled(guard.as_mut(), s);
+            self.settled(&mut guard, s);
         } else {
             tx.rollback().await?;
         }
         Ok(applied)
     }
 
-    /// On the embedded store, the tenant's quota lock, held across a settlement's transaction so memory moves
-    /// exactly when the database does.
-    pub(crate) async fn settlement_guard(&self, s: &Settlement) -> Result<Option<crate::memgate::Guard>> {
-        match &self.gate {
-            Some(gate) => Ok(Some(gate.lock(&self.read, &s.tenant_id, s.period_start).await?)),
-            None => Ok(None),
-        }
+    /// The gate's hold on the tenant's quota across a settlement's transaction, so its state moves exactly
+    /// when the database does.
+    pub(crate) async fn settlement_guard(&self, s: &Settlement) -> Result<SettlementGuard> {
+        self.gate.settlement_guard(self, s).await
     }
 
     /// After a settlement's transaction committed.
-    pub(crate) fn settled(&self, guard: Option<&mut crate::memgate::Guard>, s: &Settlement) {
-        if let (Some(gate), Some(q)) = (&self.gate, guard) {
-            gate.settled(q, s);
-        }
+    pub(crate) fn settled(&self, guard: &mut SettlementGuard, s: &Settlement) {
+        self.gate.settled(guard, s);
     }
 
     /// Gives a reservation's quota back (the request failed: nothing is billed). Returns false if it was
     /// already settled, released or expired.
     pub async fn release(&self, id: &str) -> Result<bool> {
-        if let Some(gate) = &self.gate {
-            return gate.release(&self.read, id).await;
-        }
-        let mut tx = self.begin_write().await?;
-        let Some((tenant, period, amounts)) = take_reservation(&mut tx, id).await? else {
-            tx.rollback().await?;
-            return Ok(false);
-        };
-        adjust(&mut tx, &tenant, period, &Amounts::default(), &amounts).await?;
-        tx.commit().await?;
-        Ok(true)
+        self.gate.release(self, id).await
     }
 
     /// Releases every reservation that expired before `now` (requests that died holding quota). Returns
     /// how many were reclaimed.
     pub async fn expire_reservations(&self, now: Timestamp) -> Result<u64> {
-        if let Some(gate) = &self.gate {
-            return Ok(gate.expire(now).await);
-        }
-        let ids: Vec<String> = sqlx::query("SELECT id FROM reservations WHERE expires_at < $1")
-            .bind(now.0)
-            .fetch_all(&self.read)
-            .await?
-            .iter()
-            .map(|r| r.try_get("id"))
-            .collect::<Result<_, _>>()?;
-        let mut n = 0;
-        for id in ids {
-            if self.release(&id).await? {
-                n += 1;
-            }
-        }
-        Ok(n)
+        self.gate.expire(self, now).await
     }
 
     /// Releases every reservation regardless of expiry. Only for the embedded store at start, when no other
@@ -377,40 +299,10 @@ impl Store {
     }
 
     pub async fn reservation_count(&self) -> Result<i64> {
-        if let Some(gate) = &self.gate {
-            return Ok(gate.count() as i64);
-        }
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM reservations").fetch_one(&self.read).await?;
-        Ok(row.try_get("n")?)
+        self.gate.count(self).await
     }
 
     pub async fn quota_counters(&self, tenant: &TenantId, period_start: Timestamp) -> Result<Counters> {
-        if let Some(gate) = &self.gate {
-            let q = gate.lock(&self.read, tenant, period_start).await?;
-            return Ok(crate::memgate::MemGate::counters(&q, period_start));
-        }
-        let rows = sqlx::query(
-            "SELECT meter, used, reserved FROM quota_counters \
-             WHERE tenant_id = $1 AND (period_start = $2 OR period_start = 0)",
-        )
-        .bind(tenant.as_str())
-        .bind(period_start.0)
-        .fetch_all(&self.read)
-        .await?;
-        let mut c = Counters::default();
-        for row in rows {
-            let meter: String = row.try_get("meter")?;
-            let (used, reserved): (i64, i64) = (row.try_get("used")?, row.try_get("reserved")?);
-            let slot = |a: &mut Amounts, v: i64| match meter.as_str() {
-                "queries" => a.queries = v,
-                "tokens" => a.tokens = v,
-                "documents" => a.documents = v,
-                "storage_bytes" => a.storage_bytes = v,
-                _ => {}
-            };
-            slot(&mut c.used, used);
-            slot(&mut c.reserved, reserved);
-        }
-        Ok(c)
+        self.gate.counters(self, tenant, period_start).await
     }
 }

@@ -1,5 +1,6 @@
-//! One suite, every backend: the same stories run against the embedded SQLite store and PostgreSQL (when
-//! `TENANTRY_TEST_POSTGRES_URL` points at a server; CI sets it).
+//! One suite, every backend: the same stories run against the embedded SQLite store (with its in-memory
+//! quota gate and batched ledger writer, and again with the row gate), and PostgreSQL (when
+//! `TENANTRY_TEST_POSTGRES_URL` points at a server; CI sets it and requires it).
 
 use tenantry_domain::config::Quotas;
 use tenantry_domain::lifecycle::LifecycleEvent;
@@ -866,6 +867,14 @@ macro_rules! conformance_suite {
     ($($story:ident),* $(,)?) => {
         mod sqlite_backend {
             $(#[tokio::test] async fn $story() { let (store, _dir) = super::sqlite().await; super::$story(store).await; })*
+        }
+        /// The embedded store with the row gate PostgreSQL uses: both quota gates pass the same stories.
+        mod sqlite_row_gate {
+            $(#[tokio::test] async fn $story() {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let store = tenantry_store::Store::open_embedded_with_row_gate(dir.path()).await.expect("opens");
+                super::$story(store).await;
+            })*
         }
         mod postgres_backend {
             $(#[tokio::test] async fn $story() {

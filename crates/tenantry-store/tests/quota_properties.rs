@@ -1,6 +1,8 @@
 //! Property: whatever interleaving of reserve, grow, settle (with at most what was reserved), release and
 //! expiry a tenant's requests go through, settled + reserved never exceeds the limit and nothing goes
-//! negative; once every request has ended, nothing stays reserved.
+//! negative; once every request has ended, nothing stays reserved. Against each quota gate: the embedded
+//! store's in-memory one, the row gate on SQLite, and the row gate on PostgreSQL (when
+//! `TENANTRY_TEST_POSTGRES_URL` is set; required when `TENANTRY_TEST_REQUIRE_POSTGRES=1`).
 
 use proptest::prelude::*;
 use tenantry_domain::config::Quotas;
@@ -30,9 +32,30 @@ const LIMITS: Quotas =
     Quotas { queries: 5, tokens: 1_000, documents: 10, storage_bytes: 10_000, requests_per_minute: 60 };
 const PERIOD: Timestamp = Timestamp(1_000);
 
-async fn run(ops: Vec<Op>) {
+#[derive(Clone, Copy, Debug)]
+enum Gate {
+    Memory,
+    RowsOnSqlite,
+    RowsOnPostgres,
+}
+
+async fn open(gate: Gate, dir: &std::path::Path) -> Option<Store> {
+    match gate {
+        Gate::Memory => Some(Store::open("", dir).await.expect("store")),
+        Gate::RowsOnSqlite => Some(Store::open_embedded_with_row_gate(dir).await.expect("store")),
+        Gate::RowsOnPostgres => {
+            let url = std::env::var("TENANTRY_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty());
+            let required = std::env::var("TENANTRY_TEST_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
+            assert!(url.is_some() || !required, "TENANTRY_TEST_REQUIRE_POSTGRES=1 but no TENANTRY_TEST_POSTGRES_URL");
+            let db = Store::create_test_database(&url?).await.expect("postgres reachable");
+            Some(Store::open(&db, dir).await.expect("postgres opens"))
+        }
+    }
+}
+
+async fn run(ops: Vec<Op>, gate: Gate) {
     let dir = tempfile::tempdir().expect("dir");
-    let store = Store::open("", dir.path()).await.expect("store");
+    let Some(store) = open(gate, dir.path()).await else { return };
     let t = TenantId::generate();
     let now = Timestamp(0);
     let tenant = NewTenant {
@@ -134,6 +157,9 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
     #[test]
     fn any_interleaving_respects_the_limit(ops in prop::collection::vec(op(), 1..40)) {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(run(ops));
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        for gate in [Gate::Memory, Gate::RowsOnSqlite, Gate::RowsOnPostgres] {
+            runtime.block_on(run(ops.clone(), gate));
+        }
     }
 }
