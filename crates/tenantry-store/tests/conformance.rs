@@ -602,6 +602,37 @@ fn job(kind: &str, key: Option<&str>, run_at: i64, max_attempts: i64) -> NewJob 
     }
 }
 
+/// Workers racing for due jobs (as several nodes do) each get different ones: every job is claimed once.
+async fn racing_workers_claim_each_job_once(store: Store) {
+    let now = Timestamp(10_000);
+    for i in 0..60 {
+        assert!(store.enqueue(&job(&format!("j{i}"), None, 5_000, 3), now).await.expect("enqueue"));
+    }
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let claimed = store.claim_jobs(now, 60, 4).await.expect("claim");
+                    if claimed.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(claimed.into_iter().map(|j| j.kind));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.expect("worker"));
+    }
+    all.sort();
+    let claimed = all.len();
+    all.dedup();
+    assert_eq!((claimed, all.len()), (60, 60), "each of the 60 jobs claimed exactly once");
+}
+
 async fn jobs_are_scheduled_claimed_retried_and_parked(store: Store) {
     let now = Timestamp(10_000);
     assert!(store.enqueue(&job("a", Some("k1"), 5_000, 2), now).await.expect("enqueue"));
@@ -901,6 +932,7 @@ conformance_suite!(
     tenants_keys_and_transitions,
     documents_and_ledger,
     files_vectors_and_cluster_settings,
+    racing_workers_claim_each_job_once,
     usage_is_idempotent_and_summed,
     concurrent_reservations_never_overshoot,
     reserve_settle_release_and_expire,
