@@ -269,6 +269,11 @@ impl SearchIndexes {
         Ok(())
     }
 
+    /// The number of the last change the tenant's namespace recorded on disk, without opening it (0 if none).
+    pub fn synced_on_disk(&self, tenant: &TenantId) -> Result<i64> {
+        read_synced(&self.dir(tenant))
+    }
+
     /// The tenants with a namespace on this node's disk (open or not).
     pub fn tenants_on_disk(&self) -> Result<Vec<TenantId>> {
         let entries = match std::fs::read_dir(&self.root) {

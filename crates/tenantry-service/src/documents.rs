@@ -242,12 +242,8 @@ impl Services {
     /// tenant's directory on this node after the erasure removed it, the directory goes again, whole, and
     /// the caller hears what its next request would (the account's keys are gone).
     async fn upload_outlived_its_tenant(&self, ctx: &TenantContext) -> ServiceError {
-        let search = self.search().clone();
-        let tenant = ctx.tenant_id.clone();
-        match tokio::task::spawn_blocking(move || search.drop_namespace(&tenant)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "an erased tenant's files could not be removed"),
-            Err(e) => tracing::error!(error = %e, "an erased tenant's files could not be removed"),
+        if let Err(e) = self.drop_local_copies(&ctx.tenant_id).await {
+            tracing::error!(error = %e.detail, "an erased tenant's files could not be removed");
         }
         tracing::info!("upload refused: the tenant was erased while it ran");
         ServiceError::new(

@@ -30,6 +30,9 @@ const CHANGES_PER_BATCH: i64 = 500;
 #[derive(Default)]
 pub(crate) struct SyncLocks {
     locks: parking_lot::Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<()>>>>,
+    /// The change number each namespace is known to hold, so the follower and questions skip a namespace
+    /// that is up to date without opening it.
+    applied: parking_lot::Mutex<HashMap<TenantId, i64>>,
     /// Tenants still to warm since start (a gauge for `/metrics` and the log).
     pub(crate) warming: AtomicUsize,
 }
@@ -41,6 +44,15 @@ impl SyncLocks {
 
     fn forget(&self, tenant: &TenantId) {
         self.locks.lock().remove(tenant);
+        self.applied.lock().remove(tenant);
+    }
+
+    fn known(&self, tenant: &TenantId) -> Option<i64> {
+        self.applied.lock().get(tenant).copied()
+    }
+
+    fn record(&self, tenant: &TenantId, seq: i64) {
+        self.applied.lock().insert(tenant.clone(), seq);
     }
 }
 
@@ -53,11 +65,15 @@ impl Services {
     }
 
     async fn sync_index_to(&self, tenant: &TenantId, head: i64) -> ServiceResult<()> {
+        if self.inner.sync.known(tenant).is_some_and(|applied| applied >= head) {
+            return Ok(());
+        }
         let lock = self.inner.sync.of(tenant);
         let _held = lock.lock().await;
         let search = self.search().clone();
         let owned = tenant.clone();
         let mut applied = tokio::task::spawn_blocking(move || search.synced_seq(&owned)).await??;
+        self.inner.sync.record(tenant, applied);
         if applied >= head {
             return Ok(());
         }
@@ -83,6 +99,7 @@ impl Services {
             let (search, owned) = (self.search().clone(), tenant.clone());
             tokio::task::spawn_blocking(move || search.apply_changes(&owned, &removed, &put, last)).await??;
             applied = last;
+            self.inner.sync.record(tenant, applied);
         }
         Ok(())
     }
@@ -140,6 +157,12 @@ impl Services {
             // A tenant without a namespace here is warmed at start and otherwise when first asked.
             if !on_disk.contains(&head.id) {
                 continue;
+            }
+            if self.inner.sync.known(&head.id).is_none() {
+                // Not touched since start: what its namespace holds, from its record, without opening it.
+                let (search, owned) = (self.search().clone(), head.id.clone());
+                let on_file = tokio::task::spawn_blocking(move || search.synced_on_disk(&owned)).await??;
+                self.inner.sync.record(&head.id, on_file);
             }
             if let Err(e) = self.sync_index_to(&head.id, head.document_seq).await {
                 tracing::warn!(tenant_id = %head.id, error = %e.detail, "could not catch the index up");
