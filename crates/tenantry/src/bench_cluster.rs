@@ -330,11 +330,12 @@ async fn warm_up(opts: &ClusterBench) -> anyhow::Result<()> {
             plain.push(c);
         }
     }
-    let seconds: String = plain
+    let seconds = plain
         .split("seconds=")
         .nth(1)
-        .map(|rest| rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect())
-        .unwrap_or_else(|| "?".into());
+        .map(|rest| rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect::<String>())
+        .and_then(|digits| digits.parse::<f64>().ok())
+        .map_or_else(|| "?".into(), |s| format!("{s:.1}"));
     println!(
         "empty node: ready (serving) after {:.2} s; all {} tenants warm after {seconds} s of warming",
         ready.as_secs_f64(),
