@@ -138,7 +138,7 @@ impl Services {
 
     pub async fn admin_tenants(&self, state: Option<&str>) -> ServiceResult<Vec<TenantView>> {
         let state = match state {
-            None | Some("") => None,
+            None => None,
             Some(s) => {
                 Some(TenantState::parse(s).ok_or_else(|| ServiceError::validation(format!("unknown state {s:?}")))?)
             }

@@ -62,6 +62,7 @@ impl Services {
         if name.is_empty() || name.chars().count() > MAX_KEY_NAME_CHARS {
             return Err(ServiceError::validation(format!("name must be 1 to {MAX_KEY_NAME_CHARS} characters")));
         }
+        ServiceError::unless_plain_text("name", name)?;
         let scopes = match scopes {
             None => Scopes::ALL,
             Some(list) => Scopes::parse_list(list.iter().map(String::as_str))

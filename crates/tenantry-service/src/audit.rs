@@ -69,7 +69,7 @@ impl Services {
 
     /// The operator's view: entries oldest first, optionally one tenant's, after `after_seq`.
     pub async fn audit_log(&self, tenant: Option<&str>, after_seq: i64, limit: i64) -> ServiceResult<Vec<AuditEntry>> {
-        let tenant = match tenant.filter(|t| !t.is_empty()) {
+        let tenant = match tenant {
             Some(raw) => {
                 Some(TenantId::parse(raw).ok_or_else(|| ServiceError::validation("tenant_id is not a tenant id"))?)
             }

@@ -307,10 +307,7 @@ fn check_title(title: &str) -> ServiceResult<()> {
     if title.chars().count() > MAX_TITLE_CHARS {
         return Err(ServiceError::validation(format!("title must be at most {MAX_TITLE_CHARS} characters")));
     }
-    if title.chars().any(tenantry_ingest::is_stray_control) {
-        return Err(ServiceError::validation("title must not contain control characters"));
-    }
-    Ok(())
+    ServiceError::unless_plain_text("title", title)
 }
 
 /// Ledger events for a change in the documents and storage levels. Keyed by document and action so they can

@@ -29,6 +29,15 @@ impl ServiceError {
         Self::new(ErrorCode::ValidationFailed, detail)
     }
 
+    /// Refuses text that holds a control character other than white space (NUL among them): no field a
+    /// person types needs one, and PostgreSQL cannot store NUL in text at all.
+    pub fn unless_plain_text(field: &str, value: &str) -> Result<(), Self> {
+        match value.chars().any(tenantry_ingest::is_stray_control) {
+            true => Err(Self::validation(format!("{field} must not contain control characters"))),
+            false => Ok(()),
+        }
+    }
+
     /// An internal failure: the cause goes to the log with the request's span, the client gets a plain 500.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");

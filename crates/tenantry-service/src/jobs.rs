@@ -21,6 +21,9 @@ use crate::{ServiceError, ServiceResult, Services};
 const LEASE_SECS: i64 = 300;
 const CLAIM_BATCH: i64 = 16;
 pub const DEFAULT_MAX_ATTEMPTS: i64 = 6;
+/// The most the test clock moves in one call (366 days): enough for any billing cycle, small enough that one
+/// call cannot queue years of period closes at once.
+pub const MAX_CLOCK_ADVANCE_SECS: i64 = 366 * 86_400;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -233,8 +236,8 @@ impl Services {
 
     /// The test clock: moves time forward and runs every job that became due.
     pub async fn advance_clock(&self, seconds: i64) -> ServiceResult<ClockView> {
-        if !(1..=10 * 366 * 86_400).contains(&seconds) {
-            return Err(ServiceError::validation("seconds must be between 1 and ten years"));
+        if !(1..=MAX_CLOCK_ADVANCE_SECS).contains(&seconds) {
+            return Err(ServiceError::validation("seconds must be between 1 and 31622400 (366 days)"));
         }
         if !self.clock().advance(seconds) {
             return Err(ServiceError::new(
@@ -329,15 +332,15 @@ impl Services {
         }
     }
 
-    /// The queue for the operator: jobs in `state` (all when empty), optionally one tenant's.
+    /// The queue for the operator: jobs in `state` (all when absent), optionally one tenant's.
     pub async fn admin_jobs(&self, state: Option<&str>, tenant: Option<&str>) -> ServiceResult<Vec<JobView>> {
-        let state = match state.filter(|s| !s.is_empty()) {
+        let state = match state {
             None => None,
             Some(s) => {
                 Some(JobState::parse(s).ok_or_else(|| ServiceError::validation(format!("unknown state {s:?}")))?)
             }
         };
-        let tenant = match tenant.filter(|t| !t.is_empty()) {
+        let tenant = match tenant {
             None => None,
             Some(t) => {
                 Some(TenantId::parse(t).ok_or_else(|| ServiceError::validation("tenant_id is not a tenant id"))?)

@@ -139,6 +139,7 @@ impl Services {
         if question.chars().count() > MAX_QUESTION_CHARS {
             return Err(ServiceError::validation(format!("question must be at most {MAX_QUESTION_CHARS} characters")));
         }
+        ServiceError::unless_plain_text("question", question)?;
         let top_k = request.top_k.unwrap_or(DEFAULT_TOP_K);
         if !(1..=MAX_TOP_K).contains(&top_k) {
             return Err(ServiceError::validation(format!("top_k must be between 1 and {MAX_TOP_K}")));

@@ -39,7 +39,8 @@ impl Services {
     pub async fn stripe_webhook(&self, payload: &[u8], signature: Option<&str>) -> ServiceResult<WebhookReceipt> {
         let secret = &self.config().billing.stripe.webhook_secret;
         if secret.is_empty() {
-            return Err(ServiceError::new(ErrorCode::Unavailable, "Stripe webhooks are not configured"));
+            // Without Stripe there is no such endpoint on this deployment: a 404, not a failure of the service.
+            return Err(ServiceError::new(ErrorCode::NotFound, "Stripe webhooks are not configured on this service"));
         }
         let verifier = WebhookVerifier::new([secret.as_str()]).map_err(ServiceError::internal)?;
         let header = signature.ok_or_else(|| ServiceError::new(ErrorCode::BadRequest, "missing Stripe-Signature"))?;

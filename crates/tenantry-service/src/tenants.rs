@@ -89,6 +89,7 @@ impl Services {
         if organization.is_empty() || organization.chars().count() > 200 {
             return Err(ServiceError::validation("organization must be 1 to 200 characters"));
         }
+        ServiceError::unless_plain_text("organization", &organization)?;
         let plan = self
             .catalog()
             .plan(&req.plan)
@@ -238,6 +239,7 @@ impl Services {
                     "system_prompt must be at most {MAX_SYSTEM_PROMPT_CHARS} characters"
                 )));
             }
+            ServiceError::unless_plain_text("system_prompt", p)?;
         }
         let detail = serde_json::json!({
             "model": update.model,

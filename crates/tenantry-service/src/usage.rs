@@ -45,7 +45,7 @@ impl Services {
     /// Usage in `[from, to)`; each bound defaults to the current billing period's.
     pub async fn usage(&self, ctx: &TenantContext, from: Option<&str>, to: Option<&str>) -> ServiceResult<UsageReport> {
         let parse = |raw: Option<&str>, name: &str, default: Timestamp| match raw {
-            None | Some("") => Ok(default),
+            None => Ok(default),
             Some(s) => Timestamp::parse_rfc3339(s)
                 .ok_or_else(|| ServiceError::validation(format!("{name} must be an RFC 3339 timestamp"))),
         };

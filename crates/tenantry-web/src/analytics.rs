@@ -13,6 +13,7 @@ use crate::problem::{ApiError, Problem};
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ReconcileQuery {
+    /// The tenant (`ten_…`).
     pub tenant_id: String,
 }
 

@@ -70,9 +70,14 @@ pub(crate) async fn with_quota_headers(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignupBody {
+    /// An email address (`local@domain`), compared without case.
+    #[schema(min_length = 3, max_length = 254)]
     pub email: String,
+    /// 1 to 200 characters once surrounding white space is trimmed.
+    #[schema(min_length = 1, max_length = 200)]
     pub organization: String,
     /// A plan name from the operator's catalogue, e.g. `trial`, `starter`, `pro`.
+    #[schema(min_length = 1)]
     pub plan: String,
 }
 
@@ -194,8 +199,14 @@ pub async fn get_tenant(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigBody {
+    /// A model the tenant's plan offers.
+    #[schema(min_length = 1)]
     pub model: Option<String>,
+    /// A retrieval mode the tenant's plan offers.
+    #[schema(min_length = 1)]
     pub retrieval_mode: Option<String>,
+    /// At most 8,000 characters.
+    #[schema(max_length = 8000)]
     pub system_prompt: Option<String>,
 }
 
@@ -220,6 +231,7 @@ pub async fn patch_config(
 #[serde(deny_unknown_fields)]
 pub struct PlanBody {
     /// A plan name from the operator's catalogue.
+    #[schema(min_length = 1)]
     pub plan: String,
 }
 
@@ -261,7 +273,11 @@ pub async fn change_plan(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DocumentBody {
+    /// At most 500 characters, no control characters.
+    #[schema(max_length = 500)]
     pub title: Option<String>,
+    /// The document's text: not blank.
+    #[schema(min_length = 1)]
     pub text: String,
     /// `text/plain` (default) or `text/markdown`.
     pub content_type: Option<String>,
@@ -417,9 +433,13 @@ pub async fn delete_document(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryBody {
+    /// The question: not blank, at most 8,000 characters.
+    #[schema(min_length = 1, max_length = 8000)]
     pub question: String,
     /// Passages to retrieve (1–50, default 5).
-    pub top_k: Option<usize>,
+    #[schema(minimum = 1, maximum = 50)]
+    #[serde(default, deserialize_with = "crate::whole::optional_integer")]
+    pub top_k: Option<i64>,
     /// Server-sent events instead of one JSON body.
     pub stream: Option<bool>,
 }
@@ -443,7 +463,11 @@ pub async fn query(
 ) -> ApiResult<Response> {
     let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Query).await?;
     let body = body.value()?;
-    let request = QueryRequest { question: body.question, top_k: body.top_k, max_completion_tokens: None };
+    let request = QueryRequest {
+        question: body.question,
+        top_k: body.top_k.map(|k| usize::try_from(k).unwrap_or(0)),
+        max_completion_tokens: None,
+    };
     if body.stream != Some(true) {
         let result = s.query(&ctx, &request).await?;
         return with_quota(&s, &ctx, StatusCode::OK, result).await;
@@ -474,8 +498,10 @@ fn query_sse(event: QueryEvent) -> Vec<Event> {
 #[into_params(parameter_in = Query)]
 pub struct UsageParams {
     /// RFC 3339; default: start of the current billing period.
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// RFC 3339; default: end of the current billing period.
+    #[param(format = DateTime)]
     pub to: Option<String>,
 }
 
@@ -517,9 +543,22 @@ pub struct KeyList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKeyBody {
+    /// 1 to 100 characters once surrounding white space is trimmed.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// Any of `query`, `ingest`, `admin`; default all.
+    #[schema(value_type = Option<Vec<KeyScopeName>>, min_items = 1)]
     pub scopes: Option<Vec<String>>,
+}
+
+/// A key scope, as `POST /v1/keys` names it (schema only: the service parses the names).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum KeyScopeName {
+    Query,
+    Ingest,
+    Admin,
 }
 
 /// The tenant's API keys (metadata only; secrets are never shown again).
@@ -617,6 +656,7 @@ pub struct TenantList {
 #[into_params(parameter_in = Query)]
 pub struct TenantFilter {
     /// Only tenants in this state.
+    #[param(pattern = "^(pending_payment|provisioning|trialing|active|past_due|suspended|cancelled|erased)$")]
     pub state: Option<String>,
 }
 
@@ -637,6 +677,7 @@ pub async fn admin_tenants(
 #[into_params(parameter_in = Query)]
 pub struct AuditFilter {
     /// Only this tenant's entries.
+    #[param(pattern = r"^ten_[0-9a-f]{32}$")]
     pub tenant_id: Option<String>,
     /// Entries after this sequence number (for paging; default 0).
     pub after: Option<i64>,
@@ -678,6 +719,7 @@ pub async fn admin_close_period(State(s): State<Services>, headers: HeaderMap) -
 #[serde(deny_unknown_fields)]
 pub struct PaymentBody {
     /// `succeeded` or `failed`.
+    #[schema(pattern = "^(succeeded|failed)$")]
     pub outcome: String,
 }
 

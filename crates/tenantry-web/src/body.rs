@@ -9,6 +9,11 @@
 //!   would pass it waits up to `limits.inflight_wait_secs`, then gets 503 with `Retry-After`. A body of
 //!   unknown length (chunked) is counted at its caller's whole limit, and cut there.
 //!
+//! Before any of that, a request's head is held to [`head_limits`]: a target (path and query) of at most
+//! 8 KiB (414) and at most 100 header fields of 32 KiB in all (431), answered as problem+json. hyper is
+//! told to read heads up to twice that many fields, so that it is this check that answers, not hyper's
+//! bare refusal; only a head past hyper's own buffer (about 400 KiB) is refused by hyper itself.
+//!
 //! Bodies that stall are abandoned by `server.body_timeout_secs` (`router`). A compressed body
 //! (`Content-Encoding` other than `identity`) is refused with 415: no handler decodes one, and reading it as
 //! plain bytes would store or parse the compressed data.
@@ -27,6 +32,31 @@ use tokio::sync::Semaphore;
 
 use crate::extract::bearer;
 use crate::problem::ApiError;
+
+/// The longest request target (path and query) served.
+pub const MAX_TARGET_BYTES: usize = 8 * 1024;
+/// The most header fields a request may carry, and their bytes in all (names and values).
+pub const MAX_HEADER_FIELDS: usize = 100;
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Refuses a request whose target or headers pass the limits above, before anything reads it.
+pub async fn head_limits(req: Request, next: Next) -> Response {
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target > MAX_TARGET_BYTES {
+        let detail = format!("the request target is {target} bytes; at most {MAX_TARGET_BYTES} are accepted");
+        return ApiError::new(ErrorCode::UriTooLong, detail).into_response();
+    }
+    let fields = req.headers().len();
+    let bytes: usize = req.headers().iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if fields > MAX_HEADER_FIELDS || bytes > MAX_HEADER_BYTES {
+        let detail = format!(
+            "the request has {fields} header fields of {bytes} bytes; at most {MAX_HEADER_FIELDS} fields of \
+             {MAX_HEADER_BYTES} bytes are accepted"
+        );
+        return ApiError::new(ErrorCode::HeaderFieldsTooLarge, detail).into_response();
+    }
+    next.run(req).await
+}
 
 /// The budget is counted in KiB, so that a `u32` of permits covers any sensible size.
 const UNIT: usize = 1024;

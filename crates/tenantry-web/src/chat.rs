@@ -42,8 +42,27 @@ pub struct ChatCompletionRequest {
 pub struct ChatMessage {
     pub role: String,
     /// A string, or an array of content parts of which the `text` parts are read.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<MessageContent>)]
     pub content: Option<Value>,
+}
+
+/// A message's content as OpenAI's API types it (schema only: the handler reads the JSON value).
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+pub enum MessageContent {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+/// One part of a message's content: `{"type": "text", "text": …}` is read; other types (images, audio) are
+/// accepted and skipped.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub text: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

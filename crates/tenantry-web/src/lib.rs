@@ -8,10 +8,12 @@ mod body;
 mod chat;
 mod extract;
 mod metrics;
+mod openapi_problems;
 mod operator;
 mod pages;
 pub mod problem;
 mod serve;
+mod whole;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -121,6 +123,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
                 .response("200", utoipa::openapi::ResponseBuilder::new().description("OpenAPI 3.1 JSON")),
         ),
     );
+    openapi_problems::document_layer_problems(&mut spec);
     spec
 }
 
@@ -143,6 +146,7 @@ pub fn router(services: Services) -> Router {
         .layer(axum::middleware::from_fn_with_state((services.clone(), budget), body::guard))
         .layer(axum::middleware::from_fn_with_state(metrics.clone(), metrics::track))
         .layer(axum::Extension(metrics))
+        .layer(axum::middleware::from_fn(body::head_limits))
         .layer(axum::middleware::from_fn(extract::request_context))
         .with_state(services)
 }

@@ -26,7 +26,9 @@ pub async fn overview(State(s): State<Services>, headers: HeaderMap) -> ApiResul
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdvanceBody {
-    /// How far to move the clock, in seconds (1 to ten years).
+    /// How far to move the clock, in seconds (1 to 366 days).
+    #[schema(minimum = 1, maximum = 31_622_400)]
+    #[serde(deserialize_with = "crate::whole::integer")]
     pub seconds: i64,
 }
 
@@ -53,7 +55,10 @@ pub async fn advance_clock(
 #[into_params(parameter_in = Query)]
 pub struct JobFilter {
     /// `queued`, `running`, `done` or `parked`.
+    #[param(pattern = "^(queued|running|done|parked)$")]
     pub state: Option<String>,
+    /// Only this tenant's jobs.
+    #[param(pattern = r"^ten_[0-9a-f]{32}$")]
     pub tenant_id: Option<String>,
 }
 
@@ -95,7 +100,7 @@ pub async fn requeue_job(
     responses(
         (status = 200, body = WebhookReceipt),
         (status = 400, body = Problem, content_type = "application/problem+json", description = "bad signature or payload"),
-        (status = 503, body = Problem, content_type = "application/problem+json", description = "webhooks not configured"),
+        (status = 404, body = Problem, content_type = "application/problem+json", description = "Stripe is not configured"),
     ))]
 pub async fn stripe_webhook(
     State(s): State<Services>,

@@ -24,7 +24,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        // Room past the service's own limit (body::head_limits), so that a request with too many header
+        // fields gets its problem+json 431 rather than hyper's bare one.
+        .max_headers(2 * crate::body::MAX_HEADER_FIELDS);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(header_timeout).keep_alive_timeout(header_timeout);
     let builder = std::sync::Arc::new(builder);
     let graceful = GracefulShutdown::new();

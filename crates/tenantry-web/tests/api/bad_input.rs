@@ -176,6 +176,31 @@ async fn unknown_routes_and_methods_are_problems_too() {
     assert_problem(r, 405, "method_not_allowed").await;
 }
 
+#[tokio::test]
+async fn an_overlong_target_or_head_is_a_problem_not_a_bare_refusal() {
+    let app = spawn_app().await;
+    let long_query = format!("/v1/usage?from={}", "9".repeat(9 * 1024));
+    let r = app.client.get(app.url(&long_query)).send().await.expect("get");
+    assert_problem(r, 414, "uri_too_long").await;
+
+    let mut many = reqwest::header::HeaderMap::new();
+    for i in 0..120 {
+        many.insert(
+            reqwest::header::HeaderName::from_bytes(format!("x-field-{i}").as_bytes()).expect("name"),
+            reqwest::header::HeaderValue::from_static("1"),
+        );
+    }
+    let r = app.client.get(app.url("/healthz")).headers(many).send().await.expect("get");
+    assert_problem(r, 431, "header_fields_too_large").await;
+
+    let r = app.client.get(app.url("/healthz")).header("x-big", "b".repeat(40 * 1024)).send().await.expect("get");
+    assert_problem(r, 431, "header_fields_too_large").await;
+
+    // Within the limits, the same requests are served.
+    let r = app.client.get(app.url("/healthz")).header("x-big", "b".repeat(8 * 1024)).send().await.expect("get");
+    assert_eq!(r.status(), 200);
+}
+
 const SAMPLE_PDF: &[u8] = include_bytes!("../../../tenantry-ingest/tests/fixtures/sample.pdf");
 const TRUNCATED_PDF: &[u8] = include_bytes!("../../../tenantry-ingest/tests/fixtures/truncated.pdf");
 
@@ -257,7 +282,7 @@ async fn a_bad_body_without_credentials_is_401_not_its_validation_error() {
 /// NUL and other control characters: a title holding one is refused; a text holding them is stored without
 /// them. On PostgreSQL too, whose text type refuses NUL (it was a 500 there).
 #[tokio::test]
-async fn control_characters_in_titles_are_refused_and_dropped_from_texts() {
+async fn control_characters_in_typed_fields_are_refused_and_dropped_from_texts() {
     let mut apps = vec![spawn_app().await];
     apps.extend(crate::helpers::spawn_app_on_postgres().await);
     for app in &apps {
@@ -277,6 +302,29 @@ async fn control_characters_in_titles_are_refused_and_dropped_from_texts() {
         let answer = app.query(&t.key, "How long do refunds take?").await;
         let cited = answer["citations"][0]["text"].as_str().expect("a citation");
         assert!(cited.contains("Refunds take fourteen days."), "{cited:?}");
+
+        // Every other field a person types refuses them too, on PostgreSQL (which cannot store NUL) as on
+        // SQLite, and nothing changes.
+        let signup = json!({"email": "nul2@input.test", "organization": "Ze\u{0}bra", "plan": "trial"});
+        let r = app.client.post(app.url("/v1/signup")).json(&signup).send().await.expect("signup");
+        assert_problem(r, 422, "validation_failed").await;
+        let r = app.post_json(&t.key, "/v1/keys", json!({"name": "ci\u{0}"})).await;
+        assert_problem(r, 422, "validation_failed").await;
+        let r = app.post_json(&t.key, "/v1/query", json!({"question": "refunds\u{0}?"})).await;
+        assert_problem(r, 422, "validation_failed").await;
+        let r = app
+            .client
+            .patch(app.url("/v1/tenant/config"))
+            .bearer_auth(&t.key)
+            .json(&json!({"system_prompt": "Be brief.\u{0}"}))
+            .send()
+            .await
+            .expect("patch");
+        assert_problem(r, 422, "validation_failed").await;
+        let tenant: serde_json::Value = app.get(&t.key, "/v1/tenant").await.json().await.expect("json");
+        assert_eq!(tenant["config"]["system_prompt"], "", "{tenant}");
+        let keys: serde_json::Value = app.get(&t.key, "/v1/keys").await.json().await.expect("json");
+        assert_eq!(keys["keys"].as_array().map(Vec::len), Some(1), "{keys}");
     }
 }
 
