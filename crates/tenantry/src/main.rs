@@ -229,9 +229,22 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-fn main() -> anyhow::Result<()> {
+/// A failure is one line per cause on stderr and exit status 1: what went wrong for the person at the
+/// terminal, never a backtrace (whatever `RUST_BACKTRACE` says; a panic still prints its own).
+fn main() -> std::process::ExitCode {
     disable_transparent_huge_pages();
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
+    let ran = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(run()));
+    match ran {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tenantry: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// Opts this process out of transparent huge pages, before any thread starts, as Redis does. Where the

@@ -56,3 +56,22 @@ fn a_reader_that_stops_early_ends_the_output_quietly() {
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A user's mistake (here a configuration file that does not exist) is one line on stderr and exit status 1,
+/// with no backtrace even when `RUST_BACKTRACE=1` asks for them.
+#[test]
+fn a_user_error_is_one_line_without_a_backtrace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("missing.toml"))
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("tenantry: "), "{stderr}");
+    assert!(stderr.contains("missing.toml"), "the message names the file: {stderr}");
+    assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
