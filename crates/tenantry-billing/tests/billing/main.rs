@@ -2,6 +2,7 @@
 
 mod client;
 mod events;
+mod fuzz;
 mod properties;
 mod rating;
 mod signature;
