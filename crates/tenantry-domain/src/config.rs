@@ -74,6 +74,8 @@ pub struct LimitsConfig {
     pub stream_bytes: u64,
     /// Decoded bytes of all the compressed streams of one upload together.
     pub expanded_bytes: u64,
+    /// Operators in any one content stream of a PDF (a page or a form).
+    pub stream_operators: u64,
     /// Largest body of a request that carries no credential (signup, payment webhooks).
     pub anonymous_body_bytes: usize,
     /// Bytes of request bodies being read at once, over all connections; a request that would pass it
@@ -94,6 +96,7 @@ impl Default for LimitsConfig {
         Self {
             stream_bytes: 64 << 20,
             expanded_bytes: 256 << 20,
+            stream_operators: 500_000,
             anonymous_body_bytes: 1 << 20,
             inflight_body_bytes: 512 << 20,
             inflight_wait_secs: 5,

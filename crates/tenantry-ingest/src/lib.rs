@@ -95,11 +95,14 @@ pub struct Limits {
     pub expanded_bytes: u64,
     /// Bytes of text extracted from one document.
     pub text_bytes: u64,
+    /// Operators in any one content stream (a page or a form): the parser holds a page's operators at once,
+    /// at a few hundred bytes each.
+    pub stream_operators: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { stream_bytes: 64 << 20, expanded_bytes: 256 << 20, text_bytes: 16 << 20 }
+        Self { stream_bytes: 64 << 20, expanded_bytes: 256 << 20, text_bytes: 16 << 20, stream_operators: 500_000 }
     }
 }
 

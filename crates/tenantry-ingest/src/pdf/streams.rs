@@ -12,6 +12,11 @@
 //! that the scan misread or a chain it could not see is still measured. The decoders find the end of their
 //! data themselves, so a `/Length` that lies changes nothing.
 //!
+//! The parser also holds all of a page's operators at once, at a few hundred bytes each, and a copy of the
+//! graphics state for every `q` not yet closed by `Q`. So while a content stream (a page's or a form's) is
+//! decoded, its operators are counted and its `q` depth followed, and a stream past `Limits::stream_operators`
+//! or nesting deeper than [`MAX_GRAPHICS_NESTING`] is refused too.
+//!
 //! In an encrypted file the stream data is ciphertext until `lopdf` decrypts it. Its compressed object
 //! streams, which `lopdf` expands while decrypting, are bounded by Flate's highest possible ratio instead;
 //! every other stream is measured after the load, on its decrypted bytes (`check_loaded`).
@@ -28,6 +33,10 @@ const FLATE_MAX_RATIO: u64 = 1_032;
 
 /// Filters inside filters: a real file has one or two; past this many the stream is refused.
 const MAX_LAYERS: usize = 4;
+
+/// The deepest `q` nesting accepted. PDF 1.7 (Annex C) sets 28 as the implementation limit writers keep to;
+/// this leaves room for careless ones.
+pub(crate) const MAX_GRAPHICS_NESTING: u32 = 256;
 
 /// How far before the keyword `stream` the dictionary's `/Filter` is looked for.
 const DICTIONARY_WINDOW: usize = 4_096;
@@ -47,7 +56,7 @@ pub(crate) fn check_raw(bytes: &[u8], limits: &Limits) -> Result<(), IngestError
             continue;
         }
         let filters = declared_filters(dictionary);
-        budget.measure(data, &filters)?;
+        budget.measure(data, &filters, holds_operators(dictionary))?;
     }
     Ok(())
 }
@@ -59,7 +68,12 @@ pub(crate) fn check_loaded(doc: &Document, limits: &Limits) -> Result<(), Ingest
         if let Object::Stream(stream) = object {
             let filters: Vec<Filter> =
                 stream.filters().unwrap_or_default().into_iter().filter_map(Filter::named).collect();
-            budget.measure(&stream.content, &filters)?;
+            let subtype = stream.dict.get(b"Subtype").and_then(|s| s.as_name()).ok();
+            let operators = match subtype {
+                Some(name) => name == b"Form",
+                None => !["Type", "Length1", "Length2", "Length3", "N"].iter().any(|k| stream.dict.has(k.as_bytes())),
+            };
+            budget.measure(&stream.content, &filters, operators)?;
         }
     }
     Ok(())
@@ -87,19 +101,26 @@ impl Filter {
 struct Budget {
     stream_limit: u64,
     file_limit: u64,
+    operator_limit: u64,
     spent: u64,
 }
 
 impl Budget {
     fn new(limits: &Limits) -> Self {
-        Self { stream_limit: limits.stream_bytes, file_limit: limits.expanded_bytes, spent: 0 }
+        Self {
+            stream_limit: limits.stream_bytes,
+            file_limit: limits.expanded_bytes,
+            operator_limit: limits.stream_operators,
+            spent: 0,
+        }
     }
 
     /// Decodes `data` through `filters` (then through Flate again for as long as the output opens like
-    /// zlib data), counting what comes out.
-    fn measure(&mut self, data: &[u8], filters: &[Filter]) -> Result<(), IngestError> {
+    /// zlib data), counting what comes out, and for a content stream (`operators`) its operators too.
+    fn measure(&mut self, data: &[u8], filters: &[Filter], operators: bool) -> Result<(), IngestError> {
         let allowed = self.stream_limit.min(self.file_limit.saturating_sub(self.spent));
-        let decoded = decoded_len(data, filters, allowed)?;
+        let mut scan = operators.then(|| OperatorScan::new(self.operator_limit));
+        let decoded = decoded_len(data, filters, allowed, scan.as_mut())?;
         if decoded > self.stream_limit {
             return Err(too_large(format!(
                 "a compressed stream in the PDF expands past {} bytes (the limit of one stream)",
@@ -189,9 +210,29 @@ fn is_delimiter(b: u8) -> bool {
     b.is_ascii_whitespace() || b"()<>[]{}/%".contains(&b)
 }
 
+/// Whether the stream after `dictionary` holds operators: a page's content (a dictionary with neither
+/// `/Type` nor `/Subtype`, and not a font program or a colour profile) or a form.
+fn holds_operators(dictionary: &[u8]) -> bool {
+    let has = |key: &[u8]| {
+        memchr::memmem::find_iter(dictionary, key)
+            .any(|at| dictionary.get(at + key.len()).is_none_or(|&b| is_delimiter(b)))
+    };
+    if has(b"/Subtype") {
+        return after_last(dictionary, b"/Subtype")
+            .map(|rest| rest.trim_ascii_start())
+            .is_some_and(|rest| rest.starts_with(b"/Form") && rest.get(5).is_none_or(|&b| is_delimiter(b)));
+    }
+    ![b"/Type".as_slice(), b"/Length1", b"/Length2", b"/Length3", b"/N"].iter().any(|key| has(key))
+}
+
 /// The decoded length of `data`, counted up to `allowed + 1` bytes (anything past `allowed` is refused, so
-/// the count stops there).
-fn decoded_len(data: &[u8], filters: &[Filter], allowed: u64) -> Result<u64, IngestError> {
+/// the count stops there), with its operators fed to `scan` when there is one.
+fn decoded_len(
+    data: &[u8],
+    filters: &[Filter],
+    allowed: u64,
+    scan: Option<&mut OperatorScan>,
+) -> Result<u64, IngestError> {
     let mut reader: Box<dyn BufRead + '_> = Box::new(data);
     let mut layers = 0;
     for &filter in filters {
@@ -210,7 +251,7 @@ fn decoded_len(data: &[u8], filters: &[Filter], allowed: u64) -> Result<u64, Ing
         reader = decode(reader, Filter::Flate);
         layers += 1;
     }
-    Ok(count(reader, allowed))
+    count(reader, allowed, scan)
 }
 
 fn decode<'a>(inner: Box<dyn BufRead + 'a>, filter: Filter) -> Box<dyn BufRead + 'a> {
@@ -230,17 +271,170 @@ fn looks_like_zlib(head: &[u8]) -> bool {
 }
 
 /// Bytes read from `reader` until it ends, fails (damaged data ends a stream for `lopdf` too), or passes
-/// `allowed`.
-fn count(mut reader: impl Read, allowed: u64) -> u64 {
+/// `allowed`; each is fed to `scan` when there is one, which may refuse the stream first.
+fn count(mut reader: impl Read, allowed: u64, mut scan: Option<&mut OperatorScan>) -> Result<u64, IngestError> {
     let mut buf = [0u8; 16 * 1024];
     let mut total = 0u64;
     while total <= allowed {
         match reader.read(&mut buf) {
             Ok(0) | Err(_) => break,
-            Ok(n) => total += n as u64,
+            Ok(n) => {
+                total += n as u64;
+                if let Some(scan) = scan.as_deref_mut() {
+                    scan.feed(&buf[..n])?;
+                }
+            }
         }
     }
-    total
+    if let Some(scan) = scan {
+        scan.finish()?;
+    }
+    Ok(total)
+}
+
+/// Where the scan of a content stream is: in the middle of a token, a string, a hex string, a comment, or
+/// an inline image's data (which ends at white space, `EI` and white space).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lexeme {
+    Between,
+    Token,
+    String {
+        depth: u32,
+        escaped: bool,
+    },
+    Hex,
+    Comment,
+    /// How much of `<white space>EI` has been seen.
+    InlineImage {
+        seen: u8,
+    },
+}
+
+/// Counts the operators of a content stream and follows its `q`/`Q` nesting, as its bytes go by.
+struct OperatorScan {
+    lexeme: Lexeme,
+    /// The current token's first bytes (enough to tell `q`, `Q`, `ID` and the keywords apart) and length.
+    token: [u8; 5],
+    token_len: usize,
+    operators: u64,
+    operator_limit: u64,
+    nesting: u32,
+}
+
+impl OperatorScan {
+    fn new(operator_limit: u64) -> Self {
+        Self { lexeme: Lexeme::Between, token: [0; 5], token_len: 0, operators: 0, operator_limit, nesting: 0 }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) -> Result<(), IngestError> {
+        for &b in bytes {
+            self.lexeme = match self.lexeme {
+                Lexeme::Comment => match b {
+                    b'\n' | b'\r' => Lexeme::Between,
+                    _ => Lexeme::Comment,
+                },
+                Lexeme::String { depth, escaped: true } => Lexeme::String { depth, escaped: false },
+                Lexeme::String { depth, escaped: false } => match b {
+                    b'\\' => Lexeme::String { depth, escaped: true },
+                    b'(' => Lexeme::String { depth: depth.saturating_add(1), escaped: false },
+                    b')' if depth <= 1 => Lexeme::Between,
+                    b')' => Lexeme::String { depth: depth - 1, escaped: false },
+                    _ => Lexeme::String { depth, escaped: false },
+                },
+                Lexeme::Hex => match b {
+                    b'>' => Lexeme::Between,
+                    _ => Lexeme::Hex,
+                },
+                Lexeme::InlineImage { seen } => match (seen, b) {
+                    (2, b'I') => Lexeme::InlineImage { seen: 3 },
+                    (3, b) if is_delimiter(b) => {
+                        self.operator(b"EI")?;
+                        Lexeme::Between
+                    }
+                    (1, b'E') => Lexeme::InlineImage { seen: 2 },
+                    (_, b) if b.is_ascii_whitespace() => Lexeme::InlineImage { seen: 1 },
+                    _ => Lexeme::InlineImage { seen: 0 },
+                },
+                Lexeme::Between | Lexeme::Token => self.between_or_token(b)?,
+            };
+        }
+        Ok(())
+    }
+
+    fn between_or_token(&mut self, b: u8) -> Result<Lexeme, IngestError> {
+        if !is_delimiter(b) || (b == b'/' && self.lexeme == Lexeme::Between) {
+            if self.token_len < self.token.len() {
+                self.token[self.token_len] = b;
+            }
+            self.token_len += 1;
+            return Ok(Lexeme::Token);
+        }
+        let ended = self.end_token()?;
+        Ok(match b {
+            _ if ended == Some(Lexeme::InlineImage { seen: 1 }) => Lexeme::InlineImage { seen: 1 },
+            b'(' => Lexeme::String { depth: 1, escaped: false },
+            b'<' => Lexeme::Hex,
+            b'%' => Lexeme::Comment,
+            b'/' => {
+                self.token[0] = b'/';
+                self.token_len = 1;
+                Lexeme::Token
+            }
+            _ => Lexeme::Between,
+        })
+    }
+
+    /// Ends the current token: an operator is counted (and `q`, `Q`, `ID` acted on); names, numbers and
+    /// keywords are not. Returns the lexeme an `ID` operator starts.
+    fn end_token(&mut self) -> Result<Option<Lexeme>, IngestError> {
+        let len = std::mem::take(&mut self.token_len);
+        if len == 0 {
+            return Ok(None);
+        }
+        let token = &self.token[..len.min(self.token.len())];
+        let first = token[0];
+        let not_an_operator = first == b'/'
+            || first.is_ascii_digit()
+            || matches!(first, b'+' | b'-' | b'.')
+            || (len <= 5 && matches!(token, b"true" | b"false" | b"null"));
+        if not_an_operator {
+            return Ok(None);
+        }
+        let starts_inline_image = token == b"ID";
+        let operator: [u8; 5] = self.token;
+        self.operator(&operator[..len.min(5)])?;
+        Ok(starts_inline_image.then_some(Lexeme::InlineImage { seen: 1 }))
+    }
+
+    fn operator(&mut self, name: &[u8]) -> Result<(), IngestError> {
+        self.operators += 1;
+        if self.operators > self.operator_limit {
+            return Err(too_large(format!(
+                "a page or form in the PDF draws more than {} operators (the limit of one content stream)",
+                self.operator_limit
+            )));
+        }
+        match name {
+            b"q" => {
+                self.nesting += 1;
+                if self.nesting > MAX_GRAPHICS_NESTING {
+                    return Err(too_large(format!(
+                        "a page or form in the PDF nests graphics states more than {MAX_GRAPHICS_NESTING} deep"
+                    )));
+                }
+            }
+            b"Q" => self.nesting = self.nesting.saturating_sub(1),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), IngestError> {
+        if matches!(self.lexeme, Lexeme::Token) {
+            self.end_token()?;
+        }
+        Ok(())
+    }
 }
 
 /// LZW (`lopdf` decodes with early change and 8-bit symbols, as PDF's default) as a reader.
@@ -362,6 +556,58 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+
+    /// The operators `content` draws, or the refusal.
+    fn operators(content: &[u8], limit: u64) -> Result<u64, IngestError> {
+        let mut scan = OperatorScan::new(limit);
+        // Fed in small pieces, so that tokens, strings and inline images cross the pieces' edges.
+        for piece in content.chunks(3) {
+            scan.feed(piece)?;
+        }
+        scan.finish()?;
+        Ok(scan.operators)
+    }
+
+    #[test]
+    fn operators_are_counted_and_operands_are_not() {
+        let page = b"q 1 0 0 1 72 700 cm BT /F1 12 Tf (Hello (nested) q Q \\) world) Tj ET Q\n\
+            % a comment with q q q\n<48656c6c6f> Tj [(a) -120 (b)] TJ /Span <</MCID 0>> BDC EMC true false null";
+        // q cm BT Tf Tj ET Q Tj TJ BDC EMC: the q in the string and the comment are not operators.
+        assert_eq!(operators(page, 1_000), Ok(11));
+    }
+
+    #[test]
+    fn an_inline_images_data_is_not_read_as_operators() {
+        let page = b"q BI /W 2 /H 2 /BPC 8 /CS /G ID \x00q q q Q\xffEI\x01 EI Q";
+        // q BI ID EI Q: the image data (with its false `EI`) draws nothing.
+        assert_eq!(operators(page, 1_000), Ok(5));
+    }
+
+    #[test]
+    fn too_many_operators_or_too_deep_a_nesting_is_refused() {
+        assert_eq!(operators(&b"0 0 m ".repeat(100), 100), Ok(100));
+        assert!(matches!(operators(&b"0 0 m ".repeat(101), 100), Err(IngestError::TooLarge(_))));
+        let deep = [b"q ".repeat(MAX_GRAPHICS_NESTING as usize), b"Q ".repeat(MAX_GRAPHICS_NESTING as usize)].concat();
+        assert!(operators(&deep, 1_000_000).is_ok(), "as deep as allowed");
+        let deeper = b"q ".repeat(MAX_GRAPHICS_NESTING as usize + 1);
+        match operators(&deeper, 1_000_000) {
+            Err(IngestError::TooLarge(reason)) => assert!(reason.contains("nests graphics states"), "{reason}"),
+            other => panic!("expected TooLarge, got {other:?}"),
+        }
+        // Balanced nesting, however long, is fine.
+        assert!(operators(&b"q Q ".repeat(10_000), 1_000_000).is_ok());
+    }
+
+    #[test]
+    fn only_pages_and_forms_are_scanned_for_operators() {
+        assert!(holds_operators(b"<< /Length 120 /Filter /FlateDecode >>"));
+        assert!(holds_operators(b"<< /Type /XObject /Subtype /Form /BBox [0 0 1 1] /Length 9 >>"));
+        assert!(!holds_operators(b"<< /Type /XObject /Subtype /Image /Width 2 /Length 9 >>"));
+        assert!(!holds_operators(b"<< /Type /ObjStm /N 10 /First 60 /Length 9 >>"));
+        assert!(!holds_operators(b"<< /Length1 5000 /Length 2000 /Filter /FlateDecode >>"));
+        assert!(!holds_operators(b"<< /N 3 /Alternate /DeviceRGB /Length 9 >>"));
+        assert!(!holds_operators(b"<< /Subtype /Formula /Length 9 >>"));
+    }
 
     fn limits(stream_bytes: u64, expanded_bytes: u64) -> Limits {
         Limits { stream_bytes, expanded_bytes, ..Limits::default() }
