@@ -7,7 +7,9 @@
 //!   here only when a body could be larger than the anonymous limit;
 //! - the bodies being read at once share one budget (`limits.inflight_body_bytes`): a request whose body
 //!   would pass it waits up to `limits.inflight_wait_secs`, then gets 503 with `Retry-After`. A body of
-//!   unknown length (chunked) is counted at its caller's whole limit, and cut there.
+//!   unknown length (chunked) is counted at its caller's whole limit, and cut there. An eighth of the
+//!   budget is kept for small bodies (up to 64 KiB: questions, chat, settings), so that uploads held open
+//!   by one tenant cannot make every other tenant's questions wait.
 //!
 //! Before any of that, a request's head is held to [`head_limits`]: a target (path and query) of at most
 //! 8 KiB (414) and at most 100 header fields of 32 KiB in all (431), answered as problem+json. hyper is
@@ -61,18 +63,46 @@ pub async fn head_limits(req: Request, next: Next) -> Response {
 /// The budget is counted in KiB, so that a `u32` of permits covers any sensible size.
 const UNIT: usize = 1024;
 
-/// The bytes of request bodies being read at once, over all connections.
+/// The largest body that draws from the share kept for small bodies.
+const SMALL_BODY_BYTES: u64 = 64 << 10;
+
+/// The bytes of request bodies being read at once, over all connections: one share for small bodies, the
+/// rest for the others.
 #[derive(Clone)]
 pub struct BodyBudget {
-    permits: Arc<Semaphore>,
-    total_units: u32,
+    small: Pool,
+    bulk: Pool,
     wait: Duration,
+}
+
+#[derive(Clone)]
+struct Pool {
+    permits: Arc<Semaphore>,
+    units: u32,
+}
+
+impl Pool {
+    fn new(units: u32) -> Self {
+        let units = units.max(1);
+        Self { permits: Arc::new(Semaphore::new(units as usize)), units }
+    }
 }
 
 impl BodyBudget {
     pub fn new(bytes: usize, wait: Duration) -> Self {
-        let total_units = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX).max(1);
-        Self { permits: Arc::new(Semaphore::new(total_units as usize)), total_units, wait }
+        let total_units = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX).max(2);
+        let small_units = (total_units / 8).max(1);
+        Self { small: Pool::new(small_units), bulk: Pool::new(total_units - small_units), wait }
+    }
+
+    /// The pool a body of `bytes` (at most) draws from.
+    fn pool_for(&self, bytes: u64) -> &Pool {
+        let small_bytes = u64::from(self.small.units) * UNIT as u64;
+        if bytes <= SMALL_BODY_BYTES && bytes <= small_bytes {
+            &self.small
+        } else {
+            &self.bulk
+        }
     }
 }
 
@@ -107,9 +137,10 @@ pub async fn guard(State((services, budget)): State<(Services, BodyBudget)>, req
         )
         .into_response();
     }
-    let units = u32::try_from(declared.unwrap_or(limit).div_ceil(UNIT as u64)).unwrap_or(u32::MAX).max(1);
-    let units = units.min(budget.total_units);
-    let _permit = match tokio::time::timeout(budget.wait, budget.permits.clone().acquire_many_owned(units)).await {
+    let bytes = declared.unwrap_or(limit);
+    let pool = budget.pool_for(bytes);
+    let units = u32::try_from(bytes.div_ceil(UNIT as u64)).unwrap_or(u32::MAX).max(1).min(pool.units);
+    let _permit = match tokio::time::timeout(budget.wait, pool.permits.clone().acquire_many_owned(units)).await {
         Ok(Ok(permit)) => permit,
         Ok(Err(_)) | Err(_) => {
             tracing::warn!(units, "request bodies in flight at their budget: refused");

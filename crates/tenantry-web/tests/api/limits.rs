@@ -139,15 +139,20 @@ async fn bodies_in_flight_share_one_budget() {
     let t = app.signup("budget@limits.test", "trial").await;
     let head = format!(
         "POST /v1/documents HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: application/json\r\nContent-Length: 80000\r\n\r\n{{\"title\": \"slow\", \"text\": \"",
+         Content-Type: application/json\r\nContent-Length: 102400\r\n\r\n{{\"title\": \"slow\", \"text\": \"",
         t.key
     );
-    // One body of 80 KB arrives slowly and holds most of the 100 KB budget...
+    // One body of 100 KiB arrives slowly and holds all of the budget but the share kept for small bodies...
     let addr = app.base.trim_start_matches("http://").to_owned();
     let mut slow = tokio::net::TcpStream::connect(&addr).await.expect("connect");
     slow.write_all(head.as_bytes()).await.expect("write");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // ...so a second one waits its second, then hears 503 with Retry-After.
+    // A question, a small body, is answered meanwhile: small bodies have a share of their own.
+    let asked = Instant::now();
+    let r = app.post_json(&t.key, "/v1/query", json!({"question": "anything?"})).await;
+    assert_eq!(r.status(), 200);
+    assert!(asked.elapsed() < Duration::from_millis(900), "the question did not wait for the budget");
+    // ...but a second large one waits its second, then hears 503 with Retry-After.
     let started = Instant::now();
     let answer = answer_to_head(&app, &head, Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
