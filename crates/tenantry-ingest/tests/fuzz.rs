@@ -10,11 +10,13 @@
 
 use std::sync::{Mutex, OnceLock};
 
-use pdf_extract::{Dictionary, Document, Object, Stream};
 use peak_alloc::PeakAlloc;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRng, TestRunner};
+use support::one_page_pdf_compressed;
 use tenantry_ingest::{parse, Format, IngestError, Limits};
+
+mod support;
 
 /// Counts the bytes the process holds, and the most it held since the last reset.
 #[global_allocator]
@@ -106,45 +108,6 @@ fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).expect("fixture")
 }
 
-/// A one-page PDF whose content stream is `content`, Flate-compressed, made with lopdf's writer.
-fn one_page_pdf(content: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
-    encoder.write_all(content).expect("in memory");
-    let mut doc = Document::with_version("1.5");
-    let mut font = Dictionary::new();
-    font.set("Type", "Font");
-    font.set("Subtype", "Type1");
-    font.set("BaseFont", "Helvetica");
-    let font = doc.add_object(font);
-    let mut resources = Dictionary::new();
-    resources.set("Font", Dictionary::from_iter(vec![("F1", Object::Reference(font))]));
-    let mut stream_dict = Dictionary::new();
-    stream_dict.set("Filter", "FlateDecode");
-    let contents = doc.add_object(Stream::new(stream_dict, encoder.finish().expect("in memory")));
-    let pages = doc.new_object_id();
-    let mut page = Dictionary::new();
-    page.set("Type", "Page");
-    page.set("Parent", pages);
-    page.set("Contents", contents);
-    page.set("Resources", resources);
-    page.set("MediaBox", vec![0.into(), 0.into(), 595.into(), 842.into()]);
-    let page = doc.add_object(page);
-    let mut tree = Dictionary::new();
-    tree.set("Type", "Pages");
-    tree.set("Kids", vec![Object::Reference(page)]);
-    tree.set("Count", 1);
-    doc.objects.insert(pages, Object::Dictionary(tree));
-    let mut catalog = Dictionary::new();
-    catalog.set("Type", "Catalog");
-    catalog.set("Pages", pages);
-    let catalog = doc.add_object(catalog);
-    doc.trailer.set("Root", catalog);
-    let mut bytes = Vec::new();
-    doc.save_to(&mut bytes).expect("lopdf writes the test PDF");
-    bytes
-}
-
 /// The PDF corpus: real files, a truncated one, encrypted ones, a Flate bomb (32 MiB of content in a file of
 /// about 32 KB), deeply nested graphics states (50,000 `q` in 754 bytes), and a page of dense operators
 /// (1 MB of text drawing).
@@ -160,9 +123,9 @@ fn pdf_corpus() -> &'static Vec<Vec<u8>> {
             fixture("truncated.pdf"),
             fixture("encrypted.pdf"),
             fixture("owner-password-only.pdf"),
-            one_page_pdf(&bomb),
-            one_page_pdf(&nested),
-            one_page_pdf(&dense),
+            one_page_pdf_compressed(&bomb),
+            one_page_pdf_compressed(&nested),
+            one_page_pdf_compressed(&dense),
         ]
     })
 }
