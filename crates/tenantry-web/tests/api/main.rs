@@ -16,6 +16,7 @@ mod lifecycle;
 mod limits;
 mod models;
 mod month;
+mod multipart;
 mod observability;
 mod plan;
 mod retention;
