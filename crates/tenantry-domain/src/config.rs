@@ -76,6 +76,8 @@ pub struct LimitsConfig {
     pub expanded_bytes: u64,
     /// Operators in any one content stream of a PDF (a page or a form).
     pub stream_operators: u64,
+    /// Operators run to draw one PDF's pages, every form counted each time it is drawn.
+    pub document_operators: u64,
     /// Largest body of a request that carries no credential (signup, payment webhooks).
     pub anonymous_body_bytes: usize,
     /// Bytes of request bodies being read at once, over all connections; a request that would pass it
@@ -97,6 +99,7 @@ impl Default for LimitsConfig {
             stream_bytes: 64 << 20,
             expanded_bytes: 256 << 20,
             stream_operators: 500_000,
+            document_operators: 20_000_000,
             anonymous_body_bytes: 1 << 20,
             inflight_body_bytes: 512 << 20,
             inflight_wait_secs: 5,

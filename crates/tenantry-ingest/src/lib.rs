@@ -98,11 +98,20 @@ pub struct Limits {
     /// Operators in any one content stream (a page or a form): the parser holds a page's operators at once,
     /// at a few hundred bytes each.
     pub stream_operators: u64,
+    /// Operators run to draw a whole document, every form counted each time it is drawn: the work the
+    /// extractor does, whatever the file's size.
+    pub document_operators: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { stream_bytes: 64 << 20, expanded_bytes: 256 << 20, text_bytes: 16 << 20, stream_operators: 500_000 }
+        Self {
+            stream_bytes: 64 << 20,
+            expanded_bytes: 256 << 20,
+            text_bytes: 16 << 20,
+            stream_operators: 500_000,
+            document_operators: 20_000_000,
+        }
     }
 }
 

@@ -8,8 +8,11 @@
 //!
 //! A PDF is also compressed, and `lopdf` expands what it reads with no limit: `streams` measures every
 //! stream before anything is expanded, and the text extracted is counted as it comes, so a file that would
-//! expand past its `Limits` is refused before it can hold the memory.
+//! expand past its `Limits` is refused before it can hold the memory. What drawing the pages will take (forms
+//! drawn inside forms, many times over) is walked before the extractor starts (`drawing`), so a file that
+//! would loop or run for hours is refused too.
 
+mod drawing;
 mod layout;
 mod streams;
 
@@ -72,6 +75,7 @@ fn extract(bytes: &[u8], limits: &Limits) -> Result<ParsedDocument, IngestError>
     if doc.was_encrypted() {
         streams::check_loaded(&doc, limits)?;
     }
+    drawing::check(&doc, limits)?;
     let mut pages = Pages { pages: Vec::new(), text_left: limits.text_bytes, exceeded: false };
     let output = pdf_extract::output_doc(&doc, &mut pages);
     if pages.exceeded {

@@ -13,7 +13,7 @@ use std::sync::{Mutex, OnceLock};
 use peak_alloc::PeakAlloc;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRng, TestRunner};
-use support::one_page_pdf_compressed;
+use support::{one_page_pdf_compressed, pdf_with_a_looping_tree, pdf_with_forms, Form};
 use tenantry_ingest::{parse, Format, IngestError, Limits};
 
 mod support;
@@ -26,8 +26,13 @@ static HEAP: PeakAlloc = PeakAlloc;
 static MEASURING: Mutex<()> = Mutex::new(());
 
 /// Small limits, so that a bomb crosses them quickly and the bound below is tight.
-const LIMITS: Limits =
-    Limits { stream_bytes: 1 << 20, expanded_bytes: 4 << 20, text_bytes: 256 << 10, stream_operators: 20_000 };
+const LIMITS: Limits = Limits {
+    stream_bytes: 1 << 20,
+    expanded_bytes: 4 << 20,
+    text_bytes: 256 << 10,
+    stream_operators: 20_000,
+    document_operators: 200_000,
+};
 
 /// What one parse may add to the heap: the limits' worth of decoded data a few times over (buffers grow by
 /// doubling), plus the parser's own structures, which grow with the input.
@@ -126,6 +131,13 @@ fn pdf_corpus() -> &'static Vec<Vec<u8>> {
             one_page_pdf_compressed(&bomb),
             one_page_pdf_compressed(&nested),
             one_page_pdf_compressed(&dense),
+            pdf_with_forms(b"/X1 Do", &[Form { name: "X1", content: b"/X1 Do", own_resources: false }], 1),
+            pdf_with_forms(
+                &b"/X1 Do ".repeat(50_000),
+                &[Form { name: "X1", content: &dense[..5_000], own_resources: true }],
+                1,
+            ),
+            pdf_with_a_looping_tree(b"BT /F1 12 Tf 72 700 Td (loop) Tj ET"),
         ]
     })
 }
@@ -133,9 +145,13 @@ fn pdf_corpus() -> &'static Vec<Vec<u8>> {
 #[test]
 fn pdf_parsing_ends_well_within_the_heap_bound() {
     fuzz(|| mutated(pdf_corpus().clone()), within_the_bound(Format::Pdf));
-    // The bomb, the deep nesting and the dense page are refused as too large, not parsed.
+    // The bomb, the deep nesting, the dense page and the form drawn 50,000 times are refused as too large,
+    // not parsed; the form that draws itself and the looping page tree as damaged.
     let _alone = MEASURING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    for i in [4, 5, 6] {
+    for i in [7, 9] {
+        assert!(matches!(parse(Format::Pdf, &pdf_corpus()[i], &LIMITS), Err(IngestError::Unparseable(_))), "{i}");
+    }
+    for i in [4, 5, 6, 8] {
         assert!(matches!(parse(Format::Pdf, &pdf_corpus()[i], &LIMITS), Err(IngestError::TooLarge(_))), "{i}");
     }
 }

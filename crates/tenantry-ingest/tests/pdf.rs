@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use support::{one_page_pdf, one_page_pdf_compressed};
+use support::{one_page_pdf, one_page_pdf_compressed, pdf_with_a_looping_tree, pdf_with_forms, Form};
 use tenantry_ingest::{chunk, parse, ChunkOptions, Format, IngestError, Limits, ParsedDocument};
 
 mod support;
@@ -221,4 +221,83 @@ fn text_past_the_documents_limit_stops_the_extraction() {
         other => panic!("expected TooLarge, got {other:?}"),
     }
     parse(Format::Pdf, &pdf, &Limits::default()).expect("within the default limits");
+}
+
+fn too_large(bytes: &[u8]) -> String {
+    match parse(Format::Pdf, bytes, &Limits::default()) {
+        Err(IngestError::TooLarge(reason)) => reason,
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+}
+
+const TEXT: &[u8] = b"BT /F1 12 Tf 72 700 Td (Letterhead) Tj ET";
+
+#[test]
+fn forms_drawn_a_few_times_are_read() {
+    let letterhead = Form { name: "X1", content: TEXT, own_resources: true };
+    let doc = parse(
+        Format::Pdf,
+        &pdf_with_forms(b"/X1 Do q 1 0 0 1 0 -100 cm /X1 Do Q", &[letterhead], 1),
+        &Limits::default(),
+    )
+    .expect("a form drawn twice parses");
+    assert_eq!(text_on_page(&doc, 1).matches("Letterhead").count(), 2, "{:?}", text_on_page(&doc, 1));
+}
+
+#[test]
+fn a_form_that_draws_itself_is_refused_not_followed_forever() {
+    for own_resources in [false, true] {
+        let form = Form { name: "X1", content: b"/X1 Do", own_resources };
+        let reason = unparseable(&pdf_with_forms(b"/X1 Do", &[form], 1));
+        assert!(reason.contains("draws itself"), "{reason}");
+    }
+    let forms = [
+        Form { name: "X1", content: b"/X2 Do", own_resources: false },
+        Form { name: "X2", content: b"/X1 Do", own_resources: true },
+    ];
+    assert!(unparseable(&pdf_with_forms(b"/X1 Do", &forms, 1)).contains("draws itself"));
+}
+
+#[test]
+fn forms_nested_past_the_limit_are_refused() {
+    let names: Vec<String> = (0..=40).map(|i| format!("X{i}")).collect();
+    let contents: Vec<Vec<u8>> =
+        (0..=40).map(|i| if i == 40 { TEXT.to_vec() } else { format!("/X{} Do", i + 1).into_bytes() }).collect();
+    let forms: Vec<Form> =
+        (0..=40).map(|i| Form { name: &names[i], content: &contents[i], own_resources: true }).collect();
+    assert!(unparseable(&pdf_with_forms(b"/X0 Do", &forms, 1)).contains("more than 32 deep"));
+    // Ten levels are fine.
+    let doc = parse(Format::Pdf, &pdf_with_forms(b"/X30 Do", &forms, 1), &Limits::default()).expect("ten levels");
+    assert_eq!(text_on_page(&doc, 1), "Letterhead");
+}
+
+#[test]
+fn forms_drawn_a_billion_times_over_are_refused_before_drawing() {
+    // A thousand operators, drawn a thousand times by a form the page draws a thousand times: 10^9
+    // operators from a file of a few kilobytes.
+    let leaf = [TEXT, &b"\n0 0 m".repeat(1_000)].concat();
+    let middle = b"/X1 Do\n".repeat(1_000);
+    let page = b"/X2 Do\n".repeat(1_000);
+    let forms = [
+        Form { name: "X1", content: &leaf, own_resources: false },
+        Form { name: "X2", content: &middle, own_resources: false },
+    ];
+    let started = std::time::Instant::now();
+    let reason = too_large(&pdf_with_forms(&page, &forms, 1));
+    assert!(reason.contains("20000000 operators"), "{reason}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "refused in {:?}", started.elapsed());
+}
+
+#[test]
+fn a_stream_listed_as_content_many_times_is_charged_each_time() {
+    let content = [TEXT, &b"\n".repeat(64 << 10)].concat();
+    let reason = too_large(&pdf_with_forms(&content, &[], 8_192));
+    assert!(reason.contains("decodes more than 268435456 bytes"), "{reason}");
+    let doc = parse(Format::Pdf, &pdf_with_forms(&content, &[], 3), &Limits::default()).expect("listed thrice");
+    assert_eq!(text_on_page(&doc, 1).matches("Letterhead").count(), 3);
+}
+
+#[test]
+fn a_page_tree_that_loops_is_refused() {
+    assert!(unparseable(&pdf_with_a_looping_tree(TEXT)).contains("page tree loops"));
 }

@@ -217,6 +217,7 @@ impl Services {
             expanded_bytes: self.config().limits.expanded_bytes,
             text_bytes: ctx.plan.limits.document_text_bytes,
             stream_operators: self.config().limits.stream_operators,
+            document_operators: self.config().limits.document_operators,
         };
         let _permit = self.inner.parsing.acquire().await.map_err(ServiceError::internal)?;
         let (parsed, chunks, bytes) = tokio::task::spawn_blocking(move || {
