@@ -3,16 +3,22 @@
 
 Starts the built `tenantry` binary (no configuration, built-in offline model) on a free port, signs a tenant
 up, uploads a document, and drives /v1/chat/completions plain and streaming, /v1/models, and the error
-paths through the SDK with the tenant's key as the API key. Usage:
+paths through the SDK with the tenant's key as the API key. A second service is configured with a hosted
+model behind a fake OpenAI-compatible upstream that records every request it receives and answers in the
+wire format (plain and streamed, tool calls, `finish_reason`), to check that conversations, parameters and
+tool calls reach the model and come back. Usage:
 
     target/sdk-venv/bin/python tests/sdk/openai_sdk.py target/debug/tenantry
 """
+import http.server
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.request
@@ -39,24 +45,32 @@ def post(base, path, body, key=None):
         return json.loads(r.read())
 
 
+def start_tenantry(tmp, config=None):
+    """Starts the binary on a free port; returns (process, base URL, log file)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = open(os.path.join(tmp, "server.log"), "w")
+    command = [BINARY, "serve", "--data-dir", os.path.join(tmp, "data"), "--bind", f"127.0.0.1:{port}"]
+    if config:
+        path = os.path.join(tmp, "tenantry.toml")
+        with open(path, "w") as f:
+            f.write(config)
+        command += ["--config", path]
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    for _ in range(150):
+        try:
+            urllib.request.urlopen(base + "/healthz", timeout=2)
+            return proc, base, log
+        except Exception:
+            time.sleep(0.2)
+    raise RuntimeError("tenantry did not start; see " + log.name)
+
+
 class OpenAiSdk(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="tenantry-sdk-")
-        port = free_port()
-        cls.base = f"http://127.0.0.1:{port}"
-        cls.log = open(os.path.join(cls.tmp, "server.log"), "w")
-        cls.proc = subprocess.Popen(
-            [BINARY, "serve", "--data-dir", os.path.join(cls.tmp, "data"), "--bind", f"127.0.0.1:{port}"],
-            stdout=cls.log, stderr=subprocess.STDOUT)
-        for _ in range(150):
-            try:
-                urllib.request.urlopen(cls.base + "/healthz", timeout=2)
-                break
-            except Exception:
-                time.sleep(0.2)
-        else:
-            raise RuntimeError("tenantry did not start; see " + cls.log.name)
+        cls.proc, cls.base, cls.log = start_tenantry(cls.tmp)
         signup = post(cls.base, "/v1/signup", {"email": "sdk@example.com", "organization": "SDK Org", "plan": "trial"})
         cls.key = signup["api_key"]
         post(cls.base, "/v1/documents", {"title": "Policy", "text": POLICY}, key=cls.key)
@@ -116,6 +130,242 @@ class OpenAiSdk(unittest.TestCase):
         self.assertEqual(caught.exception.code, "model_not_found")
         with self.assertRaises(openai.BadRequestError):
             self.client.chat.completions.create(model="default", messages=[{"role": "system", "content": "x"}])
+
+    def test_the_offline_model_honours_what_it_can_and_refuses_the_rest(self):
+        cut = self.client.chat.completions.create(model="default", messages=self.messages(), max_tokens=2)
+        self.assertEqual(cut.choices[0].finish_reason, "length")
+        self.assertEqual(cut.usage.completion_tokens, 2)
+        stopped = self.client.chat.completions.create(model="default", messages=self.messages(), stop=["14"])
+        self.assertNotIn("14", stopped.choices[0].message.content)
+        as_json = self.client.chat.completions.create(
+            model="default", messages=self.messages(), response_format={"type": "json_object"})
+        self.assertIn("14 days", json.loads(as_json.choices[0].message.content)["answer"])
+        tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+        for kwargs, param in [({"tools": [tool]}, "tools"), ({"logprobs": True}, "logprobs"),
+                              ({"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": {}}}},
+                               "response_format"), ({"n": 2}, "n")]:
+            with self.assertRaises(openai.BadRequestError) as caught:
+                self.client.chat.completions.create(model="default", messages=self.messages(), **kwargs)
+            self.assertEqual((caught.exception.code, caught.exception.param), ("unsupported_parameter", param))
+
+    def test_out_of_range_parameters_are_400s_naming_the_parameter(self):
+        for kwargs, param in [({"temperature": 5}, "temperature"), ({"top_p": 1.5}, "top_p"),
+                              ({"presence_penalty": -3}, "presence_penalty"), ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+                              ({"tool_choice": "required"}, "tool_choice")]:
+            with self.assertRaises(openai.BadRequestError) as caught:
+                self.client.chat.completions.create(model="default", messages=self.messages(), **kwargs)
+            self.assertEqual(caught.exception.param, param, kwargs)
+
+    def test_an_over_long_conversation_is_context_length_exceeded(self):
+        with self.assertRaises(openai.BadRequestError) as caught:
+            self.client.chat.completions.create(
+                model="default", messages=[{"role": "user", "content": "word " * 1500}], max_tokens=8000)
+        self.assertEqual(caught.exception.code, "context_length_exceeded")
+
+
+class FakeUpstream(http.server.ThreadingHTTPServer):
+    """An OpenAI-compatible upstream that records each request body and answers by what the last message
+    asks: a tool call when tools are offered and no tool result has come back, else the text it was given."""
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), FakeUpstreamHandler)
+        self.requests = []
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def base(self):
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+
+class FakeUpstreamHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.requests.append(body)
+        last = body["messages"][-1]
+        # Cites the passage it was given that says where Acme is, as a model would.
+        found = re.search(r"\[(\d+)\] [^\n]*\n[^\n]*Lyon", str(last.get("content")))
+        text = f"Acme is headquartered in Lyon [{found.group(1)}]." if found else "I do not know."
+        tool_calls, finish = None, "stop"
+        if body.get("tools") and last["role"] != "tool":
+            tool_calls = [{"id": "call_1", "type": "function",
+                           "function": {"name": body["tools"][0]["function"]["name"], "arguments": "{\"order\": 42}"}}]
+            text, finish = None, "tool_calls"
+        elif last["role"] == "tool":
+            text = "Order 42 ships tomorrow."
+        elif body.get("response_format", {}).get("type") in ("json_object", "json_schema"):
+            text = json.dumps({"city": "Lyon", "country": "France"})
+        if body.get("max_tokens", 512) <= 3:
+            text, finish = "Acme is", "length"
+        usage = {"prompt_tokens": 50, "completion_tokens": 5, "total_tokens": 55}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": text}
+            if tool_calls:
+                message["tool_calls"] = tool_calls
+            self.reply("application/json", json.dumps({
+                "id": "up-1", "object": "chat.completion", "created": 1, "model": body["model"],
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}))
+            return
+        chunk = lambda delta, reason=None: {"id": "up-1", "object": "chat.completion.chunk", "created": 1,
+                                            "model": body["model"], "choices": [{"index": 0, "delta": delta,
+                                                                                 "finish_reason": reason}]}
+        events = [chunk({"role": "assistant", "content": ""})]
+        if tool_calls:
+            call = dict(tool_calls[0], index=0)
+            events.append(chunk({"tool_calls": [dict(call, function={"name": call["function"]["name"], "arguments": ""})]}))
+            events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]}))
+        else:
+            events += [chunk({"content": word}) for word in text.split(" ")]
+        events.append(chunk({}, finish))
+        events.append({"id": "up-1", "object": "chat.completion.chunk", "created": 1, "model": body["model"],
+                       "choices": [], "usage": usage})
+        self.reply("text/event-stream", "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n")
+
+    def reply(self, content_type, text):
+        data = text.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+HOSTED_CONFIG = """
+[[models]]
+name = "gpt-4o-mini"
+provider = "openai"
+base_url = "{base}"
+context_window = 16000
+max_retries = 0
+
+[[plans]]
+name = "trial"
+trial_days = 14
+models = ["gpt-4o-mini"]
+default_model = "gpt-4o-mini"
+"""
+
+
+class HostedModel(unittest.TestCase):
+    """A tenant whose model is hosted: what reaches the upstream, and what comes back."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = FakeUpstream()
+        cls.tmp = tempfile.mkdtemp(prefix="tenantry-sdk-hosted-")
+        cls.proc, cls.base, cls.log = start_tenantry(cls.tmp, HOSTED_CONFIG.format(base=cls.upstream.base))
+        signup = post(cls.base, "/v1/signup", {"email": "hosted@example.com", "organization": "Hosted", "plan": "trial"})
+        cls.key = signup["api_key"]
+        post(cls.base, "/v1/documents", {"title": "Widgets", "text": "The Widget 3000 is made by Acme Corporation."},
+             key=cls.key)
+        post(cls.base, "/v1/documents", {"title": "Acme", "text": "Acme Corporation has its headquarters in Lyon."},
+             key=cls.key)
+        # Other companies' headquarters, more than one question retrieves: a follow-up that does not name
+        # its subject ("its headquarters") finds Acme's only if it is read with the turns before it.
+        for company, city in [("Globex", "Paris"), ("Initech", "Austin"), ("Umbrella", "Berlin"),
+                              ("Hooli", "Palo Alto"), ("Vandelay", "New York"), ("Soylent", "Oslo")]:
+            post(cls.base, "/v1/documents",
+                 {"title": company, "text": f"Where is its headquarters? {company} Industries has its headquarters in "
+                                            f"{city}."}, key=cls.key)
+        cls.client = openai.OpenAI(base_url=cls.base + "/v1", api_key=cls.key, max_retries=0)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proc.terminate()
+        cls.proc.wait(timeout=10)
+        cls.log.close()
+        cls.upstream.shutdown()
+
+    def last_request(self):
+        return self.upstream.requests[-1]
+
+    def test_a_three_turn_conversation_reaches_the_model_whole(self):
+        messages = [
+            {"role": "system", "content": "Answer in one sentence."},
+            {"role": "user", "content": "Who makes the Widget 3000?"},
+            {"role": "assistant", "content": "Acme Corporation makes it [1]."},
+            {"role": "user", "content": "Where is its headquarters?"},
+        ]
+        r = self.client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+        self.assertRegex(r.choices[0].message.content, r"^Acme is headquartered in Lyon \[\d\]\.$")
+        sent = self.last_request()["messages"]
+        self.assertEqual([m["role"] for m in sent], ["system", "system", "user", "assistant", "user"])
+        self.assertEqual(sent[1]["content"], "Answer in one sentence.")
+        self.assertEqual(sent[2]["content"], "Who makes the Widget 3000?")
+        self.assertEqual(sent[3]["content"], "Acme Corporation makes it [1].")
+        self.assertTrue(sent[4]["content"].endswith("Question: Where is its headquarters?"))
+        # The follow-up was searched with the question before it, so the headquarters passage is there.
+        self.assertIn("headquarters in Lyon", sent[4]["content"])
+        self.assertIn("Lyon", " ".join(c["text"] for c in r.model_extra["citations"]))
+
+    def test_every_parameter_reaches_the_upstream(self):
+        self.client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Where is Acme?"}], temperature=0.2,
+            top_p=0.9, stop=["END"], seed=7, presence_penalty=0.5, frequency_penalty=-0.5, logprobs=True,
+            top_logprobs=2, max_completion_tokens=100, user="end-user-1", logit_bias={"50256": -100},
+            parallel_tool_calls=False)
+        sent = self.last_request()
+        expected = {"temperature": 0.2, "top_p": 0.9, "stop": ["END"], "seed": 7, "presence_penalty": 0.5,
+                    "frequency_penalty": -0.5, "logprobs": True, "top_logprobs": 2, "max_tokens": 100,
+                    "user": "end-user-1", "logit_bias": {"50256": -100}, "parallel_tool_calls": False,
+                    "model": "gpt-4o-mini"}
+        self.assertEqual({k: sent.get(k) for k in expected}, expected)
+
+    def test_structured_output_through_the_sdks_parse(self):
+        from pydantic import BaseModel
+
+        class Place(BaseModel):
+            city: str
+            country: str
+
+        r = self.client.beta.chat.completions.parse(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Where is Acme's headquarters?"}],
+            response_format=Place)
+        self.assertEqual(r.choices[0].message.parsed, Place(city="Lyon", country="France"))
+        self.assertEqual(self.last_request()["response_format"]["type"], "json_schema")
+
+    def test_a_tool_calling_round_trip(self):
+        tools = [{"type": "function", "function": {"name": "order_status", "description": "An order's status",
+                                                   "parameters": {"type": "object",
+                                                                  "properties": {"order": {"type": "integer"}}}}}]
+        messages = [{"role": "user", "content": "When does order 42 ship?"}]
+        first = self.client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=tools,
+                                                    tool_choice="auto")
+        self.assertEqual(first.choices[0].finish_reason, "tool_calls")
+        call = first.choices[0].message.tool_calls[0]
+        self.assertEqual((call.function.name, json.loads(call.function.arguments)), ("order_status", {"order": 42}))
+        self.assertEqual(self.last_request()["tools"], tools)
+        messages.append(first.choices[0].message.model_dump(exclude_none=True))
+        messages.append({"role": "tool", "tool_call_id": call.id, "content": "{\"ships\": \"tomorrow\"}"})
+        second = self.client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=tools)
+        self.assertEqual(second.choices[0].message.content, "Order 42 ships tomorrow.")
+        sent = self.last_request()["messages"]
+        self.assertEqual([m["role"] for m in sent], ["system", "user", "assistant", "tool"])
+        self.assertEqual(sent[2]["tool_calls"][0]["id"], call.id)
+        self.assertEqual(sent[3]["tool_call_id"], call.id)
+
+    def test_streamed_tool_calls_arrive_whole(self):
+        tools = [{"type": "function", "function": {"name": "order_status", "parameters": {"type": "object"}}}]
+        stream = self.client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "When does order 42 ship?"}], tools=tools,
+            stream=True)
+        chunks = list(stream)
+        arguments = "".join(tc.function.arguments or "" for c in chunks if c.choices
+                            for tc in (c.choices[0].delta.tool_calls or []))
+        self.assertEqual(json.loads(arguments), {"order": 42})
+        finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        self.assertEqual(finishes, ["tool_calls"])
+
+    def test_finish_reason_length_comes_back(self):
+        r = self.client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Where is Acme?"}], max_tokens=3)
+        self.assertEqual(r.choices[0].finish_reason, "length")
+        stream = self.client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Where is Acme?"}], max_tokens=3, stream=True)
+        finishes = [c.choices[0].finish_reason for c in stream if c.choices and c.choices[0].finish_reason]
+        self.assertEqual(finishes, ["length"])
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ use serde::Serialize;
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     BadRequest,
+    /// A parameter the tenant's model cannot honour (the offline model and `tools`, say).
+    UnsupportedParameter,
+    /// The messages and the answer's allowance do not fit in the model's context window.
+    ContextLengthExceeded,
     Unauthenticated,
     Forbidden,
     PaymentRequired,
@@ -33,6 +37,8 @@ impl ErrorCode {
     pub const fn describe(self) -> (u16, &'static str, &'static str) {
         match self {
             Self::BadRequest => (400, "bad_request", "Bad request"),
+            Self::UnsupportedParameter => (400, "unsupported_parameter", "Unsupported parameter"),
+            Self::ContextLengthExceeded => (400, "context_length_exceeded", "Context length exceeded"),
             Self::Unauthenticated => (401, "unauthenticated", "Unauthenticated"),
             Self::PaymentRequired => (402, "payment_required", "Payment required"),
             Self::Forbidden => (403, "forbidden", "Forbidden"),

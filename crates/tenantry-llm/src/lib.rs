@@ -16,7 +16,7 @@ use tenantry_domain::{ModelSpec, ProviderKind};
 pub use embed::{Embedder, Embeddings, OpenAiEmbedder};
 pub use local::LocalExtractive;
 pub use openai::OpenAiCompatible;
-pub use prompt::{Message, Passage, Prompt};
+pub use prompt::{ContextLengthExceeded, Conversation, Options, Passage, Prompt, ResponseFormat, Role, Turn};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TokenUsage {
@@ -30,12 +30,50 @@ impl TokenUsage {
     }
 }
 
-/// What a provider returns: the text, the tokens it reports (or we counted), and the model that ran.
+/// What a provider returns: the text, the tokens it reports (or we counted), the model that ran, why it
+/// stopped, and the tool calls it made (OpenAI's `tool_calls` array, as the upstream sent it).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Generation {
     pub text: String,
     pub usage: TokenUsage,
     pub model: String,
+    pub finish_reason: FinishReason,
+    pub tool_calls: Option<serde_json::Value>,
+}
+
+/// Why a generation ended, as OpenAI names it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum FinishReason {
+    #[default]
+    Stop,
+    /// Cut by the token limit.
+    Length,
+    ToolCalls,
+    ContentFilter,
+    /// Any other reason an upstream gave, passed on as it came.
+    Other(String),
+}
+
+impl FinishReason {
+    pub fn parse(reason: &str) -> Self {
+        match reason {
+            "stop" => Self::Stop,
+            "length" => Self::Length,
+            "tool_calls" | "function_call" => Self::ToolCalls,
+            "content_filter" => Self::ContentFilter,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+            Self::ToolCalls => "tool_calls",
+            Self::ContentFilter => "content_filter",
+            Self::Other(reason) => reason,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,11 +86,13 @@ pub enum LlmError {
     NoProvider(String),
 }
 
-/// One piece of a streamed generation: text as it arrives, then, last, the whole generation with its usage.
-/// A stream that ends without `Done` failed, and bills nothing.
+/// One piece of a streamed generation: text as it arrives, tool-call deltas as the upstream sent them
+/// (OpenAI's `delta.tool_calls`), then, last, the whole generation with its usage. A stream that ends
+/// without `Done` failed, and bills nothing.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Chunk {
     Text(String),
+    ToolCalls(serde_json::Value),
     Done(Generation),
 }
 
@@ -71,8 +111,21 @@ pub trait Provider: Send + Sync {
 
 /// A finished generation delivered as a stream: its words, then `Done`.
 pub fn replay(generation: Generation) -> ChunkStream {
-    let words: Vec<Result<Chunk, LlmError>> =
+    let mut words: Vec<Result<Chunk, LlmError>> =
         generation.text.split_inclusive(' ').map(|w| Ok(Chunk::Text(w.to_owned()))).collect();
+    if let Some(serde_json::Value::Array(calls)) = &generation.tool_calls {
+        // A stream's tool-call deltas carry their place in the array.
+        let indexed = calls
+            .iter()
+            .enumerate()
+            .map(|(i, call)| {
+                let mut call = call.clone();
+                call["index"] = serde_json::json!(i);
+                call
+            })
+            .collect();
+        words.push(Ok(Chunk::ToolCalls(serde_json::Value::Array(indexed))));
+    }
     stream::iter(words).chain(stream::once(async move { Ok(Chunk::Done(generation)) })).boxed()
 }
 

@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use tenantry_domain::{tokens, ModelSpec};
 
-use crate::prompt::Prompt;
-use crate::{Generation, LlmError, Provider, TokenUsage};
+use crate::prompt::{Prompt, ResponseFormat};
+use crate::{FinishReason, Generation, LlmError, Provider, TokenUsage};
 
 pub const NO_ANSWER: &str = "I could not find an answer to that in your documents.";
 
@@ -18,11 +18,23 @@ pub struct LocalExtractive;
 
 #[async_trait]
 impl Provider for LocalExtractive {
+    /// Honours what an extractive answerer can: `max_tokens` (cut, `length`), `stop` (cut before the first
+    /// stop sequence) and `response_format` `json_object` (`{"answer": …}`). The caller refuses the rest
+    /// (`Options::unsupported_offline`).
     async fn generate(&self, model: &ModelSpec, prompt: &Prompt) -> Result<Generation, LlmError> {
-        let text = answer(prompt, model.answer_sentences as usize);
-        let (text, completion_tokens) = tokens::truncate_counted(&text, prompt.max_completion_tokens() as usize);
+        let options = prompt.options();
+        let mut text = answer(prompt, model.answer_sentences as usize);
+        if options.response_format == ResponseFormat::JsonObject {
+            text = serde_json::json!({ "answer": text }).to_string();
+        }
+        if let Some(at) = options.stop.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min() {
+            text.truncate(at);
+        }
+        let limit = prompt.max_completion_tokens() as usize;
+        let (cut, completion_tokens) = tokens::truncate_counted(&text, limit);
+        let finish_reason = if cut.len() < text.len() { FinishReason::Length } else { FinishReason::Stop };
         let usage = TokenUsage { prompt_tokens: prompt.token_count(), completion_tokens };
-        Ok(Generation { text, usage, model: model.name.clone() })
+        Ok(Generation { text: cut, usage, model: model.name.clone(), finish_reason, tool_calls: None })
     }
 }
 
@@ -118,13 +130,52 @@ mod tests {
             },
         ];
         let m = model();
-        let prompt = Prompt::build(&m, "", "How long do refunds take?", passages, 256);
+        let prompt = Prompt::build(&m, "", "How long do refunds take?", passages, 256).expect("fits");
         let g = LocalExtractive.generate(&m, &prompt).await?;
         assert!(g.text.contains("Refunds are issued within 14 days. [2]"), "{}", g.text);
         assert!(!g.text.contains("ship"), "{}", g.text);
         assert_eq!(g.model, "local-small");
         assert_eq!(g.usage.prompt_tokens, prompt.token_count());
         assert_eq!(g.usage.completion_tokens, tokens::count(&g.text));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn honours_stop_max_tokens_and_json_object() -> Result<(), LlmError> {
+        let passages = vec![Passage {
+            number: 1,
+            title: "Refunds".into(),
+            heading: String::new(),
+            text: "Refunds are issued within 14 days of purchase by the original payment method.".into(),
+        }];
+        let m = model();
+        let build = |options: crate::Options, max_tokens: u32| {
+            crate::Prompt::build_chat(
+                &m,
+                "",
+                crate::Conversation::question("How long do refunds take?"),
+                passages.clone(),
+                max_tokens,
+                options,
+            )
+            .expect("fits")
+        };
+        let whole = LocalExtractive.generate(&m, &build(crate::Options::default(), 256)).await?;
+        assert_eq!(whole.finish_reason, FinishReason::Stop);
+
+        let stop = crate::Options { stop: vec!["14".into()], ..crate::Options::default() };
+        let g = LocalExtractive.generate(&m, &build(stop, 256)).await?;
+        assert_eq!(g.text, "Refunds are issued within ");
+        assert_eq!(g.finish_reason, FinishReason::Stop);
+
+        let g = LocalExtractive.generate(&m, &build(crate::Options::default(), 3)).await?;
+        assert_eq!((g.finish_reason, g.usage.completion_tokens), (FinishReason::Length, 3));
+        assert!(whole.text.starts_with(&g.text));
+
+        let json = crate::Options { response_format: ResponseFormat::JsonObject, ..crate::Options::default() };
+        let g = LocalExtractive.generate(&m, &build(json, 256)).await?;
+        let parsed: serde_json::Value = serde_json::from_str(&g.text).expect("a JSON object");
+        assert_eq!(parsed["answer"], whole.text.as_str());
         Ok(())
     }
 
@@ -139,7 +190,7 @@ mod tests {
     #[tokio::test]
     async fn says_so_when_nothing_matches() -> Result<(), LlmError> {
         let m = model();
-        let prompt = Prompt::build(&m, "", "Who won the match?", Vec::new(), 256);
+        let prompt = Prompt::build(&m, "", "Who won the match?", Vec::new(), 256).expect("fits");
         assert_eq!(LocalExtractive.generate(&m, &prompt).await?.text, NO_ANSWER);
         Ok(())
     }

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use tenantry_domain::{tokens, ModelSpec};
 
 use crate::prompt::Prompt;
-use crate::{Chunk, ChunkStream, Generation, LlmError, Provider, TokenUsage};
+use crate::{Chunk, ChunkStream, FinishReason, Generation, LlmError, Provider, TokenUsage};
 
 /// Longest wait between retries, whatever the upstream asks.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -44,11 +44,13 @@ struct ChatResponse {
 #[derive(Deserialize)]
 struct Choice {
     message: ChoiceMessage,
+    finish_reason: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct ChoiceMessage {
     content: Option<String>,
+    tool_calls: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -71,11 +73,13 @@ struct StreamChunk {
 struct StreamChoice {
     #[serde(default)]
     delta: Delta,
+    finish_reason: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
 struct Delta {
     content: Option<String>,
+    tool_calls: Option<Value>,
 }
 
 enum Attempt {
@@ -150,17 +154,19 @@ impl OpenAiCompatible {
         Attempt::Done(response)
     }
 
+    /// The request: the client's parameters as they came, then what the service decides (the model, the
+    /// messages, the token cap, streaming), which no parameter overrides.
     fn chat_body(model: &ModelSpec, prompt: &Prompt, stream: bool) -> Value {
-        let mut body = json!({
-            "model": model.upstream_model,
-            "messages": prompt.messages(),
-            "max_tokens": prompt.max_completion_tokens(),
-            "stream": stream,
-        });
+        let mut body = prompt.options().upstream.clone();
+        body.insert("model".into(), json!(model.upstream_model));
+        body.insert("messages".into(), json!(prompt.messages()));
+        body.insert("max_tokens".into(), json!(prompt.max_completion_tokens()));
+        body.remove("max_completion_tokens");
+        body.insert("stream".into(), json!(stream));
         if stream {
-            body["stream_options"] = json!({"include_usage": true});
+            body.insert("stream_options".into(), json!({"include_usage": true}));
         }
-        body
+        Value::Object(body)
     }
 }
 
@@ -179,6 +185,35 @@ fn truncate(s: &str, max: usize) -> &str {
     }
 }
 
+/// Why a generation ended when the upstream did not say: `length` when it used its whole allowance.
+fn stopped_by(usage: &TokenUsage, prompt: &Prompt) -> FinishReason {
+    match usage.completion_tokens >= u64::from(prompt.max_completion_tokens()) {
+        true => FinishReason::Length,
+        false => FinishReason::Stop,
+    }
+}
+
+/// Adds one streamed tool-call delta to the calls assembled so far: the first delta of a call (by `index`)
+/// brings its `id`, `type` and function `name`; later ones append to its `arguments`.
+fn merge_tool_call(calls: &mut Vec<Value>, delta: &Value) {
+    let index = delta["index"].as_u64().unwrap_or(0) as usize;
+    if index >= calls.len() {
+        calls.resize(index + 1, json!({"type": "function", "function": {"name": "", "arguments": ""}}));
+    }
+    let call = &mut calls[index];
+    for key in ["id", "type"] {
+        if let Some(v) = delta.get(key).filter(|v| !v.is_null()) {
+            call[key] = v.clone();
+        }
+    }
+    for key in ["name", "arguments"] {
+        if let Some(piece) = delta["function"][key].as_str() {
+            let joined = format!("{}{piece}", call["function"][key].as_str().unwrap_or(""));
+            call["function"][key] = json!(joined);
+        }
+    }
+}
+
 /// Usage as the upstream reported it, or as we count it over what was sent and received.
 fn usage_or_counted(reported: Option<Usage>, prompt: u64, text: &str) -> TokenUsage {
     match reported {
@@ -192,13 +227,19 @@ impl Provider for OpenAiCompatible {
     async fn generate(&self, model: &ModelSpec, prompt: &Prompt) -> Result<Generation, LlmError> {
         let response = self.send(model, "chat/completions", &Self::chat_body(model, prompt, false), false).await?;
         let parsed: ChatResponse = response.json().await.map_err(read_error)?;
-        let text = parsed.choices.into_iter().next().and_then(|c| c.message.content).unwrap_or_default();
+        let choice = parsed.choices.into_iter().next();
+        let finish_reason = choice.as_ref().and_then(|c| c.finish_reason.as_deref()).map(FinishReason::parse);
+        let (text, tool_calls) = match choice {
+            Some(c) => (c.message.content.unwrap_or_default(), c.message.tool_calls.filter(|t| !t.is_null())),
+            None => (String::new(), None),
+        };
         // Bill the model we configured and asked for; the upstream's name for it is logged, not trusted.
         if let Some(upstream) = parsed.model.as_deref().filter(|m| *m != model.upstream_model) {
             tracing::debug!(requested = %model.upstream_model, reported = upstream, "upstream reports another model name");
         }
         let usage = usage_or_counted(parsed.usage, prompt.token_count(), &text);
-        Ok(Generation { text, usage, model: model.name.clone() })
+        let finish_reason = finish_reason.unwrap_or_else(|| stopped_by(&usage, prompt));
+        Ok(Generation { text, usage, model: model.name.clone(), finish_reason, tool_calls })
     }
 
     async fn stream(&self, model: &ModelSpec, prompt: &Prompt) -> Result<ChunkStream, LlmError> {
@@ -208,8 +249,11 @@ impl Provider for OpenAiCompatible {
             events,
             idle: model.timeout,
             text: String::new(),
+            tool_calls: Vec::new(),
+            finish_reason: None,
             usage: None,
             prompt_tokens: prompt.token_count(),
+            max_completion_tokens: prompt.max_completion_tokens(),
             model: model.name.clone(),
             finished: false,
         };
@@ -223,8 +267,12 @@ struct StreamState {
     events: BoxStream<'static, Result<eventsource_stream::Event, String>>,
     idle: Duration,
     text: String,
+    /// The tool calls as assembled from their deltas, by index.
+    tool_calls: Vec<Value>,
+    finish_reason: Option<FinishReason>,
     usage: Option<Usage>,
     prompt_tokens: u64,
+    max_completion_tokens: u32,
     model: String,
     finished: bool,
 }
@@ -244,7 +292,22 @@ impl StreamState {
             if item.data.trim() == "[DONE]" {
                 self.finished = true;
                 let usage = usage_or_counted(self.usage.take(), self.prompt_tokens, &self.text);
-                let generation = Generation { text: std::mem::take(&mut self.text), usage, model: self.model.clone() };
+                let finish_reason = self.finish_reason.take().unwrap_or(
+                    if usage.completion_tokens >= u64::from(self.max_completion_tokens) {
+                        FinishReason::Length
+                    } else {
+                        FinishReason::Stop
+                    },
+                );
+                let tool_calls =
+                    (!self.tool_calls.is_empty()).then(|| Value::Array(std::mem::take(&mut self.tool_calls)));
+                let generation = Generation {
+                    text: std::mem::take(&mut self.text),
+                    usage,
+                    model: self.model.clone(),
+                    finish_reason,
+                    tool_calls,
+                };
                 return Some((Ok(Chunk::Done(generation)), self));
             }
             let chunk: StreamChunk = match serde_json::from_str(&item.data) {
@@ -258,10 +321,27 @@ impl StreamState {
             if chunk.usage.is_some() {
                 self.usage = chunk.usage;
             }
-            let delta: String = chunk.choices.into_iter().filter_map(|c| c.delta.content).collect();
-            if !delta.is_empty() {
-                self.text.push_str(&delta);
-                return Some((Ok(Chunk::Text(delta)), self));
+            let mut text = String::new();
+            let mut calls = Vec::new();
+            for choice in chunk.choices {
+                if let Some(reason) = choice.finish_reason {
+                    self.finish_reason = Some(FinishReason::parse(&reason));
+                }
+                text.extend(choice.delta.content);
+                if let Some(Value::Array(deltas)) = choice.delta.tool_calls {
+                    calls.extend(deltas);
+                }
+            }
+            if !calls.is_empty() {
+                for delta in &calls {
+                    merge_tool_call(&mut self.tool_calls, delta);
+                }
+                self.text.push_str(&text);
+                return Some((Ok(Chunk::ToolCalls(Value::Array(calls))), self));
+            }
+            if !text.is_empty() {
+                self.text.push_str(&text);
+                return Some((Ok(Chunk::Text(text)), self));
             }
         }
     }

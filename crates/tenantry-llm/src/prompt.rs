@@ -1,10 +1,12 @@
-//! The prompt: the tenant's system prompt, the retrieved evidence and the question, assembled into chat
-//! messages that fit the model's context window. When something must give, evidence is cut, never the
-//! question.
+//! The prompt: the tenant's system prompt, the client's own instructions and earlier turns, the retrieved
+//! evidence and the question, assembled into chat messages that fit the model's context window, with the
+//! generation options the client asked for. When something must give, the oldest turns go first, then
+//! evidence; never the tenant's prompt, the client's instructions or the question.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use serde_json::{json, Map, Value};
 use tenantry_domain::{tokens, ModelSpec};
 
 /// A retrieved passage offered to the model as evidence, numbered for citation (`[1]`, `[2]`…).
@@ -16,21 +18,168 @@ pub struct Passage {
     pub text: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Message {
-    pub role: &'static str,
-    pub content: String,
+/// Who wrote a message of the client's conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `system` or `developer`: the client's instructions, sent after the tenant's.
+    System,
+    User,
+    Assistant,
+    /// A tool's result, answering an assistant's tool call.
+    Tool,
+}
+
+/// One message of the client's conversation: the JSON sent upstream (role, content, and where present
+/// `name`, `tool_calls`, `tool_call_id`) and its tokens as counted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Turn {
+    pub role: Role,
+    message: Value,
+    tokens: u64,
+}
+
+impl Turn {
+    /// A message with this text and the fields of OpenAI's message object that travel with it.
+    pub fn new(role: Role, text: &str, extra: Map<String, Value>) -> Self {
+        let wire_role = match role {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+        };
+        let mut message = Map::new();
+        message.insert("role".into(), json!(wire_role));
+        // An assistant message that only calls tools has null content, as OpenAI sends it.
+        let content = if text.is_empty() && extra.contains_key("tool_calls") { Value::Null } else { json!(text) };
+        message.insert("content".into(), content);
+        let extra_tokens: u64 = extra.values().map(|v| tokens::count(&v.to_string())).sum();
+        message.extend(extra);
+        Self { role, message: Value::Object(message), tokens: tokens::count(text) + extra_tokens + PER_MESSAGE_TOKENS }
+    }
+
+    pub fn text(&self) -> &str {
+        self.message["content"].as_str().unwrap_or("")
+    }
+}
+
+/// A client's conversation around its last question: its instructions, the turns before the question, the
+/// question, and what followed it (an assistant's tool calls and the tools' results, in a tool loop).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Conversation {
+    pub instructions: Vec<Turn>,
+    pub history: Vec<Turn>,
+    pub question: String,
+    pub after: Vec<Turn>,
+}
+
+impl Conversation {
+    /// A single question, no history.
+    pub fn question(question: &str) -> Self {
+        Self { question: question.to_owned(), ..Self::default() }
+    }
+
+    /// The question as retrieval should read it: a follow-up that leans on an earlier turn ("and its
+    /// headquarters?") is read together with the previous question and the start of the answer to it, where
+    /// its subject was named, so the subject is searched for too.
+    pub fn standalone_question(&self) -> String {
+        let Some(asked) = self.history.iter().rposition(|t| t.role == Role::User) else {
+            return self.question.clone();
+        };
+        if !is_follow_up(&self.question) {
+            return self.question.clone();
+        }
+        let answered = self.history[asked..].iter().find(|t| t.role == Role::Assistant).map_or("", Turn::text);
+        let answer_start: Vec<&str> = answered.split_whitespace().take(FOLLOW_UP_ANSWER_WORDS).collect();
+        format!("{} {} {}", self.history[asked].text(), answer_start.join(" "), self.question)
+    }
+}
+
+/// Words of the previous answer read with a follow-up: enough to hold the subject it named.
+const FOLLOW_UP_ANSWER_WORDS: usize = 40;
+
+/// Words by which a question points back at an earlier turn instead of naming its subject.
+const BACK_REFERENCES: &[&str] = &[
+    "it", "its", "it's", "they", "them", "their", "theirs", "this", "that", "these", "those", "he", "him", "his",
+    "she", "her", "hers", "there", "one", "ones", "same", "former", "latter", "above", "else", "also",
+];
+
+/// Whether `question` leans on what came before: it points back ("its", "that one") or is too short to
+/// stand alone ("why?", "and in 2020?").
+fn is_follow_up(question: &str) -> bool {
+    let words: Vec<String> = question
+        .split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .collect();
+    words.len() <= 3 || words.iter().any(|w| BACK_REFERENCES.contains(&w.as_str()))
+}
+
+/// What the answer must look like.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum ResponseFormat {
+    #[default]
+    Text,
+    /// Any JSON object.
+    JsonObject,
+    /// JSON matching the client's schema (`response_format.json_schema`).
+    JsonSchema,
+}
+
+/// How the client asked the answer to be generated: OpenAI's parameters, validated by the caller, passed to
+/// an OpenAI-compatible upstream as they came; the offline model honours what it can (`stop`,
+/// `response_format` `json_object`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Options {
+    /// The parameters as sent upstream (`temperature`, `top_p`, `stop`, `seed`, penalties, `logprobs`,
+    /// `response_format`, `tools`, `tool_choice`, `parallel_tool_calls`, `user`, …).
+    pub upstream: Map<String, Value>,
+    pub stop: Vec<String>,
+    pub response_format: ResponseFormat,
+}
+
+impl Options {
+    /// The first parameter the offline model cannot honour, if any.
+    pub fn unsupported_offline(&self) -> Option<&'static str> {
+        if self.response_format == ResponseFormat::JsonSchema {
+            return Some("response_format");
+        }
+        ["tools", "tool_choice", "parallel_tool_calls", "logprobs", "top_logprobs", "logit_bias"]
+            .into_iter()
+            .find(|p| self.upstream.get(*p).is_some_and(|v| !v.is_null() && *v != json!(false)))
+    }
+
+    /// Tokens the tool definitions add to the prompt.
+    fn tokens(&self) -> u64 {
+        self.upstream.get("tools").map_or(0, |tools| tokens::count(&tools.to_string()))
+    }
+}
+
+/// The conversation's pinned part does not fit in the model's window, even without history or evidence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "this model's maximum context length is {window} tokens; the messages and the answer's {completion} \
+tokens need {needed}"
+)]
+pub struct ContextLengthExceeded {
+    pub window: u32,
+    pub needed: u64,
+    pub completion: u32,
 }
 
 /// A prompt ready for a provider. Immutable once built, so its token count is computed once.
 #[derive(Clone, Debug)]
 pub struct Prompt {
     system_prompt: String,
+    instructions: Vec<Turn>,
+    /// The turns that fit, the most recent ones.
+    history: Vec<Turn>,
     question: String,
+    after: Vec<Turn>,
     /// The passages that fit, possibly the last one shortened.
     passages: Vec<Passage>,
     /// Tokens left for the answer.
     max_completion_tokens: u32,
+    options: Options,
     tokens: u64,
 }
 
@@ -42,26 +191,61 @@ const PER_MESSAGE_TOKENS: u64 = 3;
 const REPLY_PRIMING_TOKENS: u64 = 3;
 
 impl Prompt {
-    /// Fits `passages` (best first) into `model`'s context window, keeping room for an answer of up to
-    /// `max_completion_tokens`.
+    /// Fits `passages` (best first) into `model`'s context window with one question and no history.
     pub fn build(
         model: &ModelSpec,
         system_prompt: &str,
         question: &str,
         passages: Vec<Passage>,
         max_completion_tokens: u32,
-    ) -> Self {
+    ) -> Result<Self, ContextLengthExceeded> {
+        Self::build_chat(
+            model,
+            system_prompt,
+            Conversation::question(question),
+            passages,
+            max_completion_tokens,
+            Options::default(),
+        )
+    }
+
+    /// Fits the conversation and `passages` (best first) into `model`'s context window, keeping room for an
+    /// answer of up to `max_completion_tokens`. The tenant's prompt, the client's instructions, the question
+    /// and what followed it always go; of what is left, the most recent turns take up to half, and evidence
+    /// the rest.
+    pub fn build_chat(
+        model: &ModelSpec,
+        system_prompt: &str,
+        conversation: Conversation,
+        passages: Vec<Passage>,
+        max_completion_tokens: u32,
+        options: Options,
+    ) -> Result<Self, ContextLengthExceeded> {
+        let Conversation { instructions, history, question, after } = conversation;
         let mut prompt = Prompt {
             system_prompt: system_prompt.to_owned(),
-            question: question.to_owned(),
+            instructions,
+            history: Vec::new(),
+            question,
+            after,
             passages: Vec::new(),
             max_completion_tokens,
+            options,
             tokens: 0,
         };
         let window = u64::from(model.context_window);
         let bare = prompt.count_tokens();
-        let fixed = bare + u64::from(max_completion_tokens);
-        let mut budget = window.saturating_sub(fixed);
+        let needed = bare + u64::from(max_completion_tokens);
+        if needed > window {
+            return Err(ContextLengthExceeded {
+                window: model.context_window,
+                needed,
+                completion: max_completion_tokens,
+            });
+        }
+        let room = window - needed;
+        let history_used = prompt.keep_recent(history, room / 2);
+        let mut budget = room - history_used;
         for p in passages {
             let cost = tokens::count(&render_passage(&p)) + 1;
             if cost <= budget {
@@ -77,8 +261,32 @@ impl Prompt {
             }
             break;
         }
-        prompt.tokens = if prompt.passages.is_empty() { bare } else { prompt.count_tokens() };
-        prompt
+        prompt.tokens =
+            if prompt.passages.is_empty() && prompt.history.is_empty() { bare } else { prompt.count_tokens() };
+        Ok(prompt)
+    }
+
+    /// Keeps the most recent turns of `history` that fit in `budget` tokens, whole exchanges at a time (an
+    /// exchange starts at a user message, so a tool result never loses the call it answers); returns their
+    /// tokens.
+    fn keep_recent(&mut self, history: Vec<Turn>, budget: u64) -> u64 {
+        let mut starts: Vec<usize> =
+            history.iter().enumerate().filter(|(_, t)| t.role == Role::User).map(|(i, _)| i).collect();
+        if starts.first() != Some(&0) {
+            starts.insert(0, 0);
+        }
+        let mut used = 0;
+        let mut keep_from = history.len();
+        for &start in starts.iter().rev() {
+            let cost: u64 = history[start..keep_from].iter().map(|t| t.tokens).sum();
+            if used + cost > budget {
+                break;
+            }
+            used += cost;
+            keep_from = start;
+        }
+        self.history = history.into_iter().skip(keep_from).collect();
+        used
     }
 
     pub fn question(&self) -> &str {
@@ -89,16 +297,27 @@ impl Prompt {
         &self.passages
     }
 
+    pub fn history(&self) -> &[Turn] {
+        &self.history
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
     pub fn max_completion_tokens(&self) -> u32 {
         self.max_completion_tokens
     }
 
-    /// The chat messages sent to an OpenAI-compatible endpoint.
-    pub fn messages(&self) -> Vec<Message> {
-        vec![
-            Message { role: "system", content: system_message(&self.system_prompt) },
-            Message { role: "user", content: self.user_message() },
-        ]
+    /// The chat messages sent to an OpenAI-compatible endpoint: the tenant's system message, the client's
+    /// instructions, the earlier turns that fit, the evidence with the question, and what followed it.
+    pub fn messages(&self) -> Vec<Value> {
+        let mut messages = vec![json!({"role": "system", "content": system_message(&self.system_prompt)})];
+        messages.extend(self.instructions.iter().map(|t| t.message.clone()));
+        messages.extend(self.history.iter().map(|t| t.message.clone()));
+        messages.push(json!({"role": "user", "content": self.user_message()}));
+        messages.extend(self.after.iter().map(|t| t.message.clone()));
+        messages
     }
 
     fn user_message(&self) -> String {
@@ -112,8 +331,13 @@ impl Prompt {
     }
 
     fn count_tokens(&self) -> u64 {
+        let turns = |turns: &[Turn]| turns.iter().map(|t| t.tokens).sum::<u64>();
         system_message_tokens(&self.system_prompt)
+            + turns(&self.instructions)
+            + turns(&self.history)
             + tokens::count(&self.user_message())
+            + turns(&self.after)
+            + self.options.tokens()
             + 2 * PER_MESSAGE_TOKENS
             + REPLY_PRIMING_TOKENS
     }
@@ -179,31 +403,137 @@ mod tests {
     fn evidence_is_cut_to_fit_the_window_but_the_question_is_kept() {
         let question = "What is the refund window for annual plans?";
         let passages: Vec<_> = (1..=10).map(|n| passage(n, 200)).collect();
-        let p = Prompt::build(&model(1024), "Be terse.", question, passages, 256);
+        let p = Prompt::build(&model(1024), "Be terse.", question, passages, 256).expect("fits");
         assert!(p.token_count() + 256 <= 1024, "{} tokens", p.token_count());
         assert!(!p.passages.is_empty() && p.passages.len() < 10);
-        assert!(p.messages()[1].content.ends_with(question));
-        assert!(p.messages()[0].content.starts_with("Be terse."));
+        assert!(p.messages()[1]["content"].as_str().expect("text").ends_with(question));
+        assert!(p.messages()[0]["content"].as_str().expect("text").starts_with("Be terse."));
     }
 
     #[test]
     fn everything_fits_in_a_large_window() {
         let passages: Vec<_> = (1..=3).map(|n| passage(n, 20)).collect();
-        let p = Prompt::build(&model(8192), "", "q?", passages.clone(), 256);
+        let p = Prompt::build(&model(8192), "", "q?", passages.clone(), 256).expect("fits");
         assert_eq!(p.passages, passages);
     }
 
     #[test]
     fn the_count_is_the_messages_own_count_whatever_is_remembered() {
         let counted = |p: &Prompt| {
-            p.messages().iter().map(|m| tokens::count(&m.content) + PER_MESSAGE_TOKENS).sum::<u64>()
+            p.messages()
+                .iter()
+                .map(|m| tokens::count(m["content"].as_str().unwrap_or("")) + PER_MESSAGE_TOKENS)
+                .sum::<u64>()
                 + REPLY_PRIMING_TOKENS
         };
         for system in ["", "Be terse.", "Answer in French, citing every passage.", "Be terse."] {
             for passages in [vec![], (1..=3).map(|n| passage(n, 30)).collect()] {
-                let p = Prompt::build(&model(8192), system, "How long do refunds take?", passages, 256);
+                let p = Prompt::build(&model(8192), system, "How long do refunds take?", passages, 256).expect("fits");
                 assert_eq!(p.token_count(), counted(&p), "system prompt {system:?}, {} passages", p.passages.len());
             }
         }
+    }
+
+    fn turn(role: Role, text: &str) -> Turn {
+        Turn::new(role, text, Map::new())
+    }
+
+    fn conversation(turns: usize, words: usize) -> Conversation {
+        let history = (0..turns)
+            .flat_map(|i| {
+                [
+                    turn(Role::User, &format!("question {i} {}", "word ".repeat(words))),
+                    turn(Role::Assistant, &format!("answer {i}")),
+                ]
+            })
+            .collect();
+        Conversation {
+            instructions: vec![turn(Role::System, "Answer in French.")],
+            history,
+            question: "And its headquarters?".into(),
+            after: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_conversation_goes_in_order_after_the_tenants_prompt() {
+        let passages: Vec<_> = (1..=2).map(|n| passage(n, 20)).collect();
+        let p = Prompt::build_chat(
+            &model(8192),
+            "You are Acme's assistant.",
+            conversation(2, 3),
+            passages,
+            256,
+            Options::default(),
+        )
+        .expect("fits");
+        let m = p.messages();
+        let roles: Vec<&str> = m.iter().map(|m| m["role"].as_str().expect("role")).collect();
+        assert_eq!(roles, ["system", "system", "user", "assistant", "user", "assistant", "user"]);
+        assert!(m[0]["content"].as_str().expect("text").starts_with("You are Acme's assistant."));
+        assert_eq!(m[1]["content"], "Answer in French.");
+        assert!(m[2]["content"].as_str().expect("text").starts_with("question 0"));
+        assert!(m[6]["content"].as_str().expect("text").ends_with("Question: And its headquarters?"));
+        assert_eq!(p.passages().len(), 2);
+        let counted: u64 =
+            m.iter().map(|m| tokens::count(m["content"].as_str().unwrap_or("")) + PER_MESSAGE_TOKENS).sum::<u64>()
+                + REPLY_PRIMING_TOKENS;
+        assert_eq!(p.token_count(), counted);
+    }
+
+    #[test]
+    fn the_oldest_turns_are_trimmed_first_and_never_the_question() {
+        let p = Prompt::build_chat(
+            &model(1024),
+            "Be terse.",
+            conversation(40, 20),
+            vec![passage(1, 50)],
+            256,
+            Options::default(),
+        )
+        .expect("fits");
+        assert!(p.token_count() + 256 <= 1024, "{} tokens", p.token_count());
+        let kept = p.history();
+        assert!(!kept.is_empty() && kept.len() < 80, "{} turns kept", kept.len());
+        assert!(kept.last().expect("a turn").text() == "answer 39", "the most recent turn is kept");
+        assert_eq!(kept[0].role, Role::User, "whole exchanges are dropped");
+        assert_eq!(p.passages().len(), 1, "evidence keeps its half");
+        assert!(p.messages().last().expect("question")["content"].as_str().expect("text").ends_with("headquarters?"));
+    }
+
+    #[test]
+    fn a_conversation_that_cannot_fit_is_refused_with_the_numbers() {
+        let mut long = conversation(0, 0);
+        long.question = "word ".repeat(2_000);
+        let e = Prompt::build_chat(&model(1024), "", long, Vec::new(), 256, Options::default()).expect_err("too long");
+        assert_eq!((e.window, e.completion), (1024, 256));
+        assert!(e.needed > 2_000, "{e}");
+    }
+
+    #[test]
+    fn follow_ups_are_read_with_the_previous_question() {
+        let mut c = Conversation::question("Which company makes the Widget 3000?");
+        c.history = vec![turn(Role::User, "Which company makes the Widget 3000?"), turn(Role::Assistant, "Acme [1].")];
+        c.question = "Where is its headquarters?".into();
+        assert_eq!(
+            c.standalone_question(),
+            "Which company makes the Widget 3000? Acme [1]. Where is its headquarters?"
+        );
+        c.question = "How long do refunds take for annual plans?".into();
+        assert_eq!(c.standalone_question(), "How long do refunds take for annual plans?");
+        assert_eq!(Conversation::question("Why?").standalone_question(), "Why?", "no earlier turn to lean on");
+    }
+
+    #[test]
+    fn the_offline_model_names_what_it_cannot_honour() {
+        let mut options = Options::default();
+        assert_eq!(options.unsupported_offline(), None);
+        options.upstream.insert("temperature".into(), json!(0.2));
+        options.upstream.insert("parallel_tool_calls".into(), json!(false));
+        assert_eq!(options.unsupported_offline(), None);
+        options.upstream.insert("tools".into(), json!([{"type": "function"}]));
+        assert_eq!(options.unsupported_offline(), Some("tools"));
+        let schema = Options { response_format: ResponseFormat::JsonSchema, ..Options::default() };
+        assert_eq!(schema.unsupported_offline(), Some("response_format"));
     }
 }

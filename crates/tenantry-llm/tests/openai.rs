@@ -15,7 +15,10 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tenantry_domain::config::Config;
 use tenantry_domain::{tokens, ModelSpec};
-use tenantry_llm::{Chunk, Embedder, LlmError, OpenAiCompatible, OpenAiEmbedder, Passage, Prompt, Provider};
+use tenantry_llm::{
+    Chunk, Conversation, Embedder, FinishReason, LlmError, OpenAiCompatible, OpenAiEmbedder, Options, Passage, Prompt,
+    Provider,
+};
 
 fn chunk(content: Option<&str>, finish: Option<&str>) -> Value {
     let delta = match content {
@@ -41,9 +44,32 @@ fn sse(events: Vec<Value>, done: bool, stall: bool) -> Response {
     Sse::new(stream.chain(tail)).into_response()
 }
 
+/// A tool call streamed as OpenAI streams one: id, type and name first, the arguments in pieces.
+fn tool_call_chunks() -> Vec<Value> {
+    let delta = |call: Value| {
+        json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+               "choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": null}]})
+    };
+    vec![
+        delta(json!({"index": 0, "id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": ""}})),
+        delta(json!({"index": 0, "function": {"arguments": "{\"order\": "}})),
+        delta(json!({"index": 0, "function": {"arguments": "42}"}})),
+        chunk(None, Some("tool_calls")),
+    ]
+}
+
 async fn chat(calls: Arc<AtomicUsize>, body: Value) -> Response {
     let n = calls.fetch_add(1, Ordering::SeqCst);
-    assert_eq!(body["stream"], true);
+    if body["stream"] == false {
+        // Answers with what it received, cut by its token limit.
+        let message = json!({"role": "assistant", "content": body.to_string(),
+                             "tool_calls": [{"id": "call_9", "type": "function",
+                                             "function": {"name": "lookup", "arguments": "{}"}}]});
+        return axum::Json(json!({"id": "c2", "object": "chat.completion", "created": 1, "model": "m",
+                                 "choices": [{"index": 0, "message": message, "finish_reason": "length"}],
+                                 "usage": {"prompt_tokens": 10, "completion_tokens": 64, "total_tokens": 74}}))
+        .into_response();
+    }
     let wants_usage = body["stream_options"]["include_usage"] == true;
     let words = vec![chunk(Some(""), None), chunk(Some("Refunds take "), None), chunk(Some("14 days [1]."), None)];
     let finish = chunk(None, Some("stop"));
@@ -57,6 +83,7 @@ async fn chat(calls: Arc<AtomicUsize>, body: Value) -> Response {
         "in-band-error" => sse(vec![json!({"error": {"message": "overloaded", "type": "server_error"}})], false, false),
         "busy-once" if n == 0 => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "0")], "slow down").into_response(),
         "busy-once" => sse([words, vec![finish, usage]].concat(), true, false),
+        "tools" => sse([tool_call_chunks(), vec![usage]].concat(), true, false),
         other => (StatusCode::BAD_REQUEST, format!("unexpected model {other}")).into_response(),
     }
 }
@@ -111,7 +138,7 @@ fn model(base_url: &str, upstream_model: &str) -> ModelSpec {
 fn prompt(m: &ModelSpec) -> Prompt {
     let passage =
         Passage { number: 1, title: "Policy".into(), heading: String::new(), text: "Refunds take 14 days.".into() };
-    Prompt::build(m, "", "How long do refunds take?", vec![passage], 64)
+    Prompt::build(m, "", "How long do refunds take?", vec![passage], 64).expect("fits")
 }
 
 /// Collects a stream: the text deltas joined, and the final generation or the error that ended it.
@@ -124,6 +151,7 @@ async fn collect(provider: &OpenAiCompatible, m: &ModelSpec) -> (String, Result<
     while let Some(item) = stream.next().await {
         match item {
             Ok(Chunk::Text(t)) => text.push_str(&t),
+            Ok(Chunk::ToolCalls(_)) => {}
             Ok(Chunk::Done(g)) => {
                 assert!(stream.next().await.is_none(), "nothing after Done");
                 return (text, Ok(g));
@@ -193,4 +221,59 @@ async fn embeddings_come_back_in_input_order_with_the_upstreams_usage() {
     assert_eq!(e.vectors, vec![vec![1.0, 0.0, 1.0], vec![3.0, 1.0, 1.0], vec![2.0, 2.0, 1.0]]);
     assert_eq!(e.tokens, 9);
     assert_eq!(embedder.embed(&[]).await.expect("nothing to do").vectors.len(), 0);
+}
+
+#[tokio::test]
+async fn streamed_tool_calls_pass_through_and_are_assembled() {
+    let (base, _) = upstream().await;
+    let m = model(&base, "tools");
+    let mut stream = OpenAiCompatible::new(|_| None).stream(&m, &prompt(&m)).await.expect("stream starts");
+    let mut deltas = Vec::new();
+    let mut done = None;
+    while let Some(item) = stream.next().await {
+        match item.expect("no error") {
+            Chunk::ToolCalls(calls) => deltas.extend(calls.as_array().cloned().unwrap_or_default()),
+            Chunk::Done(g) => done = Some(g),
+            Chunk::Text(t) => panic!("no text expected, got {t:?}"),
+        }
+    }
+    assert_eq!(deltas.len(), 3, "every delta reaches the client as it came: {deltas:?}");
+    let g = done.expect("a generation");
+    assert_eq!(g.finish_reason, FinishReason::ToolCalls);
+    assert_eq!(
+        g.tool_calls,
+        Some(json!([{"id": "call_1", "type": "function",
+                     "function": {"name": "lookup", "arguments": "{\"order\": 42}"}}]))
+    );
+}
+
+#[tokio::test]
+async fn the_clients_parameters_reach_the_upstream_and_its_finish_reason_comes_back() {
+    let (base, _) = upstream().await;
+    let m = model(&base, "echo");
+    let mut options = Options::default();
+    for (k, v) in [
+        ("temperature", json!(0.3)),
+        ("seed", json!(7)),
+        (
+            "tools",
+            json!([{"type": "function",
+        "function": {"name": "lookup"}}]),
+        ),
+        ("max_tokens", json!(9999)),
+        ("model", json!("not-this-one")),
+    ] {
+        options.upstream.insert(k.into(), v);
+    }
+    let prompt =
+        Prompt::build_chat(&m, "Be terse.", Conversation::question("Where is order 42?"), Vec::new(), 64, options)
+            .expect("fits");
+    let g = OpenAiCompatible::new(|_| None).generate(&m, &prompt).await.expect("generates");
+    let sent: Value = serde_json::from_str(&g.text).expect("the echo");
+    assert_eq!((sent["temperature"].clone(), sent["seed"].clone()), (json!(0.3), json!(7)));
+    assert_eq!(sent["tools"][0]["function"]["name"], "lookup");
+    assert_eq!(sent["max_tokens"], 64, "the service's cap, not a parameter's");
+    assert_eq!(sent["model"], "echo", "the configured model, not a parameter's");
+    assert_eq!(g.finish_reason, FinishReason::Length);
+    assert_eq!(g.tool_calls.expect("tool calls")[0]["id"], "call_9");
 }

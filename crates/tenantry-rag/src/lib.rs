@@ -4,7 +4,9 @@
 
 use async_trait::async_trait;
 use tenantry_domain::{RetrievalMode, TenantContext};
-use tenantry_llm::{ChunkStream, LlmError, Passage, Prompt, Providers, TokenUsage};
+use tenantry_llm::{
+    ChunkStream, ContextLengthExceeded, Conversation, LlmError, Options, Passage, Prompt, Providers, TokenUsage,
+};
 pub use tenantry_search::Hit;
 
 pub mod agentic;
@@ -107,6 +109,8 @@ pub enum RagError {
     Llm(#[from] LlmError),
     #[error("retrieval mode {0:?} is not available")]
     ModeUnavailable(RetrievalMode),
+    #[error(transparent)]
+    ContextLength(#[from] ContextLengthExceeded),
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
@@ -132,8 +136,11 @@ pub struct Answer {
     pub usage: TokenUsage,
 }
 
-/// Room left for the answer in every prompt.
+/// Room left for the answer when the caller names no limit.
 pub const MAX_COMPLETION_TOKENS: u32 = 512;
+
+/// The most a caller may ask for (`max_tokens`); the model's window may allow less.
+pub const MAX_REQUESTED_COMPLETION_TOKENS: u32 = 16_384;
 
 /// Retrieval done and the prompt assembled: everything that decides the request's size before any model
 /// is called, so the caller can reserve the exact tokens it may use.
@@ -157,7 +164,7 @@ impl Prepared {
 }
 
 /// Retrieves in the context's namespace and mode, and assembles the prompt within the model's window,
-/// leaving room for an answer of up to `max_completion_tokens` (at most `MAX_COMPLETION_TOKENS`).
+/// leaving room for an answer of up to `max_completion_tokens` (at most `MAX_REQUESTED_COMPLETION_TOKENS`).
 pub async fn prepare(
     ctx: &TenantContext,
     retriever: &dyn Retriever,
@@ -165,7 +172,21 @@ pub async fn prepare(
     top_k: usize,
     max_completion_tokens: u32,
 ) -> Result<Prepared, RagError> {
-    let (hits, steps) = retrieve_with_plan(ctx, retriever, question, top_k).await?;
+    prepare_chat(ctx, retriever, Conversation::question(question), Options::default(), top_k, max_completion_tokens)
+        .await
+}
+
+/// `prepare` for a conversation: retrieval reads its last question as a standalone one (a follow-up with
+/// the question before it), and the prompt carries the conversation and the generation options.
+pub async fn prepare_chat(
+    ctx: &TenantContext,
+    retriever: &dyn Retriever,
+    conversation: Conversation,
+    options: Options,
+    top_k: usize,
+    max_completion_tokens: u32,
+) -> Result<Prepared, RagError> {
+    let (hits, steps) = retrieve_with_plan(ctx, retriever, &conversation.standalone_question(), top_k).await?;
     let passages: Vec<Passage> = hits
         .iter()
         .enumerate()
@@ -176,8 +197,8 @@ pub async fn prepare(
             text: h.text.clone(),
         })
         .collect();
-    let completion = max_completion_tokens.clamp(1, MAX_COMPLETION_TOKENS);
-    let prompt = Prompt::build(&ctx.model, &ctx.system_prompt, question, passages, completion);
+    let completion = max_completion_tokens.clamp(1, MAX_REQUESTED_COMPLETION_TOKENS);
+    let prompt = Prompt::build_chat(&ctx.model, &ctx.system_prompt, conversation, passages, completion, options)?;
     Ok(Prepared { prompt, steps, hits })
 }
 

@@ -88,6 +88,7 @@ impl From<tenantry_rag::RagError> for ServiceError {
                 Self::new(ErrorCode::Unavailable, format!("retrieval mode {} is not available", m.as_str()))
             }
             RagError::Retrieval(m) => Self::internal(m),
+            RagError::ContextLength(e) => Self::new(ErrorCode::ContextLengthExceeded, e.to_string()),
         }
     }
 }

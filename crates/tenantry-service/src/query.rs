@@ -7,6 +7,7 @@ use serde::Serialize;
 use tenantry_domain::quota::Meter;
 use tenantry_domain::{RetrievalMode, TenantContext};
 use tenantry_llm::{Chunk, Generation};
+pub use tenantry_llm::{Conversation, FinishReason, Options, ResponseFormat, Role, Turn};
 pub use tenantry_rag::Citation;
 use tenantry_rag::Prepared;
 use tenantry_store::{Amounts, UsageEvent};
@@ -22,19 +23,23 @@ pub const MAX_QUESTION_CHARS: usize = 8_000;
 pub const DEFAULT_TOP_K: usize = 5;
 pub const MAX_TOP_K: usize = 50;
 
-/// A question and how to answer it.
+/// A question, the conversation around it, and how to answer it.
 #[derive(Clone, Debug, Default)]
 pub struct QueryRequest {
-    pub question: String,
+    /// The question, its history and the client's instructions (`Conversation::question` for a lone one).
+    pub conversation: Conversation,
     /// Passages to retrieve (default `DEFAULT_TOP_K`).
     pub top_k: Option<usize>,
-    /// A cap on the answer's tokens below the pipeline's own (`tenantry_rag::MAX_COMPLETION_TOKENS`).
+    /// A cap on the answer's tokens (default `tenantry_rag::MAX_COMPLETION_TOKENS`, at most
+    /// `tenantry_rag::MAX_REQUESTED_COMPLETION_TOKENS`).
     pub max_completion_tokens: Option<u32>,
+    /// The client's generation parameters, validated.
+    pub options: Options,
 }
 
 impl QueryRequest {
     pub fn new(question: impl Into<String>) -> Self {
-        Self { question: question.into(), ..Self::default() }
+        Self { conversation: Conversation::question(&question.into()), ..Self::default() }
     }
 }
 
@@ -55,6 +60,14 @@ pub struct QueryUsage {
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct QueryResult {
     pub answer: String,
+    /// Why the answer ended: `stop`, `length` (cut by the token limit), `tool_calls`, …
+    #[schema(value_type = String)]
+    #[serde(serialize_with = "finish_reason_str")]
+    pub finish_reason: FinishReason,
+    /// The tool calls the model made instead of (or beside) answering, as OpenAI shapes them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tool_calls: Option<serde_json::Value>,
     pub citations: Vec<Citation>,
     pub model: String,
     pub retrieval_mode: RetrievalMode,
@@ -64,11 +77,17 @@ pub struct QueryResult {
     pub request_id: String,
 }
 
+fn finish_reason_str<S: serde::Serializer>(reason: &FinishReason, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(reason.as_str())
+}
+
 /// What a streamed answer delivers: tokens as they are generated, then either the settled result or the
 /// error that ended it (nothing is billed then).
 #[derive(Debug)]
 pub enum QueryEvent {
     Token(String),
+    /// Tool-call deltas, as OpenAI streams them.
+    ToolCalls(serde_json::Value),
     Finished(QueryResult),
     Failed(ServiceError),
 }
@@ -97,6 +116,7 @@ impl Services {
             loop {
                 let event = match chunks.next().await {
                     Some(Ok(Chunk::Text(text))) => QueryEvent::Token(text),
+                    Some(Ok(Chunk::ToolCalls(calls))) => QueryEvent::ToolCalls(calls),
                     Some(Ok(Chunk::Done(generation))) => {
                         match services.finish_query(&ctx, reservation, &begun, generation).await {
                             Ok(result) => QueryEvent::Finished(result),
@@ -132,7 +152,7 @@ impl Services {
 
     /// Validates, pre-checks quota, retrieves and assembles the prompt, then reserves its exact upper bound.
     async fn begin_query(&self, ctx: &TenantContext, request: &QueryRequest) -> ServiceResult<(Begun, Reservation)> {
-        let question = request.question.trim();
+        let question = request.conversation.question.trim();
         if question.is_empty() {
             return Err(ServiceError::validation("question must not be empty"));
         }
@@ -146,9 +166,20 @@ impl Services {
         }
         let max_completion = match request.max_completion_tokens {
             Some(0) => return Err(ServiceError::validation("max_tokens must be at least 1")),
-            Some(n) => n.min(tenantry_rag::MAX_COMPLETION_TOKENS),
+            Some(n) => n.min(tenantry_rag::MAX_REQUESTED_COMPLETION_TOKENS),
             None => tenantry_rag::MAX_COMPLETION_TOKENS,
         };
+        if ctx.model.provider == tenantry_domain::ProviderKind::Local {
+            if let Some(param) = request.options.unsupported_offline() {
+                return Err(ServiceError::new(
+                    tenantry_domain::ErrorCode::UnsupportedParameter,
+                    format!(
+                        "`{param}` is not supported by this tenant's model `{}` (the built-in offline model)",
+                        ctx.model.name
+                    ),
+                ));
+            }
+        }
 
         // Retrieval and prompt assembly decide the request's exact size, so quota is reserved once they are
         // done: one query plus the prompt's tokens plus the completion cap, an upper bound on what generation
@@ -158,7 +189,11 @@ impl Services {
         let floor = tenantry_domain::tokens::count(question) + u64::from(max_completion);
         self.precheck(ctx, Amounts { queries: 1, tokens: floor as i64, ..Amounts::default() }).await?;
         let retriever = TenantRetriever::new(self);
-        let prepared = tenantry_rag::prepare(ctx, &retriever, question, top_k, max_completion).await?;
+        let mut conversation = request.conversation.clone();
+        conversation.question = question.to_owned();
+        let options = request.options.clone();
+        let prepared =
+            tenantry_rag::prepare_chat(ctx, &retriever, conversation, options, top_k, max_completion).await?;
         // An upstream embedder has already billed the question's embedding: exact, so reserved as is.
         let embedding_tokens = retriever.embedding_tokens();
         let tokens = prepared.max_tokens() + embedding_tokens;
@@ -216,6 +251,8 @@ impl Services {
         Ok(QueryResult {
             citations: prepared.cite(&generation.text),
             answer: generation.text,
+            finish_reason: generation.finish_reason,
+            tool_calls: generation.tool_calls,
             model: generation.model,
             retrieval_mode: ctx.retrieval_mode,
             steps: prepared.steps.clone(),

@@ -450,6 +450,8 @@ pub struct QueryBody {
         (status = 200, description = "The answer; with `stream: true`, server-sent events `token`, `citations`, \
             `usage`, `done` (the whole result) or `error` (a problem)",
             content((QueryResult = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "`context_length_exceeded`: the question and the answer's allowance do not fit \
+            in the model's context window", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 429, body = Problem, content_type = "application/problem+json"),
         (status = 502, body = Problem, content_type = "application/problem+json"),
@@ -463,11 +465,8 @@ pub async fn query(
 ) -> ApiResult<Response> {
     let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Query).await?;
     let body = body.value()?;
-    let request = QueryRequest {
-        question: body.question,
-        top_k: body.top_k.map(|k| usize::try_from(k).unwrap_or(0)),
-        max_completion_tokens: None,
-    };
+    let request =
+        QueryRequest { top_k: body.top_k.map(|k| usize::try_from(k).unwrap_or(0)), ..QueryRequest::new(body.question) };
     if body.stream != Some(true) {
         let result = s.query(&ctx, &request).await?;
         return with_quota(&s, &ctx, StatusCode::OK, result).await;
@@ -483,6 +482,8 @@ fn query_sse(event: QueryEvent) -> Vec<Event> {
     let json = |name: &str, value: serde_json::Value| Event::default().event(name).data(value.to_string());
     match event {
         QueryEvent::Token(text) => vec![json("token", serde_json::json!({ "text": text }))],
+        // `/v1/query` offers the model no tools.
+        QueryEvent::ToolCalls(_) => Vec::new(),
         QueryEvent::Finished(result) => vec![
             json("citations", serde_json::json!({ "citations": result.citations })),
             json("usage", serde_json::json!(result.usage)),

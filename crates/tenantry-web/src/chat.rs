@@ -13,9 +13,11 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tenantry_domain::lifecycle::EndpointClass;
-use tenantry_domain::{ErrorCode, RequestId};
+use tenantry_domain::{ErrorCode, ProviderKind, RequestId};
 use tenantry_service::gateway::Scope;
-use tenantry_service::query::{Citation, QueryEvent, QueryRequest, QueryResult};
+use tenantry_service::query::{
+    Citation, Conversation, Options, QueryEvent, QueryRequest, QueryResult, ResponseFormat, Role, Turn,
+};
 use tenantry_service::{ServiceError, Services};
 use utoipa::ToSchema;
 
@@ -25,25 +27,66 @@ use crate::api::{tenant, with_quota_headers};
 pub struct ChatCompletionRequest {
     /// Omit, `"default"`, or the tenant's configured model; any other model is refused (404).
     pub model: Option<String>,
+    /// The conversation: `system`/`developer` instructions (after the tenant's own prompt), earlier
+    /// `user`/`assistant`/`tool` turns, and a last `user` message, the question retrieval answers.
     pub messages: Vec<ChatMessage>,
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
-    /// Caps the answer's tokens (never above the service's own cap).
+    /// Caps the answer's tokens (default 512, at most 16,384 and what the model's window leaves).
+    #[schema(minimum = 1)]
     pub max_tokens: Option<u32>,
+    #[schema(minimum = 1)]
     pub max_completion_tokens: Option<u32>,
     /// Only 1 is supported.
     pub n: Option<u32>,
-    // Sampling fields (`temperature`, `top_p`, `user`, …) are accepted and ignored: the tenant's model
-    // settings decide.
+    /// 0 to 2. This and the parameters below reach a hosted model as they came; the built-in offline model
+    /// honours `stop` and `response_format` `json_object`, ignores sampling, and refuses `tools`,
+    /// `json_schema` and `logprobs` (400 `unsupported_parameter`).
+    pub temperature: Option<f64>,
+    /// 0 to 1.
+    pub top_p: Option<f64>,
+    /// A string or up to 4 strings.
+    #[schema(value_type = Option<Object>)]
+    pub stop: Option<Value>,
+    pub seed: Option<i64>,
+    /// -2 to 2.
+    pub presence_penalty: Option<f64>,
+    /// -2 to 2.
+    pub frequency_penalty: Option<f64>,
+    pub logprobs: Option<bool>,
+    /// 0 to 20, with `logprobs`.
+    pub top_logprobs: Option<u32>,
+    /// Token id → bias from -100 to 100.
+    #[schema(value_type = Option<Object>)]
+    pub logit_bias: Option<Value>,
+    /// `{"type": "text" | "json_object" | "json_schema", "json_schema": {name, schema, strict}}`.
+    #[schema(value_type = Option<Object>)]
+    pub response_format: Option<Value>,
+    /// Functions the model may call: `[{"type": "function", "function": {name, description, parameters}}]`.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tools: Option<Value>,
+    /// `"none"`, `"auto"`, `"required"` or `{"type": "function", "function": {"name": …}}`.
+    #[schema(value_type = Option<Object>)]
+    pub tool_choice: Option<Value>,
+    pub parallel_tool_calls: Option<bool>,
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ChatMessage {
+    /// `system`, `developer`, `user`, `assistant` or `tool`.
     pub role: String,
-    /// A string, or an array of content parts of which the `text` parts are read.
+    /// A string, or an array of content parts of which the `text` parts are read; null for an assistant
+    /// message that only calls tools.
     #[schema(value_type = Option<MessageContent>)]
     pub content: Option<Value>,
+    pub name: Option<String>,
+    /// An assistant's tool calls, as the model returned them.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tool_calls: Option<Value>,
+    /// The call a `tool` message answers.
+    pub tool_call_id: Option<String>,
 }
 
 /// A message's content as OpenAI's API types it (schema only: the handler reads the JSON value).
@@ -91,7 +134,8 @@ pub struct ChatCompletion {
 pub struct ChatChoice {
     pub index: u32,
     pub message: AssistantMessage,
-    pub finish_reason: &'static str,
+    /// `stop`, `length` (cut by the token limit), `tool_calls`, or what the upstream said.
+    pub finish_reason: String,
     #[schema(value_type = Option<Object>)]
     pub logprobs: Option<Value>,
 }
@@ -99,7 +143,12 @@ pub struct ChatChoice {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AssistantMessage {
     pub role: &'static str,
-    pub content: String,
+    /// Null when the model only called tools.
+    pub content: Option<String>,
+    /// The model's tool calls, as the upstream returned them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tool_calls: Option<Value>,
     #[schema(value_type = Option<String>)]
     pub refusal: Option<String>,
 }
@@ -138,7 +187,8 @@ pub struct OpenAiError {
 
 impl From<ServiceError> for OpenAiError {
     fn from(error: ServiceError) -> Self {
-        Self { error, code: None, param: None }
+        let param = (error.code == ErrorCode::ContextLengthExceeded).then_some("messages");
+        Self { error, code: None, param }
     }
 }
 
@@ -151,6 +201,15 @@ impl From<crate::problem::ApiError> for OpenAiError {
 impl OpenAiError {
     fn invalid(param: &'static str, message: impl Into<String>) -> Self {
         Self { error: ServiceError::new(ErrorCode::BadRequest, message), code: None, param: Some(param) }
+    }
+
+    /// A value outside OpenAI's range for `param` (OpenAI's code `invalid_value`).
+    fn out_of_range(param: &'static str, message: impl Into<String>) -> Self {
+        Self { code: Some("invalid_value"), ..Self::invalid(param, message) }
+    }
+
+    fn unsupported(param: &'static str, message: impl Into<String>) -> Self {
+        Self { error: ServiceError::new(ErrorCode::UnsupportedParameter, message), code: None, param: Some(param) }
     }
 
     fn body(&self) -> Value {
@@ -221,22 +280,20 @@ pub async fn chat_completions(
             });
         }
     }
-    if request.n.is_some_and(|n| n != 1) {
-        return Err(OpenAiError::invalid("n", "only n = 1 is supported"));
-    }
-    let question = request
-        .messages
-        .iter()
-        .rev()
-        .find(|m| m.role == "user")
-        .map(|m| text_of(m.content.as_ref()))
-        .filter(|q| !q.trim().is_empty())
-        .ok_or_else(|| OpenAiError::invalid("messages", "messages must include a user message with text"))?;
     let query = QueryRequest {
-        question,
+        conversation: conversation(&request.messages)?,
         top_k: None,
-        max_completion_tokens: request.max_completion_tokens.or(request.max_tokens),
+        max_completion_tokens: max_tokens(&request)?,
+        options: options(&request)?,
     };
+    if ctx.model.provider == ProviderKind::Local {
+        if let Some(param) = query.options.unsupported_offline() {
+            let model = &ctx.model.name;
+            let message =
+                format!("`{param}` is not supported by this tenant's model `{model}` (the built-in offline model)");
+            return Err(OpenAiError::unsupported(param, message));
+        }
+    }
     let id = format!("chatcmpl-{}", ctx.request_id);
     let created = s.clock().now().millis() / 1000;
 
@@ -251,6 +308,211 @@ pub async fn chat_completions(
     let events = s.query_stream(&ctx, &query).await?.flat_map(move |event| futures::stream::iter(chunks.events(event)));
     let stream = futures::stream::once(async move { first }).chain(events).map(Ok::<_, std::convert::Infallible>);
     Ok(with_quota_headers(&s, &ctx, Sse::new(stream).keep_alive(KeepAlive::default()).into_response()).await?)
+}
+
+/// The most text all the messages of one request may carry: far past any model's window, so a request
+/// this long could never be answered.
+const MAX_CONVERSATION_CHARS: usize = 2_000_000;
+
+/// The messages as a conversation around the last user message: every `system`/`developer` message is an
+/// instruction, the turns before the last user message are its history, those after it (an assistant's tool
+/// calls and their results) follow it.
+fn conversation(messages: &[ChatMessage]) -> Result<Conversation, OpenAiError> {
+    let last_user =
+        messages
+            .iter()
+            .rposition(|m| m.role == "user" && !text_of(m.content.as_ref()).trim().is_empty())
+            .ok_or_else(|| OpenAiError::invalid("messages", "messages must include a user message with text"))?;
+    let mut conversation =
+        Conversation { question: text_of(messages[last_user].content.as_ref()), ..Conversation::default() };
+    let mut chars = 0;
+    for (i, m) in messages.iter().enumerate() {
+        let text = text_of(m.content.as_ref());
+        chars += text.len();
+        if chars > MAX_CONVERSATION_CHARS {
+            return Err(OpenAiError {
+                error: ServiceError::new(
+                    ErrorCode::ContextLengthExceeded,
+                    format!("the messages hold more than {MAX_CONVERSATION_CHARS} characters of text"),
+                ),
+                code: None,
+                param: Some("messages"),
+            });
+        }
+        if i == last_user {
+            continue;
+        }
+        let role = match m.role.as_str() {
+            "system" | "developer" => Role::System,
+            "user" => Role::User,
+            "assistant" => Role::Assistant,
+            "tool" => Role::Tool,
+            other => {
+                return Err(OpenAiError::invalid(
+                    "messages",
+                    format!("messages[{i}].role {other:?} is not one of system, developer, user, assistant, tool"),
+                ))
+            }
+        };
+        let mut extra = serde_json::Map::new();
+        if let Some(name) = &m.name {
+            extra.insert("name".into(), json!(name));
+        }
+        match role {
+            Role::Assistant => {
+                if let Some(calls) = m.tool_calls.as_ref().filter(|c| !c.is_null()) {
+                    if !calls
+                        .as_array()
+                        .is_some_and(|a| a.iter().all(|c| c["id"].is_string() && c["function"]["name"].is_string()))
+                    {
+                        return Err(OpenAiError::invalid(
+                            "messages",
+                            format!("messages[{i}].tool_calls must be an array of {{id, type, function: {{name, arguments}}}}"),
+                        ));
+                    }
+                    extra.insert("tool_calls".into(), calls.clone());
+                }
+            }
+            Role::Tool => {
+                let id = m.tool_call_id.as_deref().ok_or_else(|| {
+                    OpenAiError::invalid("messages", format!("messages[{i}] is a tool message without tool_call_id"))
+                })?;
+                extra.insert("tool_call_id".into(), json!(id));
+            }
+            Role::System | Role::User => {}
+        }
+        let turn = Turn::new(role, &text, extra);
+        match (role, i < last_user) {
+            (Role::System, _) => conversation.instructions.push(turn),
+            (_, true) => conversation.history.push(turn),
+            (_, false) => conversation.after.push(turn),
+        }
+    }
+    Ok(conversation)
+}
+
+/// `max_completion_tokens`, or the older `max_tokens`: at least 1 when given.
+fn max_tokens(request: &ChatCompletionRequest) -> Result<Option<u32>, OpenAiError> {
+    match (request.max_completion_tokens, request.max_tokens) {
+        (Some(0), _) => Err(OpenAiError::invalid("max_completion_tokens", "max_completion_tokens must be at least 1")),
+        (None, Some(0)) => Err(OpenAiError::invalid("max_tokens", "max_tokens must be at least 1")),
+        (given, older) => Ok(given.or(older)),
+    }
+}
+
+/// The generation parameters, checked against OpenAI's ranges; a value out of range is a 400 naming it.
+fn options(request: &ChatCompletionRequest) -> Result<Options, OpenAiError> {
+    if request.n.is_some_and(|n| n != 1) {
+        return Err(OpenAiError::unsupported("n", "only n = 1 is supported"));
+    }
+    let within = |param: &'static str, value: Option<f64>, low: f64, high: f64| match value {
+        Some(v) if !(low..=high).contains(&v) => {
+            Err(OpenAiError::out_of_range(param, format!("{param} must be between {low} and {high}, but got {v}")))
+        }
+        _ => Ok(()),
+    };
+    within("temperature", request.temperature, 0.0, 2.0)?;
+    within("top_p", request.top_p, 0.0, 1.0)?;
+    within("presence_penalty", request.presence_penalty, -2.0, 2.0)?;
+    within("frequency_penalty", request.frequency_penalty, -2.0, 2.0)?;
+    within("top_logprobs", request.top_logprobs.map(f64::from), 0.0, 20.0)?;
+    if request.top_logprobs.is_some() && request.logprobs != Some(true) {
+        return Err(OpenAiError::invalid("top_logprobs", "top_logprobs requires logprobs to be true"));
+    }
+    let stop = match &request.stop {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) if items.len() <= 4 && items.iter().all(Value::is_string) => {
+            items.iter().filter_map(Value::as_str).map(str::to_owned).collect()
+        }
+        Some(_) => return Err(OpenAiError::invalid("stop", "stop must be a string or an array of up to 4 strings")),
+    };
+    if let Some(bias) = &request.logit_bias {
+        let valid = bias.as_object().is_some_and(|m| {
+            m.iter().all(|(k, v)| k.parse::<u32>().is_ok() && v.as_f64().is_some_and(|b| (-100.0..=100.0).contains(&b)))
+        });
+        if !valid {
+            return Err(OpenAiError::invalid("logit_bias", "logit_bias maps token ids to biases between -100 and 100"));
+        }
+    }
+    let response_format = match &request.response_format {
+        None | Some(Value::Null) => ResponseFormat::Text,
+        Some(format) => match format["type"].as_str() {
+            Some("text") => ResponseFormat::Text,
+            Some("json_object") => ResponseFormat::JsonObject,
+            Some("json_schema") if format["json_schema"]["name"].is_string() => ResponseFormat::JsonSchema,
+            Some("json_schema") => {
+                return Err(OpenAiError::invalid("response_format", "response_format.json_schema must have a name"))
+            }
+            _ => {
+                return Err(OpenAiError::invalid(
+                    "response_format",
+                    "response_format.type must be one of text, json_object, json_schema",
+                ))
+            }
+        },
+    };
+    let tool_names = match &request.tools {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(tools)) if tools.len() <= 128 => {
+            let names: Option<Vec<&str>> = tools
+                .iter()
+                .map(|t| {
+                    (t["type"] == "function")
+                        .then(|| t["function"]["name"].as_str())
+                        .flatten()
+                        .filter(|n| valid_function_name(n))
+                })
+                .collect();
+            names.ok_or_else(|| {
+                OpenAiError::invalid(
+                    "tools",
+                    "each tool must be {\"type\": \"function\", \"function\": {\"name\": …}} with a name of 1 to 64 letters, digits, _ or -",
+                )
+            })?
+        }
+        Some(_) => return Err(OpenAiError::invalid("tools", "tools must be an array of at most 128 functions")),
+    };
+    match &request.tool_choice {
+        None | Some(Value::Null) => {}
+        Some(Value::String(c)) if c == "none" || c == "auto" => {}
+        Some(Value::String(c)) if c == "required" && !tool_names.is_empty() => {}
+        Some(choice)
+            if choice["type"] == "function"
+                && choice["function"]["name"].as_str().is_some_and(|n| tool_names.contains(&n)) => {}
+        Some(_) => {
+            return Err(OpenAiError::invalid(
+                "tool_choice",
+                "tool_choice must be \"none\", \"auto\", \"required\" (with tools) or a function among the tools",
+            ))
+        }
+    }
+    let mut upstream = serde_json::Map::new();
+    let mut pass = |name: &str, value: Option<Value>| {
+        if let Some(v) = value.filter(|v| !v.is_null()) {
+            upstream.insert(name.to_owned(), v);
+        }
+    };
+    pass("temperature", request.temperature.map(|v| json!(v)));
+    pass("top_p", request.top_p.map(|v| json!(v)));
+    pass("stop", request.stop.clone());
+    pass("seed", request.seed.map(|v| json!(v)));
+    pass("presence_penalty", request.presence_penalty.map(|v| json!(v)));
+    pass("frequency_penalty", request.frequency_penalty.map(|v| json!(v)));
+    pass("logprobs", request.logprobs.map(|v| json!(v)));
+    pass("top_logprobs", request.top_logprobs.map(|v| json!(v)));
+    pass("logit_bias", request.logit_bias.clone());
+    pass("response_format", request.response_format.clone());
+    pass("tools", request.tools.clone());
+    pass("tool_choice", request.tool_choice.clone());
+    pass("parallel_tool_calls", request.parallel_tool_calls.map(|v| json!(v)));
+    pass("user", request.user.clone().map(|v| json!(v)));
+    Ok(Options { upstream, stop, response_format })
+}
+
+/// OpenAI's rule for a function's name: 1 to 64 of `a-z A-Z 0-9 _ -`.
+fn valid_function_name(name: &str) -> bool {
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// A message's text: the string, or its `text` parts joined.
@@ -286,8 +548,13 @@ fn completion(id: String, created: i64, result: QueryResult) -> ChatCompletion {
         model: result.model,
         choices: vec![ChatChoice {
             index: 0,
-            message: AssistantMessage { role: "assistant", content: result.answer, refusal: None },
-            finish_reason: "stop",
+            message: AssistantMessage {
+                role: "assistant",
+                content: (!result.answer.is_empty() || result.tool_calls.is_none()).then_some(result.answer),
+                tool_calls: result.tool_calls,
+                refusal: None,
+            },
+            finish_reason: result.finish_reason.as_str().to_owned(),
             logprobs: None,
         }],
         citations: result.citations,
@@ -326,15 +593,18 @@ impl Chunks {
         Event::default().data(self.chunk(choices).to_string())
     }
 
-    /// Tokens become content deltas; the end is a `stop` chunk (with the citations), the usage chunk when
+    /// Tokens become content deltas, tool calls `tool_calls` deltas; the end is a chunk with the finish
+    /// reason (and the citations), the usage chunk when
     /// asked for (`stream_options.include_usage`, as OpenAI: empty `choices`), then `[DONE]`. A failure is
     /// an `{"error": …}` event, which OpenAI's SDKs raise as an API error.
     fn events(&self, event: QueryEvent) -> Vec<Event> {
         match event {
             QueryEvent::Token(text) => vec![self.delta(json!({ "content": text }), None)],
+            QueryEvent::ToolCalls(calls) => vec![self.delta(json!({ "tool_calls": calls }), None)],
             QueryEvent::Finished(result) => {
+                let reason = result.finish_reason.as_str();
                 let mut stop =
-                    self.chunk(json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "stop"}]));
+                    self.chunk(json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": reason}]));
                 stop["citations"] = json!(result.citations);
                 let mut events = vec![Event::default().data(stop.to_string())];
                 if self.include_usage {
