@@ -132,7 +132,7 @@ pub enum IngestError {
 
 pub fn parse(format: Format, bytes: &[u8], limits: &Limits) -> Result<ParsedDocument, IngestError> {
     let mut doc = match format {
-        Format::Text => parse_text(utf8(bytes)?),
+        Format::Text => parse_text(utf8(bytes)?, limits)?,
         Format::Markdown => markdown::parse(utf8(bytes)?),
         Format::Pdf => pdf::parse(bytes, limits)?,
         Format::Html => html::parse(bytes),
@@ -188,15 +188,23 @@ fn utf8(bytes: &[u8]) -> Result<&str, IngestError> {
     std::str::from_utf8(bytes).map_err(|_| IngestError::NotUtf8)
 }
 
-/// Plain text: paragraphs are separated by blank lines.
-fn parse_text(text: &str) -> ParsedDocument {
+/// Plain text: paragraphs are separated by blank lines. The text the paragraphs will hold is measured
+/// first, so a file past the limit is refused before any of it is copied.
+fn parse_text(text: &str, limits: &Limits) -> Result<ParsedDocument, IngestError> {
+    let paragraph_bytes = |p: &str| {
+        let (letters, words) = p.split_whitespace().fold((0, 0), |(n, w), word| (n + word.len(), w + 1));
+        (letters + words).saturating_sub(1) as u64
+    };
+    if text.split("\n\n").map(paragraph_bytes).sum::<u64>() > limits.text_bytes {
+        return Err(text_too_large(limits));
+    }
     let blocks = text
         .split("\n\n")
         .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
         .filter(|p| !p.is_empty())
         .map(|text| Block { heading: String::new(), page: None, text })
         .collect();
-    ParsedDocument { title: None, blocks }
+    Ok(ParsedDocument { title: None, blocks })
 }
 
 #[cfg(test)]

@@ -51,10 +51,11 @@ impl Drop for Started {
     }
 }
 
-/// Documents parsed at once: one per core.
+/// Documents parsed at once: one per core but one, so that parsing (a burst of uploads, a stream of bombs
+/// refused only after their limit's worth of decoding) always leaves a core to answer questions.
 pub(crate) fn parse_permits() -> tokio::sync::Semaphore {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    tokio::sync::Semaphore::new(cores)
+    tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1))
 }
 
 #[cfg(test)]

@@ -333,10 +333,10 @@ pub async fn upload_document(
             bytes: body.text.into_bytes(),
         }
     } else if content_type.starts_with("multipart/form-data") {
-        multipart_upload(
-            Multipart::from_request(req, &()).await.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?,
-        )
-        .await?
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+        let form =
+            Multipart::from_request(req, &()).await.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
+        multipart_upload(form, declared.unwrap_or(0)).await?
     } else {
         return Err(ApiError::new(
             ErrorCode::UnsupportedMediaType,
@@ -356,10 +356,13 @@ pub async fn upload_document(
     }
 }
 
-async fn multipart_upload(mut form: Multipart) -> ApiResult<Upload> {
+/// The form's file and title. The file is read into one buffer the size of the whole body (`declared`, the
+/// body's `Content-Length`, which the body guard has held to the limit), so a large upload is never copied
+/// or regrown on its way in.
+async fn multipart_upload(mut form: Multipart, declared: usize) -> ApiResult<Upload> {
     let mut title = None;
     let mut file = None;
-    while let Some(field) = form.next_field().await? {
+    while let Some(mut field) = form.next_field().await? {
         match field.name() {
             Some("file") if file.is_some() => {
                 return Err(ApiError::new(
@@ -373,7 +376,10 @@ async fn multipart_upload(mut form: Multipart) -> ApiResult<Upload> {
             Some("file") => {
                 let file_name = field.file_name().map(str::to_owned);
                 let content_type = field.content_type().map(str::to_owned);
-                let bytes = field.bytes().await?.to_vec();
+                let mut bytes = Vec::with_capacity(declared);
+                while let Some(chunk) = field.chunk().await? {
+                    bytes.extend_from_slice(&chunk);
+                }
                 file = Some(Upload { title: None, file_name, content_type, bytes });
             }
             Some("title") => title = Some(field.text().await?),
