@@ -302,11 +302,22 @@ pub struct GatewayConfig {
     /// Where the plans' `requests_per_minute` are counted: `"local"` (each node on its own, exact for one
     /// node) or `"shared"` (one count per tenant in the database, for several nodes).
     pub rate_limiter: String,
+    /// Origins whose browser pages may call the API (CORS), e.g. `["https://app.example.com"]`; `["*"]`
+    /// for any. Empty: none (no CORS headers, preflights refused).
+    pub cors_origins: Vec<String>,
+    /// Model names that mean "the tenant's own model" on the OpenAI-compatible routes, so that a library's
+    /// default (`gpt-4o-mini`) works unchanged. Empty: only the tenant's model name and `default`.
+    pub model_aliases: Vec<String>,
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        Self { reservation_ttl_secs: 120, rate_limiter: "local".into() }
+        Self {
+            reservation_ttl_secs: 120,
+            rate_limiter: "local".into(),
+            cors_origins: Vec::new(),
+            model_aliases: Vec::new(),
+        }
     }
 }
 

@@ -264,21 +264,8 @@ pub async fn chat_completions(
     let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Query).await?;
     let request: ChatCompletionRequest = serde_json::from_slice(&body)
         .map_err(|e| OpenAiError::invalid("body", format!("the request body is not a valid chat completion: {e}")))?;
-    match request.model.as_deref() {
-        None | Some("default") => {}
-        Some(m) if m == ctx.model.name => {}
-        Some(m) => {
-            let message = format!(
-                "The model `{m}` does not exist or you do not have access to it. This tenant's model is `{}`; \
-                 pass it, \"default\", or no model.",
-                ctx.model.name
-            );
-            return Err(OpenAiError {
-                error: ServiceError::new(ErrorCode::NotFound, message),
-                code: Some("model_not_found"),
-                param: Some("model"),
-            });
-        }
+    if let Some(name) = request.model.as_deref() {
+        tenants_model(&s, &ctx, name)?;
     }
     let query = QueryRequest {
         conversation: conversation(&request.messages)?,
@@ -308,6 +295,24 @@ pub async fn chat_completions(
     let events = s.query_stream(&ctx, &query).await?.flat_map(move |event| futures::stream::iter(chunks.events(event)));
     let stream = futures::stream::once(async move { first }).chain(events).map(Ok::<_, std::convert::Infallible>);
     Ok(with_quota_headers(&s, &ctx, Sse::new(stream).keep_alive(KeepAlive::default()).into_response()).await?)
+}
+
+/// Checks that `name` means the tenant's model: its own name, `default`, or one of the operator's aliases
+/// (`gateway.model_aliases`); any other name is OpenAI's 404 `model_not_found`, never silently replaced.
+fn tenants_model(s: &Services, ctx: &tenantry_domain::TenantContext, name: &str) -> Result<(), OpenAiError> {
+    if name == "default" || name == ctx.model.name || s.config().gateway.model_aliases.iter().any(|a| a == name) {
+        return Ok(());
+    }
+    let message = format!(
+        "The model `{name}` does not exist or you do not have access to it. This tenant's model is `{}`; pass it, \
+         \"default\", or no model.",
+        ctx.model.name
+    );
+    Err(OpenAiError {
+        error: ServiceError::new(ErrorCode::NotFound, message),
+        code: Some("model_not_found"),
+        param: Some("model"),
+    })
 }
 
 /// The most text all the messages of one request may carry: far past any model's window, so a request
@@ -647,6 +652,27 @@ pub async fn list_models(
     headers: HeaderMap,
 ) -> Result<axum::Json<ModelList>, OpenAiError> {
     let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Query).await?;
-    let entry = ModelEntry { id: ctx.model.name.clone(), object: "model", created: 0, owned_by: "tenantry" };
-    Ok(axum::Json(ModelList { object: "list", data: vec![entry] }))
+    Ok(axum::Json(ModelList { object: "list", data: vec![model_entry(&ctx.model.name)] }))
+}
+
+fn model_entry(id: &str) -> ModelEntry {
+    ModelEntry { id: id.to_owned(), object: "model", created: 0, owned_by: "tenantry" }
+}
+
+/// One model (OpenAI-compatible): the tenant's model by its name, `default` or an operator's alias, each
+/// answered under the name asked for; any other name is 404 `model_not_found`.
+#[utoipa::path(get, path = "/v1/models/{model}", tag = "query", security(("bearer" = [])),
+    params(("model" = String, Path, description = "the tenant's model, `default`, or an alias")),
+    responses((status = 200, body = ModelEntry),
+        (status = 401, body = OpenAiErrorBody, content_type = "application/problem+json"),
+        (status = 404, body = OpenAiErrorBody, content_type = "application/problem+json")))]
+pub async fn get_model(
+    State(s): State<Services>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+    axum::extract::Path(model): axum::extract::Path<String>,
+) -> Result<axum::Json<ModelEntry>, OpenAiError> {
+    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Query).await?;
+    tenants_model(&s, &ctx, &model)?;
+    Ok(axum::Json(model_entry(&model)))
 }

@@ -77,6 +77,7 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(api::query))
         .routes(routes!(chat::chat_completions))
         .routes(routes!(chat::list_models))
+        .routes(routes!(chat::get_model))
         .routes(routes!(api::usage))
         .routes(routes!(api::quotas))
         .routes(routes!(api::list_keys, api::create_key, api::revoke_named_key))
@@ -136,7 +137,8 @@ pub fn router(services: Services) -> Router {
     let metrics = std::sync::Arc::new(metrics::Metrics::default());
     let (router, _) = api_routes().split_for_parts();
     let spec = openapi();
-    router
+    let cors = cors(&services.config().gateway.cors_origins);
+    let router = router
         .route("/openapi.json", get(move || async move { axum::Json(spec) }))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
@@ -148,7 +150,39 @@ pub fn router(services: Services) -> Router {
         .layer(axum::Extension(metrics))
         .layer(axum::middleware::from_fn(body::head_limits))
         .layer(axum::middleware::from_fn(extract::request_context))
-        .with_state(services)
+        .with_state(services);
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+/// CORS for the configured origins (`gateway.cors_origins`; `*` for any), outermost so that a preflight is
+/// answered before authentication; none configured, none sent. Credentials are never allowed: the API is
+/// called with a bearer key, not cookies.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| axum::http::HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([
+                axum::http::Method::GET,
+                axum::http::Method::POST,
+                axum::http::Method::PATCH,
+                axum::http::Method::DELETE,
+            ])
+            .allow_headers(AllowHeaders::mirror_request())
+            .expose_headers(ExposeHeaders::any())
+            .max_age(std::time::Duration::from_secs(3600)),
+    )
 }
 
 #[derive(Debug, thiserror::Error)]

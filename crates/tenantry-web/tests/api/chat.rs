@@ -194,3 +194,60 @@ async fn chat_completion_errors_have_openais_shape_and_bill_nothing() {
     assert_openai_error(r, 429, "insufficient_quota", "quota_exceeded").await;
     assert_eq!(app.usage(&t.key).await["totals"]["queries"], 1);
 }
+
+#[tokio::test]
+async fn models_answer_by_name_default_or_alias_and_refuse_others() {
+    let app = spawn_app_with(|c| c.gateway.model_aliases = vec!["gpt-4o-mini".into()]).await;
+    let t = tenant_with_policy(&app, "models@chat.test").await;
+    for name in ["local-small", "default", "gpt-4o-mini"] {
+        let model: Value = app.get(&t.key, &format!("/v1/models/{name}")).await.json().await.expect("json");
+        assert_eq!((model["id"].as_str(), model["object"].as_str()), (Some(name), Some("model")), "{model}");
+    }
+    let r = app.get(&t.key, "/v1/models/gpt-4o").await;
+    let error = assert_openai_error(r, 404, "invalid_request_error", "model_not_found").await;
+    assert_eq!(error["param"], "model");
+    // The alias is answered by the tenant's own model, billed as that model.
+    let mut request = chat(QUESTION);
+    request["model"] = json!("gpt-4o-mini");
+    let r = app.post_json(&t.key, "/v1/chat/completions", request).await;
+    assert_eq!(r.status(), 200);
+    let completion: Value = r.json().await.expect("json");
+    assert_eq!(completion["model"], "local-small");
+}
+
+#[tokio::test]
+async fn browsers_may_call_from_configured_origins_only() {
+    let preflight = |app: &TestApp, origin: &str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/v1/chat/completions"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization, content-type, x-stainless-os")
+            .send()
+    };
+    let app = spawn_app_with(|c| c.gateway.cors_origins = vec!["https://app.example.com".into()]).await;
+    let r = preflight(&app, "https://app.example.com").await.expect("preflight");
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example.com");
+    let allowed = r.headers()["access-control-allow-headers"].to_str().expect("ascii").to_owned();
+    assert!(allowed.contains("authorization") && allowed.contains("x-stainless-os"), "{allowed}");
+    let r = preflight(&app, "https://evil.example.com").await.expect("preflight");
+    assert!(!r.headers().contains_key("access-control-allow-origin"), "another origin is not allowed");
+    // An actual request carries the header too, and exposes the quota headers to the page.
+    let t = tenant_with_policy(&app, "cors@chat.test").await;
+    let r = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(&t.key)
+        .header("origin", "https://app.example.com")
+        .json(&chat(QUESTION))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.example.com");
+    assert!(r.headers().contains_key("access-control-expose-headers"));
+
+    let closed = spawn_app().await;
+    let r = preflight(&closed, "https://app.example.com").await.expect("preflight");
+    assert!(!r.headers().contains_key("access-control-allow-origin"), "no origins configured, no CORS");
+}
