@@ -156,6 +156,22 @@ class OpenAiSdk(unittest.TestCase):
                 self.client.chat.completions.create(model="default", messages=self.messages(), **kwargs)
             self.assertEqual(caught.exception.param, param, kwargs)
 
+    def test_embeddings_through_the_sdk(self):
+        # The SDK asks for base64 and decodes it; the vectors are the same as asked for as floats.
+        r = self.client.embeddings.create(model="default", input=["Refunds take 14 days.", "Shipping is free."])
+        self.assertEqual([d.index for d in r.data], [0, 1])
+        floats = self.client.embeddings.create(model="default", input="Refunds take 14 days.",
+                                               encoding_format="float")
+        self.assertEqual(len(r.data[0].embedding), len(floats.data[0].embedding))
+        for a, b in zip(r.data[0].embedding, floats.data[0].embedding):
+            self.assertAlmostEqual(a, b, places=6)
+        self.assertGreater(r.usage.prompt_tokens, 0)
+
+    def test_a_model_is_answered_by_name(self):
+        self.assertEqual(self.client.models.retrieve("local-small").id, "local-small")
+        with self.assertRaises(openai.NotFoundError):
+            self.client.models.retrieve("gpt-4o")
+
     def test_an_over_long_conversation_is_context_length_exceeded(self):
         with self.assertRaises(openai.BadRequestError) as caught:
             self.client.chat.completions.create(

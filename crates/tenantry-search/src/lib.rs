@@ -298,6 +298,11 @@ impl SearchIndexes {
         self.embedder.name()
     }
 
+    /// The embedder itself, for callers that want vectors of their own texts.
+    pub fn embedder(&self) -> &Arc<dyn TextEmbedder> {
+        &self.embedder
+    }
+
     /// (Re)builds a tenant's vectors for one document, replacing any it had: the background job that
     /// prepares a tenant for a plan with vector retrieval. Not reachable from a request (the tenant comes from
     /// the job, which the tenant's own plan change created).

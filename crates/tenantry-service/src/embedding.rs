@@ -7,7 +7,8 @@
 
 use std::sync::Arc;
 
-use tenantry_domain::ModelSpec;
+use tenantry_domain::quota::Meter;
+use tenantry_domain::{tokens, ErrorCode, ModelSpec, TenantContext};
 use tenantry_llm::{Embedder, OpenAiCompatible, OpenAiEmbedder};
 use tenantry_search::embed::{EmbedError, Metered, TextEmbedder};
 use tokio::runtime::Handle;
@@ -170,5 +171,79 @@ mod tests {
             runtime.block_on(async move { tokio::task::spawn_blocking(move || e.embed_metered(&["ab"])).await });
         assert_eq!(metered.expect("joined").expect("embedded").tokens, 2);
         assert_eq!(recording.calls.lock().expect("lock").len(), 1);
+    }
+}
+
+/// Texts one `POST /v1/embeddings` may embed, and the tokens each may hold (OpenAI's limits).
+pub const MAX_EMBEDDING_INPUTS: usize = 2_048;
+pub const MAX_EMBEDDING_INPUT_TOKENS: u64 = 8_192;
+
+/// Vectors of a tenant's own texts, and what they were billed.
+#[derive(Clone, Debug)]
+pub struct TextEmbeddings {
+    pub vectors: Vec<Vec<f32>>,
+    /// The embedder's name (`search.embedding_model`'s entry, or the local model's).
+    pub model: String,
+    pub tokens: u64,
+}
+
+impl crate::Services {
+    /// Embeds `inputs` with the service's embedder, the one that indexes the tenant's documents, as a
+    /// metered request: quota is reserved for the tokens counted, and the tokens billed (an upstream's own
+    /// count, else ours) are settled as prompt tokens of the embedding model.
+    pub async fn embed_texts(&self, ctx: &TenantContext, inputs: Vec<String>) -> crate::ServiceResult<TextEmbeddings> {
+        use crate::ServiceError;
+        if inputs.is_empty() || inputs.len() > MAX_EMBEDDING_INPUTS {
+            return Err(ServiceError::new(
+                ErrorCode::BadRequest,
+                format!("input must hold 1 to {MAX_EMBEDDING_INPUTS} texts"),
+            ));
+        }
+        let mut counted = 0;
+        for (i, text) in inputs.iter().enumerate() {
+            if text.is_empty() {
+                return Err(ServiceError::new(ErrorCode::BadRequest, format!("input[{i}] is empty")));
+            }
+            let n = tokens::count(text);
+            if n > MAX_EMBEDDING_INPUT_TOKENS {
+                return Err(ServiceError::new(
+                    ErrorCode::ContextLengthExceeded,
+                    format!(
+                        "input[{i}] has {n} tokens; the embedding model takes at most {MAX_EMBEDDING_INPUT_TOKENS}"
+                    ),
+                ));
+            }
+            counted += n;
+        }
+        let amounts = tenantry_store::Amounts { tokens: counted as i64, ..tenantry_store::Amounts::default() };
+        let reservation = self.reserve(ctx, amounts).await?;
+        let embedder = self.search().embedder().clone();
+        let metered = tokio::task::spawn_blocking(move || {
+            let texts: Vec<&str> = inputs.iter().map(String::as_str).collect();
+            embedder.embed_metered(&texts)
+        })
+        .await?
+        .map_err(|e| {
+            tracing::warn!(error = %e, "embedding failed");
+            ServiceError::new(ErrorCode::UpstreamFailed, "the embedding model failed")
+        })?;
+        let billed = if metered.tokens > 0 { metered.tokens } else { counted };
+        let (model, cost) = match self.embedding_model() {
+            Some(model) => (model.name.clone(), model.input_price.cost(billed).0),
+            None => (self.search().embedder_name().to_owned(), 0),
+        };
+        let event = tenantry_store::UsageEvent {
+            event_id: format!("{}:embeddings:{}", ctx.operation_id, Meter::PromptTokens.as_str()),
+            tenant_id: ctx.tenant_id.clone(),
+            request_id: ctx.request_id.to_string(),
+            meter: Meter::PromptTokens,
+            model: model.clone(),
+            quantity: billed as i64,
+            cost_micros: cost,
+            at: self.clock().now(),
+        };
+        let actual = tenantry_store::Amounts { tokens: billed as i64, ..tenantry_store::Amounts::default() };
+        self.settle(ctx, Some(reservation), actual, &[event]).await?;
+        Ok(TextEmbeddings { vectors: metered.vectors, model, tokens: billed })
     }
 }

@@ -8,7 +8,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod billing;
 pub mod documents;
-mod embedding;
+pub mod embedding;
 pub mod erasure;
 mod error;
 pub mod export;
@@ -260,6 +260,16 @@ impl Services {
 
     pub fn clock(&self) -> &dyn Clock {
         self.inner.clock.as_ref()
+    }
+
+    /// The name of the embedder that indexes every tenant's documents.
+    pub fn search_embedder_name(&self) -> String {
+        self.search().embedder_name().to_owned()
+    }
+
+    /// The length of its vectors.
+    pub fn search_embedder_dimensions(&self) -> usize {
+        self.search().embedder().dimensions()
     }
 
     pub(crate) fn search(&self) -> &Arc<SearchIndexes> {

@@ -676,3 +676,118 @@ pub async fn get_model(
     tenants_model(&s, &ctx, &model)?;
     Ok(axum::Json(model_entry(&model)))
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct EmbeddingRequest {
+    /// A text or an array of texts (1 to 2,048, each at most 8,192 tokens). Token arrays are not accepted.
+    #[schema(value_type = Object)]
+    pub input: Value,
+    /// Omit, `"default"`, the embedder's name or an alias (`gateway.model_aliases`); others are 404.
+    pub model: Option<String>,
+    /// `float` (default) or `base64` (little-endian `f32`s, as OpenAI's SDKs ask by default).
+    pub encoding_format: Option<String>,
+    /// Only the embedder's own length is available.
+    pub dimensions: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmbeddingList {
+    /// Always `list`.
+    pub object: &'static str,
+    pub data: Vec<EmbeddingEntry>,
+    pub model: String,
+    pub usage: EmbeddingUsage,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmbeddingEntry {
+    /// Always `embedding`.
+    pub object: &'static str,
+    pub index: usize,
+    /// An array of numbers, or a base64 string with `encoding_format: "base64"`.
+    #[schema(value_type = Object)]
+    pub embedding: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EmbeddingUsage {
+    pub prompt_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// Vectors of the caller's texts from the embedder that indexes the tenant's documents (OpenAI-compatible),
+/// metered as prompt tokens of the embedding model and held to the token quota.
+#[utoipa::path(post, path = "/v1/embeddings", tag = "query", security(("bearer" = [])),
+    request_body = EmbeddingRequest,
+    responses((status = 200, body = EmbeddingList),
+        (status = 400, body = OpenAiErrorBody, content_type = "application/problem+json"),
+        (status = 401, body = OpenAiErrorBody, content_type = "application/problem+json"),
+        (status = 404, body = OpenAiErrorBody, content_type = "application/problem+json"),
+        (status = 429, body = OpenAiErrorBody, content_type = "application/problem+json"),
+        (status = 502, body = OpenAiErrorBody, content_type = "application/problem+json")))]
+pub async fn embeddings(
+    State(s): State<Services>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OpenAiError> {
+    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Query).await?;
+    let request: EmbeddingRequest = serde_json::from_slice(&body).map_err(|e| {
+        OpenAiError::invalid("body", format!("the request body is not a valid embeddings request: {e}"))
+    })?;
+    let embedder = s.search_embedder_name();
+    if let Some(name) = request.model.as_deref() {
+        let known = name == "default" || name == embedder || s.config().gateway.model_aliases.iter().any(|a| a == name);
+        if !known {
+            return Err(OpenAiError {
+                error: ServiceError::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "The model `{name}` does not exist or you do not have access to it. The embedding model is \
+                             `{embedder}`; pass it, \"default\", or no model."
+                    ),
+                ),
+                code: Some("model_not_found"),
+                param: Some("model"),
+            });
+        }
+    }
+    let inputs = match &request.input {
+        Value::String(text) => vec![text.clone()],
+        Value::Array(items) if items.iter().all(Value::is_string) => {
+            items.iter().filter_map(Value::as_str).map(str::to_owned).collect()
+        }
+        _ => return Err(OpenAiError::invalid("input", "input must be a string or an array of strings")),
+    };
+    let base64 = match request.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(_) => return Err(OpenAiError::invalid("encoding_format", "encoding_format must be float or base64")),
+    };
+    let dimensions = s.search_embedder_dimensions();
+    if request.dimensions.is_some_and(|d| d as usize != dimensions) {
+        return Err(OpenAiError::unsupported(
+            "dimensions",
+            format!("the embedding model's vectors have {dimensions} dimensions"),
+        ));
+    }
+    let embedded = s.embed_texts(&ctx, inputs).await?;
+    let data = embedded
+        .vectors
+        .into_iter()
+        .enumerate()
+        .map(|(index, vector)| {
+            let embedding = if base64 {
+                use base64::Engine;
+                let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(vector)
+            };
+            EmbeddingEntry { object: "embedding", index, embedding }
+        })
+        .collect();
+    let usage = EmbeddingUsage { prompt_tokens: embedded.tokens, total_tokens: embedded.tokens };
+    let list = EmbeddingList { object: "list", data, model: embedded.model, usage };
+    Ok(with_quota_headers(&s, &ctx, axum::Json(list).into_response()).await?)
+}

@@ -78,6 +78,7 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(chat::chat_completions))
         .routes(routes!(chat::list_models))
         .routes(routes!(chat::get_model))
+        .routes(routes!(chat::embeddings))
         .routes(routes!(api::usage))
         .routes(routes!(api::quotas))
         .routes(routes!(api::list_keys, api::create_key, api::revoke_named_key))

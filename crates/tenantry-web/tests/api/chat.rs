@@ -251,3 +251,43 @@ async fn browsers_may_call_from_configured_origins_only() {
     let r = preflight(&closed, "https://app.example.com").await.expect("preflight");
     assert!(!r.headers().contains_key("access-control-allow-origin"), "no origins configured, no CORS");
 }
+
+#[tokio::test]
+async fn embeddings_come_from_the_local_embedder_metered_and_held_to_the_quota() {
+    let app = spawn_app_with(|c| {
+        let trial = c.plans.iter_mut().find(|p| p.name == "trial").expect("trial");
+        trial.quotas.tokens = 40;
+    })
+    .await;
+    let t = app.signup("vectors@chat.test", "trial").await;
+    let text = "Refunds are issued within fourteen days.";
+    let r = app.post_json(&t.key, "/v1/embeddings", json!({"input": text})).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("x-quota-tokens-remaining"));
+    let float: Value = r.json().await.expect("json");
+    let vector: Vec<f32> = serde_json::from_value(float["data"][0]["embedding"].clone()).expect("floats");
+    assert!(!vector.is_empty());
+    let tokens = float["usage"]["prompt_tokens"].as_u64().expect("tokens");
+    assert_eq!(tokens, tenantry_domain::tokens::count(text));
+    let usage = app.usage(&t.key).await;
+    assert_eq!(usage["totals"]["prompt_tokens"].as_u64(), Some(tokens), "{usage}");
+    assert_eq!(usage["totals"]["queries"], 0, "{usage}");
+
+    // base64, as OpenAI's SDKs ask by default: the same vector as little-endian f32s.
+    let r = app.post_json(&t.key, "/v1/embeddings", json!({"input": [text], "encoding_format": "base64"})).await;
+    let encoded: Value = r.json().await.expect("json");
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded["data"][0]["embedding"].as_str().expect("a string"))
+        .expect("base64");
+    let decoded: Vec<f32> = bytes.chunks(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    assert_eq!(decoded, vector);
+
+    let r = app.post_json(&t.key, "/v1/embeddings", json!({"input": text, "model": "text-embedding-3-small"})).await;
+    assert_openai_error(r, 404, "invalid_request_error", "model_not_found").await;
+    let r = app.post_json(&t.key, "/v1/embeddings", json!({"input": [1, 2, 3]})).await;
+    assert_eq!(assert_openai_error(r, 400, "invalid_request_error", "bad_request").await["param"], "input");
+    // The token quota (40) holds: four more texts of the same size do not fit.
+    let r = app.post_json(&t.key, "/v1/embeddings", json!({"input": [text, text, text, text]})).await;
+    assert_openai_error(r, 429, "insufficient_quota", "quota_exceeded").await;
+}

@@ -211,3 +211,26 @@ async fn an_embedding_model_that_is_not_an_upstream_model_is_a_start_error() {
         assert!(err.contains("search.embedding_model") && err.contains(name), "{err}");
     }
 }
+
+#[tokio::test]
+async fn v1_embeddings_embeds_with_the_upstream_model_and_bills_its_tokens() {
+    let (app, calls) = app_with_upstream_embedder().await;
+    let t = app.signup("api@embeddings.test", "starter").await;
+    let texts = ["Reimbursements take 14 days.", "Parcels leave Berlin."];
+    let r = app.post_json(&t.key, "/v1/embeddings", json!({"model": "default", "input": texts})).await;
+    assert_eq!(r.status(), 200);
+    let list: Value = r.json().await.expect("json");
+    assert_eq!((list["object"].as_str(), list["model"].as_str()), (Some("list"), Some("embed-small")), "{list}");
+    let data = list["data"].as_array().expect("data");
+    assert_eq!(data.len(), 2);
+    for (i, entry) in data.iter().enumerate() {
+        assert_eq!((entry["index"].as_u64(), entry["embedding"].as_array().map(Vec::len)), (Some(i as u64), Some(4)));
+    }
+    let billed_upstream = billed(&calls);
+    assert_eq!(list["usage"]["prompt_tokens"].as_u64(), Some(billed_upstream), "the upstream's own count: {list}");
+    let usage = app.usage(&t.key).await;
+    let embed = &usage["by_model"]["embed-small"];
+    assert_eq!(embed["prompt_tokens"].as_u64(), Some(billed_upstream), "{usage}");
+    assert_eq!(embed["cost_micros"].as_i64(), Some(20 * billed_upstream as i64), "{usage}");
+    assert_eq!(embed["queries"], 0, "{usage}");
+}
