@@ -167,6 +167,21 @@ class OpenAiSdk(unittest.TestCase):
             self.assertAlmostEqual(a, b, places=6)
         self.assertGreater(r.usage.prompt_tokens, 0)
 
+    def test_the_responses_api_answers_plain_and_streamed(self):
+        r = self.client.responses.create(model="default", input=QUESTION, instructions="Answer briefly.")
+        self.assertEqual((r.object, r.status, r.model), ("response", "completed", "local-small"))
+        self.assertIn("14 days", r.output_text)
+        self.assertEqual(r.usage.total_tokens, r.usage.input_tokens + r.usage.output_tokens)
+        events = list(self.client.responses.create(
+            model="default", input=[{"role": "user", "content": [{"type": "input_text", "text": QUESTION}]}],
+            stream=True))
+        self.assertEqual(events[0].type, "response.created")
+        self.assertEqual(events[-1].type, "response.completed")
+        deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        self.assertEqual(deltas, r.output_text)
+        self.assertEqual(events[-1].response.output_text, r.output_text)
+        self.assertEqual([e.sequence_number for e in events], list(range(len(events))))
+
     def test_a_model_is_answered_by_name(self):
         self.assertEqual(self.client.models.retrieve("local-small").id, "local-small")
         with self.assertRaises(openai.NotFoundError):

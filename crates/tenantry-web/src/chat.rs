@@ -199,20 +199,20 @@ impl From<crate::problem::ApiError> for OpenAiError {
 }
 
 impl OpenAiError {
-    fn invalid(param: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(param: &'static str, message: impl Into<String>) -> Self {
         Self { error: ServiceError::new(ErrorCode::BadRequest, message), code: None, param: Some(param) }
     }
 
     /// A value outside OpenAI's range for `param` (OpenAI's code `invalid_value`).
-    fn out_of_range(param: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn out_of_range(param: &'static str, message: impl Into<String>) -> Self {
         Self { code: Some("invalid_value"), ..Self::invalid(param, message) }
     }
 
-    fn unsupported(param: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn unsupported(param: &'static str, message: impl Into<String>) -> Self {
         Self { error: ServiceError::new(ErrorCode::UnsupportedParameter, message), code: None, param: Some(param) }
     }
 
-    fn body(&self) -> Value {
+    pub(crate) fn body(&self) -> Value {
         let kind = match self.error.code {
             ErrorCode::Unauthenticated => "authentication_error",
             ErrorCode::Forbidden => "permission_error",
@@ -299,7 +299,7 @@ pub async fn chat_completions(
 
 /// Checks that `name` means the tenant's model: its own name, `default`, or one of the operator's aliases
 /// (`gateway.model_aliases`); any other name is OpenAI's 404 `model_not_found`, never silently replaced.
-fn tenants_model(s: &Services, ctx: &tenantry_domain::TenantContext, name: &str) -> Result<(), OpenAiError> {
+pub(crate) fn tenants_model(s: &Services, ctx: &tenantry_domain::TenantContext, name: &str) -> Result<(), OpenAiError> {
     if name == "default" || name == ctx.model.name || s.config().gateway.model_aliases.iter().any(|a| a == name) {
         return Ok(());
     }
@@ -322,7 +322,7 @@ const MAX_CONVERSATION_CHARS: usize = 2_000_000;
 /// The messages as a conversation around the last user message: every `system`/`developer` message is an
 /// instruction, the turns before the last user message are its history, those after it (an assistant's tool
 /// calls and their results) follow it.
-fn conversation(messages: &[ChatMessage]) -> Result<Conversation, OpenAiError> {
+pub(crate) fn conversation(messages: &[ChatMessage]) -> Result<Conversation, OpenAiError> {
     let last_user =
         messages
             .iter()

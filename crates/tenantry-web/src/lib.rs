@@ -12,6 +12,7 @@ mod openapi_problems;
 mod operator;
 mod pages;
 pub mod problem;
+mod responses;
 mod serve;
 mod whole;
 
@@ -79,6 +80,7 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(chat::list_models))
         .routes(routes!(chat::get_model))
         .routes(routes!(chat::embeddings))
+        .routes(routes!(responses::create_response))
         .routes(routes!(api::usage))
         .routes(routes!(api::quotas))
         .routes(routes!(api::list_keys, api::create_key, api::revoke_named_key))

@@ -291,3 +291,30 @@ async fn embeddings_come_from_the_local_embedder_metered_and_held_to_the_quota()
     let r = app.post_json(&t.key, "/v1/embeddings", json!({"input": [text, text, text, text]})).await;
     assert_openai_error(r, 429, "insufficient_quota", "quota_exceeded").await;
 }
+
+#[tokio::test]
+async fn the_responses_api_answers_and_bills_like_a_chat_completion() {
+    let app = spawn_app().await;
+    let t = tenant_with_policy(&app, "responses@chat.test").await;
+    let r = app.post_json(&t.key, "/v1/responses", json!({"model": "default", "input": QUESTION})).await;
+    assert_eq!(r.status(), 200);
+    let response: Value = r.json().await.expect("json");
+    assert_eq!(response["status"], "completed");
+    let text = response["output"][0]["content"][0]["text"].as_str().expect("output_text");
+    assert!(text.contains("14 days"), "{response}");
+    assert!(!response["citations"].as_array().expect("citations").is_empty());
+    let usage = app.usage(&t.key).await;
+    assert_eq!(usage["totals"]["queries"], 1, "{usage}");
+    let input = response["usage"]["input_tokens"].as_u64().expect("input");
+    assert_eq!(usage["totals"]["prompt_tokens"].as_u64(), Some(input), "{usage}");
+
+    let cut = app.post_json(&t.key, "/v1/responses", json!({"input": QUESTION, "max_output_tokens": 2})).await;
+    let cut: Value = cut.json().await.expect("json");
+    assert_eq!(
+        (cut["status"].as_str(), cut["incomplete_details"]["reason"].as_str()),
+        (Some("incomplete"), Some("max_output_tokens"))
+    );
+    let tool = json!([{"type": "function", "name": "lookup", "parameters": {}}]);
+    let r = app.post_json(&t.key, "/v1/responses", json!({"input": QUESTION, "tools": tool})).await;
+    assert_eq!(assert_openai_error(r, 400, "invalid_request_error", "unsupported_parameter").await["param"], "tools");
+}
