@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README): every crate's unit, property and integration tests, the official
-# OpenAI Python SDK against the built binary, the web pages in headless chromium, the OpenAPI document
+# OpenAI Python SDK and four client libraries (LangChain, llama-index, instructor, pydantic-ai) against the
+# built binary, the web pages in headless chromium, the OpenAPI document
 # validated and property-tested with schemathesis, then the outside contract smoke test when ../shared is
 # present.
 #
@@ -29,6 +30,10 @@ venv_for() {
 # The official OpenAI Python SDK against /v1/chat/completions.
 venv_for target/sdk-venv tests/sdk/requirements.txt
 target/sdk-venv/bin/python tests/sdk/openai_sdk.py target/debug/tenantry
+
+# LangChain, llama-index, instructor and pydantic-ai against a tenant with a hosted model.
+venv_for target/frameworks-venv tests/sdk/frameworks-requirements.txt
+target/frameworks-venv/bin/python tests/sdk/frameworks.py target/debug/tenantry
 
 # The portal and the console in a real browser: Selenium driving Debian's chromium through
 # /usr/bin/chromedriver (`apt-get install chromium chromium-driver`; .ci/run installs them).

@@ -10,67 +10,26 @@ tool calls reach the model and come back. Usage:
 
     target/sdk-venv/bin/python tests/sdk/openai_sdk.py target/debug/tenantry
 """
-import http.server
 import json
 import os
-import re
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 import unittest
-import urllib.request
 
 import openai
+
+from support import HOSTED_CONFIG, FakeUpstream, post, start_tenantry
 
 BINARY = None
 POLICY = "Refunds are issued within 14 days of a request. Shipping is free above 50 euros."
 QUESTION = "How long do refunds take?"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def post(base, path, body, key=None):
-    headers = {"Content-Type": "application/json"}
-    if key:
-        headers["Authorization"] = "Bearer " + key
-    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST", headers=headers)
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
-
-
-def start_tenantry(tmp, config=None):
-    """Starts the binary on a free port; returns (process, base URL, log file)."""
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = open(os.path.join(tmp, "server.log"), "w")
-    command = [BINARY, "serve", "--data-dir", os.path.join(tmp, "data"), "--bind", f"127.0.0.1:{port}"]
-    if config:
-        path = os.path.join(tmp, "tenantry.toml")
-        with open(path, "w") as f:
-            f.write(config)
-        command += ["--config", path]
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(150):
-        try:
-            urllib.request.urlopen(base + "/healthz", timeout=2)
-            return proc, base, log
-        except Exception:
-            time.sleep(0.2)
-    raise RuntimeError("tenantry did not start; see " + log.name)
-
-
 class OpenAiSdk(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="tenantry-sdk-")
-        cls.proc, cls.base, cls.log = start_tenantry(cls.tmp)
+        cls.proc, cls.base, cls.log = start_tenantry(BINARY, cls.tmp)
         signup = post(cls.base, "/v1/signup", {"email": "sdk@example.com", "organization": "SDK Org", "plan": "trial"})
         cls.key = signup["api_key"]
         post(cls.base, "/v1/documents", {"title": "Policy", "text": POLICY}, key=cls.key)
@@ -194,91 +153,6 @@ class OpenAiSdk(unittest.TestCase):
         self.assertEqual(caught.exception.code, "context_length_exceeded")
 
 
-class FakeUpstream(http.server.ThreadingHTTPServer):
-    """An OpenAI-compatible upstream that records each request body and answers by what the last message
-    asks: a tool call when tools are offered and no tool result has come back, else the text it was given."""
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), FakeUpstreamHandler)
-        self.requests = []
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    @property
-    def base(self):
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-
-class FakeUpstreamHandler(http.server.BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.requests.append(body)
-        last = body["messages"][-1]
-        # Cites the passage it was given that says where Acme is, as a model would.
-        found = re.search(r"\[(\d+)\] [^\n]*\n[^\n]*Lyon", str(last.get("content")))
-        text = f"Acme is headquartered in Lyon [{found.group(1)}]." if found else "I do not know."
-        tool_calls, finish = None, "stop"
-        if body.get("tools") and last["role"] != "tool":
-            tool_calls = [{"id": "call_1", "type": "function",
-                           "function": {"name": body["tools"][0]["function"]["name"], "arguments": "{\"order\": 42}"}}]
-            text, finish = None, "tool_calls"
-        elif last["role"] == "tool":
-            text = "Order 42 ships tomorrow."
-        elif body.get("response_format", {}).get("type") in ("json_object", "json_schema"):
-            text = json.dumps({"city": "Lyon", "country": "France"})
-        if body.get("max_tokens", 512) <= 3:
-            text, finish = "Acme is", "length"
-        usage = {"prompt_tokens": 50, "completion_tokens": 5, "total_tokens": 55}
-        if not body.get("stream"):
-            message = {"role": "assistant", "content": text}
-            if tool_calls:
-                message["tool_calls"] = tool_calls
-            self.reply("application/json", json.dumps({
-                "id": "up-1", "object": "chat.completion", "created": 1, "model": body["model"],
-                "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}))
-            return
-        chunk = lambda delta, reason=None: {"id": "up-1", "object": "chat.completion.chunk", "created": 1,
-                                            "model": body["model"], "choices": [{"index": 0, "delta": delta,
-                                                                                 "finish_reason": reason}]}
-        events = [chunk({"role": "assistant", "content": ""})]
-        if tool_calls:
-            call = dict(tool_calls[0], index=0)
-            events.append(chunk({"tool_calls": [dict(call, function={"name": call["function"]["name"], "arguments": ""})]}))
-            events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]}))
-        else:
-            events += [chunk({"content": word}) for word in text.split(" ")]
-        events.append(chunk({}, finish))
-        events.append({"id": "up-1", "object": "chat.completion.chunk", "created": 1, "model": body["model"],
-                       "choices": [], "usage": usage})
-        self.reply("text/event-stream", "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n")
-
-    def reply(self, content_type, text):
-        data = text.encode()
-        self.send_response(200)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
-HOSTED_CONFIG = """
-[[models]]
-name = "gpt-4o-mini"
-provider = "openai"
-base_url = "{base}"
-context_window = 16000
-max_retries = 0
-
-[[plans]]
-name = "trial"
-trial_days = 14
-models = ["gpt-4o-mini"]
-default_model = "gpt-4o-mini"
-"""
-
-
 class HostedModel(unittest.TestCase):
     """A tenant whose model is hosted: what reaches the upstream, and what comes back."""
 
@@ -286,7 +160,7 @@ class HostedModel(unittest.TestCase):
     def setUpClass(cls):
         cls.upstream = FakeUpstream()
         cls.tmp = tempfile.mkdtemp(prefix="tenantry-sdk-hosted-")
-        cls.proc, cls.base, cls.log = start_tenantry(cls.tmp, HOSTED_CONFIG.format(base=cls.upstream.base))
+        cls.proc, cls.base, cls.log = start_tenantry(BINARY, cls.tmp, HOSTED_CONFIG.format(base=cls.upstream.base))
         signup = post(cls.base, "/v1/signup", {"email": "hosted@example.com", "organization": "Hosted", "plan": "trial"})
         cls.key = signup["api_key"]
         post(cls.base, "/v1/documents", {"title": "Widgets", "text": "The Widget 3000 is made by Acme Corporation."},
@@ -378,7 +252,8 @@ class HostedModel(unittest.TestCase):
         self.assertEqual(sent[3]["tool_call_id"], call.id)
 
     def test_streamed_tool_calls_arrive_whole(self):
-        tools = [{"type": "function", "function": {"name": "order_status", "parameters": {"type": "object"}}}]
+        tools = [{"type": "function", "function": {"name": "order_status", "parameters": {
+            "type": "object", "properties": {"order": {"type": "integer"}}}}}]
         stream = self.client.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "When does order 42 ship?"}], tools=tools,
             stream=True)
