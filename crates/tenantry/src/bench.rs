@@ -22,6 +22,32 @@ pub struct GatewayBench {
     pub rates: Vec<u64>,
     pub seconds: u64,
     pub max_in_flight: usize,
+    /// `Some(n)`: ask through `/v1/chat/completions` with `n` user turns instead of `/v1/query`.
+    pub turns: Option<u32>,
+}
+
+/// The route a run asks, and the body of each request.
+struct Ask {
+    route: &'static str,
+    body: serde_json::Value,
+}
+
+impl Ask {
+    fn new(turns: Option<u32>) -> Self {
+        let question = "How long do refunds take?";
+        let Some(turns) = turns else {
+            return Self { route: "/v1/query", body: json!({ "question": question }) };
+        };
+        let mut messages = vec![json!({"role": "system", "content": "You are a helpful assistant."})];
+        for i in 1..turns {
+            messages.push(
+                json!({"role": "user", "content": format!("What does clause {i} of the policy say about returns?")}),
+            );
+            messages.push(json!({"role": "assistant", "content": format!("Clause {i} says returns are accepted within {i} weeks, unless the goods were used.")}));
+        }
+        messages.push(json!({"role": "user", "content": question}));
+        Self { route: "/v1/chat/completions", body: json!({ "model": "default", "messages": messages }) }
+    }
 }
 
 struct RunResult {
@@ -71,10 +97,17 @@ pub async fn gateway(opts: GatewayBench) -> anyhow::Result<()> {
     let key = signup["api_key"].as_str().context("no api key")?.to_owned();
     let tenant = TenantId::parse(signup["tenant_id"].as_str().context("no tenant id")?).context("tenant id")?;
 
-    println!("tenantry bench gateway: POST /v1/query, empty namespace, offline model, embedded SQLite");
+    let ask = Arc::new(Ask::new(opts.turns));
+    match opts.turns {
+        None => println!("tenantry bench gateway: POST /v1/query, empty namespace, offline model, embedded SQLite"),
+        Some(n) => println!(
+            "tenantry bench gateway: POST /v1/chat/completions with {n} user turns, empty namespace, offline model, \
+             embedded SQLite"
+        ),
+    }
     println!("{} cores; client and server share this process; {}s per rate\n", num_cpus(), opts.seconds);
     // Warm up connections, the tokenizer and the index.
-    run(&client, &base, &key, 200, 2, opts.max_in_flight).await?;
+    run(&client, &base, &key, &ask, 200, 2, opts.max_in_flight).await?;
     println!(
         "{:>8} {:>8} {:>7} {:>10} {:>9} {:>9} {:>9} {:>13} {:>14}",
         "rate/s", "sent", "errors", "achieved/s", "p50 ms", "p99 ms", "max ms", "ledger rows/s", "server <=2ms"
@@ -82,12 +115,12 @@ pub async fn gateway(opts: GatewayBench) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for &rate in &opts.rates {
         let before = services.store().usage_event_count(&tenant, Meter::Queries).await?;
-        let served_before = server_durations(&client, &base).await?;
+        let served_before = server_durations(&client, &base, ask.route).await?;
         let started = Instant::now();
-        let mut r = run(&client, &base, &key, rate, opts.seconds, opts.max_in_flight).await?;
+        let mut r = run(&client, &base, &key, &ask, rate, opts.seconds, opts.max_in_flight).await?;
         let elapsed = started.elapsed().as_secs_f64();
         let after = services.store().usage_event_count(&tenant, Meter::Queries).await?;
-        let served_after = server_durations(&client, &base).await?;
+        let served_after = server_durations(&client, &base, ask.route).await?;
         // Three ledger rows per query: queries, prompt_tokens, completion_tokens.
         r.ledger_rows_per_s = 3.0 * (after - before) as f64 / elapsed;
         let (within, all) = (served_after.0 - served_before.0, served_after.1 - served_before.1);
@@ -122,6 +155,7 @@ async fn run(
     client: &reqwest::Client,
     base: &str,
     key: &str,
+    ask: &Arc<Ask>,
     rate: u64,
     seconds: u64,
     max_in_flight: usize,
@@ -132,7 +166,8 @@ async fn run(
     let total = (rate * seconds) as usize;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let permits = Arc::new(Semaphore::new(max_in_flight));
-    let url = format!("{base}/v1/query");
+    let url = format!("{base}{}", ask.route);
+    let ask = ask.clone();
     // The pacing runs on a thread of its own: tokio's timer wheel fires at millisecond granularity, so
     // `sleep_until` would start most requests up to a millisecond late, and that lateness (measured from the
     // scheduled time, as it must be) would be the load generator's, not the gateway's.
@@ -148,12 +183,12 @@ async fn run(
                 std::thread::sleep(wait);
             }
             let Ok(permit) = runtime.block_on(permits.clone().acquire_owned()) else { break };
-            let (client, url, key) = (client.clone(), url.clone(), key.clone());
+            let (client, url, key, ask) = (client.clone(), url.clone(), key.clone(), ask.clone());
             tasks.push(runtime.spawn(async move {
                 let ok = client
                     .post(&url)
                     .bearer_auth(&key)
-                    .json(&json!({"question": "How long do refunds take?"}))
+                    .json(&ask.body)
                     .send()
                     .await
                     .is_ok_and(|r| r.status().is_success());
@@ -194,15 +229,15 @@ async fn run(
     })
 }
 
-/// `POST /v1/query`'s requests so far that the server answered within 2 ms, and all of them, from its
+/// `route`'s requests so far that the server answered within 2 ms, and all of them, from its
 /// request-duration histogram on `/metrics`.
-async fn server_durations(client: &reqwest::Client, base: &str) -> anyhow::Result<(f64, f64)> {
+async fn server_durations(client: &reqwest::Client, base: &str, route: &str) -> anyhow::Result<(f64, f64)> {
     let text = client.get(format!("{base}/metrics")).send().await?.error_for_status()?.text().await?;
     let bucket = |le: &str| {
         text.lines()
             .filter(|l| {
                 l.starts_with("tenantry_http_request_duration_seconds_bucket{")
-                    && l.contains("route=\"/v1/query\"")
+                    && l.contains(&format!("route=\"{route}\""))
                     && l.contains(&format!("le=\"{le}\""))
             })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

@@ -113,6 +113,10 @@ enum BenchCommand {
         /// Most requests in flight at once.
         #[arg(long, default_value_t = 256)]
         max_in_flight: usize,
+        /// Ask through `/v1/chat/completions` with a conversation of this many user turns (the question
+        /// and the exchanges before it) instead of `/v1/query` with one question.
+        #[arg(long)]
+        turns: Option<u32>,
     },
     /// Ingestion throughput: uploads each file into fresh tenants and reports MB/s and pages/s.
     Ingest {
@@ -276,8 +280,8 @@ async fn run() -> anyhow::Result<()> {
             }
             demo::run(config, exit).await?;
         }
-        Command::Bench(BenchCommand::Gateway { rates, seconds, max_in_flight }) => {
-            bench::gateway(bench::GatewayBench { rates, seconds, max_in_flight }).await?;
+        Command::Bench(BenchCommand::Gateway { rates, seconds, max_in_flight, turns }) => {
+            bench::gateway(bench::GatewayBench { rates, seconds, max_in_flight, turns }).await?;
         }
         Command::Bench(BenchCommand::Ingest { files, repeat }) => {
             bench_retrieval::ingest(bench_retrieval::IngestBench { files, repeat }).await?;
