@@ -76,6 +76,12 @@ class Frameworks(unittest.TestCase):
         call = llm.bind_tools([order_status]).invoke("When does order 42 ship?").tool_calls[0]
         self.assertEqual((call["name"], call["args"]), ("order_status", {"order": 42}))
 
+        # Citations reach LangChain as the Responses API's file citations.
+        cited = ChatOpenAI(model=MODEL, base_url=self.api, api_key=self.key, max_retries=0, use_responses_api=True)
+        blocks = cited.invoke("Where is Acme's headquarters?").content
+        annotations = [a for b in blocks if isinstance(b, dict) for a in b.get("annotations", [])]
+        self.assertIn("Acme", [a.get("filename") or a.get("title") for a in annotations], blocks)
+
     def test_llama_index(self):
         from llama_index.core.llms import ChatMessage
         from llama_index.llms.openai import OpenAI
@@ -87,6 +93,7 @@ class Frameworks(unittest.TestCase):
                            ChatMessage(role="user", content="Where is its headquarters?")])
         self.assertIn("Lyon", answer.message.content)
         self.assert_three_turns_sent()
+        self.assertEqual([c["title"] for c in answer.raw.model_extra["citations"]], ["Acme"])
         place = llm.as_structured_llm(Place).complete("Where is Acme's headquarters?").raw
         self.assertEqual(place, Place(city="Lyon", country="France"))
 

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tenantry_domain::lifecycle::EndpointClass;
 use tenantry_domain::{ProviderKind, RequestId};
 use tenantry_service::gateway::Scope;
-use tenantry_service::query::{Options, QueryEvent, QueryRequest, QueryResult};
+use tenantry_service::query::{Citation, Options, QueryEvent, QueryRequest, QueryResult};
 use tenantry_service::Services;
 use utoipa::ToSchema;
 
@@ -180,7 +180,7 @@ impl Shape {
                 } else {
                     "completed"
                 },
-                json!([self.message(&r.answer)]),
+                json!([self.message(&r.answer, &r.citations)]),
                 json!({"input_tokens": r.usage.prompt_tokens, "output_tokens": r.usage.completion_tokens,
                        "total_tokens": r.usage.prompt_tokens + r.usage.completion_tokens,
                        "input_tokens_details": {"cached_tokens": 0},
@@ -202,9 +202,11 @@ impl Shape {
         response
     }
 
-    fn message(&self, text: &str) -> Value {
+    /// The assistant message, its citations as `file_citation` annotations (the document's id and title),
+    /// which clients that know the Responses API surface.
+    fn message(&self, text: &str, citations: &[Citation]) -> Value {
         json!({"type": "message", "id": self.message_id, "status": "completed", "role": "assistant",
-               "content": [{"type": "output_text", "text": text, "annotations": []}]})
+               "content": [{"type": "output_text", "text": text, "annotations": annotations(citations)}]})
     }
 
     /// The streamed events: `response.created`, the message and its part opened, `response.output_text.delta`
@@ -252,7 +254,7 @@ impl Shape {
                     ),
                     next(
                         "response.output_item.done",
-                        json!({"output_index": 0, "item": shape.message(&result.answer)}),
+                        json!({"output_index": 0, "item": shape.message(&result.answer, &result.citations)}),
                     ),
                     next("response.completed", json!({"response": shape.response(Some(&result))})),
                 ],
@@ -269,4 +271,14 @@ impl Shape {
         });
         futures::stream::iter(opening).chain(rest)
     }
+}
+
+/// Each cited document once as a `file_citation`: its id, its title, and its place among the citations.
+fn annotations(citations: &[Citation]) -> Value {
+    let mut seen = std::collections::HashSet::new();
+    let documents = citations.iter().filter(|c| seen.insert(c.document_id.as_str()));
+    let entries = documents.enumerate().map(
+        |(index, c)| json!({"type": "file_citation", "file_id": c.document_id, "filename": c.title, "index": index}),
+    );
+    Value::Array(entries.collect())
 }
