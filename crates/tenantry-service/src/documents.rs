@@ -219,13 +219,15 @@ impl Services {
             stream_operators: self.config().limits.stream_operators,
             document_operators: self.config().limits.document_operators,
         };
-        let _permit = self.inner.parsing.acquire().await.map_err(ServiceError::internal)?;
-        let (parsed, chunks, bytes) = tokio::task::spawn_blocking(move || {
-            let parsed = tenantry_ingest::parse(format, &bytes, &limits)?;
-            let chunks = tenantry_ingest::chunk(&parsed, opts);
-            Ok::<_, IngestError>((parsed, chunks, bytes))
-        })
-        .await?
+        let (parsed, chunks, bytes) = self
+            .inner
+            .parsing
+            .run(move || {
+                let parsed = tenantry_ingest::parse(format, &bytes, &limits)?;
+                let chunks = tenantry_ingest::chunk(&parsed, opts);
+                Ok::<_, IngestError>((parsed, chunks, bytes))
+            })
+            .await?
         .map_err(|e| match e {
             IngestError::TooLarge(reason) => ServiceError::new(ErrorCode::PayloadTooLarge, reason),
             other => ServiceError::validation(format!("could not read the document: {other}")),

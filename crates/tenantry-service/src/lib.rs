@@ -81,7 +81,7 @@ struct Inner {
     /// Uploads in progress per tenant (`limits.uploads_in_flight`).
     uploads: Arc<work::InFlight>,
     /// Documents being parsed at once, over all tenants.
-    parsing: tokio::sync::Semaphore,
+    parsing: work::Parsers,
     /// Catching this node's search indexes up with the database, one task per tenant at a time.
     sync: index_sync::SyncLocks,
 }
@@ -232,7 +232,7 @@ impl Services {
                 analytics,
                 embedding_model,
                 uploads: Default::default(),
-                parsing: work::parse_permits(),
+                parsing: work::Parsers::start(),
                 sync: Default::default(),
             }),
         };

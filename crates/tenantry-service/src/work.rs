@@ -8,6 +8,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tenantry_domain::TenantId;
 
+use crate::{ServiceError, ServiceResult};
+
 /// One kind of work in progress, counted per tenant.
 #[derive(Debug, Default)]
 pub(crate) struct InFlight {
@@ -51,11 +53,55 @@ impl Drop for Started {
     }
 }
 
-/// Documents parsed at once: one per core but one, so that parsing (a burst of uploads, a stream of bombs
-/// refused only after their limit's worth of decoding) always leaves a core to answer questions.
-pub(crate) fn parse_permits() -> tokio::sync::Semaphore {
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1))
+/// The threads that parse uploads: one per core but one (at least one), so that parsing (a burst of
+/// uploads, a stream of bombs refused only after their limit's worth of decoding) always leaves a core to
+/// answer questions, and each at the lowest scheduling priority of its policy (nice 19 on Linux), so that
+/// what questions need of the CPU comes first even on a machine with one core. Jobs wait in a queue; each holds its request's share of
+/// the body budget while it waits, so the queue is bounded by that budget.
+pub(crate) struct Parsers {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+impl Parsers {
+    pub(crate) fn start() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
+        for i in 0..cores.saturating_sub(1).max(1) {
+            let queue = queue.clone();
+            let started = std::thread::Builder::new().name(format!("parser-{i}")).spawn(move || {
+                // Failing to lower it only loses the preference.
+                if let Err(e) = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min) {
+                    tracing::warn!(error = ?e, "could not lower a parser thread's priority");
+                }
+                loop {
+                    let job = match queue.lock() {
+                        Ok(queue) => queue.recv(),
+                        Err(poisoned) => poisoned.into_inner().recv(),
+                    };
+                    let Ok(job) = job else { return };
+                    // A panicking job drops its reply (the caller sees a failure); the thread goes on.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
+            });
+            if let Err(e) = started {
+                tracing::error!(error = %e, "could not start a parser thread");
+            }
+        }
+        Self { jobs }
+    }
+
+    /// Runs `work` on a parser thread and waits for its result.
+    pub(crate) async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> ServiceResult<T> {
+        let (reply, result) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = reply.send(work());
+        });
+        self.jobs.send(job).map_err(|_| ServiceError::internal("the parser threads have stopped"))?;
+        result.await.map_err(|_| ServiceError::internal("a parser thread failed"))
+    }
 }
 
 #[cfg(test)]
