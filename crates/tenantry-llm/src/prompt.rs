@@ -54,7 +54,7 @@ impl Turn {
         message.insert("content".into(), content);
         let extra_tokens: u64 = extra.values().map(|v| tokens::count(&v.to_string())).sum();
         message.extend(extra);
-        Self { role, message: Value::Object(message), tokens: tokens::count(text) + extra_tokens + PER_MESSAGE_TOKENS }
+        Self { role, message: Value::Object(message), tokens: turn_tokens(text) + extra_tokens + PER_MESSAGE_TOKENS }
     }
 
     pub fn text(&self) -> &str {
@@ -357,21 +357,46 @@ fn system_message(system_prompt: &str) -> String {
 /// Tokens of `system_message(system_prompt)`, remembered per system prompt: every request of a tenant sends
 /// the same one, and encoding it was most of the tokenizer's work per request.
 fn system_message_tokens(system_prompt: &str) -> u64 {
-    /// Distinct system prompts remembered; past this the memory starts over.
+    static COUNTS: Remembered = Remembered::new();
+    COUNTS.count(system_prompt, || tokens::count(&system_message(system_prompt)))
+}
+
+/// Tokens of one message of a conversation, remembered: a chat client sends the whole history again with
+/// every question, so each earlier turn is counted once, not once per request.
+fn turn_tokens(text: &str) -> u64 {
+    static COUNTS: Remembered = Remembered::new();
+    COUNTS.count(text, || tokens::count(text))
+}
+
+/// Token counts remembered by text; past `REMEMBERED` texts the memory starts over, and texts longer than
+/// `LONGEST` are always counted afresh, so the memory stays small whatever the traffic.
+struct Remembered(Mutex<Option<HashMap<String, u64>>>);
+
+impl Remembered {
     const REMEMBERED: usize = 4_096;
-    static COUNTS: Mutex<Option<HashMap<String, u64>>> = Mutex::new(None);
-    let lock = || COUNTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(n) = lock().as_ref().and_then(|counts| counts.get(system_prompt).copied()) {
-        return n;
+    const LONGEST: usize = 4_096;
+
+    const fn new() -> Self {
+        Self(Mutex::new(None))
     }
-    let n = tokens::count(&system_message(system_prompt));
-    let mut counts = lock();
-    let counts = counts.get_or_insert_with(HashMap::new);
-    if counts.len() >= REMEMBERED {
-        counts.clear();
+
+    fn count(&self, text: &str, count: impl FnOnce() -> u64) -> u64 {
+        if text.len() > Self::LONGEST {
+            return count();
+        }
+        let lock = || self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(n) = lock().as_ref().and_then(|counts| counts.get(text).copied()) {
+            return n;
+        }
+        let n = count();
+        let mut counts = lock();
+        let counts = counts.get_or_insert_with(HashMap::new);
+        if counts.len() >= Self::REMEMBERED {
+            counts.clear();
+        }
+        counts.insert(text.to_owned(), n);
+        n
     }
-    counts.insert(system_prompt.to_owned(), n);
-    n
 }
 
 fn render_passage(p: &Passage) -> String {

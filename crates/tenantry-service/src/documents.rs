@@ -228,10 +228,10 @@ impl Services {
                 Ok::<_, IngestError>((parsed, chunks, bytes))
             })
             .await?
-        .map_err(|e| match e {
-            IngestError::TooLarge(reason) => ServiceError::new(ErrorCode::PayloadTooLarge, reason),
-            other => ServiceError::validation(format!("could not read the document: {other}")),
-        })?;
+            .map_err(|e| match e {
+                IngestError::TooLarge(reason) => ServiceError::new(ErrorCode::PayloadTooLarge, reason),
+                other => ServiceError::validation(format!("could not read the document: {other}")),
+            })?;
         let most = ctx.plan.limits.document_chunks;
         if chunks.len() as u64 > most {
             return Err(ServiceError::new(
