@@ -5,25 +5,34 @@ use pdf_extract::{Dictionary, Document, Object, Stream};
 /// A one-page PDF drawing `content` with Helvetica as /F1, made with lopdf's writer.
 pub fn one_page_pdf(content: &[u8], with_media_box: bool) -> Vec<u8> {
     let mut doc = Document::with_version("1.5");
-    let mut font = Dictionary::new();
-    font.set("Type", "Font");
-    font.set("Subtype", "Type1");
-    font.set("BaseFont", "Helvetica");
-    let font = doc.add_object(font);
     let mut fonts = Dictionary::new();
-    fonts.set("F1", font);
+    fonts.set("F1", helvetica(&mut doc));
     let mut resources = Dictionary::new();
     resources.set("Font", fonts);
     let contents = doc.add_object(Stream::new(Dictionary::new(), content.to_vec()));
-    let pages = doc.new_object_id();
     let mut page = Dictionary::new();
-    page.set("Type", "Page");
-    page.set("Parent", pages);
     page.set("Contents", contents);
     page.set("Resources", resources);
     if with_media_box {
         page.set("MediaBox", vec![0.into(), 0.into(), 595.into(), 842.into()]);
     }
+    with_one_page(doc, page)
+}
+
+/// Helvetica as a Type 1 font object of `doc`.
+fn helvetica(doc: &mut Document) -> pdf_extract::ObjectId {
+    let mut font = Dictionary::new();
+    font.set("Type", "Font");
+    font.set("Subtype", "Type1");
+    font.set("BaseFont", "Helvetica");
+    doc.add_object(font)
+}
+
+/// `doc` with `page` as its only page (under a page tree and a catalog), written out.
+fn with_one_page(mut doc: Document, mut page: Dictionary) -> Vec<u8> {
+    let pages = doc.new_object_id();
+    page.set("Type", "Page");
+    page.set("Parent", pages);
     let page = doc.add_object(page);
     let mut tree = Dictionary::new();
     tree.set("Type", "Pages");
@@ -67,11 +76,7 @@ pub struct Form<'a> {
 /// `forms` as XObjects; the page lists its content stream `listed` times in `/Contents`.
 pub fn pdf_with_forms(content: &[u8], forms: &[Form], listed: usize) -> Vec<u8> {
     let mut doc = Document::with_version("1.5");
-    let mut font = Dictionary::new();
-    font.set("Type", "Font");
-    font.set("Subtype", "Type1");
-    font.set("BaseFont", "Helvetica");
-    let font = doc.add_object(font);
+    let font = helvetica(&mut doc);
     let resources = doc.new_object_id();
     let mut xobjects = Dictionary::new();
     for form in forms {
@@ -92,27 +97,11 @@ pub fn pdf_with_forms(content: &[u8], forms: &[Form], listed: usize) -> Vec<u8> 
     dict.set("XObject", xobjects);
     doc.objects.insert(resources, Object::Dictionary(dict));
     let contents = doc.add_object(Stream::new(Dictionary::new(), content.to_vec()));
-    let pages = doc.new_object_id();
     let mut page = Dictionary::new();
-    page.set("Type", "Page");
-    page.set("Parent", pages);
     page.set("Contents", vec![Object::Reference(contents); listed]);
     page.set("Resources", resources);
     page.set("MediaBox", vec![0.into(), 0.into(), 595.into(), 842.into()]);
-    let page = doc.add_object(page);
-    let mut tree = Dictionary::new();
-    tree.set("Type", "Pages");
-    tree.set("Kids", vec![Object::Reference(page)]);
-    tree.set("Count", 1);
-    doc.objects.insert(pages, Object::Dictionary(tree));
-    let mut catalog = Dictionary::new();
-    catalog.set("Type", "Catalog");
-    catalog.set("Pages", pages);
-    let catalog = doc.add_object(catalog);
-    doc.trailer.set("Root", catalog);
-    let mut bytes = Vec::new();
-    doc.save_to(&mut bytes).expect("lopdf writes the test PDF");
-    bytes
+    with_one_page(doc, page)
 }
 
 /// `one_page_pdf` whose page has no resources and no media box of its own and whose page tree's root
