@@ -10,14 +10,12 @@ Usage:
 """
 import os
 import sys
-import tempfile
 import unittest
 
 from pydantic import BaseModel
 
-from support import HOSTED_CONFIG, FakeUpstream, post, start_tenantry
+from support import TenantCase
 
-BINARY = None
 MODEL = "gpt-4o-mini"
 
 
@@ -26,27 +24,9 @@ class Place(BaseModel):
     country: str
 
 
-class Frameworks(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.upstream = FakeUpstream()
-        cls.tmp = tempfile.mkdtemp(prefix="tenantry-frameworks-")
-        cls.proc, cls.base, cls.log = start_tenantry(BINARY, cls.tmp, HOSTED_CONFIG.format(base=cls.upstream.base))
-        signup = post(cls.base, "/v1/signup", {"email": "fw@example.com", "organization": "Frameworks", "plan": "trial"})
-        cls.key = signup["api_key"]
-        post(cls.base, "/v1/documents", {"title": "Acme", "text": "Acme Corporation has its headquarters in Lyon."},
-             key=cls.key)
-        cls.api = cls.base + "/v1"
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.proc.terminate()
-        cls.proc.wait(timeout=10)
-        cls.log.close()
-        cls.upstream.shutdown()
-
-    def sent(self):
-        return self.upstream.requests[-1]
+class Frameworks(TenantCase):
+    hosted = True
+    documents = [("Acme", "Acme Corporation has its headquarters in Lyon.")]
 
     def assert_three_turns_sent(self):
         roles = [m["role"] for m in self.sent()["messages"]]
@@ -121,6 +101,5 @@ class Frameworks(unittest.TestCase):
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit(__doc__)
-    BINARY = os.path.abspath(sys.argv.pop(1))
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    TenantCase.binary = os.path.abspath(sys.argv.pop(1))
     unittest.main(verbosity=2)

@@ -13,33 +13,23 @@ tool calls reach the model and come back. Usage:
 import json
 import os
 import sys
-import tempfile
 import unittest
 
 import openai
 
-from support import HOSTED_CONFIG, FakeUpstream, post, start_tenantry
+from support import TenantCase
 
-BINARY = None
 POLICY = "Refunds are issued within 14 days of a request. Shipping is free above 50 euros."
 QUESTION = "How long do refunds take?"
 
 
-class OpenAiSdk(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="tenantry-sdk-")
-        cls.proc, cls.base, cls.log = start_tenantry(BINARY, cls.tmp)
-        signup = post(cls.base, "/v1/signup", {"email": "sdk@example.com", "organization": "SDK Org", "plan": "trial"})
-        cls.key = signup["api_key"]
-        post(cls.base, "/v1/documents", {"title": "Policy", "text": POLICY}, key=cls.key)
-        cls.client = openai.OpenAI(base_url=cls.base + "/v1", api_key=cls.key, max_retries=0)
+class OpenAiSdk(TenantCase):
+    documents = [("Policy", POLICY)]
 
     @classmethod
-    def tearDownClass(cls):
-        cls.proc.terminate()
-        cls.proc.wait(timeout=10)
-        cls.log.close()
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.client = openai.OpenAI(base_url=cls.api, api_key=cls.key, max_retries=0)
 
     def messages(self):
         return [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": QUESTION}]
@@ -153,38 +143,22 @@ class OpenAiSdk(unittest.TestCase):
         self.assertEqual(caught.exception.code, "context_length_exceeded")
 
 
-class HostedModel(unittest.TestCase):
+class HostedModel(TenantCase):
     """A tenant whose model is hosted: what reaches the upstream, and what comes back."""
+
+    hosted = True
+    # Other companies' headquarters, more than one question retrieves: a follow-up that does not name its
+    # subject ("its headquarters") finds Acme's only if it is read with the turns before it.
+    documents = [("Widgets", "The Widget 3000 is made by Acme Corporation."),
+                 ("Acme", "Acme Corporation has its headquarters in Lyon.")] + [
+        (company, f"Where is its headquarters? {company} Industries has its headquarters in {city}.")
+        for company, city in [("Globex", "Paris"), ("Initech", "Austin"), ("Umbrella", "Berlin"),
+                              ("Hooli", "Palo Alto"), ("Vandelay", "New York"), ("Soylent", "Oslo")]]
 
     @classmethod
     def setUpClass(cls):
-        cls.upstream = FakeUpstream()
-        cls.tmp = tempfile.mkdtemp(prefix="tenantry-sdk-hosted-")
-        cls.proc, cls.base, cls.log = start_tenantry(BINARY, cls.tmp, HOSTED_CONFIG.format(base=cls.upstream.base))
-        signup = post(cls.base, "/v1/signup", {"email": "hosted@example.com", "organization": "Hosted", "plan": "trial"})
-        cls.key = signup["api_key"]
-        post(cls.base, "/v1/documents", {"title": "Widgets", "text": "The Widget 3000 is made by Acme Corporation."},
-             key=cls.key)
-        post(cls.base, "/v1/documents", {"title": "Acme", "text": "Acme Corporation has its headquarters in Lyon."},
-             key=cls.key)
-        # Other companies' headquarters, more than one question retrieves: a follow-up that does not name
-        # its subject ("its headquarters") finds Acme's only if it is read with the turns before it.
-        for company, city in [("Globex", "Paris"), ("Initech", "Austin"), ("Umbrella", "Berlin"),
-                              ("Hooli", "Palo Alto"), ("Vandelay", "New York"), ("Soylent", "Oslo")]:
-            post(cls.base, "/v1/documents",
-                 {"title": company, "text": f"Where is its headquarters? {company} Industries has its headquarters in "
-                                            f"{city}."}, key=cls.key)
-        cls.client = openai.OpenAI(base_url=cls.base + "/v1", api_key=cls.key, max_retries=0)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.proc.terminate()
-        cls.proc.wait(timeout=10)
-        cls.log.close()
-        cls.upstream.shutdown()
-
-    def last_request(self):
-        return self.upstream.requests[-1]
+        super().setUpClass()
+        cls.client = openai.OpenAI(base_url=cls.api, api_key=cls.key, max_retries=0)
 
     def test_a_three_turn_conversation_reaches_the_model_whole(self):
         messages = [
@@ -195,7 +169,7 @@ class HostedModel(unittest.TestCase):
         ]
         r = self.client.chat.completions.create(model="gpt-4o-mini", messages=messages)
         self.assertRegex(r.choices[0].message.content, r"^Acme is headquartered in Lyon \[\d\]\.$")
-        sent = self.last_request()["messages"]
+        sent = self.sent()["messages"]
         self.assertEqual([m["role"] for m in sent], ["system", "system", "user", "assistant", "user"])
         self.assertEqual(sent[1]["content"], "Answer in one sentence.")
         self.assertEqual(sent[2]["content"], "Who makes the Widget 3000?")
@@ -211,7 +185,7 @@ class HostedModel(unittest.TestCase):
             top_p=0.9, stop=["END"], seed=7, presence_penalty=0.5, frequency_penalty=-0.5, logprobs=True,
             top_logprobs=2, max_completion_tokens=100, user="end-user-1", logit_bias={"50256": -100},
             parallel_tool_calls=False)
-        sent = self.last_request()
+        sent = self.sent()
         expected = {"temperature": 0.2, "top_p": 0.9, "stop": ["END"], "seed": 7, "presence_penalty": 0.5,
                     "frequency_penalty": -0.5, "logprobs": True, "top_logprobs": 2, "max_tokens": 100,
                     "user": "end-user-1", "logit_bias": {"50256": -100}, "parallel_tool_calls": False,
@@ -229,7 +203,7 @@ class HostedModel(unittest.TestCase):
             model="gpt-4o-mini", messages=[{"role": "user", "content": "Where is Acme's headquarters?"}],
             response_format=Place)
         self.assertEqual(r.choices[0].message.parsed, Place(city="Lyon", country="France"))
-        self.assertEqual(self.last_request()["response_format"]["type"], "json_schema")
+        self.assertEqual(self.sent()["response_format"]["type"], "json_schema")
 
     def test_a_tool_calling_round_trip(self):
         tools = [{"type": "function", "function": {"name": "order_status", "description": "An order's status",
@@ -241,12 +215,12 @@ class HostedModel(unittest.TestCase):
         self.assertEqual(first.choices[0].finish_reason, "tool_calls")
         call = first.choices[0].message.tool_calls[0]
         self.assertEqual((call.function.name, json.loads(call.function.arguments)), ("order_status", {"order": 42}))
-        self.assertEqual(self.last_request()["tools"], tools)
+        self.assertEqual(self.sent()["tools"], tools)
         messages.append(first.choices[0].message.model_dump(exclude_none=True))
         messages.append({"role": "tool", "tool_call_id": call.id, "content": "{\"ships\": \"tomorrow\"}"})
         second = self.client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=tools)
         self.assertEqual(second.choices[0].message.content, "Order 42 ships tomorrow.")
-        sent = self.last_request()["messages"]
+        sent = self.sent()["messages"]
         self.assertEqual([m["role"] for m in sent], ["system", "user", "assistant", "tool"])
         self.assertEqual(sent[2]["tool_calls"][0]["id"], call.id)
         self.assertEqual(sent[3]["tool_call_id"], call.id)
@@ -277,5 +251,5 @@ class HostedModel(unittest.TestCase):
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit(__doc__)
-    BINARY = os.path.abspath(sys.argv.pop(1))
+    TenantCase.binary = os.path.abspath(sys.argv.pop(1))
     unittest.main(verbosity=2)

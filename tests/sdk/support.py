@@ -1,14 +1,17 @@
 """What the Python client tests share: the `tenantry` binary started on a free port (optionally with a
-configuration), a JSON POST helper, and a fake OpenAI-compatible upstream that records every request it
-receives and answers in the wire format (plain and streamed, tool calls, `finish_reason`)."""
+configuration), a JSON POST helper, a fake OpenAI-compatible upstream that records every request it
+receives and answers in the wire format (plain and streamed, tool calls, `finish_reason`), and a test case
+class that runs one service with one tenant for its tests."""
 import http.server
 import json
 import os
 import re
 import socket
 import subprocess
+import tempfile
 import threading
 import time
+import unittest
 import urllib.request
 
 
@@ -150,3 +153,38 @@ trial_days = 14
 models = ["gpt-4o-mini"]
 default_model = "gpt-4o-mini"
 """
+
+
+class TenantCase(unittest.TestCase):
+    """One service and one signed-up tenant with `documents` ((title, text) pairs) for a class of tests. With
+    `hosted`, the service's trial plan uses a hosted model behind a `FakeUpstream` (`self.upstream`);
+    otherwise the built-in offline model. `binary` is set by the script that runs the tests."""
+
+    binary = None
+    hosted = False
+    documents = []
+
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = FakeUpstream() if cls.hosted else None
+        cls.tmp = tempfile.mkdtemp(prefix=f"tenantry-{cls.__name__.lower()}-")
+        config = HOSTED_CONFIG.format(base=cls.upstream.base) if cls.hosted else None
+        cls.proc, cls.base, cls.log = start_tenantry(cls.binary, cls.tmp, config)
+        name = cls.__name__.lower()
+        signup = post(cls.base, "/v1/signup", {"email": f"{name}@example.com", "organization": name, "plan": "trial"})
+        cls.key = signup["api_key"]
+        for title, text in cls.documents:
+            post(cls.base, "/v1/documents", {"title": title, "text": text}, key=cls.key)
+        cls.api = cls.base + "/v1"
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proc.terminate()
+        cls.proc.wait(timeout=10)
+        cls.log.close()
+        if cls.upstream:
+            cls.upstream.shutdown()
+
+    def sent(self):
+        """The last request the fake upstream received."""
+        return self.upstream.requests[-1]
