@@ -262,11 +262,8 @@ pub async fn chat_completions(
     body: Bytes,
 ) -> Result<Response, OpenAiError> {
     let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Query).await?;
-    let request: ChatCompletionRequest = serde_json::from_slice(&body)
-        .map_err(|e| OpenAiError::invalid("body", format!("the request body is not a valid chat completion: {e}")))?;
-    if let Some(name) = request.model.as_deref() {
-        tenants_model(&s, &ctx, name)?;
-    }
+    let request: ChatCompletionRequest = parse_body(&body, "chat completion")?;
+    check_model(&s, request.model.as_deref(), ("This tenant's model", &ctx.model.name))?;
     let query = QueryRequest {
         conversation: conversation(&request.messages)?,
         top_k: None,
@@ -297,22 +294,31 @@ pub async fn chat_completions(
     Ok(with_quota_headers(&s, &ctx, Sse::new(stream).keep_alive(KeepAlive::default()).into_response()).await?)
 }
 
-/// Checks that `name` means the tenant's model: its own name, `default`, or one of the operator's aliases
-/// (`gateway.model_aliases`); any other name is OpenAI's 404 `model_not_found`, never silently replaced.
-pub(crate) fn tenants_model(s: &Services, ctx: &tenantry_domain::TenantContext, name: &str) -> Result<(), OpenAiError> {
-    if name == "default" || name == ctx.model.name || s.config().gateway.model_aliases.iter().any(|a| a == name) {
+/// Checks that `name`, when the request names a model, means the model that will serve it (`served`, what
+/// it is to the client: "this tenant's model", "the embedding model"): its own name, `default`, or one of
+/// the operator's aliases (`gateway.model_aliases`); any other name is OpenAI's 404 `model_not_found`,
+/// never silently replaced.
+pub(crate) fn check_model(s: &Services, name: Option<&str>, served: (&str, &str)) -> Result<(), OpenAiError> {
+    let Some(name) = name else { return Ok(()) };
+    let (what, own) = served;
+    if name == "default" || name == own || s.config().gateway.model_aliases.iter().any(|a| a == name) {
         return Ok(());
     }
     let message = format!(
-        "The model `{name}` does not exist or you do not have access to it. This tenant's model is `{}`; pass it, \
-         \"default\", or no model.",
-        ctx.model.name
+        "The model `{name}` does not exist or you do not have access to it. {what} is `{own}`; pass it, \
+         \"default\", or no model."
     );
     Err(OpenAiError {
         error: ServiceError::new(ErrorCode::NotFound, message),
         code: Some("model_not_found"),
         param: Some("model"),
     })
+}
+
+/// The request body as `T`, or a 400 naming the body and what it should have been.
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, OpenAiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| OpenAiError::invalid("body", format!("the request body is not a valid {what}: {e}")))
 }
 
 /// The most text all the messages of one request may carry: far past any model's window, so a request
@@ -673,7 +679,7 @@ pub async fn get_model(
     axum::extract::Path(model): axum::extract::Path<String>,
 ) -> Result<axum::Json<ModelEntry>, OpenAiError> {
     let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Query).await?;
-    tenants_model(&s, &ctx, &model)?;
+    check_model(&s, Some(&model), ("This tenant's model", &ctx.model.name))?;
     Ok(axum::Json(model_entry(&model)))
 }
 
@@ -732,26 +738,8 @@ pub async fn embeddings(
     body: Bytes,
 ) -> Result<Response, OpenAiError> {
     let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Query).await?;
-    let request: EmbeddingRequest = serde_json::from_slice(&body).map_err(|e| {
-        OpenAiError::invalid("body", format!("the request body is not a valid embeddings request: {e}"))
-    })?;
-    let embedder = s.search_embedder_name();
-    if let Some(name) = request.model.as_deref() {
-        let known = name == "default" || name == embedder || s.config().gateway.model_aliases.iter().any(|a| a == name);
-        if !known {
-            return Err(OpenAiError {
-                error: ServiceError::new(
-                    ErrorCode::NotFound,
-                    format!(
-                        "The model `{name}` does not exist or you do not have access to it. The embedding model is \
-                             `{embedder}`; pass it, \"default\", or no model."
-                    ),
-                ),
-                code: Some("model_not_found"),
-                param: Some("model"),
-            });
-        }
-    }
+    let request: EmbeddingRequest = parse_body(&body, "embeddings request")?;
+    check_model(&s, request.model.as_deref(), ("The embedding model", &s.search_embedder_name()))?;
     let inputs = match &request.input {
         Value::String(text) => vec![text.clone()],
         Value::Array(items) if items.iter().all(Value::is_string) => {

@@ -20,7 +20,7 @@ use tenantry_service::Services;
 use utoipa::ToSchema;
 
 use crate::api::{tenant, with_quota_headers};
-use crate::chat::{conversation, tenants_model, ChatMessage, OpenAiError, OpenAiErrorBody};
+use crate::chat::{check_model, conversation, parse_body, ChatMessage, OpenAiError, OpenAiErrorBody};
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ResponseRequest {
@@ -66,11 +66,8 @@ pub async fn create_response(
     body: Bytes,
 ) -> Result<Response, OpenAiError> {
     let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Query).await?;
-    let request: ResponseRequest = serde_json::from_slice(&body)
-        .map_err(|e| OpenAiError::invalid("body", format!("the request body is not a valid response request: {e}")))?;
-    if let Some(name) = request.model.as_deref() {
-        tenants_model(&s, &ctx, name)?;
-    }
+    let request: ResponseRequest = parse_body(&body, "response request")?;
+    check_model(&s, request.model.as_deref(), ("This tenant's model", &ctx.model.name))?;
     if request.tools.as_ref().and_then(Value::as_array).is_some_and(|t| !t.is_empty()) {
         return Err(OpenAiError::unsupported(
             "tools",
