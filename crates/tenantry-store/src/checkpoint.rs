@@ -122,10 +122,10 @@ mod tests {
     async fn closing_the_store_closes_the_checkpoint_connection() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::open("", dir.path()).await.expect("open");
-        let checkpoints = store.checkpoints.clone().expect("the embedded store checkpoints");
-        assert!(!checkpoints.pool.is_closed());
+        let pool = store.sole_owner().expect("the embedded store checkpoints").checkpoints().pool.clone();
+        assert!(!pool.is_closed());
         store.close().await;
-        assert!(checkpoints.pool.is_closed());
-        assert_eq!(checkpoints.pool.size(), 0, "no connection left open");
+        assert!(pool.is_closed());
+        assert_eq!(pool.size(), 0, "no connection left open");
     }
 }

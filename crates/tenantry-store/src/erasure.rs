@@ -152,7 +152,7 @@ impl Store {
         tx.commit().await?;
         self.tenants_changed();
         // An in-memory gate forgets the tenant's counters with the rows.
-        self.gate.forget(tenant);
+        self.gate().forget(tenant);
         Ok(rows)
     }
 

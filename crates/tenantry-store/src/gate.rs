@@ -5,9 +5,9 @@
 //!   always uses it.
 //! - `MemGate` (`memgate.rs`): reservations live in memory under a per-tenant lock, counters are loaded from
 //!   their rows and moved exactly when a settlement commits. Only valid where one process owns the
-//!   database: the embedded store's fast path, together with its batched ledger writer (`group_commit`).
+//!   database, together with its batched ledger writer (`group_commit`).
 //!
-//! The store conformance suite runs against both on SQLite and against `RowGate` on PostgreSQL.
+//! Which one a store uses follows from who writes its database (`ownership`).
 
 use async_trait::async_trait;
 use sqlx::Row;

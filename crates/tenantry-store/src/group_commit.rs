@@ -20,7 +20,7 @@
 //! all the same. Until then the settled usage is still counted as reserved, and a reservation always covers
 //! the usage it settles (queries exactly, tokens by their upper bound), so admission never sees less than
 //! the truth. The request loads its tenant's counters from the table *before* it hands the settlement over
-//! (`Store::settle`), so a first load cannot read rows the commit then adds again in memory.
+//! (`SoleOwner::settle`), so a first load cannot read rows the commit then adds again in memory.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 use crate::memgate::MemGate;
 use crate::quota::{QuotaMeter, Settlement};
 use crate::usage::{insert_events_sql, outbox_sql, placeholders, runs, UsageEvent};
-use crate::{Result, Store, StoreError};
+use crate::{Result, StoreError};
 
 /// Settlements per transaction at most; what waits beyond goes into the next one.
 const MAX_BATCH: usize = 256;
@@ -61,19 +61,15 @@ pub(crate) struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the ledger writer for the database file at `path` (migrated already), moving quota state in
-    /// `store`'s gate and finishing the checkpoints `store`'s checkpointer asks for.
-    pub(crate) fn start(store: &Store, path: &Path) -> Result<Self> {
+    /// `gate` after each commit, finishing the checkpoints the checkpointer marks `finish_due`, and queueing
+    /// new events in the analytics outbox when `outbox`.
+    pub(crate) fn start(path: &Path, gate: Arc<MemGate>, finish_due: Arc<AtomicBool>, outbox: bool) -> Result<Self> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_millis(crate::BUSY_TIMEOUT_MS))?;
         conn.execute_batch(crate::CONNECTION_PRAGMAS)?;
         // Seven shapes (`runs`) of three multi-row statements, and the pragma.
         conn.set_prepared_statement_cache_capacity(32);
-        let ledger = Ledger {
-            conn,
-            gate: store.memory_gate.clone(),
-            finish_due: store.checkpoints.as_ref().map(|c| c.finish_due()),
-            outbox: store.analytics_outbox,
-        };
+        let ledger = Ledger { conn, gate, finish_due, outbox };
         let (queue, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -110,9 +106,9 @@ fn closed() -> StoreError {
 /// The ledger thread's state: its connection, and what it moves after each commit.
 struct Ledger {
     conn: Connection,
-    gate: Option<Arc<MemGate>>,
+    gate: Arc<MemGate>,
     /// Set by the checkpointer every 500 ms: the short finishing pass is due (`checkpoint`).
-    finish_due: Option<Arc<AtomicBool>>,
+    finish_due: Arc<AtomicBool>,
     outbox: bool,
 }
 
@@ -142,7 +138,7 @@ impl Ledger {
                 return;
             }
             // Between two batches, so no write is in progress and the pass completes.
-            if self.finish_due.as_ref().is_some_and(|due| due.swap(false, Ordering::AcqRel)) {
+            if self.finish_due.swap(false, Ordering::AcqRel) {
                 finish_checkpoint(&self.conn);
             }
         }
@@ -151,9 +147,7 @@ impl Ledger {
     fn write(&mut self, batch: Vec<Pending>) {
         for (p, result) in write_batch(&mut self.conn, batch, self.outbox) {
             if matches!(result, Ok(true)) {
-                if let Some(gate) = &self.gate {
-                    gate.settled_after_commit(&p.settlement);
-                }
+                self.gate.settled_after_commit(&p.settlement);
             }
             let _ = p.done.send(result);
         }
@@ -409,7 +403,7 @@ mod tests {
             assert!(matches!(s.await.expect("join"), Ok(true)), "sent before the close: written");
         }
         closing.await.expect("closed");
-        let writer = store.group_commit.clone().expect("the embedded store has a ledger writer");
+        let writer = store.sole_owner().and_then(|o| o.ledger()).expect("the embedded store has a ledger writer");
         let s = Settlement {
             reservation_id: Some("late".into()),
             tenant_id: tenant.clone(),

@@ -149,9 +149,7 @@ impl Store {
             .bind(id.as_str())
             .execute(&self.write)
             .await?;
-        if let Some(cache) = &self.key_cache {
-            cache.touched(id, now);
-        }
+        self.ownership.key_touched(id, now);
         Ok(())
     }
 }

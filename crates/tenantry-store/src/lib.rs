@@ -21,6 +21,7 @@ mod keys;
 mod memgate;
 mod notifications;
 mod overview;
+mod ownership;
 mod quota;
 mod stripe;
 mod tenants;
@@ -95,21 +96,11 @@ pub struct Store {
     /// failing with `SQLITE_BUSY`; on PostgreSQL the same pool as `read`.
     write: AnyPool,
     backend: Backend,
-    /// Quota admission (`gate`): rows on PostgreSQL, memory on the embedded store's fast path.
-    gate: std::sync::Arc<dyn gate::QuotaGate>,
-    /// The in-memory gate when it is the one in use, for the ledger writer that moves it after its commits.
-    memory_gate: Option<std::sync::Arc<memgate::MemGate>>,
+    /// How quota is admitted, settlements written and key rows read: `Shared` when other processes may
+    /// write the database, `SoleOwner` for the embedded store's file (`ownership`).
+    ownership: std::sync::Arc<dyn ownership::Ownership>,
     /// Whether settlements queue their ledger events for the analytics store.
     analytics_outbox: bool,
-    /// The embedded store's settlement writer (group commit); `None` on PostgreSQL.
-    group_commit: Option<group_commit::GroupCommit>,
-    /// The embedded store's remembered key and tenant rows (`None` on PostgreSQL, where other processes
-    /// may write them).
-    key_cache: Option<std::sync::Arc<keycache::KeyCache>>,
-    /// The embedded store's WAL checkpointer, stopped when the last handle goes.
-    checkpoints: Option<std::sync::Arc<checkpoint::Checkpoints>>,
-    /// The embedded store's database file, for the ledger writer's own connection.
-    sqlite_path: Option<std::sync::Arc<std::path::PathBuf>>,
 }
 
 /// How long an embedded store's connection waits for SQLite's write lock before failing.
@@ -139,7 +130,7 @@ impl Store {
             Self::open_postgres(url).await?
         };
         store.migrate().await?;
-        store.with_group_commit()
+        store.started()
     }
 
     async fn open_sqlite(url: &str) -> Result<Self> {
@@ -170,18 +161,12 @@ impl Store {
         let write = pool(1).await?;
         let read = pool(4).await?;
         let checkpoints = checkpoint::Checkpoints::start(pool(1).await?);
-        let memory_gate = std::sync::Arc::new(memgate::MemGate::default());
         let store = Self {
             read,
             write,
             backend: Backend::Sqlite,
-            gate: memory_gate.clone(),
-            memory_gate: Some(memory_gate),
+            ownership: std::sync::Arc::new(ownership::SoleOwner::new(checkpoints, path)),
             analytics_outbox: false,
-            group_commit: None,
-            key_cache: Some(Default::default()),
-            checkpoints: Some(std::sync::Arc::new(checkpoints)),
-            sqlite_path: Some(std::sync::Arc::new(path)),
         };
         Ok(store)
     }
@@ -193,13 +178,8 @@ impl Store {
             read: pool.clone(),
             write: pool,
             backend: Backend::Postgres,
-            gate: std::sync::Arc::new(gate::RowGate),
-            memory_gate: None,
+            ownership: std::sync::Arc::new(ownership::Shared::default()),
             analytics_outbox: false,
-            group_commit: None,
-            key_cache: None,
-            checkpoints: None,
-            sqlite_path: None,
         })
     }
 
@@ -221,16 +201,27 @@ impl Store {
     /// store is configured; without one nothing would ever drain the outbox).
     pub fn with_analytics_outbox(mut self, on: bool) -> Result<Self> {
         self.analytics_outbox = on;
-        self.with_group_commit()
+        self.started()
     }
 
-    /// On the embedded store, (re)starts the settlement writer (as configured now) over the migrated file;
-    /// a previous writer ends when its last handle is dropped.
-    fn with_group_commit(mut self) -> Result<Self> {
-        if let (Some(path), Some(_)) = (self.sqlite_path.clone(), &self.memory_gate) {
-            self.group_commit = Some(group_commit::GroupCommit::start(&self, &path)?);
-        }
+    pub(crate) fn analytics_outbox(&self) -> bool {
+        self.analytics_outbox
+    }
+
+    /// (Re)starts the background writers (as configured now) over the migrated database; previous ones end
+    /// when their last handle is dropped.
+    fn started(mut self) -> Result<Self> {
+        self.ownership = self.ownership.started(&self)?;
         Ok(self)
+    }
+
+    pub(crate) fn gate(&self) -> &dyn gate::QuotaGate {
+        self.ownership.gate()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn sole_owner(&self) -> Option<&ownership::SoleOwner> {
+        self.ownership.sole_owner()
     }
 
     /// Begins a write transaction. On SQLite it takes the write lock at once (`IMMEDIATE`): the ledger writer
@@ -246,13 +237,14 @@ impl Store {
     /// After a committed UPDATE or DELETE of `tenants` or `api_keys` rows: what the gateway remembered of
     /// them is not served again (`keycache`).
     pub(crate) fn tenants_changed(&self) {
-        if let Some(cache) = &self.key_cache {
-            cache.changed();
-        }
+        self.ownership.rows_changed();
     }
 
     pub(crate) fn ledger_writes(&self) -> quota::LedgerWrites {
-        quota::LedgerWrites { reservation_rows: self.gate.reservation_rows(), analytics_outbox: self.analytics_outbox }
+        quota::LedgerWrites {
+            reservation_rows: self.gate().reservation_rows(),
+            analytics_outbox: self.analytics_outbox,
+        }
     }
 
     /// A cheap round trip, for readiness.
@@ -271,18 +263,18 @@ impl Store {
         Ok(value)
     }
 
-    /// The embedded store without its fast path: quota admitted in rows (`gate::RowGate`) and every
-    /// settlement in its own transaction, as on PostgreSQL. For the conformance suite, which runs the same
-    /// stories against both gates.
+    /// The embedded store's file as if other processes shared it (`ownership::Shared`): quota admitted in
+    /// rows, every settlement in its own transaction and key rows read every time, as on PostgreSQL. For the
+    /// conformance suite, which runs the same stories against both ownerships.
     #[doc(hidden)]
-    pub async fn open_embedded_with_row_gate(data_dir: &Path) -> Result<Self> {
+    pub async fn open_embedded_as_shared(data_dir: &Path) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let url = format!("sqlite://{}?mode=rwc", data_dir.join("tenantry.db").display());
         let mut store = Self::open_sqlite(&url).await?;
-        store.gate = std::sync::Arc::new(gate::RowGate);
-        store.memory_gate = None;
+        store.ownership.close().await;
+        store.ownership = std::sync::Arc::new(ownership::Shared::default());
         store.migrate().await?;
-        Ok(store)
+        store.started()
     }
 
     /// Creates an empty database next to `admin_url`'s and returns its URL (for tests against PostgreSQL).
@@ -301,12 +293,7 @@ impl Store {
     /// Closes the store: the ledger writer writes what it was sent and stops, then the checkpointer and the
     /// pools close. Every handle of the store is closed with it.
     pub async fn close(&self) {
-        if let Some(writer) = &self.group_commit {
-            writer.stop().await;
-        }
-        if let Some(checkpoints) = &self.checkpoints {
-            checkpoints.close().await;
-        }
+        self.ownership.close().await;
         self.write.close().await;
         self.read.close().await;
     }

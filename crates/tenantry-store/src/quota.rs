@@ -229,7 +229,7 @@ pub(crate) async fn settle_in(
 impl Store {
     /// Admits the reservation if every meter fits, atomically; otherwise changes nothing.
     pub async fn reserve(&self, r: &NewReservation, limits: &Quotas) -> Result<Result<(), Exceeded>> {
-        self.gate.reserve(self, r, limits).await
+        self.gate().reserve(self, r, limits).await
     }
 
     /// Reserves `extra` more under an existing reservation (e.g. once the exact prompt size is known). A
@@ -242,21 +242,18 @@ impl Store {
         extra: &Amounts,
         limits: &Quotas,
     ) -> Result<Result<(), Exceeded>> {
-        self.gate.grow(self, id, tenant, period_start, extra, limits).await
+        self.gate().grow(self, id, tenant, period_start, extra, limits).await
     }
 
     /// Closes a reservation with the actual usage and appends the ledger events, in one transaction (on the
     /// embedded store, one shared with the settlements waiting beside it: `group_commit`). Returns once that
     /// transaction committed. Idempotent: settling the same events again changes nothing and returns false.
     pub async fn settle(&self, s: &Settlement, events: &[UsageEvent]) -> Result<bool> {
-        // Only settlements of a reservation: until memory moves after the shared commit, their usage still
-        // counts as reserved. One without a reservation would be invisible to admission for that moment.
-        if let (Some(writer), Some(_)) = (&self.group_commit, &s.reservation_id) {
-            // Loads the tenant's counters before the commit (`group_commit`), and lets go of the lock, which
-            // the ledger thread takes after it.
-            drop(self.settlement_guard(s).await?);
-            return writer.settle(s, events).await;
-        }
+        self.ownership.settle(self, s, events).await
+    }
+
+    /// `settle` in a transaction of its own.
+    pub(crate) async fn settle_in_own_transaction(&self, s: &Settlement, events: &[UsageEvent]) -> Result<bool> {
         let mut guard = self.settlement_guard(s).await?;
         let mut tx = self.begin_write().await?;
         let applied = settle_in(&mut tx, s, events, self.ledger_writes()).await?;
@@ -272,24 +269,24 @@ impl Store {
     /// The gate's hold on the tenant's quota across a settlement's transaction, so its state moves exactly
     /// when the database does.
     pub(crate) async fn settlement_guard(&self, s: &Settlement) -> Result<SettlementGuard> {
-        self.gate.settlement_guard(self, s).await
+        self.gate().settlement_guard(self, s).await
     }
 
     /// After a settlement's transaction committed.
     pub(crate) fn settled(&self, guard: &mut SettlementGuard, s: &Settlement) {
-        self.gate.settled(guard, s);
+        self.gate().settled(guard, s);
     }
 
     /// Gives a reservation's quota back (the request failed: nothing is billed). Returns false if it was
     /// already settled, released or expired.
     pub async fn release(&self, id: &str) -> Result<bool> {
-        self.gate.release(self, id).await
+        self.gate().release(self, id).await
     }
 
     /// Releases every reservation that expired before `now` (requests that died holding quota). Returns
     /// how many were reclaimed.
     pub async fn expire_reservations(&self, now: Timestamp) -> Result<u64> {
-        self.gate.expire(self, now).await
+        self.gate().expire(self, now).await
     }
 
     /// Releases every reservation regardless of expiry. Only for the embedded store at start, when no other
@@ -299,10 +296,10 @@ impl Store {
     }
 
     pub async fn reservation_count(&self) -> Result<i64> {
-        self.gate.count(self).await
+        self.gate().count(self).await
     }
 
     pub async fn quota_counters(&self, tenant: &TenantId, period_start: Timestamp) -> Result<Counters> {
-        self.gate.counters(self, tenant, period_start).await
+        self.gate().counters(self, tenant, period_start).await
     }
 }

@@ -155,19 +155,10 @@ impl Store {
     /// A key and its tenant: the gateway's only read per request, one round trip, or on the embedded store
     /// none while neither row has changed since it was last read (`keycache`).
     pub async fn key_with_tenant(&self, key: &ApiKeyId) -> Result<Option<(ApiKeyRow, TenantRow)>> {
-        let Some(cache) = &self.key_cache else { return self.read_key_with_tenant(key).await };
-        if let Some(hit) = cache.get(key) {
-            return Ok(Some(hit));
-        }
-        let epoch = cache.epoch();
-        let found = self.read_key_with_tenant(key).await?;
-        if let Some((k, t)) = &found {
-            cache.put(epoch, k, t);
-        }
-        Ok(found)
+        self.ownership.key_with_tenant(self, key).await
     }
 
-    async fn read_key_with_tenant(&self, key: &ApiKeyId) -> Result<Option<(ApiKeyRow, TenantRow)>> {
+    pub(crate) async fn read_key_with_tenant(&self, key: &ApiKeyId) -> Result<Option<(ApiKeyRow, TenantRow)>> {
         let sql = format!(
             "SELECT k.id AS key_id, k.name AS key_name, k.secret_hash, k.scopes, k.created_at AS key_created_at, \
              k.last_used_at, k.revoked_at, {} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id WHERE k.id = $1",

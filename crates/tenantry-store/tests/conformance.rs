@@ -1,6 +1,7 @@
-//! One suite, every backend: the same stories run against the embedded SQLite store (with its in-memory
-//! quota gate and batched ledger writer, and again with the row gate), and PostgreSQL (when
-//! `TENANTRY_TEST_POSTGRES_URL` points at a server; CI sets it and requires it).
+//! One suite, every backend and ownership: the same stories run against the embedded SQLite store as its
+//! sole owner (in-memory quota gate, batched ledger writer, remembered key rows), against the same file as
+//! if other processes shared it (row gate, a transaction per settlement, key rows read every time), and
+//! against PostgreSQL (when `TENANTRY_TEST_POSTGRES_URL` points at a server; CI sets it and requires it).
 
 use tenantry_domain::config::Quotas;
 use tenantry_domain::lifecycle::LifecycleEvent;
@@ -899,11 +900,12 @@ macro_rules! conformance_suite {
         mod sqlite_backend {
             $(#[tokio::test] async fn $story() { let (store, _dir) = super::sqlite().await; super::$story(store).await; })*
         }
-        /// The embedded store with the row gate PostgreSQL uses: both quota gates pass the same stories.
-        mod sqlite_row_gate {
+        /// The embedded file as if other processes shared it (`Ownership::Shared`, as on PostgreSQL): both
+        /// ownerships pass the same stories.
+        mod sqlite_shared {
             $(#[tokio::test] async fn $story() {
                 let dir = tempfile::tempdir().expect("temp dir");
-                let store = tenantry_store::Store::open_embedded_with_row_gate(dir.path()).await.expect("opens");
+                let store = tenantry_store::Store::open_embedded_as_shared(dir.path()).await.expect("opens");
                 super::$story(store).await;
             })*
         }

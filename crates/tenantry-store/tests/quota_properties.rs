@@ -1,7 +1,7 @@
 //! Property: whatever interleaving of reserve, grow, settle (with at most what was reserved), release and
 //! expiry a tenant's requests go through, settled + reserved never exceeds the limit and nothing goes
 //! negative; once every request has ended, nothing stays reserved. Against each quota gate: the embedded
-//! store's in-memory one, the row gate on SQLite, and the row gate on PostgreSQL (when
+//! store's in-memory one, the row gate on the embedded file as if shared, and the row gate on PostgreSQL (when
 //! `TENANTRY_TEST_POSTGRES_URL` is set; required when `TENANTRY_TEST_REQUIRE_POSTGRES=1`).
 
 use proptest::prelude::*;
@@ -35,14 +35,14 @@ const PERIOD: Timestamp = Timestamp(1_000);
 #[derive(Clone, Copy, Debug)]
 enum Gate {
     Memory,
-    RowsOnSqlite,
+    SharedSqlite,
     RowsOnPostgres,
 }
 
 async fn open(gate: Gate, dir: &std::path::Path) -> Option<Store> {
     match gate {
         Gate::Memory => Some(Store::open("", dir).await.expect("store")),
-        Gate::RowsOnSqlite => Some(Store::open_embedded_with_row_gate(dir).await.expect("store")),
+        Gate::SharedSqlite => Some(Store::open_embedded_as_shared(dir).await.expect("store")),
         Gate::RowsOnPostgres => {
             let url = std::env::var("TENANTRY_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty());
             let required = std::env::var("TENANTRY_TEST_REQUIRE_POSTGRES").is_ok_and(|v| v == "1");
@@ -158,7 +158,7 @@ proptest! {
     #[test]
     fn any_interleaving_respects_the_limit(ops in prop::collection::vec(op(), 1..40)) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        for gate in [Gate::Memory, Gate::RowsOnSqlite, Gate::RowsOnPostgres] {
+        for gate in [Gate::Memory, Gate::SharedSqlite, Gate::RowsOnPostgres] {
             runtime.block_on(run(ops.clone(), gate));
         }
     }
