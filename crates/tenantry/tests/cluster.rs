@@ -397,6 +397,12 @@ async fn three_nodes_on_one_database_act_as_one_service() {
         assert!(Instant::now() < deadline, "erasure {status:?}; still on disk: {leftovers:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // And no row of the shared database holds the tenant's content: the certificate, read through C, says so.
+    let r = client.get(c.url(&format!("/admin/erasures/{erasure}"))).bearer_auth(OPERATOR).send().await.expect("get");
+    let certificate = r.json::<Value>().await.expect("json")["certificate"].clone();
+    assert_eq!(certificate["verified"]["all_zero"], true, "{certificate}");
+    assert_eq!(certificate["verified"]["database"]["chunks"], 0, "{certificate}");
+    assert_eq!(certificate["verified"]["database"]["file_parts"], 0, "{certificate}");
 
     // A node whose key pepper differs refuses to start, saying why.
     let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
