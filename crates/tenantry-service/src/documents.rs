@@ -75,11 +75,19 @@ impl Services {
         if let Some(title) = &supplied_title {
             check_title(title)?;
         }
-        let sha = hex::encode(Sha256::digest(&upload.bytes));
+        // Hashing 64 MiB takes tens of milliseconds: on the parser threads, not the workers answering requests.
+        let (sha, bytes) = self
+            .inner
+            .parsing
+            .run(move || {
+                let sha = hex::encode(Sha256::digest(&upload.bytes));
+                (sha, upload.bytes)
+            })
+            .await?;
         if let Some(existing) = self.store().document_by_digest(&ctx.tenant_id, &sha).await? {
             return Ok(Uploaded::Duplicate(existing.into()));
         }
-        let size = upload.bytes.len() as i64;
+        let size = bytes.len() as i64;
         // Parsing decides what an upstream embedder will bill, so quota is reserved once the chunks are known;
         // this spares the parsing when the quota is plainly used up.
         self.precheck(ctx, Amounts { documents: 1, storage_bytes: size, ..Amounts::default() }).await?;
@@ -89,7 +97,7 @@ impl Services {
                 .retry_after(1)
         })?;
 
-        let (parsed, chunks, bytes) = self.parse_upload(ctx, format, upload.bytes).await?;
+        let (parsed, chunks, bytes) = self.parse_upload(ctx, format, bytes).await?;
         let text_bytes = i64::try_from(parsed.text_bytes()).unwrap_or(i64::MAX);
         let stored = size.saturating_add(text_bytes);
 
