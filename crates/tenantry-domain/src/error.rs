@@ -23,6 +23,8 @@ pub enum ErrorCode {
     UriTooLong,
     UnsupportedMediaType,
     ValidationFailed,
+    /// An `Idempotency-Key` sent again with another method, path or body.
+    IdempotencyKeyReused,
     QuotaExceeded,
     RateLimited,
     HeaderFieldsTooLarge,
@@ -51,6 +53,7 @@ impl ErrorCode {
             Self::UriTooLong => (414, "uri_too_long", "URI too long"),
             Self::UnsupportedMediaType => (415, "unsupported_media_type", "Unsupported media type"),
             Self::ValidationFailed => (422, "validation_failed", "Validation failed"),
+            Self::IdempotencyKeyReused => (422, "idempotency_key_reused", "Idempotency key reused"),
             Self::QuotaExceeded => (429, "quota_exceeded", "Quota exceeded"),
             Self::RateLimited => (429, "rate_limited", "Rate limited"),
             Self::HeaderFieldsTooLarge => (431, "header_fields_too_large", "Request header fields too large"),

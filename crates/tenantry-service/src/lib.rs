@@ -13,6 +13,7 @@ pub mod erasure;
 mod error;
 pub mod export;
 pub mod gateway;
+pub mod idempotency;
 mod index_sync;
 pub mod jobs;
 pub mod keys;
@@ -304,6 +305,9 @@ impl Services {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(reclaimed = n, "expired reservations released"),
                         Err(e) => tracing::warn!(error = %e, "reservation sweep failed"),
+                    }
+                    if let Err(e) = self.store().expire_idempotency_keys(self.clock().now()).await {
+                        tracing::warn!(error = %e, "idempotency key sweep failed");
                     }
                 }
                 _ = poll.tick() => {

@@ -15,8 +15,17 @@ use crate::NewJob;
 use crate::{Backend, Result, Store, StoreError};
 
 /// The tables that hold a tenant's content (text, files, keys, personal data) by `tenant_id`.
-const CONTENT_TABLES: [&str; 8] =
-    ["documents", "chunks", "file_parts", "document_changes", "api_keys", "exports", "notifications", "stripe_objects"];
+const CONTENT_TABLES: [&str; 9] = [
+    "documents",
+    "chunks",
+    "file_parts",
+    "document_changes",
+    "api_keys",
+    "exports",
+    "notifications",
+    "stripe_objects",
+    "idempotency_keys",
+];
 
 /// Rows removed from each table.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -46,6 +55,9 @@ pub struct ErasedRows {
     /// The record of the tenant's document changes (document ids only).
     #[serde(default)]
     pub document_changes: u64,
+    /// Responses kept for replay under an idempotency key.
+    #[serde(default)]
+    pub idempotency_keys: u64,
     /// Ledger rows kept (no personal data; the record billing needs).
     pub usage_events_kept: u64,
 }
@@ -115,6 +127,7 @@ impl Store {
             ("analytics_outbox", &mut rows.analytics_outbox),
             ("file_parts", &mut rows.file_parts),
             ("document_changes", &mut rows.document_changes),
+            ("idempotency_keys", &mut rows.idempotency_keys),
         ] {
             *count = delete_tenant_rows_in(&mut tx, table, tenant).await?;
         }

@@ -7,6 +7,7 @@ mod api;
 mod body;
 mod chat;
 mod extract;
+mod idempotency;
 mod metrics;
 mod openapi_problems;
 mod operator;
@@ -146,6 +147,7 @@ pub fn router(services: Services) -> Router {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(services.clone(), extract::tenant_response))
+        .layer(axum::middleware::from_fn_with_state(services.clone(), idempotency::idempotent))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(std::time::Duration::from_secs(body_timeout)))
         .layer(axum::middleware::from_fn_with_state((services.clone(), budget), body::guard))

@@ -7,6 +7,7 @@
 //! server answered within 2 ms by its request-duration histogram (`/metrics`, arrival to response head), so
 //! a tail the server did not see (the client, the kernel, the host) shows as the difference.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,19 +25,22 @@ pub struct GatewayBench {
     pub max_in_flight: usize,
     /// `Some(n)`: ask through `/v1/chat/completions` with `n` user turns instead of `/v1/query`.
     pub turns: Option<u32>,
+    /// Every request carries an `Idempotency-Key` of its own (claimed, run, its response kept).
+    pub idempotency_keys: bool,
 }
 
 /// The route a run asks, and the body of each request.
 struct Ask {
     route: &'static str,
     body: serde_json::Value,
+    idempotency_keys: bool,
 }
 
 impl Ask {
     fn new(turns: Option<u32>) -> Self {
         let question = "How long do refunds take?";
         let Some(turns) = turns else {
-            return Self { route: "/v1/query", body: json!({ "question": question }) };
+            return Self { route: "/v1/query", body: json!({ "question": question }), idempotency_keys: false };
         };
         let mut messages = vec![json!({"role": "system", "content": "You are a helpful assistant."})];
         for i in 1..turns {
@@ -46,9 +50,16 @@ impl Ask {
             messages.push(json!({"role": "assistant", "content": format!("Clause {i} says returns are accepted within {i} weeks, unless the goods were used.")}));
         }
         messages.push(json!({"role": "user", "content": question}));
-        Self { route: "/v1/chat/completions", body: json!({ "model": "default", "messages": messages }) }
+        Self {
+            route: "/v1/chat/completions",
+            body: json!({ "model": "default", "messages": messages }),
+            idempotency_keys: false,
+        }
     }
 }
+
+/// Each request's own idempotency key, over every run of the process.
+static NEXT_KEY: AtomicU64 = AtomicU64::new(0);
 
 struct RunResult {
     rate: u64,
@@ -97,13 +108,16 @@ pub async fn gateway(opts: GatewayBench) -> anyhow::Result<()> {
     let key = signup["api_key"].as_str().context("no api key")?.to_owned();
     let tenant = TenantId::parse(signup["tenant_id"].as_str().context("no tenant id")?).context("tenant id")?;
 
-    let ask = Arc::new(Ask::new(opts.turns));
+    let ask = Arc::new(Ask { idempotency_keys: opts.idempotency_keys, ..Ask::new(opts.turns) });
     match opts.turns {
         None => println!("tenantry bench gateway: POST /v1/query, empty namespace, offline model, embedded SQLite"),
         Some(n) => println!(
             "tenantry bench gateway: POST /v1/chat/completions with {n} user turns, empty namespace, offline model, \
              embedded SQLite"
         ),
+    }
+    if opts.idempotency_keys {
+        println!("every request with an Idempotency-Key of its own");
     }
     println!("{} cores; client and server share this process; {}s per rate\n", num_cpus(), opts.seconds);
     // Warm up connections, the tokenizer and the index.
@@ -185,13 +199,12 @@ async fn run(
             let Ok(permit) = runtime.block_on(permits.clone().acquire_owned()) else { break };
             let (client, url, key, ask) = (client.clone(), url.clone(), key.clone(), ask.clone());
             tasks.push(runtime.spawn(async move {
-                let ok = client
-                    .post(&url)
-                    .bearer_auth(&key)
-                    .json(&ask.body)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
+                let mut request = client.post(&url).bearer_auth(&key).json(&ask.body);
+                if ask.idempotency_keys {
+                    request = request
+                        .header("Idempotency-Key", format!("bench-{}", NEXT_KEY.fetch_add(1, Ordering::Relaxed)));
+                }
+                let ok = request.send().await.is_ok_and(|r| r.status().is_success());
                 drop(permit);
                 (ok, scheduled.elapsed())
             }));

@@ -117,6 +117,9 @@ enum BenchCommand {
         /// and the exchanges before it) instead of `/v1/query` with one question.
         #[arg(long)]
         turns: Option<u32>,
+        /// Send every request with an `Idempotency-Key` of its own, to measure what keeping responses costs.
+        #[arg(long)]
+        idempotency_keys: bool,
     },
     /// Ingestion throughput: uploads each file into fresh tenants and reports MB/s and pages/s.
     Ingest {
@@ -280,8 +283,8 @@ async fn run() -> anyhow::Result<()> {
             }
             demo::run(config, exit).await?;
         }
-        Command::Bench(BenchCommand::Gateway { rates, seconds, max_in_flight, turns }) => {
-            bench::gateway(bench::GatewayBench { rates, seconds, max_in_flight, turns }).await?;
+        Command::Bench(BenchCommand::Gateway { rates, seconds, max_in_flight, turns, idempotency_keys }) => {
+            bench::gateway(bench::GatewayBench { rates, seconds, max_in_flight, turns, idempotency_keys }).await?;
         }
         Command::Bench(BenchCommand::Ingest { files, repeat }) => {
             bench_retrieval::ingest(bench_retrieval::IngestBench { files, repeat }).await?;

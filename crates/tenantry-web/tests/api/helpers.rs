@@ -11,7 +11,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub services: Services,
     pub data_dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -24,14 +25,19 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     config.server.bind = "127.0.0.1:0".into();
     config.server.data_dir = data_dir.path().to_owned();
     configure(&mut config);
+    serve(config, data_dir).await
+}
+
+/// The app on `config` as it is (its own data dir and database; `data_dir` is only kept alive).
+pub async fn serve(config: Config, data_dir: tempfile::TempDir) -> TestApp {
     let app = Application::build(config).await.expect("app starts");
     let base = format!("http://{}", app.local_addr());
     let services = app.services().clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async move {
+    let served = tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
     }));
-    TestApp { base, client: reqwest::Client::new(), services, data_dir, _stop: stop }
+    TestApp { base, client: reqwest::Client::new(), services, data_dir, stop, served }
 }
 
 /// Adds plan `metered`: the built-in `starter` with one query included and 2 cents per query beyond it, so
@@ -78,6 +84,12 @@ pub struct Tenant {
 }
 
 impl TestApp {
+    /// Stops serving and waits until the store is closed, so that another app can open the same data.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.served.await.expect("served").expect("stopped cleanly");
+    }
+
     /// The tenant's audit trail entries (at most 1,000), read with the operator token.
     pub async fn audit(&self, operator: &str, tenant: &str) -> Vec<Value> {
         let r = self

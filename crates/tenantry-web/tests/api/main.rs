@@ -11,6 +11,7 @@ mod erasure;
 mod export;
 mod gateway;
 mod helpers;
+mod idempotency;
 mod isolation;
 mod lifecycle;
 mod limits;
