@@ -450,12 +450,21 @@ pub struct QueryBody {
     pub stream: Option<bool>,
 }
 
+/// One server-sent event of a streamed answer, as an SSE parser reads it: its `event` name (absent for
+/// the OpenAI-compatible streams) and its `data`, a JSON text (or `[DONE]`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServerSentEvent {
+    pub event: Option<String>,
+    pub data: String,
+    pub id: Option<String>,
+}
+
 /// Ask a question over the tenant's documents, with the tenant's model, prompt and retrieval mode.
 #[utoipa::path(post, path = "/v1/query", tag = "query", security(("bearer" = [])), request_body = QueryBody,
     responses(
         (status = 200, description = "The answer; with `stream: true`, server-sent events `token`, `citations`, \
             `usage`, `done` (the whole result) or `error` (a problem)",
-            content((QueryResult = "application/json"), (String = "text/event-stream"))),
+            content((QueryResult = "application/json"), (ServerSentEvent = "text/event-stream"))),
         (status = 400, description = "`context_length_exceeded`: the question and the answer's allowance do not fit \
             in the model's context window", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),

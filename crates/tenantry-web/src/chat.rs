@@ -250,7 +250,7 @@ impl IntoResponse for OpenAiError {
     responses(
         (status = 200, description = "A `chat.completion`, or with `stream: true` server-sent \
             `chat.completion.chunk`s ending with `data: [DONE]`",
-            content((ChatCompletion = "application/json"), (String = "text/event-stream"))),
+            content((ChatCompletion = "application/json"), (crate::api::ServerSentEvent = "text/event-stream"))),
         (status = 400, body = OpenAiErrorBody, content_type = "application/problem+json"), (status = 401, body = OpenAiErrorBody, content_type = "application/problem+json"),
         (status = 404, body = OpenAiErrorBody, content_type = "application/problem+json"), (status = 429, body = OpenAiErrorBody, content_type = "application/problem+json"),
         (status = 502, body = OpenAiErrorBody, content_type = "application/problem+json"), (status = 504, body = OpenAiErrorBody, content_type = "application/problem+json"),

@@ -86,16 +86,22 @@ pub(crate) fn authenticated(ctx: &TenantContext) {
 /// `X-Quota-*` headers of API.md (if the handler did not set them already: errors, deletions, downloads),
 /// and the tenant for the metrics layer's exemplars (`metrics`).
 pub async fn tenant_response(State(s): State<Services>, req: Request, next: Next) -> Response {
+    respond_as_tenant(&s, next.run(req)).await
+}
+
+/// `response` (a handler's run) finished as `tenant_response` finishes it; for a handler run in a task of its
+/// own (`idempotency`), where the outer layer's task-local cannot reach.
+pub(crate) async fn respond_as_tenant(s: &Services, response: impl std::future::Future<Output = Response>) -> Response {
     let (mut response, ctx) = AUTHENTICATED
         .scope(std::cell::RefCell::new(None), async move {
-            let response = next.run(req).await;
+            let response = response.await;
             (response, AUTHENTICATED.with(|slot| slot.borrow_mut().take()))
         })
         .await;
     let Some(ctx) = ctx else { return response };
     response.extensions_mut().insert(AuthenticatedTenant(ctx.tenant_id.as_str().to_owned()));
     if !response.headers().contains_key(QUOTA_QUERIES_REMAINING) {
-        if let Err(e) = quota_headers(&s, &ctx, response.headers_mut()).await {
+        if let Err(e) = quota_headers(s, &ctx, response.headers_mut()).await {
             tracing::warn!(error = %e, "quota headers left off a response");
         }
     }

@@ -7,11 +7,17 @@
 //! outcome, not run the request a second time. A response that says nothing was done and a retry may succeed
 //! (401, 402, 403, 408, 409, 429, 5xx) is not kept; its key is released, so the retry runs afresh.
 //!
+//! The layer is a route layer: a request for no route, or with a method its route does not serve, gets its
+//! 404 or 405 whatever key it carries. The handler's task finishes its response as `tenant_response` does.
+//!
 //! Requests without a valid credential (signup, payment webhooks, a bad key) are served as if they carried
 //! no key: nothing is kept that an anonymous caller could replay.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -22,6 +28,7 @@ use tenantry_service::idempotency::{Claim, KeyOwner, KeyedRequest, StoredRespons
 use tenantry_service::{ServiceError, Services};
 use tracing::Instrument;
 
+use crate::chat::OpenAiError;
 use crate::extract::bearer;
 use crate::problem::ApiError;
 
@@ -42,14 +49,47 @@ const NOT_KEPT: [HeaderName; 5] = [
     HeaderName::from_static("x-request-id"),
 ];
 
-pub async fn idempotent(State(services): State<Services>, req: Request, next: Next) -> Response {
+/// The operations a key applies to: each route template (as `MatchedPath` names it) and method of API.md's
+/// POST, PATCH and DELETE operations under `/v1/` and `/admin/`.
+#[derive(Clone, Default)]
+pub struct KeyedOperations(Arc<HashSet<(String, Method)>>);
+
+impl KeyedOperations {
+    pub fn of(spec: &utoipa::openapi::OpenApi) -> Self {
+        let mut operations = HashSet::new();
+        for (path, item) in &spec.paths.paths {
+            for (method, operation) in
+                [(Method::POST, &item.post), (Method::PATCH, &item.patch), (Method::DELETE, &item.delete)]
+            {
+                if operation.is_some() && applies_to(&method, path) {
+                    operations.insert((path.clone(), method));
+                }
+            }
+        }
+        Self(Arc::new(operations))
+    }
+
+    fn contains(&self, req: &Request) -> bool {
+        let Some(template) = req.extensions().get::<MatchedPath>() else { return false };
+        self.0.contains(&(template.as_str().to_owned(), req.method().clone()))
+    }
+}
+
+pub async fn idempotent(
+    State((services, keyed)): State<(Services, KeyedOperations)>,
+    req: Request,
+    next: Next,
+) -> Response {
     let Some(raw_key) = req.headers().get(IDEMPOTENCY_KEY) else { return next.run(req).await };
-    if !applies_to(req.method(), req.uri().path()) {
+    // A method the route does not serve gets its 405 whatever key it carries.
+    if !keyed.contains(&req) {
         return next.run(req).await;
     }
+    let openai = openai_route(req.uri().path());
+    let refuse = move |e: ApiError| if openai { OpenAiError::from(e).into_response() } else { e.into_response() };
     let key = match valid_key(raw_key) {
         Ok(key) => key,
-        Err(e) => return e.into_response(),
+        Err(e) => return refuse(e),
     };
     let request_id = req.extensions().get::<RequestId>().cloned().unwrap_or_else(RequestId::generate);
     let Some(owner) = services.key_owner(bearer(req.headers()), request_id).await else {
@@ -59,7 +99,7 @@ pub async fn idempotent(State(services): State<Services>, req: Request, next: Ne
     let limit = services.config().server.max_body_bytes;
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,
-        Err(e) => return body_error(&e).into_response(),
+        Err(e) => return refuse(body_error(&e)),
     };
     let about = match &owner {
         KeyOwner::Tenant(id) => Some(id.clone()),
@@ -70,23 +110,21 @@ pub async fn idempotent(State(services): State<Services>, req: Request, next: Ne
         Ok(Claim::Run) => {}
         Ok(Claim::Replay(stored)) => return replay(stored),
         Ok(Claim::Running) => {
-            return ApiError(
+            return refuse(ApiError(
                 ServiceError::new(
                     ErrorCode::Conflict,
                     "a request with this Idempotency-Key is still running; retry once it has finished",
                 )
                 .retry_after(1),
-            )
-            .into_response()
+            ))
         }
         Ok(Claim::Reused) => {
-            return ApiError::new(
+            return refuse(ApiError::new(
                 ErrorCode::IdempotencyKeyReused,
                 "this Idempotency-Key was used with another method, path or body; use a new key for a new request",
-            )
-            .into_response()
+            ))
         }
-        Err(e) => return ApiError(e).into_response(),
+        Err(e) => return refuse(ApiError(e)),
     }
     let req = Request::from_parts(parts, Body::from(body));
     run_to_completion(services, keyed, next, req).await
@@ -98,7 +136,7 @@ async fn run_to_completion(services: Services, keyed: KeyedRequest, next: Next, 
     let (head_tx, head_rx) = tokio::sync::oneshot::channel();
     let (body_tx, body_rx) = tokio::sync::mpsc::channel::<Result<Bytes, axum::Error>>(16);
     let task = async move {
-        let response = next.run(req).await;
+        let response = crate::extract::respond_as_tenant(&services, next.run(req)).await;
         let (parts, body) = response.into_parts();
         let keep = worth_keeping(parts.status);
         let kept_headers = keep.then(|| kept_headers(&parts.headers));
@@ -142,6 +180,11 @@ async fn run_to_completion(services: Services, keyed: KeyedRequest, next: Next, 
     };
     let body = futures::stream::unfold(body_rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) });
     Response::from_parts(parts, Body::from_stream(body))
+}
+
+/// The OpenAI-compatible routes, whose errors also carry OpenAI's `error` object.
+fn openai_route(path: &str) -> bool {
+    matches!(path, "/v1/chat/completions" | "/v1/embeddings" | "/v1/responses" | "/v1/completions")
 }
 
 /// Whether a request may carry a key: API.md's methods on its API paths.

@@ -141,13 +141,14 @@ pub fn router(services: Services) -> Router {
     let metrics = std::sync::Arc::new(metrics::Metrics::default());
     let (router, _) = api_routes().split_for_parts();
     let spec = openapi();
+    let keyed = idempotency::KeyedOperations::of(&spec);
     let cors = cors(&services.config().gateway.cors_origins);
     let router = router
         .route("/openapi.json", get(move || async move { axum::Json(spec) }))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
+        .route_layer(axum::middleware::from_fn_with_state((services.clone(), keyed), idempotency::idempotent))
         .layer(axum::middleware::from_fn_with_state(services.clone(), extract::tenant_response))
-        .layer(axum::middleware::from_fn_with_state(services.clone(), idempotency::idempotent))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(std::time::Duration::from_secs(body_timeout)))
         .layer(axum::middleware::from_fn_with_state((services.clone(), budget), body::guard))

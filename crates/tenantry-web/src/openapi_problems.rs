@@ -13,12 +13,49 @@ use utoipa::openapi::{OpenApi, RefOr, ResponseBuilder};
 pub(crate) fn document_layer_problems(spec: &mut OpenApi) {
     for (path, item) in spec.paths.paths.iter_mut() {
         let has_path_parameter = path.contains('{');
+        let keyed_path = path.starts_with("/v1/") || path.starts_with("/admin/");
+        for operation in [&mut item.post, &mut item.patch, &mut item.delete].into_iter().filter_map(Option::as_mut) {
+            if keyed_path && operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                document_idempotency_key(operation);
+            }
+        }
         for operation in operations(item) {
             let problems = layer_problems(operation, has_path_parameter);
             for (status, description) in problems {
                 operation.responses.responses.entry(status.to_string()).or_insert_with(|| problem(description));
             }
         }
+    }
+}
+
+/// The optional `Idempotency-Key` header of an authenticated POST, PATCH or DELETE (API.md "Integrations"),
+/// and what it can answer: 400 for a malformed key, 409 while the first request runs, 422 for a key reused
+/// with another request.
+fn document_idempotency_key(operation: &mut Operation) {
+    use utoipa::openapi::path::ParameterBuilder;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let schema = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(255))
+        .pattern(Some("^[ -~]+$"));
+    let header = ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(utoipa::openapi::Required::False)
+        .description(Some(
+            "Runs the request at most once per caller and key: a retry with the same key, method, path and body \
+             gets the first response again, with `Idempotent-Replayed: true` (kept 24 hours)",
+        ))
+        .schema(Some(schema))
+        .build();
+    operation.parameters.get_or_insert_with(Vec::new).push(header);
+    for (status, description) in [
+        (400, "Malformed body or Idempotency-Key"),
+        (409, "A request with this Idempotency-Key is still running (`Retry-After` says when to try again)"),
+        (422, "Body fails validation, or the Idempotency-Key was used for another request"),
+    ] {
+        operation.responses.responses.entry(status.to_string()).or_insert_with(|| problem(description));
     }
 }
 

@@ -52,7 +52,7 @@ pub struct ResponseRequest {
     responses(
         (status = 200, description = "A `response` whose `output` holds one assistant message with an \
             `output_text` part; with `stream: true`, server-sent `response.*` events ending with \
-            `response.completed`", content((Object = "application/json"), (String = "text/event-stream"))),
+            `response.completed`", content((Object = "application/json"), (crate::api::ServerSentEvent = "text/event-stream"))),
         (status = 400, body = OpenAiErrorBody, content_type = "application/problem+json"),
         (status = 401, body = OpenAiErrorBody, content_type = "application/problem+json"),
         (status = 404, body = OpenAiErrorBody, content_type = "application/problem+json"),

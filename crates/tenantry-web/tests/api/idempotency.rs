@@ -79,10 +79,19 @@ async fn a_key_reused_for_another_request_is_refused() {
     assert_problem(other_path, 422, "idempotency_key_reused").await;
     assert_eq!(queries_used(&app, &t.key).await, 1);
 
+    // A method the route does not serve is a 405 whatever key it carries.
+    let r = app.client.patch(app.url("/v1/query")).bearer_auth(&t.key).header("Idempotency-Key", "k").send().await;
+    assert_problem(r.expect("request"), 405, "method_not_allowed").await;
+
     // A key must be printable ASCII of at most 255 characters.
     let long = "k".repeat(256);
     let r = keyed_post(&app, &t.key, &long, "/v1/query", &json!({"question": "first?"})).await;
     assert_problem(r, 400, "bad_request").await;
+    // On the OpenAI-compatible routes the refusal also carries OpenAI's error object.
+    let chat = json!({"model": "default", "messages": [{"role": "user", "content": "hi"}]});
+    let r = keyed_post(&app, &t.key, &long, "/v1/chat/completions", &chat).await;
+    let problem = assert_problem(r, 400, "bad_request").await;
+    assert_eq!(problem["error"]["type"], "invalid_request_error", "{problem}");
 }
 
 #[tokio::test]
