@@ -49,13 +49,21 @@ pub enum Claim {
 
 impl Store {
     /// Claims `request.key` for this request, or says why not. Exactly one of any number of concurrent
-    /// claims of a new key (on any node) gets [`Claim::Run`].
+    /// claims of a new key (on any node) gets [`Claim::Run`]. A key past its time, or claimed by a request
+    /// whose lease ran out (its node died before it answered) and sent again unchanged, is taken over.
     pub async fn claim_idempotency_key(&self, request: &IdempotencyRequest<'_>) -> Result<Claim> {
         let IdempotencyRequest { scope, key, tenant, fingerprint, now, lease_secs, ttl_secs } = *request;
         let mut tx = self.begin_write().await?;
-        let inserted = sqlx::query(
+        let claimed = sqlx::query(
             "INSERT INTO idempotency_keys (scope, key, tenant_id, fingerprint, state, locked_until, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, 'running', $5, $6, $7) ON CONFLICT (scope, key) DO NOTHING",
+             VALUES ($1, $2, $3, $4, 'running', $5, $6, $7) \
+             ON CONFLICT (scope, key) DO UPDATE SET tenant_id = excluded.tenant_id, \
+             fingerprint = excluded.fingerprint, state = 'running', locked_until = excluded.locked_until, \
+             status = NULL, headers = NULL, body = NULL, created_at = excluded.created_at, \
+             expires_at = excluded.expires_at \
+             WHERE idempotency_keys.expires_at <= $6 \
+             OR (idempotency_keys.state = 'running' AND idempotency_keys.locked_until <= $6 \
+             AND idempotency_keys.fingerprint = excluded.fingerprint)",
         )
         .bind(scope)
         .bind(key)
@@ -66,46 +74,25 @@ impl Store {
         .bind(now.plus_seconds(ttl_secs).0)
         .execute(&mut *tx)
         .await?;
-        if inserted.rows_affected() == 1 {
+        if claimed.rows_affected() == 1 {
             tx.commit().await?;
             return Ok(Claim::Run);
         }
         let row = sqlx::query(
-            "SELECT fingerprint, state, locked_until, status, headers, body, expires_at FROM idempotency_keys \
-             WHERE scope = $1 AND key = $2",
+            "SELECT fingerprint, state, status, headers, body FROM idempotency_keys WHERE scope = $1 AND key = $2",
         )
         .bind(scope)
         .bind(key)
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        let same_request = row.try_get::<String, _>("fingerprint")? == fingerprint;
-        let running = row.try_get::<String, _>("state")? == "running";
-        let expired = row.try_get::<i64, _>("expires_at")? <= now.0;
-        let abandoned = running && row.try_get::<i64, _>("locked_until")? <= now.0;
-        if expired || (abandoned && same_request) {
-            // Forgotten, or claimed by a request whose node died before it answered: this request takes it.
-            sqlx::query(
-                "UPDATE idempotency_keys SET tenant_id = $1, fingerprint = $2, state = 'running', locked_until = $3, \
-                 status = NULL, headers = NULL, body = NULL, created_at = $4, expires_at = $5 \
-                 WHERE scope = $6 AND key = $7",
-            )
-            .bind(tenant.map(TenantId::as_str))
-            .bind(fingerprint)
-            .bind(now.plus_seconds(lease_secs).0)
-            .bind(now.0)
-            .bind(now.plus_seconds(ttl_secs).0)
-            .bind(scope)
-            .bind(key)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            return Ok(Claim::Run);
-        }
         tx.commit().await?;
-        if !same_request {
+        // Gone since the claim was refused: its request was released (PostgreSQL reads what committed since);
+        // the retry after `Running`'s wait claims it.
+        let Some(row) = row else { return Ok(Claim::Running) };
+        if row.try_get::<String, _>("fingerprint")? != fingerprint {
             return Ok(Claim::Reused);
         }
-        if running {
+        if row.try_get::<String, _>("state")? == "running" {
             return Ok(Claim::Running);
         }
         let status = row.try_get::<Option<i64>, _>("status")?.unwrap_or_default();

@@ -13,10 +13,10 @@
 //! Requests without a valid credential (signup, payment webhooks, a bad key) are served as if they carried
 //! no key: nothing is kept that an anonymous caller could replay.
 
-use axum::body::{Body, Bytes};
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;

@@ -237,3 +237,33 @@ async fn keys_hold_across_nodes_on_one_database() {
     a.stop().await;
     b.stop().await;
 }
+
+/// After 24 hours a key is forgotten: the same key runs a new request (on either backend, where the claim
+/// takes the expired row over).
+async fn a_key_is_forgotten_after_a_day_on(database_url: Option<String>) {
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.server.clock = "test".into();
+        if let Some(url) = database_url {
+            c.database.url = url;
+        }
+    })
+    .await;
+    let t = app.signup("forgotten@idem.test", "starter").await;
+    let r = keyed_post(&app, &t.key, "daily", "/v1/query", &json!({"question": "first?"})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = keyed_post(&app, &t.key, "daily", "/v1/query", &json!({"question": "second?"})).await;
+    assert_problem(r, 422, "idempotency_key_reused").await;
+
+    app.services.advance_clock(24 * 60 * 60 + 1).await.expect("advance");
+    let r = keyed_post(&app, &t.key, "daily", "/v1/query", &json!({"question": "second?"})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(!replayed(&r), "a forgotten key runs its new request");
+    let r = keyed_post(&app, &t.key, "daily", "/v1/query", &json!({"question": "second?"})).await;
+    assert!(replayed(&r), "and keeps the new response");
+}
+
+#[tokio::test]
+async fn a_key_is_forgotten_after_a_day() {
+    a_key_is_forgotten_after_a_day_on(None).await;
+    crate::helpers::on_postgres(a_key_is_forgotten_after_a_day_on).await;
+}
