@@ -346,6 +346,39 @@ class Dashboards(unittest.TestCase):
         self.assert_clean_console()
         self.screenshot("portal")
 
+    def test_06b_portal_adds_a_webhook_shown_once_and_sets_alerts(self):
+        self.find("#webhook-url").send_keys("https://hooks.example.com/tenantry")
+        self.find('#webhook-form input[value="invoice.paid"]').click()
+        self.find('#webhook-form input[value="export.ready"]').click()
+        self.find("#webhook-form button[type=submit]").click()
+        self.wait("the signing secret", lambda: self.find("#new-webhook").is_displayed())
+        self.assertTrue(self.text("#new-webhook-secret").startswith("whsec_"))
+        hooks = self.http.ok("GET", "/v1/webhooks", token=self.portal["api_key"])["webhooks"]
+        self.assertEqual([(h["url"], h["events"]) for h in hooks],
+                         [("https://hooks.example.com/tenantry", ["invoice.paid", "export.ready"])])
+        self.wait("the endpoint listed", lambda: self.column("webhook-rows", 0) == ["https://hooks.example.com/tenantry"])
+
+        self.wait("the default alerts", lambda: "queries" in self.column("alert-rows", 0))
+        box = self.find("#alert-thresholds")
+        box.clear()
+        box.send_keys("queries:50, tokens:90")
+        self.find("#alert-form button[type=submit]").click()
+        self.wait("the new thresholds", lambda: self.column("alert-rows", 0) == ["queries", "tokens"])
+        self.assertEqual(self.column("alert-rows", 1), ["50 %", "90 %"])
+        alerts = self.http.ok("GET", "/v1/alerts", token=self.portal["api_key"])["thresholds"]
+        self.assertEqual(alerts, [{"meter": "queries", "percent": 50}, {"meter": "tokens", "percent": 90}])
+
+        # Deleting asks first; dismissing keeps the endpoint, accepting removes it.
+        button = f'button[data-webhook="{hooks[0]["webhook_id"]}"]'
+        self.find(button).click()
+        self.driver.switch_to.alert.dismiss()
+        self.assertEqual(len(self.http.ok("GET", "/v1/webhooks", token=self.portal["api_key"])["webhooks"]), 1)
+        self.find(button).click()
+        self.driver.switch_to.alert.accept()
+        self.wait("the endpoint removed", lambda: self.column("webhook-rows", 0) == [])
+        self.assertEqual(self.http.ok("GET", "/v1/webhooks", token=self.portal["api_key"])["webhooks"], [])
+        self.assert_clean_console()
+
     def test_07_portal_renders_a_hostile_name_as_text(self):
         self.find("#sign-out").click()
         self.assertTrue(self.find("#sign-in").is_displayed())

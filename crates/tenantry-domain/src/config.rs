@@ -22,6 +22,7 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
     pub retention: RetentionConfig,
     pub notifications: NotificationsConfig,
+    pub webhooks: WebhooksConfig,
     pub limits: LimitsConfig,
     pub models: Vec<ModelConfig>,
     pub plans: Vec<PlanConfig>,
@@ -335,6 +336,14 @@ impl Default for NotificationsConfig {
     fn default() -> Self {
         Self { smtp_url: String::new(), from: "Tenantry <no-reply@tenantry.invalid>".into() }
     }
+}
+
+/// Outbound webhooks (API.md "Integrations").
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Deliveries may reach loopback and private networks (never link-local or metadata addresses).
+    pub allow_private_addresses: bool,
 }
 
 /// How long records are kept, enforced by the daily `retention_sweep` job. 0 keeps them forever.

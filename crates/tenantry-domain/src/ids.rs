@@ -93,9 +93,19 @@ prefixed_id!(
     "ntf"
 );
 prefixed_id!(
-    /// A recorded lifecycle or activation event.
+    /// A recorded lifecycle or activation event, or a webhook event.
     EventId,
     "evt"
+);
+prefixed_id!(
+    /// A tenant's webhook endpoint.
+    WebhookId,
+    "whk"
+);
+prefixed_id!(
+    /// One webhook event's delivery to one endpoint.
+    DeliveryId,
+    "dlv"
 );
 
 /// A chunk of a document: the document id plus the chunk's position in it.

@@ -18,8 +18,8 @@ pub use config::{Catalog, Config, ModelSpec, Plan, ProviderKind};
 pub use context::TenantContext;
 pub use error::ErrorCode;
 pub use ids::{
-    ApiKeyId, ChunkId, DocumentId, ErasureId, EventId, ExportId, InvoiceId, InvoiceItemId, JobId, NotificationId,
-    RequestId, TenantId,
+    ApiKeyId, ChunkId, DeliveryId, DocumentId, ErasureId, EventId, ExportId, InvoiceId, InvoiceItemId, JobId,
+    NotificationId, RequestId, TenantId, WebhookId,
 };
 pub use lifecycle::TenantState;
 pub use money::{Cents, Micros};

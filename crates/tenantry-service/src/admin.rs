@@ -123,6 +123,10 @@ pub struct IntegrationHealth {
     pub analytics_store: String,
     /// Ledger events waiting in the analytics outbox (shipped every second while ClickHouse is up).
     pub analytics_pending: i64,
+    /// Tenants' webhook deliveries waiting for an attempt (first or retry).
+    pub webhook_deliveries_pending: i64,
+    /// Webhook deliveries whose retries ran out (three days); the tenant can resend them.
+    pub webhook_deliveries_failed: i64,
 }
 
 impl Services {
@@ -257,6 +261,8 @@ impl Services {
             stripe_events_unprocessed: counts.stripe_events_unprocessed,
             analytics_store: if self.analytics().is_some() { "clickhouse" } else { "none" }.to_owned(),
             analytics_pending: self.store().analytics_pending().await?,
+            webhook_deliveries_pending: of(&counts.webhook_deliveries_by_state, "pending"),
+            webhook_deliveries_failed: of(&counts.webhook_deliveries_by_state, "failed"),
         };
 
         Ok(Overview {

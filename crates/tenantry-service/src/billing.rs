@@ -537,6 +537,7 @@ impl Services {
             currency: invoice.currency.clone(),
         };
         self.notify(&tenant, template, &format!("payment_failed:{}", invoice.id)).await?;
+        self.emit_payment_failed(tenant_id, invoice).await;
         if tenant.state.on(LifecycleEvent::PaymentFailed).is_some() {
             self.transition_from(&tenant, LifecycleEvent::PaymentFailed, Actor::System, &jobs).await?;
         } else {

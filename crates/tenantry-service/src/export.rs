@@ -118,7 +118,7 @@ impl Services {
             .await?
             .map_err(ServiceError::internal)?;
         let sha256 = hex::encode(Sha256::digest(&archive));
-        self.store().set_export_ready(tenant_id, id, &archive, &sha256).await?;
+        self.store().set_export_ready(tenant_id, id, &archive, &sha256, self.clock().now()).await?;
         let detail = json!({"bytes": archive.len(), "sha256": sha256});
         self.audit(Actor::System, Some(tenant_id), "tenant.exported", id, detail, "").await;
         Ok(())

@@ -247,6 +247,8 @@ impl Services {
         }
         tracing::info!(seconds, now = %self.clock().now(), "test clock advanced");
         let jobs_run = self.drain_jobs().await?;
+        // Webhook retries that became due go out now too.
+        self.wake_webhooks();
         Ok(ClockView { now: self.clock().now().to_rfc3339(), jobs_run })
     }
 

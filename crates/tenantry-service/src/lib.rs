@@ -3,6 +3,7 @@
 //! wires the store, search, models and pipelines together.
 
 pub mod admin;
+pub mod alerts;
 pub mod analytics;
 pub mod api_keys;
 pub mod audit;
@@ -19,6 +20,7 @@ pub mod jobs;
 pub mod keys;
 pub mod lifecycle;
 pub mod notify;
+mod outbound;
 pub mod payments;
 pub mod plan;
 pub mod query;
@@ -29,6 +31,7 @@ mod retriever;
 pub mod stripe;
 pub mod tenants;
 pub mod usage;
+pub mod webhooks;
 mod work;
 
 use std::path::{Path, PathBuf};
@@ -85,6 +88,12 @@ struct Inner {
     parsing: work::Parsers,
     /// Catching this node's search indexes up with the database, one task per tenant at a time.
     sync: index_sync::SyncLocks,
+    /// Webhook deliveries: the guarded client, the dispatcher's wake-up, and attempts by outcome.
+    outbound: reqwest::Client,
+    wake_webhooks: tokio::sync::Notify,
+    webhook_outcomes: webhooks::Outcomes,
+    /// Usage alert thresholds and what has fired, per tenant (`alerts`).
+    alerts: alerts::AlertCache,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -212,6 +221,8 @@ impl Services {
         let search =
             Arc::new(SearchIndexes::with_embedder(data_dir.join("tenants"), config.search.open_namespaces, embedder));
         tenantry_domain::tokens::warm_up();
+        let outbound = outbound::client(config.webhooks.allow_private_addresses)
+            .map_err(|e| ConfigError::Invalid(format!("the webhook client: {e}")))?;
         let services = Self {
             inner: Arc::new(Inner {
                 catalog,
@@ -235,6 +246,10 @@ impl Services {
                 uploads: Default::default(),
                 parsing: work::Parsers::start(),
                 sync: Default::default(),
+                outbound,
+                wake_webhooks: tokio::sync::Notify::new(),
+                webhook_outcomes: Default::default(),
+                alerts: Default::default(),
             }),
         };
         services.adopt_local_originals().await.map_err(|e| StartError::Jobs(e.detail))?;
@@ -292,6 +307,9 @@ impl Services {
         let mut sweep = tokio::time::interval(std::time::Duration::from_secs(5));
         let mut poll = tokio::time::interval(std::time::Duration::from_secs(1));
         let mut follow = tokio::time::interval(std::time::Duration::from_secs(1));
+        let dispatcher = self.clone();
+        let dispatch_shutdown = shutdown.clone();
+        let dispatching = tokio::spawn(async move { dispatcher.dispatch_webhooks(dispatch_shutdown).await });
         let warm = self.clone();
         let warming = tokio::spawn(async move {
             if let Err(e) = warm.warm_indexes().await {
@@ -326,6 +344,7 @@ impl Services {
             }
         }
         warming.abort();
+        let _ = dispatching.await;
     }
 
     async fn work_jobs(&self) {

@@ -55,6 +55,13 @@ pub enum Template {
     WinBackOffer {
         discount_percent: u32,
     },
+    /// A usage alert threshold was crossed.
+    UsageThreshold {
+        meter: String,
+        percent: u32,
+        used: i64,
+        limit: i64,
+    },
 }
 
 impl Template {
@@ -67,6 +74,7 @@ impl Template {
             Self::SuspendedForNonPayment => "suspended",
             Self::Cancelled { .. } => "cancelled",
             Self::WinBackOffer { .. } => "win_back_offer",
+            Self::UsageThreshold { .. } => "usage_threshold",
         }
     }
 
@@ -120,6 +128,13 @@ impl Template {
                 format!(
                     "Your documents are still here. Reactivate now (POST /v1/tenant/reactivate) and your next \
                      invoice's base price is {discount_percent}% off."
+                ),
+            ),
+            Self::UsageThreshold { meter, percent, used, limit } => (
+                format!("You have used {percent}% of your {meter} quota"),
+                format!(
+                    "Your usage of {meter} this billing period reached {used} of the plan's {limit} ({percent}%). \
+                     See GET /v1/quotas or the portal; a larger plan raises the limit at once."
                 ),
             ),
         };

@@ -179,9 +179,13 @@ impl Services {
         reservation.done();
     }
 
-    /// Queries and tokens left this period (limit − used − reserved), from the counters.
+    /// Queries and tokens left this period (limit − used − reserved), from the counters; written on every
+    /// response to the tenant, so this is also where its usage alerts are checked (`alerts`).
     pub async fn remaining(&self, ctx: &TenantContext) -> ServiceResult<Remaining> {
         let c = self.store().quota_counters(&ctx.tenant_id, ctx.period.start).await?;
+        if let Err(e) = self.watch_thresholds(ctx, &c.used).await {
+            tracing::warn!(error = %e.detail, "usage alerts not checked after this request");
+        }
         let l = limits(ctx);
         Ok(Remaining {
             queries: (l.queries - c.used.queries - c.reserved.queries).max(0),

@@ -12,6 +12,7 @@ use crate::files::{delete_file_in, write_file_in};
 use crate::quota::{settle_in, Settlement};
 use crate::tenants::lock_tenant_in;
 use crate::usage::{runs, UsageEvent};
+use crate::webhooks::{emit_in, NewEvent};
 use crate::{Result, Store, StoreError};
 
 #[derive(Clone, Debug)]
@@ -170,6 +171,19 @@ impl Store {
         write_file_in(&mut tx, doc.id.as_str(), &doc.tenant_id, original).await?;
         record_change_in(&mut tx, &doc.tenant_id, &doc.id, ChangeKind::Put).await?;
         let applied = settle_in(&mut tx, settlement, events, self.ledger_writes()).await?;
+        let indexed = NewEvent {
+            tenant_id: &doc.tenant_id,
+            kind: "document.indexed",
+            data: serde_json::json!({
+                "document_id": doc.id.as_str(),
+                "title": doc.title,
+                "content_type": doc.content_type,
+                "bytes": doc.bytes,
+                "chunks": chunks.len(),
+            }),
+            dedupe_key: None,
+        };
+        emit_in(&mut tx, &indexed, doc.now).await?;
         tx.commit().await?;
         if applied {
             self.settled(&mut guard, settlement);

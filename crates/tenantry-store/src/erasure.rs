@@ -15,7 +15,7 @@ use crate::NewJob;
 use crate::{Backend, Result, Store, StoreError};
 
 /// The tables that hold a tenant's content (text, files, keys, personal data) by `tenant_id`.
-const CONTENT_TABLES: [&str; 9] = [
+const CONTENT_TABLES: [&str; 15] = [
     "documents",
     "chunks",
     "file_parts",
@@ -25,6 +25,12 @@ const CONTENT_TABLES: [&str; 9] = [
     "notifications",
     "stripe_objects",
     "idempotency_keys",
+    "webhook_endpoints",
+    "webhook_events",
+    "webhook_deliveries",
+    "webhook_attempts",
+    "alert_thresholds",
+    "alert_firings",
 ];
 
 /// Rows removed from each table.
@@ -58,6 +64,12 @@ pub struct ErasedRows {
     /// Responses kept for replay under an idempotency key.
     #[serde(default)]
     pub idempotency_keys: u64,
+    /// Webhook endpoints (their URLs), events, deliveries and attempts.
+    #[serde(default)]
+    pub webhooks: u64,
+    /// Usage alert thresholds and the record of those that fired.
+    #[serde(default)]
+    pub alerts: u64,
     /// Ledger rows kept (no personal data; the record billing needs).
     pub usage_events_kept: u64,
 }
@@ -130,6 +142,12 @@ impl Store {
             ("idempotency_keys", &mut rows.idempotency_keys),
         ] {
             *count = delete_tenant_rows_in(&mut tx, table, tenant).await?;
+        }
+        for table in ["webhook_attempts", "webhook_deliveries", "webhook_events", "webhook_endpoints"] {
+            rows.webhooks += delete_tenant_rows_in(&mut tx, table, tenant).await?;
+        }
+        for table in ["alert_firings", "alert_thresholds"] {
+            rows.alerts += delete_tenant_rows_in(&mut tx, table, tenant).await?;
         }
         rows.jobs = sqlx::query("DELETE FROM jobs WHERE tenant_id = $1 AND state <> 'running'")
             .bind(tenant.as_str())

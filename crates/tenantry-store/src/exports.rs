@@ -6,6 +6,7 @@ use tenantry_domain::{TenantId, Timestamp};
 use crate::files::{delete_file_in, write_file_in};
 use crate::jobs::{enqueue_in, NewJob};
 use crate::tenants::lock_tenant_in;
+use crate::webhooks::{emit_in, NewEvent};
 use crate::{Result, Store};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,7 +83,14 @@ impl Store {
     }
 
     /// Stores the built archive and marks the export `ready`, in one transaction.
-    pub async fn set_export_ready(&self, tenant: &TenantId, id: &str, archive: &[u8], sha256: &str) -> Result<()> {
+    pub async fn set_export_ready(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        archive: &[u8],
+        sha256: &str,
+        now: Timestamp,
+    ) -> Result<()> {
         let mut tx = self.begin_write().await?;
         write_file_in(&mut tx, id, tenant, archive).await?;
         sqlx::query("UPDATE exports SET status = 'ready', bytes = $1, sha256 = $2 WHERE id = $3")
@@ -91,6 +99,13 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        let ready = NewEvent {
+            tenant_id: tenant,
+            kind: "export.ready",
+            data: serde_json::json!({"export_id": id, "bytes": archive.len(), "sha256": sha256}),
+            dedupe_key: Some(format!("export.ready:{id}")),
+        };
+        emit_in(&mut tx, &ready, now).await?;
         tx.commit().await?;
         Ok(())
     }

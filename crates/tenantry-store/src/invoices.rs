@@ -5,6 +5,7 @@ use sqlx::{Any, Row, Transaction};
 use tenantry_domain::{TenantId, Timestamp};
 
 use crate::jobs::{enqueue_in, NewJob};
+use crate::webhooks::{emit_in, NewEvent};
 use crate::{Result, Store, StoreError};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,6 +153,23 @@ impl Store {
         for item in &effects.carry_items {
             insert_pending_item_in(&mut tx, &inv.tenant_id, item, inv.now).await?;
         }
+        let created = NewEvent {
+            tenant_id: &inv.tenant_id,
+            kind: "invoice.created",
+            data: serde_json::json!({
+                "invoice_id": inv.id,
+                "number": number,
+                "kind": inv.kind,
+                "status": inv.status,
+                "currency": inv.currency,
+                "subtotal_cents": inv.subtotal_cents,
+                "total_cents": inv.total_cents,
+                "period_start": inv.period_start.to_rfc3339(),
+                "period_end": inv.period_end.to_rfc3339(),
+            }),
+            dedupe_key: Some(format!("invoice.created:{}", inv.id)),
+        };
+        emit_in(&mut tx, &created, inv.now).await?;
         tx.commit().await?;
         self.invoice(&inv.id).await?.ok_or(StoreError::NotFound)
     }
@@ -229,20 +247,38 @@ impl Store {
         rows.iter().map(invoice_from_row).collect()
     }
 
-    /// Moves the invoice from `from` to `to`; `Concurrent` if its status changed meanwhile.
+    /// Moves the invoice from `from` to `to`; `Concurrent` if its status changed meanwhile. A move to `paid`
+    /// records the `invoice.paid` webhook event with it.
     pub async fn set_invoice_status(&self, id: &str, from: &str, to: &str, now: Timestamp) -> Result<()> {
-        let done = sqlx::query("UPDATE invoices SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
-            .bind(to)
-            .bind(now.0)
-            .bind(id)
-            .bind(from)
-            .execute(&self.write)
-            .await?;
-        if done.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Concurrent)
+        let mut tx = self.begin_write().await?;
+        let moved = sqlx::query(&format!(
+            "UPDATE invoices SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4 RETURNING {COLUMNS}"
+        ))
+        .bind(to)
+        .bind(now.0)
+        .bind(id)
+        .bind(from)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = moved else { return Err(StoreError::Concurrent) };
+        if to == "paid" {
+            let invoice = invoice_from_row(&row)?;
+            let tenant = TenantId::from_trusted(invoice.tenant_id.clone());
+            let paid = NewEvent {
+                tenant_id: &tenant,
+                kind: "invoice.paid",
+                data: serde_json::json!({
+                    "invoice_id": invoice.id,
+                    "number": invoice.number,
+                    "currency": invoice.currency,
+                    "total_cents": invoice.total_cents,
+                }),
+                dedupe_key: Some(format!("invoice.paid:{id}")),
+            };
+            emit_in(&mut tx, &paid, now).await?;
         }
+        tx.commit().await?;
+        Ok(())
     }
 }
 

@@ -4,6 +4,7 @@
 //! `RETURNING`, integer times), migrations included; only generated multi-row statements differ, with `?`
 //! placeholders on SQLite (`usage::placeholders`).
 
+mod alerts;
 mod audit;
 mod changes;
 mod checkpoint;
@@ -27,6 +28,7 @@ mod quota;
 mod stripe;
 mod tenants;
 mod usage;
+mod webhooks;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -52,6 +54,7 @@ pub use quota::{Amounts, Counters, Exceeded, NewReservation, QuotaMeter, Settlem
 pub use stripe::{EventSeen, StripeLink};
 pub use tenants::{ConfigChange, NewTenant, PlanChange, TenantEvent, TenantRow, TransitionEffects};
 pub use usage::{PrunedUsage, UsageEvent, UsageLine};
+pub use webhooks::{AttemptRecord, AttemptRow, DeliveryRow, DueDelivery, NewEvent, WebhookRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -1,5 +1,5 @@
 //! Counts for the operator's overview: tenants by state, activation milestones reached, invoices by status,
-//! jobs by state, the notification outbox and Stripe's webhook events. Aggregates only; no tenant data.
+//! jobs by state, the notification outbox, Stripe's webhook events and outbound webhook deliveries. Aggregates only; no tenant data.
 
 use sqlx::Row;
 
@@ -19,6 +19,8 @@ pub struct OverviewCounts {
     pub stripe_events_received: i64,
     /// Stored but not processed (a handler failed, or the process died while handling it).
     pub stripe_events_unprocessed: i64,
+    /// Webhook deliveries by state (`pending`, `delivered`, `failed`).
+    pub webhook_deliveries_by_state: Vec<(String, i64)>,
 }
 
 impl Store {
@@ -56,6 +58,8 @@ impl Store {
         )
         .fetch_one(&self.read)
         .await?;
+        let webhook_deliveries_by_state =
+            pairs("SELECT state AS k, COUNT(*) AS n FROM webhook_deliveries GROUP BY state ORDER BY state").await?;
         Ok(OverviewCounts {
             tenants_by_state,
             milestones,
@@ -65,6 +69,7 @@ impl Store {
             notifications_undelivered: outbox.try_get("undelivered")?,
             stripe_events_received: stripe.try_get("received")?,
             stripe_events_unprocessed: stripe.try_get("unprocessed")?,
+            webhook_deliveries_by_state,
         })
     }
 }

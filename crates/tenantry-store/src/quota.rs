@@ -22,7 +22,7 @@ pub struct Amounts {
 }
 
 /// The quota meters, in the one order every transaction locks them (no deadlocks between them).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum QuotaMeter {
     Queries,
     Tokens,

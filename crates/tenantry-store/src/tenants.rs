@@ -10,6 +10,7 @@ use crate::audit::{append_audit_in, NewAuditEntry};
 use crate::invoices::{insert_pending_item_in, NewPendingItem};
 use crate::jobs::{enqueue_in, NewJob};
 use crate::keys::{insert_key, ApiKeyRow, NewApiKey};
+use crate::webhooks::{emit_in, NewEvent};
 use crate::{conflict_on_unique, Result, Store, StoreError};
 
 #[derive(Clone, Debug)]
@@ -446,5 +447,12 @@ pub(crate) async fn record_transition_in(
     .bind(now.0)
     .execute(&mut **tx)
     .await?;
+    let change = NewEvent {
+        tenant_id: id,
+        kind: "tenant.state_changed",
+        data: serde_json::json!({"from": from.as_str(), "to": to.as_str(), "event": event.as_str()}),
+        dedupe_key: None,
+    };
+    emit_in(tx, &change, now).await?;
     Ok(())
 }

@@ -94,6 +94,8 @@
     $("stripe-events").textContent =
       number(h.stripe_events_received) + " received, " + number(h.stripe_events_unprocessed) + " unprocessed";
     $("analytics").textContent = h.analytics_store + ", " + number(h.analytics_pending) + " events waiting";
+    $("webhook-deliveries").textContent =
+      number(h.webhook_deliveries_pending) + " waiting, " + number(h.webhook_deliveries_failed) + " failed after three days";
     rows(
       "parked-rows",
       parked.jobs,

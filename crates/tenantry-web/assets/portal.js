@@ -135,9 +135,83 @@
     );
   }
 
+  const EVENT_TYPES = [
+    "usage.threshold_reached",
+    "invoice.created",
+    "invoice.paid",
+    "invoice.payment_failed",
+    "tenant.state_changed",
+    "document.indexed",
+    "export.ready",
+  ];
+
+  async function loadWebhooks() {
+    const { webhooks } = await call("GET", "/v1/webhooks");
+    rows(
+      "webhook-rows",
+      webhooks,
+      (w) => [
+        el("code", { class: "webhook-url" }, w.url),
+        w.events.join(", "),
+        date(w.created_at),
+        el("button", { type: "button", class: "danger", "data-webhook": w.webhook_id, onclick: () => deleteWebhook(w) }, "Delete"),
+      ],
+      "no endpoints",
+    );
+    const lists = await Promise.all(
+      webhooks.map((w) => call("GET", "/v1/webhooks/" + encodeURIComponent(w.webhook_id) + "/deliveries")),
+    );
+    const deliveries = lists
+      .flatMap((l, i) => l.deliveries.map((d) => ({ ...d, webhook: webhooks[i] })))
+      .sort((a, b) => (a.created_at < b.created_at ? 1 : -1))
+      .slice(0, 20);
+    rows(
+      "delivery-rows",
+      deliveries,
+      (d) => [
+        d.webhook.url,
+        d.type,
+        el("span", { class: "delivery-status delivery-" + d.status }, d.status),
+        number(d.attempts),
+        d.last_status_code ? String(d.last_status_code) : d.last_error || "—",
+        d.next_attempt_at ? date(d.next_attempt_at) : "—",
+        el("button", { type: "button", class: "secondary", onclick: () => resend(d) }, "Resend"),
+      ],
+      "nothing delivered yet",
+    );
+  }
+
+  async function loadAlerts() {
+    const a = await call("GET", "/v1/alerts");
+    const fired = new Set(a.fired.map((f) => f.meter + ":" + f.percent));
+    rows(
+      "alert-rows",
+      a.thresholds,
+      (t) => [t.meter, number(t.percent) + " %", fired.has(t.meter + ":" + t.percent) ? "reached" : "not reached"],
+      "alerts are off",
+    );
+    $("alert-thresholds").value = a.thresholds.map((t) => t.meter + ":" + t.percent).join(", ");
+  }
+
   async function loadAll() {
     await loadAccount();
-    await Promise.all([loadQuotasAndUsage(), loadDocuments(), loadKeys(), loadInvoices()]);
+    await Promise.all([loadQuotasAndUsage(), loadDocuments(), loadKeys(), loadInvoices(), loadWebhooks(), loadAlerts()]);
+  }
+
+  async function deleteWebhook(w) {
+    if (!window.confirm("Delete the endpoint " + w.url + "? Nothing more is sent to it.")) return;
+    await guarded(async () => {
+      await call("DELETE", "/v1/webhooks/" + encodeURIComponent(w.webhook_id));
+      await loadWebhooks();
+    });
+  }
+
+  async function resend(d) {
+    await guarded(async () => {
+      const path = "/v1/webhooks/" + encodeURIComponent(d.webhook.webhook_id) + "/deliveries/" + encodeURIComponent(d.delivery_id) + "/resend";
+      await call("POST", path);
+      await loadWebhooks();
+    });
   }
 
   async function deleteDocument(d) {
@@ -213,6 +287,34 @@
       $("new-key-value").textContent = created.api_key;
       $("new-key").hidden = false;
       await loadKeys();
+    });
+
+    fill(
+      "webhook-events",
+      ...EVENT_TYPES.map((t) => el("label", { class: "inline" }, el("input", { type: "checkbox", name: "event", value: t }), " " + t)),
+    );
+
+    onSubmit("webhook-form", async () => {
+      const events = Array.from(document.querySelectorAll("#webhook-form input[name=event]:checked"), (c) => c.value);
+      if (events.length === 0) throw new Error("Choose at least one event.");
+      const created = await call("POST", "/v1/webhooks", { url: $("webhook-url").value.trim(), events });
+      $("webhook-form").reset();
+      $("new-webhook-secret").textContent = created.secret;
+      $("new-webhook").hidden = false;
+      await loadWebhooks();
+    });
+
+    onSubmit("alert-form", async () => {
+      const thresholds = $("alert-thresholds").value
+        .split(",")
+        .map((s) => s.trim())
+        .filter((s) => s)
+        .map((s) => {
+          const [meter, percent] = s.split(":").map((p) => p.trim());
+          return { meter, percent: Number(percent) };
+        });
+      await call("PUT", "/v1/alerts", { thresholds });
+      await loadAlerts();
     });
 
     onSubmit("plan-form", async () => {

@@ -8,6 +8,7 @@ mod body;
 mod chat;
 mod extract;
 mod idempotency;
+mod integrations;
 mod metrics;
 mod openapi_problems;
 mod operator;
@@ -43,6 +44,7 @@ use utoipa_axum::routes;
         (name = "query", description = "Questions over the tenant's documents"),
         (name = "usage", description = "Metered usage and quotas"),
         (name = "keys", description = "The tenant's API keys"),
+        (name = "integrations", description = "Webhooks and usage alerts"),
         (name = "operator", description = "The operator (Bearer operator token)"),
         (name = "operations", description = "Health and metadata"),
     )
@@ -86,6 +88,11 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(api::quotas))
         .routes(routes!(api::list_keys, api::create_key, api::revoke_named_key))
         .routes(routes!(api::revoke_key))
+        .routes(routes!(integrations::create_webhook, integrations::list_webhooks))
+        .routes(routes!(integrations::delete_webhook))
+        .routes(routes!(integrations::list_deliveries))
+        .routes(routes!(integrations::resend_delivery))
+        .routes(routes!(integrations::get_alerts, integrations::put_alerts))
         .routes(routes!(api::admin_tenants))
         .routes(routes!(api::admin_tenant))
         .routes(routes!(api::admin_suspend))

@@ -60,6 +60,11 @@ struct StateLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {
     status: String,
 }
@@ -82,6 +87,10 @@ pub struct Metrics {
     invoice_cents: Family<StatusLabel, Gauge>,
     notifications_undelivered: Gauge,
     stripe_events_unprocessed: Gauge,
+    /// Webhook deliveries by state, over the service.
+    webhook_deliveries: Family<StateLabel, Gauge>,
+    /// Webhook attempts this node made, by outcome (`delivered`, `retrying`, `failed`).
+    webhook_attempts: Family<OutcomeLabel, Counter>,
     /// Tenants this node has still to warm since it started (`index_sync`).
     indexes_warming: Gauge,
     /// The store could not be read at the last scrape (the gauges above keep their previous values).
@@ -124,6 +133,14 @@ impl Default for Metrics {
             "Stripe webhook events stored but not processed",
             stripe_events_unprocessed.clone(),
         );
+        let webhook_deliveries = Family::<StateLabel, Gauge>::default();
+        registry.register("webhook_deliveries", "Webhook deliveries by state", webhook_deliveries.clone());
+        let webhook_attempts = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "webhook_attempts",
+            "Webhook delivery attempts by this node, by outcome",
+            webhook_attempts.clone(),
+        );
         let indexes_warming = Gauge::default();
         registry.register(
             "search_indexes_warming_tenants",
@@ -142,6 +159,8 @@ impl Default for Metrics {
             invoice_cents,
             notifications_undelivered,
             stripe_events_unprocessed,
+            webhook_deliveries,
+            webhook_attempts,
             indexes_warming,
             scrape_errors,
         }
@@ -172,6 +191,10 @@ impl Metrics {
 
     async fn refresh(&self, services: &Services) {
         self.indexes_warming.set(i64::try_from(services.indexes_warming()).unwrap_or(i64::MAX));
+        for (outcome, n) in services.webhook_outcomes() {
+            let counter = self.webhook_attempts.get_or_create(&OutcomeLabel { outcome: outcome.to_owned() });
+            counter.inner().store(n, std::sync::atomic::Ordering::Relaxed);
+        }
         let counts = match services.store().overview_counts().await {
             Ok(counts) => counts,
             Err(e) => {
@@ -195,6 +218,7 @@ impl Metrics {
         set(&self.invoice_cents, by_status.map(|(s, _, cents)| (StatusLabel { status: s.clone() }, *cents)));
         self.notifications_undelivered.set(counts.notifications_undelivered);
         self.stripe_events_unprocessed.set(counts.stripe_events_unprocessed);
+        set(&self.webhook_deliveries, counts.webhook_deliveries_by_state.iter().map(state));
     }
 
     fn encode(&self) -> Result<String, std::fmt::Error> {

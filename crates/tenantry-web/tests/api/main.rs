@@ -24,3 +24,4 @@ mod retention;
 mod retrieval;
 mod story;
 mod stripe;
+mod webhooks;

@@ -1,0 +1,157 @@
+//! What customers integrate with (API.md "Integrations"): webhook endpoints and their deliveries, and usage
+//! alerts. Idempotency keys are a layer of their own (`idempotency`).
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Extension;
+use serde::{Deserialize, Serialize};
+use tenantry_domain::lifecycle::EndpointClass;
+use tenantry_domain::RequestId;
+use tenantry_service::alerts::{AlertsView, Threshold};
+use tenantry_service::gateway::Scope;
+use tenantry_service::webhooks::{CreatedWebhook, DeliveryView, WebhookView};
+use tenantry_service::Services;
+use utoipa::ToSchema;
+
+use crate::api::tenant;
+use crate::extract::AuthedJson;
+use crate::problem::{ApiError, Problem};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewWebhookBody {
+    /// Where events are posted: an `https` (or `http`) URL that is not a loopback, private or link-local
+    /// address (loopback and private allowed by `webhooks.allow_private_addresses`).
+    #[schema(min_length = 1, max_length = 2048)]
+    pub url: String,
+    /// Event types: `usage.threshold_reached`, `invoice.created`, `invoice.paid`, `invoice.payment_failed`,
+    /// `tenant.state_changed`, `document.indexed`, `export.ready`.
+    #[schema(min_items = 1)]
+    pub events: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookList {
+    pub webhooks: Vec<WebhookView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryList {
+    pub deliveries: Vec<DeliveryView>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsBody {
+    /// The thresholds to keep (replacing the current ones; empty turns alerts off).
+    pub thresholds: Vec<Threshold>,
+}
+
+/// Register a webhook endpoint; the response is the only time its signing secret is shown. Each delivery
+/// is `POST <url>` with `{id, type, created_at, tenant_id, data}` and `Tenantry-Signature: t=…,v1=…`
+/// (HMAC-SHA256 of `"<t>.<body>"` with the secret).
+#[utoipa::path(post, path = "/v1/webhooks", tag = "integrations", security(("bearer" = [])),
+    request_body = NewWebhookBody,
+    responses(
+        (status = 201, body = CreatedWebhook),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "too many endpoints"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create_webhook(
+    State(s): State<Services>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+    body: AuthedJson<NewWebhookBody>,
+) -> ApiResult<(StatusCode, axum::Json<CreatedWebhook>)> {
+    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
+    let body = body.value()?;
+    Ok((StatusCode::CREATED, axum::Json(s.create_webhook(&ctx, &body.url, &body.events).await?)))
+}
+
+/// The tenant's webhook endpoints (secrets are never shown again).
+#[utoipa::path(get, path = "/v1/webhooks", tag = "integrations", security(("bearer" = [])),
+    responses((status = 200, body = WebhookList)))]
+pub async fn list_webhooks(
+    State(s): State<Services>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+) -> ApiResult<axum::Json<WebhookList>> {
+    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
+    Ok(axum::Json(WebhookList { webhooks: s.webhooks(&ctx).await? }))
+}
+
+/// Remove a webhook endpoint with its deliveries; nothing more is sent to it.
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "integrations", security(("bearer" = [])),
+    params(("id" = String, Path, description = "webhook id")),
+    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn delete_webhook(
+    State(s): State<Services>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
+    s.delete_webhook(&ctx, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The endpoint's latest 100 deliveries, newest first, each with every attempt's outcome.
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "integrations", security(("bearer" = [])),
+    params(("id" = String, Path, description = "webhook id")),
+    responses((status = 200, body = DeliveryList), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn list_deliveries(
+    State(s): State<Services>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<DeliveryList>> {
+    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
+    Ok(axum::Json(DeliveryList { deliveries: s.webhook_deliveries(&ctx.tenant_id, &id).await? }))
+}
+
+/// Send a delivery again now, whatever became of it (a failed one included).
+#[utoipa::path(post, path = "/v1/webhooks/{id}/deliveries/{delivery_id}/resend", tag = "integrations",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "webhook id"), ("delivery_id" = String, Path, description = "delivery id")),
+    responses((status = 202), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn resend_delivery(
+    State(s): State<Services>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+    Path((id, delivery_id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
+    s.resend_delivery(&ctx, &id, &delivery_id).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// The tenant's usage alert thresholds (80 % and 100 % of every quota unless changed) and those that fired
+/// this billing period.
+#[utoipa::path(get, path = "/v1/alerts", tag = "integrations", security(("bearer" = [])),
+    responses((status = 200, body = AlertsView)))]
+pub async fn get_alerts(
+    State(s): State<Services>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+) -> ApiResult<axum::Json<AlertsView>> {
+    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
+    Ok(axum::Json(s.alerts(&ctx).await?))
+}
+
+/// Replace the usage alert thresholds. Each fires once per billing period per meter and percent, as a
+/// `usage.threshold_reached` webhook event and an email.
+#[utoipa::path(put, path = "/v1/alerts", tag = "integrations", security(("bearer" = [])),
+    request_body = AlertsBody,
+    responses((status = 200, body = AlertsView), (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn put_alerts(
+    State(s): State<Services>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+    body: AuthedJson<AlertsBody>,
+) -> ApiResult<axum::Json<AlertsView>> {
+    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
+    let body = body.value()?;
+    Ok(axum::Json(s.set_alerts(&ctx, body.thresholds).await?))
+}
