@@ -368,6 +368,15 @@ class Dashboards(unittest.TestCase):
         alerts = self.http.ok("GET", "/v1/alerts", token=self.portal["api_key"])["thresholds"]
         self.assertEqual(alerts, [{"meter": "queries", "percent": 50}, {"meter": "tokens", "percent": 90}])
 
+        self.find("#cap-cents").send_keys("2500")
+        self.find("#cap-form button[type=submit]").click()
+        self.wait("the cap saved", lambda: self.http.ok("GET", "/v1/tenant", token=self.portal["api_key"])
+                  ["config"]["overage_limit_cents"] == 2500)
+        self.find("#cap-cents").clear()
+        self.find("#cap-form button[type=submit]").click()
+        self.wait("the cap lifted", lambda: self.http.ok("GET", "/v1/tenant", token=self.portal["api_key"])
+                  ["config"]["overage_limit_cents"] is None)
+
         # Deleting asks first; dismissing keeps the endpoint, accepting removes it.
         button = f'button[data-webhook="{hooks[0]["webhook_id"]}"]'
         self.find(button).click()

@@ -25,6 +25,8 @@ pub struct TenantContext {
     /// offers a mode that searches vectors.
     pub index_vectors: bool,
     pub period: BillingPeriod,
+    /// The spend cap: the most the period's overage may cost, in cents; `None`: no cap.
+    pub overage_limit_cents: Option<i64>,
     pub key_id: ApiKeyId,
     pub scopes: Scopes,
     /// The id the caller sees (`X-Request-Id`, theirs or ours). For tracing only: callers choose it.

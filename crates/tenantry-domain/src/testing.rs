@@ -29,6 +29,7 @@ pub fn context(tenant: TenantId) -> TenantContext {
         config_version: 1,
         index_vectors: true,
         period: BillingPeriod::containing(Timestamp(0), Timestamp(0), PeriodKind::Month),
+        overage_limit_cents: None,
         key_id: ApiKeyId::generate(),
         scopes: Scopes::ALL,
         request_id: RequestId::generate(),

@@ -171,6 +171,7 @@ impl Services {
             system_prompt: Arc::from(tenant.system_prompt.as_str()),
             config_version: tenant.config_version,
             period: self.current_period(tenant),
+            overage_limit_cents: tenant.overage_limit_cents,
             key_id,
             scopes,
             request_id,

@@ -315,6 +315,7 @@ fn changed(row: &TenantRow, previous: &str, proration: ProrationView) -> PlanCha
             model: row.model.clone(),
             retrieval_mode: row.retrieval_mode,
             system_prompt: row.system_prompt.clone(),
+            overage_limit_cents: row.overage_limit_cents,
         },
         config_version: row.config_version,
         pending_plan: row.pending_plan.clone(),

@@ -3,9 +3,10 @@
 //! process died is reclaimed by the expiry sweep.
 
 use serde::Serialize;
+use tenantry_billing::rating::{overage_lines, MeteredUsage, Pricing};
 use tenantry_domain::quota::Meter;
 use tenantry_domain::{ErrorCode, TenantContext, Timestamp};
-use tenantry_store::{Amounts, Exceeded, NewReservation, QuotaMeter, Settlement, Store, UsageEvent};
+use tenantry_store::{Amounts, Exceeded, NewReservation, QuotaMeter, Settlement, SpendCap, Store, UsageEvent};
 use utoipa::ToSchema;
 
 use crate::{ServiceError, ServiceResult, Services};
@@ -45,9 +46,21 @@ impl Drop for Reservation {
     }
 }
 
-fn exceeded(ctx: &TenantContext, Exceeded(meter): Exceeded, now: Timestamp) -> ServiceError {
-    let limit = meter.limit(&ctx.plan.quotas);
+fn exceeded(ctx: &TenantContext, why: Exceeded, now: Timestamp) -> ServiceError {
     let retry = (ctx.period.end.0 - now.0).max(0) / 1000;
+    let meter = match why {
+        Exceeded::Quota(meter) => meter,
+        Exceeded::SpendCap { cap_cents } => {
+            let detail = format!(
+                "this request would bring the period's overage above the spend cap of {}.{:02} \
+                 (overage_limit_cents = {cap_cents}); raise or remove it with PATCH /v1/tenant/config",
+                cap_cents / 100,
+                cap_cents % 100
+            );
+            return ServiceError::new(ErrorCode::QuotaExceeded, detail).retry_after(retry.max(1) as u64);
+        }
+    };
+    let limit = meter.limit(&ctx.plan.quotas);
     let detail = match meter {
         QuotaMeter::Queries => format!("the plan's {limit} queries for this billing period are used up"),
         QuotaMeter::Tokens => format!("the plan's {limit} tokens for this billing period would be exceeded"),
@@ -103,6 +116,29 @@ pub struct QuotaReport {
     pub requests_per_minute: u64,
 }
 
+/// The tenant's spend cap with its plan's prices: the overage of a period's totals, rated as its closing
+/// invoice rates them (the tenant's model's token price when the plan prices models apart).
+fn spend_cap(ctx: &TenantContext) -> Option<SpendCap> {
+    let cap_cents = ctx.overage_limit_cents?;
+    let pricing = match Pricing::from_plan(&ctx.plan) {
+        Ok(pricing) => pricing,
+        Err(e) => {
+            tracing::error!(error = %e, plan = %ctx.plan.name, "the plan cannot be priced; its spend cap refuses overage");
+            return Some(SpendCap { cap_cents, overage_cents: std::sync::Arc::new(|_, _| i64::MAX) });
+        }
+    };
+    let model = ctx.model.name.clone();
+    let overage_cents = move |queries: i64, tokens: i64| {
+        let usage = MeteredUsage::new(u64::try_from(queries).unwrap_or(0))
+            .with_tokens(model.clone(), u64::try_from(tokens).unwrap_or(0));
+        match overage_lines(&pricing, &usage) {
+            Ok(lines) => lines.iter().map(|l| l.amount_cents.0).fold(0i64, i64::saturating_add),
+            Err(_) => i64::MAX,
+        }
+    };
+    Some(SpendCap { cap_cents, overage_cents: std::sync::Arc::new(overage_cents) })
+}
+
 fn limits(ctx: &TenantContext) -> Amounts {
     let q = &ctx.plan.quotas;
     Amounts {
@@ -125,6 +161,7 @@ impl Services {
             amounts,
             expires_at: now.plus_seconds(ttl),
             now,
+            spend: spend_cap(ctx),
         };
         match self.store().reserve(&r, &ctx.plan.quotas).await? {
             Ok(()) => Ok(Reservation { id: r.id, store: self.store().clone(), settled: false }),
@@ -139,7 +176,7 @@ impl Services {
         for m in QuotaMeter::ALL {
             let n = m.of(&amounts);
             if n > 0 && m.of(&c.used) + m.of(&c.reserved) + n > m.limit(&ctx.plan.quotas) {
-                return Err(exceeded(ctx, Exceeded(m), self.clock().now()));
+                return Err(exceeded(ctx, Exceeded::Quota(m), self.clock().now()));
             }
         }
         Ok(())

@@ -55,13 +55,20 @@ pub struct TenantConfig {
     pub model: String,
     pub retrieval_mode: RetrievalMode,
     pub system_prompt: String,
+    /// The spend cap: the most a period's overage may cost, in cents; `null`: no cap.
+    pub overage_limit_cents: Option<i64>,
 }
 
 pub struct ConfigUpdate {
     pub model: Option<String>,
     pub retrieval_mode: Option<String>,
     pub system_prompt: Option<String>,
+    /// `Some(None)` removes the cap.
+    pub overage_limit_cents: Option<Option<i64>>,
 }
+
+/// The largest spend cap accepted: ten million in the plan's currency.
+pub const MAX_OVERAGE_LIMIT_CENTS: i64 = 1_000_000_000;
 
 pub const MAX_SYSTEM_PROMPT_CHARS: usize = 8_000;
 
@@ -241,12 +248,25 @@ impl Services {
             }
             ServiceError::unless_plain_text("system_prompt", p)?;
         }
+        if let Some(Some(cap)) = update.overage_limit_cents {
+            if !(0..=MAX_OVERAGE_LIMIT_CENTS).contains(&cap) {
+                return Err(ServiceError::validation(format!(
+                    "overage_limit_cents must be between 0 and {MAX_OVERAGE_LIMIT_CENTS}, or null for no cap"
+                )));
+            }
+        }
         let detail = serde_json::json!({
             "model": update.model,
             "retrieval_mode": mode.map(|m| m.as_str()),
             "system_prompt_changed": update.system_prompt.is_some(),
+            "overage_limit_cents": update.overage_limit_cents,
         });
-        let change = ConfigChange { model: update.model, retrieval_mode: mode, system_prompt: update.system_prompt };
+        let change = ConfigChange {
+            model: update.model,
+            retrieval_mode: mode,
+            system_prompt: update.system_prompt,
+            overage_limit_cents: update.overage_limit_cents,
+        };
         let row = self.store().update_config(&ctx.tenant_id, &change, self.clock().now()).await?;
         tracing::info!(config_version = row.config_version, "tenant config changed");
         let request_id = ctx.request_id.to_string();
@@ -270,7 +290,12 @@ pub(crate) fn view(row: TenantRow) -> TenantView {
         email: row.email,
         state: row.state,
         plan: row.plan,
-        config: TenantConfig { model: row.model, retrieval_mode: row.retrieval_mode, system_prompt: row.system_prompt },
+        config: TenantConfig {
+            model: row.model,
+            retrieval_mode: row.retrieval_mode,
+            system_prompt: row.system_prompt,
+            overage_limit_cents: row.overage_limit_cents,
+        },
         config_version: row.config_version,
         created_at: row.created_at,
     }

@@ -15,7 +15,9 @@ use tenantry_domain::config::Quotas;
 use tenantry_domain::{TenantId, Timestamp};
 
 use crate::memgate::MemGate;
-use crate::quota::{adjust, admit, take_reservation, Amounts, Counters, Exceeded, NewReservation, QuotaMeter};
+use crate::quota::{
+    adjust, admit, admit_spend, take_reservation, Amounts, Counters, Exceeded, NewReservation, QuotaMeter,
+};
 use crate::{Result, Settlement, Store};
 
 /// What a settlement holds across its transaction, so the gate's state moves exactly when the database does.
@@ -79,6 +81,12 @@ impl QuotaGate for RowGate {
 
     async fn reserve(&self, store: &Store, r: &NewReservation, limits: &Quotas) -> Result<Result<(), Exceeded>> {
         let mut tx = store.begin_write().await?;
+        if let Some(spend) = &r.spend {
+            if let Err(e) = admit_spend(&mut tx, store.backend, r, spend).await? {
+                tx.rollback().await?;
+                return Ok(Err(e));
+            }
+        }
         if let Err(e) = admit(&mut tx, &r.tenant_id, r.period_start, &r.amounts, limits).await? {
             tx.rollback().await?;
             return Ok(Err(e));
@@ -126,7 +134,7 @@ impl QuotaGate for RowGate {
         .await?;
         if done.rows_affected() != 1 {
             tx.rollback().await?;
-            return Ok(Err(Exceeded(QuotaMeter::Queries)));
+            return Ok(Err(Exceeded::Quota(QuotaMeter::Queries)));
         }
         if let Err(e) = admit(&mut tx, tenant, period_start, extra, limits).await? {
             tx.rollback().await?;

@@ -322,6 +322,7 @@ mod tests {
                 amounts,
                 expires_at: Timestamp(i64::MAX),
                 now: Timestamp(2_000),
+                spend: None,
             };
             store.reserve(&r, &limits).await?.expect("fits");
             let s = Settlement {

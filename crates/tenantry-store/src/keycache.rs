@@ -95,6 +95,7 @@ mod tests {
             updated_at: Timestamp(0),
             pending_plan: None,
             trial_ends_at: None,
+            overage_limit_cents: None,
         };
         let key = ApiKeyRow {
             id: ApiKeyId::generate(),

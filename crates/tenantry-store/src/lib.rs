@@ -50,7 +50,7 @@ pub use jobs::{JobRow, JobState, NewJob};
 pub use keys::{ApiKeyRow, NewApiKey};
 pub use notifications::{NewNotification, NotificationRow, WinBackStats};
 pub use overview::OverviewCounts;
-pub use quota::{Amounts, Counters, Exceeded, NewReservation, QuotaMeter, Settlement};
+pub use quota::{Amounts, Counters, Exceeded, NewReservation, QuotaMeter, Settlement, SpendCap};
 pub use stripe::{EventSeen, StripeLink};
 pub use tenants::{ConfigChange, NewTenant, PlanChange, TenantEvent, TenantRow, TransitionEffects};
 pub use usage::{PrunedUsage, UsageEvent, UsageLine};

@@ -81,6 +81,16 @@ impl MemGate {
     }
 
     pub(crate) fn reserve(&self, q: &mut Guard, r: &NewReservation, limits: &Quotas) -> Result<(), Exceeded> {
+        if let Some(spend) = &r.spend {
+            let total = |m| {
+                let (used, reserved) = q.counters.get(&key(m, r.period_start)).copied().unwrap_or_default();
+                used + reserved
+            };
+            let (queries, tokens) = (total(QuotaMeter::Queries), total(QuotaMeter::Tokens));
+            if spend.refuses(queries, tokens, r.amounts.queries, r.amounts.tokens) {
+                return Err(Exceeded::SpendCap { cap_cents: spend.cap_cents });
+            }
+        }
         admit(q, r.period_start, &r.amounts, limits)?;
         q.reservations
             .insert(r.id.clone(), Held { period_start: r.period_start, amounts: r.amounts, expires_at: r.expires_at });
@@ -89,7 +99,7 @@ impl MemGate {
     }
 
     pub(crate) fn grow(&self, q: &mut Guard, id: &str, extra: &Amounts, limits: &Quotas) -> Result<(), Exceeded> {
-        let Some(held) = q.reservations.get(id).copied() else { return Err(Exceeded(QuotaMeter::Queries)) };
+        let Some(held) = q.reservations.get(id).copied() else { return Err(Exceeded::Quota(QuotaMeter::Queries)) };
         admit(q, held.period_start, extra, limits)?;
         if let Some(h) = q.reservations.get_mut(id) {
             add(&mut h.amounts, extra);
@@ -173,7 +183,7 @@ fn admit(q: &mut Guard, period_start: Timestamp, amounts: &Amounts, limits: &Quo
         }
         let (used, reserved) = q.counters.get(&key(m, period_start)).copied().unwrap_or_default();
         if used + reserved + n > m.limit(limits) {
-            return Err(Exceeded(m));
+            return Err(Exceeded::Quota(m));
         }
     }
     for m in QuotaMeter::ALL {

@@ -9,7 +9,7 @@ use tenantry_domain::{TenantId, Timestamp};
 
 use crate::gate::SettlementGuard;
 use crate::usage::{insert_events, queue_for_analytics, UsageEvent};
-use crate::{Result, Store};
+use crate::{Backend, Result, Store};
 
 /// Amounts per quota meter. Queries and tokens count per billing period; documents and storage bytes are
 /// levels (a deletion is negative).
@@ -79,11 +79,46 @@ pub struct NewReservation {
     pub amounts: Amounts,
     pub expires_at: Timestamp,
     pub now: Timestamp,
+    /// The tenant's spend cap, checked in the same critical section as the quotas.
+    pub spend: Option<SpendCap>,
+}
+
+/// The most a period's overage may cost, and how to price it: the overage, in cents, of a period whose
+/// queries and tokens (settled plus reserved) come to the given totals. The store only compares; billing
+/// prices.
+#[derive(Clone)]
+pub struct SpendCap {
+    pub cap_cents: i64,
+    pub overage_cents: std::sync::Arc<dyn Fn(i64, i64) -> i64 + Send + Sync>,
+}
+
+impl std::fmt::Debug for SpendCap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpendCap").field("cap_cents", &self.cap_cents).finish_non_exhaustive()
+    }
+}
+
+impl SpendCap {
+    /// Whether adding `queries` and `tokens` to totals of `queries_before` and `tokens_before` would bring the
+    /// overage above the cap. A request that adds no overage (still within the included amounts) passes
+    /// even when the overage already stands above a cap lowered since.
+    pub fn refuses(&self, queries_before: i64, tokens_before: i64, queries: i64, tokens: i64) -> bool {
+        if queries <= 0 && tokens <= 0 {
+            return false;
+        }
+        let after = (self.overage_cents)(queries_before + queries.max(0), tokens_before + tokens.max(0));
+        after > self.cap_cents && after > (self.overage_cents)(queries_before, tokens_before)
+    }
 }
 
 /// Why a reservation was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Exceeded(pub QuotaMeter);
+pub enum Exceeded {
+    /// The plan's limit of this meter.
+    Quota(QuotaMeter),
+    /// The tenant's spend cap (`overage_limit_cents`).
+    SpendCap { cap_cents: i64 },
+}
 
 /// What a settlement changes: the reservation it closes (if any) and the actual usage.
 #[derive(Clone, Debug)]
@@ -118,7 +153,7 @@ pub(crate) async fn admit(
         }
         let limit = m.limit(limits);
         if n > limit {
-            return Ok(Err(Exceeded(m)));
+            return Ok(Err(Exceeded::Quota(m)));
         }
         let done = sqlx::query(
             "INSERT INTO quota_counters (tenant_id, period_start, meter, used, reserved) VALUES ($1, $2, $3, 0, $4) \
@@ -134,8 +169,60 @@ pub(crate) async fn admit(
         .execute(&mut **tx)
         .await?;
         if done.rows_affected() != 1 {
-            return Ok(Err(Exceeded(m)));
+            return Ok(Err(Exceeded::Quota(m)));
         }
+    }
+    Ok(Ok(()))
+}
+
+/// The spend cap's check inside a reservation's transaction, before `admit`. The period's `queries` and
+/// `tokens` counter rows are created if missing and then locked, in the order every transaction locks them
+/// (`QuotaMeter::ALL`), so concurrent reservations of the tenant see each other's totals and the cap holds
+/// exactly; SQLite's write transaction already serialises them.
+pub(crate) async fn admit_spend(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    r: &NewReservation,
+    spend: &SpendCap,
+) -> Result<Result<(), Exceeded>> {
+    if r.amounts.queries <= 0 && r.amounts.tokens <= 0 {
+        return Ok(Ok(()));
+    }
+    let metered = [QuotaMeter::Queries, QuotaMeter::Tokens];
+    for m in metered {
+        sqlx::query(
+            "INSERT INTO quota_counters (tenant_id, period_start, meter, used, reserved) VALUES ($1, $2, $3, 0, 0) \
+             ON CONFLICT (tenant_id, period_start, meter) DO NOTHING",
+        )
+        .bind(r.tenant_id.as_str())
+        .bind(m.period_key(r.period_start))
+        .bind(m.as_str())
+        .execute(&mut **tx)
+        .await?;
+    }
+    let lock = match backend {
+        Backend::Postgres => "FOR UPDATE",
+        Backend::Sqlite => "",
+    };
+    let rows = sqlx::query(&format!(
+        "SELECT meter, used + reserved AS total FROM quota_counters \
+         WHERE tenant_id = $1 AND period_start = $2 AND meter IN ('queries', 'tokens') ORDER BY meter {lock}"
+    ))
+    .bind(r.tenant_id.as_str())
+    .bind(r.period_start.0)
+    .fetch_all(&mut **tx)
+    .await?;
+    let (mut queries, mut tokens) = (0, 0);
+    for row in rows {
+        let meter: String = row.try_get("meter")?;
+        let total: i64 = row.try_get("total")?;
+        match meter.as_str() {
+            "queries" => queries = total,
+            _ => tokens = total,
+        }
+    }
+    if spend.refuses(queries, tokens, r.amounts.queries, r.amounts.tokens) {
+        return Ok(Err(Exceeded::SpendCap { cap_cents: spend.cap_cents }));
     }
     Ok(Ok(()))
 }

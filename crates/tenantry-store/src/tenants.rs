@@ -48,6 +48,8 @@ pub struct TenantRow {
     /// When its trial ends, fixed at signup; `None` without a trial, or for a tenant from before it was
     /// stored (`migrations/0015_trial_end.sql`).
     pub trial_ends_at: Option<Timestamp>,
+    /// The spend cap: the most the period's overage may cost, in cents; `None`: no cap.
+    pub overage_limit_cents: Option<i64>,
 }
 
 /// A change to a tenant's configuration; `None` keeps the current value.
@@ -56,6 +58,8 @@ pub struct ConfigChange {
     pub model: Option<String>,
     pub retrieval_mode: Option<RetrievalMode>,
     pub system_prompt: Option<String>,
+    /// `Some(None)` removes the spend cap.
+    pub overage_limit_cents: Option<Option<i64>>,
 }
 
 /// A plan change, computed from the tenant row as read at `config_version` and `state_version`.
@@ -79,7 +83,8 @@ pub struct PlanChange {
 }
 
 const TENANT_COLUMNS: &str = "id, email, organization, plan, state, state_version, model, retrieval_mode, \
-     system_prompt, config_version, billing_anchor, created_at, updated_at, pending_plan, trial_ends_at";
+     system_prompt, config_version, billing_anchor, created_at, updated_at, pending_plan, trial_ends_at, \
+     overage_limit_cents";
 
 fn tenant_from_row(row: &AnyRow) -> Result<TenantRow> {
     let state: String = row.try_get("state")?;
@@ -101,6 +106,7 @@ fn tenant_from_row(row: &AnyRow) -> Result<TenantRow> {
         updated_at: Timestamp(row.try_get("updated_at")?),
         pending_plan: row.try_get("pending_plan")?,
         trial_ends_at: row.try_get::<Option<i64>, _>("trial_ends_at")?.map(Timestamp),
+        overage_limit_cents: row.try_get("overage_limit_cents")?,
     })
 }
 
@@ -214,13 +220,16 @@ impl Store {
             "UPDATE tenants SET model = COALESCE($1, model), \
              retrieval_mode = COALESCE($2, retrieval_mode), \
              system_prompt = COALESCE($3, system_prompt), \
-             config_version = config_version + 1, updated_at = $4 \
-             WHERE id = $5 RETURNING {TENANT_COLUMNS}"
+             overage_limit_cents = CASE WHEN $4 = 1 THEN $5 ELSE overage_limit_cents END, \
+             config_version = config_version + 1, updated_at = $6 \
+             WHERE id = $7 RETURNING {TENANT_COLUMNS}"
         );
         let row = sqlx::query(&sql)
             .bind(change.model.clone())
             .bind(change.retrieval_mode.map(|m| m.as_str().to_owned()))
             .bind(change.system_prompt.clone())
+            .bind(i64::from(change.overage_limit_cents.is_some()))
+            .bind(change.overage_limit_cents.flatten())
             .bind(now.0)
             .bind(id.as_str())
             .fetch_optional(&self.write)

@@ -419,6 +419,7 @@ fn reservation(t: &TenantId, id: &str, amounts: Amounts) -> NewReservation {
         amounts,
         expires_at: Timestamp(10_000),
         now: Timestamp(2_000),
+        spend: None,
     }
 }
 
@@ -449,6 +450,46 @@ async fn concurrent_reservations_never_overshoot(store: Store) {
     assert_eq!(store.reservation_count().await.expect("count"), 10);
 }
 
+/// Overage of 3 cents a query past 2 included, and 1 cent per 100 tokens past 1,000.
+fn spend_cap(cap_cents: i64) -> tenantry_store::SpendCap {
+    let price = |queries: i64, tokens: i64| (queries - 2).max(0) * 3 + (tokens - 1_000).max(0) / 100;
+    tenantry_store::SpendCap { cap_cents, overage_cents: std::sync::Arc::new(price) }
+}
+
+async fn a_spend_cap_holds_under_concurrent_reservations(store: Store) {
+    let (t, k) = tenant("cap@conformance.test");
+    store.create_tenant(&t, &k, None).await.expect("create");
+    // Queries and tokens reserved by different requests at once: each sees the others' totals.
+    let mut tasks = Vec::new();
+    for i in 0..48 {
+        let (store, t) = (store.clone(), t.id.clone());
+        let amounts =
+            if i % 2 == 0 { Amounts { queries: 1, ..Amounts::default() } } else { Amounts::default().tokens_only(100) };
+        tasks.push(tokio::spawn(async move {
+            let r = NewReservation { spend: Some(spend_cap(20)), ..reservation(&t, &format!("cap-{i}"), amounts) };
+            store.reserve(&r, &limits(1_000, 1_000_000)).await
+        }));
+    }
+    let mut refused_by_cap = 0;
+    for task in tasks {
+        match task.await.expect("join").expect("store") {
+            Ok(()) => {}
+            Err(tenantry_store::Exceeded::SpendCap { cap_cents: 20 }) => refused_by_cap += 1,
+            Err(other) => panic!("refused for {other:?}"),
+        }
+    }
+    let held = store.quota_counters(&t.id, PERIOD).await.expect("counters").reserved;
+    let overage = (spend_cap(20).overage_cents)(held.queries, held.tokens);
+    assert!(overage <= 20, "the cap holds: {held:?} costs {overage} cents");
+    assert!(refused_by_cap > 0, "48 requests cannot all fit under 20 cents");
+    // What adds no overage still passes at the cap.
+    let docs = NewReservation {
+        spend: Some(spend_cap(20)),
+        ..reservation(&t.id, "docs", Amounts { documents: 1, ..Amounts::default() })
+    };
+    store.reserve(&docs, &limits(1_000, 1_000_000)).await.expect("store").expect("no overage, no refusal");
+}
+
 async fn reserve_settle_release_and_expire(store: Store) {
     let (t, k) = tenant("life@conformance.test");
     store.create_tenant(&t, &k, None).await.expect("create");
@@ -457,7 +498,11 @@ async fn reserve_settle_release_and_expire(store: Store) {
     store.reserve(&reservation(&t.id, "a", q(400)), &lim).await.expect("store").expect("fits");
     store.reserve(&reservation(&t.id, "b", q(400)), &lim).await.expect("store").expect("fits");
     let over = store.reserve(&reservation(&t.id, "c", q(400)), &lim).await.expect("store");
-    assert_eq!(over, Err(tenantry_store::Exceeded(tenantry_store::QuotaMeter::Tokens)), "tokens would pass 1000");
+    assert_eq!(
+        over,
+        Err(tenantry_store::Exceeded::Quota(tenantry_store::QuotaMeter::Tokens)),
+        "tokens would pass 1000"
+    );
     assert_eq!(
         store.quota_counters(&t.id, PERIOD).await.expect("c").reserved,
         Amounts { queries: 2, tokens: 800, ..Amounts::default() },
@@ -937,6 +982,7 @@ conformance_suite!(
     racing_workers_claim_each_job_once,
     usage_is_idempotent_and_summed,
     concurrent_reservations_never_overshoot,
+    a_spend_cap_holds_under_concurrent_reservations,
     reserve_settle_release_and_expire,
     concurrent_settlements_apply_once,
     audit_chain_holds_under_concurrent_appends,

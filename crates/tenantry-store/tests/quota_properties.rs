@@ -95,6 +95,7 @@ async fn run(ops: Vec<Op>, gate: Gate) {
                     amounts,
                     expires_at: Timestamp(generation),
                     now,
+                    spend: None,
                 };
                 if store.reserve(&r, &LIMITS).await.expect("reserve").is_ok() {
                     held[slot] = Some((id, amounts));

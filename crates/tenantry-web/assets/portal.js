@@ -28,6 +28,8 @@
     $("model").textContent = t.config.model;
     $("retrieval-mode").textContent = t.config.retrieval_mode;
     $("tenant-id").textContent = t.tenant_id;
+    const cap = t.config.overage_limit_cents;
+    $("cap-cents").value = cap === null || cap === undefined ? "" : String(cap);
   }
 
   const METERS = [
@@ -315,6 +317,12 @@
         });
       await call("PUT", "/v1/alerts", { thresholds });
       await loadAlerts();
+    });
+
+    onSubmit("cap-form", async () => {
+      const raw = $("cap-cents").value.trim();
+      await call("PATCH", "/v1/tenant/config", { overage_limit_cents: raw === "" ? null : Number(raw) });
+      await loadAccount();
     });
 
     onSubmit("plan-form", async () => {

@@ -208,6 +208,20 @@ pub struct ConfigBody {
     /// At most 8,000 characters.
     #[schema(max_length = 8000)]
     pub system_prompt: Option<String>,
+    /// The spend cap: the most the period's overage may cost, in cents (0 to 1,000,000,000); `null` removes
+    /// it. A request that would bring the overage above it is refused with 429 `quota_exceeded`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 1_000_000_000)]
+    pub overage_limit_cents: Option<Option<i64>>,
+}
+
+/// A field that may be absent (`None`), `null` (`Some(None)`) or a value.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// Change the tenant's model, retrieval mode or system prompt (within what the plan allows).
@@ -221,8 +235,12 @@ pub async fn patch_config(
 ) -> ApiResult<Response> {
     let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Admin).await?;
     let body = body.value()?;
-    let update =
-        ConfigUpdate { model: body.model, retrieval_mode: body.retrieval_mode, system_prompt: body.system_prompt };
+    let update = ConfigUpdate {
+        model: body.model,
+        retrieval_mode: body.retrieval_mode,
+        system_prompt: body.system_prompt,
+        overage_limit_cents: body.overage_limit_cents,
+    };
     let tenant = s.update_config(&ctx, update).await?;
     with_quota(&s, &ctx, StatusCode::OK, ConfigChanged { config: tenant.config.clone(), tenant }).await
 }

@@ -259,7 +259,15 @@ pub(crate) async fn set_mode(services: &Services, key: &str, mode: &str) -> anyh
     let ctx = |scope| services.authenticate(Some(key), RequestId::generate(), EndpointClass::Service, scope);
     let admin = ctx(Scope::Admin).await.map_err(|e| anyhow::anyhow!("authenticate: {}", e.detail))?;
     services
-        .update_config(&admin, ConfigUpdate { model: None, retrieval_mode: Some(mode.to_owned()), system_prompt: None })
+        .update_config(
+            &admin,
+            ConfigUpdate {
+                model: None,
+                retrieval_mode: Some(mode.to_owned()),
+                system_prompt: None,
+                overage_limit_cents: None,
+            },
+        )
         .await
         .map_err(|e| anyhow::anyhow!("retrieval mode {mode:?}: {}", e.detail))?;
     ctx(Scope::Ingest).await.map_err(|e| anyhow::anyhow!("authenticate: {}", e.detail))

@@ -337,7 +337,12 @@ async fn a_model_or_retrieval_mode_the_new_plan_does_not_offer_is_reset_to_its_d
     assert_eq!(before["config"]["model"], "local-large");
 
     let changed: Value = change_plan(&app, &t.key, "lite").await.json().await.expect("json");
-    let expected = json!({"model": "local-small", "retrieval_mode": "basic", "system_prompt": "Answer briefly."});
+    let expected = json!({
+        "model": "local-small",
+        "retrieval_mode": "basic",
+        "system_prompt": "Answer briefly.",
+        "overage_limit_cents": null,
+    });
     assert_eq!(changed["config"], expected);
     let after = tenant_json(&app, &t.key).await;
     assert_eq!((after["plan"].as_str(), &after["config"]), (Some("lite"), &expected));

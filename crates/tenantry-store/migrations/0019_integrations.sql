@@ -1,4 +1,4 @@
--- Outbound webhooks (API.md "Integrations"): a tenant's endpoints, the events it was sent (the exact body
+-- Integrations (API.md "Integrations"). Outbound webhooks: a tenant's endpoints, the events it was sent (the exact body
 -- signed and posted), one delivery per endpoint and event, and every attempt of a delivery. An event and its
 -- deliveries are written in the transaction of the change they report, so a committed change is never left
 -- unreported. An endpoint stores no secret: its secret is derived from the key pepper and `secret_salt`.
@@ -69,3 +69,6 @@ CREATE TABLE alert_firings (
     fired_at      BIGINT NOT NULL,
     PRIMARY KEY (tenant_id, meter, percent, period_start)
 );
+
+-- The tenant's spend cap: the most its period's overage may cost, in cents (NULL: no cap).
+ALTER TABLE tenants ADD COLUMN overage_limit_cents BIGINT;
