@@ -472,6 +472,17 @@ class Dashboards(unittest.TestCase):
     def milestones(self):
         return {e.get_attribute("data-milestone"): e.text for e in self.finds("#milestone-rows .milestone")}
 
+    def test_12b_console_grants_credit_that_the_portal_shows(self):
+        self.open_tenant(self.portal["tenant_id"], "Portal Org")
+        self.find("#credit-cents").send_keys("1250")
+        self.find("#credit-reason").send_keys("Launch goodwill")
+        self.find("#credit-form button[type=submit]").click()
+        self.wait("the grant listed", lambda: self.column("detail-credit-rows", 0) == ["Launch goodwill"])
+        self.assertEqual(self.column("detail-credit-rows", 2), [money(1250, "usd")])
+        credits = self.http.ok("GET", "/v1/credits", token=self.portal["api_key"])
+        self.assertEqual(credits["balance_cents"], 1250)
+        self.assert_clean_console()
+
     def test_13_console_shows_a_stalled_tenants_events_and_nudge(self):
         self.open_tenant(self.idle["tenant_id"], "Idle Org")
         reached = self.milestones()

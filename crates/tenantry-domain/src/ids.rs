@@ -98,6 +98,11 @@ prefixed_id!(
     "evt"
 );
 prefixed_id!(
+    /// A grant of prepaid credit.
+    CreditId,
+    "crd"
+);
+prefixed_id!(
     /// A tenant's webhook endpoint.
     WebhookId,
     "whk"

@@ -18,7 +18,7 @@ pub use config::{Catalog, Config, ModelSpec, Plan, ProviderKind};
 pub use context::TenantContext;
 pub use error::ErrorCode;
 pub use ids::{
-    ApiKeyId, ChunkId, DeliveryId, DocumentId, ErasureId, EventId, ExportId, InvoiceId, InvoiceItemId, JobId,
+    ApiKeyId, ChunkId, CreditId, DeliveryId, DocumentId, ErasureId, EventId, ExportId, InvoiceId, InvoiceItemId, JobId,
     NotificationId, RequestId, TenantId, WebhookId,
 };
 pub use lifecycle::TenantState;

@@ -30,6 +30,10 @@ pub struct TenantDetail {
     pub jobs: Vec<JobView>,
     /// Messages sent to the tenant (nudges, dunning, win-back), oldest first.
     pub notifications: Vec<NotificationView>,
+    /// Prepaid credit: balance and grants.
+    pub credits: crate::prepaid::CreditBalance,
+    /// The tenant's webhook endpoints.
+    pub webhooks: Vec<crate::webhooks::WebhookView>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -172,7 +176,18 @@ impl Services {
             .collect();
         let period = self.current_period(&row);
         let usage = self.usage_between(&id, period.start, period.end).await?;
-        Ok(TenantDetail { tenant: crate::tenants::view(row), usage, events, invoices, jobs, notifications })
+        let credits = self.credit_balance(&id).await?;
+        let webhooks = self.store().webhooks(&id).await?.into_iter().map(crate::webhooks::view).collect();
+        Ok(TenantDetail {
+            tenant: crate::tenants::view(row),
+            usage,
+            events,
+            invoices,
+            jobs,
+            notifications,
+            credits,
+            webhooks,
+        })
     }
 
     /// Applies an operator's lifecycle event through the transition table. A reactivated tenant is billed

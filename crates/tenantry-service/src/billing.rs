@@ -217,6 +217,8 @@ impl Services {
         }
         let total = sum.max(0);
         let status = if total == 0 { InvoiceStatus::Paid } else { InvoiceStatus::Open };
+        // Prepaid credit pays what it can; the store draws it with the invoice, which it may leave paid.
+        effects.prepaid_credit = Some(crate::prepaid::credit_line());
         let new = NewInvoice {
             id: id.as_str().to_owned(),
             tenant_id: tenant.id.clone(),
@@ -238,6 +240,7 @@ impl Services {
         if !effects.jobs.is_empty() {
             self.wake_jobs();
         }
+        let status = stored_status(&row)?;
         tracing::info!(tenant_id = %tenant.id, invoice_id = %row.id, kind, total_cents = row.total_cents, status = status.as_str(), "invoice opened");
         let detail = json!({"invoice_id": row.id, "number": row.number, "kind": kind, "total_cents": row.total_cents, "status": status.as_str()});
         self.audit(Actor::System, Some(&tenant.id), "invoice.opened", &row.id, detail, "").await;

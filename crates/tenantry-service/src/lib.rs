@@ -23,6 +23,7 @@ pub mod notify;
 mod outbound;
 pub mod payments;
 pub mod plan;
+pub mod prepaid;
 pub mod query;
 pub mod quota;
 pub mod ratelimit;

@@ -103,7 +103,7 @@ pub struct DeliveryView {
     pub attempt_log: Vec<AttemptView>,
 }
 
-fn view(row: WebhookRow) -> WebhookView {
+pub(crate) fn view(row: WebhookRow) -> WebhookView {
     WebhookView { webhook_id: row.id, url: row.url, events: row.events, created_at: row.created_at.to_rfc3339() }
 }
 

@@ -72,3 +72,27 @@ CREATE TABLE alert_firings (
 
 -- The tenant's spend cap: the most its period's overage may cost, in cents (NULL: no cap).
 ALTER TABLE tenants ADD COLUMN overage_limit_cents BIGINT;
+
+-- Prepaid credit granted by the operator, and each use of it on an invoice. `remaining_cents` never goes
+-- below zero (checked here, and decremented only inside the invoice's transaction); an invoice uses a grant
+-- at most once.
+CREATE TABLE credit_grants (
+    id               TEXT PRIMARY KEY,
+    tenant_id        TEXT NOT NULL,
+    amount_cents     BIGINT NOT NULL,
+    remaining_cents  BIGINT NOT NULL,
+    reason           TEXT NOT NULL,
+    expires_at       BIGINT,
+    created_at       BIGINT NOT NULL,
+    CHECK (amount_cents > 0 AND remaining_cents >= 0 AND remaining_cents <= amount_cents)
+);
+CREATE INDEX credit_grants_tenant ON credit_grants (tenant_id);
+
+CREATE TABLE credit_applications (
+    grant_id      TEXT NOT NULL,
+    invoice_id    TEXT NOT NULL,
+    tenant_id     TEXT NOT NULL,
+    amount_cents  BIGINT NOT NULL,
+    created_at    BIGINT NOT NULL,
+    PRIMARY KEY (grant_id, invoice_id)
+);

@@ -5,6 +5,7 @@ use sqlx::{Any, Row, Transaction};
 use tenantry_domain::{TenantId, Timestamp};
 
 use crate::jobs::{enqueue_in, NewJob};
+use crate::prepaid::apply_credit_in;
 use crate::webhooks::{emit_in, NewEvent};
 use crate::{Result, Store, StoreError};
 
@@ -55,6 +56,19 @@ pub struct InvoiceEffects {
     pub consume_items: Vec<String>,
     /// Items the invoice leaves for the tenant's next one (a credit it could not use up).
     pub carry_items: Vec<NewPendingItem>,
+    /// Draw the tenant's prepaid credit: the line that shows the cents drawn (negative), as invoice JSON. An
+    /// invoice that credit pays in full is `paid` as it is made and its `charge` job is dropped.
+    pub prepaid_credit: Option<CreditLine>,
+}
+
+/// Makes the invoice line of `cents` of prepaid credit drawn (a negative amount).
+#[derive(Clone)]
+pub struct CreditLine(pub std::sync::Arc<dyn Fn(i64) -> serde_json::Value + Send + Sync>);
+
+impl std::fmt::Debug for CreditLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CreditLine")
+    }
 }
 
 /// Leaves `item` for the tenant's next invoice, inside `tx`.
@@ -116,6 +130,24 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?
             .try_get("last")?;
+        let mut inv = inv.clone();
+        let mut jobs = effects.jobs.clone();
+        if let Some(credit) = &effects.prepaid_credit {
+            let drawn =
+                apply_credit_in(&mut tx, self.backend, &inv.tenant_id, &inv.id, inv.total_cents, inv.now).await?;
+            if drawn > 0 {
+                let mut lines: Vec<serde_json::Value> =
+                    serde_json::from_str(&inv.lines).map_err(|e| StoreError::Corrupt(format!("invoice lines: {e}")))?;
+                lines.push((credit.0)(drawn));
+                inv.lines = serde_json::Value::Array(lines).to_string();
+                inv.total_cents -= drawn;
+                if inv.total_cents == 0 {
+                    inv.status = "paid".into();
+                    jobs.retain(|j| j.kind != "charge");
+                }
+            }
+        }
+        let inv = &inv;
         sqlx::query(&format!(
             "INSERT INTO invoices ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)"
         ))
@@ -133,7 +165,7 @@ impl Store {
         .bind(inv.now.0)
         .execute(&mut *tx)
         .await?;
-        for job in &effects.jobs {
+        for job in &jobs {
             enqueue_in(&mut tx, job, inv.now).await?;
         }
         for item in &effects.consume_items {

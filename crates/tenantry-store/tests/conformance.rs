@@ -940,6 +940,64 @@ async fn plan_changes_and_their_pending_items(store: Store) {
     assert_eq!(details, [r#"{"to":"pro"}"#, r#"{"to":"starter"}"#]);
 }
 
+/// Invoices made at once draw each cent of credit once: the soonest-expiring grant first, an expired one never,
+/// and a balance never below zero.
+async fn credit_is_drawn_once_by_invoices_made_at_once(store: Store) {
+    let (t, k) = tenant("credit@conformance.test");
+    store.create_tenant(&t, &k, None).await.expect("create");
+    let grant = |id: &str, cents: i64, expires: Option<i64>| tenantry_store::CreditGrantRow {
+        id: id.into(),
+        tenant_id: t.id.clone(),
+        amount_cents: cents,
+        remaining_cents: cents,
+        reason: "goodwill".into(),
+        expires_at: expires.map(Timestamp),
+        created_at: Timestamp(1),
+        applied: Vec::new(),
+    };
+    store.grant_credit(&grant("crd_late", 700, None)).await.expect("grant");
+    store.grant_credit(&grant("crd_soon", 500, Some(50_000))).await.expect("grant");
+    store.grant_credit(&grant("crd_gone", 9_000, Some(5))).await.expect("grant");
+    let line = tenantry_store::CreditLine(std::sync::Arc::new(|cents| serde_json::json!({"amount_cents": -cents})));
+    let mut tasks = Vec::new();
+    for i in 0..4i64 {
+        let (store, tenant, line) = (store.clone(), t.id.clone(), line.clone());
+        tasks.push(tokio::spawn(async move {
+            let invoice = NewInvoice {
+                id: format!("inv_credit_{i}"),
+                tenant_id: tenant,
+                kind: "closing".into(),
+                period_start: Timestamp(i * 1_000),
+                period_end: Timestamp(i * 1_000 + 1_000),
+                status: "open".into(),
+                currency: "usd".into(),
+                subtotal_cents: 400,
+                total_cents: 400,
+                lines: "[]".into(),
+                now: Timestamp(10_000),
+            };
+            let effects = InvoiceEffects { prepaid_credit: Some(line), ..InvoiceEffects::default() };
+            store.create_invoice(&invoice, &effects).await.expect("invoice")
+        }));
+    }
+    let mut totals = Vec::new();
+    for task in tasks {
+        let invoice = task.await.expect("join");
+        let lines: Vec<serde_json::Value> = serde_json::from_str(&invoice.lines).expect("lines");
+        let drawn = lines.iter().map(|l| -l["amount_cents"].as_i64().expect("amount")).sum::<i64>();
+        assert_eq!(invoice.total_cents + drawn, 400, "the line shows what was drawn: {invoice:?}");
+        assert_eq!(invoice.status == "paid", invoice.total_cents == 0, "paid when credit covers it");
+        totals.push(invoice.total_cents);
+    }
+    totals.sort_unstable();
+    assert_eq!(totals, [0, 0, 0, 400], "1,200 cents of unexpired credit pay three invoices of 400");
+    let grants = store.credit_grants(&t.id).await.expect("grants");
+    let left = |id: &str| grants.iter().find(|g| g.id == id).map(|g| (g.remaining_cents, g.applied.len()));
+    assert_eq!(left("crd_soon"), Some((0, 2)), "the soonest expiry goes first");
+    assert_eq!(left("crd_late"), Some((0, 2)));
+    assert_eq!(left("crd_gone"), Some((9_000, 0)), "an expired grant is never drawn");
+}
+
 macro_rules! conformance_suite {
     ($($story:ident),* $(,)?) => {
         mod sqlite_backend {
@@ -993,6 +1051,7 @@ conformance_suite!(
     a_tenant_has_one_export_pending_and_a_few_a_day,
     transitions_are_recorded_with_their_jobs,
     plan_changes_and_their_pending_items,
+    credit_is_drawn_once_by_invoices_made_at_once,
 );
 
 #[tokio::test]

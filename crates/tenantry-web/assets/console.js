@@ -184,6 +184,19 @@
         (i) => [i.number, i.kind, i.status, money(i.total_cents, i.currency)],
         "no invoices",
       );
+      $("detail-credit-balance").textContent = money(d.credits.balance_cents, d.credits.currency);
+      rows(
+        "detail-credit-rows",
+        d.credits.grants,
+        (g) => [g.reason, money(g.amount_cents, d.credits.currency), money(g.remaining_cents, d.credits.currency), g.expires_at ? date(g.expires_at) : "never", date(g.created_at)],
+        "no credit granted",
+      );
+      rows(
+        "detail-webhook-rows",
+        d.webhooks,
+        (w) => [w.url, w.events.join(", "), date(w.created_at)],
+        "no webhook endpoints",
+      );
       rows(
         "detail-job-rows",
         d.jobs,
@@ -239,6 +252,18 @@
     $("refresh").addEventListener("click", () => guarded(loadAll));
     $("state-filter").addEventListener("change", () => guarded(loadTenants));
     $("filter-form").addEventListener("submit", (event) => event.preventDefault());
+    $("credit-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      guarded(async () => {
+        if (!selected) return;
+        const body = { amount_cents: Number($("credit-cents").value), reason: $("credit-reason").value.trim() };
+        const expires = $("credit-expires").value;
+        if (expires) body.expires_at = expires + "T00:00:00Z";
+        await call("POST", "/admin/tenants/" + encodeURIComponent(selected) + "/credits", body);
+        $("credit-form").reset();
+        await showTenant(selected);
+      });
+    });
 
     if (token.get()) {
       signIn(token.get());

@@ -195,9 +195,26 @@
     $("alert-thresholds").value = a.thresholds.map((t) => t.meter + ":" + t.percent).join(", ");
   }
 
+  async function loadCredits() {
+    const c = await call("GET", "/v1/credits");
+    $("credit-balance").textContent = money(c.balance_cents, c.currency);
+    rows(
+      "credit-rows",
+      c.grants,
+      (g) => [
+        g.reason,
+        money(g.amount_cents, c.currency),
+        money(g.remaining_cents, c.currency),
+        g.expires_at ? date(g.expires_at) : "never",
+        g.applied.map((a) => a.invoice_id + " (" + money(a.amount_cents, c.currency) + ")").join(", ") || "—",
+      ],
+      "no credit",
+    );
+  }
+
   async function loadAll() {
     await loadAccount();
-    await Promise.all([loadQuotasAndUsage(), loadDocuments(), loadKeys(), loadInvoices(), loadWebhooks(), loadAlerts()]);
+    await Promise.all([loadQuotasAndUsage(), loadDocuments(), loadKeys(), loadInvoices(), loadCredits(), loadWebhooks(), loadAlerts()]);
   }
 
   async function deleteWebhook(w) {

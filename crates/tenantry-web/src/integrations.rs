@@ -1,5 +1,6 @@
-//! What customers integrate with (API.md "Integrations"): webhook endpoints and their deliveries, and usage
-//! alerts. Idempotency keys are a layer of their own (`idempotency`).
+//! What customers integrate with (API.md "Integrations"): webhook endpoints and their deliveries, usage
+//! alerts and prepaid credit. Idempotency keys are a layer of their own (`idempotency`); the spend cap is
+//! part of the tenant's config (`PATCH /v1/tenant/config`).
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -9,12 +10,13 @@ use tenantry_domain::lifecycle::EndpointClass;
 use tenantry_domain::RequestId;
 use tenantry_service::alerts::{AlertsView, Threshold};
 use tenantry_service::gateway::Scope;
+use tenantry_service::prepaid::{CreditBalance, CreditGrant};
 use tenantry_service::webhooks::{CreatedWebhook, DeliveryView, WebhookView};
 use tenantry_service::Services;
 use utoipa::ToSchema;
 
 use crate::api::tenant;
-use crate::extract::AuthedJson;
+use crate::extract::{bearer, AuthedJson};
 use crate::problem::{ApiError, Problem};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -154,4 +156,51 @@ pub async fn put_alerts(
     let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
     let body = body.value()?;
     Ok(axum::Json(s.set_alerts(&ctx, body.thresholds).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreditGrantBody {
+    /// 1 to 1,000,000,000 cents, in the billing currency.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
+    #[serde(deserialize_with = "crate::whole::integer")]
+    pub amount_cents: i64,
+    /// Why (shown to the tenant): 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
+    pub reason: String,
+    /// When the credit's remainder stops being drawn (RFC 3339, in the future); absent: never.
+    pub expires_at: Option<String>,
+}
+
+/// The tenant's prepaid credit: the unexpired balance, and each grant with the invoices that drew on it.
+#[utoipa::path(get, path = "/v1/credits", tag = "integrations", security(("bearer" = [])),
+    responses((status = 200, body = CreditBalance)))]
+pub async fn get_credits(
+    State(s): State<Services>,
+    Extension(rid): Extension<RequestId>,
+    headers: HeaderMap,
+) -> ApiResult<axum::Json<CreditBalance>> {
+    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
+    Ok(axum::Json(s.credits(&ctx).await?))
+}
+
+/// Grant a tenant prepaid credit. Every invoice made afterwards draws on it (soonest expiry first) and shows
+/// what it drew as a line with a negative amount.
+#[utoipa::path(post, path = "/admin/tenants/{id}/credits", tag = "operator", security(("operator" = [])),
+    params(("id" = String, Path, description = "tenant id")), request_body = CreditGrantBody,
+    responses(
+        (status = 201, body = CreditGrant),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn grant_credit(
+    State(s): State<Services>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: AuthedJson<CreditGrantBody>,
+) -> ApiResult<(StatusCode, axum::Json<CreditGrant>)> {
+    s.authenticate_operator(bearer(&headers))?;
+    let body = body.value()?;
+    let grant = s.grant_credit(&id, body.amount_cents, &body.reason, body.expires_at.as_deref()).await?;
+    Ok((StatusCode::CREATED, axum::Json(grant)))
 }

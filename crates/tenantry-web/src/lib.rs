@@ -44,7 +44,7 @@ use utoipa_axum::routes;
         (name = "query", description = "Questions over the tenant's documents"),
         (name = "usage", description = "Metered usage and quotas"),
         (name = "keys", description = "The tenant's API keys"),
-        (name = "integrations", description = "Webhooks and usage alerts"),
+        (name = "integrations", description = "Webhooks, usage alerts and prepaid credit"),
         (name = "operator", description = "The operator (Bearer operator token)"),
         (name = "operations", description = "Health and metadata"),
     )
@@ -93,6 +93,8 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(integrations::list_deliveries))
         .routes(routes!(integrations::resend_delivery))
         .routes(routes!(integrations::get_alerts, integrations::put_alerts))
+        .routes(routes!(integrations::get_credits))
+        .routes(routes!(integrations::grant_credit))
         .routes(routes!(api::admin_tenants))
         .routes(routes!(api::admin_tenant))
         .routes(routes!(api::admin_suspend))

@@ -1,6 +1,6 @@
-//! The spend cap (API.md "Integrations"): `overage_limit_cents` bounds what a period's overage may cost, as
-//! exactly as the quotas bound usage — concurrent requests never take the invoice past it — and `null`
-//! lifts it.
+//! What a customer's usage may cost (API.md "Integrations"): the spend cap, `overage_limit_cents`, bounds a
+//! period's overage as exactly as the quotas bound usage — concurrent requests never take the invoice past
+//! it — and `null` lifts it; prepaid credit granted by the operator pays invoices, shown as a line.
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -94,4 +94,62 @@ async fn the_cap_is_validated_shown_and_lifted() {
     assert_eq!(tenant["config"]["overage_limit_cents"], 0);
     assert_eq!(patch_config(&app, &t.key, json!({"overage_limit_cents": null})).await.status(), StatusCode::OK);
     app.query(&t.key, "How long do refunds take?").await;
+}
+
+#[tokio::test]
+async fn prepaid_credit_pays_the_closing_invoice_and_shows_its_use() {
+    let app = spawn_app_with(metered).await;
+    let t = app.signup("prepaid@spend.test", "metered").await;
+    app.upload_text(&t.key, "Refunds", "Refunds are issued within 14 days.").await;
+    for _ in 0..4 {
+        app.query(&t.key, "How long do refunds take?").await;
+    }
+    let credits = format!("/admin/tenants/{}/credits", t.id);
+    let grant = |body: Value| app.post_json(OP, &credits, body);
+    for bad in [
+        json!({"amount_cents": 0, "reason": "x"}),
+        json!({"amount_cents": 500, "reason": ""}),
+        json!({"amount_cents": 500, "reason": "x", "expires_at": "2001-01-01T00:00:00Z"}),
+        json!({"amount_cents": 500, "reason": "x", "expires_at": "soon"}),
+    ] {
+        assert_problem(grant(bad).await, 422, "validation_failed").await;
+    }
+    let nobody = app.post_json(
+        OP,
+        "/admin/tenants/ten_00000000000000000000000000000000/credits",
+        json!({"amount_cents": 1, "reason": "x"}),
+    );
+    assert_problem(nobody.await, 404, "not_found").await;
+    assert_eq!(
+        app.post_json(&t.key, &format!("/admin/tenants/{}/credits", t.id), json!({"amount_cents": 1, "reason": "x"}))
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    let r = grant(json!({"amount_cents": 5, "reason": "Sorry for the outage"})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let granted: Value = r.json().await.expect("json");
+    assert_eq!((granted["amount_cents"].as_i64(), granted["remaining_cents"].as_i64()), (Some(5), Some(5)));
+    let before: Value = app.get(&t.key, "/v1/credits").await.json().await.expect("json");
+    assert_eq!(before["balance_cents"], 5, "{before}");
+
+    let closed: Value = app.post_json(OP, "/admin/billing/close-period", json!({})).await.json().await.expect("json");
+    let invoice = closed["invoices"]
+        .as_array()
+        .and_then(|i| i.iter().find(|i| i["tenant_id"] == t.id.as_str()))
+        .cloned()
+        .unwrap_or_else(|| panic!("an invoice: {closed}"));
+    let lines = invoice["lines"].as_array().expect("lines");
+    let credit = lines.iter().find(|l| l["description"] == "Prepaid credit").expect("a credit line");
+    assert_eq!(credit["amount_cents"], -5);
+    let sum: i64 = lines.iter().map(|l| l["amount_cents"].as_i64().expect("amount")).sum();
+    assert_eq!(invoice["total_cents"].as_i64(), Some(sum), "the total is the lines' sum: {invoice}");
+
+    let after: Value = app.get(&t.key, "/v1/credits").await.json().await.expect("json");
+    assert_eq!(after["balance_cents"], 0, "{after}");
+    let used = &after["grants"][0];
+    assert_eq!((used["remaining_cents"].as_i64(), used["reason"].as_str()), (Some(0), Some("Sorry for the outage")));
+    assert_eq!(used["applied"][0]["invoice_id"], invoice["invoice_id"]);
+    assert_eq!(used["applied"][0]["amount_cents"], 5);
 }
