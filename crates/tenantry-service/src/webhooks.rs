@@ -36,7 +36,7 @@ const RETRY_FOR_SECS: i64 = 3 * 86_400;
 const LEASE_SECS: i64 = 60;
 const CLAIM_BATCH: i64 = 64;
 /// Deliveries attempted at once by one node.
-const CONCURRENCY: usize = 32;
+const CONCURRENCY: usize = 128;
 /// Deliveries listed per endpoint.
 const LISTED: i64 = 100;
 
@@ -261,7 +261,7 @@ impl Services {
     }
 
     /// Records an event for the tenant's endpoints outside any other change (in its own transaction).
-    pub(crate) async fn emit(&self, event: &NewEvent<'_>) -> ServiceResult<()> {
+    pub async fn emit(&self, event: &NewEvent<'_>) -> ServiceResult<()> {
         if self.store().emit_event(event, self.clock().now()).await? {
             self.wake_webhooks();
         }

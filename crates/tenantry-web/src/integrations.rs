@@ -21,16 +21,55 @@ use crate::problem::{ApiError, Problem};
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// A webhook event type (schema only: the service checks the names).
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub enum WebhookEventType {
+    #[serde(rename = "usage.threshold_reached")]
+    UsageThresholdReached,
+    #[serde(rename = "invoice.created")]
+    InvoiceCreated,
+    #[serde(rename = "invoice.paid")]
+    InvoicePaid,
+    #[serde(rename = "invoice.payment_failed")]
+    InvoicePaymentFailed,
+    #[serde(rename = "tenant.state_changed")]
+    TenantStateChanged,
+    #[serde(rename = "document.indexed")]
+    DocumentIndexed,
+    #[serde(rename = "export.ready")]
+    ExportReady,
+}
+
+/// A quota meter an alert watches (schema only: the service checks the names).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum AlertMeter {
+    Queries,
+    Tokens,
+    Documents,
+    StorageBytes,
+}
+
+/// One alert threshold, as `PUT /v1/alerts` takes it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdBody {
+    #[schema(value_type = AlertMeter)]
+    pub meter: String,
+    #[schema(minimum = 1, maximum = 1000)]
+    pub percent: u32,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWebhookBody {
     /// Where events are posted: an `https` (or `http`) URL that is not a loopback, private or link-local
     /// address (loopback and private allowed by `webhooks.allow_private_addresses`).
-    #[schema(min_length = 1, max_length = 2048)]
+    #[schema(min_length = 1, max_length = 2048, format = "uri")]
     pub url: String,
-    /// Event types: `usage.threshold_reached`, `invoice.created`, `invoice.paid`, `invoice.payment_failed`,
-    /// `tenant.state_changed`, `document.indexed`, `export.ready`.
-    #[schema(min_items = 1)]
+    #[schema(min_items = 1, value_type = Vec<WebhookEventType>)]
     pub events: Vec<String>,
 }
 
@@ -47,8 +86,9 @@ pub struct DeliveryList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsBody {
-    /// The thresholds to keep (replacing the current ones; empty turns alerts off).
-    pub thresholds: Vec<Threshold>,
+    /// The thresholds to keep (replacing the current ones; empty turns alerts off), at most 32.
+    #[schema(max_items = 32)]
+    pub thresholds: Vec<ThresholdBody>,
 }
 
 /// Register a webhook endpoint; the response is the only time its signing secret is shown. Each delivery
@@ -155,7 +195,8 @@ pub async fn put_alerts(
 ) -> ApiResult<axum::Json<AlertsView>> {
     let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
     let body = body.value()?;
-    Ok(axum::Json(s.set_alerts(&ctx, body.thresholds).await?))
+    let thresholds = body.thresholds.into_iter().map(|t| Threshold { meter: t.meter, percent: t.percent }).collect();
+    Ok(axum::Json(s.set_alerts(&ctx, thresholds).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -165,10 +206,11 @@ pub struct CreditGrantBody {
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     #[serde(deserialize_with = "crate::whole::integer")]
     pub amount_cents: i64,
-    /// Why (shown to the tenant): 1 to 200 characters.
-    #[schema(min_length = 1, max_length = 200)]
+    /// Why (shown to the tenant): 1 to 200 characters, not blank, no control characters.
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\x00-\x1F\x7F]*[^\s\x00-\x1F\x7F][^\x00-\x1F\x7F]*$")]
     pub reason: String,
     /// When the credit's remainder stops being drawn (RFC 3339, in the future); absent: never.
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
 }
 

@@ -5,6 +5,7 @@ mod bench;
 mod bench_cluster;
 mod bench_retrieval;
 mod bench_signup;
+mod bench_webhooks;
 mod demo;
 mod eval;
 
@@ -168,6 +169,21 @@ enum BenchCommand {
         #[arg(long, default_value_t = 100)]
         signups: usize,
     },
+    /// Outbound webhook deliveries per second, and each delivery's latency, to a receiver in this process.
+    Webhooks {
+        /// Tenants, one endpoint each.
+        #[arg(long, default_value_t = 100)]
+        tenants: usize,
+        /// Events recorded at once, spread over the tenants.
+        #[arg(long, default_value_t = 10_000)]
+        events: usize,
+        /// How long the receiver takes to answer each delivery.
+        #[arg(long, default_value_t = 0)]
+        receiver_ms: u64,
+        /// An administrative PostgreSQL URL: run on a fresh database beside it instead of embedded SQLite.
+        #[arg(long, default_value = "")]
+        database_url: String,
+    },
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -303,6 +319,10 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Signup { signups }) => {
             bench_signup::signup(bench_signup::SignupBench { signups }).await?;
+        }
+        Command::Bench(BenchCommand::Webhooks { tenants, events, receiver_ms, database_url }) => {
+            let opts = bench_webhooks::WebhookBench { tenants, events, receiver_ms, database_url };
+            bench_webhooks::webhooks(opts).await?;
         }
         Command::Bench(BenchCommand::Query { tenants, queries, modes }) => {
             bench_retrieval::query(bench_retrieval::QueryBench { tenants, queries, modes }).await?;

@@ -413,3 +413,39 @@ async fn a_threshold_fires_once_however_many_clients_cross_it() {
     let emails = notes.iter().filter(|n| n.template == "usage_threshold").count();
     assert_eq!(emails, 2, "one email per threshold");
 }
+
+#[tokio::test]
+async fn a_threshold_fires_once_across_two_nodes() {
+    let Some(url) = crate::helpers::fresh_postgres_database().await else {
+        eprintln!("TENANTRY_TEST_POSTGRES_URL not set: PostgreSQL variant skipped");
+        return;
+    };
+    let node = |url: String| {
+        spawn_app_with(move |c| {
+            private_allowed(c);
+            c.database.url = url;
+            c.server.key_pepper = "alerts-test-pepper-shared-by-both-nodes".into();
+            c.plans.iter_mut().find(|p| p.name == "starter").expect("starter").quotas.queries = 40;
+        })
+    };
+    let (a, b) = (node(url.clone()).await, node(url).await);
+    let receiver = Receiver::start(0).await;
+    let t = a.signup("nodes@hooks.test", "starter").await;
+    subscribe(&a, &t, &receiver.url, &["usage.threshold_reached"]).await;
+    // 64 clients over both nodes cross 80 % (32 of 40) and 100 % together.
+    let asks = (0..64).map(|i| {
+        let node = if i % 2 == 0 { &a } else { &b };
+        node.post_json(&t.key, "/v1/query", json!({"question": "Anything?"}))
+    });
+    let answered = futures::future::join_all(asks).await;
+    assert_eq!(answered.iter().filter(|r| r.status() == StatusCode::OK).count(), 40, "the quota holds at 40");
+    receiver.wait_for("usage.threshold_reached", 2).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let fired = receiver.events("usage.threshold_reached");
+    let mut percents: Vec<i64> = fired.iter().map(|e| e["data"]["percent"].as_i64().expect("percent")).collect();
+    percents.sort_unstable();
+    assert_eq!(percents, [80, 100], "each default threshold fired once over both nodes: {fired:?}");
+    let tenant = tenantry_domain::TenantId::from_trusted(t.id.clone());
+    let emails = a.services.notifications(&tenant).await.expect("read");
+    assert_eq!(emails.iter().filter(|n| n.template == "usage_threshold").count(), 2, "one email per threshold");
+}
