@@ -135,16 +135,7 @@ async fn graduated_tiers_and_per_model_token_prices_from_the_configuration() {
     let usage = app.usage(&t.key).await;
     let tokens = usage["totals"]["prompt_tokens"].as_i64().expect("n")
         + usage["totals"]["completion_tokens"].as_i64().expect("n");
-    let made: Value = app
-        .client
-        .post(app.url("/admin/billing/close-period"))
-        .bearer_auth(OP)
-        .send()
-        .await
-        .expect("close")
-        .json()
-        .await
-        .expect("json");
+    let made: Value = app.close_periods(OP).await;
     let lines = made["invoices"][0]["lines"].as_array().expect("lines").clone();
     // Queries: the first 2 at 1 cent, the other 3 at 0.5 cent (1.5 → 2 cents, half away from zero).
     let queries: Vec<(u64, i64)> = lines

@@ -197,16 +197,7 @@ async fn a_cancelled_tenant_gets_win_back_offers_and_comes_back_with_the_discoun
         .await
         .expect("json");
     assert_eq!(stats["offers_accepted"], 1);
-    let closed: Value = app
-        .client
-        .post(app.url("/admin/billing/close-period"))
-        .bearer_auth(OP)
-        .send()
-        .await
-        .expect("close")
-        .json()
-        .await
-        .expect("json");
+    let closed: Value = app.close_periods(OP).await;
     let invoice = &closed["invoices"][0];
     let lines = invoice["lines"].as_array().expect("lines");
     // The next period's base price (beside it, the rest of this period after the trial).

@@ -118,6 +118,14 @@ impl TestApp {
         }
     }
 
+    /// Closes every billable tenant's current period now (`POST /admin/billing/close-period`): the invoices made.
+    pub async fn close_periods(&self, operator: &str) -> Value {
+        let r = self.client.post(self.url("/admin/billing/close-period")).bearer_auth(operator).send().await;
+        let r = r.expect("close");
+        assert_eq!(r.status(), StatusCode::OK, "close-period");
+        r.json().await.expect("json")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

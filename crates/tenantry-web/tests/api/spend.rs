@@ -37,16 +37,7 @@ async fn the_cap_holds_under_concurrency(app: TestApp) {
     let problem = assert_problem(refused, 429, "quota_exceeded").await;
     assert!(problem["detail"].as_str().is_some_and(|d| d.contains("spend cap of 0.10")), "{problem}");
 
-    let closed: Value = app
-        .client
-        .post(app.url("/admin/billing/close-period"))
-        .bearer_auth(OP)
-        .send()
-        .await
-        .expect("close")
-        .json()
-        .await
-        .expect("json");
+    let closed: Value = app.close_periods(OP).await;
     let invoice = closed["invoices"].as_array().and_then(|i| i.iter().find(|i| i["tenant_id"] == t.id.as_str()));
     let lines = invoice.and_then(|i| i["lines"].as_array()).unwrap_or_else(|| panic!("an invoice: {closed}"));
     let queries = lines.iter().find(|l| l["meter"] == "queries").expect("a queries line");
@@ -134,7 +125,7 @@ async fn prepaid_credit_pays_the_closing_invoice_and_shows_its_use() {
     let before: Value = app.get(&t.key, "/v1/credits").await.json().await.expect("json");
     assert_eq!(before["balance_cents"], 5, "{before}");
 
-    let closed: Value = app.post_json(OP, "/admin/billing/close-period", json!({})).await.json().await.expect("json");
+    let closed = app.close_periods(OP).await;
     let invoice = closed["invoices"]
         .as_array()
         .and_then(|i| i.iter().find(|i| i["tenant_id"] == t.id.as_str()))

@@ -340,8 +340,7 @@ async fn invoice_and_state_events_follow_billing() {
     let events =
         ["invoice.created", "invoice.paid", "invoice.payment_failed", "tenant.state_changed", "document.indexed"];
     subscribe(&app, &t, &receiver.url, &events).await;
-    let r = app.client.post(app.url("/admin/billing/close-period")).bearer_auth(OP).send().await.expect("close");
-    let made: Value = r.json().await.expect("json");
+    let made = app.close_periods(OP).await;
     let invoice = made["invoices"]
         .as_array()
         .and_then(|all| all.iter().find(|i| i["tenant_id"] == t.id.as_str()))
