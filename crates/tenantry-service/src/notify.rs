@@ -2,7 +2,7 @@
 //! a crash can delay a message but never lose it, and a dedupe key makes asking twice harmless. Delivery
 //! writes the message as an RFC 5322 file into the tenant's spool directory (`tenants/<id>/outbox/`, removed
 //! with the tenant on erasure), written to a temporary name, synced and renamed, so a half-written message
-//! is never visible. SMTP delivery is not built yet (docs/ARCHITECTURE.md).
+//! is never visible. With `notifications.smtp_url` set, messages go over SMTP instead.
 
 use std::path::PathBuf;
 

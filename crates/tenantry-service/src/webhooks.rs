@@ -6,7 +6,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
@@ -37,6 +36,8 @@ const LEASE_SECS: i64 = 60;
 const CLAIM_BATCH: i64 = 64;
 /// Deliveries attempted at once by one node.
 const CONCURRENCY: usize = 128;
+/// Deliveries in flight to one endpoint at once, over every node.
+const PER_ENDPOINT: i64 = 8;
 /// Deliveries listed per endpoint.
 const LISTED: i64 = 100;
 
@@ -282,7 +283,7 @@ impl Services {
             let due = if free == 0 {
                 Vec::new()
             } else {
-                match self.store().claim_deliveries(self.clock().now(), LEASE_SECS, free).await {
+                match self.store().claim_deliveries(self.clock().now(), LEASE_SECS, free, PER_ENDPOINT).await {
                     Ok(due) => due,
                     Err(e) => {
                         tracing::warn!(error = %e, "could not claim webhook deliveries");
@@ -307,19 +308,6 @@ impl Services {
                     services.wake_webhooks();
                 });
             }
-        }
-    }
-
-    /// Delivers every delivery due now and returns how many were attempted (tests and benchmarks).
-    pub async fn deliver_due_webhooks(&self) -> ServiceResult<usize> {
-        let mut attempted = 0;
-        loop {
-            let due = self.store().claim_deliveries(self.clock().now(), LEASE_SECS, CLAIM_BATCH).await?;
-            if due.is_empty() {
-                return Ok(attempted);
-            }
-            attempted += due.len();
-            futures::stream::iter(due).for_each_concurrent(CONCURRENCY, |d| async move { self.attempt(d).await }).await;
         }
     }
 

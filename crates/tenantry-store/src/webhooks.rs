@@ -237,20 +237,33 @@ impl Store {
     }
 
     /// Claims up to `limit` deliveries due at `now` and not leased by another node, each leased until
-    /// `now + lease_secs`.
-    pub async fn claim_deliveries(&self, now: Timestamp, lease_secs: i64, limit: i64) -> Result<Vec<DueDelivery>> {
+    /// `now + lease_secs`, oldest first — but never more than `per_endpoint` in flight to one endpoint, over
+    /// every node, so a slow receiver's backlog cannot take the slots other tenants' deliveries need.
+    pub async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        lease_secs: i64,
+        limit: i64,
+        per_endpoint: i64,
+    ) -> Result<Vec<DueDelivery>> {
         let lock = match self.backend {
             Backend::Postgres => "FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
         };
+        // Each endpoint's in-flight deliveries rank first, then its due ones by age; a due one is claimable
+        // while its rank is within the endpoint's share.
         let claimed = sqlx::query(&format!(
             "UPDATE webhook_deliveries SET locked_until = $1 WHERE id IN (SELECT id FROM webhook_deliveries \
-             WHERE state = 'pending' AND next_attempt_at <= $2 AND (locked_until IS NULL OR locked_until < $2) \
+             WHERE id IN (SELECT id FROM (SELECT id, locked_until, ROW_NUMBER() OVER (PARTITION BY endpoint_id \
+             ORDER BY CASE WHEN locked_until >= $2 THEN 0 ELSE 1 END, next_attempt_at, id) AS place \
+             FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= $2) ranked \
+             WHERE place <= $4 AND (locked_until IS NULL OR locked_until < $2)) \
              ORDER BY next_attempt_at, id LIMIT $3 {lock}) RETURNING id"
         ))
         .bind(now.plus_seconds(lease_secs).0)
         .bind(now.0)
         .bind(limit)
+        .bind(per_endpoint)
         .fetch_all(&self.write)
         .await?;
         if claimed.is_empty() {

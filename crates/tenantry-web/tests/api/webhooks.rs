@@ -448,3 +448,32 @@ async fn a_threshold_fires_once_across_two_nodes() {
     let emails = a.services.notifications(&tenant).await.expect("read");
     assert_eq!(emails.iter().filter(|n| n.template == "usage_threshold").count(), 2, "one email per threshold");
 }
+
+#[tokio::test]
+async fn one_slow_endpoint_holds_at_most_eight_deliveries() {
+    let app = spawn_app_with(private_allowed).await;
+    let (slow, quick) = (Receiver::start(0).await, Receiver::start(0).await);
+    let held = slow.hold.acquire_many(Receiver::OPEN as u32).await.expect("closed");
+    let (a, b) = (app.signup("backlog@hooks.test", "starter").await, app.signup("other@hooks.test", "starter").await);
+    subscribe(&app, &a, &slow.url, &["document.indexed"]).await;
+    subscribe(&app, &b, &quick.url, &["document.indexed"]).await;
+    for i in 0..12 {
+        app.upload_text(&a.key, &format!("Doc {i}"), &format!("Backlog document number {i} about refunds.")).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while slow.waiting.load(std::sync::atomic::Ordering::SeqCst) < 8 {
+        assert!(Instant::now() < deadline, "the slow endpoint never got its share");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The other tenant's event goes out while the slow endpoint holds its eight.
+    app.upload_text(&b.key, "Shipping", "Orders ship within two days.").await;
+    quick.wait_for("document.indexed", 1).await;
+    assert_eq!(
+        slow.waiting.load(std::sync::atomic::Ordering::SeqCst),
+        8,
+        "never more than eight in flight to one endpoint"
+    );
+    drop(held);
+    slow.hold.add_permits(Receiver::OPEN);
+    slow.wait_for("document.indexed", 12).await;
+}
