@@ -540,15 +540,15 @@ impl Services {
             currency: invoice.currency.clone(),
         };
         self.notify(&tenant, template, &format!("payment_failed:{}", invoice.id)).await?;
-        self.emit_payment_failed(tenant_id, invoice).await;
+        // The event is recorded with the dunning it starts, so it is never lost nor sent without it.
+        let failed = [crate::webhooks::payment_failed_event(tenant_id, invoice)];
         if tenant.state.on(LifecycleEvent::PaymentFailed).is_some() {
-            self.transition_from(&tenant, LifecycleEvent::PaymentFailed, Actor::System, &jobs).await?;
+            self.transition_reported(&tenant, LifecycleEvent::PaymentFailed, Actor::System, &jobs, &failed).await?;
         } else {
-            for job in &jobs {
-                self.store().enqueue(job, now).await?;
-            }
+            self.store().enqueue_reported(&jobs, &failed, now).await?;
             self.wake_jobs();
         }
+        self.wake_webhooks();
         Ok(())
     }
 

@@ -6,7 +6,7 @@
 use serde_json::json;
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::{ErrorCode, TenantContext, TenantId, TenantState, Timestamp};
-use tenantry_store::{NewJob, StoreError, TenantEvent, TenantRow, TransitionEffects};
+use tenantry_store::{NewEvent, NewJob, StoreError, TenantEvent, TenantRow, TransitionEffects};
 
 use crate::audit::Actor;
 use crate::jobs::Job;
@@ -24,11 +24,23 @@ impl Services {
         actor: Actor<'_>,
         jobs: &[NewJob],
     ) -> ServiceResult<TenantRow> {
+        self.transition_reported(row, event, actor, jobs, &[]).await
+    }
+
+    /// `transition_from`, with webhook events the change causes recorded in its transaction.
+    pub(crate) async fn transition_reported(
+        &self,
+        row: &TenantRow,
+        event: LifecycleEvent,
+        actor: Actor<'_>,
+        jobs: &[NewJob],
+        events: &[NewEvent<'_>],
+    ) -> ServiceResult<TenantRow> {
         let to = allowed(row, event)?;
         let now = self.clock().now();
         let detail = json!({"event": event.as_str(), "from": row.state.as_str(), "to": to.as_str()});
         let audit = self.audit_entry(actor, Some(&row.id), "tenant.transition", row.id.as_str(), detail, "");
-        let effects = TransitionEffects { jobs, audit: Some(&audit) };
+        let effects = TransitionEffects { jobs, audit: Some(&audit), events };
         self.store()
             .transition(&row.id, row.state_version, row.state, event, now, &effects)
             .await

@@ -392,27 +392,24 @@ impl Services {
         }
     }
 
-    /// The `invoice.payment_failed` event of a failed collection of `invoice`, once per invoice.
-    pub(crate) async fn emit_payment_failed(&self, tenant: &TenantId, invoice: &tenantry_store::InvoiceRow) {
-        let event = NewEvent {
-            tenant_id: tenant,
-            kind: "invoice.payment_failed",
-            data: serde_json::json!({
-                "invoice_id": invoice.id,
-                "number": invoice.number,
-                "currency": invoice.currency,
-                "total_cents": invoice.total_cents,
-            }),
-            dedupe_key: Some(format!("invoice.payment_failed:{}", invoice.id)),
-        };
-        if let Err(e) = self.emit(&event).await {
-            tracing::warn!(error = %e.detail, "the invoice.payment_failed event was not recorded");
-        }
-    }
-
     /// Webhook deliveries attempted by this node since it started, by outcome, for the metrics.
     pub fn webhook_outcomes(&self) -> [(&'static str, u64); 3] {
         self.inner.webhook_outcomes.snapshot()
+    }
+}
+
+/// The `invoice.payment_failed` event of a failed collection of `invoice`, once per invoice.
+pub(crate) fn payment_failed_event<'a>(tenant: &'a TenantId, invoice: &tenantry_store::InvoiceRow) -> NewEvent<'a> {
+    NewEvent {
+        tenant_id: tenant,
+        kind: "invoice.payment_failed",
+        data: serde_json::json!({
+            "invoice_id": invoice.id,
+            "number": invoice.number,
+            "currency": invoice.currency,
+            "total_cents": invoice.total_cents,
+        }),
+        dedupe_key: Some(format!("invoice.payment_failed:{}", invoice.id)),
     }
 }
 

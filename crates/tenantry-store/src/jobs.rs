@@ -123,6 +123,25 @@ impl Store {
         Ok(inserted)
     }
 
+    /// Enqueues `jobs` and records `events` (`emit_in`) in one transaction: a change that moves no state but
+    /// must be followed up and reported (a failed payment of a tenant already in dunning).
+    pub async fn enqueue_reported(
+        &self,
+        jobs: &[NewJob],
+        events: &[crate::NewEvent<'_>],
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for job in jobs {
+            enqueue_in(&mut tx, job, now).await?;
+        }
+        for event in events {
+            crate::webhooks::emit_in(&mut tx, event, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Claims up to `limit` jobs due at `now` (queued with `run_at <= now`, or running with an expired
     /// lease: their worker died), each leased until `now + lease_secs` with its attempt count raised. Export
     /// archives, the one kind a tenant can queue in bulk, come after every other due job, so an erasure or

@@ -345,6 +345,9 @@ impl Store {
         if let Some(entry) = effects.audit {
             append_audit_in(&mut tx, entry).await?;
         }
+        for event in effects.events {
+            emit_in(&mut tx, event, now).await?;
+        }
         tx.commit().await?;
         self.tenants_changed();
         Ok(to)
@@ -395,6 +398,8 @@ pub struct TransitionEffects<'a> {
     pub jobs: &'a [NewJob],
     /// The audit entry recording the transition: written with it, or not at all.
     pub audit: Option<&'a NewAuditEntry>,
+    /// Webhook events the change causes besides the transition's own (`emit_in`).
+    pub events: &'a [NewEvent<'a>],
 }
 
 /// A lifecycle transition (`from_state`/`to_state` set) or an activation milestone (both `None`).

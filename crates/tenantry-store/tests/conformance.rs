@@ -816,7 +816,7 @@ async fn transitions_are_recorded_with_their_jobs(store: Store) {
     let audit = |event: &str| audit_entry(&t.id, "tenant.transition", &format!("{{\"event\":\"{event}\"}}"));
     let provision = NewJob { tenant_id: Some(t.id.clone()), ..job("close", Some("close-1"), 99_000, 3) };
     let won = audit("provisioned_active");
-    let effects = TransitionEffects { jobs: &[provision], audit: Some(&won) };
+    let effects = TransitionEffects { jobs: &[provision], audit: Some(&won), events: &[] };
     store
         .transition(&t.id, 0, TenantState::Provisioning, LifecycleEvent::ProvisionedActive, Timestamp(5), &effects)
         .await
@@ -824,7 +824,7 @@ async fn transitions_are_recorded_with_their_jobs(store: Store) {
     // A losing transition writes neither its event nor its jobs nor its audit entry.
     let late = NewJob { tenant_id: Some(t.id.clone()), ..job("close", Some("close-2"), 99_000, 3) };
     let lost_entry = audit("provisioned_trial");
-    let effects = TransitionEffects { jobs: &[late], audit: Some(&lost_entry) };
+    let effects = TransitionEffects { jobs: &[late], audit: Some(&lost_entry), events: &[] };
     let lost = store
         .transition(&t.id, 0, TenantState::Provisioning, LifecycleEvent::ProvisionedTrial, Timestamp(6), &effects)
         .await;

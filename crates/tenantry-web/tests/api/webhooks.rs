@@ -361,6 +361,10 @@ async fn invoice_and_state_events_follow_billing() {
     assert_eq!(failed[0]["data"]["invoice_id"], invoice_id);
     let past_due = receiver.wait_for("tenant.state_changed", 1).await;
     assert_eq!(past_due[0]["data"]["to"], "past_due", "{past_due:?}");
+    // The same failure reported again (the tenant already in dunning) is not a second event.
+    assert_eq!(pay("failed").await.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert_eq!(receiver.events("invoice.payment_failed").len(), 1, "one event per failed invoice");
 
     assert_eq!(pay("succeeded").await.status(), StatusCode::OK);
     let paid = receiver.wait_for("invoice.paid", 1).await;
