@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use sqlx::{Any, Row, Transaction};
 use tenantry_domain::{ChunkId, DocumentId, TenantId, TenantState};
 
-use crate::usage::runs;
+use crate::usage::{parameter_list, runs};
 use crate::{Result, Store, StoreError};
 
 /// What happened to a document.
@@ -164,7 +164,7 @@ impl Store {
         let mut docs: Vec<DocumentToIndex> = Vec::new();
         let mut at: HashMap<String, usize> = HashMap::new();
         for run in runs(ids) {
-            let list = (2..run.len() + 2).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+            let list = parameter_list(2, run.len());
             let sql = format!("SELECT id, title, embedder FROM documents WHERE tenant_id = $1 AND id IN ({list})");
             let mut q = sqlx::query(&sql).bind(tenant.as_str());
             for id in run {

@@ -11,7 +11,7 @@ use crate::changes::{encode_vector, record_change_in, ChangeKind};
 use crate::files::{delete_file_in, write_file_in};
 use crate::quota::{settle_in, Settlement};
 use crate::tenants::lock_tenant_in;
-use crate::usage::{runs, UsageEvent};
+use crate::usage::{parameter_list, runs, UsageEvent};
 use crate::webhooks::{emit_in, NewEvent};
 use crate::{Result, Store, StoreError};
 
@@ -249,7 +249,7 @@ impl Store {
     pub async fn live_documents(&self, tenant: &TenantId, ids: &[DocumentId]) -> Result<Vec<DocumentId>> {
         let mut found: HashSet<String> = HashSet::with_capacity(ids.len());
         for run in runs(ids) {
-            let list = (2..run.len() + 2).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+            let list = parameter_list(2, run.len());
             let sql = format!("SELECT id FROM documents WHERE tenant_id = $1 AND id IN ({list})");
             let mut q = sqlx::query(&sql).bind(tenant.as_str());
             for id in run {

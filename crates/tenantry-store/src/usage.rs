@@ -95,6 +95,11 @@ pub(crate) fn outbox_sql(values: &str) -> String {
 /// Rows per multi-row statement at most.
 const MAX_ROWS: usize = 64;
 
+/// The parameters `$first, $first+1, …` of `n` values, for an `IN (…)` list.
+pub(crate) fn parameter_list(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
 /// `items` cut into runs whose lengths are powers of two up to `MAX_ROWS`, longest first: a multi-row
 /// statement then has one of seven shapes, whatever the batch size, instead of a new text (parsed and
 /// prepared again, and evicting others from the statement cache) for every count.
@@ -319,7 +324,13 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::{placeholders, runs};
+    use super::{parameter_list, placeholders, runs};
+
+    #[test]
+    fn parameter_lists_number_from_the_first_free_parameter() {
+        assert_eq!(parameter_list(2, 3), "$2, $3, $4");
+        assert_eq!(parameter_list(1, 1), "$1");
+    }
 
     #[test]
     fn placeholders_number_every_parameter_once_on_postgres_and_are_anonymous_on_sqlite() {

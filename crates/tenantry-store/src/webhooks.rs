@@ -5,6 +5,7 @@
 use sqlx::{Any, Row, Transaction};
 use tenantry_domain::{DeliveryId, EventId, TenantId, Timestamp};
 
+use crate::usage::parameter_list;
 use crate::{Backend, Result, Store, StoreError};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,11 +94,6 @@ fn endpoint_from_row(r: &sqlx::any::AnyRow) -> Result<WebhookRow> {
         secret_salt: r.try_get("secret_salt")?,
         created_at: Timestamp(r.try_get("created_at")?),
     })
-}
-
-/// `$first, $first+1, …` for `n` values.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Records `event` and a delivery, due now, to every endpoint of its tenant subscribed to its type, inside
@@ -274,7 +270,7 @@ impl Store {
             "SELECT d.id, d.tenant_id, d.endpoint_id, d.event_id, d.attempts, d.created_at, e.url, e.secret_salt, \
              v.body FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
              JOIN webhook_events v ON v.id = d.event_id WHERE d.id IN ({}) ORDER BY d.next_attempt_at, d.id",
-            placeholders(1, ids.len())
+            parameter_list(1, ids.len())
         );
         let mut query = sqlx::query(&sql);
         for id in &ids {
@@ -371,7 +367,7 @@ impl Store {
         let sql = format!(
             "SELECT delivery_id, attempt, at, status_code, error, duration_ms FROM webhook_attempts \
              WHERE delivery_id IN ({}) ORDER BY delivery_id, attempt",
-            placeholders(1, deliveries.len())
+            parameter_list(1, deliveries.len())
         );
         let mut query = sqlx::query(&sql);
         for d in &deliveries {
