@@ -177,7 +177,7 @@ impl Services {
         let period = self.current_period(&row);
         let usage = self.usage_between(&id, period.start, period.end).await?;
         let credits = self.credit_balance(&id).await?;
-        let webhooks = self.store().webhooks(&id).await?.into_iter().map(crate::webhooks::view).collect();
+        let webhooks = self.webhooks(&id).await?;
         Ok(TenantDetail {
             tenant: crate::tenants::view(row),
             usage,

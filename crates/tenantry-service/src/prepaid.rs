@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 use tenantry_billing::InvoiceLine;
-use tenantry_domain::{Cents, CreditId, TenantContext, TenantId, Timestamp};
+use tenantry_domain::{Cents, CreditId, TenantId, Timestamp};
 use tenantry_store::{CreditGrantRow, CreditLine};
 use utoipa::ToSchema;
 
@@ -119,11 +119,7 @@ impl Services {
         Ok(view(grant))
     }
 
-    /// `GET /v1/credits`: the balance and each grant's use.
-    pub async fn credits(&self, ctx: &TenantContext) -> ServiceResult<CreditBalance> {
-        self.credit_balance(&ctx.tenant_id).await
-    }
-
+    /// `GET /v1/credits` (and the operator's view of a tenant): the balance and each grant's use.
     pub async fn credit_balance(&self, tenant: &TenantId) -> ServiceResult<CreditBalance> {
         let now = self.clock().now();
         let grants = self.store().credit_grants(tenant).await?;

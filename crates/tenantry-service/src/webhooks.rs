@@ -104,7 +104,7 @@ pub struct DeliveryView {
     pub attempt_log: Vec<AttemptView>,
 }
 
-pub(crate) fn view(row: WebhookRow) -> WebhookView {
+fn view(row: WebhookRow) -> WebhookView {
     WebhookView { webhook_id: row.id, url: row.url, events: row.events, created_at: row.created_at.to_rfc3339() }
 }
 
@@ -227,8 +227,9 @@ impl Services {
         Ok(url)
     }
 
-    pub async fn webhooks(&self, ctx: &TenantContext) -> ServiceResult<Vec<WebhookView>> {
-        Ok(self.store().webhooks(&ctx.tenant_id).await?.into_iter().map(view).collect())
+    /// The tenant's endpoints (`GET /v1/webhooks`, and the operator's view of a tenant).
+    pub async fn webhooks(&self, tenant: &TenantId) -> ServiceResult<Vec<WebhookView>> {
+        Ok(self.store().webhooks(tenant).await?.into_iter().map(view).collect())
     }
 
     async fn own_webhook(&self, tenant: &TenantId, id: &str) -> ServiceResult<WebhookRow> {
@@ -327,12 +328,7 @@ impl Services {
         } else {
             ("pending", Some(retry_at))
         };
-        let label = match state {
-            "delivered" => "delivered",
-            "failed" => "failed",
-            _ => "retrying",
-        };
-        self.inner.webhook_outcomes.record(label);
+        self.inner.webhook_outcomes.record(state);
         if state == "failed" {
             tracing::warn!(tenant_id = %delivery.tenant_id, delivery_id = %delivery.id, attempts,
                 "webhook delivery failed for three days; giving up");
@@ -422,9 +418,10 @@ pub(crate) struct Outcomes {
 }
 
 impl Outcomes {
-    fn record(&self, label: &str) {
+    /// Counts an attempt that left its delivery in `state` (`pending` counts as retrying).
+    fn record(&self, state: &str) {
         use std::sync::atomic::Ordering::Relaxed;
-        match label {
+        match state {
             "delivered" => self.delivered.fetch_add(1, Relaxed),
             "failed" => self.failed.fetch_add(1, Relaxed),
             _ => self.retrying.fetch_add(1, Relaxed),

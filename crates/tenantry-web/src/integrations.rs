@@ -121,7 +121,7 @@ pub async fn list_webhooks(
     headers: HeaderMap,
 ) -> ApiResult<axum::Json<WebhookList>> {
     let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
-    Ok(axum::Json(WebhookList { webhooks: s.webhooks(&ctx).await? }))
+    Ok(axum::Json(WebhookList { webhooks: s.webhooks(&ctx.tenant_id).await? }))
 }
 
 /// Remove a webhook endpoint with its deliveries; nothing more is sent to it.
@@ -223,7 +223,7 @@ pub async fn get_credits(
     headers: HeaderMap,
 ) -> ApiResult<axum::Json<CreditBalance>> {
     let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
-    Ok(axum::Json(s.credits(&ctx).await?))
+    Ok(axum::Json(s.credit_balance(&ctx.tenant_id).await?))
 }
 
 /// Grant a tenant prepaid credit. Every invoice made afterwards draws on it (soonest expiry first) and shows
