@@ -19,6 +19,34 @@ use tenantry_domain::{Config, TenantId};
 use tenantry_web::Application;
 use tokio::sync::Semaphore;
 
+/// A service on an ephemeral port in this process, which a benchmark drives over HTTP.
+pub struct InProcess {
+    pub base: String,
+    pub services: tenantry_service::Services,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl InProcess {
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let app = Application::build(config).await?;
+        let base = format!("http://{}", app.local_addr());
+        let services = app.services().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self { base, services, stop, server })
+    }
+
+    /// Stops serving and waits until the service has shut down.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(());
+        self.server.await??;
+        Ok(())
+    }
+}
+
 pub struct GatewayBench {
     pub rates: Vec<u64>,
     pub seconds: u64,
@@ -89,13 +117,8 @@ pub async fn gateway(opts: GatewayBench) -> anyhow::Result<()> {
         requests_per_minute: 100_000_000,
     };
     config.plans.push(plan);
-    let app = Application::build(config).await?;
-    let base = format!("http://{}", app.local_addr());
-    let services = app.services().clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    let service = InProcess::start(config).await?;
+    let (base, services) = (service.base.clone(), service.services.clone());
 
     let client = reqwest::Client::builder().pool_max_idle_per_host(opts.max_in_flight).build()?;
     let signup: serde_json::Value = client
@@ -159,8 +182,7 @@ pub async fn gateway(opts: GatewayBench) -> anyhow::Result<()> {
         Some(rate) => println!("\nmax sustained with zero errors: {rate} requests/s"),
         None => println!("\nno rate was sustained with zero errors"),
     }
-    let _ = stop.send(());
-    server.await??;
+    service.stop().await?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::bench::InProcess;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use tenantry_domain::Config;
-use tenantry_web::Application;
 
 pub struct SignupBench {
     pub signups: usize,
@@ -25,12 +25,8 @@ pub async fn signup(opts: SignupBench) -> anyhow::Result<()> {
     config.server.operator_token = OPERATOR.into();
     let paid =
         config.plans.iter().find(|p| p.trial_days == 0 && p.price_cents > 0).context("a paid plan")?.name.clone();
-    let app = Application::build(config).await?;
-    let base = format!("http://{}", app.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    let service = InProcess::start(config).await?;
+    let base = service.base.clone();
     let client = reqwest::Client::new();
 
     println!("tenantry bench signup: {} paid signups ({paid}), manual provider, embedded SQLite", opts.signups);
@@ -77,8 +73,7 @@ pub async fn signup(opts: SignupBench) -> anyhow::Result<()> {
         ms(pct(0.99)),
         ms(pct(1.0))
     );
-    let _ = stop.send(());
-    let _ = server.await;
+    let _ = service.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::bench::InProcess;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use tenantry_domain::{Config, TenantId};
 use tenantry_store::NewEvent;
-use tenantry_web::Application;
 
 pub struct WebhookBench {
     pub tenants: usize,
@@ -74,13 +74,8 @@ pub async fn webhooks(opts: WebhookBench) -> anyhow::Result<()> {
         config.database.url = tenantry_store::Store::create_test_database(&opts.database_url).await?;
         "PostgreSQL"
     };
-    let app = Application::build(config).await?;
-    let base = format!("http://{}", app.local_addr());
-    let services = app.services().clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async move {
-        let _ = stopped.await;
-    }));
+    let service = InProcess::start(config).await?;
+    let (base, services) = (service.base.clone(), service.services.clone());
     let (url, arrivals, gate) = receiver(Duration::from_millis(opts.receiver_ms)).await?;
     let client = reqwest::Client::new();
     let mut tenants = Vec::with_capacity(opts.tenants);
@@ -129,9 +124,7 @@ pub async fn webhooks(opts: WebhookBench) -> anyhow::Result<()> {
         elapsed.as_secs_f64(),
         opts.events as f64 / elapsed.as_secs_f64()
     );
-    let _ = stop.send(());
-    server.await??;
-    Ok(())
+    service.stop().await
 }
 
 /// Records `n` events, numbered from `first`, over the tenants: when each was recorded, and how long it took.
