@@ -210,18 +210,9 @@ pub struct ConfigBody {
     pub system_prompt: Option<String>,
     /// The spend cap: the most the period's overage may cost, in cents (0 to 1,000,000,000); `null` removes
     /// it. A request that would bring the overage above it is refused with 429 `quota_exceeded`.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::whole::nullable_integer")]
     #[schema(value_type = Option<i64>, minimum = 0, maximum = 1_000_000_000)]
     pub overage_limit_cents: Option<Option<i64>>,
-}
-
-/// A field that may be absent (`None`), `null` (`Some(None)`) or a value.
-fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// Change the tenant's model, retrieval mode or system prompt (within what the plan allows).

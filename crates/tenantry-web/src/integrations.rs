@@ -59,7 +59,8 @@ pub struct ThresholdBody {
     #[schema(value_type = AlertMeter)]
     pub meter: String,
     #[schema(minimum = 1, maximum = 1000)]
-    pub percent: u32,
+    #[serde(deserialize_with = "crate::whole::integer")]
+    pub percent: i64,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -195,7 +196,10 @@ pub async fn put_alerts(
 ) -> ApiResult<axum::Json<AlertsView>> {
     let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
     let body = body.value()?;
-    let thresholds = body.thresholds.into_iter().map(|t| Threshold { meter: t.meter, percent: t.percent }).collect();
+    // A percent past `u32` is out of range: 0 makes the service refuse it with the range it accepts.
+    let percent = |p: i64| u32::try_from(p).unwrap_or(0);
+    let thresholds =
+        body.thresholds.into_iter().map(|t| Threshold { meter: t.meter, percent: percent(t.percent) }).collect();
     Ok(axum::Json(s.set_alerts(&ctx, thresholds).await?))
 }
 

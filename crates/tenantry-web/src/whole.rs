@@ -15,6 +15,11 @@ pub fn optional_integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Op
     Option::<serde_json::Number>::deserialize(deserializer)?.map(from_number).transpose()
 }
 
+/// An integer that may be left out (`None`, with `#[serde(default)]`), `null` (`Some(None)`) or given.
+pub fn nullable_integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<i64>>, D::Error> {
+    optional_integer(deserializer).map(Some)
+}
+
 fn from_number<E: Error>(number: serde_json::Number) -> Result<i64, E> {
     if let Some(n) = number.as_i64() {
         return Ok(n);

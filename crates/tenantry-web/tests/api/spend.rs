@@ -83,6 +83,10 @@ async fn the_cap_is_validated_shown_and_lifted() {
     assert_eq!(patch_config(&app, &t.key, json!({"system_prompt": "Be brief."})).await.status(), StatusCode::OK);
     let tenant: Value = app.get(&t.key, "/v1/tenant").await.json().await.expect("json");
     assert_eq!(tenant["config"]["overage_limit_cents"], 0);
+    // A whole number written with a zero fraction is that integer, as JSON Schema reads it.
+    assert_eq!(patch_config(&app, &t.key, json!({"overage_limit_cents": 25.0})).await.status(), StatusCode::OK);
+    let tenant: Value = app.get(&t.key, "/v1/tenant").await.json().await.expect("json");
+    assert_eq!(tenant["config"]["overage_limit_cents"], 25);
     assert_eq!(patch_config(&app, &t.key, json!({"overage_limit_cents": null})).await.status(), StatusCode::OK);
     app.query(&t.key, "How long do refunds take?").await;
 }

@@ -386,7 +386,10 @@ async fn a_threshold_fires_once_however_many_clients_cross_it() {
     subscribe(&app, &t, &receiver.url, &["usage.threshold_reached"]).await;
     let defaults: Value = app.get(&t.key, "/v1/alerts").await.json().await.expect("json");
     assert_eq!(defaults["thresholds"].as_array().map(Vec::len), Some(8), "80 and 100 of four quotas: {defaults}");
-    let body = json!({"thresholds": [{"meter": "queries", "percent": 50}, {"meter": "queries", "percent": 100}]});
+    let out_of_range = json!({"thresholds": [{"meter": "queries", "percent": 5_000_000_000_i64}]});
+    let r = app.client.put(app.url("/v1/alerts")).bearer_auth(&t.key).json(&out_of_range).send().await.expect("put");
+    assert_problem(r, 422, "validation_failed").await;
+    let body = json!({"thresholds": [{"meter": "queries", "percent": 50.0}, {"meter": "queries", "percent": 100}]});
     let put = app.client.put(app.url("/v1/alerts")).bearer_auth(&t.key).json(&body).send().await.expect("put");
     assert_eq!(put.status(), StatusCode::OK);
     app.upload_text(&t.key, "Refunds", "Refunds are issued within 14 days.").await;
