@@ -164,7 +164,7 @@ class HostedModel(TenantCase):
         messages = [
             {"role": "system", "content": "Answer in one sentence."},
             {"role": "user", "content": "Who makes the Widget 3000?"},
-            {"role": "assistant", "content": "Acme Corporation makes it [1]."},
+            {"role": "assistant", "content": "Its maker is in the catalogue [1]."},
             {"role": "user", "content": "Where is its headquarters?"},
         ]
         r = self.client.chat.completions.create(model="gpt-4o-mini", messages=messages)
@@ -173,11 +173,16 @@ class HostedModel(TenantCase):
         self.assertEqual([m["role"] for m in sent], ["system", "system", "user", "assistant", "user"])
         self.assertEqual(sent[1]["content"], "Answer in one sentence.")
         self.assertEqual(sent[2]["content"], "Who makes the Widget 3000?")
-        self.assertEqual(sent[3]["content"], "Acme Corporation makes it [1].")
+        self.assertEqual(sent[3]["content"], "Its maker is in the catalogue [1].")
         self.assertTrue(sent[4]["content"].endswith("Question: Where is its headquarters?"))
-        # The follow-up was searched with the question before it, so the headquarters passage is there.
-        self.assertIn("headquarters in Lyon", sent[4]["content"])
-        self.assertIn("Lyon", " ".join(c["text"] for c in r.model_extra["citations"]))
+        # The model restated the follow-up from the conversation, and that was searched: Acme's passage first.
+        restating = self.upstream.requests[-2]["messages"][1]["content"]
+        self.assertTrue(restating.endswith("Last question: Where is its headquarters?"), restating)
+        self.assertIn("User: Who makes the Widget 3000?", restating)
+        self.assertIn("[1] Acme\nAcme Corporation has its headquarters in Lyon.", sent[4]["content"])
+        self.assertEqual(r.model_extra["citations"][0]["title"], "Acme")
+        # Both calls are the request's tokens (the fake upstream's 30 + 9 and 50 + 5).
+        self.assertEqual((r.usage.prompt_tokens, r.usage.completion_tokens), (80, 14))
 
     def test_every_parameter_reaches_the_upstream(self):
         self.client.chat.completions.create(

@@ -51,6 +51,9 @@ def post(base, path, body, key=None):
         return json.loads(r.read())
 
 
+# How the service asks a model to restate a follow-up before it searches.
+RESTATE_INSTRUCTIONS = "Rewrite the user's last question"
+
 # What the fake model answers for a field of this name: the facts of its one story.
 FACTS = {"city": "Lyon", "country": "France", "order": 42}
 
@@ -89,6 +92,9 @@ class FakeUpstreamHandler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.requests.append(body)
+        if str(body["messages"][0]["content"]).startswith(RESTATE_INSTRUCTIONS):
+            self.restate(body)
+            return
         last = body["messages"][-1]
         # Cites the passage it was given that says where Acme is, as a model would.
         found = re.search(r"\[(\d+)\] [^\n]*\n[^\n]*Lyon", str(last.get("content")))
@@ -129,6 +135,16 @@ class FakeUpstreamHandler(http.server.BaseHTTPRequestHandler):
         events.append({"id": "up-1", "object": "chat.completion.chunk", "created": 1, "model": body["model"],
                        "choices": [], "usage": usage})
         self.reply("text/event-stream", "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n")
+
+    def restate(self, body):
+        """Restates a follow-up as the service asks before it searches: it knows who the story's maker is."""
+        transcript = body["messages"][-1]["content"]
+        question = transcript.rsplit("Last question: ", 1)[-1]
+        text = "Where is the headquarters of Acme Corporation?" if "Widget" in transcript else question
+        self.reply("application/json", json.dumps({
+            "id": "up-restate", "object": "chat.completion", "created": 1, "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 30, "completion_tokens": 9, "total_tokens": 39}}))
 
     def reply(self, content_type, text):
         data = text.encode()

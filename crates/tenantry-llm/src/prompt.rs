@@ -180,11 +180,34 @@ pub struct Prompt {
     /// Tokens left for the answer.
     max_completion_tokens: u32,
     options: Options,
+    task: Task,
     tokens: u64,
+}
+
+/// What a prompt asks of the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Task {
+    /// Answer the question from the evidence, in the conversation.
+    Answer,
+    /// Restate the last question of a conversation so that it stands alone, for retrieval.
+    Standalone,
 }
 
 const INSTRUCTIONS: &str = "Answer the question using only the numbered context passages. Cite the passages \
 you use as [n]. If the context does not contain the answer, say so.";
+
+const STANDALONE_INSTRUCTIONS: &str = "Rewrite the user's last question so that it can be understood \
+without the conversation: replace every word that refers to something earlier (it, its, they, that one, \
+there) with what it refers to. Keep the question's language and meaning, do not answer it, and reply with the \
+rewritten question only.";
+
+/// Turns of the conversation a standalone question is written from (the most recent), and the tokens kept of
+/// each: enough to name what the question refers to.
+const STANDALONE_TURNS: usize = 6;
+const STANDALONE_TURN_TOKENS: usize = 200;
+
+/// The most tokens a restated question may take.
+pub const STANDALONE_MAX_TOKENS: u32 = 128;
 
 /// Tokens OpenAI's chat format adds per message, and once per reply.
 const PER_MESSAGE_TOKENS: u64 = 3;
@@ -231,6 +254,7 @@ impl Prompt {
             passages: Vec::new(),
             max_completion_tokens,
             options,
+            task: Task::Answer,
             tokens: 0,
         };
         let window = u64::from(model.context_window);
@@ -264,6 +288,43 @@ impl Prompt {
         prompt.tokens =
             if prompt.passages.is_empty() && prompt.history.is_empty() { bare } else { prompt.count_tokens() };
         Ok(prompt)
+    }
+
+    /// A prompt asking `model` to restate the conversation's last question so that it can be understood
+    /// without the conversation ("its headquarters?" after a question about Acme: "Where is Acme's
+    /// headquarters?"), from the last few user and assistant turns, each shortened. `None` when no earlier
+    /// question precedes it, or when even that does not fit the model's window.
+    pub fn standalone(model: &ModelSpec, conversation: &Conversation) -> Option<Self> {
+        let spoken: Vec<&Turn> = conversation
+            .history
+            .iter()
+            .filter(|t| matches!(t.role, Role::User | Role::Assistant) && !t.text().trim().is_empty())
+            .collect();
+        let first_kept = spoken.len().saturating_sub(STANDALONE_TURNS);
+        let history: Vec<Turn> = spoken[first_kept..]
+            .iter()
+            .map(|t| Turn::new(t.role, &tokens::truncate(t.text().trim(), STANDALONE_TURN_TOKENS), Map::new()))
+            .collect();
+        if !history.iter().any(|t| t.role == Role::User) {
+            return None;
+        }
+        let mut upstream = Map::new();
+        upstream.insert("temperature".into(), json!(0));
+        let mut prompt = Prompt {
+            system_prompt: String::new(),
+            instructions: Vec::new(),
+            history,
+            question: conversation.question.clone(),
+            after: Vec::new(),
+            passages: Vec::new(),
+            max_completion_tokens: STANDALONE_MAX_TOKENS,
+            options: Options { upstream, ..Options::default() },
+            task: Task::Standalone,
+            tokens: 0,
+        };
+        prompt.tokens = prompt.count_tokens();
+        let fits = prompt.tokens + u64::from(STANDALONE_MAX_TOKENS) <= u64::from(model.context_window);
+        fits.then_some(prompt)
     }
 
     /// Keeps the most recent turns of `history` that fit in `budget` tokens, whole exchanges at a time (an
@@ -312,6 +373,12 @@ impl Prompt {
     /// The chat messages sent to an OpenAI-compatible endpoint: the tenant's system message, the client's
     /// instructions, the earlier turns that fit, the evidence with the question, and what followed it.
     pub fn messages(&self) -> Vec<Value> {
+        if self.task == Task::Standalone {
+            return vec![
+                json!({"role": "system", "content": STANDALONE_INSTRUCTIONS}),
+                json!({"role": "user", "content": self.user_message()}),
+            ];
+        }
         let mut messages = vec![json!({"role": "system", "content": system_message(&self.system_prompt)})];
         messages.extend(self.instructions.iter().map(|t| t.message.clone()));
         messages.extend(self.history.iter().map(|t| t.message.clone()));
@@ -321,6 +388,14 @@ impl Prompt {
     }
 
     fn user_message(&self) -> String {
+        if self.task == Task::Standalone {
+            let said: Vec<String> = self
+                .history
+                .iter()
+                .map(|t| format!("{}: {}", if t.role == Role::User { "User" } else { "Assistant" }, t.text()))
+                .collect();
+            return format!("Conversation:\n{}\n\nLast question: {}", said.join("\n"), self.question);
+        }
         let context: Vec<String> = self.passages.iter().map(render_passage).collect();
         format!("Context:\n{}\n\nQuestion: {}", context.join("\n\n"), self.question)
     }
@@ -331,6 +406,13 @@ impl Prompt {
     }
 
     fn count_tokens(&self) -> u64 {
+        if self.task == Task::Standalone {
+            return tokens::count(STANDALONE_INSTRUCTIONS)
+                + tokens::count(&self.user_message())
+                + self.options.tokens()
+                + 2 * PER_MESSAGE_TOKENS
+                + REPLY_PRIMING_TOKENS;
+        }
         let turns = |turns: &[Turn]| turns.iter().map(|t| t.tokens).sum::<u64>();
         system_message_tokens(&self.system_prompt)
             + turns(&self.instructions)
@@ -524,6 +606,32 @@ mod tests {
         assert_eq!(kept[0].role, Role::User, "whole exchanges are dropped");
         assert_eq!(p.passages().len(), 1, "evidence keeps its half");
         assert!(p.messages().last().expect("question")["content"].as_str().expect("text").ends_with("headquarters?"));
+    }
+
+    #[test]
+    fn a_standalone_prompt_holds_the_last_turns_shortened_and_the_question() {
+        let p = Prompt::standalone(&model(8192), &conversation(10, 400)).expect("an earlier question");
+        let m = p.messages();
+        assert_eq!(m.len(), 2);
+        assert!(m[0]["content"].as_str().is_some_and(|c| c.starts_with("Rewrite the user's last question")));
+        let user = m[1]["content"].as_str().expect("text");
+        assert!(user.ends_with("Last question: And its headquarters?"), "{user}");
+        assert!(user.contains("Assistant: answer 9") && user.contains("User: question 7"), "the last turns");
+        assert!(!user.contains("question 6 ") && !user.contains("Answer in French"), "older turns and instructions");
+        let counted: u64 =
+            m.iter().map(|m| tokens::count(m["content"].as_str().unwrap_or("")) + PER_MESSAGE_TOKENS).sum::<u64>()
+                + REPLY_PRIMING_TOKENS;
+        assert_eq!(p.token_count(), counted);
+        assert!(p.token_count() < 3 * 220 + 120, "each turn shortened: {}", p.token_count());
+        assert_eq!((p.max_completion_tokens(), p.options().upstream.get("temperature")), (128, Some(&json!(0))));
+    }
+
+    #[test]
+    fn there_is_no_standalone_prompt_without_an_earlier_question_or_room() {
+        assert!(Prompt::standalone(&model(8192), &conversation(0, 0)).is_none());
+        let only_instructions = Conversation { history: vec![turn(Role::Assistant, "Hello!")], ..conversation(0, 0) };
+        assert!(Prompt::standalone(&model(8192), &only_instructions).is_none());
+        assert!(Prompt::standalone(&model(64), &conversation(3, 100)).is_none(), "does not fit a tiny window");
     }
 
     #[test]

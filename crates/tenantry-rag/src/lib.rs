@@ -3,7 +3,7 @@
 //! Everything tenant-specific comes from the `TenantContext`.
 
 use async_trait::async_trait;
-use tenantry_domain::{RetrievalMode, TenantContext};
+use tenantry_domain::{ProviderKind, RetrievalMode, TenantContext};
 use tenantry_llm::{
     ChunkStream, ContextLengthExceeded, Conversation, LlmError, Options, Passage, Prompt, Providers, TokenUsage,
 };
@@ -172,21 +172,22 @@ pub async fn prepare(
     top_k: usize,
     max_completion_tokens: u32,
 ) -> Result<Prepared, RagError> {
-    prepare_chat(ctx, retriever, Conversation::question(question), Options::default(), top_k, max_completion_tokens)
-        .await
+    let conversation = Conversation::question(question);
+    prepare_chat(ctx, retriever, conversation, question, Options::default(), top_k, max_completion_tokens).await
 }
 
-/// `prepare` for a conversation: retrieval reads its last question as a standalone one (a follow-up with
-/// the question before it), and the prompt carries the conversation and the generation options.
+/// `prepare` for a conversation: retrieval searches for `search`, its last question as a standalone one (see
+/// `standalone_question`), and the prompt carries the conversation and the generation options.
 pub async fn prepare_chat(
     ctx: &TenantContext,
     retriever: &dyn Retriever,
     conversation: Conversation,
+    search: &str,
     options: Options,
     top_k: usize,
     max_completion_tokens: u32,
 ) -> Result<Prepared, RagError> {
-    let (hits, steps) = retrieve_with_plan(ctx, retriever, &conversation.standalone_question(), top_k).await?;
+    let (hits, steps) = retrieve_with_plan(ctx, retriever, search, top_k).await?;
     let passages: Vec<Passage> = hits
         .iter()
         .enumerate()
@@ -200,6 +201,54 @@ pub async fn prepare_chat(
     let completion = max_completion_tokens.clamp(1, MAX_REQUESTED_COMPLETION_TOKENS);
     let prompt = Prompt::build_chat(&ctx.model, &ctx.system_prompt, conversation, passages, completion, options)?;
     Ok(Prepared { prompt, steps, hits })
+}
+
+/// A conversation's last question as retrieval should read it, and the tokens it took to write it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Standalone {
+    pub question: String,
+    /// What the model used to restate the question; zero when the rule did.
+    pub usage: TokenUsage,
+}
+
+/// The conversation's last question as a standalone one, so that a follow-up ("where is its
+/// headquarters?") retrieves what it is about. A hosted model restates it from the conversation (its tokens
+/// are returned, to be billed); the offline model, a question with no earlier one, or a model that fails or
+/// answers with something that is not a question, fall back to the rule of
+/// `Conversation::standalone_question` (the previous question and answer read with it).
+pub async fn standalone_question(
+    ctx: &TenantContext,
+    providers: &Providers,
+    conversation: &Conversation,
+) -> Standalone {
+    let by_rule = || Standalone { question: conversation.standalone_question(), usage: TokenUsage::default() };
+    if ctx.model.provider != ProviderKind::OpenAi {
+        return by_rule();
+    }
+    let Some(prompt) = Prompt::standalone(&ctx.model, conversation) else {
+        return by_rule();
+    };
+    match providers.generate(&ctx.model, &prompt).await {
+        Ok(generation) => match restated(&generation.text, &conversation.question) {
+            Some(question) => Standalone { question, usage: generation.usage },
+            None => Standalone { usage: generation.usage, ..by_rule() },
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, model = %ctx.model.name, "could not restate the follow-up; searching by rule");
+            by_rule()
+        }
+    }
+}
+
+/// The question a model's restatement holds: its first line without a label or quotes; `None` when that is
+/// empty or far longer than the question it restates (an answer, not a question).
+fn restated(text: &str, question: &str) -> Option<String> {
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let line =
+        line.split_once(':').filter(|(label, _)| label.to_lowercase().contains("question")).map_or(line, |(_, q)| q);
+    let line = line.trim().trim_matches(|c| matches!(c, '"' | '\'' | '“' | '”' | '`')).trim();
+    let longest = question.chars().count() * 4 + 200;
+    (!line.is_empty() && line.chars().count() <= longest).then(|| line.to_owned())
 }
 
 /// Generates with the context's model and cites what the answer used.
@@ -262,6 +311,20 @@ mod tests {
     use super::*;
     use tenantry_domain::testing::context;
     use tenantry_domain::{DocumentId, TenantId};
+
+    #[test]
+    fn a_restated_question_is_its_first_line_without_label_or_quotes() {
+        let q = "Where is its headquarters?";
+        let said = |text: &str| restated(text, q);
+        assert_eq!(said("Where is Acme's headquarters?").as_deref(), Some("Where is Acme's headquarters?"));
+        assert_eq!(
+            said("\n  Standalone question: \"Where is Acme's headquarters?\"\nDone.").as_deref(),
+            Some("Where is Acme's headquarters?")
+        );
+        assert_eq!(said("Note: where is Acme's headquarters?").as_deref(), Some("Note: where is Acme's headquarters?"));
+        assert_eq!(said("  \n \"\""), None, "nothing said");
+        assert_eq!(said(&"Acme was founded in 1901 and ".repeat(20)), None, "an answer, not a question");
+    }
 
     struct Fixed(Vec<Hit>);
 

@@ -6,7 +6,7 @@ use futures::stream::{BoxStream, StreamExt};
 use serde::Serialize;
 use tenantry_domain::quota::Meter;
 use tenantry_domain::{RetrievalMode, TenantContext};
-use tenantry_llm::{Chunk, Generation};
+use tenantry_llm::{Chunk, Generation, TokenUsage};
 pub use tenantry_llm::{Conversation, FinishReason, Options, ResponseFormat, Role, Turn};
 pub use tenantry_rag::Citation;
 use tenantry_rag::Prepared;
@@ -45,7 +45,10 @@ impl QueryRequest {
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct QueryUsage {
+    /// Prompt tokens of the answer, and of restating a follow-up as a standalone question for retrieval
+    /// (a hosted model, a conversation with an earlier question).
     pub prompt_tokens: u64,
+    /// Completion tokens of the answer and of the restated follow-up.
     pub completion_tokens: u64,
     /// Tokens an upstream embedding model (`search.embedding_model`) billed for embedding the question (or
     /// its planned steps); 0 with a local embedder.
@@ -191,15 +194,26 @@ impl Services {
         let retriever = TenantRetriever::new(self);
         let mut conversation = request.conversation.clone();
         conversation.question = question.to_owned();
+        let standalone = tenantry_rag::standalone_question(ctx, self.providers(), &conversation).await;
         let options = request.options.clone();
-        let prepared =
-            tenantry_rag::prepare_chat(ctx, &retriever, conversation, options, top_k, max_completion).await?;
-        // An upstream embedder has already billed the question's embedding: exact, so reserved as is.
+        let prepared = tenantry_rag::prepare_chat(
+            ctx,
+            &retriever,
+            conversation,
+            &standalone.question,
+            options,
+            top_k,
+            max_completion,
+        )
+        .await?;
+        // An upstream embedder has already billed the question's embedding, and the model the restated
+        // follow-up: exact, so reserved as they are.
         let embedding_tokens = retriever.embedding_tokens();
-        let tokens = prepared.max_tokens() + embedding_tokens;
+        let restating = standalone.usage;
+        let tokens = prepared.max_tokens() + restating.total() + embedding_tokens;
         let reservation =
             self.reserve(ctx, Amounts { queries: 1, tokens: tokens as i64, ..Amounts::default() }).await?;
-        Ok((Begun { prepared, embedding_tokens }, reservation))
+        Ok((Begun { prepared, restating, embedding_tokens }, reservation))
     }
 
     /// Prices the generation with the model that ran (the context's: the pipeline cannot pick another) and
@@ -213,7 +227,11 @@ impl Services {
     ) -> ServiceResult<QueryResult> {
         let prepared = &begun.prepared;
         let model = self.catalog().model(&generation.model).unwrap_or(&ctx.model);
-        let usage = generation.usage;
+        // The follow-up was restated by the same model: its tokens are the request's too.
+        let usage = TokenUsage {
+            prompt_tokens: generation.usage.prompt_tokens + begun.restating.prompt_tokens,
+            completion_tokens: generation.usage.completion_tokens + begun.restating.completion_tokens,
+        };
         let prompt_cost = model.input_price.cost(usage.prompt_tokens);
         let completion_cost = model.output_price.cost(usage.completion_tokens);
         let now = self.clock().now();
@@ -268,10 +286,11 @@ impl Services {
     }
 }
 
-/// A query between retrieval and generation: the assembled prompt, and the tokens an upstream embedder
-/// billed for its retrieval.
+/// A query between retrieval and generation: the assembled prompt, the tokens the model used to restate a
+/// follow-up, and the tokens an upstream embedder billed for its retrieval.
 pub(crate) struct Begun {
     prepared: Prepared,
+    restating: TokenUsage,
     embedding_tokens: u64,
 }
 

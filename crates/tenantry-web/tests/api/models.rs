@@ -32,6 +32,14 @@ async fn chat(State(up): State<Upstream>, headers: HeaderMap, body: axum::Json<V
         seen.push((auth, body.0.clone()));
         seen.iter().filter(|(_, b)| b["model"] == model.as_str()).count()
     };
+    if body["messages"][0]["content"].as_str().is_some_and(|c| c.starts_with(RESTATE_INSTRUCTIONS)) {
+        return axum::Json(json!({
+            "id": "chatcmpl-restate", "object": "chat.completion", "created": 1_700_000_000, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": RESTATED}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 40, "completion_tokens": 9, "total_tokens": 49}
+        }))
+        .into_response();
+    }
     if body["stream"] == true {
         return stream_reply(&model, body["stream_options"]["include_usage"] == true);
     }
@@ -55,6 +63,10 @@ async fn chat(State(up): State<Upstream>, headers: HeaderMap, body: axum::Json<V
         .into_response(),
     }
 }
+
+/// How the service asks a model to restate a follow-up, and what this upstream answers to it.
+const RESTATE_INSTRUCTIONS: &str = "Rewrite the user's last question";
+const RESTATED: &str = "Where is the headquarters of Acme Corporation?";
 
 /// A streamed reply as OpenAI sends it: content deltas, the stop chunk, the usage chunk when asked, `[DONE]`.
 /// Model `cut` drops the connection after its first delta.
@@ -183,6 +195,59 @@ async fn each_tenant_reaches_the_upstream_as_its_own_model_prompt_and_key() {
     let usage_a = app.usage(&a.key).await;
     assert_eq!(usage_a["by_model"]["gpt-a"]["queries"], 1);
     assert!(usage_a["by_model"].get("gpt-b").is_none());
+}
+
+#[tokio::test]
+async fn a_follow_up_is_restated_by_the_tenants_model_searched_as_restated_and_billed() {
+    let (app, up) = hosted_app().await;
+    let t = app.signup("follow-up@models.test", "hosted").await;
+    app.upload_text(&t.key, "Globex", "Globex headquarters: the headquarters of Globex are in Berlin.").await;
+    app.upload_text(&t.key, "Acme", "Acme Corporation has its headquarters in Lyon.").await;
+    app.upload_text(&t.key, "Initech", "Initech headquarters moved; its headquarters is in Austin.").await;
+    let conversation = json!({"model": "gpt-a", "messages": [
+        {"role": "user", "content": "Who makes the Widget 3000?"},
+        {"role": "assistant", "content": "Its maker is in the catalogue."},
+        {"role": "user", "content": "Where is its headquarters?"},
+    ]});
+    // Read with the turns before it, the question matches Globex's and Initech's passages best; only the
+    // model, which knows who the maker is, can name Acme.
+    let r = app.post_json(&t.key, "/v1/chat/completions", conversation).await;
+    assert_eq!(r.status(), 200);
+    let c: Value = r.json().await.expect("json");
+
+    let seen: Vec<Value> = up.seen.lock().expect("lock").iter().map(|(_, body)| body.clone()).collect();
+    assert_eq!(seen.len(), 2, "the restatement, then the answer");
+    let transcript = seen[0]["messages"][1]["content"].as_str().expect("text");
+    assert_eq!(
+        transcript,
+        "Conversation:\nUser: Who makes the Widget 3000?\nAssistant: Its maker is in the catalogue.\n\n\
+         Last question: Where is its headquarters?"
+    );
+    assert_eq!((seen[0]["model"].as_str(), seen[0]["temperature"].as_i64()), (Some("model-a"), Some(0)));
+    // The answer's evidence was found by the restated question: Acme's passage first.
+    let evidence = seen[1]["messages"].as_array().expect("messages").last().expect("question")["content"]
+        .as_str()
+        .expect("text")
+        .to_owned();
+    assert!(evidence.contains("[1] Acme\nAcme Corporation has its headquarters in Lyon."), "{evidence}");
+    assert!(evidence.ends_with("Question: Where is its headquarters?"), "the client's question is answered");
+    assert_eq!(c["citations"][0]["title"], "Acme");
+
+    // Both calls are the request's usage, billed once at the tenant's model's prices.
+    assert_eq!(
+        c["usage"],
+        json!({"prompt_tokens": 151, "completion_tokens": 31, "total_tokens": 182, "embedding_tokens": 0,
+               "cost_micros": 151 * 30 + 31 * 60})
+    );
+    let usage = app.usage(&t.key).await;
+    assert_eq!(usage["by_model"]["gpt-a"]["queries"], 1);
+    assert_eq!(usage["totals"]["prompt_tokens"], 151);
+    assert_eq!(usage["totals"]["completion_tokens"], 31);
+    assert_eq!(usage["totals"]["cost_micros"], json!(151 * 30 + 31 * 60), "{usage}");
+
+    // A question with nothing before it is searched as asked: one call.
+    app.query(&t.key, "Where is Acme's headquarters?").await;
+    assert_eq!(up.seen.lock().expect("lock").len(), 3);
 }
 
 #[tokio::test]
