@@ -6,7 +6,8 @@ up, uploads a document, and drives /v1/chat/completions plain and streaming, /v1
 paths through the SDK with the tenant's key as the API key. A second service is configured with a hosted
 model behind a fake OpenAI-compatible upstream that records every request it receives and answers in the
 wire format (plain and streamed, tool calls, `finish_reason`), to check that conversations, parameters and
-tool calls reach the model and come back. Usage:
+tool calls reach the model and come back, through chat completions, the Responses API and OpenAI's Agents
+SDK. Usage:
 
     target/sdk-venv/bin/python tests/sdk/openai_sdk.py target/debug/tenantry
 """
@@ -243,6 +244,44 @@ class HostedModel(TenantCase):
         finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
         self.assertEqual(finishes, ["tool_calls"])
 
+    def test_the_responses_api_calls_functions_and_reads_their_output(self):
+        tools = [{"type": "function", "name": "order_status", "description": "An order's status",
+                  "parameters": {"type": "object", "properties": {"order": {"type": "integer"}}}}]
+        asked = {"role": "user", "content": "When does order 42 ship?"}
+        first = self.client.responses.create(model="gpt-4o-mini", input=[asked], tools=tools, tool_choice="auto")
+        call = next(o for o in first.output if o.type == "function_call")
+        self.assertEqual((call.name, json.loads(call.arguments)), ("order_status", {"order": 42}))
+        self.assertEqual(self.sent()["tools"], [{"type": "function", "function": {
+            k: v for k, v in tools[0].items() if k != "type"}}])
+        self.assertEqual(self.sent()["tool_choice"], "auto")
+        output = {"type": "function_call_output", "call_id": call.call_id, "output": "{\"ships\": \"tomorrow\"}"}
+        second = self.client.responses.create(model="gpt-4o-mini", tools=tools,
+                                              input=[asked, call.model_dump(exclude_none=True), output])
+        self.assertEqual(second.output_text, "Order 42 ships tomorrow.")
+        sent = self.sent()["messages"]
+        self.assertEqual([m["role"] for m in sent], ["system", "user", "assistant", "tool"])
+        self.assertEqual((sent[2]["tool_calls"][0]["id"], sent[3]["tool_call_id"]), (call.call_id, call.call_id))
+
+        events = list(self.client.responses.create(model="gpt-4o-mini", input=[asked], tools=tools, stream=True))
+        done = [e for e in events if e.type == "response.function_call_arguments.done"]
+        self.assertEqual([json.loads(e.arguments) for e in done], [{"order": 42}])
+        self.assertEqual(events[-1].type, "response.completed")
+        self.assertEqual([o.type for o in events[-1].response.output], ["function_call"])
+        self.assertEqual([e.sequence_number for e in events], list(range(len(events))))
+
+    def test_structured_output_through_the_responses_api(self):
+        from pydantic import BaseModel
+
+        class Place(BaseModel):
+            city: str
+            country: str
+
+        r = self.client.responses.parse(model="gpt-4o-mini", input="Where is Acme's headquarters?", text_format=Place)
+        self.assertEqual(r.output_parsed, Place(city="Lyon", country="France"))
+        sent = self.sent()["response_format"]
+        self.assertEqual((sent["type"], sent["json_schema"]["name"]), ("json_schema", "Place"))
+        self.assertEqual(sent["json_schema"]["schema"]["required"], ["city", "country"])
+
     def test_finish_reason_length_comes_back(self):
         r = self.client.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "Where is Acme?"}], max_tokens=3)
@@ -251,6 +290,65 @@ class HostedModel(TenantCase):
             model="gpt-4o-mini", messages=[{"role": "user", "content": "Where is Acme?"}], max_tokens=3, stream=True)
         finishes = [c.choices[0].finish_reason for c in stream if c.choices and c.choices[0].finish_reason]
         self.assertEqual(finishes, ["length"])
+
+
+class AgentsSdk(TenantCase):
+    """OpenAI's Agents SDK with Tenantry as its model, through the Responses API: a tool-using agent (plain and
+    streamed) and an agent with a structured output type."""
+
+    hosted = True
+    documents = [("Acme", "Acme Corporation has its headquarters in Lyon.")]
+
+    def model(self):
+        from agents import OpenAIResponsesModel, set_tracing_disabled
+
+        set_tracing_disabled(True)
+        client = openai.AsyncOpenAI(base_url=self.api, api_key=self.key, max_retries=0)
+        return OpenAIResponsesModel(model="gpt-4o-mini", openai_client=client)
+
+    def test_an_agent_calls_its_tool_and_answers(self):
+        import asyncio
+
+        from agents import Agent, Runner, function_tool
+
+        ran = []
+
+        @function_tool
+        def order_status(order: int) -> str:
+            """An order's shipping status."""
+            ran.append(order)
+            return "ships tomorrow"
+
+        agent = Agent(name="Support", instructions="Answer briefly.", tools=[order_status], model=self.model())
+        result = Runner.run_sync(agent, "When does order 42 ship?")
+        self.assertEqual((ran, result.final_output), ([42], "Order 42 ships tomorrow."))
+        sent = self.sent()["messages"]
+        self.assertEqual([m["role"] for m in sent], ["system", "system", "user", "assistant", "tool"])
+        self.assertEqual(sent[1]["content"], "Answer briefly.")
+        self.assertEqual(sent[4]["content"], "ships tomorrow")
+
+        async def streamed():
+            # A client of this event loop: the run above had its own.
+            run = Runner.run_streamed(agent.clone(model=self.model()), "When does order 42 ship?")
+            kinds = [event.type async for event in run.stream_events()]
+            return run.final_output, kinds
+
+        final, kinds = asyncio.run(streamed())
+        self.assertEqual((ran, final), ([42, 42], "Order 42 ships tomorrow."))
+        self.assertIn("raw_response_event", kinds)
+
+    def test_an_agent_returns_its_output_type(self):
+        from agents import Agent, Runner
+        from pydantic import BaseModel
+
+        class Place(BaseModel):
+            city: str
+            country: str
+
+        agent = Agent(name="Geographer", output_type=Place, model=self.model())
+        result = Runner.run_sync(agent, "Where is Acme's headquarters?")
+        self.assertEqual(result.final_output, Place(city="Lyon", country="France"))
+        self.assertEqual(self.sent()["response_format"]["type"], "json_schema")
 
 
 if __name__ == "__main__":

@@ -130,7 +130,7 @@ class FakeUpstreamHandler(http.server.BaseHTTPRequestHandler):
             events.append(chunk({"tool_calls": [dict(call, function={"name": call["function"]["name"], "arguments": ""})]}))
             events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]}))
         else:
-            events += [chunk({"content": word}) for word in text.split(" ")]
+            events += [chunk({"content": word}) for word in re.findall(r"\S+\s*", text)]
         events.append(chunk({}, finish))
         events.append({"id": "up-1", "object": "chat.completion.chunk", "created": 1, "model": body["model"],
                        "choices": [], "usage": usage})

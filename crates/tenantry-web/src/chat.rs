@@ -13,7 +13,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tenantry_domain::lifecycle::EndpointClass;
-use tenantry_domain::{ErrorCode, ProviderKind, RequestId};
+use tenantry_domain::{ErrorCode, ModelSpec, ProviderKind, RequestId};
 use tenantry_service::gateway::Scope;
 use tenantry_service::query::{
     Citation, Conversation, Options, QueryEvent, QueryRequest, QueryResult, ResponseFormat, Role, Turn,
@@ -23,7 +23,7 @@ use utoipa::ToSchema;
 
 use crate::api::{tenant, with_quota_headers};
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct ChatCompletionRequest {
     /// Omit, `"default"`, or the tenant's configured model; any other model is refused (404).
     pub model: Option<String>,
@@ -264,20 +264,7 @@ pub async fn chat_completions(
     let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Query).await?;
     let request: ChatCompletionRequest = parse_body(&body, "chat completion")?;
     check_model(&s, request.model.as_deref(), ("This tenant's model", &ctx.model.name))?;
-    let query = QueryRequest {
-        conversation: conversation(&request.messages)?,
-        top_k: None,
-        max_completion_tokens: max_tokens(&request)?,
-        options: options(&request)?,
-    };
-    if ctx.model.provider == ProviderKind::Local {
-        if let Some(param) = query.options.unsupported_offline() {
-            let model = &ctx.model.name;
-            let message =
-                format!("`{param}` is not supported by this tenant's model `{model}` (the built-in offline model)");
-            return Err(OpenAiError::unsupported(param, message));
-        }
-    }
+    let query = query_request(&ctx.model, &request)?;
     let id = format!("chatcmpl-{}", ctx.request_id);
     let created = s.clock().now().millis() / 1000;
 
@@ -292,6 +279,28 @@ pub async fn chat_completions(
     let events = s.query_stream(&ctx, &query).await?.flat_map(move |event| futures::stream::iter(chunks.events(event)));
     let stream = futures::stream::once(async move { first }).chain(events).map(Ok::<_, std::convert::Infallible>);
     Ok(with_quota_headers(&s, &ctx, Sse::new(stream).keep_alive(KeepAlive::default()).into_response()).await?)
+}
+
+/// The request as the query pipeline takes it: the conversation, the token cap and the generation
+/// parameters, each checked; a parameter the tenant's model cannot honour (the offline model and `tools`,
+/// say) is a 400 `unsupported_parameter` naming it.
+pub(crate) fn query_request(model: &ModelSpec, request: &ChatCompletionRequest) -> Result<QueryRequest, OpenAiError> {
+    let query = QueryRequest {
+        conversation: conversation(&request.messages)?,
+        top_k: None,
+        max_completion_tokens: max_tokens(request)?,
+        options: options(request)?,
+    };
+    if model.provider == ProviderKind::Local {
+        if let Some(param) = query.options.unsupported_offline() {
+            let message = format!(
+                "`{param}` is not supported by this tenant's model `{}` (the built-in offline model)",
+                model.name
+            );
+            return Err(OpenAiError::unsupported(param, message));
+        }
+    }
+    Ok(query)
 }
 
 /// Checks that `name`, when the request names a model, means the model that will serve it (`served`, what

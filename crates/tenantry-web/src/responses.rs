@@ -1,7 +1,9 @@
-//! `POST /v1/responses`: the basic Responses API (text in, `output_text` out, plain or as streamed events),
-//! so that clients built on it (OpenAI's Agents SDK) can use Tenantry as their model. The input is read as a
-//! chat conversation and answered by the same pipeline as `/v1/chat/completions`; tools, previous response
-//! ids and stored state are not offered (400 `unsupported_parameter`).
+//! `POST /v1/responses`: the Responses API (text or items in, `output_text` and function calls out, plain or
+//! as streamed events), so that clients built on it (OpenAI's Agents SDK) can use Tenantry as their model.
+//! The request is read as a chat completion (its input items as messages, its function tools, `tool_choice`
+//! and `text.format` in chat's shapes), checked and answered by the same pipeline as
+//! `/v1/chat/completions`. Responses are not stored: `previous_response_id` is a 400 `unsupported_parameter`,
+//! and so are tools other than functions (hosted tools such as `file_search` run at OpenAI).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -13,20 +15,24 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tenantry_domain::lifecycle::EndpointClass;
-use tenantry_domain::{ProviderKind, RequestId};
+use tenantry_domain::RequestId;
 use tenantry_service::gateway::Scope;
-use tenantry_service::query::{Citation, Options, QueryEvent, QueryRequest, QueryResult};
+use tenantry_service::query::{Citation, FinishReason, QueryEvent, QueryResult};
 use tenantry_service::Services;
 use utoipa::ToSchema;
 
 use crate::api::{tenant, with_quota_headers};
-use crate::chat::{check_model, conversation, parse_body, ChatMessage, OpenAiError, OpenAiErrorBody};
+use crate::chat::{
+    check_model, parse_body, query_request, ChatCompletionRequest, ChatMessage, OpenAiError, OpenAiErrorBody,
+};
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ResponseRequest {
     /// Omit, `"default"`, the tenant's model or an alias.
     pub model: Option<String>,
-    /// A text (the question), or messages `{role, content}` whose content is a text or `input_text` parts.
+    /// A text (the question), or items: messages `{role, content}` whose content is a text or
+    /// `input_text`/`output_text` parts, the model's earlier `function_call`s and the client's
+    /// `function_call_output`s (a tool loop); `reasoning` items are skipped.
     #[schema(value_type = Object)]
     pub input: Value,
     /// The client's instructions, sent after the tenant's system prompt.
@@ -35,14 +41,24 @@ pub struct ResponseRequest {
     pub stream: bool,
     #[schema(minimum = 1)]
     pub max_output_tokens: Option<u32>,
-    /// 0 to 2.
+    /// 0 to 2. This and the parameters below reach a hosted model; the built-in offline model refuses
+    /// tools and `json_schema` (400 `unsupported_parameter`).
     pub temperature: Option<f64>,
     /// 0 to 1.
     pub top_p: Option<f64>,
-    /// Not offered here: 400 `unsupported_parameter` when not empty.
+    /// Function tools `{"type": "function", name, description, parameters, strict}`; other tool types are
+    /// 400 `unsupported_parameter`.
     #[schema(value_type = Option<Vec<Object>>)]
     pub tools: Option<Value>,
-    /// Not offered here: 400 `unsupported_parameter`.
+    /// `"none"`, `"auto"`, `"required"` or `{"type": "function", "name": …}`.
+    #[schema(value_type = Option<Object>)]
+    pub tool_choice: Option<Value>,
+    pub parallel_tool_calls: Option<bool>,
+    /// `{"format": {"type": "text" | "json_object" | "json_schema", name, schema, strict}}`.
+    #[schema(value_type = Option<Object>)]
+    pub text: Option<Value>,
+    pub user: Option<String>,
+    /// Not offered (responses are not stored): 400 `unsupported_parameter`.
     pub previous_response_id: Option<String>,
 }
 
@@ -50,9 +66,9 @@ pub struct ResponseRequest {
 #[utoipa::path(post, path = "/v1/responses", tag = "query", security(("bearer" = [])),
     request_body = ResponseRequest,
     responses(
-        (status = 200, description = "A `response` whose `output` holds one assistant message with an \
-            `output_text` part; with `stream: true`, server-sent `response.*` events ending with \
-            `response.completed`", content((Object = "application/json"), (crate::api::ServerSentEvent = "text/event-stream"))),
+        (status = 200, description = "A `response` whose `output` holds the assistant message with an \
+            `output_text` part and the model's `function_call`s; with `stream: true`, server-sent `response.*` \
+            events ending with `response.completed`", content((Object = "application/json"), (crate::api::ServerSentEvent = "text/event-stream"))),
         (status = 400, body = OpenAiErrorBody, content_type = "application/problem+json"),
         (status = 401, body = OpenAiErrorBody, content_type = "application/problem+json"),
         (status = 404, body = OpenAiErrorBody, content_type = "application/problem+json"),
@@ -68,48 +84,17 @@ pub async fn create_response(
     let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Query).await?;
     let request: ResponseRequest = parse_body(&body, "response request")?;
     check_model(&s, request.model.as_deref(), ("This tenant's model", &ctx.model.name))?;
-    if request.tools.as_ref().and_then(Value::as_array).is_some_and(|t| !t.is_empty()) {
-        return Err(OpenAiError::unsupported(
-            "tools",
-            "tools are not offered on /v1/responses; use /v1/chat/completions",
-        ));
-    }
     if request.previous_response_id.is_some() {
         return Err(OpenAiError::unsupported("previous_response_id", "responses are not stored; send the whole input"));
     }
-    let mut messages: Vec<ChatMessage> = Vec::new();
-    if let Some(instructions) = &request.instructions {
-        messages.push(message("system", instructions.clone()));
-    }
-    messages.extend(input_messages(&request.input)?);
-    let mut options = Options::default();
-    for (param, value, high) in [("temperature", request.temperature, 2.0), ("top_p", request.top_p, 1.0)] {
-        if let Some(v) = value {
-            if !(0.0..=high).contains(&v) {
-                return Err(OpenAiError::out_of_range(
-                    param,
-                    format!("{param} must be between 0 and {high}, but got {v}"),
-                ));
-            }
-            if ctx.model.provider != ProviderKind::Local {
-                options.upstream.insert(param.into(), json!(v));
-            }
-        }
-    }
-    if request.max_output_tokens == Some(0) {
-        return Err(OpenAiError::invalid("max_output_tokens", "max_output_tokens must be at least 1"));
-    }
-    let query = QueryRequest {
-        conversation: conversation(&messages)?,
-        top_k: None,
-        max_completion_tokens: request.max_output_tokens,
-        options,
-    };
+    let query = query_request(&ctx.model, &as_chat(&request)?)?;
     let shape = Shape {
         id: format!("resp_{}", ctx.request_id),
         message_id: format!("msg_{}", ctx.request_id),
         created_at: s.clock().now().millis() / 1000,
         model: ctx.model.name.clone(),
+        tools: request.tools.clone().unwrap_or_else(|| json!([])),
+        tool_choice: request.tool_choice.clone().unwrap_or_else(|| json!("auto")),
     };
     if !request.stream {
         let result = s.query(&ctx, &query).await?;
@@ -118,6 +103,70 @@ pub async fn create_response(
     let events = s.query_stream(&ctx, &query).await?;
     let stream = shape.events(events).map(Ok::<_, std::convert::Infallible>);
     Ok(with_quota_headers(&s, &ctx, Sse::new(stream).keep_alive(KeepAlive::default()).into_response()).await?)
+}
+
+/// The request in chat's shapes, so that one set of checks serves both APIs: instructions and input items as
+/// messages, function tools and `tool_choice` nested under `function`, `text.format` as `response_format`.
+fn as_chat(request: &ResponseRequest) -> Result<ChatCompletionRequest, OpenAiError> {
+    let mut messages = Vec::new();
+    if let Some(instructions) = &request.instructions {
+        messages.push(message("system", instructions.clone()));
+    }
+    messages.extend(input_messages(&request.input)?);
+    Ok(ChatCompletionRequest {
+        messages,
+        max_completion_tokens: request.max_output_tokens,
+        temperature: request.temperature,
+        top_p: request.top_p,
+        tools: request.tools.as_ref().map(chat_tools).transpose()?,
+        tool_choice: request.tool_choice.as_ref().map(|choice| match choice["name"].as_str() {
+            Some(name) if choice["type"] == "function" => json!({"type": "function", "function": {"name": name}}),
+            _ => choice.clone(),
+        }),
+        parallel_tool_calls: request.parallel_tool_calls,
+        response_format: request.text.as_ref().map(|t| response_format(&t["format"])).filter(|f| !f.is_null()),
+        user: request.user.clone(),
+        ..ChatCompletionRequest::default()
+    })
+}
+
+/// Function tools as chat declares them (`{"type": "function", "function": {name, description, parameters,
+/// strict}}`); any other tool type is refused by name.
+fn chat_tools(tools: &Value) -> Result<Value, OpenAiError> {
+    let Some(tools) = tools.as_array() else {
+        return Err(OpenAiError::invalid("tools", "tools must be an array of function tools"));
+    };
+    let mut chat = Vec::with_capacity(tools.len());
+    for tool in tools {
+        if tool["type"] != "function" {
+            let kind = tool["type"].as_str().unwrap_or("untyped");
+            return Err(OpenAiError::unsupported(
+                "tools",
+                format!("`{kind}` tools are not offered; only function tools"),
+            ));
+        }
+        let mut function = serde_json::Map::new();
+        for field in ["name", "description", "parameters", "strict"] {
+            if let Some(v) = tool.get(field).filter(|v| !v.is_null()) {
+                function.insert(field.into(), v.clone());
+            }
+        }
+        chat.push(json!({"type": "function", "function": function}));
+    }
+    Ok(Value::Array(chat))
+}
+
+/// `text.format` as chat's `response_format`: `json_schema`'s fields move under `json_schema`; null for none.
+fn response_format(format: &Value) -> Value {
+    match format["type"].as_str() {
+        Some("json_schema") => {
+            let mut schema = format.as_object().cloned().unwrap_or_default();
+            schema.remove("type");
+            json!({"type": "json_schema", "json_schema": schema})
+        }
+        Some(_) => format.clone(),
+        None => Value::Null,
+    }
 }
 
 fn message(role: &str, text: String) -> ChatMessage {
@@ -130,30 +179,68 @@ fn message(role: &str, text: String) -> ChatMessage {
     }
 }
 
-/// The input as chat messages: a text is one user message; items `{role, content}` keep their role, and
-/// their `input_text`/`output_text` parts are read as text.
+/// The input as chat messages: a text is one user message; message items keep their role, and their
+/// `input_text`/`output_text` parts are read as text; a `function_call` joins the assistant message before
+/// it (or opens one) as a tool call, and a `function_call_output` is a `tool` message answering it.
 fn input_messages(input: &Value) -> Result<Vec<ChatMessage>, OpenAiError> {
-    let bad = || OpenAiError::invalid("input", "input must be a text or an array of {role, content} messages");
-    match input {
-        Value::String(text) => Ok(vec![message("user", text.clone())]),
-        Value::Array(items) => items
-            .iter()
-            .map(|item| {
-                let role = item["role"].as_str().ok_or_else(bad)?;
-                let text = match &item["content"] {
-                    Value::String(text) => text.clone(),
-                    Value::Array(parts) => parts
-                        .iter()
-                        .filter(|p| matches!(p["type"].as_str(), Some("input_text" | "output_text" | "text")))
-                        .filter_map(|p| p["text"].as_str())
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                    _ => return Err(bad()),
+    let items = match input {
+        Value::String(text) => return Ok(vec![message("user", text.clone())]),
+        Value::Array(items) => items,
+        _ => return Err(OpenAiError::invalid("input", "input must be a text or an array of items")),
+    };
+    let mut messages: Vec<ChatMessage> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let bad = |what: &str| OpenAiError::invalid("input", format!("input[{i}] {what}"));
+        match item["type"].as_str().unwrap_or("message") {
+            "message" => {
+                let role = item["role"].as_str().ok_or_else(|| bad("is a message without a role"))?;
+                messages.push(message(role, text_of(&item["content"]).ok_or_else(|| bad("has no readable content"))?));
+            }
+            "function_call" => {
+                let (Some(call_id), Some(name)) = (item["call_id"].as_str(), item["name"].as_str()) else {
+                    return Err(bad("is a function_call without call_id and name"));
                 };
-                Ok(message(role, text))
-            })
-            .collect(),
-        _ => Err(bad()),
+                let arguments = item["arguments"].as_str().unwrap_or("{}");
+                let call =
+                    json!({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}});
+                match messages.last_mut().filter(|m| m.role == "assistant") {
+                    Some(assistant) => match assistant.tool_calls.as_mut().and_then(Value::as_array_mut) {
+                        Some(calls) => calls.push(call),
+                        None => assistant.tool_calls = Some(json!([call])),
+                    },
+                    None => messages.push(ChatMessage {
+                        content: None,
+                        tool_calls: Some(json!([call])),
+                        ..message("assistant", String::new())
+                    }),
+                }
+            }
+            "function_call_output" => {
+                let call_id =
+                    item["call_id"].as_str().ok_or_else(|| bad("is a function_call_output without call_id"))?;
+                let output = text_of(&item["output"]).ok_or_else(|| bad("has no readable output"))?;
+                messages.push(ChatMessage { tool_call_id: Some(call_id.to_owned()), ..message("tool", output) });
+            }
+            "reasoning" => {}
+            other => return Err(bad(&format!("has type {other:?}, which is not offered"))),
+        }
+    }
+    Ok(messages)
+}
+
+/// A text, or the text of `input_text`/`output_text`/`text` parts joined; `None` for anything else.
+fn text_of(content: &Value) -> Option<String> {
+    match content {
+        Value::String(text) => Some(text.clone()),
+        Value::Array(parts) => Some(
+            parts
+                .iter()
+                .filter(|p| matches!(p["type"].as_str(), Some("input_text" | "output_text" | "text")))
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        _ => None,
     }
 }
 
@@ -164,6 +251,8 @@ struct Shape {
     message_id: String,
     created_at: i64,
     model: String,
+    tools: Value,
+    tool_choice: Value,
 }
 
 impl Shape {
@@ -172,12 +261,8 @@ impl Shape {
         let (status, output, usage) = match result {
             None => ("in_progress", json!([]), Value::Null),
             Some(r) => (
-                if r.finish_reason == tenantry_service::query::FinishReason::Length {
-                    "incomplete"
-                } else {
-                    "completed"
-                },
-                json!([self.message(&r.answer, &r.citations)]),
+                if r.finish_reason == FinishReason::Length { "incomplete" } else { "completed" },
+                Value::Array(self.output(r)),
                 json!({"input_tokens": r.usage.prompt_tokens, "output_tokens": r.usage.completion_tokens,
                        "total_tokens": r.usage.prompt_tokens + r.usage.completion_tokens,
                        "input_tokens_details": {"cached_tokens": 0},
@@ -187,8 +272,8 @@ impl Shape {
         let mut response = json!({
             "id": self.id, "object": "response", "created_at": self.created_at, "status": status,
             "model": self.model, "output": output, "usage": usage, "error": null, "incomplete_details": null,
-            "instructions": null, "metadata": {}, "parallel_tool_calls": false, "tool_choice": "none", "tools": [],
-            "temperature": null, "top_p": null,
+            "instructions": null, "metadata": {}, "parallel_tool_calls": true, "tool_choice": self.tool_choice,
+            "tools": self.tools, "temperature": null, "top_p": null, "store": false,
         });
         if let Some(r) = result {
             if status == "incomplete" {
@@ -199,6 +284,17 @@ impl Shape {
         response
     }
 
+    /// The output items: the assistant message (unless the model only called functions), then each call.
+    fn output(&self, result: &QueryResult) -> Vec<Value> {
+        let calls = function_calls(&self.id, result);
+        let mut output = Vec::with_capacity(calls.len() + 1);
+        if !result.answer.is_empty() || calls.is_empty() {
+            output.push(self.message(&result.answer, &result.citations));
+        }
+        output.extend(calls);
+        output
+    }
+
     /// The assistant message, its citations as `file_citation` annotations (the document's id and title),
     /// which clients that know the Responses API surface.
     fn message(&self, text: &str, citations: &[Citation]) -> Value {
@@ -206,8 +302,9 @@ impl Shape {
                "content": [{"type": "output_text", "text": text, "annotations": annotations(citations)}]})
     }
 
-    /// The streamed events: `response.created`, the message and its part opened, `response.output_text.delta`
-    /// per token, then both closed and `response.completed` (or `error` on a failure).
+    /// The streamed events: `response.created`; the message and its part opened at the first token, a
+    /// `response.output_text.delta` per token, both closed at the end; each function call added, its
+    /// arguments and itself done; then `response.completed` (or `error` on a failure).
     fn events(self, answer: tenantry_service::query::QueryStream) -> impl futures::Stream<Item = Event> {
         let mut sequence = 0u64;
         let mut next = move |kind: &str, mut data: Value| {
@@ -216,58 +313,81 @@ impl Shape {
             sequence += 1;
             Event::default().event(kind).data(data.to_string())
         };
-        let opening = vec![
-            next("response.created", json!({"response": self.response(None)})),
-            next(
-                "response.output_item.added",
-                json!({"output_index": 0, "item": {"type": "message", "id":
-                self.message_id, "status": "in_progress", "role": "assistant", "content": []}}),
-            ),
-            next(
-                "response.content_part.added",
-                json!({"item_id": self.message_id, "output_index": 0,
-                "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
-            ),
-        ];
-        let shape = self.clone();
+        let created = next("response.created", json!({"response": self.response(None)}));
+        let mut message_open = false;
         let rest = answer.flat_map(move |event| {
-            let events = match event {
-                QueryEvent::Token(text) => vec![next(
-                    "response.output_text.delta",
-                    json!({"item_id":
-                    shape.message_id, "output_index": 0, "content_index": 0, "delta": text}),
-                )],
-                QueryEvent::ToolCalls(_) => Vec::new(),
-                QueryEvent::Finished(result) => vec![
-                    next(
-                        "response.output_text.done",
-                        json!({"item_id": shape.message_id, "output_index": 0,
-                        "content_index": 0, "text": result.answer}),
-                    ),
-                    next(
-                        "response.content_part.done",
-                        json!({"item_id": shape.message_id, "output_index": 0,
-                        "content_index": 0, "part": {"type": "output_text", "text": result.answer, "annotations": []}}),
-                    ),
-                    next(
-                        "response.output_item.done",
-                        json!({"output_index": 0, "item": shape.message(&result.answer, &result.citations)}),
-                    ),
-                    next("response.completed", json!({"response": shape.response(Some(&result))})),
-                ],
-                QueryEvent::Failed(error) => {
-                    let body = OpenAiError::from(error).body();
-                    vec![next(
-                        "error",
-                        json!({"code": body["error"]["code"], "message": body["error"]["message"],
-                        "param": null}),
-                    )]
+            let mut events = Vec::new();
+            let mut open_message = |events: &mut Vec<Event>, next: &mut dyn FnMut(&str, Value) -> Event| {
+                if !std::mem::replace(&mut message_open, true) {
+                    events.push(next("response.output_item.added", json!({"output_index": 0, "item": {"type": "message",
+                        "id": self.message_id, "status": "in_progress", "role": "assistant", "content": []}})));
+                    events.push(next("response.content_part.added", json!({"item_id": self.message_id,
+                        "output_index": 0, "content_index": 0,
+                        "part": {"type": "output_text", "text": "", "annotations": []}})));
                 }
             };
+            match event {
+                QueryEvent::Token(text) => {
+                    open_message(&mut events, &mut next);
+                    events.push(next("response.output_text.delta", json!({"item_id": self.message_id,
+                        "output_index": 0, "content_index": 0, "delta": text})));
+                }
+                // Function calls are sent whole once the generation has ended.
+                QueryEvent::ToolCalls(_) => {}
+                QueryEvent::Finished(result) => {
+                    let output = self.output(&result);
+                    for (index, item) in output.iter().enumerate() {
+                        if item["type"] == "message" {
+                            open_message(&mut events, &mut next);
+                            let (text, done) = (&result.answer, json!({"item_id": self.message_id, "output_index": 0, "content_index": 0}));
+                            events.push(next("response.output_text.done", merged(&done, json!({"text": text}))));
+                            events.push(next("response.content_part.done", merged(&done, json!({"part":
+                                {"type": "output_text", "text": text, "annotations": item["content"][0]["annotations"]}}))));
+                        } else {
+                            let started = merged(item, json!({"status": "in_progress", "arguments": ""}));
+                            events.push(next("response.output_item.added", json!({"output_index": index, "item": started})));
+                            let at = json!({"item_id": item["id"], "output_index": index});
+                            events.push(next("response.function_call_arguments.delta", merged(&at, json!({"delta": item["arguments"]}))));
+                            events.push(next("response.function_call_arguments.done", merged(&at, json!({"arguments": item["arguments"]}))));
+                        }
+                        events.push(next("response.output_item.done", json!({"output_index": index, "item": item})));
+                    }
+                    events.push(next("response.completed", json!({"response": self.response(Some(&result))})));
+                }
+                QueryEvent::Failed(error) => {
+                    let body = OpenAiError::from(error).body();
+                    events.push(next("error", json!({"code": body["error"]["code"], "message": body["error"]["message"],
+                        "param": null})));
+                }
+            }
             futures::stream::iter(events)
         });
-        futures::stream::iter(opening).chain(rest)
+        futures::stream::once(async move { created }).chain(rest)
     }
+}
+
+/// `base` with the fields of `more` set over it.
+fn merged(base: &Value, more: Value) -> Value {
+    let mut merged = base.clone();
+    if let (Some(merged), Value::Object(more)) = (merged.as_object_mut(), more) {
+        merged.extend(more);
+    }
+    merged
+}
+
+/// The model's tool calls as `function_call` output items, each with its own id and the `call_id` the
+/// client answers with a `function_call_output`.
+fn function_calls(response_id: &str, result: &QueryResult) -> Vec<Value> {
+    let calls = result.tool_calls.as_ref().and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    calls
+        .iter()
+        .enumerate()
+        .map(|(i, call)| {
+            json!({"type": "function_call", "id": format!("fc_{}_{i}", response_id.trim_start_matches("resp_")),
+                   "call_id": call["id"], "name": call["function"]["name"],
+                   "arguments": call["function"]["arguments"], "status": "completed"})
+        })
+        .collect()
 }
 
 /// Each cited document once as a `file_citation`: its id, its title, and its place among the citations.

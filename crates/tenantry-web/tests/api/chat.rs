@@ -317,4 +317,18 @@ async fn the_responses_api_answers_and_bills_like_a_chat_completion() {
     let tool = json!([{"type": "function", "name": "lookup", "parameters": {}}]);
     let r = app.post_json(&t.key, "/v1/responses", json!({"input": QUESTION, "tools": tool})).await;
     assert_eq!(assert_openai_error(r, 400, "invalid_request_error", "unsupported_parameter").await["param"], "tools");
+    for (refused, param) in [
+        (json!({"input": QUESTION, "tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}), "tools"),
+        (json!({"input": QUESTION, "previous_response_id": "resp_1"}), "previous_response_id"),
+        (
+            json!({"input": QUESTION, "text": {"format": {"type": "json_schema", "name": "P", "schema": {}}}}),
+            "response_format",
+        ),
+    ] {
+        let r = app.post_json(&t.key, "/v1/responses", refused).await;
+        assert_eq!(assert_openai_error(r, 400, "invalid_request_error", "unsupported_parameter").await["param"], param);
+    }
+    let r = app.post_json(&t.key, "/v1/responses", json!({"input": [{"type": "computer_call", "id": "c"}]})).await;
+    assert_eq!(assert_openai_error(r, 400, "invalid_request_error", "bad_request").await["param"], "input");
+    assert_eq!(app.usage(&t.key).await["totals"]["queries"], 2, "nothing refused was billed");
 }
