@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README): every crate's unit, property and integration tests, the official
-# OpenAI Python SDK and four client libraries (LangChain, llama-index, instructor, pydantic-ai) against the
-# built binary, the web pages in headless chromium, the OpenAPI document
+# OpenAI Python SDK, OpenAI's Agents SDK, the official Node SDK and four client libraries (LangChain,
+# llama-index, instructor, pydantic-ai) against the built binary, the web pages in headless chromium, the OpenAPI document
 # validated and property-tested with schemathesis, then the outside contract smoke test when ../shared is
 # present.
 #
@@ -27,9 +27,13 @@ venv_for() {
     fi
 }
 
-# The official OpenAI Python SDK against /v1/chat/completions.
+# The official OpenAI Python SDK and the Agents SDK against the OpenAI-compatible routes.
 venv_for target/sdk-venv tests/sdk/requirements.txt
 target/sdk-venv/bin/python tests/sdk/openai_sdk.py target/debug/tenantry
+
+# The official Node SDK (npm, pinned by package-lock.json; the machine's Node.js).
+(cd tests/sdk/node && npm ci --no-audit --no-fund --silent)
+TENANTRY_BIN=target/debug/tenantry node --test tests/sdk/node/test.mjs
 
 # LangChain, llama-index, instructor and pydantic-ai against a tenant with a hosted model.
 venv_for target/frameworks-venv tests/sdk/frameworks-requirements.txt
