@@ -85,6 +85,9 @@ pub struct LimitsConfig {
     /// waits up to `inflight_wait_secs`, then gets 503 with `Retry-After`.
     pub inflight_body_bytes: usize,
     pub inflight_wait_secs: u64,
+    /// Bytes per second read of all bodies larger than 64 KiB together (uploads), so that a flood of uploads
+    /// cannot take the CPU that answering questions needs; each such body waits its turn per chunk.
+    pub bulk_body_bytes_per_second: u64,
     /// Uploads one tenant may have in progress at once (429 past it).
     pub uploads_in_flight: u32,
     /// Export archives one tenant may request per day (one at a time: asking while one is being made
@@ -104,6 +107,7 @@ impl Default for LimitsConfig {
             anonymous_body_bytes: 1 << 20,
             inflight_body_bytes: 512 << 20,
             inflight_wait_secs: 5,
+            bulk_body_bytes_per_second: 256 << 20,
             uploads_in_flight: 4,
             exports_per_day: 10,
             export_ttl_hours: 168,

@@ -9,7 +9,9 @@
 //!   would pass it waits up to `limits.inflight_wait_secs`, then gets 503 with `Retry-After`. A body of
 //!   unknown length (chunked) is counted at its caller's whole limit, and cut there. An eighth of the
 //!   budget is kept for small bodies (up to 64 KiB: questions, chat, settings), so that uploads held open
-//!   by one tenant cannot make every other tenant's questions wait.
+//!   by one tenant cannot make every other tenant's questions wait;
+//! - bodies larger than that are read at most `limits.bulk_body_bytes_per_second` together (256 MiB/s by
+//!   default): a flood of uploads takes a bounded share of the CPU, and questions keep the rest.
 //!
 //! Before any of that, a request's head is held to [`head_limits`]: a target (path and query) of at most
 //! 8 KiB (414) and at most 100 header fields of 32 KiB in all (431), answered as problem+json. hyper is
@@ -28,6 +30,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use tenantry_domain::{ErrorCode, RequestId};
 use tenantry_service::{ServiceError, Services};
 use tokio::sync::Semaphore;
@@ -73,6 +76,51 @@ pub struct BodyBudget {
     small: Pool,
     bulk: Pool,
     wait: Duration,
+    bulk_rate: Arc<Throttle>,
+}
+
+/// A rate over all the bodies that share it: each chunk takes its bytes from a bucket refilled at `rate`
+/// bytes a second (holding at most a second's worth), and when the bucket is short, its reader waits until
+/// the debt is paid. Waiting in turn is fair: a chunk's wait is the debt the ones before it left.
+struct Throttle {
+    rate: f64,
+    bucket: parking_lot::Mutex<(f64, tokio::time::Instant)>,
+}
+
+impl Throttle {
+    fn new(bytes_per_second: u64) -> Self {
+        let rate = bytes_per_second.max(1) as f64;
+        Self { rate, bucket: parking_lot::Mutex::new((rate, tokio::time::Instant::now())) }
+    }
+
+    async fn take(&self, bytes: usize) {
+        let wait = {
+            let mut bucket = self.bucket.lock();
+            let now = tokio::time::Instant::now();
+            let (tokens, since) = *bucket;
+            let refilled = (tokens + now.duration_since(since).as_secs_f64() * self.rate).min(self.rate);
+            let left = refilled - bytes as f64;
+            *bucket = (left, now);
+            (left < 0.0).then(|| Duration::from_secs_f64(-left / self.rate))
+        };
+        if let Some(wait) = wait {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// `body`, each chunk read only once the throttle allows its bytes.
+    fn read(self: Arc<Self>, body: Body) -> Body {
+        let chunks = body.into_data_stream().then(move |chunk| {
+            let throttle = Arc::clone(&self);
+            async move {
+                if let Ok(bytes) = &chunk {
+                    throttle.take(bytes.len()).await;
+                }
+                chunk
+            }
+        });
+        Body::from_stream(chunks)
+    }
 }
 
 #[derive(Clone)]
@@ -89,10 +137,15 @@ impl Pool {
 }
 
 impl BodyBudget {
-    pub fn new(bytes: usize, wait: Duration) -> Self {
+    pub fn new(bytes: usize, wait: Duration, bulk_bytes_per_second: u64) -> Self {
         let total_units = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX).max(2);
         let small_units = (total_units / 8).max(1);
-        Self { small: Pool::new(small_units), bulk: Pool::new(total_units - small_units), wait }
+        Self {
+            small: Pool::new(small_units),
+            bulk: Pool::new(total_units - small_units),
+            wait,
+            bulk_rate: Arc::new(Throttle::new(bulk_bytes_per_second)),
+        }
     }
 
     /// The pool a body of `bytes` (at most) draws from.
@@ -160,6 +213,7 @@ pub async fn guard(State((services, budget)): State<(Services, BodyBudget)>, req
     } else {
         req
     };
+    let req = if std::ptr::eq(pool, &budget.bulk) { req.map(|body| budget.bulk_rate.clone().read(body)) } else { req };
     next.run(req).await
 }
 
@@ -183,4 +237,37 @@ async fn credentialed(services: &Services, token: Option<String>, request_id: Re
         return true;
     }
     services.identify(Some(&token), request_id).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn chunks_past_the_rate_wait_until_their_bytes_are_paid_for() {
+        let throttle = Throttle::new(1_000);
+        let started = tokio::time::Instant::now();
+        throttle.take(1_000).await;
+        assert_eq!(started.elapsed(), Duration::ZERO, "a second's worth is there at once");
+        throttle.take(500).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(500));
+        throttle.take(1_500).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(2), "3,000 bytes at 1,000 a second, the first 1,000 free");
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let rested = tokio::time::Instant::now();
+        throttle.take(2_000).await;
+        assert_eq!(rested.elapsed(), Duration::from_secs(1), "a long rest banks one second, no more");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_body_arrives_whole_at_the_rate() {
+        let throttle = Arc::new(Throttle::new(1_000));
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..4u8).map(|i| Ok(vec![i; 1_000])).collect();
+        let body = Body::from_stream(futures::stream::iter(chunks));
+        let started = tokio::time::Instant::now();
+        let read = axum::body::to_bytes(throttle.read(body), usize::MAX).await.expect("whole");
+        assert_eq!(read.len(), 4_000);
+        assert!(read.chunks(1_000).enumerate().all(|(i, c)| c.iter().all(|&b| usize::from(b) == i)), "in order");
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+    }
 }

@@ -145,8 +145,11 @@ pub fn router(services: Services) -> Router {
     let max_body = services.config().server.max_body_bytes;
     let body_timeout = services.config().server.body_timeout_secs.max(1);
     let limits = &services.config().limits;
-    let budget =
-        body::BodyBudget::new(limits.inflight_body_bytes, std::time::Duration::from_secs(limits.inflight_wait_secs));
+    let budget = body::BodyBudget::new(
+        limits.inflight_body_bytes,
+        std::time::Duration::from_secs(limits.inflight_wait_secs),
+        limits.bulk_body_bytes_per_second,
+    );
     let metrics = std::sync::Arc::new(metrics::Metrics::default());
     let (router, _) = api_routes().split_for_parts();
     let spec = openapi();
