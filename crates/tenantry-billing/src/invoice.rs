@@ -64,66 +64,7 @@ impl<'de> Deserialize<'de> for InvoiceNumber {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InvoiceStatus {
-    Draft,
-    Open,
-    Paid,
-    Uncollectible,
-    Void,
-}
-
-/// Every allowed `(from, to)`; anything else is refused. Stripe's invoice model: a draft is finalised
-/// (open) or thrown away (void); an open invoice is paid, written off (uncollectible) or voided; a written-
-/// off invoice can still be paid late or voided. Paid and void are final.
-pub const TRANSITIONS: [(InvoiceStatus, InvoiceStatus); 7] = {
-    use InvoiceStatus::*;
-    [
-        (Draft, Open),
-        (Draft, Void),
-        (Open, Paid),
-        (Open, Uncollectible),
-        (Open, Void),
-        (Uncollectible, Paid),
-        (Uncollectible, Void),
-    ]
-};
-
-impl InvoiceStatus {
-    pub const ALL: [Self; 5] = [Self::Draft, Self::Open, Self::Paid, Self::Uncollectible, Self::Void];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Draft => "draft",
-            Self::Open => "open",
-            Self::Paid => "paid",
-            Self::Uncollectible => "uncollectible",
-            Self::Void => "void",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.as_str() == raw)
-    }
-
-    /// Whether [`TRANSITIONS`] allows `self → to`. A status never "moves" to itself: a caller handling a
-    /// repeated webhook should treat `from == to` as already done, not as a transition.
-    pub fn can_become(self, to: Self) -> bool {
-        TRANSITIONS.contains(&(self, to))
-    }
-
-    /// Paid and void invoices never change again.
-    pub fn is_final(self) -> bool {
-        !TRANSITIONS.iter().any(|(from, _)| *from == self)
-    }
-}
-
-impl fmt::Display for InvoiceStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use tenantry_domain::invoice::{InvoiceStatus, TRANSITIONS};
 
 /// An invoice for one tenant and period. The totals are always the sum of the lines: the fields are
 /// private so nothing can set one without the other.

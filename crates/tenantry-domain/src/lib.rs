@@ -6,6 +6,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod ids;
+pub mod invoice;
 pub mod lifecycle;
 pub mod money;
 pub mod quota;
@@ -21,6 +22,7 @@ pub use ids::{
     ApiKeyId, ChunkId, CreditId, DeliveryId, DocumentId, ErasureId, EventId, ExportId, InvoiceId, InvoiceItemId, JobId,
     NotificationId, RequestId, TenantId, WebhookId,
 };
+pub use invoice::{InvoiceKind, InvoiceStatus};
 pub use lifecycle::TenantState;
 pub use money::{Cents, Micros};
 pub use retrieval::RetrievalMode;

@@ -15,7 +15,9 @@ use tenantry_billing::rating::{closing_lines, remainder_line, signup_lines, true
 use tenantry_billing::{InvoiceLine, InvoiceNumber, InvoiceStatus};
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::quota::{BillingPeriod, Meter};
-use tenantry_domain::{Cents, ErrorCode, InvoiceId, Plan, TenantContext, TenantId, TenantState, Timestamp};
+use tenantry_domain::{
+    Cents, ErrorCode, InvoiceId, InvoiceKind, Plan, TenantContext, TenantId, TenantState, Timestamp,
+};
 use tenantry_store::{InvoiceEffects, InvoiceRow, NewInvoice, NewJob, NewPendingItem, StoreError, TenantRow};
 use utoipa::ToSchema;
 
@@ -35,11 +37,10 @@ pub struct InvoiceView {
     pub tenant_id: String,
     /// `signup` (the first period's base price), `closing` (a period's overage and the next base price) or
     /// `true_up` (usage after an early close).
-    pub kind: String,
+    pub kind: InvoiceKind,
     pub period_start: String,
     pub period_end: String,
-    /// `draft`, `open`, `paid`, `uncollectible` or `void`.
-    pub status: String,
+    pub status: InvoiceStatus,
     pub currency: String,
     pub subtotal_cents: i64,
     pub total_cents: i64,
@@ -189,7 +190,7 @@ impl Services {
         let plan = self.plan_of(tenant)?;
         let (period, lines) = self.signup_lines(plan, tenant.billing_anchor)?;
         let id = id.unwrap_or_else(InvoiceId::generate);
-        self.open_invoice(&id, tenant, "signup", period, lines, InvoiceEffects::default()).await
+        self.open_invoice(&id, tenant, InvoiceKind::Signup, period, lines, InvoiceEffects::default()).await
     }
 
     /// Stores an `open` invoice of `lines` for `period` with its effects; `None` if the tenant's period of
@@ -201,7 +202,7 @@ impl Services {
         &self,
         id: &InvoiceId,
         tenant: &TenantRow,
-        kind: &str,
+        kind: InvoiceKind,
         period: BillingPeriod,
         mut lines: Vec<InvoiceLine>,
         mut effects: InvoiceEffects,
@@ -222,10 +223,10 @@ impl Services {
         let new = NewInvoice {
             id: id.as_str().to_owned(),
             tenant_id: tenant.id.clone(),
-            kind: kind.into(),
+            kind,
             period_start: period.start,
             period_end: period.end,
-            status: status.as_str().into(),
+            status,
             currency: self.config().billing.currency.clone(),
             subtotal_cents: total,
             total_cents: total,
@@ -240,8 +241,8 @@ impl Services {
         if !effects.jobs.is_empty() {
             self.wake_jobs();
         }
-        let status = stored_status(&row)?;
-        tracing::info!(tenant_id = %tenant.id, invoice_id = %row.id, kind, total_cents = row.total_cents, status = status.as_str(), "invoice opened");
+        let status = row.status;
+        tracing::info!(tenant_id = %tenant.id, invoice_id = %row.id, kind = kind.as_str(), total_cents = row.total_cents, status = status.as_str(), "invoice opened");
         let detail = json!({"invoice_id": row.id, "number": row.number, "kind": kind, "total_cents": row.total_cents, "status": status.as_str()});
         self.audit(Actor::System, Some(&tenant.id), "invoice.opened", &row.id, detail, "").await;
         if status == InvoiceStatus::Paid {
@@ -342,7 +343,7 @@ impl Services {
         if !lines.is_empty() {
             let id = InvoiceId::generate();
             let effects = charged(effects.clone(), &id, &lines);
-            if let Some(made) = self.open_invoice(&id, tenant, "closing", period, lines, effects).await? {
+            if let Some(made) = self.open_invoice(&id, tenant, InvoiceKind::Closing, period, lines, effects).await? {
                 return Ok(Some(made));
             }
         }
@@ -354,7 +355,7 @@ impl Services {
             .invoices(&tenant.id)
             .await?
             .into_iter()
-            .find(|i| i.kind == "closing" && i.period_start == period.start);
+            .find(|i| i.kind == InvoiceKind::Closing && i.period_start == period.start);
         if let Some(closed) = closed {
             let billed: Vec<InvoiceLine> = serde_json::from_str(&closed.lines).map_err(ServiceError::internal)?;
             let full = closing_lines(&pricing, &usage, None).map_err(ServiceError::internal)?;
@@ -363,7 +364,7 @@ impl Services {
             if !more.is_empty() {
                 let id = InvoiceId::generate();
                 let effects = charged(effects, &id, &more);
-                return self.open_invoice(&id, tenant, "true_up", period, more, effects).await;
+                return self.open_invoice(&id, tenant, InvoiceKind::TrueUp, period, more, effects).await;
             }
         }
         self.store().enqueue(&next_close, self.clock().now()).await?;
@@ -386,7 +387,7 @@ impl Services {
         actor: Actor<'_>,
     ) -> ServiceResult<InvoiceView> {
         let row = self.store().invoice(invoice_id).await?.ok_or_else(|| ServiceError::not_found("invoice"))?;
-        let status = stored_status(&row)?;
+        let status = row.status;
         let payable = status == InvoiceStatus::Open
             || (status == InvoiceStatus::Uncollectible && outcome == PaymentOutcome::Succeeded);
         if !payable {
@@ -404,15 +405,14 @@ impl Services {
         match outcome {
             PaymentOutcome::Succeeded => {
                 let now = self.clock().now();
-                self.store()
-                    .set_invoice_status(&row.id, status.as_str(), InvoiceStatus::Paid.as_str(), now)
-                    .await
-                    .map_err(|e| match e {
+                self.store().set_invoice_status(&row.id, status, InvoiceStatus::Paid, now).await.map_err(
+                    |e| match e {
                         StoreError::Concurrent => {
                             ServiceError::new(ErrorCode::TransitionInProgress, "the invoice changed; retry")
                         }
                         other => other.into(),
-                    })?;
+                    },
+                )?;
                 self.after_payment(&tenant_id).await?;
             }
             PaymentOutcome::Failed => self.start_dunning(&tenant_id, &row).await?,
@@ -471,7 +471,7 @@ impl Services {
     /// and stops collecting), so a refusal there changes nothing here.
     pub async fn close_unpaid_invoice(&self, invoice_id: &str, to: InvoiceStatus) -> ServiceResult<InvoiceView> {
         let row = self.store().invoice(invoice_id).await?.ok_or_else(|| ServiceError::not_found("invoice"))?;
-        let from = stored_status(&row)?;
+        let from = row.status;
         closable(from, to)?;
         self.payments().close_unpaid(self, &row, to).await?;
         self.record_unpaid_close(&row, from, to, Actor::Operator).await?;
@@ -489,14 +489,10 @@ impl Services {
         actor: Actor<'_>,
     ) -> ServiceResult<()> {
         closable(from, to)?;
-        self.store().set_invoice_status(&row.id, from.as_str(), to.as_str(), self.clock().now()).await.map_err(
-            |e| match e {
-                StoreError::Concurrent => {
-                    ServiceError::new(ErrorCode::TransitionInProgress, "the invoice changed; retry")
-                }
-                other => other.into(),
-            },
-        )?;
+        self.store().set_invoice_status(&row.id, from, to, self.clock().now()).await.map_err(|e| match e {
+            StoreError::Concurrent => ServiceError::new(ErrorCode::TransitionInProgress, "the invoice changed; retry"),
+            other => other.into(),
+        })?;
         let tenant_id = TenantId::from_trusted(row.tenant_id.clone());
         let action = if to == InvoiceStatus::Void { "invoice.voided" } else { "invoice.marked_uncollectible" };
         let detail =
@@ -562,7 +558,7 @@ impl Services {
         attempt: u32,
     ) -> ServiceResult<()> {
         let Some(invoice) = self.store().invoice(invoice_id).await? else { return Ok(()) };
-        if invoice.status != InvoiceStatus::Open.as_str() {
+        if invoice.status != InvoiceStatus::Open {
             return Ok(());
         }
         tracing::info!(tenant_id = %tenant_id, invoice_id, attempt, "payment retry due");
@@ -581,7 +577,7 @@ impl Services {
     pub(crate) async fn expire_grace(&self, tenant_id: &TenantId, invoice_id: &str) -> ServiceResult<()> {
         let Some(invoice) = self.store().invoice(invoice_id).await? else { return Ok(()) };
         // Written off is still owed; paid or voided is not.
-        if !matches!(stored_status(&invoice)?, InvoiceStatus::Open | InvoiceStatus::Uncollectible) {
+        if !matches!(invoice.status, InvoiceStatus::Open | InvoiceStatus::Uncollectible) {
             return Ok(());
         }
         let suspended = self.transition_if_allowed(tenant_id, LifecycleEvent::GraceExpired, Actor::System, &[]).await?;
@@ -600,11 +596,6 @@ impl Services {
         }
         Ok(())
     }
-}
-
-fn stored_status(row: &InvoiceRow) -> ServiceResult<InvoiceStatus> {
-    InvoiceStatus::parse(&row.status)
-        .ok_or_else(|| ServiceError::internal(format!("stored invoice status {:?}", row.status)))
 }
 
 /// Whether an invoice in `from` may end unpaid as `to` (void or uncollectible), by Stripe's status table.

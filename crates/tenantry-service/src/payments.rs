@@ -304,7 +304,7 @@ impl Services {
     /// The `Charge` job: the provider collects an open invoice; a decline starts dunning.
     pub(crate) async fn charge_invoice(&self, invoice_id: &str) -> ServiceResult<()> {
         let Some(invoice) = self.store().invoice(invoice_id).await? else { return Ok(()) };
-        if invoice.status != InvoiceStatus::Open.as_str() {
+        if invoice.status != InvoiceStatus::Open {
             return Ok(());
         }
         match self.payments().collect(self, &invoice, 0).await? {

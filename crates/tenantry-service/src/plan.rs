@@ -260,7 +260,7 @@ impl Services {
             .invoices(&tenant.id)
             .await?
             .iter()
-            .any(|i| i.kind == "closing" && i.period_start == period.start);
+            .any(|i| i.kind == tenantry_domain::InvoiceKind::Closing && i.period_start == period.start);
         if closed_early {
             let next = BillingPeriod::containing(tenant.billing_anchor, period.end, self.period_kind());
             let whole = prorate(old.price, new.price, next, next.start, currency).map_err(ServiceError::internal)?;

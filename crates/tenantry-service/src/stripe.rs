@@ -122,7 +122,12 @@ impl Services {
                 }
                 let invoice = match session.metadata.get(METADATA_INVOICE_ID) {
                     Some(id) => self.store().invoice(id).await?.filter(|i| i.tenant_id == tenant_id.as_str()),
-                    None => self.store().open_invoices(&tenant_id).await?.into_iter().find(|i| i.kind == "signup"),
+                    None => self
+                        .store()
+                        .open_invoices(&tenant_id)
+                        .await?
+                        .into_iter()
+                        .find(|i| i.kind == tenantry_domain::InvoiceKind::Signup),
                 };
                 match invoice {
                     Some(i) => {
@@ -184,9 +189,10 @@ impl Services {
             Ok(row) => row,
             Err(ignored) => return Ok(ignored),
         };
-        let Some(from) = InvoiceStatus::parse(&row.status).filter(|from| from.can_become(to)) else {
-            return Ok(format!("ignored: invoice already {}", row.status));
-        };
+        let from = row.status;
+        if !from.can_become(to) {
+            return Ok(format!("ignored: invoice already {from}"));
+        }
         self.record_unpaid_close(&row, from, to, Actor::System).await?;
         Ok(format!("applied: invoice {} is {}", row.id, to.as_str()))
     }
@@ -201,8 +207,8 @@ impl Services {
             Ok(row) => row,
             Err(ignored) => return Ok(ignored),
         };
-        let open = row.status == InvoiceStatus::Open.as_str()
-            || (row.status == InvoiceStatus::Uncollectible.as_str() && outcome == PaymentOutcome::Succeeded);
+        let open = row.status == InvoiceStatus::Open
+            || (row.status == InvoiceStatus::Uncollectible && outcome == PaymentOutcome::Succeeded);
         if !open {
             return Ok(format!("ignored: invoice already {}", row.status));
         }

@@ -190,7 +190,8 @@ impl Services {
         if tenant.state != TenantState::Provisioning {
             return Ok(tenant.state);
         }
-        let paid_up_front = self.store().invoices(tenant_id).await?.iter().any(|i| i.kind == "signup");
+        let paid_up_front =
+            self.store().invoices(tenant_id).await?.iter().any(|i| i.kind == tenantry_domain::InvoiceKind::Signup);
         let trial = !paid_up_front && self.catalog().plan(&tenant.plan).is_some_and(|p| p.trial_days > 0);
         let event = if trial { LifecycleEvent::ProvisionedTrial } else { LifecycleEvent::ProvisionedActive };
         let close = self.period_close_job(&tenant);

@@ -2,7 +2,7 @@
 //! transaction; status changes are conditional on the status the caller saw.
 
 use sqlx::{Any, Row, Transaction};
-use tenantry_domain::{TenantId, Timestamp};
+use tenantry_domain::{InvoiceKind, InvoiceStatus, TenantId, Timestamp};
 
 use crate::jobs::{enqueue_in, NewJob};
 use crate::prepaid::apply_credit_in;
@@ -13,11 +13,10 @@ use crate::{Result, Store, StoreError};
 pub struct NewInvoice {
     pub id: String,
     pub tenant_id: TenantId,
-    /// `closing` (a period's usage and the next base price) or `signup` (the first base price).
-    pub kind: String,
+    pub kind: InvoiceKind,
     pub period_start: Timestamp,
     pub period_end: Timestamp,
-    pub status: String,
+    pub status: InvoiceStatus,
     pub currency: String,
     pub subtotal_cents: i64,
     pub total_cents: i64,
@@ -31,10 +30,10 @@ pub struct InvoiceRow {
     pub id: String,
     pub number: i64,
     pub tenant_id: String,
-    pub kind: String,
+    pub kind: InvoiceKind,
     pub period_start: Timestamp,
     pub period_end: Timestamp,
-    pub status: String,
+    pub status: InvoiceStatus,
     pub currency: String,
     pub subtotal_cents: i64,
     pub total_cents: i64,
@@ -119,7 +118,7 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let exists = sqlx::query("SELECT id FROM invoices WHERE tenant_id = $1 AND kind = $2 AND period_start = $3")
             .bind(inv.tenant_id.as_str())
-            .bind(&inv.kind)
+            .bind(inv.kind.as_str())
             .bind(inv.period_start.0)
             .fetch_optional(&mut *tx)
             .await?;
@@ -142,7 +141,7 @@ impl Store {
                 inv.lines = serde_json::Value::Array(lines).to_string();
                 inv.total_cents -= drawn;
                 if inv.total_cents == 0 {
-                    inv.status = "paid".into();
+                    inv.status = InvoiceStatus::Paid;
                     jobs.retain(|j| j.kind != "charge");
                 }
             }
@@ -154,10 +153,10 @@ impl Store {
         .bind(&inv.id)
         .bind(number)
         .bind(inv.tenant_id.as_str())
-        .bind(&inv.kind)
+        .bind(inv.kind.as_str())
         .bind(inv.period_start.0)
         .bind(inv.period_end.0)
-        .bind(&inv.status)
+        .bind(inv.status.as_str())
         .bind(&inv.currency)
         .bind(inv.subtotal_cents)
         .bind(inv.total_cents)
@@ -281,19 +280,25 @@ impl Store {
 
     /// Moves the invoice from `from` to `to`; `Concurrent` if its status changed meanwhile. A move to `paid`
     /// records the `invoice.paid` webhook event with it.
-    pub async fn set_invoice_status(&self, id: &str, from: &str, to: &str, now: Timestamp) -> Result<()> {
+    pub async fn set_invoice_status(
+        &self,
+        id: &str,
+        from: InvoiceStatus,
+        to: InvoiceStatus,
+        now: Timestamp,
+    ) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let moved = sqlx::query(&format!(
             "UPDATE invoices SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4 RETURNING {COLUMNS}"
         ))
-        .bind(to)
+        .bind(to.as_str())
         .bind(now.0)
         .bind(id)
-        .bind(from)
+        .bind(from.as_str())
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = moved else { return Err(StoreError::Concurrent) };
-        if to == "paid" {
+        if to == InvoiceStatus::Paid {
             let invoice = invoice_from_row(&row)?;
             let tenant = TenantId::from_trusted(invoice.tenant_id.clone());
             let paid = NewEvent {
@@ -314,15 +319,21 @@ impl Store {
     }
 }
 
+/// A text column read as the type it names; a value no version wrote is `Corrupt`.
+fn parsed<T>(r: &sqlx::any::AnyRow, column: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
+    let raw: String = r.try_get(column)?;
+    parse(&raw).ok_or_else(|| StoreError::Corrupt(format!("invoices.{column} {raw:?}")))
+}
+
 fn invoice_from_row(r: &sqlx::any::AnyRow) -> Result<InvoiceRow> {
     Ok(InvoiceRow {
         id: r.try_get("id")?,
         number: r.try_get("number")?,
         tenant_id: r.try_get("tenant_id")?,
-        kind: r.try_get("kind")?,
+        kind: parsed(r, "kind", InvoiceKind::parse)?,
         period_start: Timestamp(r.try_get("period_start")?),
         period_end: Timestamp(r.try_get("period_end")?),
-        status: r.try_get("status")?,
+        status: parsed(r, "status", InvoiceStatus::parse)?,
         currency: r.try_get("currency")?,
         subtotal_cents: r.try_get("subtotal_cents")?,
         total_cents: r.try_get("total_cents")?,

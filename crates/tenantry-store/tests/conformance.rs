@@ -6,7 +6,9 @@
 use tenantry_domain::config::Quotas;
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::quota::Meter;
-use tenantry_domain::{ApiKeyId, ChunkId, DocumentId, RetrievalMode, TenantId, TenantState, Timestamp};
+use tenantry_domain::{
+    ApiKeyId, ChunkId, DocumentId, InvoiceKind, InvoiceStatus, RetrievalMode, TenantId, TenantState, Timestamp,
+};
 use tenantry_store::{
     Amounts, ChangeKind, ConfigChange, ExportRow, ExportStart, Inserted, InvoiceEffects, JobState, NewApiKey, NewChunk,
     NewDocument, NewInvoice, NewJob, NewPendingItem, NewReservation, NewTenant, PlanChange, Settlement, Store,
@@ -906,13 +908,13 @@ async fn plan_changes_and_their_pending_items(store: Store) {
     assert_eq!(store.tenant(&t.id).await.expect("read").expect("exists").plan, "pro");
 
     // An invoice bills them once: a second invoice that claims them too is not stored at all.
-    let invoice = |id: &str, kind: &str| NewInvoice {
+    let invoice = |id: &str, kind: InvoiceKind| NewInvoice {
         id: id.into(),
         tenant_id: t.id.clone(),
-        kind: kind.into(),
+        kind,
         period_start: Timestamp(0),
         period_end: Timestamp(86_400_000),
-        status: "open".into(),
+        status: InvoiceStatus::Open,
         currency: "usd".into(),
         subtotal_cents: 1_500,
         total_cents: 1_500,
@@ -921,14 +923,15 @@ async fn plan_changes_and_their_pending_items(store: Store) {
     };
     let consume_items = pending.iter().map(|i| i.id.clone()).collect();
     let effects = InvoiceEffects { consume_items, ..InvoiceEffects::default() };
-    let first = store.create_invoice(&invoice("inv_first", "closing"), &effects).await.expect("invoice");
+    let first = store.create_invoice(&invoice("inv_first", InvoiceKind::Closing), &effects).await.expect("invoice");
     assert!(store.pending_items(&t.id).await.expect("items").is_empty());
     let billed = store.invoice_items(&t.id).await.expect("items");
     assert!(billed.iter().all(|i| i.invoice_id.as_deref() == Some(first.id.as_str())), "{billed:?}");
-    let twice = store.create_invoice(&invoice("inv_twice", "true_up"), &effects).await;
+    let twice = store.create_invoice(&invoice("inv_twice", InvoiceKind::TrueUp), &effects).await;
     assert!(matches!(twice, Err(StoreError::Concurrent)));
     assert!(store.invoice("inv_twice").await.expect("read").is_none());
-    let next = store.create_invoice(&invoice("inv_next", "true_up"), &InvoiceEffects::default()).await.expect("ok");
+    let next =
+        store.create_invoice(&invoice("inv_next", InvoiceKind::TrueUp), &InvoiceEffects::default()).await.expect("ok");
     assert_eq!(next.number, first.number + 1, "the refused invoice took no number");
 
     // The accepted change still applies once nothing is in the way; each applied change has its audit entry,
@@ -966,10 +969,10 @@ async fn credit_is_drawn_once_by_invoices_made_at_once(store: Store) {
             let invoice = NewInvoice {
                 id: format!("inv_credit_{i}"),
                 tenant_id: tenant,
-                kind: "closing".into(),
+                kind: InvoiceKind::Closing,
                 period_start: Timestamp(i * 1_000),
                 period_end: Timestamp(i * 1_000 + 1_000),
-                status: "open".into(),
+                status: InvoiceStatus::Open,
                 currency: "usd".into(),
                 subtotal_cents: 400,
                 total_cents: 400,
@@ -986,7 +989,7 @@ async fn credit_is_drawn_once_by_invoices_made_at_once(store: Store) {
         let lines: Vec<serde_json::Value> = serde_json::from_str(&invoice.lines).expect("lines");
         let drawn = lines.iter().map(|l| -l["amount_cents"].as_i64().expect("amount")).sum::<i64>();
         assert_eq!(invoice.total_cents + drawn, 400, "the line shows what was drawn: {invoice:?}");
-        assert_eq!(invoice.status == "paid", invoice.total_cents == 0, "paid when credit covers it");
+        assert_eq!(invoice.status == InvoiceStatus::Paid, invoice.total_cents == 0, "paid when credit covers it");
         totals.push(invoice.total_cents);
     }
     totals.sort_unstable();
