@@ -435,6 +435,15 @@ pub struct ModelConfig {
     /// OpenAI provider: retries after a 429 or 5xx (with backoff, honouring `Retry-After`).
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
+    /// OpenAI provider: before searching, have the model restate a follow-up in a conversation as a standalone
+    /// question (one more upstream call, billed with the answer). Off, a follow-up is read with the turn
+    /// before it.
+    #[serde(default = "default_restate_follow_ups")]
+    pub restate_follow_ups: bool,
+}
+
+fn default_restate_follow_ups() -> bool {
+    true
 }
 
 fn default_timeout_secs() -> u64 {
@@ -579,6 +588,8 @@ pub struct ModelSpec {
     pub answer_sentences: u32,
     pub timeout: std::time::Duration,
     pub max_retries: u32,
+    /// Whether the model restates a conversation's follow-up before retrieval (OpenAI provider).
+    pub restate_follow_ups: bool,
 }
 
 impl ModelSpec {
@@ -710,6 +721,7 @@ fn validate_model(m: &ModelConfig) -> Result<ModelSpec, ConfigError> {
         answer_sentences: m.answer_sentences.clamp(1, 20),
         timeout: std::time::Duration::from_secs(m.timeout_secs.clamp(1, 3_600)),
         max_retries: m.max_retries.min(10),
+        restate_follow_ups: m.restate_follow_ups,
     })
 }
 
@@ -815,6 +827,7 @@ pub fn builtin_models() -> Vec<ModelConfig> {
         answer_sentences: sentences,
         timeout_secs: default_timeout_secs(),
         max_retries: default_max_retries(),
+        restate_follow_ups: default_restate_follow_ups(),
     };
     vec![local("local-small", 2, 0.10, 0.40), local("local-large", 4, 1.00, 4.00)]
 }

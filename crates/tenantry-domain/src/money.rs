@@ -133,6 +133,7 @@ mod tests {
                     answer_sentences: 3,
                     timeout_secs: 60,
                     max_retries: 2,
+                    restate_follow_ups: true,
                 });
                 let catalog = config.catalog().expect("valid");
                 let model = catalog.model("priced").expect("exists");

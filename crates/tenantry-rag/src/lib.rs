@@ -213,7 +213,8 @@ pub struct Standalone {
 
 /// The conversation's last question as a standalone one, so that a follow-up ("where is its
 /// headquarters?") retrieves what it is about. A hosted model restates it from the conversation (its tokens
-/// are returned, to be billed); the offline model, a question with no earlier one, or a model that fails or
+/// are returned, to be billed); the offline model, a model configured not to (`restate_follow_ups = false`),
+/// a question with no earlier one, or a model that fails or
 /// answers with something that is not a question, fall back to the rule of
 /// `Conversation::standalone_question` (the previous question and answer read with it).
 pub async fn standalone_question(
@@ -222,7 +223,7 @@ pub async fn standalone_question(
     conversation: &Conversation,
 ) -> Standalone {
     let by_rule = || Standalone { question: conversation.standalone_question(), usage: TokenUsage::default() };
-    if ctx.model.provider != ProviderKind::OpenAi {
+    if ctx.model.provider != ProviderKind::OpenAi || !ctx.model.restate_follow_ups {
         return by_rule();
     }
     let Some(prompt) = Prompt::standalone(&ctx.model, conversation) else {

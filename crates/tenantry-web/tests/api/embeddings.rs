@@ -81,6 +81,7 @@ async fn app_with_upstream_embedder() -> (TestApp, Calls) {
             answer_sentences: 1,
             timeout_secs: 5,
             max_retries: 0,
+            restate_follow_ups: true,
         });
         c.search.embedding_model = "embed-small".into();
         c.search.embedding_dimensions = 4;

@@ -119,6 +119,7 @@ fn hosted(name: &str, upstream_model: &str, base_url: &str, input: f64, output: 
         answer_sentences: 3,
         timeout_secs: 1,
         max_retries: 1,
+        restate_follow_ups: true,
     }
 }
 
@@ -133,9 +134,12 @@ async fn hosted_app() -> (TestApp, Upstream) {
         c.models.push(hosted("gpt-flaky", "flaky", &base, 1.0, 1.0));
         c.models.push(hosted("gpt-broken", "broken", &base, 1.0, 1.0));
         c.models.push(hosted("gpt-cut", "cut", &base, 1.0, 1.0));
+        c.models.push(ModelConfig { restate_follow_ups: false, ..hosted("gpt-literal", "model-a", &base, 30.0, 60.0) });
         let mut plan: PlanConfig = c.plans.iter().find(|p| p.name == "trial").expect("trial").clone();
         plan.name = "hosted".into();
-        plan.models = ["gpt-a", "gpt-b", "gpt-hang", "gpt-flaky", "gpt-broken", "gpt-cut"].map(String::from).to_vec();
+        plan.models = ["gpt-a", "gpt-b", "gpt-hang", "gpt-flaky", "gpt-broken", "gpt-cut", "gpt-literal"]
+            .map(String::from)
+            .to_vec();
         plan.default_model = "gpt-a".into();
         c.plans.push(plan);
     })
@@ -211,7 +215,7 @@ async fn a_follow_up_is_restated_by_the_tenants_model_searched_as_restated_and_b
     ]});
     // Read with the turns before it, the question matches Globex's and Initech's passages best; only the
     // model, which knows who the maker is, can name Acme.
-    let r = app.post_json(&t.key, "/v1/chat/completions", conversation).await;
+    let r = app.post_json(&t.key, "/v1/chat/completions", conversation.clone()).await;
     assert_eq!(r.status(), 200);
     let c: Value = r.json().await.expect("json");
 
@@ -248,6 +252,16 @@ async fn a_follow_up_is_restated_by_the_tenants_model_searched_as_restated_and_b
     // A question with nothing before it is searched as asked: one call.
     app.query(&t.key, "Where is Acme's headquarters?").await;
     assert_eq!(up.seen.lock().expect("lock").len(), 3);
+
+    // A model configured not to restate answers the follow-up with one call, read with the turn before it.
+    set_model(&app, &t.key, json!({"model": "gpt-literal"})).await;
+    let mut literal = conversation.clone();
+    literal["model"] = json!("gpt-literal");
+    let r = app.post_json(&t.key, "/v1/chat/completions", literal).await;
+    assert_eq!(r.status(), 200);
+    let seen = up.seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 4, "no restatement");
+    assert!(!seen[3].1["messages"][0]["content"].as_str().expect("text").starts_with(RESTATE_INSTRUCTIONS));
 }
 
 #[tokio::test]
