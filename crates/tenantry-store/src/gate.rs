@@ -15,9 +15,7 @@ use tenantry_domain::config::Quotas;
 use tenantry_domain::{TenantId, Timestamp};
 
 use crate::memgate::MemGate;
-use crate::quota::{
-    adjust, admit, admit_spend, take_reservation, Amounts, Counters, Exceeded, NewReservation, QuotaMeter,
-};
+use crate::quota::{adjust, admit, admit_spend, take_reservation, Amounts, Counters, Exceeded, NewReservation};
 use crate::{Result, Settlement, Store};
 
 /// What a settlement holds across its transaction, so the gate's state moves exactly when the database does.
@@ -35,17 +33,6 @@ pub(crate) trait QuotaGate: Send + Sync + std::fmt::Debug {
 
     /// Admits the reservation if every meter fits, atomically; otherwise changes nothing.
     async fn reserve(&self, store: &Store, r: &NewReservation, limits: &Quotas) -> Result<Result<(), Exceeded>>;
-
-    /// Reserves `extra` more under an existing reservation; one that no longer exists cannot grow.
-    async fn grow(
-        &self,
-        store: &Store,
-        id: &str,
-        tenant: &TenantId,
-        period_start: Timestamp,
-        extra: &Amounts,
-        limits: &Quotas,
-    ) -> Result<Result<(), Exceeded>>;
 
     /// Taken before a settlement's transaction begins, held until it committed.
     async fn settlement_guard(&self, store: &Store, s: &Settlement) -> Result<SettlementGuard>;
@@ -106,40 +93,6 @@ impl QuotaGate for RowGate {
         .bind(r.now.0)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
-        Ok(Ok(()))
-    }
-
-    async fn grow(
-        &self,
-        store: &Store,
-        id: &str,
-        tenant: &TenantId,
-        period_start: Timestamp,
-        extra: &Amounts,
-        limits: &Quotas,
-    ) -> Result<Result<(), Exceeded>> {
-        let mut tx = store.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE reservations SET queries = queries + $1, tokens = tokens + $2, documents = documents + $3, \
-             storage_bytes = storage_bytes + $4 WHERE id = $5 AND tenant_id = $6",
-        )
-        .bind(extra.queries)
-        .bind(extra.tokens)
-        .bind(extra.documents)
-        .bind(extra.storage_bytes)
-        .bind(id)
-        .bind(tenant.as_str())
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Ok(Err(Exceeded::Quota(QuotaMeter::Queries)));
-        }
-        if let Err(e) = admit(&mut tx, tenant, period_start, extra, limits).await? {
-            tx.rollback().await?;
-            return Ok(Err(e));
-        }
         tx.commit().await?;
         Ok(Ok(()))
     }
@@ -221,19 +174,6 @@ impl QuotaGate for MemGate {
     async fn reserve(&self, store: &Store, r: &NewReservation, limits: &Quotas) -> Result<Result<(), Exceeded>> {
         let mut q = self.lock(&store.read, &r.tenant_id, r.period_start).await?;
         Ok(MemGate::reserve(self, &mut q, r, limits))
-    }
-
-    async fn grow(
-        &self,
-        store: &Store,
-        id: &str,
-        tenant: &TenantId,
-        period_start: Timestamp,
-        extra: &Amounts,
-        limits: &Quotas,
-    ) -> Result<Result<(), Exceeded>> {
-        let mut q = self.lock(&store.read, tenant, period_start).await?;
-        Ok(MemGate::grow(self, &mut q, id, extra, limits))
     }
 
     async fn settlement_guard(&self, store: &Store, s: &Settlement) -> Result<SettlementGuard> {

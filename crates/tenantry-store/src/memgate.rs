@@ -98,15 +98,6 @@ impl MemGate {
         Ok(())
     }
 
-    pub(crate) fn grow(&self, q: &mut Guard, id: &str, extra: &Amounts, limits: &Quotas) -> Result<(), Exceeded> {
-        let Some(held) = q.reservations.get(id).copied() else { return Err(Exceeded::Quota(QuotaMeter::Queries)) };
-        admit(q, held.period_start, extra, limits)?;
-        if let Some(h) = q.reservations.get_mut(id) {
-            add(&mut h.amounts, extra);
-        }
-        Ok(())
-    }
-
     /// After the settlement's transaction committed: the usage moves from reserved to used.
     pub(crate) fn settled(&self, q: &mut Guard, s: &Settlement) {
         for m in QuotaMeter::ALL {
@@ -204,13 +195,6 @@ fn take(q: &mut Guard, id: &str) -> bool {
         }
     }
     true
-}
-
-fn add(a: &mut Amounts, b: &Amounts) {
-    a.queries += b.queries;
-    a.tokens += b.tokens;
-    a.documents += b.documents;
-    a.storage_bytes += b.storage_bytes;
 }
 
 fn set(a: &mut Amounts, m: QuotaMeter, v: i64) {

@@ -319,19 +319,6 @@ impl Store {
         self.gate().reserve(self, r, limits).await
     }
 
-    /// Reserves `extra` more under an existing reservation (e.g. once the exact prompt size is known). A
-    /// reservation that no longer exists (expired) cannot grow.
-    pub async fn grow_reservation(
-        &self,
-        id: &str,
-        tenant: &TenantId,
-        period_start: Timestamp,
-        extra: &Amounts,
-        limits: &Quotas,
-    ) -> Result<Result<(), Exceeded>> {
-        self.gate().grow(self, id, tenant, period_start, extra, limits).await
-    }
-
     /// Closes a reservation with the actual usage and appends the ledger events, in one transaction (on the
     /// embedded store, one shared with the settlements waiting beside it: `group_commit`). Returns once that
     /// transaction committed. Idempotent: settling the same events again changes nothing and returns false.

@@ -510,10 +510,6 @@ async fn reserve_settle_release_and_expire(store: Store) {
         Amounts { queries: 2, tokens: 800, ..Amounts::default() },
         "a refused reservation holds nothing"
     );
-    // Growing past the limit is refused and changes nothing.
-    let grow = store.grow_reservation("a", &t.id, PERIOD, &q(0).tokens_only(300), &lim).await.expect("store");
-    assert!(grow.is_err());
-    store.grow_reservation("a", &t.id, PERIOD, &q(0).tokens_only(100), &lim).await.expect("store").expect("fits");
 
     // Settle a with less than reserved; release b.
     let ev = event(&t.id, "a:q", Meter::Queries, 1, 3_000);

@@ -1,4 +1,4 @@
-//! Property: whatever interleaving of reserve, grow, settle (with at most what was reserved), release and
+//! Property: whatever interleaving of reserve, settle (with at most what was reserved), release and
 //! expiry a tenant's requests go through, settled + reserved never exceeds the limit and nothing goes
 //! negative; once every request has ended, nothing stays reserved. Against each quota gate: the embedded
 //! store's in-memory one, the row gate on the embedded file as if shared, and the row gate on PostgreSQL (when
@@ -12,7 +12,6 @@ use tenantry_store::{Amounts, NewApiKey, NewReservation, NewTenant, Settlement, 
 #[derive(Clone, Debug)]
 enum Op {
     Reserve { slot: usize, queries: i64, tokens: i64 },
-    Grow { slot: usize, tokens: i64 },
     Settle { slot: usize, fraction: u8 },
     Release { slot: usize },
     Expire,
@@ -21,7 +20,6 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0..6usize, 0..3i64, 0..400i64).prop_map(|(slot, queries, tokens)| Op::Reserve { slot, queries, tokens }),
-        (0..6usize, 0..300i64).prop_map(|(slot, tokens)| Op::Grow { slot, tokens }),
         (0..6usize, 0..=100u8).prop_map(|(slot, fraction)| Op::Settle { slot, fraction }),
         (0..6usize).prop_map(|slot| Op::Release { slot }),
         Just(Op::Expire),
@@ -99,14 +97,6 @@ async fn run(ops: Vec<Op>, gate: Gate) {
                 };
                 if store.reserve(&r, &LIMITS).await.expect("reserve").is_ok() {
                     held[slot] = Some((id, amounts));
-                }
-            }
-            Op::Grow { slot, tokens } => {
-                if let Some((id, amounts)) = &mut held[slot] {
-                    let extra = Amounts { tokens, ..Amounts::default() };
-                    if store.grow_reservation(id, &t, PERIOD, &extra, &LIMITS).await.expect("grow").is_ok() {
-                        amounts.tokens += tokens;
-                    }
                 }
             }
             Op::Settle { slot, fraction } => {
