@@ -306,63 +306,92 @@ impl Shape {
     /// `response.output_text.delta` per token, both closed at the end; each function call added, its
     /// arguments and itself done; then `response.completed` (or `error` on a failure).
     fn events(self, answer: tenantry_service::query::QueryStream) -> impl futures::Stream<Item = Event> {
-        let mut sequence = 0u64;
-        let mut next = move |kind: &str, mut data: Value| {
-            data["type"] = json!(kind);
-            data["sequence_number"] = json!(sequence);
-            sequence += 1;
-            Event::default().event(kind).data(data.to_string())
-        };
-        let created = next("response.created", json!({"response": self.response(None)}));
-        let mut message_open = false;
-        let rest = answer.flat_map(move |event| {
-            let mut events = Vec::new();
-            let mut open_message = |events: &mut Vec<Event>, next: &mut dyn FnMut(&str, Value) -> Event| {
-                if !std::mem::replace(&mut message_open, true) {
-                    events.push(next("response.output_item.added", json!({"output_index": 0, "item": {"type": "message",
-                        "id": self.message_id, "status": "in_progress", "role": "assistant", "content": []}})));
-                    events.push(next("response.content_part.added", json!({"item_id": self.message_id,
-                        "output_index": 0, "content_index": 0,
-                        "part": {"type": "output_text", "text": "", "annotations": []}})));
-                }
-            };
-            match event {
-                QueryEvent::Token(text) => {
-                    open_message(&mut events, &mut next);
-                    events.push(next("response.output_text.delta", json!({"item_id": self.message_id,
-                        "output_index": 0, "content_index": 0, "delta": text})));
-                }
-                // Function calls are sent whole once the generation has ended.
-                QueryEvent::ToolCalls(_) => {}
-                QueryEvent::Finished(result) => {
-                    let output = self.output(&result);
-                    for (index, item) in output.iter().enumerate() {
-                        if item["type"] == "message" {
-                            open_message(&mut events, &mut next);
-                            let (text, done) = (&result.answer, json!({"item_id": self.message_id, "output_index": 0, "content_index": 0}));
-                            events.push(next("response.output_text.done", merged(&done, json!({"text": text}))));
-                            events.push(next("response.content_part.done", merged(&done, json!({"part":
-                                {"type": "output_text", "text": text, "annotations": item["content"][0]["annotations"]}}))));
-                        } else {
-                            let started = merged(item, json!({"status": "in_progress", "arguments": ""}));
-                            events.push(next("response.output_item.added", json!({"output_index": index, "item": started})));
-                            let at = json!({"item_id": item["id"], "output_index": index});
-                            events.push(next("response.function_call_arguments.delta", merged(&at, json!({"delta": item["arguments"]}))));
-                            events.push(next("response.function_call_arguments.done", merged(&at, json!({"arguments": item["arguments"]}))));
-                        }
-                        events.push(next("response.output_item.done", json!({"output_index": index, "item": item})));
-                    }
-                    events.push(next("response.completed", json!({"response": self.response(Some(&result))})));
-                }
-                QueryEvent::Failed(error) => {
-                    let body = OpenAiError::from(error).body();
-                    events.push(next("error", json!({"code": body["error"]["code"], "message": body["error"]["message"],
-                        "param": null})));
-                }
+        let mut events = Events { shape: self, sequence: 0, message_open: false };
+        let created = events.next("response.created", json!({"response": events.shape.response(None)}));
+        futures::stream::once(async move { created })
+            .chain(answer.flat_map(move |event| futures::stream::iter(events.of(event))))
+    }
+}
+
+/// Writes one response's stream: numbers the events and remembers whether the message is open.
+struct Events {
+    shape: Shape,
+    sequence: u64,
+    message_open: bool,
+}
+
+impl Events {
+    fn next(&mut self, kind: &str, mut data: Value) -> Event {
+        data["type"] = json!(kind);
+        data["sequence_number"] = json!(self.sequence);
+        self.sequence += 1;
+        Event::default().event(kind).data(data.to_string())
+    }
+
+    /// The events one step of the answer makes.
+    fn of(&mut self, event: QueryEvent) -> Vec<Event> {
+        let mut events = Vec::new();
+        match event {
+            QueryEvent::Token(text) => {
+                self.open_message(&mut events);
+                let at = self.text_at();
+                events.push(self.next("response.output_text.delta", merged(&at, json!({"delta": text}))));
             }
-            futures::stream::iter(events)
-        });
-        futures::stream::once(async move { created }).chain(rest)
+            // Function calls are sent whole once the generation has ended.
+            QueryEvent::ToolCalls(_) => {}
+            QueryEvent::Finished(result) => {
+                for (index, item) in self.shape.output(&result).iter().enumerate() {
+                    if item["type"] == "message" {
+                        self.close_message(&mut events, &result.answer, &item["content"][0]["annotations"]);
+                    } else {
+                        self.function_call(&mut events, index, item);
+                    }
+                    events.push(self.next("response.output_item.done", json!({"output_index": index, "item": item})));
+                }
+                let completed = json!({"response": self.shape.response(Some(&result))});
+                events.push(self.next("response.completed", completed));
+            }
+            QueryEvent::Failed(error) => {
+                let body = OpenAiError::from(error).body();
+                let error = json!({"code": body["error"]["code"], "message": body["error"]["message"], "param": null});
+                events.push(self.next("error", error));
+            }
+        }
+        events
+    }
+
+    /// Where the message's one text part is.
+    fn text_at(&self) -> Value {
+        json!({"item_id": self.shape.message_id, "output_index": 0, "content_index": 0})
+    }
+
+    fn open_message(&mut self, events: &mut Vec<Event>) {
+        if std::mem::replace(&mut self.message_open, true) {
+            return;
+        }
+        let item = json!({"type": "message", "id": self.shape.message_id, "status": "in_progress",
+                          "role": "assistant", "content": []});
+        events.push(self.next("response.output_item.added", json!({"output_index": 0, "item": item})));
+        let part = json!({"part": {"type": "output_text", "text": "", "annotations": []}});
+        let added = merged(&self.text_at(), part);
+        events.push(self.next("response.content_part.added", added));
+    }
+
+    fn close_message(&mut self, events: &mut Vec<Event>, text: &str, annotations: &Value) {
+        self.open_message(events);
+        let at = self.text_at();
+        events.push(self.next("response.output_text.done", merged(&at, json!({"text": text}))));
+        let part = json!({"part": {"type": "output_text", "text": text, "annotations": annotations}});
+        events.push(self.next("response.content_part.done", merged(&at, part)));
+    }
+
+    fn function_call(&mut self, events: &mut Vec<Event>, index: usize, item: &Value) {
+        let started = merged(item, json!({"status": "in_progress", "arguments": ""}));
+        events.push(self.next("response.output_item.added", json!({"output_index": index, "item": started})));
+        let at = json!({"item_id": item["id"], "output_index": index});
+        let arguments = &item["arguments"];
+        events.push(self.next("response.function_call_arguments.delta", merged(&at, json!({"delta": arguments}))));
+        events.push(self.next("response.function_call_arguments.done", merged(&at, json!({"arguments": arguments}))));
     }
 }
 
