@@ -5,7 +5,7 @@
 use futures::stream::{BoxStream, StreamExt};
 use serde::Serialize;
 use tenantry_domain::quota::Meter;
-use tenantry_domain::{RetrievalMode, TenantContext};
+use tenantry_domain::{RetrievalMode, TenantContext, Timestamp};
 use tenantry_llm::{Chunk, Generation, TokenUsage};
 pub use tenantry_llm::{Conversation, FinishReason, Options, ResponseFormat, Role, Turn};
 pub use tenantry_rag::Citation;
@@ -100,9 +100,13 @@ pub type QueryStream = BoxStream<'static, QueryEvent>;
 impl Services {
     pub async fn query(&self, ctx: &TenantContext, request: &QueryRequest) -> ServiceResult<QueryResult> {
         let (begun, reservation) = self.begin_query(ctx, request).await?;
-        let generation =
-            self.providers().generate(&ctx.model, &begun.prepared.prompt).await.map_err(ServiceError::from)?;
-        self.finish_query(ctx, reservation, &begun, generation).await
+        match self.providers().generate(&ctx.model, &begun.prepared.prompt).await {
+            Ok(generation) => self.finish_query(ctx, reservation, &begun, generation).await,
+            Err(e) => {
+                self.abandon_query(ctx, reservation, &begun).await;
+                Err(e.into())
+            }
+        }
     }
 
     /// A streamed answer. Errors before the first token (validation, quota, an upstream that refuses) are
@@ -110,7 +114,13 @@ impl Services {
     /// task, so the ledger records what the upstream produced even if the client goes away mid-stream.
     pub async fn query_stream(&self, ctx: &TenantContext, request: &QueryRequest) -> ServiceResult<QueryStream> {
         let (begun, reservation) = self.begin_query(ctx, request).await?;
-        let mut chunks = tenantry_rag::generate_stream(ctx, self.providers(), &begun.prepared).await?;
+        let mut chunks = match tenantry_rag::generate_stream(ctx, self.providers(), &begun.prepared).await {
+            Ok(chunks) => chunks,
+            Err(e) => {
+                self.abandon_query(ctx, reservation, &begun).await;
+                return Err(e.into());
+            }
+        };
         let (tx, rx) = tokio::sync::mpsc::channel::<QueryEvent>(64);
         let (services, ctx) = (self.clone(), ctx.clone());
         let run = async move {
@@ -130,11 +140,12 @@ impl Services {
                         break;
                     }
                     Some(Err(e)) => {
-                        // The reservation drops here: released, nothing billed.
+                        services.abandon_query(&ctx, reservation, &begun).await;
                         QueryEvent::Failed(e.into()).send_to(&tx, &mut client_gone).await;
                         break;
                     }
                     None => {
+                        services.abandon_query(&ctx, reservation, &begun).await;
                         QueryEvent::Failed(ServiceError::from(tenantry_llm::LlmError::Upstream(
                             "the stream ended without a result".into(),
                         )))
@@ -235,16 +246,7 @@ impl Services {
         let prompt_cost = model.input_price.cost(usage.prompt_tokens);
         let completion_cost = model.output_price.cost(usage.completion_tokens);
         let now = self.clock().now();
-        let event = |meter: Meter, quantity: u64, cost: i64| UsageEvent {
-            event_id: format!("{}:{}", ctx.operation_id, meter.as_str()),
-            tenant_id: ctx.tenant_id.clone(),
-            request_id: ctx.request_id.to_string(),
-            meter,
-            model: generation.model.clone(),
-            quantity: quantity as i64,
-            cost_micros: cost,
-            at: now,
-        };
+        let event = |meter, quantity, cost| usage_event(ctx, meter, &generation.model, quantity, cost, now);
         let mut events = vec![
             event(Meter::Queries, 1, 0),
             event(Meter::PromptTokens, usage.prompt_tokens, prompt_cost.0),
@@ -283,6 +285,62 @@ impl Services {
             },
             request_id: ctx.request_id.to_string(),
         })
+    }
+}
+
+impl Services {
+    /// A query whose answer failed: what the upstream billed before it (the model's restatement of a
+    /// follow-up) is settled, without the query; the rest of the reservation is released. With nothing
+    /// spent, the reservation is only released.
+    async fn abandon_query(&self, ctx: &TenantContext, reservation: Reservation, begun: &Begun) {
+        let spent = begun.restating;
+        if spent.total() == 0 {
+            return;
+        }
+        let (model, now) = (&ctx.model, self.clock().now());
+        let events = [
+            usage_event(
+                ctx,
+                Meter::PromptTokens,
+                &model.name,
+                spent.prompt_tokens,
+                model.input_price.cost(spent.prompt_tokens).0,
+                now,
+            ),
+            usage_event(
+                ctx,
+                Meter::CompletionTokens,
+                &model.name,
+                spent.completion_tokens,
+                model.output_price.cost(spent.completion_tokens).0,
+                now,
+            ),
+        ];
+        let actual = Amounts { tokens: spent.total() as i64, ..Amounts::default() };
+        if let Err(e) = self.settle(ctx, Some(reservation), actual, &events).await {
+            tracing::warn!(error = %e, "could not bill the restatement of a failed query");
+        }
+    }
+}
+
+/// One ledger row of a query, keyed by its operation and meter so that a retried settlement writes it once.
+fn usage_event(
+    ctx: &TenantContext,
+    meter: Meter,
+    model: &str,
+    quantity: u64,
+    cost_micros: i64,
+    at: Timestamp,
+) -> UsageEvent {
+    UsageEvent {
+        event_id: format!("{}:{}", ctx.operation_id, meter.as_str()),
+        tenant_id: ctx.tenant_id.clone(),
+        request_id: ctx.request_id.to_string(),
+        meter,
+        model: model.to_owned(),
+        quantity: i64::try_from(quantity).unwrap_or(i64::MAX),
+        cost_micros,
+        at,
     }
 }
 

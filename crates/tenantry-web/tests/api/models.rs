@@ -265,6 +265,46 @@ async fn a_follow_up_is_restated_by_the_tenants_model_searched_as_restated_and_b
 }
 
 #[tokio::test]
+async fn a_failed_answer_to_a_follow_up_bills_only_the_restatement_the_upstream_made() {
+    let (app, up) = hosted_app().await;
+    let t = app.signup("restated-then-failed@models.test", "hosted").await;
+    set_model(&app, &t.key, json!({"model": "gpt-broken"})).await;
+    app.upload_text(&t.key, "Acme", "Acme Corporation has its headquarters in Lyon.").await;
+    // Both models cost 1 µ$ a token each way.
+    let conversation = |stream: bool| {
+        json!({"stream": stream, "messages": [
+            {"role": "user", "content": "Who makes the Widget 3000?"},
+            {"role": "assistant", "content": "Its maker is in the catalogue."},
+            {"role": "user", "content": "Where is its headquarters?"},
+        ]})
+    };
+    let r = app.post_json(&t.key, "/v1/chat/completions", conversation(false)).await;
+    assert_eq!(r.status(), 502);
+    // A stream cut after its first delta.
+    set_model(&app, &t.key, json!({"model": "gpt-cut"})).await;
+    let events = sse_events(app.post_json(&t.key, "/v1/chat/completions", conversation(true)).await).await;
+    assert!(events.iter().any(|e| e.data.contains("\"error\"")), "the stream ends with an error");
+    // Each model restated its follow-up (this upstream restates for any model), then failed to answer.
+    let calls: Vec<Value> = up.seen.lock().expect("lock").iter().map(|(_, b)| b["model"].clone()).collect();
+    assert_eq!(calls, ["broken", "broken", "broken", "cut", "cut"], "the failing answer is retried once");
+
+    let usage = app.usage(&t.key).await;
+    assert_eq!(usage["totals"]["queries"], 0, "no answer, no query: {usage}");
+    assert_eq!(
+        (usage["totals"]["prompt_tokens"].as_u64(), usage["totals"]["completion_tokens"].as_u64()),
+        (Some(2 * 40), Some(2 * 9)),
+        "{usage}"
+    );
+    assert_eq!(usage["totals"]["cost_micros"], json!(2 * (40 + 9)), "{usage}");
+    let quotas: Value = app.get(&t.key, "/v1/quotas").await.json().await.expect("json");
+    assert_eq!(
+        (quotas["reserved"]["tokens"].as_u64(), quotas["used"]["tokens"].as_u64()),
+        (Some(0), Some(98)),
+        "{quotas}"
+    );
+}
+
+#[tokio::test]
 async fn a_429_is_retried_and_a_failing_or_hanging_upstream_bills_nothing() {
     let (app, up) = hosted_app().await;
     let t = app.signup("retry@models.test", "hosted").await;
