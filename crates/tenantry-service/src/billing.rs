@@ -238,7 +238,7 @@ impl Services {
             Err(StoreError::Conflict(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        if !effects.jobs.is_empty() {
+        if !effects.jobs.is_empty() || effects.collect.is_some() {
             self.wake_jobs();
         }
         let status = row.status;
@@ -336,7 +336,7 @@ impl Services {
         let charged = |mut effects: InvoiceEffects, invoice_id: &InvoiceId, lines: &[InvoiceLine]| {
             if self.payments().collects() && lines_total(lines).is_ok_and(|sum| sum > 0) {
                 let charge = Job::Charge { tenant_id: tenant.id.clone(), invoice_id: invoice_id.as_str().to_owned() };
-                effects.jobs.push(charge.at(self.clock().now()));
+                effects.collect = Some(charge.at(self.clock().now()));
             }
             effects
         };

@@ -48,15 +48,18 @@ const COLUMNS: &str = "id, number, tenant_id, kind, period_start, period_end, st
 /// What else happens in the invoice's transaction.
 #[derive(Clone, Debug, Default)]
 pub struct InvoiceEffects {
-    /// Jobs the invoice sets in motion (the next period's close, collection).
+    /// Jobs the invoice sets in motion (the next period's close).
     pub jobs: Vec<NewJob>,
+    /// The job that collects the invoice's total through the payment provider; dropped when prepaid credit
+    /// pays it in full.
+    pub collect: Option<NewJob>,
     /// Pending invoice items the invoice bills: each is marked as billed by it. If one was billed by another
     /// invoice meanwhile, the invoice is not stored (`Concurrent`).
     pub consume_items: Vec<String>,
     /// Items the invoice leaves for the tenant's next one (a credit it could not use up).
     pub carry_items: Vec<NewPendingItem>,
     /// Draw the tenant's prepaid credit: the line that shows the cents drawn (negative), as invoice JSON. An
-    /// invoice that credit pays in full is `paid` as it is made and its `charge` job is dropped.
+    /// invoice that credit pays in full is `paid` as it is made and its `collect` job is dropped.
     pub prepaid_credit: Option<CreditLine>,
 }
 
@@ -130,7 +133,7 @@ impl Store {
             .await?
             .try_get("last")?;
         let mut inv = inv.clone();
-        let mut jobs = effects.jobs.clone();
+        let mut collect = effects.collect.clone();
         if let Some(credit) = &effects.prepaid_credit {
             let drawn =
                 apply_credit_in(&mut tx, self.backend, &inv.tenant_id, &inv.id, inv.total_cents, inv.now).await?;
@@ -142,7 +145,7 @@ impl Store {
                 inv.total_cents -= drawn;
                 if inv.total_cents == 0 {
                     inv.status = InvoiceStatus::Paid;
-                    jobs.retain(|j| j.kind != "charge");
+                    collect = None;
                 }
             }
         }
@@ -164,7 +167,7 @@ impl Store {
         .bind(inv.now.0)
         .execute(&mut *tx)
         .await?;
-        for job in &jobs {
+        for job in effects.jobs.iter().chain(&collect) {
             enqueue_in(&mut tx, job, inv.now).await?;
         }
         for item in &effects.consume_items {

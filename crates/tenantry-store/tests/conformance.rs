@@ -961,6 +961,7 @@ async fn credit_is_drawn_once_by_invoices_made_at_once(store: Store) {
     let mut tasks = Vec::new();
     for i in 0..4i64 {
         let (store, tenant, line) = (store.clone(), t.id.clone(), line.clone());
+        let tenant_for_job = tenant.clone();
         tasks.push(tokio::spawn(async move {
             let invoice = NewInvoice {
                 id: format!("inv_credit_{i}"),
@@ -975,7 +976,10 @@ async fn credit_is_drawn_once_by_invoices_made_at_once(store: Store) {
                 lines: "[]".into(),
                 now: Timestamp(10_000),
             };
-            let effects = InvoiceEffects { prepaid_credit: Some(line), ..InvoiceEffects::default() };
+            let collect =
+                NewJob { tenant_id: Some(tenant_for_job), ..job("charge", Some(&format!("charge-{i}")), 0, 3) };
+            let effects =
+                InvoiceEffects { prepaid_credit: Some(line), collect: Some(collect), ..InvoiceEffects::default() };
             store.create_invoice(&invoice, &effects).await.expect("invoice")
         }));
     }
@@ -990,6 +994,8 @@ async fn credit_is_drawn_once_by_invoices_made_at_once(store: Store) {
     }
     totals.sort_unstable();
     assert_eq!(totals, [0, 0, 0, 400], "1,200 cents of unexpired credit pay three invoices of 400");
+    let charges = store.jobs(None, Some(&t.id), 10).await.expect("jobs");
+    assert_eq!(charges.len(), 1, "only the invoice credit did not pay is collected: {charges:?}");
     let grants = store.credit_grants(&t.id).await.expect("grants");
     let left = |id: &str| grants.iter().find(|g| g.id == id).map(|g| (g.remaining_cents, g.applied.len()));
     assert_eq!(left("crd_soon"), Some((0, 2)), "the soonest expiry goes first");
