@@ -30,6 +30,17 @@ impl TokenUsage {
     }
 }
 
+impl std::ops::Add for TokenUsage {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            prompt_tokens: self.prompt_tokens + other.prompt_tokens,
+            completion_tokens: self.completion_tokens + other.completion_tokens,
+        }
+    }
+}
+
 /// What a provider returns: the text, the tokens it reports (or we counted), the model that ran, why it
 /// stopped, and the tool calls it made (OpenAI's `tool_calls` array, as the upstream sent it).
 #[derive(Clone, Debug, PartialEq)]

@@ -5,7 +5,7 @@
 use futures::stream::{BoxStream, StreamExt};
 use serde::Serialize;
 use tenantry_domain::quota::Meter;
-use tenantry_domain::{RetrievalMode, TenantContext, Timestamp};
+use tenantry_domain::{ModelSpec, RetrievalMode, TenantContext, Timestamp};
 use tenantry_llm::{Chunk, Generation, TokenUsage};
 pub use tenantry_llm::{Conversation, FinishReason, Options, ResponseFormat, Role, Turn};
 pub use tenantry_rag::Citation;
@@ -239,19 +239,12 @@ impl Services {
         let prepared = &begun.prepared;
         let model = self.catalog().model(&generation.model).unwrap_or(&ctx.model);
         // The follow-up was restated by the same model: its tokens are the request's too.
-        let usage = TokenUsage {
-            prompt_tokens: generation.usage.prompt_tokens + begun.restating.prompt_tokens,
-            completion_tokens: generation.usage.completion_tokens + begun.restating.completion_tokens,
-        };
-        let prompt_cost = model.input_price.cost(usage.prompt_tokens);
-        let completion_cost = model.output_price.cost(usage.completion_tokens);
+        let usage = generation.usage + begun.restating;
         let now = self.clock().now();
-        let event = |meter, quantity, cost| usage_event(ctx, meter, &generation.model, quantity, cost, now);
-        let mut events = vec![
-            event(Meter::Queries, 1, 0),
-            event(Meter::PromptTokens, usage.prompt_tokens, prompt_cost.0),
-            event(Meter::CompletionTokens, usage.completion_tokens, completion_cost.0),
-        ];
+        let tokens = token_events(ctx, &generation.model, model, usage, now);
+        let generation_cost: i64 = tokens.iter().map(|e| e.cost_micros).sum();
+        let mut events = vec![usage_event(ctx, Meter::Queries, &generation.model, 1, 0, now)];
+        events.extend(tokens);
         let mut embedding_cost = 0;
         if let Some(embedding_model) = self.embedding_model().filter(|_| begun.embedding_tokens > 0) {
             let e = embedding_event(ctx, ctx.operation_id.as_str(), embedding_model, begun.embedding_tokens, now);
@@ -281,7 +274,7 @@ impl Services {
                 completion_tokens: usage.completion_tokens,
                 embedding_tokens: begun.embedding_tokens,
                 total_tokens,
-                cost_micros: (prompt_cost + completion_cost).0 + embedding_cost,
+                cost_micros: generation_cost + embedding_cost,
             },
             request_id: ctx.request_id.to_string(),
         })
@@ -297,30 +290,27 @@ impl Services {
         if spent.total() == 0 {
             return;
         }
-        let (model, now) = (&ctx.model, self.clock().now());
-        let events = [
-            usage_event(
-                ctx,
-                Meter::PromptTokens,
-                &model.name,
-                spent.prompt_tokens,
-                model.input_price.cost(spent.prompt_tokens).0,
-                now,
-            ),
-            usage_event(
-                ctx,
-                Meter::CompletionTokens,
-                &model.name,
-                spent.completion_tokens,
-                model.output_price.cost(spent.completion_tokens).0,
-                now,
-            ),
-        ];
+        let events = token_events(ctx, &ctx.model.name, &ctx.model, spent, self.clock().now());
         let actual = Amounts { tokens: spent.total() as i64, ..Amounts::default() };
         if let Err(e) = self.settle(ctx, Some(reservation), actual, &events).await {
             tracing::warn!(error = %e, "could not bill the restatement of a failed query");
         }
     }
+}
+
+/// The prompt and completion token rows of `usage` under the model named `name`, priced with `prices`.
+fn token_events(
+    ctx: &TenantContext,
+    name: &str,
+    prices: &ModelSpec,
+    usage: TokenUsage,
+    at: Timestamp,
+) -> [UsageEvent; 2] {
+    let (prompt, completion) = (usage.prompt_tokens, usage.completion_tokens);
+    [
+        usage_event(ctx, Meter::PromptTokens, name, prompt, prices.input_price.cost(prompt).0, at),
+        usage_event(ctx, Meter::CompletionTokens, name, completion, prices.output_price.cost(completion).0, at),
+    ]
 }
 
 /// One ledger row of a query, keyed by its operation and meter so that a retried settlement writes it once.
