@@ -407,7 +407,8 @@ impl Prompt {
 
     fn count_tokens(&self) -> u64 {
         if self.task == Task::Standalone {
-            return tokens::count(STANDALONE_INSTRUCTIONS)
+            static INSTRUCTIONS_TOKENS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+            return *INSTRUCTIONS_TOKENS.get_or_init(|| tokens::count(STANDALONE_INSTRUCTIONS))
                 + tokens::count(&self.user_message())
                 + self.options.tokens()
                 + 2 * PER_MESSAGE_TOKENS
