@@ -10,7 +10,7 @@ use sqlx::{Any, Row, Transaction};
 use tenantry_domain::{ChunkId, DocumentId, TenantId, TenantState};
 
 use crate::usage::{parameter_list, runs};
-use crate::{Result, Store, StoreError};
+use crate::{parsed, Result, Store, StoreError};
 
 /// What happened to a document.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,11 +146,9 @@ impl Store {
             .await?;
         rows.iter()
             .map(|r| {
-                let state: String = r.try_get("state")?;
                 Ok(TenantHead {
                     id: TenantId::from_trusted(r.try_get("id")?),
-                    state: TenantState::parse(&state)
-                        .ok_or_else(|| StoreError::Corrupt(format!("tenant state {state:?}")))?,
+                    state: parsed(r, "state", TenantState::parse)?,
                     plan: r.try_get("plan")?,
                     pending_plan: r.try_get("pending_plan")?,
                     document_seq: r.try_get("document_seq")?,

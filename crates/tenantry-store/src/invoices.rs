@@ -7,7 +7,7 @@ use tenantry_domain::{InvoiceKind, InvoiceStatus, TenantId, Timestamp};
 use crate::jobs::{enqueue_in, NewJob};
 use crate::prepaid::apply_credit_in;
 use crate::webhooks::{emit_in, NewEvent};
-use crate::{Result, Store, StoreError};
+use crate::{parsed, Result, Store, StoreError};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewInvoice {
@@ -320,12 +320,6 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
-}
-
-/// A text column read as the type it names; a value no version wrote is `Corrupt`.
-fn parsed<T>(r: &sqlx::any::AnyRow, column: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
-    let raw: String = r.try_get(column)?;
-    parse(&raw).ok_or_else(|| StoreError::Corrupt(format!("invoices.{column} {raw:?}")))
 }
 
 fn invoice_from_row(r: &sqlx::any::AnyRow) -> Result<InvoiceRow> {

@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use tenantry_domain::{JobId, TenantId, Timestamp};
 
-use crate::{Backend, Result, Store, StoreError};
+use crate::{parsed, Backend, Result, Store, StoreError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobState {
@@ -68,14 +68,13 @@ const COLUMNS: &str = "id, kind, tenant_id, payload, idempotency_key, state, att
                        locked_until, last_error, created_at, updated_at";
 
 fn job_from_row(row: &AnyRow) -> Result<JobRow> {
-    let state: String = row.try_get("state")?;
     Ok(JobRow {
         id: JobId::from_trusted(row.try_get("id")?),
         kind: row.try_get("kind")?,
         tenant_id: row.try_get::<Option<String>, _>("tenant_id")?.map(TenantId::from_trusted),
         payload: row.try_get("payload")?,
         idempotency_key: row.try_get("idempotency_key")?,
-        state: JobState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("job state {state:?}")))?,
+        state: parsed(row, "state", JobState::parse)?,
         attempts: row.try_get("attempts")?,
         max_attempts: row.try_get("max_attempts")?,
         run_at: Timestamp(row.try_get("run_at")?),

@@ -11,7 +11,7 @@ use crate::invoices::{insert_pending_item_in, NewPendingItem};
 use crate::jobs::{enqueue_in, NewJob};
 use crate::keys::{insert_key, ApiKeyRow, NewApiKey};
 use crate::webhooks::{emit_in, NewEvent};
-use crate::{conflict_on_unique, Result, Store, StoreError};
+use crate::{conflict_on_unique, parsed, Result, Store, StoreError};
 
 #[derive(Clone, Debug)]
 pub struct NewTenant {
@@ -87,18 +87,15 @@ const TENANT_COLUMNS: &str = "id, email, organization, plan, state, state_versio
      overage_limit_cents";
 
 fn tenant_from_row(row: &AnyRow) -> Result<TenantRow> {
-    let state: String = row.try_get("state")?;
-    let mode: String = row.try_get("retrieval_mode")?;
     Ok(TenantRow {
         id: TenantId::from_trusted(row.try_get("id")?),
         email: row.try_get("email")?,
         organization: row.try_get("organization")?,
         plan: row.try_get("plan")?,
-        state: TenantState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("tenant state {state:?}")))?,
+        state: parsed(row, "state", TenantState::parse)?,
         state_version: row.try_get("state_version")?,
         model: row.try_get("model")?,
-        retrieval_mode: RetrievalMode::parse(&mode)
-            .ok_or_else(|| StoreError::Corrupt(format!("retrieval mode {mode:?}")))?,
+        retrieval_mode: parsed(row, "retrieval_mode", RetrievalMode::parse)?,
         system_prompt: row.try_get("system_prompt")?,
         config_version: row.try_get("config_version")?,
         billing_anchor: Timestamp(row.try_get("billing_anchor")?),

@@ -4,7 +4,7 @@ use sqlx::{Any, Row, Transaction};
 use tenantry_domain::quota::Meter;
 use tenantry_domain::{TenantId, Timestamp};
 
-use crate::{Result, Store, StoreError};
+use crate::{parsed, Result, Store};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsageEvent {
@@ -145,12 +145,11 @@ pub(crate) fn placeholders(backend: &str, rows: usize, width: usize) -> String {
 }
 
 fn event_from_row(r: &sqlx::any::AnyRow, tenant_id: TenantId) -> Result<UsageEvent> {
-    let meter: String = r.try_get("meter")?;
     Ok(UsageEvent {
         event_id: r.try_get("event_id")?,
         tenant_id,
         request_id: r.try_get("request_id")?,
-        meter: Meter::parse(&meter).ok_or_else(|| StoreError::Corrupt(format!("meter {meter:?}")))?,
+        meter: parsed(r, "meter", Meter::parse)?,
         model: r.try_get("model")?,
         quantity: r.try_get("quantity")?,
         cost_micros: r.try_get("cost_micros")?,
@@ -264,9 +263,8 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
-                let meter: String = r.try_get("meter")?;
                 Ok(UsageLine {
-                    meter: Meter::parse(&meter).ok_or_else(|| StoreError::Corrupt(format!("meter {meter:?}")))?,
+                    meter: parsed(r, "meter", Meter::parse)?,
                     model: r.try_get("model")?,
                     quantity: r.try_get("quantity")?,
                     cost_micros: r.try_get("cost_micros")?,
