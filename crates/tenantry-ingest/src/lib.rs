@@ -198,13 +198,68 @@ fn parse_text(text: &str, limits: &Limits) -> Result<ParsedDocument, IngestError
     if text.split("\n\n").map(paragraph_bytes).sum::<u64>() > limits.text_bytes {
         return Err(text_too_large(limits));
     }
-    let blocks = text
-        .split("\n\n")
-        .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
-        .filter(|p| !p.is_empty())
-        .map(|text| Block { heading: String::new(), page: None, text })
-        .collect();
-    Ok(ParsedDocument { title: None, blocks })
+    let paragraphs = text.split("\n\n").map(str::trim).filter(|p| !p.is_empty());
+    Ok(ParsedDocument { title: None, blocks: plain_blocks(paragraphs) })
+}
+
+/// Heading lines met before one paragraph, at most: a longer run of short lines is text (a list, a poem).
+const MOST_HEADING_LINES: usize = 6;
+const MOST_HEADING_CHARS: usize = 300;
+
+/// Plain text's paragraphs as blocks, with the structure plain text shows without markup: a run of short
+/// lines without closing punctuation before a paragraph ("Article 17", "Right to erasure") is that
+/// paragraph's heading, and the headings of the paragraphs after it until the next run; a paragraph that is
+/// only an enumerator ("(a)", "(10)", "3.") is the start of the next one.
+fn plain_blocks<'a>(paragraphs: impl Iterator<Item = &'a str>) -> Vec<Block> {
+    let mut blocks = Vec::new();
+    let mut heading = String::new();
+    let mut pending: Vec<String> = Vec::new();
+    let mut marker: Option<String> = None;
+    let flat = |p: &str| p.split_whitespace().collect::<Vec<_>>().join(" ");
+    for paragraph in paragraphs {
+        let text = flat(paragraph);
+        if is_enumerator(&text) {
+            marker = Some(text);
+            continue;
+        }
+        if marker.is_none() && looks_like_heading(paragraph) {
+            pending.push(text);
+            continue;
+        }
+        let run_chars: usize = pending.iter().map(|h| h.chars().count()).sum();
+        if !pending.is_empty() && pending.len() <= MOST_HEADING_LINES && run_chars <= MOST_HEADING_CHARS {
+            heading = pending.join(" > ");
+        } else {
+            blocks.extend(pending.iter().map(|t| Block { heading: heading.clone(), page: None, text: t.clone() }));
+        }
+        pending.clear();
+        let text = match marker.take() {
+            Some(m) => format!("{m} {text}"),
+            None => text,
+        };
+        blocks.push(Block { heading: heading.clone(), page: None, text });
+    }
+    let rest = pending.into_iter().chain(marker);
+    blocks.extend(rest.map(|text| Block { heading: heading.clone(), page: None, text }));
+    blocks
+}
+
+/// One short line that does not end a sentence or a clause, and is not an aside in parentheses.
+fn looks_like_heading(paragraph: &str) -> bool {
+    let line = paragraph.trim();
+    !line.contains('\n')
+        && line.chars().count() <= 120
+        && line.split_whitespace().count() <= 15
+        && line.chars().any(char::is_alphabetic)
+        && !line.ends_with(['.', ',', ';', ':'])
+        && !(line.starts_with('(') && line.ends_with(')'))
+}
+
+/// "(a)", "(10)", "a)", "3." or "iv.": a list item's label on a line of its own.
+fn is_enumerator(text: &str) -> bool {
+    let inner = text.strip_prefix('(').unwrap_or(text);
+    let inner = inner.strip_suffix([')', '.']).unwrap_or(inner);
+    inner.len() != text.len() && (1..=4).contains(&inner.len()) && inner.chars().all(|c| c.is_ascii_alphanumeric())
 }
 
 #[cfg(test)]
@@ -213,6 +268,39 @@ mod tests {
 
     fn parse_default(format: Format, bytes: &[u8]) -> Result<ParsedDocument, IngestError> {
         parse(format, bytes, &Limits::default())
+    }
+
+    #[test]
+    fn plain_text_headings_and_list_labels_are_read_from_the_layout() {
+        let text = "CHAPTER III\n\nRights of the data subject\n\n(Text with EEA relevance)\n\nArticle 17\n\n\
+                    Right to erasure\n\n\
+                    1.   The data subject shall have the right to erasure where:\n\n(a)\n\nthe data are no \
+                    longer necessary;\n\nArticle 18\n\nRight to restriction\n\nThe data subject may ask.";
+        let doc = parse_default(Format::Text, text.as_bytes()).expect("parsed");
+        let got: Vec<(&str, &str)> = doc.blocks.iter().map(|b| (b.heading.as_str(), b.text.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("CHAPTER III > Rights of the data subject", "(Text with EEA relevance)"),
+                ("Article 17 > Right to erasure", "1. The data subject shall have the right to erasure where:"),
+                ("Article 17 > Right to erasure", "(a) the data are no longer necessary;"),
+                ("Article 18 > Right to restriction", "The data subject may ask."),
+            ]
+        );
+    }
+
+    #[test]
+    fn short_lines_without_a_paragraph_after_them_stay_text() {
+        let poem = (1..=9).map(|i| format!("Line number {i}")).collect::<Vec<_>>().join("\n\n");
+        let doc = parse_default(Format::Text, poem.as_bytes()).expect("parsed");
+        assert_eq!(doc.blocks.len(), 9);
+        assert!(doc.blocks.iter().all(|b| b.heading.is_empty()), "{doc:?}");
+        let doc = parse_default(Format::Text, b"Just a title").expect("parsed");
+        assert_eq!((doc.blocks[0].heading.as_str(), doc.blocks[0].text.as_str()), ("", "Just a title"));
+        let list = (1..=9).map(|i| format!("Item {i}")).collect::<Vec<_>>().join("\n\n") + "\n\nA closing sentence.";
+        let doc = parse_default(Format::Text, list.as_bytes()).expect("parsed");
+        assert_eq!(doc.blocks.len(), 10, "a long run of short lines is a list, not a heading");
+        assert!(doc.blocks.iter().all(|b| b.heading.is_empty()), "{doc:?}");
     }
 
     #[test]
