@@ -46,6 +46,17 @@ impl Default for FusionWeights {
     }
 }
 
+impl std::fmt::Display for FusionWeights {
+    /// The weights as `--fusion` and `search.fusion_weights` take them (`convex:1:0:0.3`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let method = match self.method {
+            FusionMethod::Rrf => "rrf",
+            FusionMethod::Convex => "convex",
+        };
+        write!(f, "{method}:{}:{}:{}", self.lexical, self.expanded, self.semantic)
+    }
+}
+
 /// How fused lists' hits are scored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -61,16 +61,10 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     judged.sort_by(|a, b| a.0.cmp(b.0));
     judged.truncate(args.max_queries.unwrap_or(usize::MAX));
     let corpus: Vec<CorpusDoc> = corpus.into_iter().take(args.max_documents.unwrap_or(usize::MAX)).collect();
+    let judged = scorable(judged, &corpus)?;
 
     // Checked before the (possibly long) ingestion; none given: the configured weights.
-    let mut fusion: Vec<FusionWeights> = args
-        .fusion
-        .iter()
-        .map(|raw| {
-            FusionWeights::parse(raw)
-                .with_context(|| format!("--fusion {raw:?}: expected e.g. 1:0.3:0.3 or convex:1:0:0.3"))
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let mut fusion = parse_fusions(&args.fusion)?;
 
     let scratch = tempfile::tempdir()?;
     let mut config = eval_config(scratch.path());
@@ -84,7 +78,13 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut by_document_id: HashMap<String, String> = HashMap::with_capacity(corpus.len());
     let mut chunks = 0;
-    for doc in &corpus {
+    let mut last_report = Instant::now();
+    for (done, doc) in corpus.iter().enumerate() {
+        if last_report.elapsed().as_secs() >= 2 {
+            last_report = Instant::now();
+            let left = started.elapsed().as_secs_f64() / done.max(1) as f64 * (corpus.len() - done) as f64;
+            progress(&format!("ingested {done} of {} documents, about {left:.0} s left", corpus.len()));
+        }
         let upload = Upload {
             title: Some(if doc.title.trim().is_empty() { doc.id.clone() } else { doc.title.clone() }),
             file_name: None,
@@ -110,6 +110,43 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
     services.shutdown().await;
     Ok(())
+}
+
+/// Below this many queries one query moves nDCG@10 by more than 3 points.
+const FEW_QUERIES: usize = 30;
+
+/// The judged queries with a relevant document in the (possibly cut) corpus: the others cannot score
+/// anything but 0, so they are left out with a warning; none left is an error, few a warning.
+fn scorable<'a>(
+    judged: Vec<(&'a String, &'a HashMap<String, u32>)>,
+    corpus: &[CorpusDoc],
+) -> anyhow::Result<Vec<(&'a String, &'a HashMap<String, u32>)>> {
+    let ingested: HashSet<&str> = corpus.iter().map(|d| d.id.as_str()).collect();
+    let total = judged.len();
+    let kept: Vec<_> =
+        judged.into_iter().filter(|(_, relevant)| relevant.keys().any(|d| ingested.contains(d.as_str()))).collect();
+    if kept.is_empty() {
+        bail!(
+            "too small to score: none of the {total} judged queries has a relevant document among the {} ingested",
+            corpus.len()
+        );
+    }
+    if kept.len() < total {
+        eprintln!(
+            "warning: {} of {total} judged queries have no relevant document among the {} ingested; scoring the other {}",
+            total - kept.len(),
+            corpus.len(),
+            kept.len()
+        );
+    }
+    if kept.len() < FEW_QUERIES {
+        eprintln!(
+            "warning: only {} queries; each moves nDCG@10 by up to {:.1} points, so small differences are noise",
+            kept.len(),
+            100.0 / kept.len() as f64
+        );
+    }
+    Ok(kept)
 }
 
 struct Ingested {
@@ -190,11 +227,7 @@ fn report(args: &EvalArgs, embedder: &str, fusion: FusionWeights, ingest: &Inges
     println!("mode           {}", args.mode);
     println!("embedder       {embedder}");
     if let Some(w) = fusion {
-        let method = match w.method {
-            tenantry_rag::FusionMethod::Rrf => "reciprocal-rank",
-            tenantry_rag::FusionMethod::Convex => "convex",
-        };
-        println!("fusion         {method}: lexical {} · expanded {} · semantic {}", w.lexical, w.expanded, w.semantic);
+        println!("fusion         {w} (method:lexical:expanded:semantic)");
     }
     println!(
         "corpus         {} documents, {} chunks, ingested in {:.1} s ({:.0} docs/s)",
@@ -236,7 +269,22 @@ pub(crate) fn eval_config(dir: &Path) -> Config {
     config
 }
 
-async fn scratch_tenant(services: &Services, mode: &str) -> anyhow::Result<TenantContext> {
+/// `--fusion` values, checked before any (possibly long) ingestion.
+pub(crate) fn parse_fusions(raw: &[String]) -> anyhow::Result<Vec<FusionWeights>> {
+    raw.iter()
+        .map(|raw| {
+            FusionWeights::parse(raw)
+                .with_context(|| format!("--fusion {raw:?}: expected e.g. 1:0.3:0.3 or convex:1:0:0.3"))
+        })
+        .collect()
+}
+
+/// A progress line on standard error, where it stays out of the report (and of `--json`'s last line).
+pub(crate) fn progress(line: &str) {
+    eprintln!("… {line}");
+}
+
+pub(crate) async fn scratch_tenant(services: &Services, mode: &str) -> anyhow::Result<TenantContext> {
     Ok(scratch_tenant_named(services, "eval@tenantry.invalid", mode).await?.1)
 }
 

@@ -8,6 +8,7 @@ mod bench_signup;
 mod bench_webhooks;
 mod demo;
 mod eval;
+mod eval_passages;
 
 use std::path::PathBuf;
 
@@ -62,13 +63,24 @@ enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Retrieval quality on a BEIR-format dataset: nDCG@10 and recall@100 through the API's own ingestion
-    /// and retrieval, in a scratch tenant of an embedded instance.
+    /// Retrieval quality through the API's own ingestion and retrieval, in a scratch tenant of an embedded
+    /// instance: nDCG@10 and recall@100 on a BEIR-format dataset (--dataset), or hit@k and MRR on a question
+    /// set over documents (--questions with --document).
     Eval {
         /// Directory with corpus.jsonl[.gz], queries.jsonl and qrels/<split>.tsv (e.g. ../shared/data/scifact).
-        #[arg(long)]
-        dataset: PathBuf,
-        /// Retrieval mode: basic or advanced.
+        #[arg(long, required_unless_present = "questions", conflicts_with = "questions")]
+        dataset: Option<PathBuf>,
+        /// A question set: JSONL, one {"id", "question", "answer"} a line, `answer` a verbatim span of the
+        /// passage that answers the question (e.g. eval/gdpr-paraphrases.jsonl).
+        #[arg(long, value_name = "FILE", requires = "document")]
+        questions: Option<PathBuf>,
+        /// A document the questions are asked over (PDF, HTML, Markdown or text by its extension); repeatable.
+        #[arg(long, value_name = "PATH")]
+        document: Vec<PathBuf>,
+        /// With --questions: print, for each question whose answer is not in the top 3, what ranked first.
+        #[arg(long, requires = "questions")]
+        show_misses: bool,
+        /// Retrieval mode: basic, advanced or agentic.
         #[arg(long, default_value = "basic")]
         mode: String,
         /// The qrels split to score.
@@ -77,11 +89,11 @@ enum Command {
         /// Also print one JSON object with the results as the last line.
         #[arg(long)]
         json: bool,
-        /// Score only the first N judged queries (by id).
+        /// Score only the first N judged queries (by id), or the first N questions.
         #[arg(long)]
         max_queries: Option<usize>,
-        /// Ingest only the first N corpus documents.
-        #[arg(long)]
+        /// Ingest only the first N corpus documents (queries without a relevant one among them are left out).
+        #[arg(long, conflicts_with = "questions")]
         max_documents: Option<usize>,
         /// Embed with the local model in DIR (`search.embedding_model_dir`) instead of the built-in embedder.
         #[arg(long, value_name = "DIR")]
@@ -327,11 +339,47 @@ async fn run() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Query { tenants, queries, modes }) => {
             bench_retrieval::query(bench_retrieval::QueryBench { tenants, queries, modes }).await?;
         }
-        Command::Eval { dataset, mode, split, json, max_queries, max_documents, embedding_model_dir, fusion } => {
-            let args =
-                eval::EvalArgs { dataset, mode, split, json, max_queries, max_documents, embedding_model_dir, fusion };
-            eval::run(args).await?;
-        }
+        Command::Eval {
+            dataset,
+            questions,
+            document,
+            show_misses,
+            mode,
+            split,
+            json,
+            max_queries,
+            max_documents,
+            embedding_model_dir,
+            fusion,
+        } => match (dataset, questions) {
+            (_, Some(questions)) => {
+                let args = eval_passages::PassageArgs {
+                    questions,
+                    documents: document,
+                    mode,
+                    json,
+                    max_queries,
+                    embedding_model_dir,
+                    fusion,
+                    show_misses,
+                };
+                eval_passages::run(args).await?;
+            }
+            (Some(dataset), None) => {
+                let args = eval::EvalArgs {
+                    dataset,
+                    mode,
+                    split,
+                    json,
+                    max_queries,
+                    max_documents,
+                    embedding_model_dir,
+                    fusion,
+                };
+                eval::run(args).await?;
+            }
+            (None, None) => anyhow::bail!("eval needs --dataset DIR or --questions FILE with --document PATH"),
+        },
         Command::Audit(AuditCommand::Verify(args)) => {
             let config = load_config(&args)?;
             let store = tenantry_store::Store::open(&config.database.url, &config.server.data_dir).await?;

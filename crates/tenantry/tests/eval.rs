@@ -173,3 +173,97 @@ fn eval_on_a_scifact_slice_beats_its_floors_in_every_mode() {
         assert!(report["recall_at_100"].as_f64().is_some_and(|r| r >= 0.85), "{mode}: {report}");
     }
 }
+
+#[test]
+fn a_cut_corpus_scores_only_the_queries_it_can_answer_and_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let docs = [("d1", "Penguins", "Emperor penguins breed in winter."), ("d2", "Tea", "Green tea is steamed.")];
+    write_lines(
+        &dir.path().join("corpus.jsonl"),
+        docs.iter().map(|(id, title, text)| json!({"_id": id, "title": title, "text": text}).to_string()),
+    );
+    write_lines(
+        &dir.path().join("queries.jsonl"),
+        [json!({"_id": "q1", "text": "penguins breeding"}), json!({"_id": "q2", "text": "steamed tea"})]
+            .iter()
+            .map(Value::to_string),
+    );
+    std::fs::create_dir(dir.path().join("qrels")).expect("mkdir");
+    write_lines(
+        &dir.path().join("qrels/test.tsv"),
+        ["query-id\tcorpus-id\tscore", "q1\td1\t1", "q2\td2\t1"].map(String::from),
+    );
+    let run = |max_documents: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tenantry"))
+            .args(["eval", "--dataset"])
+            .arg(dir.path())
+            .args(["--json", "--max-documents", max_documents])
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("tenantry runs")
+    };
+
+    let out = run("1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("1 of 2 judged queries have no relevant document among the 1 ingested"), "{stderr}");
+    assert!(stderr.contains("only 1 queries"), "{stderr}");
+    let report: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().expect("line")).expect("json");
+    assert_eq!((report["queries"].as_u64(), report["ndcg_at_10"].as_f64()), (Some(1), Some(1.0)), "{report}");
+
+    let out = run("0");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("too small to score"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_question_set_is_scored_by_the_rank_of_the_chunk_holding_each_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let volcanoes = dir.path().join("volcanoes.md");
+    std::fs::write(&volcanoes, "# Volcanoes\n\nBasaltic lava flows from shield volcanoes\nin Hawaii.\n")
+        .expect("write");
+    let tea = dir.path().join("tea.txt");
+    std::fs::write(&tea, "Green tea is steamed shortly after picking, which keeps it green.").expect("write");
+    let questions = dir.path().join("questions.jsonl");
+    write_lines(
+        &questions,
+        [
+            json!({"id": "lava", "question": "shield volcanoes lava Hawaii", "answer": "lava flows from shield volcanoes in Hawaii"}),
+            json!({"id": "tea", "question": "why is green tea steamed", "answer": "steamed shortly after picking"}),
+            json!({"id": "nowhere", "question": "penguins", "answer": "Emperor penguins breed in winter"}),
+        ]
+        .iter()
+        .map(Value::to_string),
+    );
+    for mode in ["basic", "advanced", "agentic"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+            .args(["eval", "--questions"])
+            .arg(&questions)
+            .arg("--document")
+            .arg(&volcanoes)
+            .arg("--document")
+            .arg(&tea)
+            .args(["--mode", mode, "--json"])
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("tenantry runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains("question nowhere: no chunk holds its answer"), "{stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let report: Value = serde_json::from_str(stdout.lines().last().expect("line")).expect("json");
+        assert_eq!(report["mode"], mode);
+        assert_eq!((report["questions"].as_u64(), report["documents"].as_u64()), (Some(3), Some(2)), "{report}");
+        // Two answers ranked first (the span crosses a line break in the Markdown), one in no chunk.
+        assert_eq!(report["hit_at_1"], 0.667, "{mode}: {report}");
+        assert_eq!(report["hit_at_10"], 0.667, "{mode}: {report}");
+        assert_eq!(report["mrr"], 0.667, "{mode}: {report}");
+        assert_eq!(report["unreachable"], json!(["nowhere"]));
+        assert_eq!(report["missed_at_3"], json!(["nowhere"]));
+    }
+}
