@@ -66,14 +66,8 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
     // Checked before the (possibly long) ingestion; none given: the configured weights.
     let mut fusion = parse_fusions(&args.fusion)?;
 
-    let scratch = tempfile::tempdir()?;
-    let mut config = eval_config(scratch.path());
-    if let Some(dir) = &args.embedding_model_dir {
-        config.search.embedding_model_dir = dir.clone();
-    }
-    let embedder = args.embedding_model_dir.as_ref().map_or("built-in".into(), |d| d.display().to_string());
-    let services = Services::start(config).await?;
-    let ctx = scratch_tenant(&services, &args.mode).await?;
+    let Scratch { services, ctx, embedder, dir: _dir } =
+        Scratch::start(args.embedding_model_dir.as_deref(), &args.mode).await?;
 
     let started = Instant::now();
     let mut by_document_id: HashMap<String, String> = HashMap::with_capacity(corpus.len());
@@ -269,6 +263,31 @@ pub(crate) fn eval_config(dir: &Path) -> Config {
     config
 }
 
+/// An embedded instance in a temporary directory, with one tenant on the `eval` plan in a retrieval mode.
+pub(crate) struct Scratch {
+    pub(crate) services: Services,
+    pub(crate) ctx: TenantContext,
+    /// What embeds the vectors: "built-in" or the model's directory.
+    pub(crate) embedder: String,
+    /// Removed when dropped.
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    /// Starts the instance, embedding with the local model in `model_dir` when given.
+    pub(crate) async fn start(model_dir: Option<&Path>, mode: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut config = eval_config(dir.path());
+        if let Some(model_dir) = model_dir {
+            config.search.embedding_model_dir = model_dir.to_owned();
+        }
+        let embedder = model_dir.map_or("built-in".into(), |d| d.display().to_string());
+        let services = Services::start(config).await?;
+        let ctx = scratch_tenant(&services, mode).await?;
+        Ok(Self { services, ctx, embedder, dir })
+    }
+}
+
 /// `--fusion` values, checked before any (possibly long) ingestion.
 pub(crate) fn parse_fusions(raw: &[String]) -> anyhow::Result<Vec<FusionWeights>> {
     raw.iter()
@@ -284,7 +303,7 @@ pub(crate) fn progress(line: &str) {
     eprintln!("… {line}");
 }
 
-pub(crate) async fn scratch_tenant(services: &Services, mode: &str) -> anyhow::Result<TenantContext> {
+async fn scratch_tenant(services: &Services, mode: &str) -> anyhow::Result<TenantContext> {
     Ok(scratch_tenant_named(services, "eval@tenantry.invalid", mode).await?.1)
 }
 

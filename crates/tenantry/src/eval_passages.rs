@@ -16,7 +16,7 @@ use tenantry_domain::{DocumentId, TenantContext};
 use tenantry_service::documents::{Upload, Uploaded};
 use tenantry_service::Services;
 
-use crate::eval::{eval_config, parse_fusions, progress, scratch_tenant};
+use crate::eval::{parse_fusions, progress, Scratch};
 
 pub struct PassageArgs {
     pub questions: PathBuf,
@@ -60,14 +60,8 @@ pub async fn run(args: PassageArgs) -> anyhow::Result<()> {
     }
     let mut fusion = parse_fusions(&args.fusion)?;
 
-    let scratch = tempfile::tempdir()?;
-    let mut config = eval_config(scratch.path());
-    if let Some(dir) = &args.embedding_model_dir {
-        config.search.embedding_model_dir = dir.clone();
-    }
-    let embedder = args.embedding_model_dir.as_ref().map_or("built-in".into(), |d| d.display().to_string());
-    let services = Services::start(config).await?;
-    let ctx = scratch_tenant(&services, &args.mode).await?;
+    let Scratch { services, ctx, embedder, dir: _dir } =
+        Scratch::start(args.embedding_model_dir.as_deref(), &args.mode).await?;
 
     let started = Instant::now();
     let mut ids = Vec::with_capacity(args.documents.len());
