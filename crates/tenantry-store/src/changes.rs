@@ -28,6 +28,10 @@ impl ChangeKind {
             Self::Delete => "delete",
         }
     }
+
+    fn parse(raw: &str) -> Option<Self> {
+        [Self::Put, Self::Delete].into_iter().find(|k| k.as_str() == raw)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,15 +129,10 @@ impl Store {
         .await?;
         rows.iter()
             .map(|r| {
-                let kind = match r.try_get::<String, _>("change")?.as_str() {
-                    "put" => ChangeKind::Put,
-                    "delete" => ChangeKind::Delete,
-                    other => return Err(StoreError::Corrupt(format!("document change {other:?}"))),
-                };
                 Ok(DocumentChange {
                     seq: r.try_get("seq")?,
                     document_id: DocumentId::from_trusted(r.try_get("document_id")?),
-                    kind,
+                    kind: parsed(r, "change", ChangeKind::parse)?,
                 })
             })
             .collect()

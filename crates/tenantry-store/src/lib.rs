@@ -306,13 +306,13 @@ impl Store {
     }
 }
 
-/// Maps a unique-constraint violation to `Conflict(what)`.
 /// A text column read as the type it names (`parse`: its `parse`); a value no version wrote is `Corrupt`.
 pub(crate) fn parsed<T>(row: &sqlx::any::AnyRow, column: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
     let raw: String = row.try_get(column)?;
     parse(&raw).ok_or_else(|| StoreError::Corrupt(format!("{column} {raw:?}")))
 }
 
+/// Maps a unique-constraint violation to `Conflict(what)`.
 fn conflict_on_unique(e: sqlx::Error, what: &'static str) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what),
