@@ -7,20 +7,27 @@
 //! BENCHMARKS.md): nDCG@10 ≥ 0.60 and recall@100 ≥ 0.85 in `basic`, `advanced` and `agentic`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 
-fn eval(dataset: &Path, mode: &str) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_tenantry"))
-        .args(["eval", "--dataset"])
-        .arg(dataset)
-        .args(["--mode", mode, "--json"])
+/// `tenantry eval ARGS…`, its output whatever the exit status.
+fn tenantry_eval<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .arg("eval")
+        .args(args)
         .env("RUST_LOG", "warn")
         .output()
-        .expect("tenantry runs");
+        .expect("tenantry runs")
+}
+
+fn eval(dataset: &Path, mode: &str) -> Value {
+    let out = tenantry_eval(
+        [OsStr::new("--dataset"), dataset.as_os_str()].into_iter().chain(["--mode", mode, "--json"].map(OsStr::new)),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "eval failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let last = stdout.lines().last().expect("output");
@@ -36,6 +43,22 @@ fn write_lines(path: &Path, lines: impl IntoIterator<Item = String>) {
     }
 }
 
+/// A BEIR-format dataset in `dir`: documents `(id, title, text)`, queries `(id, text)` and test judgments
+/// `(query, document)` of relevance 1.
+fn write_dataset(dir: &Path, docs: &[(&str, &str, &str)], queries: &[(&str, &str)], relevant: &[(&str, &str)]) {
+    write_lines(
+        &dir.join("corpus.jsonl"),
+        docs.iter().map(|(id, title, text)| json!({"_id": id, "title": title, "text": text}).to_string()),
+    );
+    write_lines(
+        &dir.join("queries.jsonl"),
+        queries.iter().map(|(id, text)| json!({"_id": id, "text": text}).to_string()),
+    );
+    std::fs::create_dir(dir.join("qrels")).expect("mkdir");
+    let judgments = relevant.iter().map(|(q, d)| format!("{q}\t{d}\t1"));
+    write_lines(&dir.join("qrels/test.tsv"), std::iter::once("query-id\tcorpus-id\tscore".to_owned()).chain(judgments));
+}
+
 #[test]
 fn eval_scores_a_dataset_it_can_answer_perfectly() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -44,23 +67,11 @@ fn eval_scores_a_dataset_it_can_answer_perfectly() {
         ("d2", "Volcanoes", "Basaltic lava flows from shield volcanoes in Hawaii."),
         ("d3", "Tea", "Green tea is steamed shortly after picking."),
     ];
-    write_lines(
-        &dir.path().join("corpus.jsonl"),
-        docs.iter().map(|(id, title, text)| json!({"_id": id, "title": title, "text": text}).to_string()),
-    );
-    write_lines(
-        &dir.path().join("queries.jsonl"),
-        [
-            json!({"_id": "q1", "text": "emperor penguins breeding"}),
-            json!({"_id": "q2", "text": "shield volcanoes lava"}),
-        ]
-        .iter()
-        .map(Value::to_string),
-    );
-    std::fs::create_dir(dir.path().join("qrels")).expect("mkdir");
-    write_lines(
-        &dir.path().join("qrels/test.tsv"),
-        ["query-id\tcorpus-id\tscore", "q1\td1\t1", "q2\td2\t1"].map(String::from),
+    write_dataset(
+        dir.path(),
+        &docs,
+        &[("q1", "emperor penguins breeding"), ("q2", "shield volcanoes lava")],
+        &[("q1", "d1"), ("q2", "d2")],
     );
 
     for mode in ["basic", "advanced", "agentic"] {
@@ -72,12 +83,10 @@ fn eval_scores_a_dataset_it_can_answer_perfectly() {
 
     // Several fusion settings over one ingestion: one JSON line each, in order, naming its weights.
     let run = |fusion: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantry"));
-        cmd.args(["eval", "--dataset"]).arg(dir.path()).args(["--mode", "advanced", "--json"]);
-        for f in fusion {
-            cmd.args(["--fusion", f]);
-        }
-        cmd.env("RUST_LOG", "warn").output().expect("tenantry runs")
+        let mut args = vec![OsStr::new("--dataset"), dir.path().as_os_str()];
+        args.extend(["--mode", "advanced", "--json"].map(OsStr::new));
+        args.extend(fusion.iter().flat_map(|f| [OsStr::new("--fusion"), OsStr::new(*f)]));
+        tenantry_eval(args)
     };
     let out = run(&["1:0:0", "convex:0:0:1"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -178,29 +187,15 @@ fn eval_on_a_scifact_slice_beats_its_floors_in_every_mode() {
 fn a_cut_corpus_scores_only_the_queries_it_can_answer_and_says_so() {
     let dir = tempfile::tempdir().expect("tempdir");
     let docs = [("d1", "Penguins", "Emperor penguins breed in winter."), ("d2", "Tea", "Green tea is steamed.")];
-    write_lines(
-        &dir.path().join("corpus.jsonl"),
-        docs.iter().map(|(id, title, text)| json!({"_id": id, "title": title, "text": text}).to_string()),
-    );
-    write_lines(
-        &dir.path().join("queries.jsonl"),
-        [json!({"_id": "q1", "text": "penguins breeding"}), json!({"_id": "q2", "text": "steamed tea"})]
-            .iter()
-            .map(Value::to_string),
-    );
-    std::fs::create_dir(dir.path().join("qrels")).expect("mkdir");
-    write_lines(
-        &dir.path().join("qrels/test.tsv"),
-        ["query-id\tcorpus-id\tscore", "q1\td1\t1", "q2\td2\t1"].map(String::from),
+    write_dataset(
+        dir.path(),
+        &docs,
+        &[("q1", "penguins breeding"), ("q2", "steamed tea")],
+        &[("q1", "d1"), ("q2", "d2")],
     );
     let run = |max_documents: &str| {
-        Command::new(env!("CARGO_BIN_EXE_tenantry"))
-            .args(["eval", "--dataset"])
-            .arg(dir.path())
-            .args(["--json", "--max-documents", max_documents])
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("tenantry runs")
+        let args = [OsStr::new("--dataset"), dir.path().as_os_str()];
+        tenantry_eval(args.into_iter().chain(["--json", "--max-documents", max_documents].map(OsStr::new)))
     };
 
     let out = run("1");
@@ -241,17 +236,9 @@ fn a_question_set_is_scored_by_the_rank_of_the_chunk_holding_each_answer() {
         .map(Value::to_string),
     );
     for mode in ["basic", "advanced", "agentic"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_tenantry"))
-            .args(["eval", "--questions"])
-            .arg(&questions)
-            .arg("--document")
-            .arg(&volcanoes)
-            .arg("--document")
-            .arg(&tea)
-            .args(["--mode", mode, "--json"])
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("tenantry runs");
+        let files = [("--questions", &questions), ("--document", &volcanoes), ("--document", &tea)];
+        let args = files.into_iter().flat_map(|(flag, path)| [OsStr::new(flag), path.as_os_str()]);
+        let out = tenantry_eval(args.chain(["--mode", mode, "--json"].map(OsStr::new)));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
         assert!(stderr.contains("question nowhere: no chunk holds its answer"), "{stderr}");
