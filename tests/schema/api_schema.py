@@ -72,7 +72,7 @@ def schemathesis(base, name, seconds, report_dir, header=None, include=None, exc
     print(f"--- schemathesis: {name} ({seconds} s)", flush=True)
     # Run beside the reports, so that schemathesis' own cache stays out of the working tree.
     here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, SCHEMATHESIS_HOOKS="idempotency_hooks",
+    env = dict(os.environ, SCHEMATHESIS_HOOKS="hooks",
                PYTHONPATH=os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
     return subprocess.run(command, cwd=report_dir, env=env).returncode
 

@@ -1,4 +1,4 @@
-"""Schemathesis hooks for tests/schema/api_schema.py (loaded through SCHEMATHESIS_HOOKS).
+"""Schemathesis hooks for tests/schema/api_schema.py (loaded by hooks.py).
 
 An `Idempotency-Key` is state: the same key sent with another body is 422 `idempotency_key_reused`, by
 design (API.md "Integrations"). Generated data reuses short keys ("0", "a") across operations and bodies, so
