@@ -20,6 +20,14 @@ pub trait TextEmbedder: Send + Sync {
     /// batch in one forward pass.
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
 
+    /// The most words one vector should stand for. A chunk longer than that is embedded as overlapping windows
+    /// of this many words, each under the chunk's title and heading, and scores as its best window: a model
+    /// that truncates its input, or blurs a long passage into one mean, then still sees every sentence. `None`
+    /// (the default): one vector per chunk. Part of what the vectors are, so the name must change with it.
+    fn window_words(&self) -> Option<usize> {
+        None
+    }
+
     fn embed(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
         self.embed_batch(&[text])?.pop().ok_or_else(|| EmbedError("the model returned no vector".into()))
     }

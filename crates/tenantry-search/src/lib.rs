@@ -73,7 +73,7 @@ struct Namespace {
 }
 
 /// A document as `SearchIndexes::apply_changes` indexes it: its chunks, and their vectors when it has some
-/// (one per chunk, in order).
+/// (one entry per chunk, in order, holding the vector of each of the chunk's windows one after the other).
 #[derive(Clone, Debug)]
 pub struct DocumentToIndex {
     pub id: DocumentId,
@@ -86,7 +86,7 @@ pub struct DocumentToIndex {
 /// two replays changes the indexes already hold, which leaves them as they were.
 const SYNCED_FILE: &str = "synced";
 
-/// A chunk's id and its embedding.
+/// A chunk's id and its windows' vectors, one after the other.
 type ChunkVector = (String, Vec<f32>);
 
 /// The way to one tenant's namespace: the instance open now, if any. Each tenant has one slot with its own
@@ -181,7 +181,7 @@ impl SearchIndexes {
 
     /// Indexes a document's chunks, durably; visible to the next search. Lexically always; in the vector index
     /// too when `with_vectors` (the tenant's plan offers a mode that searches vectors), each chunk embedded as
-    /// its title, heading and text (`embedding_texts`), the same fields BM25 sees. Returns the tokens the
+    /// its title, heading and text or its windows (`embedding_texts`). Returns the tokens the
     /// embedder's upstream billed (0 for a local embedder).
     pub fn add_document(
         &self,
@@ -209,16 +209,24 @@ impl SearchIndexes {
         Ok((chunks.iter().map(|c| c.chunk_id.clone()).zip(vectors).collect(), tokens))
     }
 
-    /// The vector of each chunk (one per chunk, in order) by this instance's embedder, and the tokens its
-    /// upstream billed (0 for a local embedder).
+    /// The vectors of each chunk by this instance's embedder (one entry per chunk, in order, holding its
+    /// windows' vectors one after the other), and the tokens its upstream billed (0 for a local embedder).
     pub fn embed_document(&self, title: &str, chunks: &[ChunkToIndex]) -> Result<(Vec<Vec<f32>>, u64)> {
-        let texts = embedding_texts(title, chunks);
-        let metered = self.embedder.embed_metered(&texts.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let passages = self.embedding_texts(title, chunks);
+        let texts: Vec<&str> = passages.iter().flatten().map(String::as_str).collect();
+        let metered = self.embedder.embed_metered(&texts)?;
         let dimensions = self.embedder.dimensions();
-        if metered.vectors.len() != chunks.len() || metered.vectors.iter().any(|v| v.len() != dimensions) {
-            return Err(EmbedError(format!("expected {} vectors of {dimensions} dimensions", chunks.len())).into());
+        if metered.vectors.len() != texts.len() || metered.vectors.iter().any(|v| v.len() != dimensions) {
+            return Err(EmbedError(format!("expected {} vectors of {dimensions} dimensions", texts.len())).into());
         }
-        Ok((metered.vectors, metered.tokens))
+        let mut vectors = metered.vectors.into_iter();
+        let per_chunk = passages.iter().map(|p| vectors.by_ref().take(p.len()).flatten().collect()).collect();
+        Ok((per_chunk, metered.tokens))
+    }
+
+    /// What this instance's embedder embeds for each chunk (`embedding_texts`).
+    pub fn embedding_texts(&self, title: &str, chunks: &[ChunkToIndex]) -> Vec<Vec<String>> {
+        embedding_texts(title, chunks, self.embedder.window_words())
     }
 
     /// The number of the last document change the tenant's namespace holds (0 for a new one).
@@ -241,7 +249,8 @@ impl SearchIndexes {
         let dimensions = self.embedder.dimensions();
         for doc in put {
             if let Some(vectors) = &doc.vectors {
-                if vectors.len() != doc.chunks.len() || vectors.iter().any(|v| v.len() != dimensions) {
+                let whole_windows = |v: &Vec<f32>| !v.is_empty() && v.len() % dimensions == 0;
+                if vectors.len() != doc.chunks.len() || !vectors.iter().all(whole_windows) {
                     let msg = format!("document {} has vectors that do not fit its chunks or the embedder", doc.id);
                     return Err(EmbedError(msg).into());
                 }
@@ -426,10 +435,62 @@ fn write_synced(dir: &Path, seq: i64) -> Result<()> {
     Ok(())
 }
 
-/// What the vector index embeds for each chunk: its document's title, heading and text. A caller that bills
-/// embedding counts these texts' tokens to reserve quota before the work.
-pub fn embedding_texts(title: &str, chunks: &[ChunkToIndex]) -> Vec<String> {
-    chunks.iter().map(|c| format!("{title}\n{}\n{}", c.heading, c.text)).collect()
+/// What the vector index embeds for each chunk, in order: its document's title, heading and text, the fields
+/// BM25 sees; or, with `window_words`, one passage per overlapping window of the text, each under the same
+/// title and heading. Every chunk has at least one. A caller that bills embedding counts these passages'
+/// tokens to reserve quota before the work.
+pub fn embedding_texts(title: &str, chunks: &[ChunkToIndex], window_words: Option<usize>) -> Vec<Vec<String>> {
+    chunks
+        .iter()
+        .map(|c| {
+            let windows = match window_words {
+                Some(words) => word_windows(&c.text, words),
+                None => vec![c.text.as_str()],
+            };
+            windows.into_iter().map(|w| format!("{title}\n{}\n{w}", c.heading)).collect()
+        })
+        .collect()
+}
+
+/// `text` as windows of `words` words cut at whitespace, each starting three quarters of a window after the
+/// one before (the last one ending with the text); the whole text when it is no longer than one window.
+fn word_windows(text: &str, words: usize) -> Vec<&str> {
+    let spans = word_spans(text);
+    let words = words.max(1);
+    if spans.len() <= words {
+        return vec![text];
+    }
+    let stride = (words - words / 4).max(1);
+    let mut windows = Vec::new();
+    let mut start = 0;
+    loop {
+        let end = start + words;
+        windows.push(&text[spans[start].0..spans[end - 1].1]);
+        if end == spans.len() {
+            return windows;
+        }
+        start = (start + stride).min(spans.len() - words);
+    }
+}
+
+/// The byte range of each whitespace-separated word of `text`.
+fn word_spans(text: &str) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let mut start = None;
+    for (i, c) in text.char_indices() {
+        match (c.is_whitespace(), start) {
+            (true, Some(s)) => {
+                spans.push((s, i));
+                start = None;
+            }
+            (false, None) => start = Some(i),
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        spans.push((s, text.len()));
+    }
+    spans
 }
 
 fn dir_size(dir: &Path) -> u64 {
@@ -558,6 +619,61 @@ mod tests {
         assert_eq!(switched.search(&ctx, "refunds", 5)?.len(), 1, "BM25 is untouched");
         switched.index_vectors(&ctx.tenant_id, &d, "Refunds", &chunks)?; // the re-embedding path
         assert_eq!(switched.semantic(&ctx, "anything", 5)?.0[0].document_id, d);
+        Ok(())
+    }
+
+    #[test]
+    fn windows_cover_every_word_and_overlap_by_a_quarter() {
+        let text: Vec<String> = (0..200).map(|i| format!("w{i}")).collect();
+        let text = text.join(" ");
+        let windows = word_windows(&text, 80);
+        let words: Vec<Vec<&str>> = windows.iter().map(|w| w.split(' ').collect()).collect();
+        assert_eq!(words.iter().map(|w| (w[0], w.len())).collect::<Vec<_>>(), [("w0", 80), ("w60", 80), ("w120", 80)]);
+        assert_eq!(words[2][79], "w199", "the last window ends with the text");
+        assert_eq!(word_windows("  short\ttext ", 80), ["  short\ttext "], "one window: the text as it is");
+        assert_eq!(word_windows("", 80), [""]);
+        let titled = embedding_texts("Title", &[chunk("c", &text)], Some(80));
+        assert!(titled[0].iter().all(|p| p.starts_with("Title\n\nw")), "each window under the title and heading");
+        assert_eq!(embedding_texts("Title", &[chunk("c", &text)], None), [vec![format!("Title\n\n{text}")]]);
+    }
+
+    /// An embedder with 4-word windows: [1, 0] for a text that mentions a refund, [0, 1] for any other.
+    struct Keyword;
+
+    impl TextEmbedder for Keyword {
+        fn name(&self) -> &str {
+            "keyword-2-w4"
+        }
+        fn dimensions(&self) -> usize {
+            2
+        }
+        fn window_words(&self) -> Option<usize> {
+            Some(4)
+        }
+        fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+            Ok(texts.iter().map(|t| if t.contains("refund") { vec![1.0, 0.0] } else { vec![0.0, 1.0] }).collect())
+        }
+    }
+
+    #[test]
+    fn a_chunk_scores_as_its_best_window_and_is_found_once() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let ctx = context(TenantId::generate());
+        let d = DocumentId::generate();
+        let chunks = [
+            chunk("c:0", "alpha beta gamma delta epsilon zeta eta theta iota refund"), // windows at 0, 3 and 6
+            chunk("c:1", "nothing to see here"),
+        ];
+        let indexes = SearchIndexes::with_embedder(dir.path(), 8, Arc::new(Keyword));
+        let (vectors, _) = indexes.embed_document("Doc", &chunks)?;
+        assert_eq!(vectors.iter().map(Vec::len).collect::<Vec<_>>(), [3 * 2, 2], "three windows, then one");
+        assert_eq!(&vectors[0][4..], [1.0, 0.0], "only the last window mentions the refund");
+        indexes.add_document(&ctx, &d, "Doc", &chunks, true)?;
+        for indexes in [indexes, SearchIndexes::with_embedder(dir.path(), 8, Arc::new(Keyword))] {
+            let (hits, _) = indexes.semantic(&ctx, "refund", 10)?;
+            assert_eq!(hits.iter().map(|h| (h.chunk_id.as_str(), h.score)).collect::<Vec<_>>(), [("c:0", 1.0)]);
+            assert_eq!(indexes.vector_count(&ctx)?, 2, "chunks, not windows");
+        }
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! One tenant's vector index: an append-only log of (document → chunk vectors) and tombstones, replayed into
-//! memory when the namespace opens, searched exactly (a dot product per live chunk).
+//! memory when the namespace opens, searched exactly (a dot product per live vector). A chunk may have several
+//! vectors, one per window of its text (`TextEmbedder::window_words`); it scores as its best window.
 //!
 //! Exact search keeps recall at 100% and needs no tuning; a scan of 100k chunks × 512 dimensions is about
 //! 50 M multiply-adds, a few milliseconds, which covers the per-tenant corpora this service is sized for.
@@ -37,15 +38,20 @@ pub(crate) struct VectorIndex {
 
 #[derive(Default)]
 struct State {
+    /// One per vector; a chunk's windows are consecutive entries.
     entries: Vec<Entry>,
     /// `dimensions` floats per entry, in entry order.
     vectors: Vec<f32>,
     dead: usize,
+    /// The number the next chunk added gets.
+    next_chunk: u64,
 }
 
 struct Entry {
     chunk_id: String,
     document_id: DocumentId,
+    /// The same for every window of one chunk, distinct between chunks (re-adding a chunk gives a new one).
+    chunk: u64,
     live: bool,
 }
 
@@ -133,16 +139,19 @@ impl VectorIndex {
         Ok(Self { path, meta, dimensions, state: RwLock::new(state), log: Mutex::new(log) })
     }
 
+    /// Adds a document's chunks, each with one vector or several (its windows', `dimensions` floats each, one
+    /// after the other). Written as one (chunk id, vector) pair per window, a chunk's pairs in a row: that is
+    /// how a reader tells the windows of one chunk apart from the next chunk.
     pub(crate) fn add(&self, document: &DocumentId, chunks: &[(String, Vec<f32>)]) -> Result<()> {
+        debug_assert!(chunks.iter().all(|(_, v)| !v.is_empty() && v.len() % self.dimensions == 0));
+        let windows: Vec<(&str, &[f32])> =
+            chunks.iter().flat_map(|(id, v)| v.chunks_exact(self.dimensions).map(move |w| (id.as_str(), w))).collect();
         let mut body = vec![TAG_ADD];
         put_str(&mut body, document.as_str());
-        body.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
-        for (chunk_id, vector) in chunks {
+        put_len(&mut body, windows.len());
+        for (chunk_id, vector) in windows {
             put_str(&mut body, chunk_id);
-            debug_assert_eq!(vector.len(), self.dimensions);
-            for x in vector.iter().take(self.dimensions) {
-                body.extend_from_slice(&x.to_le_bytes());
-            }
+            vector.iter().for_each(|x| body.extend_from_slice(&x.to_le_bytes()));
         }
         let mut log = self.log.lock();
         write_record(&mut log, &body)?;
@@ -164,21 +173,28 @@ impl VectorIndex {
         Ok(())
     }
 
-    /// The `top_k` live chunks most similar to `query` (a unit vector), best first.
+    /// The `top_k` live chunks most similar to `query` (a unit vector), best first; a chunk with windows
+    /// scores as its most similar window.
     pub(crate) fn search(&self, query: &[f32], top_k: usize) -> Vec<VectorHit> {
         if top_k == 0 || query.len() != self.dimensions || query.iter().all(|x| *x == 0.0) {
             return Vec::new();
         }
         let state = self.state.read();
-        let mut scored: Vec<(f32, usize)> = state
-            .entries
-            .iter()
-            .zip(state.vectors.chunks_exact(self.dimensions))
-            .enumerate()
-            .filter(|(_, (e, _))| e.live)
-            .map(|(i, (_, v))| (dot(query, v), i))
-            .filter(|(score, _)| *score > 0.0)
-            .collect();
+        // (score, the entry of the chunk's best window so far), one per chunk.
+        let mut scored: Vec<(f32, usize)> = Vec::new();
+        let live = state.entries.iter().zip(state.vectors.chunks_exact(self.dimensions)).enumerate();
+        for (i, (entry, vector)) in live.filter(|(_, (e, _))| e.live) {
+            let score = dot(query, vector);
+            match scored.last_mut() {
+                Some(best) if state.entries[best.1].chunk == entry.chunk => {
+                    if score > best.0 {
+                        *best = (score, i);
+                    }
+                }
+                _ => scored.push((score, i)),
+            }
+        }
+        scored.retain(|(score, _)| *score > 0.0);
         let by_score = |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
         if scored.len() > top_k {
             scored.select_nth_unstable_by(top_k - 1, by_score);
@@ -195,12 +211,22 @@ impl VectorIndex {
             .collect()
     }
 
+    /// Chunks with at least one live vector.
     pub(crate) fn live_chunks(&self) -> usize {
         let state = self.state.read();
-        state.entries.len() - state.dead
+        let mut previous = None;
+        let mut count = 0;
+        for entry in state.entries.iter().filter(|e| e.live) {
+            if previous != Some(entry.chunk) {
+                count += 1;
+                previous = Some(entry.chunk);
+            }
+        }
+        count
     }
 
-    /// Rewrites the log with only live vectors (one record per document), then swaps it in atomically.
+    /// Rewrites the log with only live vectors (one record per document, a chunk's windows still in a row), then
+    /// swaps it in atomically.
     fn compact(&self, log: &mut File, state: &mut State) -> Result<()> {
         let mut fresh = State::default();
         let tmp = self.path.with_extension("log.compacting");
@@ -220,7 +246,7 @@ impl VectorIndex {
             if !chunks.is_empty() {
                 let mut body = vec![TAG_ADD];
                 put_str(&mut body, doc.as_str());
-                body.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
+                put_len(&mut body, chunks.len());
                 for (chunk_id, vector) in &chunks {
                     put_str(&mut body, chunk_id);
                     vector.iter().for_each(|x| body.extend_from_slice(&x.to_le_bytes()));
@@ -246,10 +272,19 @@ impl State {
             Some(TAG_ADD) => {
                 let Some((doc, n)) = r.string().zip(r.u32()) else { return };
                 let document_id = DocumentId::from_trusted(doc);
-                for _ in 0..n {
+                for pair in 0..n {
                     let Some(chunk_id) = r.string() else { return };
                     let Some(vector) = r.floats(dimensions) else { return };
-                    self.entries.push(Entry { chunk_id, document_id: document_id.clone(), live: true });
+                    // A pair with the chunk id of the pair before it in this record is another window of that
+                    // chunk.
+                    let chunk = match self.entries.last() {
+                        Some(last) if pair > 0 && last.chunk_id == chunk_id => last.chunk,
+                        _ => {
+                            self.next_chunk += 1;
+                            self.next_chunk - 1
+                        }
+                    };
+                    self.entries.push(Entry { chunk_id, document_id: document_id.clone(), chunk, live: true });
                     self.vectors.extend(vector);
                 }
             }
@@ -266,8 +301,13 @@ impl State {
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    put_len(out, s.len());
     out.extend_from_slice(s.as_bytes());
+}
+
+/// A length as the log's u32. Record bodies are far below 4 GiB (a document's vectors, a chunk id).
+fn put_len(out: &mut Vec<u8>, len: usize) {
+    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
 }
 
 fn write_record(file: &mut File, body: &[u8]) -> Result<()> {
@@ -352,6 +392,29 @@ mod tests {
         let hits = index.search(&unit(4, 0), 10);
         assert_eq!(hits.iter().map(|h| h.chunk_id.as_str()).collect::<Vec<_>>(), ["b:0"]);
         assert_eq!(index.live_chunks(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_chunks_windows_score_as_its_best_and_stay_one_chunk_through_compaction() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (windows, other, filler) = (DocumentId::generate(), DocumentId::generate(), DocumentId::generate());
+        let index = VectorIndex::open_or_create(dir.path(), "test", 2)?;
+        index.add(&windows, &[("w".into(), vec![1.0, 0.0, 0.0, 1.0]), ("v".into(), vec![0.6, 0.8])])?;
+        index.add(&other, &[("w".into(), vec![0.8, 0.6])])?; // the same chunk id in another record: another chunk
+        let dead: Vec<(String, Vec<f32>)> =
+            (0..COMPACT_MIN_DEAD + 1).map(|i| (format!("f{i}"), vec![1.0, 0.0])).collect();
+        index.add(&filler, &dead)?;
+        index.delete(&filler)?; // compacts
+        assert_eq!(index.state.read().dead, 0, "compacted");
+        drop(index);
+        let index = VectorIndex::open_or_create(dir.path(), "test", 2)?;
+        let found = |query: &[f32]| -> Vec<(String, f32)> {
+            index.search(query, 10).into_iter().map(|h| (h.chunk_id, h.score)).collect()
+        };
+        assert_eq!(found(&[0.0, 1.0]), [("w".into(), 1.0), ("v".into(), 0.8), ("w".into(), 0.6)]);
+        assert_eq!(found(&[1.0, 0.0]), [("w".into(), 1.0), ("w".into(), 0.8), ("v".into(), 0.6)]);
+        assert_eq!(index.live_chunks(), 3);
         Ok(())
     }
 

@@ -132,8 +132,11 @@ impl Services {
         // tokenizer (OpenAI's own for its embedding models), settled at what the upstream reports.
         let billed_model = self.embedding_model().filter(|_| ctx.index_vectors).cloned();
         let embedding_estimate = match &billed_model {
-            Some(_) => tenantry_search::embedding_texts(&title, &to_index)
+            Some(_) => self
+                .search()
+                .embedding_texts(&title, &to_index)
                 .iter()
+                .flatten()
                 .map(|t| tenantry_domain::tokens::count(t) as i64)
                 .sum(),
             None => 0,
