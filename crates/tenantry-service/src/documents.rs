@@ -32,20 +32,25 @@ pub struct DocumentView {
     pub chunks: i64,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    pub status: DocumentStatus,
 }
 
-impl From<DocumentRow> for DocumentView {
-    fn from(d: DocumentRow) -> Self {
-        Self {
-            document_id: d.id,
-            title: d.title,
-            content_type: d.content_type,
-            bytes: d.bytes,
-            chunks: d.chunks,
-            created_at: d.created_at,
-        }
-    }
+/// How far a stored document is searchable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentStatus {
+    /// Every retrieval mode of the tenant's plan finds it.
+    Ready,
+    /// Stored and found by BM25; its vectors are being made (a long upload with a local model), so semantic
+    /// retrieval does not see it yet.
+    Indexing,
 }
+
+/// Past this many chunks, an upload embedded by a model that bills nothing (the built-in embedder, a local
+/// model) is answered once its text is stored, and a job adds its vectors: the local model makes about ten
+/// chunks' vectors a second on two cores, so a long manual would otherwise hold the request for minutes. An
+/// upstream embedder's tokens are metered with the upload, so it always embeds in the request.
+pub const EMBED_IN_REQUEST_CHUNKS: usize = 32;
 
 /// The outcome of an upload: a new document, or the existing one with identical content.
 pub enum Uploaded {
@@ -85,7 +90,7 @@ impl Services {
             })
             .await?;
         if let Some(existing) = self.store().document_by_digest(&ctx.tenant_id, &sha).await? {
-            return Ok(Uploaded::Duplicate(existing.into()));
+            return Ok(Uploaded::Duplicate(self.view(ctx, existing)));
         }
         let size = bytes.len() as i64;
         // Parsing decides what an upstream embedder will bill, so quota is reserved once the chunks are known;
@@ -148,11 +153,13 @@ impl Services {
             )
             .await?;
 
-        // 1. The vectors, when the tenant's plan searches them: before anything is written, so a model
-        // failure leaves nothing behind. 2. Rows, vectors, the original, the change record and the ledger
-        // events, in one transaction: the document exists for every node or for none. 3. This node's index,
-        // caught up from the rows (every other node catches up the same way).
-        let vectors = if ctx.index_vectors {
+        // 1. The vectors, when the tenant's plan searches them and the document is short or the embedder
+        // billed (else a job makes them, `EMBED_IN_REQUEST_CHUNKS`): before anything is written, so a model
+        // failure leaves nothing behind. 2. Rows, vectors (or the job), the original, the change record and
+        // the ledger events, in one transaction: the document exists for every node or for none. 3. This
+        // node's index, caught up from the rows (every other node catches up the same way).
+        let embed_later = ctx.index_vectors && billed_model.is_none() && to_index.len() > EMBED_IN_REQUEST_CHUNKS;
+        let vectors = if ctx.index_vectors && !embed_later {
             let (search, title, chunks) = (self.search().clone(), title.clone(), to_index);
             match tokio::task::spawn_blocking(move || search.embed_document(&title, &chunks)).await? {
                 Ok((vectors, tokens)) => Some((vectors, tokens)),
@@ -181,6 +188,8 @@ impl Services {
             content_sha256: sha,
             now,
             embedder,
+            embed_later: embed_later
+                .then(|| Job::EmbedDocument { tenant_id: ctx.tenant_id.clone(), document_id: doc_id.clone() }.at(now)),
         };
         let mut events = level_events(ctx, &doc_id, "upload", 1, doc.stored_bytes, now);
         let mut actual = Amounts { documents: 1, storage_bytes: doc.stored_bytes, ..Amounts::default() };
@@ -192,7 +201,7 @@ impl Services {
         match self.store().insert_document(&doc, &new_chunks, &bytes, &settlement, &events).await {
             // An identical upload racing this one was stored first: nothing of this one was written, its quota
             // is released (the reservation's drop), and the request is answered as the replay it is.
-            Ok(Inserted::Existing(existing)) => Ok(Uploaded::Duplicate(existing.into())),
+            Ok(Inserted::Existing(existing)) => Ok(Uploaded::Duplicate(self.view(ctx, existing))),
             Ok(Inserted::New(row)) => {
                 Self::mark_settled(reservation);
                 if !ctx.index_vectors {
@@ -202,9 +211,9 @@ impl Services {
                     // Stored: the next question or the follower catches the index up.
                     tracing::warn!(error = %e.detail, "document stored; the index will catch up");
                 }
-                tracing::info!(document_id = %doc_id, chunks = row.chunks, bytes = row.bytes, "document indexed");
+                tracing::info!(document_id = %doc_id, chunks = row.chunks, bytes = row.bytes, embed_later, "document indexed");
                 self.document_added(&ctx.tenant_id).await;
-                Ok(Uploaded::Created(row.into()))
+                Ok(Uploaded::Created(self.view(ctx, row)))
             }
             Err(StoreError::TenantErased) => Err(self.upload_outlived_its_tenant(ctx).await),
             Err(e) => Err(e.into()),
@@ -286,7 +295,22 @@ impl Services {
     }
 
     pub async fn list_documents(&self, ctx: &TenantContext) -> ServiceResult<Vec<DocumentView>> {
-        Ok(self.store().documents(&ctx.tenant_id).await?.into_iter().map(Into::into).collect())
+        Ok(self.store().documents(&ctx.tenant_id).await?.into_iter().map(|row| self.view(ctx, row)).collect())
+    }
+
+    /// A stored document as the tenant sees it: `indexing` while its plan searches vectors and the document
+    /// has none of this service's embedder yet.
+    fn view(&self, ctx: &TenantContext, row: DocumentRow) -> DocumentView {
+        let indexing = ctx.index_vectors && row.embedder != self.search().embedder_name();
+        DocumentView {
+            document_id: row.id,
+            title: row.title,
+            content_type: row.content_type,
+            bytes: row.bytes,
+            chunks: row.chunks,
+            created_at: row.created_at,
+            status: if indexing { DocumentStatus::Indexing } else { DocumentStatus::Ready },
+        }
     }
 
     /// The tenant's document. A malformed id, an unknown id and another tenant's id all answer the same 404.
@@ -294,7 +318,7 @@ impl Services {
         let id = DocumentId::parse(raw_id).ok_or_else(|| ServiceError::not_found("document"))?;
         let row =
             self.store().document(&ctx.tenant_id, &id).await?.ok_or_else(|| ServiceError::not_found("document"))?;
-        Ok(row.into())
+        Ok(self.view(ctx, row))
     }
 
     /// Deletes the document from the database (with its negative ledger events), then catches the index up.
@@ -405,6 +429,22 @@ impl Services {
             Ok(()) | Err(StoreError::NotFound) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The `embed_document` job: the vectors of an upload answered before they were made
+    /// (`EMBED_IN_REQUEST_CHUNKS`), announced to every node's index; this node's index catches up at once.
+    /// Moot when the document is gone, its tenant erased, or its vectors made already (the job ran before).
+    pub(crate) async fn embed_uploaded(&self, tenant_id: &TenantId, id: &DocumentId) -> ServiceResult<()> {
+        let Some(tenant) = self.store().tenant(tenant_id).await? else { return Ok(()) };
+        if tenant.state == TenantState::Erased {
+            return Ok(());
+        }
+        match self.store().document(tenant_id, id).await? {
+            Some(doc) if doc.embedder != self.search().embedder_name() => {}
+            _ => return Ok(()),
+        }
+        self.embed_document_again(tenant_id, id).await?;
+        self.sync_index(tenant_id).await
     }
 
     /// At start: every tenant whose plan searches vectors and whose vectors are another embedder's (the

@@ -10,8 +10,9 @@
 //!   and unknown tenants, and at start warms every tenant with documents.
 //!
 //! A namespace can therefore be lost at any time (a deleted data directory, a new node): it is rebuilt from
-//! the rows. Vectors come from the rows too; a document stored without vectors by this node's embedder is
-//! embedded here (locally, as every node would) and its vectors written back for the next node.
+//! the rows. Vectors come from the rows too; a document whose vectors are another embedder's is embedded
+//! here (locally, as every node would) and its vectors written back for the next node; one with no vectors
+//! yet is searched lexically until the job making them announces them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -105,7 +106,9 @@ impl Services {
     }
 
     /// A stored document as the index takes it: with its stored vectors when this node's embedder made them;
-    /// embedded here when the tenant needs vectors and the rows have none of this embedder's.
+    /// embedded here when the tenant needs vectors and the rows hold another embedder's. A document with no
+    /// vectors at all is indexed lexically: the job that makes them (an upload's `embed_document`, a plan
+    /// switch, `reembed`) announces them as a change, and every node takes them then.
     async fn prepare_for_index(
         &self,
         tenant: &TenantId,
@@ -120,7 +123,7 @@ impl Services {
         let chunks: Vec<ChunkToIndex> = doc.chunks.into_iter().map(chunk_to_index).collect();
         let vectors = match stored {
             Some(vectors) => Some(vectors),
-            None if needs_vectors && !chunks.is_empty() => {
+            None if needs_vectors && !doc.embedder.is_empty() && !chunks.is_empty() => {
                 let (search, title, owned) = (self.search().clone(), doc.title.clone(), chunks.clone());
                 let (vectors, _) = tokio::task::spawn_blocking(move || search.embed_document(&title, &owned)).await??;
                 let embedder = self.search().embedder_name().to_owned();

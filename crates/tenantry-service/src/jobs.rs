@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tenantry_domain::{ErrorCode, JobId, TenantId, Timestamp};
+use tenantry_domain::{DocumentId, ErrorCode, JobId, TenantId, Timestamp};
 use tenantry_store::{JobRow, JobState, NewJob};
 use tracing::Instrument;
 
@@ -56,6 +56,8 @@ pub enum Job {
     SwitchPlan { tenant_id: TenantId, plan: String },
     /// Embed every document of the tenant again: its vectors are another embedder's.
     Reembed { tenant_id: TenantId },
+    /// Embed a long document whose upload was answered before its vectors were made.
+    EmbedDocument { tenant_id: TenantId, document_id: DocumentId },
     /// Enforce `retention` (usage ledger, audit trail) as of the day starting at `day_ms`; schedules the next.
     RetentionSweep { day_ms: i64 },
     /// Finish an erasure whose rows are gone: files, analytics, purge, certificate.
@@ -81,6 +83,7 @@ impl Job {
             Self::ExpireExport { .. } => "expire_export",
             Self::SwitchPlan { .. } => "switch_plan",
             Self::Reembed { .. } => "reembed",
+            Self::EmbedDocument { .. } => "embed_document",
             Self::UsageReview { .. } => "usage_review",
             Self::FinishErasure { .. } => "finish_erasure",
             Self::RetentionSweep { .. } => "retention_sweep",
@@ -104,6 +107,7 @@ impl Job {
             | Self::ExpireExport { tenant_id, .. }
             | Self::SwitchPlan { tenant_id, .. }
             | Self::Reembed { tenant_id }
+            | Self::EmbedDocument { tenant_id, .. }
             | Self::UsageReview { tenant_id, .. }
             | Self::FinishErasure { tenant_id, .. } => tenant_id,
         })
@@ -132,6 +136,7 @@ impl Job {
             Self::SwitchPlan { tenant_id, plan } => format!("switch_plan:{tenant_id}:{plan}:{}", JobId::generate()),
             // One per embedder change found at start (the start skips a tenant whose job is still pending).
             Self::Reembed { tenant_id } => format!("reembed:{tenant_id}:{}", JobId::generate()),
+            Self::EmbedDocument { document_id, .. } => format!("embed_document:{document_id}"),
             Self::UsageReview { tenant_id, at_ms } => format!("usage_review:{tenant_id}:{at_ms}"),
             Self::FinishErasure { erasure_id, .. } => format!("finish_erasure:{erasure_id}"),
             Self::RetentionSweep { day_ms } => format!("retention_sweep:{day_ms}"),
@@ -328,6 +333,7 @@ impl Services {
             Job::ExpireExport { export_id, .. } => self.expire_export(export_id).await,
             Job::SwitchPlan { tenant_id, plan } => self.switch_plan(tenant_id, plan).await,
             Job::Reembed { tenant_id } => self.reembed(tenant_id).await,
+            Job::EmbedDocument { tenant_id, document_id } => self.embed_uploaded(tenant_id, document_id).await,
             Job::UsageReview { tenant_id, at_ms } => self.review_usage(tenant_id, Timestamp(*at_ms)).await,
             Job::FinishErasure { tenant_id, erasure_id } => self.finish_erasure(tenant_id, erasure_id).await,
             Job::RetentionSweep { day_ms } => self.sweep_retention(Timestamp(*day_ms)).await,

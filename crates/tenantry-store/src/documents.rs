@@ -9,6 +9,7 @@ use tenantry_domain::{ChunkId, DocumentId, TenantId, TenantState, Timestamp};
 
 use crate::changes::{encode_vector, record_change_in, ChangeKind};
 use crate::files::{delete_file_in, write_file_in};
+use crate::jobs::{enqueue_in, NewJob};
 use crate::quota::{settle_in, Settlement};
 use crate::tenants::lock_tenant_in;
 use crate::usage::{parameter_list, runs, UsageEvent};
@@ -29,6 +30,9 @@ pub struct NewDocument {
     pub now: Timestamp,
     /// The embedder that made the chunks' vectors ('' when they have none).
     pub embedder: String,
+    /// The job that embeds the document after the upload is answered, when its vectors are left for later:
+    /// enqueued in the document's transaction, so no crash leaves a document that nothing will embed.
+    pub embed_later: Option<NewJob>,
 }
 
 /// What `Store::insert_document` did.
@@ -47,7 +51,7 @@ pub struct NewChunk {
     pub heading: String,
     pub page: Option<i64>,
     pub text: String,
-    /// The chunk's vector, by the document's embedder.
+    /// The chunk's vectors by the document's embedder: one per window of its text, one after the other.
     pub embedding: Option<Vec<f32>>,
 }
 
@@ -62,6 +66,8 @@ pub struct DocumentRow {
     pub chunks: i64,
     pub content_sha256: String,
     pub created_at: Timestamp,
+    /// The embedder that made the chunks' vectors ('' while they have none).
+    pub embedder: String,
 }
 
 #[derive(Clone, Debug)]
@@ -74,7 +80,8 @@ pub struct ChunkRow {
     pub text: String,
 }
 
-const DOC_COLUMNS: &str = "id, tenant_id, title, content_type, bytes, stored_bytes, chunks, content_sha256, created_at";
+const DOC_COLUMNS: &str =
+    "id, tenant_id, title, content_type, bytes, stored_bytes, chunks, content_sha256, created_at, embedder";
 
 fn document_from_row(row: &AnyRow) -> Result<DocumentRow> {
     Ok(DocumentRow {
@@ -87,6 +94,7 @@ fn document_from_row(row: &AnyRow) -> Result<DocumentRow> {
         chunks: row.try_get("chunks")?,
         content_sha256: row.try_get("content_sha256")?,
         created_at: Timestamp(row.try_get("created_at")?),
+        embedder: row.try_get("embedder")?,
     })
 }
 
@@ -184,6 +192,9 @@ impl Store {
             dedupe_key: None,
         };
         emit_in(&mut tx, &indexed, doc.now).await?;
+        if let Some(job) = &doc.embed_later {
+            enqueue_in(&mut tx, job, doc.now).await?;
+        }
         tx.commit().await?;
         if applied {
             self.settled(&mut guard, settlement);
@@ -198,6 +209,7 @@ impl Store {
             chunks: chunks.len() as i64,
             content_sha256: doc.content_sha256.clone(),
             created_at: doc.now,
+            embedder: doc.embedder.clone(),
         }))
     }
 

@@ -197,6 +197,7 @@ async fn documents_and_ledger(store: Store) {
         content_sha256: "abc".into(),
         now: Timestamp(10),
         embedder: "constant-2".into(),
+        embed_later: None,
     };
     let chunks: Vec<NewChunk> = (0..3)
         .map(|i| NewChunk {
@@ -359,6 +360,10 @@ async fn files_vectors_and_cluster_settings(store: Store) {
         content_sha256: "def".into(),
         now: Timestamp(10),
         embedder: String::new(),
+        embed_later: Some(NewJob {
+            tenant_id: Some(t.id.clone()),
+            ..job("embed_document", Some("embed-later"), 10, 3)
+        }),
     };
     let chunk = |i: u32| NewChunk {
         id: ChunkId::new(&doc.id, i),
@@ -374,6 +379,9 @@ async fn files_vectors_and_cluster_settings(store: Store) {
         .expect("insert");
     let stored = store.documents_to_index(&t.id, std::slice::from_ref(&doc.id)).await.expect("read");
     assert!(stored[0].chunks.iter().all(|c| c.embedding.is_none()), "stored without vectors");
+    let queued = store.jobs(Some(JobState::Queued), Some(&t.id), 10).await.expect("jobs");
+    assert_eq!(queued.iter().map(|j| j.kind.as_str()).collect::<Vec<_>>(), ["embed_document"], "with its job");
+    assert_eq!(store.document(&t.id, &doc.id).await.expect("read").expect("stored").embedder, "");
     // Written back quietly (a node embedding for itself): no change announced.
     store.set_document_vectors(&t.id, &doc.id, "e", &[vec![1.0], vec![2.0]], false).await.expect("vectors");
     assert_eq!(store.document_seq(&t.id).await.expect("seq"), Some(1));
@@ -382,6 +390,7 @@ async fn files_vectors_and_cluster_settings(store: Store) {
     assert_eq!(store.document_seq(&t.id).await.expect("seq"), Some(2));
     let stored = store.documents_to_index(&t.id, std::slice::from_ref(&doc.id)).await.expect("read");
     assert_eq!(stored[0].embedder, "e");
+    assert_eq!(store.document(&t.id, &doc.id).await.expect("read").expect("stored").embedder, "e");
     assert_eq!(stored[0].chunks[1].embedding, Some(vec![4.0]));
     assert!(matches!(
         store.set_document_vectors(&t.id, &doc.id, "e", &[vec![1.0]], true).await,

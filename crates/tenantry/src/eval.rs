@@ -15,7 +15,7 @@ use tenantry_domain::config::{PlanConfig, Quotas};
 use tenantry_domain::lifecycle::EndpointClass;
 use tenantry_domain::{Config, RequestId, TenantContext};
 use tenantry_rag::FusionWeights;
-use tenantry_service::documents::{Upload, Uploaded};
+use tenantry_service::documents::{DocumentStatus, Upload, Uploaded};
 use tenantry_service::gateway::Scope;
 use tenantry_service::tenants::{ConfigUpdate, SignupRequest};
 use tenantry_service::Services;
@@ -91,6 +91,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         chunks += view.chunks;
         by_document_id.insert(view.document_id.to_string(), doc.id.clone());
     }
+    until_searchable(&services, &ctx).await?;
     let ingest_seconds = started.elapsed().as_secs_f64();
 
     if fusion.is_empty() {
@@ -285,6 +286,24 @@ impl Scratch {
         let services = Services::start(config).await?;
         let ctx = scratch_tenant(&services, mode).await?;
         Ok(Self { services, ctx, embedder, dir })
+    }
+}
+
+/// Waits until every document of the scratch tenant is searchable in every mode: a long document's vectors
+/// are made by a job after its upload is answered (`EMBED_IN_REQUEST_CHUNKS`), run here.
+pub(crate) async fn until_searchable(services: &Services, ctx: &TenantContext) -> anyhow::Result<()> {
+    loop {
+        services.drain_jobs().await?;
+        let indexing =
+            services.list_documents(ctx).await?.iter().filter(|d| d.status == DocumentStatus::Indexing).count();
+        if indexing == 0 {
+            return Ok(());
+        }
+        if !services.store().jobs_pending(services.clock().now()).await? {
+            bail!("{indexing} documents are still indexing, and no job is left to index them (see the log)");
+        }
+        progress(&format!("{indexing} documents still indexing"));
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
 

@@ -16,7 +16,7 @@ use tenantry_domain::{DocumentId, TenantContext};
 use tenantry_service::documents::{Upload, Uploaded};
 use tenantry_service::Services;
 
-use crate::eval::{parse_fusions, progress, Scratch};
+use crate::eval::{parse_fusions, progress, until_searchable, Scratch};
 
 pub struct PassageArgs {
     pub questions: PathBuf,
@@ -72,6 +72,7 @@ pub async fn run(args: PassageArgs) -> anyhow::Result<()> {
         ids.push(id);
         chunks += count;
     }
+    until_searchable(&services, &ctx).await?;
     let ingest_seconds = started.elapsed().as_secs_f64();
     let unreachable = unreachable(&services, &ctx, &ids, &questions).await?;
     for id in &unreachable {

@@ -207,3 +207,74 @@ async fn vectors_of_another_embedder_are_rebuilt_after_a_restart() {
     let queued = services.store().jobs(Some(JobState::Queued), Some(&tenant), 100).await.expect("jobs");
     assert!(queued.iter().all(|j| j.kind != "reembed"), "nothing left to re-embed");
 }
+
+/// A long upload is answered once its text is stored: BM25 finds it at once, the document says `indexing`
+/// until the `embed_document` job made its vectors, then `ready`. A short one is embedded in the request.
+#[tokio::test]
+async fn a_long_upload_is_searchable_at_once_and_indexing_until_its_vectors_exist() {
+    use tenantry_domain::lifecycle::EndpointClass;
+    use tenantry_domain::RequestId;
+    use tenantry_service::documents::{DocumentStatus, Upload, Uploaded, EMBED_IN_REQUEST_CHUNKS};
+    use tenantry_service::gateway::Scope;
+    use tenantry_service::Services;
+    use tenantry_store::JobState;
+
+    let dir = tempfile::tempdir().expect("dir");
+    let mut config = tenantry_domain::Config::builtin();
+    config.server.data_dir = dir.path().to_owned();
+    // Services alone run no job worker: the test runs the jobs when it chooses.
+    let services = Services::start(config).await.expect("start");
+    let signup = services
+        .signup(tenantry_service::tenants::SignupRequest {
+            email: "long@retrieval.test".into(),
+            organization: "Long".into(),
+            plan: "starter".into(),
+        })
+        .await
+        .expect("signup");
+    services.drain_jobs().await.expect("provisioned");
+    let ctx = services
+        .authenticate(Some(&signup.api_key), RequestId::generate(), EndpointClass::Service, Scope::Admin)
+        .await
+        .expect("authenticated");
+    let upload = |title: &str, text: String| Upload {
+        title: Some(title.into()),
+        file_name: None,
+        content_type: Some("text/plain".into()),
+        bytes: text.into_bytes(),
+    };
+    let created = |uploaded| match uploaded {
+        Uploaded::Created(view) => view,
+        Uploaded::Duplicate(_) => panic!("not a duplicate"),
+    };
+
+    let short =
+        created(services.upload_document(&ctx, upload("Short", "Refunds take 14 days.".into())).await.expect("up"));
+    assert_eq!(short.status, DocumentStatus::Ready, "embedded in the request");
+    let with_short = services.vector_count(&ctx).expect("count");
+    assert_eq!(with_short as i64, short.chunks);
+
+    let sections: Vec<String> = (0..60)
+        .map(|i| {
+            format!("Section {i}\n\n{}", format!("Clause {i} of the warehouse handbook covers pallet {i}. ").repeat(20))
+        })
+        .collect();
+    let mut text = sections.join("\n\n");
+    text.push_str("\n\nThe night shift forklift operator is Marguerite.");
+    let long = created(services.upload_document(&ctx, upload("Handbook", text)).await.expect("upload"));
+    assert!(long.chunks > EMBED_IN_REQUEST_CHUNKS as i64, "{} chunks", long.chunks);
+    assert_eq!(long.status, DocumentStatus::Indexing);
+    assert_eq!(services.vector_count(&ctx).expect("count"), with_short, "no vectors yet");
+    let hits = services.retrieve(&ctx, "who operates the forklift at night", 3).await.expect("retrieve");
+    assert!(hits.first().is_some_and(|h| h.text.contains("Marguerite")), "BM25 finds it meanwhile: {hits:?}");
+    let listed = services.list_documents(&ctx).await.expect("list");
+    assert_eq!(listed.iter().filter(|d| d.status == DocumentStatus::Indexing).count(), 1);
+    let queued = services.store().jobs(Some(JobState::Queued), Some(&signup.tenant_id), 10).await.expect("jobs");
+    assert_eq!(queued.iter().filter(|j| j.kind == "embed_document").count(), 1, "stored with its job");
+
+    services.drain_jobs().await.expect("embedded");
+    let id = long.document_id.to_string();
+    assert_eq!(services.get_document(&ctx, &id).await.expect("get").status, DocumentStatus::Ready);
+    assert_eq!(services.vector_count(&ctx).expect("count") as i64, short.chunks + long.chunks);
+    services.shutdown().await;
+}
