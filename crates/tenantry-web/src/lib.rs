@@ -119,6 +119,7 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(metrics::scrape))
         .routes(routes!(api::healthz))
         .routes(routes!(api::readyz))
+        .routes(routes!(pages::index))
         .routes(routes!(pages::portal))
         .routes(routes!(pages::console))
         .routes(routes!(pages::asset))

@@ -1,4 +1,4 @@
-//! The web pages: the tenant portal (`/portal`) and the operator console (`/console`). Static HTML, CSS and
+//! The web pages: the front page (`/`), the tenant portal (`/portal`) and the operator console (`/console`). Static HTML, CSS and
 //! vanilla JS embedded in the binary; the scripts call the JSON API with a credential the user types, so the
 //! pages themselves need no authentication. Every page response forbids framing and inline script.
 
@@ -13,6 +13,7 @@ use crate::problem::{ApiError, Problem};
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
      connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
 
+const INDEX_HTML: &str = include_str!("../assets/index.html");
 const PORTAL_HTML: &str = include_str!("../assets/portal.html");
 const CONSOLE_HTML: &str = include_str!("../assets/console.html");
 
@@ -34,6 +35,14 @@ fn page(content_type: &'static str, body: &'static str) -> Response {
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
+}
+
+/// The front page: where the portal, the console, the API description and the health checks are.
+#[utoipa::path(get, path = "/", tag = "operations",
+    responses((status = 200, description = "Links to the portal, the console and the API description",
+        content_type = "text/html", body = String)))]
+pub async fn index() -> Response {
+    page("text/html; charset=utf-8", INDEX_HTML)
 }
 
 /// The tenant portal: plan and state, quotas, usage, invoices, documents, API keys and plan change, signed in

@@ -231,10 +231,35 @@ fn print_to_stdout(text: &str) -> std::io::Result<()> {
     }
 }
 
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tantivy=warn,tower_http=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+/// What `serve` prints once it listens: where the API, the portal, the console and the metrics are, and
+/// where the data lives. A wildcard bind is shown as the loopback address a browser on this machine can open.
+fn where_to_look(addr: std::net::SocketAddr, data_dir: &std::path::Path) -> String {
+    let mut shown = addr;
+    if addr.ip().is_unspecified() {
+        shown.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let base = format!("http://{shown}");
+    let data = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+    format!(
+        "Tenantry is serving on {addr}\n  \
+         API       {base}/v1   (described at {base}/openapi.json)\n  \
+         portal    {base}/portal   (tenant admins: an API key with the admin scope)\n  \
+         console   {base}/console   (operators: server.operator_token)\n  \
+         metrics   {base}/metrics\n  \
+         data      {}",
+        data.display()
+    )
+}
+
+/// Human-readable lines on stderr, coloured only on a terminal (a log file or a pipe gets no escape codes);
+/// `TENANTRY_LOG_FORMAT=json` for one JSON object per line. `RUST_LOG` overrides `default_filter`.
+fn init_logging(default_filter: &str) {
+    use std::io::IsTerminal;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if std::env::var("TENANTRY_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().with_current_span(true).with_span_list(false).init();
     } else {
@@ -297,14 +322,17 @@ async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            init_logging();
+            init_logging("info,sqlx=warn,tantivy=warn,tower_http=warn");
             let config = load_config(&args)?;
+            let data_dir = config.server.data_dir.clone();
             let app = Application::build(config).await?;
             tracing::info!(addr = %app.local_addr(), "tenantry serving");
+            print_to_stdout(&where_to_look(app.local_addr(), &data_dir))?;
             app.run_until_stopped(shutdown_signal()).await?;
         }
         Command::Demo { serve, exit } => {
-            init_logging();
+            // The demo's results are its printed lines; only warnings and errors are logged beside them.
+            init_logging("warn,sqlx=warn,tantivy=warn");
             let mut config = load_config(&serve)?;
             if serve.data_dir.is_none() && serve.config.is_none() {
                 config.server.data_dir = PathBuf::from("./tenantry-demo-data");

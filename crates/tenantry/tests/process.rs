@@ -75,3 +75,76 @@ fn a_user_error_is_one_line_without_a_backtrace() {
     assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 }
+
+/// `serve` says where everything is once it listens, on stdout; its log lines on a pipe carry no colour codes.
+#[test]
+fn serve_prints_where_the_api_portal_console_metrics_and_data_are() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+    let log = dir.path().join("stderr.log");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["serve", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("starts");
+    let mut lines = BufReader::new(server.stdout.take().expect("stdout")).lines();
+    let printed: Vec<String> = (0..6).map(|_| lines.next().expect("a line").expect("utf-8")).collect();
+    let _ = server.kill();
+    let _ = server.wait();
+    let base = format!("http://127.0.0.1:{port}");
+    let printed = printed.join("\n");
+    for (what, url) in [
+        ("API", format!("{base}/v1")),
+        ("portal", format!("{base}/portal")),
+        ("console", format!("{base}/console")),
+        ("metrics", format!("{base}/metrics")),
+    ] {
+        assert!(printed.lines().any(|l| l.contains(what) && l.contains(&url)), "{what} at {url}: {printed}");
+    }
+    let data = std::path::absolute(dir.path().join("data")).expect("absolute");
+    assert!(printed.contains(&format!("data      {}", data.display())), "{printed}");
+    let logged = std::fs::read_to_string(&log).expect("log");
+    assert!(logged.contains("tenantry serving"), "{logged}");
+    assert!(!logged.contains('\u{1b}'), "no escape codes in a log file: {logged:?}");
+}
+
+/// `demo --exit` twice on one data directory: the second run signs in to the tenants of the first (their keys
+/// kept in the data directory) rather than signing up three more, and prints no log lines among its results.
+#[test]
+fn the_demo_runs_twice_on_one_data_directory_with_the_same_tenants() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+            .args(["demo", "--exit", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        assert!(!stderr.contains(" INFO "), "only warnings are logged: {stderr}");
+        stdout
+    };
+    let tenants = |stdout: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("tenant "))
+            .map(|rest| rest.split_whitespace().next().expect("an id").to_owned())
+            .collect()
+    };
+    let first = run();
+    let second = run();
+    assert_eq!(tenants(&first).len(), 3, "{first}");
+    assert_eq!(tenants(&first), tenants(&second), "the same tenants:\n{first}\n{second}");
+    assert_eq!(second.matches("(from the previous run)").count(), 3, "{second}");
+    for page in ["/portal", "/console"] {
+        assert!(second.contains(page), "names {page}: {second}");
+    }
+    assert!(second.contains("A: ") && !second.contains("A: \n"), "questions answered: {second}");
+}

@@ -61,9 +61,26 @@ async fn the_pages_are_static_html_with_a_strict_content_security_policy() {
     assert_problem(app.client.get(app.url("/assets/secret.js")).send().await.expect("asset"), 404, "not_found").await;
 
     let spec: Value = app.client.get(app.url("/openapi.json")).send().await.expect("spec").json().await.expect("json");
-    for path in ["/admin/overview", "/portal", "/console", "/assets/{file}"] {
+    for path in ["/admin/overview", "/", "/portal", "/console", "/assets/{file}"] {
         assert!(spec["paths"][path].is_object(), "{path} in /openapi.json");
     }
+}
+
+/// A new operator who opens the address `serve` printed finds the way to the portal, the console and the API.
+#[tokio::test]
+async fn the_front_page_links_to_the_portal_the_console_and_the_api() {
+    let app = spawn_app_with(|_| {}).await;
+    let r = app.client.get(app.url("/")).send().await.expect("front page");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(r.headers()["content-security-policy"].to_str().expect("csp").contains("default-src 'none'"));
+    let html = r.text().await.expect("html");
+    for link in ["/portal", "/console", "/openapi.json", "/healthz"] {
+        assert!(html.contains(&format!("href=\"{link}\"")), "links to {link}");
+        let target = app.client.get(app.url(link)).send().await.expect("link");
+        assert_eq!(target.status(), StatusCode::OK, "{link} answers");
+    }
+    assert!(!html.contains("<script") && !html.contains("style="), "static, no script or inline style");
 }
 
 #[tokio::test]
