@@ -6,6 +6,7 @@
 
 mod alerts;
 mod audit;
+mod backup;
 mod changes;
 mod checkpoint;
 mod credits;
@@ -39,6 +40,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
 pub use audit::{entry_hash, AuditBreak, AuditEntry, AuditPruned, NewAuditEntry, GENESIS_HASH};
+pub use backup::{backup_embedded, EMBEDDED_DB_FILE};
 pub use changes::{ChangeKind, DocumentChange, DocumentToIndex, IndexedChunk, TenantHead};
 pub use credits::WinBack;
 pub use documents::{ChunkRow, DocumentRow, Inserted, NewChunk, NewDocument};
@@ -128,7 +130,7 @@ impl Store {
         sqlx::any::install_default_drivers();
         let store = if url.is_empty() || url.starts_with("sqlite:") {
             let url = if url.is_empty() {
-                format!("sqlite://{}?mode=rwc", data_dir.join("tenantry.db").display())
+                format!("sqlite://{}?mode=rwc", data_dir.join(EMBEDDED_DB_FILE).display())
             } else {
                 url.to_owned()
             };
@@ -276,7 +278,7 @@ impl Store {
     #[doc(hidden)]
     pub async fn open_embedded_as_shared(data_dir: &Path) -> Result<Self> {
         sqlx::any::install_default_drivers();
-        let url = format!("sqlite://{}?mode=rwc", data_dir.join("tenantry.db").display());
+        let url = format!("sqlite://{}?mode=rwc", data_dir.join(EMBEDDED_DB_FILE).display());
         let mut store = Self::open_sqlite(&url).await?;
         store.ownership.close().await;
         store.ownership = std::sync::Arc::new(ownership::Shared::default());

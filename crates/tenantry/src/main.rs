@@ -1,6 +1,7 @@
 //! `tenantry`: the one binary. `serve` runs everything in one process; `demo` seeds a running instance
 //! with tenants, documents and traffic; `openapi` prints the API description.
 
+mod backup;
 mod bench;
 mod bench_cluster;
 mod bench_retrieval;
@@ -54,6 +55,15 @@ enum Command {
         /// Stop after seeding instead of serving until Ctrl-C.
         #[arg(long)]
         exit: bool,
+    },
+    /// Copy an embedded installation's database, key pepper and outbox into a new directory while it runs;
+    /// `serve --data-dir DIR` restores from it. PostgreSQL is backed up with pg_dump (docs/OPERATIONS.md).
+    Backup {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// The directory to write (new or empty).
+        #[arg(long)]
+        to: PathBuf,
     },
     /// Print the OpenAPI document.
     Openapi,
@@ -338,6 +348,10 @@ async fn run() -> anyhow::Result<()> {
                 config.server.data_dir = PathBuf::from("./tenantry-demo-data");
             }
             demo::run(config, exit).await?;
+        }
+        Command::Backup { serve, to } => {
+            let config = load_config(&serve)?;
+            backup::run(&config, &to)?;
         }
         Command::Bench(BenchCommand::Gateway { rates, seconds, max_in_flight, turns, idempotency_keys }) => {
             bench::gateway(bench::GatewayBench { rates, seconds, max_in_flight, turns, idempotency_keys }).await?;
