@@ -2,20 +2,15 @@
 //! the win-back reactivation.
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
-use axum::Extension;
 use serde::Serialize;
-use tenantry_domain::lifecycle::EndpointClass;
-use tenantry_domain::{RequestId, TenantId};
+use tenantry_domain::TenantId;
 use tenantry_service::admin::TenantDetail;
 use tenantry_service::audit::Actor;
-use tenantry_service::gateway::Scope;
 use tenantry_service::tenants::TenantView;
 use tenantry_service::{ServiceError, Services};
 use utoipa::ToSchema;
 
-use crate::api::tenant;
-use crate::extract::bearer;
+use crate::extract::{AdministersAccount, Operator, Tenant};
 use crate::problem::{ApiError, Problem};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -29,10 +24,8 @@ type ApiResult<T> = Result<T, ApiError>;
     ))]
 pub async fn cancel(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Tenant { ctx, .. }: Tenant<AdministersAccount>,
 ) -> ApiResult<axum::Json<TenantView>> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
     s.cancel(&ctx.tenant_id, Actor::Tenant(&ctx)).await?;
     Ok(axum::Json(s.tenant_view(&ctx).await?))
 }
@@ -46,10 +39,8 @@ pub async fn cancel(
     ))]
 pub async fn reactivate(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Tenant { ctx, .. }: Tenant<AdministersAccount>,
 ) -> ApiResult<axum::Json<TenantView>> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
     s.win_back(&ctx).await?;
     Ok(axum::Json(s.tenant_view(&ctx).await?))
 }
@@ -60,10 +51,9 @@ pub async fn reactivate(
     responses((status = 200, body = TenantDetail), (status = 409, body = Problem, content_type = "application/problem+json")))]
 pub async fn admin_cancel(
     State(s): State<Services>,
-    headers: HeaderMap,
+    _: Operator,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<TenantDetail>> {
-    s.authenticate_operator(bearer(&headers))?;
     let tenant_id = TenantId::parse(&id).ok_or_else(|| ServiceError::not_found("tenant"))?;
     s.cancel(&tenant_id, Actor::Operator).await?;
     Ok(axum::Json(s.admin_tenant(&id).await?))
@@ -78,8 +68,7 @@ pub struct WinBackReport {
 /// Win-back results: offers sent to cancelled tenants and offers accepted.
 #[utoipa::path(get, path = "/admin/win-back", tag = "operator", security(("operator" = [])),
     responses((status = 200, body = WinBackReport)))]
-pub async fn win_back_report(State(s): State<Services>, headers: HeaderMap) -> ApiResult<axum::Json<WinBackReport>> {
-    s.authenticate_operator(bearer(&headers))?;
+pub async fn win_back_report(State(s): State<Services>, _: Operator) -> ApiResult<axum::Json<WinBackReport>> {
     let stats = s.win_back_stats().await?;
     Ok(axum::Json(WinBackReport { offers_sent: stats.offers_sent, offers_accepted: stats.offers_accepted }))
 }

@@ -1,13 +1,12 @@
 //! Operator view of the analytics store: the ledger and ClickHouse side by side.
 
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use serde::Deserialize;
 use tenantry_service::analytics::Reconciliation;
 use tenantry_service::Services;
 use utoipa::IntoParams;
 
-use crate::extract::bearer;
+use crate::extract::Operator;
 use crate::problem::{ApiError, Problem};
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -28,10 +27,9 @@ pub struct ReconcileQuery {
     ))]
 pub async fn reconcile(
     State(s): State<Services>,
-    headers: HeaderMap,
+    _: Operator,
     query: Result<Query<ReconcileQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<Reconciliation>, ApiError> {
-    s.authenticate_operator(bearer(&headers))?;
     let Query(q) = query?;
     Ok(axum::Json(s.reconcile_analytics(&q.tenant_id).await?))
 }

@@ -2,23 +2,20 @@
 //! call, shape the response. No business rules live here.
 
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tenantry_billing::InvoiceStatus;
-use tenantry_domain::lifecycle::EndpointClass;
 use tenantry_domain::lifecycle::LifecycleEvent;
-use tenantry_domain::{ErrorCode, RequestId, TenantContext};
+use tenantry_domain::ErrorCode;
 use tenantry_service::admin::TenantDetail;
 use tenantry_service::api_keys::{CreatedKey, KeyView};
 use tenantry_service::billing::InvoiceView;
 use tenantry_service::documents::{DocumentView, Upload, Uploaded};
 use tenantry_service::erasure::{ErasureStarted, ErasureView};
 use tenantry_service::export::{ExportDownload, ExportStarted};
-use tenantry_service::gateway::Scope;
 use tenantry_service::plan::PlanChanged;
 use tenantry_service::query::{QueryEvent, QueryRequest, QueryResult};
 use tenantry_service::quota::QuotaReport;
@@ -27,43 +24,13 @@ use tenantry_service::usage::UsageReport;
 use tenantry_service::Services;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::extract::{bearer, AuthedJson, Json};
+use crate::extract::{
+    AdministersAccount, AdministersService, AsTenant, Asks, Ingests, Json, Operator, ReadsAccount, ReadsService,
+    ReadsTenant, Tenant,
+};
 use crate::problem::{ApiError, Problem};
 
 type ApiResult<T> = Result<T, ApiError>;
-
-pub(crate) async fn tenant(
-    services: &Services,
-    headers: &HeaderMap,
-    request_id: RequestId,
-    class: EndpointClass,
-    scope: Scope,
-) -> ApiResult<TenantContext> {
-    let ctx = services.identify(bearer(headers), request_id).await?;
-    // Refusals by state, scope or rate limit go to an identified tenant: they carry the quota headers too.
-    crate::extract::authenticated(&ctx);
-    services.admit(&ctx, class, scope).await?;
-    Ok(ctx)
-}
-
-/// A tenant response: a JSON body plus the `X-Quota-*` headers of API.md.
-async fn with_quota<T: Serialize>(
-    s: &Services,
-    ctx: &TenantContext,
-    status: StatusCode,
-    body: T,
-) -> ApiResult<Response> {
-    with_quota_headers(s, ctx, (status, axum::Json(body)).into_response()).await
-}
-
-pub(crate) async fn with_quota_headers(
-    s: &Services,
-    ctx: &TenantContext,
-    mut response: Response,
-) -> ApiResult<Response> {
-    crate::extract::quota_headers(s, ctx, response.headers_mut()).await?;
-    Ok(response)
-}
 
 // ---- public -------------------------------------------------------------------------------------------
 
@@ -109,10 +76,8 @@ pub struct InvoiceList {
     responses((status = 200, body = InvoiceList), (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn invoices(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Tenant { ctx, .. }: Tenant<ReadsAccount>,
 ) -> ApiResult<axum::Json<InvoiceList>> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Read).await?;
     Ok(axum::Json(InvoiceList { invoices: s.invoices(&ctx).await? }))
 }
 
@@ -122,10 +87,8 @@ pub async fn invoices(
     responses((status = 202, body = ExportStarted), (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn start_export(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Tenant { ctx, .. }: Tenant<AdministersAccount>,
 ) -> ApiResult<(StatusCode, axum::Json<ExportStarted>)> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(s.start_export(&ctx).await?)))
 }
 
@@ -140,11 +103,9 @@ pub async fn start_export(
     ))]
 pub async fn get_export(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Tenant { ctx, .. }: Tenant<AdministersAccount>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
     let (row, bytes) = match s.export_archive(&ctx, &id).await? {
         ExportDownload::Ready(row, bytes) => (row, bytes),
         ExportDownload::Pending(status) => {
@@ -176,24 +137,17 @@ pub async fn get_export(
     ))]
 pub async fn delete_tenant(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Tenant { ctx, .. }: Tenant<AdministersAccount>,
 ) -> ApiResult<(StatusCode, axum::Json<ErasureStarted>)> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(s.erase_tenant(&ctx).await?)))
 }
 
 /// The calling tenant: state, plan and configuration.
 #[utoipa::path(get, path = "/v1/tenant", tag = "tenant", security(("bearer" = [])),
     responses((status = 200, body = TenantView), (status = 401, body = Problem, content_type = "application/problem+json")))]
-pub async fn get_tenant(
-    State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::TenantInfo, Scope::Read).await?;
+pub async fn get_tenant(State(s): State<Services>, Tenant { ctx, .. }: Tenant<ReadsTenant>) -> ApiResult<Response> {
     let view = s.tenant_view(&ctx).await?;
-    with_quota(&s, &ctx, StatusCode::OK, view).await
+    Ok((StatusCode::OK, axum::Json(view)).into_response())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -220,12 +174,9 @@ pub struct ConfigBody {
     responses((status = 200, body = ConfigChanged, description = "The new config, beside the tenant (config included) as `GET /v1/tenant` shows it"), (status = 422, description = "Not allowed by the plan", body = Problem, content_type = "application/problem+json")))]
 pub async fn patch_config(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
-    body: AuthedJson<ConfigBody>,
+    Tenant { ctx, .. }: Tenant<AdministersService>,
+    Json(body): Json<ConfigBody>,
 ) -> ApiResult<Response> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Admin).await?;
-    let body = body.value()?;
     let update = ConfigUpdate {
         model: body.model,
         retrieval_mode: body.retrieval_mode,
@@ -233,7 +184,7 @@ pub async fn patch_config(
         overage_limit_cents: body.overage_limit_cents,
     };
     let tenant = s.update_config(&ctx, update).await?;
-    with_quota(&s, &ctx, StatusCode::OK, ConfigChanged { config: tenant.config.clone(), tenant }).await
+    Ok(axum::Json(ConfigChanged { config: tenant.config.clone(), tenant }).into_response())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -265,16 +216,15 @@ pub struct PlanBody {
     ))]
 pub async fn change_plan(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
-    body: AuthedJson<PlanBody>,
+    Tenant { ctx, .. }: Tenant<AdministersService>,
+    Json(body): Json<PlanBody>,
 ) -> ApiResult<Response> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Admin).await?;
-    let body = body.value()?;
     let changed = s.change_plan(&ctx, &body.plan).await?;
-    let ctx = s.refresh_context(&ctx).await?;
     let status = if changed.pending_plan.is_some() { StatusCode::ACCEPTED } else { StatusCode::OK };
-    with_quota(&s, &ctx, status, changed).await
+    let mut response = (status, axum::Json(changed)).into_response();
+    // The quota headers are the new plan's.
+    response.extensions_mut().insert(AsTenant(s.refresh_context(&ctx).await?));
+    Ok(response)
 }
 
 // ---- documents ----------------------------------------------------------------------------------------
@@ -324,10 +274,9 @@ pub struct DocumentList {
     ))]
 pub async fn upload_document(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
+    Tenant { ctx, .. }: Tenant<Ingests>,
     req: Request,
 ) -> ApiResult<Response> {
-    let ctx = tenant(&s, req.headers(), rid, EndpointClass::Service, Scope::Ingest).await?;
     let content_type =
         req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let upload = if content_type.starts_with("application/json") {
@@ -353,10 +302,10 @@ pub async fn upload_document(
         ));
     };
     match s.upload_document(&ctx, upload).await? {
-        Uploaded::Created(d) => with_quota(&s, &ctx, StatusCode::CREATED, d).await,
+        Uploaded::Created(d) => Ok((StatusCode::CREATED, axum::Json(d)).into_response()),
         Uploaded::Duplicate(d) => {
             let id = HeaderValue::from_str(d.document_id.as_str()).ok();
-            let mut response = with_quota(&s, &ctx, StatusCode::CREATED, d).await?;
+            let mut response = (StatusCode::CREATED, axum::Json(d)).into_response();
             if let Some(id) = id {
                 response.headers_mut().insert("tenantry-duplicate-of", id);
             }
@@ -405,12 +354,10 @@ async fn multipart_upload(mut form: Multipart, declared: usize) -> ApiResult<Upl
     responses((status = 200, body = DocumentList)))]
 pub async fn list_documents(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Tenant { ctx, .. }: Tenant<ReadsService>,
 ) -> ApiResult<Response> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Read).await?;
     let list = DocumentList { documents: s.list_documents(&ctx).await? };
-    with_quota(&s, &ctx, StatusCode::OK, list).await
+    Ok((StatusCode::OK, axum::Json(list)).into_response())
 }
 
 /// One of the tenant's documents. Another tenant's id answers 404.
@@ -419,13 +366,11 @@ pub async fn list_documents(
     responses((status = 200, body = DocumentView), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn get_document(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Tenant { ctx, .. }: Tenant<ReadsService>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Read).await?;
     let doc = s.get_document(&ctx, &id).await?;
-    with_quota(&s, &ctx, StatusCode::OK, doc).await
+    Ok((StatusCode::OK, axum::Json(doc)).into_response())
 }
 
 /// Delete a document from the database, the index and blob storage.
@@ -434,11 +379,9 @@ pub async fn get_document(
     responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn delete_document(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Tenant { ctx, .. }: Tenant<Ingests>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Ingest).await?;
     s.delete_document(&ctx, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -483,21 +426,18 @@ pub struct ServerSentEvent {
     ))]
 pub async fn query(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
-    body: AuthedJson<QueryBody>,
+    Tenant { ctx, .. }: Tenant<Asks>,
+    Json(body): Json<QueryBody>,
 ) -> ApiResult<Response> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Query).await?;
-    let body = body.value()?;
     let request =
         QueryRequest { top_k: body.top_k.map(|k| usize::try_from(k).unwrap_or(0)), ..QueryRequest::new(body.question) };
     if body.stream != Some(true) {
         let result = s.query(&ctx, &request).await?;
-        return with_quota(&s, &ctx, StatusCode::OK, result).await;
+        return Ok((StatusCode::OK, axum::Json(result)).into_response());
     }
     let events = s.query_stream(&ctx, &request).await?.flat_map(|event| futures::stream::iter(query_sse(event)));
     let sse = Sse::new(events.map(Ok::<_, std::convert::Infallible>)).keep_alive(KeepAlive::default());
-    with_quota_headers(&s, &ctx, sse.into_response()).await
+    Ok(sse.into_response())
 }
 
 /// The server-sent events of a streamed `/v1/query`: `token` events (`{text}`), then `citations`, `usage`
@@ -535,27 +475,20 @@ pub struct UsageParams {
     responses((status = 200, body = UsageReport), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn usage(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Tenant { ctx, .. }: Tenant<ReadsService>,
     params: Result<Query<UsageParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Read).await?;
     let Query(p) = params?;
     let report = s.usage(&ctx, p.from.as_deref(), p.to.as_deref()).await?;
-    with_quota(&s, &ctx, StatusCode::OK, report).await
+    Ok((StatusCode::OK, axum::Json(report)).into_response())
 }
 
 /// Quota limits, settled usage (from the ledger), reservations in flight and what remains this period.
 #[utoipa::path(get, path = "/v1/quotas", tag = "usage", security(("bearer" = [])),
     responses((status = 200, body = QuotaReport)))]
-pub async fn quotas(
-    State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Read).await?;
+pub async fn quotas(State(s): State<Services>, Tenant { ctx, .. }: Tenant<ReadsService>) -> ApiResult<Response> {
     let report = s.quotas(&ctx).await?;
-    with_quota(&s, &ctx, StatusCode::OK, report).await
+    Ok((StatusCode::OK, axum::Json(report)).into_response())
 }
 
 // ---- keys ---------------------------------------------------------------------------------------------
@@ -590,12 +523,10 @@ pub enum KeyScopeName {
 #[utoipa::path(get, path = "/v1/keys", tag = "keys", security(("bearer" = [])), responses((status = 200, body = KeyList)))]
 pub async fn list_keys(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Tenant { ctx, .. }: Tenant<AdministersService>,
 ) -> ApiResult<Response> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Admin).await?;
     let keys = KeyList { keys: s.list_keys(&ctx).await? };
-    with_quota(&s, &ctx, StatusCode::OK, keys).await
+    Ok((StatusCode::OK, axum::Json(keys)).into_response())
 }
 
 /// Create an API key; the response is the only time it is shown.
@@ -603,14 +534,11 @@ pub async fn list_keys(
     responses((status = 201, body = CreatedKey), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn create_key(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
-    body: AuthedJson<NewKeyBody>,
+    Tenant { ctx, .. }: Tenant<AdministersService>,
+    Json(body): Json<NewKeyBody>,
 ) -> ApiResult<Response> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Admin).await?;
-    let body = body.value()?;
     let created = s.create_key(&ctx, &body.name, body.scopes).await?;
-    with_quota(&s, &ctx, StatusCode::CREATED, created).await
+    Ok((StatusCode::CREATED, axum::Json(created)).into_response())
 }
 
 /// Revoke an API key; it stops working on the next request.
@@ -619,11 +547,9 @@ pub async fn create_key(
     responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn revoke_key(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Tenant { ctx, .. }: Tenant<AdministersService>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Admin).await?;
     s.revoke_key(&ctx, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -645,12 +571,10 @@ pub struct KeySelector {
         (status = 422, description = "No key named, or the body is not `{\"key_id\": …}`", body = Problem, content_type = "application/problem+json")))]
 pub async fn revoke_named_key(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Tenant { ctx, .. }: Tenant<AdministersService>,
     selector: Result<Query<KeySelector>, axum::extract::rejection::QueryRejection>,
     body: axum::body::Bytes,
 ) -> ApiResult<StatusCode> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Admin).await?;
     let Query(selector) = selector?;
     let in_body = if body.iter().all(u8::is_ascii_whitespace) {
         None
@@ -690,10 +614,9 @@ pub struct TenantFilter {
     responses((status = 200, body = TenantList), (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn admin_tenants(
     State(s): State<Services>,
-    headers: HeaderMap,
+    _: Operator,
     filter: Result<Query<TenantFilter>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<axum::Json<TenantList>> {
-    s.authenticate_operator(bearer(&headers))?;
     let Query(f) = filter?;
     Ok(axum::Json(TenantList { tenants: s.admin_tenants(f.state.as_deref()).await? }))
 }
@@ -722,10 +645,9 @@ pub struct AuditList {
     responses((status = 200, body = AuditList), (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn admin_audit(
     State(s): State<Services>,
-    headers: HeaderMap,
+    _: Operator,
     filter: Result<Query<AuditFilter>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<axum::Json<AuditList>> {
-    s.authenticate_operator(bearer(&headers))?;
     let Query(f) = filter?;
     let entries = s.audit_log(f.tenant_id.as_deref(), f.after.unwrap_or(0), f.limit.unwrap_or(100)).await?;
     Ok(axum::Json(AuditList { entries }))
@@ -735,8 +657,7 @@ pub async fn admin_audit(
 /// invoice (overage in arrears, the next period's base price in advance). Closing twice makes nothing new.
 #[utoipa::path(post, path = "/admin/billing/close-period", tag = "operator", security(("operator" = [])),
     responses((status = 200, body = InvoiceList), (status = 401, body = Problem, content_type = "application/problem+json")))]
-pub async fn admin_close_period(State(s): State<Services>, headers: HeaderMap) -> ApiResult<axum::Json<InvoiceList>> {
-    s.authenticate_operator(bearer(&headers))?;
+pub async fn admin_close_period(State(s): State<Services>, _: Operator) -> ApiResult<axum::Json<InvoiceList>> {
     Ok(axum::Json(InvoiceList { invoices: s.close_periods().await? }))
 }
 
@@ -758,12 +679,10 @@ pub struct PaymentBody {
     ))]
 pub async fn admin_payment(
     State(s): State<Services>,
-    headers: HeaderMap,
+    _: Operator,
     Path(id): Path<String>,
-    body: AuthedJson<PaymentBody>,
+    Json(body): Json<PaymentBody>,
 ) -> ApiResult<axum::Json<InvoiceView>> {
-    s.authenticate_operator(bearer(&headers))?;
-    let body = body.value()?;
     Ok(axum::Json(s.report_payment(&id, &body.outcome).await?))
 }
 
@@ -779,10 +698,9 @@ pub async fn admin_payment(
     ))]
 pub async fn admin_void_invoice(
     State(s): State<Services>,
-    headers: HeaderMap,
+    _: Operator,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<InvoiceView>> {
-    s.authenticate_operator(bearer(&headers))?;
     Ok(axum::Json(s.close_unpaid_invoice(&id, InvoiceStatus::Void).await?))
 }
 
@@ -798,10 +716,9 @@ pub async fn admin_void_invoice(
     ))]
 pub async fn admin_mark_uncollectible(
     State(s): State<Services>,
-    headers: HeaderMap,
+    _: Operator,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<InvoiceView>> {
-    s.authenticate_operator(bearer(&headers))?;
     Ok(axum::Json(s.close_unpaid_invoice(&id, InvoiceStatus::Uncollectible).await?))
 }
 
@@ -811,10 +728,9 @@ pub async fn admin_mark_uncollectible(
     responses((status = 200, body = ErasureView), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn admin_erasure(
     State(s): State<Services>,
-    headers: HeaderMap,
+    _: Operator,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<ErasureView>> {
-    s.authenticate_operator(bearer(&headers))?;
     Ok(axum::Json(s.erasure_view(&id).await?))
 }
 
@@ -824,10 +740,9 @@ pub async fn admin_erasure(
     responses((status = 200, body = TenantDetail), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn admin_tenant(
     State(s): State<Services>,
-    headers: HeaderMap,
+    _: Operator,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<TenantDetail>> {
-    s.authenticate_operator(bearer(&headers))?;
     Ok(axum::Json(s.admin_tenant(&id).await?))
 }
 
@@ -837,10 +752,9 @@ pub async fn admin_tenant(
     responses((status = 200, body = TenantDetail), (status = 409, body = Problem, content_type = "application/problem+json")))]
 pub async fn admin_suspend(
     State(s): State<Services>,
-    headers: HeaderMap,
+    _: Operator,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<TenantDetail>> {
-    s.authenticate_operator(bearer(&headers))?;
     Ok(axum::Json(s.apply_lifecycle(&id, LifecycleEvent::OperatorSuspended).await?))
 }
 
@@ -850,10 +764,9 @@ pub async fn admin_suspend(
     responses((status = 200, body = TenantDetail), (status = 409, body = Problem, content_type = "application/problem+json")))]
 pub async fn admin_reactivate(
     State(s): State<Services>,
-    headers: HeaderMap,
+    _: Operator,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<TenantDetail>> {
-    s.authenticate_operator(bearer(&headers))?;
     Ok(axum::Json(s.apply_lifecycle(&id, LifecycleEvent::OperatorReactivated).await?))
 }
 

@@ -5,23 +5,20 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tenantry_domain::lifecycle::EndpointClass;
-use tenantry_domain::{ErrorCode, ModelSpec, ProviderKind, RequestId};
-use tenantry_service::gateway::Scope;
+use tenantry_domain::{ErrorCode, ModelSpec, ProviderKind};
 use tenantry_service::query::{
     Citation, Conversation, Options, QueryEvent, QueryRequest, QueryResult, ResponseFormat, Role, Turn,
 };
 use tenantry_service::{ServiceError, Services};
 use utoipa::ToSchema;
 
-use crate::api::{tenant, with_quota_headers};
+use crate::extract::{Asks, Tenant};
+use crate::problem::ApiError;
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct ChatCompletionRequest {
@@ -257,11 +254,10 @@ impl IntoResponse for OpenAiError {
     ))]
 pub async fn chat_completions(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    auth: Result<Tenant<Asks>, ApiError>,
     body: Bytes,
 ) -> Result<Response, OpenAiError> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Query).await?;
+    let Tenant { ctx, .. } = auth?;
     let request: ChatCompletionRequest = parse_body(&body, "chat completion")?;
     check_model(&s, request.model.as_deref(), ("This tenant's model", &ctx.model.name))?;
     let query = query_request(&ctx.model, &request)?;
@@ -271,14 +267,14 @@ pub async fn chat_completions(
     if !request.stream {
         let result = s.query(&ctx, &query).await?;
         let completion = completion(id, created, result);
-        return Ok(with_quota_headers(&s, &ctx, axum::Json(completion).into_response()).await?);
+        return Ok(axum::Json(completion).into_response());
     }
     let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
     let chunks = Chunks { id, created, model: ctx.model.name.clone(), include_usage };
     let first = chunks.delta(json!({"role": "assistant", "content": ""}), None);
     let events = s.query_stream(&ctx, &query).await?.flat_map(move |event| futures::stream::iter(chunks.events(event)));
     let stream = futures::stream::once(async move { first }).chain(events).map(Ok::<_, std::convert::Infallible>);
-    Ok(with_quota_headers(&s, &ctx, Sse::new(stream).keep_alive(KeepAlive::default()).into_response()).await?)
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
 /// The request as the query pipeline takes it: the conversation, the token cap and the generation
@@ -662,11 +658,10 @@ pub struct ModelEntry {
 #[utoipa::path(get, path = "/v1/models", tag = "query", security(("bearer" = [])),
     responses((status = 200, body = ModelList), (status = 401, body = OpenAiErrorBody, content_type = "application/problem+json")))]
 pub async fn list_models(
-    State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    State(_s): State<Services>,
+    auth: Result<Tenant<Asks>, ApiError>,
 ) -> Result<axum::Json<ModelList>, OpenAiError> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Query).await?;
+    let Tenant { ctx, .. } = auth?;
     Ok(axum::Json(ModelList { object: "list", data: vec![model_entry(&ctx.model.name)] }))
 }
 
@@ -683,11 +678,10 @@ fn model_entry(id: &str) -> ModelEntry {
         (status = 404, body = OpenAiErrorBody, content_type = "application/problem+json")))]
 pub async fn get_model(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    auth: Result<Tenant<Asks>, ApiError>,
     axum::extract::Path(model): axum::extract::Path<String>,
 ) -> Result<axum::Json<ModelEntry>, OpenAiError> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Query).await?;
+    let Tenant { ctx, .. } = auth?;
     check_model(&s, Some(&model), ("This tenant's model", &ctx.model.name))?;
     Ok(axum::Json(model_entry(&model)))
 }
@@ -742,11 +736,10 @@ pub struct EmbeddingUsage {
         (status = 502, body = OpenAiErrorBody, content_type = "application/problem+json")))]
 pub async fn embeddings(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    auth: Result<Tenant<Asks>, ApiError>,
     body: Bytes,
 ) -> Result<Response, OpenAiError> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Query).await?;
+    let Tenant { ctx, .. } = auth?;
     let request: EmbeddingRequest = parse_body(&body, "embeddings request")?;
     check_model(&s, request.model.as_deref(), ("The embedding model", &s.search_embedder_name()))?;
     let inputs = match &request.input {
@@ -786,5 +779,5 @@ pub async fn embeddings(
         .collect();
     let usage = EmbeddingUsage { prompt_tokens: embedded.tokens, total_tokens: embedded.tokens };
     let list = EmbeddingList { object: "list", data, model: embedded.model, usage };
-    Ok(with_quota_headers(&s, &ctx, axum::Json(list).into_response()).await?)
+    Ok(axum::Json(list).into_response())
 }

@@ -1,13 +1,19 @@
-//! Request plumbing shared by every handler: the request id and its span, JSON bodies that fail as
-//! problem+json, and the bearer token.
+//! Request plumbing shared by every handler: the request id and its span, who is calling (`Tenant<A>`,
+//! `Operator`) and the quota headers that follow from it, JSON bodies that fail as problem+json, and the
+//! bearer token.
 
+use std::marker::PhantomData;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
+use tenantry_domain::lifecycle::EndpointClass;
 use tenantry_domain::{RequestId, TenantContext};
+use tenantry_service::gateway::Scope;
 use tenantry_service::Services;
 use tracing::Instrument;
 
@@ -48,57 +54,111 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     response
 }
 
-/// A JSON body on an authenticated endpoint: read with the request, judged after the caller is. A request
-/// without a valid key or token gets its 401 (or its state's 402/403) whatever its body holds, and a bad
-/// body's error, which names the fields expected, goes only to a caller allowed to see it.
-pub struct AuthedJson<T>(Result<T, ApiError>);
+/// What a tenant endpoint admits: the lifecycle class of the endpoint (which tenant states may call it) and
+/// the key scope it needs. One zero-sized type per combination, named in the handler's signature.
+pub trait Access: Send + Sync + 'static {
+    const CLASS: EndpointClass;
+    const SCOPE: Scope;
+}
 
-impl<T> AuthedJson<T> {
-    /// The body, or its problem+json error; call once the caller is authenticated.
-    pub fn value(self) -> Result<T, ApiError> {
-        self.0
+macro_rules! access {
+    ($($(#[$doc:meta])* $name:ident = $class:ident, $scope:ident;)*) => {$(
+        $(#[$doc])*
+        pub struct $name;
+        impl Access for $name {
+            const CLASS: EndpointClass = EndpointClass::$class;
+            const SCOPE: Scope = Scope::$scope;
+        }
+    )*};
+}
+
+access! {
+    /// Asking questions: `/v1/query`, chat completions, responses, embeddings, models.
+    Asks = Service, Query;
+    /// Uploading documents.
+    Ingests = Service, Ingest;
+    /// Reading the tenant's documents and usage.
+    ReadsService = Service, Read;
+    /// Managing the tenant's documents, keys and configuration while it is served.
+    AdministersService = Service, Admin;
+    /// Reading the account (invoices) in any state that can pay.
+    ReadsAccount = Account, Read;
+    /// Managing the account (export, erasure, plan, cancellation, integrations) in any state that can pay.
+    AdministersAccount = Account, Admin;
+    /// Reading who the tenant is, in any state.
+    ReadsTenant = TenantInfo, Read;
+}
+
+/// The tenant a request authenticated as, admitted for `A`'s class and scope (else the request's 401, 402,
+/// 403 or 429, before its body is read). The response layer `tenant_response` writes the quota headers of
+/// this tenant on whatever the handler answers.
+pub struct Tenant<A: Access> {
+    pub ctx: TenantContext,
+    access: PhantomData<A>,
+}
+
+impl<A: Access> FromRequestParts<Services> for Tenant<A> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &Services) -> Result<Self, ApiError> {
+        let request_id = parts.extensions.get::<RequestId>().cloned().unwrap_or_else(RequestId::generate);
+        let ctx = s.identify(bearer(&parts.headers), request_id).await?;
+        // Refusals by state, scope or rate limit go to an identified tenant: they carry the quota headers too.
+        if let Some(slot) = parts.extensions.get::<TenantSlot>() {
+            let _ = slot.0.set(ctx.clone());
+        }
+        s.admit(&ctx, A::CLASS, A::SCOPE).await?;
+        Ok(Self { ctx, access: PhantomData })
     }
 }
 
-impl<T, S> FromRequest<S> for AuthedJson<T>
-where
-    axum::Json<T>: FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
-    S: Send + Sync,
-{
-    type Rejection = std::convert::Infallible;
+/// The operator, authenticated by `server.operator_token` (else 401 before the body is read).
+pub struct Operator;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(Json::<T>::from_request(req, state).await.map(|Json(value)| value)))
+impl FromRequestParts<Services> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &Services) -> Result<Self, ApiError> {
+        s.authenticate_operator(bearer(&parts.headers))?;
+        Ok(Self)
     }
 }
 
-tokio::task_local! {
-    /// The tenant the request authenticated as, set by `api::tenant` inside `tenant_response`'s scope.
-    static AUTHENTICATED: std::cell::RefCell<Option<TenantContext>>;
+/// Where the `Tenant` extractor leaves the identified tenant for `tenant_response`: set once per request, in
+/// the request's extensions, so it reaches the layer from whichever task runs the handler.
+#[derive(Clone, Default)]
+struct TenantSlot(Arc<OnceLock<TenantContext>>);
+
+/// What every response to an identified tenant carries, whichever handler or error made it: the `X-Quota-*`
+/// headers of API.md, and the tenant for the metrics layer's exemplars (`metrics`).
+pub async fn tenant_response(State(s): State<Services>, mut req: Request, next: Next) -> Response {
+    let slot = TenantSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let response = next.run(req).await;
+    with_tenant_headers(&s, &slot, response).await
 }
 
-/// Remembers `ctx` as the request's tenant for `tenant_response` (a no-op outside its scope).
-pub(crate) fn authenticated(ctx: &TenantContext) {
-    let _ = AUTHENTICATED.try_with(|slot| *slot.borrow_mut() = Some(ctx.clone()));
+/// A response answered to the request that carries `req`'s slot, finished as `tenant_response` finishes it:
+/// for the idempotency layer, which keeps the response for replays before the outer layer sees it.
+pub(crate) async fn respond_as_tenant(s: &Services, req: Request, next: Next) -> Response {
+    let slot = req.extensions().get::<TenantSlot>().cloned().unwrap_or_default();
+    let response = next.run(req).await;
+    with_tenant_headers(s, &slot, response).await
 }
 
-/// What every response to an authenticated tenant request carries, whichever handler or error made it: the
-/// `X-Quota-*` headers of API.md (if the handler did not set them already: errors, deletions, downloads),
-/// and the tenant for the metrics layer's exemplars (`metrics`).
-pub async fn tenant_response(State(s): State<Services>, req: Request, next: Next) -> Response {
-    respond_as_tenant(&s, next.run(req)).await
-}
+/// On a response whose handler changed the tenant's plan: the tenant as it is now, whose quota the headers
+/// report, instead of the tenant the request authenticated as.
+#[derive(Clone)]
+pub struct AsTenant(pub TenantContext);
 
-/// `response` (a handler's run) finished as `tenant_response` finishes it; for a handler run in a task of its
-/// own (`idempotency`), where the outer layer's task-local cannot reach.
-pub(crate) async fn respond_as_tenant(s: &Services, response: impl std::future::Future<Output = Response>) -> Response {
-    let (mut response, ctx) = AUTHENTICATED
-        .scope(std::cell::RefCell::new(None), async move {
-            let response = response.await;
-            (response, AUTHENTICATED.with(|slot| slot.borrow_mut().take()))
-        })
-        .await;
-    let Some(ctx) = ctx else { return response };
+async fn with_tenant_headers(s: &Services, slot: &TenantSlot, mut response: Response) -> Response {
+    let ctx = match response.extensions_mut().remove::<AsTenant>() {
+        Some(AsTenant(changed)) => changed,
+        None => match slot.0.get() {
+            Some(ctx) => ctx.clone(),
+            None => return response,
+        },
+    };
     response.extensions_mut().insert(AuthenticatedTenant(ctx.tenant_id.as_str().to_owned()));
     if !response.headers().contains_key(QUOTA_QUERIES_REMAINING) {
         if let Err(e) = quota_headers(s, &ctx, response.headers_mut()).await {
@@ -109,7 +169,7 @@ pub(crate) async fn respond_as_tenant(s: &Services, response: impl std::future::
 }
 
 /// Writes API.md's `X-Quota-*` headers: what the tenant has left this period.
-pub(crate) async fn quota_headers(
+async fn quota_headers(
     s: &Services,
     ctx: &TenantContext,
     headers: &mut HeaderMap,

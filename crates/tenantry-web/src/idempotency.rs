@@ -136,7 +136,7 @@ async fn run_to_completion(services: Services, keyed: KeyedRequest, next: Next, 
     let (head_tx, head_rx) = tokio::sync::oneshot::channel();
     let (body_tx, body_rx) = tokio::sync::mpsc::channel::<Result<Bytes, axum::Error>>(16);
     let task = async move {
-        let response = crate::extract::respond_as_tenant(&services, next.run(req)).await;
+        let response = crate::extract::respond_as_tenant(&services, req, next).await;
         let (parts, body) = response.into_parts();
         let keep = worth_keeping(parts.status);
         let kept_headers = keep.then(|| kept_headers(&parts.headers));

@@ -3,20 +3,15 @@
 //! part of the tenant's config (`PATCH /v1/tenant/config`).
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::Extension;
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use tenantry_domain::lifecycle::EndpointClass;
-use tenantry_domain::RequestId;
 use tenantry_service::alerts::{AlertsView, Threshold};
-use tenantry_service::gateway::Scope;
 use tenantry_service::prepaid::{CreditBalance, CreditGrant};
 use tenantry_service::webhooks::{CreatedWebhook, DeliveryView, WebhookView};
 use tenantry_service::Services;
 use utoipa::ToSchema;
 
-use crate::api::tenant;
-use crate::extract::{bearer, AuthedJson};
+use crate::extract::{AdministersAccount, Json, Operator, Tenant};
 use crate::problem::{ApiError, Problem};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -104,12 +99,9 @@ pub struct AlertsBody {
     ))]
 pub async fn create_webhook(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
-    body: AuthedJson<NewWebhookBody>,
+    Tenant { ctx, .. }: Tenant<AdministersAccount>,
+    Json(body): Json<NewWebhookBody>,
 ) -> ApiResult<(StatusCode, axum::Json<CreatedWebhook>)> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
-    let body = body.value()?;
     Ok((StatusCode::CREATED, axum::Json(s.create_webhook(&ctx, &body.url, &body.events).await?)))
 }
 
@@ -118,10 +110,8 @@ pub async fn create_webhook(
     responses((status = 200, body = WebhookList)))]
 pub async fn list_webhooks(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Tenant { ctx, .. }: Tenant<AdministersAccount>,
 ) -> ApiResult<axum::Json<WebhookList>> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
     Ok(axum::Json(WebhookList { webhooks: s.webhooks(&ctx.tenant_id).await? }))
 }
 
@@ -131,11 +121,9 @@ pub async fn list_webhooks(
     responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn delete_webhook(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Tenant { ctx, .. }: Tenant<AdministersAccount>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
     s.delete_webhook(&ctx, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -146,11 +134,9 @@ pub async fn delete_webhook(
     responses((status = 200, body = DeliveryList), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn list_deliveries(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Tenant { ctx, .. }: Tenant<AdministersAccount>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<DeliveryList>> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
     Ok(axum::Json(DeliveryList { deliveries: s.webhook_deliveries(&ctx.tenant_id, &id).await? }))
 }
 
@@ -161,11 +147,9 @@ pub async fn list_deliveries(
     responses((status = 202), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn resend_delivery(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Tenant { ctx, .. }: Tenant<AdministersAccount>,
     Path((id, delivery_id)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
     s.resend_delivery(&ctx, &id, &delivery_id).await?;
     Ok(StatusCode::ACCEPTED)
 }
@@ -176,10 +160,8 @@ pub async fn resend_delivery(
     responses((status = 200, body = AlertsView)))]
 pub async fn get_alerts(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Tenant { ctx, .. }: Tenant<AdministersAccount>,
 ) -> ApiResult<axum::Json<AlertsView>> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
     Ok(axum::Json(s.alerts(&ctx).await?))
 }
 
@@ -190,12 +172,9 @@ pub async fn get_alerts(
     responses((status = 200, body = AlertsView), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn put_alerts(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
-    body: AuthedJson<AlertsBody>,
+    Tenant { ctx, .. }: Tenant<AdministersAccount>,
+    Json(body): Json<AlertsBody>,
 ) -> ApiResult<axum::Json<AlertsView>> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
-    let body = body.value()?;
     // A percent past `u32` is out of range: 0 makes the service refuse it with the range it accepts.
     let percent = |p: i64| u32::try_from(p).unwrap_or(0);
     let thresholds =
@@ -223,10 +202,8 @@ pub struct CreditGrantBody {
     responses((status = 200, body = CreditBalance)))]
 pub async fn get_credits(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    Tenant { ctx, .. }: Tenant<AdministersAccount>,
 ) -> ApiResult<axum::Json<CreditBalance>> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Account, Scope::Admin).await?;
     Ok(axum::Json(s.credit_balance(&ctx.tenant_id).await?))
 }
 
@@ -241,12 +218,10 @@ pub async fn get_credits(
     ))]
 pub async fn grant_credit(
     State(s): State<Services>,
-    headers: HeaderMap,
+    _: Operator,
     Path(id): Path<String>,
-    body: AuthedJson<CreditGrantBody>,
+    Json(body): Json<CreditGrantBody>,
 ) -> ApiResult<(StatusCode, axum::Json<CreditGrant>)> {
-    s.authenticate_operator(bearer(&headers))?;
-    let body = body.value()?;
     let grant = s.grant_credit(&id, body.amount_cents, &body.reason, body.expires_at.as_deref()).await?;
     Ok((StatusCode::CREATED, axum::Json(grant)))
 }

@@ -28,7 +28,7 @@ use crate::problem::ApiError;
 #[derive(Clone, Copy, Debug)]
 pub struct ProblemCode(pub &'static str);
 
-/// The tenant a request authenticated as, left in the response's extensions (`api::tenant`).
+/// The tenant a request authenticated as, left in the response's extensions (`extract::tenant_response`).
 #[derive(Clone, Debug)]
 pub struct AuthenticatedTenant(pub String);
 

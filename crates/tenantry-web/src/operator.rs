@@ -9,7 +9,7 @@ use tenantry_service::stripe::WebhookReceipt;
 use tenantry_service::Services;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::extract::{bearer, AuthedJson};
+use crate::extract::{Json, Operator};
 use crate::problem::{ApiError, Problem};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -18,8 +18,7 @@ type ApiResult<T> = Result<T, ApiError>;
 /// in dunning and the health of the job queue, the notification outbox and Stripe's webhooks.
 #[utoipa::path(get, path = "/admin/overview", tag = "operator", security(("operator" = [])),
     responses((status = 200, body = Overview), (status = 401, body = Problem, content_type = "application/problem+json")))]
-pub async fn overview(State(s): State<Services>, headers: HeaderMap) -> ApiResult<axum::Json<Overview>> {
-    s.authenticate_operator(bearer(&headers))?;
+pub async fn overview(State(s): State<Services>, _: Operator) -> ApiResult<axum::Json<Overview>> {
     Ok(axum::Json(s.admin_overview().await?))
 }
 
@@ -43,11 +42,9 @@ pub struct AdvanceBody {
     ))]
 pub async fn advance_clock(
     State(s): State<Services>,
-    headers: HeaderMap,
-    body: AuthedJson<AdvanceBody>,
+    _: Operator,
+    Json(body): Json<AdvanceBody>,
 ) -> ApiResult<axum::Json<ClockView>> {
-    s.authenticate_operator(bearer(&headers))?;
-    let body = body.value()?;
     Ok(axum::Json(s.advance_clock(body.seconds).await?))
 }
 
@@ -72,10 +69,9 @@ pub struct JobList {
     responses((status = 200, body = JobList), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn list_jobs(
     State(s): State<Services>,
-    headers: HeaderMap,
+    _: Operator,
     filter: Result<Query<JobFilter>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<axum::Json<JobList>> {
-    s.authenticate_operator(bearer(&headers))?;
     let Query(f) = filter?;
     Ok(axum::Json(JobList { jobs: s.admin_jobs(f.state.as_deref(), f.tenant_id.as_deref()).await? }))
 }
@@ -86,10 +82,9 @@ pub async fn list_jobs(
     responses((status = 200, body = JobView), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn requeue_job(
     State(s): State<Services>,
-    headers: HeaderMap,
+    _: Operator,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<JobView>> {
-    s.authenticate_operator(bearer(&headers))?;
     Ok(axum::Json(s.requeue_job(&id).await?))
 }
 

@@ -7,24 +7,20 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tenantry_domain::lifecycle::EndpointClass;
-use tenantry_domain::RequestId;
-use tenantry_service::gateway::Scope;
 use tenantry_service::query::{Citation, FinishReason, QueryEvent, QueryResult};
 use tenantry_service::Services;
 use utoipa::ToSchema;
 
-use crate::api::{tenant, with_quota_headers};
 use crate::chat::{
     check_model, parse_body, query_request, ChatCompletionRequest, ChatMessage, OpenAiError, OpenAiErrorBody,
 };
+use crate::extract::{Asks, Tenant};
+use crate::problem::ApiError;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ResponseRequest {
@@ -77,11 +73,10 @@ pub struct ResponseRequest {
     ))]
 pub async fn create_response(
     State(s): State<Services>,
-    Extension(rid): Extension<RequestId>,
-    headers: HeaderMap,
+    auth: Result<Tenant<Asks>, ApiError>,
     body: Bytes,
 ) -> Result<Response, OpenAiError> {
-    let ctx = tenant(&s, &headers, rid, EndpointClass::Service, Scope::Query).await?;
+    let Tenant { ctx, .. } = auth?;
     let request: ResponseRequest = parse_body(&body, "response request")?;
     check_model(&s, request.model.as_deref(), ("This tenant's model", &ctx.model.name))?;
     if request.previous_response_id.is_some() {
@@ -98,11 +93,11 @@ pub async fn create_response(
     };
     if !request.stream {
         let result = s.query(&ctx, &query).await?;
-        return Ok(with_quota_headers(&s, &ctx, axum::Json(shape.response(Some(&result))).into_response()).await?);
+        return Ok(axum::Json(shape.response(Some(&result))).into_response());
     }
     let events = s.query_stream(&ctx, &query).await?;
     let stream = shape.events(events).map(Ok::<_, std::convert::Infallible>);
-    Ok(with_quota_headers(&s, &ctx, Sse::new(stream).keep_alive(KeepAlive::default()).into_response()).await?)
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 
 /// The request in chat's shapes, so that one set of checks serves both APIs: instructions and input items as
