@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The project's test command (README): every crate's unit, property and integration tests, the official
-# OpenAI Python SDK, OpenAI's Agents SDK, the official Node SDK and four client libraries (LangChain,
+# The project's test command (README): the docs' staleness check, every crate's unit, property and
+# integration tests, the official OpenAI Python SDK, OpenAI's Agents SDK, the official Node SDK and four client libraries (LangChain,
 # llama-index, instructor, pydantic-ai) against the built binary, the web pages in headless chromium, the OpenAPI document
 # validated and property-tested with schemathesis, then the outside contract smoke test when ../shared is
 # present.
@@ -11,6 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo fmt --all -- --check
+# The maps (ARCHITECTURE, OPERATIONS, BENCHMARKS, README) name only files that exist.
+python3 scripts/check_docs.py
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo test --workspace
 
