@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command (README): the docs' staleness check, every crate's unit, property and
-# integration tests, the official OpenAI Python SDK, OpenAI's Agents SDK, the official Node SDK and four client libraries (LangChain,
-# llama-index, instructor, pydantic-ai) against the built binary, the web pages in headless chromium, the OpenAPI document
-# validated and property-tested with schemathesis, then the outside contract smoke test when ../shared is
-# present.
+# integration tests, the official OpenAI Python SDK, OpenAI's Agents SDK, the official Node SDK and four client
+# libraries (LangChain, llama-index, instructor, pydantic-ai) against the built binary, the web pages in
+# headless chromium, the OpenAPI document validated and property-tested with schemathesis, the monitoring
+# rules and dashboard in ops/, then the outside contract smoke test when ../shared is present.
 #
 # PostgreSQL: set TENANTRY_TEST_POSTGRES_URL (e.g. postgres://postgres@127.0.0.1:5432/postgres) to run the
 # store conformance suite and the HTTP story against PostgreSQL as well as SQLite. .ci/run sets it.
@@ -50,6 +50,10 @@ target/browser-venv/bin/python tests/browser/dashboards.py target/debug/tenantry
 # schemathesis: 45 s per pass here (four passes); TENANTRY_SCHEMA_SECONDS=600 for a longer local run.
 venv_for target/schema-venv tests/schema/requirements.txt
 target/schema-venv/bin/python tests/schema/api_schema.py target/debug/tenantry
+
+# The alerting rules (promtool's unit tests), the dashboard's queries, and every metric they name exposed by a
+# running service (promtool from Debian's prometheus package; .ci/run installs it).
+python3 ops/check.py target/debug/tenantry
 
 smoke=../shared/checks/contract_smoke.py
 if [ -f "$smoke" ]; then

@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tenantry_domain::{DocumentId, ErrorCode, JobId, TenantId, Timestamp};
-use tenantry_store::{JobRow, JobState, NewJob};
+pub use tenantry_store::JobState;
+use tenantry_store::{JobRow, NewJob};
 use tracing::Instrument;
 
 use crate::audit::Actor;

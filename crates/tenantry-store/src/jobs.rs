@@ -20,6 +20,8 @@ pub enum JobState {
 }
 
 impl JobState {
+    pub const ALL: [Self; 4] = [Self::Queued, Self::Running, Self::Done, Self::Parked];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Queued => "queued",
@@ -30,7 +32,7 @@ impl JobState {
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        [Self::Queued, Self::Running, Self::Done, Self::Parked].into_iter().find(|s| s.as_str() == raw)
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
     }
 }
 

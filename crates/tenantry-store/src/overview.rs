@@ -1,7 +1,9 @@
 //! Counts for the operator's overview: tenants by state, activation milestones reached, invoices by status,
-//! jobs by state, the notification outbox, Stripe's webhook events and outbound webhook deliveries. Aggregates only; no tenant data.
+//! jobs by state, the notification outbox, Stripe's webhook events, outbound webhook deliveries and the
+//! analytics outbox. Aggregates only; no tenant data.
 
 use sqlx::Row;
+use tenantry_domain::Timestamp;
 
 use crate::{Result, Store};
 
@@ -21,6 +23,9 @@ pub struct OverviewCounts {
     pub stripe_events_unprocessed: i64,
     /// Webhook deliveries by state (`pending`, `delivered`, `failed`).
     pub webhook_deliveries_by_state: Vec<(String, i64)>,
+    /// Ledger events waiting to be shipped to the analytics store, and when the oldest was settled.
+    pub analytics_outbox_events: i64,
+    pub analytics_outbox_oldest: Option<Timestamp>,
 }
 
 impl Store {
@@ -60,6 +65,9 @@ impl Store {
         .await?;
         let webhook_deliveries_by_state =
             pairs("SELECT state AS k, COUNT(*) AS n FROM webhook_deliveries GROUP BY state ORDER BY state").await?;
+        let analytics = sqlx::query("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM analytics_outbox")
+            .fetch_one(&self.read)
+            .await?;
         Ok(OverviewCounts {
             tenants_by_state,
             milestones,
@@ -70,6 +78,8 @@ impl Store {
             stripe_events_received: stripe.try_get("received")?,
             stripe_events_unprocessed: stripe.try_get("unprocessed")?,
             webhook_deliveries_by_state,
+            analytics_outbox_events: analytics.try_get("n")?,
+            analytics_outbox_oldest: analytics.try_get::<Option<i64>, _>("oldest")?.map(Timestamp),
         })
     }
 }

@@ -19,7 +19,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::Registry;
+use tenantry_domain::invoice::InvoiceStatus;
+use tenantry_domain::lifecycle::TenantState;
 use tenantry_domain::RequestId;
+use tenantry_service::jobs::JobState;
 use tenantry_service::Services;
 
 use crate::problem::ApiError;
@@ -93,6 +96,9 @@ pub struct Metrics {
     webhook_attempts: Family<OutcomeLabel, Counter>,
     /// Tenants this node has still to warm since it started (`index_sync`).
     indexes_warming: Gauge,
+    /// Ledger events not yet shipped to ClickHouse, and the age of the oldest (the analytics lag).
+    analytics_outbox_events: Gauge,
+    analytics_outbox_oldest_age: Gauge,
     /// The store could not be read at the last scrape (the gauges above keep their previous values).
     scrape_errors: Counter,
 }
@@ -147,6 +153,19 @@ impl Default for Metrics {
             "Tenants whose search indexes this node has still to catch up since it started",
             indexes_warming.clone(),
         );
+        let analytics_outbox_events = Gauge::default();
+        registry.register(
+            "analytics_outbox_events",
+            "Ledger events settled but not yet shipped to the analytics store",
+            analytics_outbox_events.clone(),
+        );
+        let analytics_outbox_oldest_age = Gauge::default();
+        registry.register_with_unit(
+            "analytics_outbox_oldest_age",
+            "Age of the oldest ledger event waiting for the analytics store (0 when none waits)",
+            prometheus_client::registry::Unit::Seconds,
+            analytics_outbox_oldest_age.clone(),
+        );
         let scrape_errors = Counter::default();
         registry.register("metrics_scrape_errors", "Scrapes whose store read failed", scrape_errors.clone());
         Self {
@@ -162,6 +181,8 @@ impl Default for Metrics {
             webhook_deliveries,
             webhook_attempts,
             indexes_warming,
+            analytics_outbox_events,
+            analytics_outbox_oldest_age,
             scrape_errors,
         }
     }
@@ -203,22 +224,43 @@ impl Metrics {
                 return;
             }
         };
-        // A key whose rows are gone (every job of a state finished) reads as absent, not as its last count.
-        fn set<L: Clone + std::hash::Hash + Eq>(family: &Family<L, Gauge>, rows: impl Iterator<Item = (L, i64)>) {
+        // Every known state has a series, zero when no row has it, so a dashboard's lines and an alert's
+        // expression exist from the first scrape; a state the code does not know yet still shows when counted.
+        fn set<L: Clone + std::hash::Hash + Eq>(
+            family: &Family<L, Gauge>,
+            known: impl Iterator<Item = L>,
+            rows: impl Iterator<Item = (L, i64)>,
+        ) {
             family.clear();
+            for label in known {
+                family.get_or_create(&label).set(0);
+            }
             for (label, n) in rows {
                 family.get_or_create(&label).set(n);
             }
         }
         let state = |(k, n): &(String, i64)| (StateLabel { state: k.clone() }, *n);
-        set(&self.tenants, counts.tenants_by_state.iter().map(state));
-        set(&self.jobs, counts.jobs_by_state.iter().map(state));
+        let states = |names: &[&str]| names.iter().map(|n| StateLabel { state: (*n).to_owned() }).collect::<Vec<_>>();
+        let tenant_states: Vec<&str> = TenantState::ALL.iter().map(|s| s.as_str()).collect();
+        let job_states: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+        set(&self.tenants, states(&tenant_states).into_iter(), counts.tenants_by_state.iter().map(state));
+        set(&self.jobs, states(&job_states).into_iter(), counts.jobs_by_state.iter().map(state));
+        let statuses = || InvoiceStatus::ALL.iter().map(|s| StatusLabel { status: s.as_str().to_owned() });
         let by_status = counts.invoices_by_status.iter();
-        set(&self.invoices, by_status.clone().map(|(s, n, _)| (StatusLabel { status: s.clone() }, *n)));
-        set(&self.invoice_cents, by_status.map(|(s, _, cents)| (StatusLabel { status: s.clone() }, *cents)));
+        set(&self.invoices, statuses(), by_status.clone().map(|(s, n, _)| (StatusLabel { status: s.clone() }, *n)));
+        set(
+            &self.invoice_cents,
+            statuses(),
+            by_status.map(|(s, _, cents)| (StatusLabel { status: s.clone() }, *cents)),
+        );
         self.notifications_undelivered.set(counts.notifications_undelivered);
         self.stripe_events_unprocessed.set(counts.stripe_events_unprocessed);
-        set(&self.webhook_deliveries, counts.webhook_deliveries_by_state.iter().map(state));
+        let deliveries = counts.webhook_deliveries_by_state.iter().map(state);
+        set(&self.webhook_deliveries, states(&["pending", "delivered", "failed"]).into_iter(), deliveries);
+        self.analytics_outbox_events.set(counts.analytics_outbox_events);
+        let now = services.clock().now();
+        let age_ms = counts.analytics_outbox_oldest.map_or(0, |oldest| (now.0 - oldest.0).max(0));
+        self.analytics_outbox_oldest_age.set(age_ms / 1000);
     }
 
     fn encode(&self) -> Result<String, std::fmt::Error> {
