@@ -24,6 +24,7 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     pub webhooks: WebhooksConfig,
     pub limits: LimitsConfig,
+    pub telemetry: TelemetryConfig,
     pub models: Vec<ModelConfig>,
     pub plans: Vec<PlanConfig>,
 }
@@ -348,6 +349,23 @@ impl Default for NotificationsConfig {
 pub struct WebhooksConfig {
     /// Deliveries may reach loopback and private networks (never link-local or metadata addresses).
     pub allow_private_addresses: bool,
+}
+
+/// Traces exported over OTLP (docs/OPERATIONS.md, "Tracing").
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// An OTLP/HTTP collector's base URL (`http://collector:4318`); traces go to its `/v1/traces`. Unset: env
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, else no export.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the exported spans.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { otlp_endpoint: None, service_name: "tenantry".into() }
+    }
 }
 
 /// How long records are kept, enforced by the daily `retention_sweep` job. 0 keeps them forever.

@@ -8,6 +8,7 @@ use tenantry_llm::{
     ChunkStream, ContextLengthExceeded, Conversation, LlmError, Options, Passage, Prompt, Providers, TokenUsage,
 };
 pub use tenantry_search::Hit;
+use tracing::Instrument;
 
 pub mod agentic;
 mod hybrid;
@@ -240,7 +241,7 @@ pub async fn standalone_question(
     let Some(prompt) = Prompt::standalone(&ctx.model, conversation) else {
         return by_rule();
     };
-    match providers.generate(&ctx.model, &prompt).await {
+    match providers.generate(&ctx.model, &prompt).instrument(model_span(ctx)).await {
         Ok(generation) => match restated(&generation.text, &conversation.question) {
             Some(question) => Standalone { question, usage: generation.usage },
             None => Standalone { usage: generation.usage, ..by_rule() },
@@ -263,9 +264,20 @@ fn restated(text: &str, question: &str) -> Option<String> {
     (!line.is_empty() && line.chars().count() <= longest).then(|| line.to_owned())
 }
 
+/// The span of one call to the tenant's model: its tenant, request, model and provider.
+pub fn model_span(ctx: &TenantContext) -> tracing::Span {
+    tracing::info_span!(
+        "model",
+        tenant_id = %ctx.tenant_id,
+        request_id = %ctx.request_id,
+        model = %ctx.model.name,
+        provider = ?ctx.model.provider
+    )
+}
+
 /// Generates with the context's model and cites what the answer used.
 pub async fn generate(ctx: &TenantContext, providers: &Providers, prepared: Prepared) -> Result<Answer, RagError> {
-    let generation = providers.generate(&ctx.model, &prepared.prompt).await?;
+    let generation = providers.generate(&ctx.model, &prepared.prompt).instrument(model_span(ctx)).await?;
     let citations = prepared.cite(&generation.text);
     Ok(Answer {
         text: generation.text,
@@ -282,7 +294,7 @@ pub async fn generate_stream(
     providers: &Providers,
     prepared: &Prepared,
 ) -> Result<ChunkStream, RagError> {
-    Ok(providers.stream(&ctx.model, &prepared.prompt).await?)
+    Ok(providers.stream(&ctx.model, &prepared.prompt).instrument(model_span(ctx)).await?)
 }
 
 /// `prepare` then `generate`.

@@ -100,7 +100,8 @@ pub type QueryStream = BoxStream<'static, QueryEvent>;
 impl Services {
     pub async fn query(&self, ctx: &TenantContext, request: &QueryRequest) -> ServiceResult<QueryResult> {
         let (begun, reservation) = self.begin_query(ctx, request).await?;
-        match self.providers().generate(&ctx.model, &begun.prepared.prompt).await {
+        let call = self.providers().generate(&ctx.model, &begun.prepared.prompt);
+        match call.instrument(tenantry_rag::model_span(ctx)).await {
             Ok(generation) => self.finish_query(ctx, reservation, &begun, generation).await,
             Err(e) => {
                 self.abandon_query(ctx, reservation, &begun).await;

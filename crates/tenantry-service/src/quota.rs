@@ -7,6 +7,7 @@ use tenantry_billing::rating::{overage_lines, MeteredUsage, Pricing};
 use tenantry_domain::quota::Meter;
 use tenantry_domain::{ErrorCode, TenantContext, Timestamp};
 use tenantry_store::{Amounts, Exceeded, NewReservation, QuotaMeter, Settlement, SpendCap, Store, UsageEvent};
+use tracing::Instrument;
 use utoipa::ToSchema;
 
 use crate::{ServiceError, ServiceResult, Services};
@@ -151,6 +152,7 @@ fn limits(ctx: &TenantContext) -> Amounts {
 
 impl Services {
     /// Reserves `amounts` for this request, or answers 429 `quota_exceeded` having changed nothing.
+    #[tracing::instrument(name = "quota.reserve", skip_all, fields(tenant_id = %ctx.tenant_id, request_id = %ctx.request_id))]
     pub async fn reserve(&self, ctx: &TenantContext, amounts: Amounts) -> ServiceResult<Reservation> {
         let now = self.clock().now();
         let ttl = i64::try_from(self.config().gateway.reservation_ttl_secs).unwrap_or(i64::MAX);
@@ -183,6 +185,7 @@ impl Services {
     }
 
     /// Closes the reservation with the actual usage and the ledger events, in one transaction.
+    #[tracing::instrument(name = "quota.settle", skip_all, fields(tenant_id = %ctx.tenant_id, request_id = %ctx.request_id))]
     pub async fn settle(
         &self,
         ctx: &TenantContext,
@@ -191,7 +194,13 @@ impl Services {
         events: &[UsageEvent],
     ) -> ServiceResult<()> {
         let settlement = self.settlement_for(ctx, reservation.as_ref(), actual);
-        self.store().settle(&settlement, events).await?;
+        let ledger = tracing::info_span!(
+            "ledger.write",
+            tenant_id = %ctx.tenant_id,
+            request_id = %ctx.request_id,
+            events = events.len()
+        );
+        self.store().settle(&settlement, events).instrument(ledger).await?;
         if let Some(r) = reservation {
             r.done();
         }

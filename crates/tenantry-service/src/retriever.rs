@@ -26,7 +26,7 @@ pub(crate) struct TenantRetriever<'a> {
     synced: std::sync::atomic::AtomicBool,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Kind {
     Lexical,
     Expanded,
@@ -43,6 +43,9 @@ impl<'a> TenantRetriever<'a> {
         self.embedding_tokens.load(Ordering::Relaxed)
     }
 
+    #[tracing::instrument(name = "retrieval", skip_all, fields(
+        tenant_id = %ctx.tenant_id, request_id = %ctx.request_id, list = ?kind, top_k
+    ))]
     async fn run(&self, kind: Kind, ctx: &TenantContext, query: &str, top_k: usize) -> Result<Vec<Hit>, RagError> {
         // Documents committed through any node before this question are in the namespace before it searches.
         if !self.synced.swap(true, Ordering::Relaxed) {

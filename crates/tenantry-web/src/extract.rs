@@ -102,13 +102,26 @@ impl<A: Access> FromRequestParts<Services> for Tenant<A> {
 
     async fn from_request_parts(parts: &mut Parts, s: &Services) -> Result<Self, ApiError> {
         let request_id = parts.extensions.get::<RequestId>().cloned().unwrap_or_else(RequestId::generate);
-        let ctx = s.identify(bearer(&parts.headers), request_id).await?;
-        // Refusals by state, scope or rate limit go to an identified tenant: they carry the quota headers too.
-        if let Some(slot) = parts.extensions.get::<TenantSlot>() {
-            let _ = slot.0.set(ctx.clone());
+        // The request's span (`request_context`) carries the tenant too, for every log line that follows.
+        let request_span = tracing::Span::current();
+        let span = tracing::info_span!(
+            "authenticate",
+            request_id = %request_id,
+            tenant_id = tracing::field::Empty,
+            scope = ?A::SCOPE,
+        );
+        async {
+            let ctx = s.identify(bearer(&parts.headers), request_id).await?;
+            request_span.record("tenant_id", tracing::field::display(&ctx.tenant_id));
+            // Refusals by state, scope or rate limit go to an identified tenant: they carry the quota headers.
+            if let Some(slot) = parts.extensions.get::<TenantSlot>() {
+                let _ = slot.0.set(ctx.clone());
+            }
+            s.admit(&ctx, A::CLASS, A::SCOPE).await?;
+            Ok(Self { ctx, access: PhantomData })
         }
-        s.admit(&ctx, A::CLASS, A::SCOPE).await?;
-        Ok(Self { ctx, access: PhantomData })
+        .instrument(span)
+        .await
     }
 }
 

@@ -10,6 +10,7 @@ mod bench_webhooks;
 mod demo;
 mod eval;
 mod eval_passages;
+mod telemetry;
 
 use std::path::PathBuf;
 
@@ -17,7 +18,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tenantry_domain::Config;
 use tenantry_web::Application;
-use tracing_subscriber::EnvFilter;
 
 /// mimalloc rather than glibc's allocator: the request path allocates many small, short-lived objects across
 /// threads, where glibc's arenas spent over a tenth of the gateway's CPU (`perf`, BENCHMARKS.md).
@@ -261,22 +261,6 @@ fn where_to_look(addr: std::net::SocketAddr, data_dir: &std::path::Path) -> Stri
     )
 }
 
-/// Human-readable lines on stderr, coloured only on a terminal (a log file or a pipe gets no escape codes);
-/// `TENANTRY_LOG_FORMAT=json` for one JSON object per line. `RUST_LOG` overrides `default_filter`.
-fn init_logging(default_filter: &str) {
-    use std::io::IsTerminal;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    if std::env::var("TENANTRY_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().with_current_span(true).with_span_list(false).init();
-    } else {
-        builder.compact().init();
-    }
-}
-
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -332,8 +316,8 @@ async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            init_logging("info,sqlx=warn,tantivy=warn,tower_http=warn");
             let config = load_config(&args)?;
+            let _telemetry = telemetry::init("info,sqlx=warn,tantivy=warn,tower_http=warn", Some(&config.telemetry))?;
             let data_dir = config.server.data_dir.clone();
             let app = Application::build(config).await?;
             tracing::info!(addr = %app.local_addr(), "tenantry serving");
@@ -341,9 +325,9 @@ async fn run() -> anyhow::Result<()> {
             app.run_until_stopped(shutdown_signal()).await?;
         }
         Command::Demo { serve, exit } => {
-            // The demo's results are its printed lines; only warnings and errors are logged beside them.
-            init_logging("warn,sqlx=warn,tantivy=warn");
             let mut config = load_config(&serve)?;
+            // The demo's results are its printed lines; only warnings and errors are logged beside them.
+            let _telemetry = telemetry::init("warn,sqlx=warn,tantivy=warn", Some(&config.telemetry))?;
             if serve.data_dir.is_none() && serve.config.is_none() {
                 config.server.data_dir = PathBuf::from("./tenantry-demo-data");
             }
