@@ -9,15 +9,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_ARCHITECTURE_LINES = 320
-DOCS = ["docs/ARCHITECTURE.md", "docs/OPERATIONS.md", "BENCHMARKS.md", "README.md"]
+DOCS = ["docs/ARCHITECTURE.md", "docs/OPERATIONS.md", "docs/INTEGRATION.md", "BENCHMARKS.md", "README.md"]
 PATH = re.compile(r"`([A-Za-z0-9_.\-/]+\.(?:rs|md|toml|sql|py|sh|jsonl|mjs))`")
-# docs/ARCHITECTURE.md's short forms (its opening paragraph): `service/x.rs` is tenantry-service/src/x.rs, ...
+# The short forms of docs/ARCHITECTURE.md and docs/INTEGRATION.md (their opening paragraphs): `service/x.rs` is tenantry-service/src/x.rs, ...
 SHORT = {
     "service/": "crates/tenantry-service/src/",
     "store/": "crates/tenantry-store/src/",
     "web/": "crates/tenantry-web/src/",
     "domain/": "crates/tenantry-domain/src/",
     "search/": "crates/tenantry-search/src/",
+    "llm/": "crates/tenantry-llm/src/",
+    "rag/": "crates/tenantry-rag/src/",
+    "ingest/": "crates/tenantry-ingest/src/",
+    "billing/": "crates/tenantry-billing/src/",
     "api/": "crates/tenantry-web/tests/api/",
 }
 
