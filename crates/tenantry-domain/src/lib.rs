@@ -10,6 +10,7 @@ pub mod invoice;
 pub mod lifecycle;
 pub mod money;
 pub mod quota;
+pub mod records;
 pub mod retrieval;
 pub mod testing;
 pub mod tokens;
@@ -25,4 +26,5 @@ pub use ids::{
 pub use invoice::{InvoiceKind, InvoiceStatus};
 pub use lifecycle::TenantState;
 pub use money::{Cents, Micros};
+pub use records::{ErasureStatus, ExportStatus};
 pub use retrieval::RetrievalMode;

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tenantry_domain::lifecycle::LifecycleEvent;
-use tenantry_domain::{ErasureId, ErrorCode, TenantContext, TenantId, Timestamp};
+use tenantry_domain::{ErasureId, ErasureStatus, ErrorCode, TenantContext, TenantId, Timestamp};
 use tenantry_store::{ErasedRows, NewErasure, StoreError};
 use utoipa::ToSchema;
 
@@ -28,7 +28,7 @@ pub struct ErasureView {
     pub erasure_id: String,
     pub tenant_id: String,
     /// `running` until every store is done, then `completed`.
-    pub status: String,
+    pub status: ErasureStatus,
     pub requested_by: String,
     pub requested_at: String,
     pub completed_at: Option<String>,
@@ -87,7 +87,7 @@ impl Services {
     /// and completes the certificate. Idempotent: a completed erasure is left alone.
     pub(crate) async fn finish_erasure(&self, tenant: &TenantId, id: &str) -> ServiceResult<()> {
         let erasure = self.store().erasure(id).await?.ok_or_else(|| ServiceError::not_found("erasure"))?;
-        if erasure.status == "completed" {
+        if erasure.status == ErasureStatus::Completed {
             return Ok(());
         }
         // Until completion the certificate column holds the row counts of the erasing transaction.
@@ -174,7 +174,7 @@ impl Services {
 
     pub async fn erasure_view(&self, raw_id: &str) -> ServiceResult<ErasureView> {
         let e = self.store().erasure(raw_id).await?.ok_or_else(|| ServiceError::not_found("erasure"))?;
-        let certificate = if e.status == "completed" {
+        let certificate = if e.status == ErasureStatus::Completed {
             serde_json::from_str(&e.certificate).unwrap_or(Value::Null)
         } else {
             json!({"status": "the tenant's rows are erased; files and purge pending"})

@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tenantry_domain::ErrorCode;
-use tenantry_domain::{TenantContext, TenantId, Timestamp};
+use tenantry_domain::{ExportStatus, TenantContext, TenantId, Timestamp};
 use tenantry_store::{ExportRow, ExportStart};
 use utoipa::ToSchema;
 
@@ -38,7 +38,7 @@ pub const FORMAT: &str = "tenantry-export/1";
 pub struct ExportStarted {
     pub export_id: String,
     /// `pending` while the archive is built; then `GET /v1/export/{id}` downloads it.
-    pub status: String,
+    pub status: ExportStatus,
     pub expires_at: String,
 }
 
@@ -73,7 +73,7 @@ impl Services {
         let row = ExportRow {
             id: id.clone(),
             tenant_id: ctx.tenant_id.to_string(),
-            status: "pending".into(),
+            status: ExportStatus::Pending,
             created_at: now,
             expires_at,
             bytes: 0,
@@ -104,7 +104,7 @@ impl Services {
     /// export `ready`. Running it again rewrites the same archive.
     pub(crate) async fn build_export(&self, tenant_id: &TenantId, id: &str) -> ServiceResult<()> {
         let Some(row) = self.store().export_by_id(id).await? else { return Ok(()) };
-        if row.status != "pending" {
+        if row.status != ExportStatus::Pending {
             return Ok(());
         }
         let entries = self.collect_export(tenant_id).await?;
@@ -127,7 +127,7 @@ impl Services {
     /// The `ExpireExport` job: the archive is deleted when its time is up.
     pub(crate) async fn expire_export(&self, id: &str) -> ServiceResult<()> {
         let Some(row) = self.store().export_by_id(id).await? else { return Ok(()) };
-        if row.status == "expired" {
+        if row.status == ExportStatus::Expired {
             return Ok(());
         }
         self.store().set_export_expired(id).await?;
@@ -137,10 +137,10 @@ impl Services {
     /// One of the tenant's exports: still being built, or its archive while it has not expired.
     pub async fn export_archive(&self, ctx: &TenantContext, id: &str) -> ServiceResult<ExportDownload> {
         let row = self.store().export(&ctx.tenant_id, id).await?.ok_or_else(|| ServiceError::not_found("export"))?;
-        if row.status == "pending" {
+        if row.status == ExportStatus::Pending {
             return Ok(ExportDownload::Pending(row.into()));
         }
-        if row.status == "expired" || self.clock().now() >= row.expires_at {
+        if row.status == ExportStatus::Expired || self.clock().now() >= row.expires_at {
             return Err(ServiceError::not_found("export (it has expired)"));
         }
         let bytes =

@@ -6,7 +6,7 @@
 
 use sqlx::Row;
 use tenantry_domain::lifecycle::LifecycleEvent;
-use tenantry_domain::{TenantId, TenantState, Timestamp};
+use tenantry_domain::{ErasureStatus, TenantId, TenantState, Timestamp};
 
 use crate::audit::{append_audit_in, NewAuditEntry};
 use crate::jobs::enqueue_in;
@@ -78,7 +78,7 @@ pub struct ErasedRows {
 pub struct ErasureRow {
     pub id: String,
     pub tenant_id: String,
-    pub status: String,
+    pub status: ErasureStatus,
     pub requested_by: String,
     pub requested_at: Timestamp,
     pub completed_at: Option<Timestamp>,
@@ -295,7 +295,10 @@ fn erasure_from_row(r: &sqlx::any::AnyRow) -> Result<ErasureRow> {
     Ok(ErasureRow {
         id: r.try_get("id")?,
         tenant_id: r.try_get("tenant_id")?,
-        status: r.try_get("status")?,
+        status: {
+            let raw: String = r.try_get("status")?;
+            ErasureStatus::parse(&raw).ok_or_else(|| StoreError::Corrupt(format!("erasure status {raw:?}")))?
+        },
         requested_by: r.try_get("requested_by")?,
         requested_at: Timestamp(r.try_get("requested_at")?),
         completed_at: r.try_get::<Option<i64>, _>("completed_at")?.map(Timestamp),

@@ -1,19 +1,19 @@
 //! Export records: which archive belongs to which tenant, until when.
 
 use sqlx::Row;
-use tenantry_domain::{TenantId, Timestamp};
+use tenantry_domain::{ExportStatus, TenantId, Timestamp};
 
 use crate::files::{delete_file_in, write_file_in};
 use crate::jobs::{enqueue_in, NewJob};
 use crate::tenants::lock_tenant_in;
 use crate::webhooks::{emit_in, NewEvent};
-use crate::{Result, Store};
+use crate::{Result, Store, StoreError};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExportRow {
     pub id: String,
     pub tenant_id: String,
-    pub status: String,
+    pub status: ExportStatus,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub bytes: i64,
@@ -71,9 +71,9 @@ impl Store {
     }
 
     /// Sets the export's status (and, when built, its size and digest).
-    pub async fn set_export_status(&self, id: &str, status: &str, bytes: i64, sha256: &str) -> Result<()> {
+    pub async fn set_export_status(&self, id: &str, status: ExportStatus, bytes: i64, sha256: &str) -> Result<()> {
         sqlx::query("UPDATE exports SET status = $1, bytes = $2, sha256 = $3 WHERE id = $4")
-            .bind(status)
+            .bind(status.as_str())
             .bind(bytes)
             .bind(sha256)
             .bind(id)
@@ -147,7 +147,7 @@ async fn insert_export_in(
     sqlx::query(&format!("INSERT INTO exports ({EXPORT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"))
         .bind(&e.id)
         .bind(&e.tenant_id)
-        .bind(&e.status)
+        .bind(e.status.as_str())
         .bind(e.created_at.0)
         .bind(e.expires_at.0)
         .bind(e.bytes)
@@ -164,7 +164,10 @@ fn export_from_row(r: &sqlx::any::AnyRow) -> Result<ExportRow> {
     Ok(ExportRow {
         id: r.try_get("id")?,
         tenant_id: r.try_get("tenant_id")?,
-        status: r.try_get("status")?,
+        status: {
+            let raw: String = r.try_get("status")?;
+            ExportStatus::parse(&raw).ok_or_else(|| StoreError::Corrupt(format!("export status {raw:?}")))?
+        },
         created_at: Timestamp(r.try_get("created_at")?),
         expires_at: Timestamp(r.try_get("expires_at")?),
         bytes: r.try_get("bytes")?,

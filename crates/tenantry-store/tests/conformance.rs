@@ -752,7 +752,7 @@ async fn a_tenant_has_one_export_pending_and_a_few_a_day(store: Store) {
     let export = |id: &str, at: i64| ExportRow {
         id: id.into(),
         tenant_id: t.id.to_string(),
-        status: "pending".into(),
+        status: tenantry_domain::ExportStatus::Pending,
         created_at: Timestamp(at),
         expires_at: Timestamp(at + 86_400_000),
         bytes: 0,
@@ -770,10 +770,10 @@ async fn a_tenant_has_one_export_pending_and_a_few_a_day(store: Store) {
         "the pending one stands, nothing written"
     );
     assert!(store.export(&t.id, "exp_2").await.expect("read").is_none());
-    store.set_export_status("exp_1", "ready", 10, "abc").await.expect("ready");
+    store.set_export_status("exp_1", tenantry_domain::ExportStatus::Ready, 10, "abc").await.expect("ready");
     let second = export("exp_3", day + 1_000);
     assert_eq!(store.start_export(&second, &[], 2).await.expect("start"), ExportStart::Started);
-    store.set_export_status("exp_3", "ready", 10, "abc").await.expect("ready");
+    store.set_export_status("exp_3", tenantry_domain::ExportStatus::Ready, 10, "abc").await.expect("ready");
     assert_eq!(
         store.start_export(&export("exp_4", day + 2_000), &[], 2).await.expect("start"),
         ExportStart::DailyLimit { oldest: Timestamp(day) },
