@@ -210,6 +210,31 @@ async fn events_arrive_signed_with_the_documented_scheme() {
     assert_eq!(receiver.events("document.indexed").len(), 1, "nothing is sent to a deleted endpoint");
 }
 
+/// Two tenants, each with its own receiver: each receiver gets its own tenant's events, signed with its own
+/// endpoint's secret, and none of the other's.
+#[tokio::test]
+async fn each_tenants_receiver_gets_only_its_own_tenants_events() {
+    let app = spawn_app_with(private_allowed).await;
+    let (receiver_a, receiver_b) = (Receiver::start(0).await, Receiver::start(0).await);
+    let a = app.signup("a@isolated-hooks.test", "starter").await;
+    let b = app.signup("b@isolated-hooks.test", "starter").await;
+    let hook_a = subscribe(&app, &a, &receiver_a.url, &["document.indexed"]).await;
+    let hook_b = subscribe(&app, &b, &receiver_b.url, &["document.indexed"]).await;
+    for i in 0..3 {
+        app.upload_text(&a.key, &format!("A{i}"), &format!("Tenant A's document number {i}.")).await;
+        app.upload_text(&b.key, &format!("B{i}"), &format!("Tenant B's document number {i}.")).await;
+    }
+    for (receiver, tenant, hook) in [(&receiver_a, &a, &hook_a), (&receiver_b, &b, &hook_b)] {
+        let events = receiver.wait_for("document.indexed", 3).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let got = receiver.got.lock().clone();
+        assert_eq!(got.len(), 3, "exactly its tenant's three events: {got:?}");
+        assert!(events.iter().all(|e| e["tenant_id"] == tenant.id.as_str()), "{events:?}");
+        let secret = hook["secret"].as_str().expect("secret");
+        assert!(got.iter().all(|r| verify(secret, r)), "signed with its own endpoint's secret");
+    }
+}
+
 #[tokio::test]
 async fn a_failing_receiver_gets_the_event_once_it_recovers() {
     let app = spawn_app_with(private_allowed).await;
