@@ -1,36 +1,11 @@
 //! The restore drill of docs/OPERATIONS.md: `tenantry backup` while the service serves, then a service
 //! started from the backup serves the same tenants, keys, documents, answers and usage.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
+
+use std::process::Command;
 
 use serde_json::{json, Value};
-
-fn serve(data_dir: &Path) -> (Child, String) {
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
-    let child = Command::new(env!("CARGO_BIN_EXE_tenantry"))
-        .args(["serve", "--data-dir"])
-        .arg(data_dir)
-        .args(["--bind", &format!("127.0.0.1:{port}")])
-        .env_remove("TENANTRY_KEY_PEPPER")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (child, format!("http://127.0.0.1:{port}"))
-}
-
-fn stop(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
 
 async fn ok(resp: reqwest::Response) -> Value {
     let status = resp.status();
@@ -43,7 +18,8 @@ async fn ok(resp: reqwest::Response) -> Value {
 async fn a_backup_taken_while_serving_restores_tenants_keys_documents_and_usage() {
     let dir = tempfile::tempdir().expect("tempdir");
     let http = reqwest::Client::new();
-    let (live, base) = serve(&dir.path().join("data"));
+    let live = support::serve(&dir.path().join("data"), &[]);
+    let base = live.base();
 
     let signup = ok(http
         .post(format!("{base}/v1/signup"))
@@ -90,10 +66,11 @@ async fn a_backup_taken_while_serving_restores_tenants_keys_documents_and_usage(
         .output()
         .expect("runs");
     assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("not empty"));
-    stop(live);
+    drop(live);
 
     // The restore: a service started from the backup, its search indexes rebuilt from the rows.
-    let (restored, base) = serve(&backup);
+    let restored = support::serve(&backup, &[]);
+    let base = restored.base();
     let tenant = ok(http.get(format!("{base}/v1/tenant")).bearer_auth(&key).send().await.expect("t")).await;
     assert_eq!(tenant["tenant_id"], signup["tenant_id"], "the same tenant, its key verifying");
     let docs = ok(http.get(format!("{base}/v1/documents")).bearer_auth(&key).send().await.expect("d")).await;
@@ -107,7 +84,7 @@ async fn a_backup_taken_while_serving_restores_tenants_keys_documents_and_usage(
         usage_before["totals"]["queries"].as_i64().map(|q| q + 1),
         "the usage of before the backup, plus the one question asked since"
     );
-    stop(restored);
+    drop(restored);
 }
 
 /// A PostgreSQL installation is not copied file by file: the command says which tool backs it up.

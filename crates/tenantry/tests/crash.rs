@@ -2,7 +2,8 @@
 //! a client saw, at most the requests in flight at each kill beyond that, nothing twice, and no quota stays
 //! reserved. Also: no key material ever reaches the logs.
 
-use std::net::TcpListener;
+mod support;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,10 +27,6 @@ documents = 100
 storage_bytes = 100000000
 requests_per_minute = 1000000
 "#;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
 
 fn start(dir: &Path, port: u16, log: &Path) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
@@ -64,7 +61,7 @@ async fn sigkill_during_load_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().expect("dir");
     std::fs::write(dir.path().join("tenantry.toml"), CONFIG).expect("config");
     let log = dir.path().join("server.log");
-    let port = free_port();
+    let port = support::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
 

@@ -3,9 +3,9 @@
 //! request, authentication, quota reservation and settlement, the ledger write, retrieval and the model call —
 //! carries the tenant and the request id.
 
+mod support;
+
 use std::collections::HashMap;
-use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -67,24 +67,11 @@ async fn every_span_of_a_question_reaches_the_collector_with_its_tenant_and_requ
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_tenantry"))
-        .args(["serve", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args(["--bind", &format!("127.0.0.1:{port}")])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector}"))
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts");
-    let base = format!("http://127.0.0.1:{port}");
+    let endpoint = format!("http://{collector}");
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    let server = support::serve(&dir.path().join("data"), &env);
+    let base = server.base();
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while http.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     let signup: Value = http
         .post(format!("{base}/v1/signup"))
@@ -131,8 +118,7 @@ async fn every_span_of_a_question_reaches_the_collector_with_its_tenant_and_requ
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 
     let names: Vec<&str> = of_question.iter().map(|s| s.name.as_str()).collect();
     for w in wanted {

@@ -1,8 +1,8 @@
 //! How the `tenantry` process sets itself up on the machine, checked on a running server.
 
-use std::net::TcpListener;
+mod support;
+
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// The server opts out of transparent huge pages (`disable_transparent_huge_pages`): Linux reports it in the
 /// process's status.
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 #[test]
 fn the_server_runs_without_transparent_huge_pages() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+    let port = support::free_port();
     let mut server = Command::new(env!("CARGO_BIN_EXE_tenantry"))
         .args(["serve", "--data-dir"])
         .arg(dir.path().join("data"))
@@ -20,11 +20,7 @@ fn the_server_runs_without_transparent_huge_pages() {
         .spawn()
         .expect("starts");
     // Listening means `main` is well past its first line.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    support::wait_listening(port);
     let status = std::fs::read_to_string(format!("/proc/{}/status", server.id())).expect("process status");
     let _ = server.kill();
     let _ = server.wait();
@@ -81,7 +77,7 @@ fn a_user_error_is_one_line_without_a_backtrace() {
 fn serve_prints_where_the_api_portal_console_metrics_and_data_are() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+    let port = support::free_port();
     let log = dir.path().join("stderr.log");
     let mut server = Command::new(env!("CARGO_BIN_EXE_tenantry"))
         .args(["serve", "--data-dir"])

@@ -1,10 +1,10 @@
 //! The README's walk through the API with curl, run as written (every command must succeed, `curl -f`)
 //! against a fresh `tenantry serve`, with the fixture PDF as the reader's `handbook.pdf`.
 
-use std::net::TcpListener;
+mod support;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 /// The shell block under the README's "A walk through the API with curl" heading.
 fn walkthrough(readme: &str) -> String {
@@ -23,30 +23,16 @@ fn the_readme_walkthrough_runs_as_written() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::copy(root.join("crates/tenantry-ingest/tests/fixtures/sample.pdf"), dir.path().join("handbook.pdf"))
         .expect("handbook.pdf");
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_tenantry"))
-        .args(["serve", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args(["--bind", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let server = support::serve(&dir.path().join("data"), &[]);
 
     // The README's address is the default bind; this server listens on a free port instead.
-    let script = script.replace("localhost:8080", &format!("127.0.0.1:{port}"));
+    let script = script.replace("localhost:8080", &format!("127.0.0.1:{}", server.port));
     let out = Command::new("bash")
         .args(["-euo", "pipefail", "-c", &script])
         .current_dir(dir.path())
         .output()
         .expect("bash runs");
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the walkthrough failed:\n{stdout}\n{stderr}");
