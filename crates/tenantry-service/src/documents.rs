@@ -212,6 +212,10 @@ impl Services {
                     tracing::warn!(error = %e.detail, "document stored; the index will catch up");
                 }
                 tracing::info!(document_id = %doc_id, chunks = row.chunks, bytes = row.bytes, embed_later, "document indexed");
+                if embed_later {
+                    // Its `embed_document` job is due now: this node's worker starts it without waiting to poll.
+                    self.wake_jobs();
+                }
                 self.document_added(&ctx.tenant_id).await;
                 Ok(Uploaded::Created(self.view(ctx, row)))
             }
