@@ -4,7 +4,8 @@
 //! worker ships the outbox to ClickHouse in batches, deleting what ClickHouse accepted. The table is a
 //! `ReplacingMergeTree` keyed by event id and read with `FINAL`, so a batch shipped twice (a crash between
 //! the insert there and the delete here) counts once. ClickHouse is never consulted for billing: the ledger
-//! is the source of truth, and `reconcile` compares the two.
+//! is the source of truth, and `reconcile` compares the two. Usage over time (`usage_timeseries`) reads
+//! ClickHouse for what it has and the ledger for what still waits in the outbox.
 //!
 //! Erasure removes a tenant's rows with a mutation and waits until ClickHouse has applied it. Shipping and
 //! erasure take one lock, so a batch read before an erasure cannot land after it in this process.
@@ -13,8 +14,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::json;
+use tenantry_domain::quota::Meter;
 use tenantry_domain::{TenantId, Timestamp};
-use tenantry_store::UsageEvent;
+use tenantry_store::{UsageBucket, UsageEvent};
 use utoipa::ToSchema;
 
 use crate::{ServiceError, ServiceResult, Services};
@@ -175,6 +177,34 @@ impl ClickHouse {
             .collect()
     }
 
+    /// Per bucket, meter and model sums of `tenant`'s events with `from_s <= at < to_s` (seconds), buckets
+    /// `bucket_s` long counted from the epoch, deduplicated, leaving out the events named in `excluded`.
+    pub async fn tenant_buckets(
+        &self,
+        tenant: &TenantId,
+        (from_s, to_s): (i64, i64),
+        bucket_s: i64,
+        excluded: &[String],
+    ) -> Result<Vec<UsageBucket>, AnalyticsError> {
+        let excluded = if excluded.is_empty() {
+            String::new()
+        } else {
+            let ids: Vec<String> = excluded.iter().map(|id| literal(id)).collect();
+            format!(" AND event_id NOT IN ({})", ids.join(", "))
+        };
+        let text = self
+            .run(format!(
+                "SELECT intDiv(toUnixTimestamp(at), {bucket_s}) * {bucket_s} AS bucket, meter, model, \
+                 sum(quantity), sum(cost_micros) FROM {} FINAL \
+                 WHERE tenant_id = {} AND toUnixTimestamp(at) >= {from_s} AND toUnixTimestamp(at) < {to_s}{excluded} \
+                 GROUP BY bucket, meter, model ORDER BY bucket, meter, model FORMAT TabSeparated",
+                self.table(),
+                literal(tenant.as_str()),
+            ))
+            .await?;
+        text.lines().map(bucket_row).collect()
+    }
+
     /// How many rows (duplicates included) ClickHouse holds for `tenant`.
     pub async fn tenant_rows(&self, tenant: &TenantId) -> Result<i64, AnalyticsError> {
         self.count(format!("SELECT count() FROM {} WHERE tenant_id = {}", self.table(), literal(tenant.as_str()))).await
@@ -207,6 +237,42 @@ impl ClickHouse {
         }
         Ok(rows)
     }
+}
+
+/// One `bucket meter model quantity cost` row of [`ClickHouse::tenant_buckets`].
+fn bucket_row(line: &str) -> Result<UsageBucket, AnalyticsError> {
+    let unexpected = || AnalyticsError(format!("unexpected row {line:?}"));
+    let fields: Vec<&str> = line.split('\t').collect();
+    let [bucket, meter, model, quantity, cost] = fields[..] else { return Err(unexpected()) };
+    let number = |raw: &str| raw.parse::<i64>().map_err(|_| unexpected());
+    Ok(UsageBucket {
+        start: Timestamp(number(bucket)?.saturating_mul(1000)),
+        meter: Meter::parse(meter).ok_or_else(unexpected)?,
+        model: unescape(model),
+        quantity: number(quantity)?,
+        cost_micros: number(cost)?,
+    })
+}
+
+/// A TabSeparated field as the string it stands for.
+fn unescape(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut chars = field.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('0') => out.push('\0'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 impl Services {
@@ -279,6 +345,17 @@ mod tests {
     fn literals_are_escaped() {
         assert_eq!(literal("ten_1"), "'ten_1'");
         assert_eq!(literal("a'b\\c"), "'a\\'b\\\\c'");
+    }
+
+    #[test]
+    fn bucket_rows_are_read_with_their_escapes() {
+        let row = bucket_row("3600\tprompt_tokens\tacme\\tmodel\t12\t34").expect("row");
+        assert_eq!(row.start, Timestamp(3_600_000));
+        assert_eq!(row.meter, Meter::PromptTokens);
+        assert_eq!(row.model, "acme\tmodel");
+        assert_eq!((row.quantity, row.cost_micros), (12, 34));
+        assert!(bucket_row("3600\tnot_a_meter\t\t1\t2").is_err());
+        assert!(bucket_row("3600\tqueries\t1").is_err());
     }
 
     #[test]

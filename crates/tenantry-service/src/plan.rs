@@ -64,17 +64,114 @@ impl ProrationView {
     }
 }
 
+/// One plan of the catalogue, as a customer choosing it sees it (`GET /v1/plans`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanOffer {
+    pub name: String,
+    /// The base price per billing period, billed in advance.
+    pub price_cents: i64,
+    pub currency: String,
+    /// `month` or `year`.
+    pub period: String,
+    pub trial_days: u32,
+    pub models: Vec<String>,
+    pub default_model: String,
+    pub retrieval_modes: Vec<tenantry_domain::RetrievalMode>,
+    pub default_retrieval_mode: tenantry_domain::RetrievalMode,
+    /// Hard limits per period (documents and storage are levels).
+    #[schema(value_type = Object)]
+    pub quotas: tenantry_domain::config::Quotas,
+    /// Included in the price; usage above it is billed as overage.
+    #[schema(value_type = Object)]
+    pub included: tenantry_domain::config::Included,
+    /// Overage per query and per 1,000 tokens, in micro-dollars (tiers and per-model prices included).
+    #[schema(value_type = Object)]
+    pub overage: tenantry_domain::config::Overage,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanCatalogue {
+    pub plans: Vec<PlanOffer>,
+}
+
+/// What `POST /v1/plan` would do now (`GET /v1/plan/preview`), changing nothing.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanPreview {
+    pub plan: String,
+    pub current_plan: String,
+    pub proration: ProrationView,
+    /// The lines the change adds to the next invoice (`{description, amount_cents, …}`).
+    #[schema(value_type = Vec<Object>)]
+    pub lines: Vec<InvoiceLine>,
+    /// The model and retrieval mode after the change (reset to the plan's defaults where it does not offer them).
+    pub model: String,
+    pub retrieval_mode: tenantry_domain::RetrievalMode,
+}
+
 impl Services {
+    /// Every plan of the catalogue, in configuration order.
+    pub fn plan_catalogue(&self) -> PlanCatalogue {
+        let billing = &self.config().billing;
+        let plans = self
+            .catalog()
+            .plans()
+            .map(|p| PlanOffer {
+                name: p.name.clone(),
+                price_cents: p.price.0,
+                currency: billing.currency.to_ascii_lowercase(),
+                period: billing.period.clone(),
+                trial_days: p.trial_days,
+                models: p.models.clone(),
+                default_model: p.default_model.clone(),
+                retrieval_modes: p.retrieval_modes.clone(),
+                default_retrieval_mode: p.default_retrieval_mode,
+                quotas: p.quotas,
+                included: p.included,
+                overage: p.overage.clone(),
+            })
+            .collect();
+        PlanCatalogue { plans }
+    }
+
+    /// The proration and configuration a change to `plan_name` would bring now, without making it.
+    pub async fn preview_plan_change(&self, ctx: &TenantContext, plan_name: &str) -> ServiceResult<PlanPreview> {
+        let new = self.known_plan(plan_name)?;
+        let tenant = self.store().tenant(&ctx.tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let old = self
+            .catalog()
+            .plan(&tenant.plan)
+            .ok_or_else(|| ServiceError::internal(format!("tenant plan {:?} is not in the catalogue", tenant.plan)))?
+            .clone();
+        let currency = self.config().billing.currency.clone();
+        let (lines, proration) = if old.name == new.name {
+            (Vec::new(), ProrationView::zero(&currency))
+        } else {
+            self.plan_change_lines(&tenant, &old, &new, self.clock().now(), &currency).await?
+        };
+        let model = if new.allows_model(&tenant.model) { tenant.model.clone() } else { new.default_model.clone() };
+        let retrieval_mode =
+            if new.allows_mode(tenant.retrieval_mode) { tenant.retrieval_mode } else { new.default_retrieval_mode };
+        Ok(PlanPreview {
+            plan: new.name.clone(),
+            current_plan: old.name.clone(),
+            proration,
+            lines,
+            model,
+            retrieval_mode,
+        })
+    }
+
+    /// The catalogue's plan `name`, or a validation error listing the plans.
+    fn known_plan(&self, name: &str) -> ServiceResult<std::sync::Arc<Plan>> {
+        self.catalog().plan(name).cloned().ok_or_else(|| {
+            let known = self.catalog().plans().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
+            ServiceError::validation(format!("unknown plan {name:?} (plans: {known})"))
+        })
+    }
+
     /// Moves the calling tenant to `plan_name` (see the module's rules).
     pub async fn change_plan(&self, ctx: &TenantContext, plan_name: &str) -> ServiceResult<PlanChanged> {
-        let new = self
-            .catalog()
-            .plan(plan_name)
-            .ok_or_else(|| {
-                let known = self.catalog().plans().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
-                ServiceError::validation(format!("unknown plan {plan_name:?} (plans: {known})"))
-            })?
-            .clone();
+        let new = self.known_plan(plan_name)?;
         let tenant = self.store().tenant(&ctx.tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
         match tenant.state {
             TenantState::Trialing | TenantState::Active | TenantState::PastDue => {}

@@ -57,7 +57,7 @@ pub use prepaid::CreditGrantRow;
 pub use quota::{Amounts, Counters, Exceeded, NewReservation, QuotaMeter, Settlement, SpendCap};
 pub use stripe::{EventSeen, StripeLink};
 pub use tenants::{ConfigChange, NewTenant, PlanChange, TenantEvent, TenantRow, TransitionEffects};
-pub use usage::{PrunedUsage, UsageEvent, UsageLine};
+pub use usage::{PrunedUsage, UsageBucket, UsageEvent, UsageLine};
 pub use webhooks::{AttemptRecord, AttemptRow, DeliveryRow, DueDelivery, NewEvent, WebhookRow};
 
 #[derive(Debug, thiserror::Error)]

@@ -31,6 +31,17 @@ pub struct UsageLine {
     pub cost_micros: i64,
 }
 
+/// One meter of one model summed over one time bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageBucket {
+    /// The bucket's first instant (a multiple of the bucket's length since the epoch).
+    pub start: Timestamp,
+    pub meter: Meter,
+    pub model: String,
+    pub quantity: i64,
+    pub cost_micros: i64,
+}
+
 /// Appends `events` in one multi-row statement; returns how many were new (a replay inserts none).
 pub(crate) async fn insert_events(tx: &mut Transaction<'_, Any>, events: &[UsageEvent]) -> Result<u64> {
     let refs: Vec<&UsageEvent> = events.iter().collect();
@@ -271,6 +282,63 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Per bucket, meter and model sums of events in `[from, to)`, buckets `bucket_ms` long counted from the
+    /// epoch, in time order.
+    pub async fn usage_buckets(
+        &self,
+        tenant: &TenantId,
+        from: Timestamp,
+        to: Timestamp,
+        bucket_ms: i64,
+    ) -> Result<Vec<UsageBucket>> {
+        let rows = sqlx::query(
+            "SELECT (created_at / $4) * $5 AS bucket, meter, model, CAST(SUM(quantity) AS BIGINT) AS quantity, \
+             CAST(SUM(cost_micros) AS BIGINT) AS cost_micros FROM usage_events \
+             WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3 \
+             GROUP BY bucket, meter, model ORDER BY bucket, meter, model",
+        )
+        .bind(tenant.as_str())
+        .bind(from.0)
+        .bind(to.0)
+        .bind(bucket_ms)
+        .bind(bucket_ms)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UsageBucket {
+                    start: Timestamp(r.try_get("bucket")?),
+                    meter: parsed(r, "meter", Meter::parse)?,
+                    model: r.try_get("model")?,
+                    quantity: r.try_get("quantity")?,
+                    cost_micros: r.try_get("cost_micros")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Up to `limit` of `tenant`'s events in `[from, to)` still queued for the analytics store.
+    pub async fn unshipped_usage(
+        &self,
+        tenant: &TenantId,
+        from: Timestamp,
+        to: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<UsageEvent>> {
+        let rows = sqlx::query(
+            "SELECT u.event_id, u.request_id, u.meter, u.model, u.quantity, u.cost_micros, u.created_at \
+             FROM analytics_outbox o JOIN usage_events u ON u.event_id = o.event_id \
+             WHERE u.tenant_id = $1 AND u.created_at >= $2 AND u.created_at < $3 ORDER BY u.event_id LIMIT $4",
+        )
+        .bind(tenant.as_str())
+        .bind(from.0)
+        .bind(to.0)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(|r| event_from_row(r, tenant.clone())).collect()
     }
 
     /// The level of a gauge meter (documents, storage bytes) as of `at`: the sum of all its events before.

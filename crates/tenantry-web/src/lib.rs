@@ -13,9 +13,11 @@ mod metrics;
 mod openapi_problems;
 mod operator;
 mod pages;
+mod plans;
 pub mod problem;
 mod responses;
 mod serve;
+mod usage;
 mod whole;
 
 use std::future::Future;
@@ -76,6 +78,8 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(api::get_export))
         .routes(routes!(api::patch_config))
         .routes(routes!(api::change_plan))
+        .routes(routes!(plans::preview_plan))
+        .routes(routes!(plans::list_plans))
         .routes(routes!(api::upload_document, api::list_documents))
         .routes(routes!(api::get_document, api::delete_document))
         .routes(routes!(api::query))
@@ -85,6 +89,7 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(chat::embeddings))
         .routes(routes!(responses::create_response))
         .routes(routes!(api::usage))
+        .routes(routes!(usage::timeseries))
         .routes(routes!(api::quotas))
         .routes(routes!(api::list_keys, api::create_key, api::revoke_named_key))
         .routes(routes!(api::revoke_key))
@@ -121,6 +126,7 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(api::readyz))
         .routes(routes!(pages::index))
         .routes(routes!(pages::portal))
+        .routes(routes!(pages::portal_section))
         .routes(routes!(pages::console))
         .routes(routes!(pages::asset))
 }

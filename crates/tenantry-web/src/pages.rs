@@ -53,6 +53,24 @@ pub async fn portal() -> Response {
     page("text/html; charset=utf-8", PORTAL_HTML)
 }
 
+/// The portal's sections, each at `/portal/{section}` (`/portal` is the overview).
+pub const PORTAL_SECTIONS: [&str; 7] = ["ask", "documents", "keys", "billing", "settings", "integrations", "data"];
+
+/// A section of the tenant portal: the same page, opened at that section.
+#[utoipa::path(get, path = "/portal/{section}", tag = "operations",
+    params(("section" = String, Path, description = "`ask`, `documents`, `keys`, `billing`, `settings`, \
+        `integrations` or `data`")),
+    responses(
+        (status = 200, description = "The tenant portal", content_type = "text/html", body = String),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn portal_section(Path(section): Path<String>) -> Result<Response, ApiError> {
+    if !PORTAL_SECTIONS.contains(&section.as_str()) {
+        return Err(ApiError::new(ErrorCode::NotFound, "no such portal section"));
+    }
+    Ok(page("text/html; charset=utf-8", PORTAL_HTML))
+}
+
 /// The operator console: tenants by state, revenue, activation funnel, dunning, integration health and each
 /// tenant's history, signed in with the operator token.
 #[utoipa::path(get, path = "/console", tag = "operations",

@@ -6,6 +6,9 @@ use serde_json::Value;
 use tenantry_domain::TenantId;
 
 use crate::helpers::{assert_problem, on_postgres, spawn_app_with, TestApp};
+use crate::timeseries::{ledger_points, series};
+
+const HOUR_MS: i64 = 3_600_000;
 
 const OPERATOR: &str = "op-analytics";
 
@@ -87,6 +90,23 @@ async fn analytics_story(app: TestApp) {
     assert!(meter(&before, "prompt_tokens").1 > 0, "token meters are shipped too: {before}");
     assert_eq!(meter(&consistent(&app, &staying.id).await, "queries"), (3, 3));
 
+    // Usage over time comes from ClickHouse and equals the ledger's, events not yet shipped included.
+    let shipped = series(&app, &staying.key, "granularity=hour").await;
+    assert_eq!(shipped["source"], "clickhouse", "{shipped}");
+    assert_eq!(shipped["points"], Value::Array(ledger_points(&app, &staying.id, &shipped, HOUR_MS).await));
+    app.query(&staying.key, "Are refunds issued?").await;
+    let fresh = series(&app, &staying.key, "granularity=day").await;
+    assert_eq!(fresh["source"], "clickhouse", "{fresh}");
+    assert_eq!(fresh["points"], Value::Array(ledger_points(&app, &staying.id, &fresh, 24 * HOUR_MS).await));
+    let queries: i64 = fresh["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .filter(|p| p["meter"] == "queries")
+        .map(|p| p["quantity"].as_i64().expect("quantity"))
+        .sum();
+    assert_eq!(queries, 4, "{fresh}");
+
     // A batch shipped again (a crash between ClickHouse's insert and the outbox delete) counts once.
     let ch = app.services.analytics().expect("analytics configured");
     let leaving_id = TenantId::parse(&leaving.id).expect("id");
@@ -106,7 +126,7 @@ async fn analytics_story(app: TestApp) {
     assert_eq!(ch.tenant_rows(&leaving_id).await.expect("rows"), 0, "no row of the erased tenant is left");
 
     let intact = consistent(&app, &staying.id).await;
-    assert_eq!(meter(&intact, "queries"), (3, 3), "the other tenant is intact: {intact}");
+    assert_eq!(meter(&intact, "queries"), (4, 4), "the other tenant is intact: {intact}");
 }
 
 #[tokio::test]
@@ -127,6 +147,9 @@ async fn an_analytics_outage_never_reaches_the_api_and_nothing_is_lost() {
     assert!(ledger >= 3, "upload and query are in the ledger");
     assert_eq!(app.services.store().analytics_pending().await.expect("pending"), ledger);
     assert!(app.services.ship_analytics().await.is_err(), "shipping reports the outage");
+    let served = series(&app, &t.key, "granularity=hour").await;
+    assert_eq!(served["source"], "ledger", "the ledger serves usage over time while ClickHouse is down");
+    assert_eq!(served["points"], Value::Array(ledger_points(&app, &t.id, &served, HOUR_MS).await));
     assert_eq!(app.services.store().analytics_pending().await.expect("pending"), ledger, "still queued");
     assert_problem(
         app.get(OPERATOR, &format!("/admin/analytics/reconcile?tenant_id={}", t.id)).await,

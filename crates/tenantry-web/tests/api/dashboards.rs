@@ -26,7 +26,12 @@ async fn op_post(app: &TestApp, path: &str, body: Value) -> Value {
 #[tokio::test]
 async fn the_pages_are_static_html_with_a_strict_content_security_policy() {
     let app = spawn_app_with(|_| {}).await;
-    for (path, script) in [("/portal", "/assets/portal.js"), ("/console", "/assets/console.js")] {
+    for (path, script) in [
+        ("/portal", "/assets/portal.js"),
+        ("/portal/billing", "/assets/portal.js"),
+        ("/portal/data", "/assets/portal.js"),
+        ("/console", "/assets/console.js"),
+    ] {
         let r = app.client.get(app.url(path)).send().await.expect("page");
         assert_eq!(r.status(), StatusCode::OK, "{path}");
         let header = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
@@ -59,9 +64,10 @@ async fn the_pages_are_static_html_with_a_strict_content_security_policy() {
         }
     }
     assert_problem(app.client.get(app.url("/assets/secret.js")).send().await.expect("asset"), 404, "not_found").await;
+    assert_problem(app.client.get(app.url("/portal/secrets")).send().await.expect("page"), 404, "not_found").await;
 
     let spec: Value = app.client.get(app.url("/openapi.json")).send().await.expect("spec").json().await.expect("json");
-    for path in ["/admin/overview", "/", "/portal", "/console", "/assets/{file}"] {
+    for path in ["/admin/overview", "/", "/portal", "/portal/{section}", "/console", "/assets/{file}"] {
         assert!(spec["paths"][path].is_object(), "{path} in /openapi.json");
     }
 }

@@ -25,4 +25,5 @@ mod retrieval;
 mod spend;
 mod story;
 mod stripe;
+mod timeseries;
 mod webhooks;

@@ -155,6 +155,64 @@ async fn an_upgrade_halfway_through_a_period_is_prorated_onto_the_closing_invoic
     assert!(app.services.store().pending_items(&tenant_id).await.expect("items").is_empty());
 }
 
+/// The preview shows the proration and configuration a change would bring and changes nothing; the change
+/// made right after it brings exactly that.
+#[tokio::test]
+async fn a_preview_shows_the_proration_the_change_then_brings_and_changes_nothing() {
+    let mut small = plan("small", 3_000, 1_000);
+    small.models = vec!["local-small".into()];
+    small.default_model = "local-small".into();
+    let app = spawn_app_with(|c| configure(c, vec![small, plan("big", 6_000, 1_000)])).await;
+    let t = paying_tenant(&app, "preview@plan.test", "big").await;
+    advance(&app, 43_200).await;
+
+    let r = app.get(&t.key, "/v1/plan/preview?plan=small").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let preview: Value = r.json().await.expect("json");
+    assert_eq!((preview["plan"].as_str(), preview["current_plan"].as_str()), (Some("small"), Some("big")));
+    assert_eq!(preview["proration"], json!({"credit_cents": 3_000, "charge_cents": 1_500, "currency": "usd"}));
+    assert_eq!(lines_of(&preview).iter().map(|(_, a)| a).sum::<i64>(), -1_500, "{preview}");
+    assert_eq!(preview["model"], "local-small", "small does not offer local-large: {preview}");
+    assert_eq!(tenant_json(&app, &t.key).await["plan"], "big", "a preview changes nothing");
+    assert!(plan_changes(&app, &t.id).await.is_empty());
+    let tenant_id = TenantId::parse(&t.id).expect("id");
+    assert!(app.services.store().pending_items(&tenant_id).await.expect("items").is_empty());
+
+    let changed: Value = change_plan(&app, &t.key, "small").await.json().await.expect("json");
+    assert_eq!(changed["proration"], preview["proration"]);
+    assert_eq!(changed["config"]["model"], preview["model"]);
+
+    let same: Value = app.get(&t.key, "/v1/plan/preview?plan=small").await.json().await.expect("json");
+    assert_eq!(same["proration"], json!({"credit_cents": 0, "charge_cents": 0, "currency": "usd"}));
+    assert_eq!(same["lines"], json!([]));
+    assert_problem(app.get(&t.key, "/v1/plan/preview?plan=gold").await, 422, "validation_failed").await;
+    assert_problem(app.get(&t.key, "/v1/plan/preview").await, 422, "validation_failed").await;
+}
+
+/// The catalogue is public and shows what each plan offers, as configured.
+#[tokio::test]
+async fn the_plan_catalogue_is_public() {
+    let app = spawn_app_with(|c| configure(c, vec![plan("small", 3_000, 1_000)])).await;
+    let r = app.client.get(app.url("/v1/plans")).send().await.expect("request");
+    assert_eq!(r.status(), StatusCode::OK);
+    let catalogue: Value = r.json().await.expect("json");
+    let plans = catalogue["plans"].as_array().expect("plans");
+    let names: Vec<&str> = plans.iter().filter_map(|p| p["name"].as_str()).collect();
+    let configured: Vec<String> = app.services.catalog().plans().map(|p| p.name.clone()).collect();
+    assert_eq!(names, configured.iter().map(String::as_str).collect::<Vec<_>>());
+    let small = plans.iter().find(|p| p["name"] == "small").expect("small");
+    assert_eq!(small["price_cents"], 3_000);
+    assert_eq!(small["period"], "day");
+    assert_eq!(small["models"], json!(["local-large", "local-small"]));
+    assert_eq!(small["retrieval_modes"], json!(["basic", "advanced"]));
+    assert_eq!(
+        (small["default_model"].as_str(), small["default_retrieval_mode"].as_str()),
+        (Some("local-large"), Some("basic"))
+    );
+    assert_eq!(small["quotas"]["queries"], 1_000);
+    assert_eq!(small["included"]["tokens"], 10_000_000);
+}
+
 /// The closing invoice of a period with a big downgrade credit sums below zero: like Stripe, it asks for
 /// nothing (paid as made, total 0, never collected, no dunning) and the credit goes to the next invoice, which
 /// passes on what it cannot use up, until an invoice owes something again.
