@@ -12,6 +12,7 @@ tenant names that must render as text. Usage:
 
 With TENANTRY_SCREENSHOTS=DIR set, the portal and the console are saved there as PNG files.
 """
+import hashlib
 import json
 import os
 import shutil
@@ -224,6 +225,47 @@ class Dashboards(unittest.TestCase):
             os.makedirs(folder, exist_ok=True)
             self.driver.save_screenshot(os.path.join(folder, name + ".png"))
 
+    def go(self, section):
+        """Opens a portal section from the navigation bar."""
+        self.find(f'#nav a[data-section="{section}"]').click()
+        self.wait(f"the {section} section", lambda: self.find(f'[data-page="{section}"]').is_displayed())
+        self.assertEqual(self.find(f'#nav a[data-section="{section}"]').get_attribute("aria-current"), "page")
+
+    def accept_confirmation(self, *fragments):
+        """Accepts the confirmation the page asked for, after checking what it says."""
+        self.wait("a confirmation", lambda: self._alert_open())
+        alert = self.driver.switch_to.alert
+        for fragment in fragments:
+            self.assertIn(fragment, alert.text)
+        alert.accept()
+
+    def _alert_open(self):
+        try:
+            self.driver.switch_to.alert
+            return True
+        except NoAlertPresentException:
+            return False
+
+    def assert_fits(self, width):
+        """At `width` CSS pixels nothing makes the page scroll sideways (the viewport of a phone, emulated)."""
+        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                    {"width": width, "height": 800, "deviceScaleFactor": 2, "mobile": True})
+        overflow = self.driver.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        if overflow > 0:
+            wide = self.driver.execute_script(
+                "const w = document.documentElement.clientWidth;"
+                "return Array.from(document.querySelectorAll('body *'))"
+                ".filter(e => e.getBoundingClientRect().right > w && e.offsetParent !== null)"
+                ".slice(0, 8).map(e => e.tagName + '#' + e.id + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))")
+            self.fail(f"the page is {overflow} px wider than {width} px: {wide}")
+
+    def assert_fits_desktop(self):
+        self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        overflow = self.driver.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        self.assertLessEqual(overflow, 0, "the page is wider than the window")
+
     def stored(self, key):
         return self.driver.execute_script("return [sessionStorage.getItem(arguments[0]), "
                                           "localStorage.length, document.cookie]", key)
@@ -267,31 +309,62 @@ class Dashboards(unittest.TestCase):
         self.assertTrue(all(w > 0 for w in widths), f"every quota in use has a visible bar: {widths}")
         self.assertEqual(self.column("model-rows", 0), list(usage["by_model"].keys()))
 
+        # Usage over time: the day's column holds the one query, and the table says the same.
+        self.wait("the usage history", lambda: self.finds("#history-chart rect.chart-bar"))
+        values = [int(b.get_attribute("data-value")) for b in self.finds("#history-chart rect.chart-bar")]
+        self.assertEqual(sum(values), 1, values)
+        self.find("#history-meter option[value=prompt_tokens]").click()
+        self.wait("the prompt tokens history", lambda: sum(
+            int(b.get_attribute("data-value")) for b in self.finds("#history-chart rect.chart-bar"))
+            == usage["totals"]["prompt_tokens"])
+
+        self.go("documents")
+        self.assertEqual(self.driver.current_url, self.base + "/portal/documents")
         self.assertEqual(self.column("document-rows", 0), ["Handbook"])
         self.assert_clean_console()
 
-    def test_03_portal_uploads_and_deletes_a_document(self):
-        path = os.path.join(self.tmp, "onboarding.md")
-        with open(path, "w") as f:
+    def test_03_portal_uploads_files_each_with_its_outcome_and_deletes_with_confirmation(self):
+        good = os.path.join(self.tmp, "onboarding.md")
+        with open(good, "w") as f:
             f.write("# Onboarding\n\nNew starters get a laptop on their first day.\n")
-        self.find("#doc-title").send_keys("Onboarding guide")
-        self.find("#doc-file").send_keys(path)
+        bad = os.path.join(self.tmp, "payload.exe")
+        with open(bad, "wb") as f:
+            f.write(b"MZ\x90\x00 not a document")
+        self.find("#doc-file").send_keys(good + "\n" + bad)
         self.find("#upload-form button[type=submit]").click()
-        self.wait("the uploaded document", lambda: "Onboarding guide" in self.column("document-rows", 0))
-        self.assertFalse(self.find("#error").is_displayed(), self.find("#error").text)
+        self.wait("both outcomes", lambda: len(self.finds("#upload-status .upload-done, #upload-status .upload-failed")) == 2)
+        self.assertTrue(self.text("#upload-status .upload-done").startswith("onboarding.md: "))
+        self.assertIn("payload.exe: Unsupported", self.text("#upload-status .upload-failed"))
+        # A Markdown file is titled by its first heading.
+        self.wait("the uploaded document", lambda: "Onboarding" in self.column("document-rows", 0))
         docs = self.http.ok("GET", "/v1/documents", token=self.portal["api_key"])["documents"]
-        mine = [d for d in docs if d["title"] == "Onboarding guide"]
+        mine = [d for d in docs if d["title"] == "Onboarding"]
         self.assertEqual(len(mine), 1, docs)
         self.assertEqual(mine[0]["content_type"], "text/markdown")
-        self.wait_text("#quota-rows [data-meter=documents]", "2")
 
+        # Search narrows the list by title.
+        self.find("#doc-search").send_keys("hand")
+        self.wait("the search", lambda: self.column("document-rows", 0) == ["Handbook"])
+        self.find("#doc-search").clear()
+        self.find("#doc-search").send_keys("x")
+        self.find("#doc-search").send_keys("\b")
+        self.wait("the whole list", lambda: len(self.column("document-rows", 0)) == 2)
+
+        # Deleting asks first: dismissing keeps the document.
         self.find(f'button[data-document="{mine[0]["document_id"]}"]').click()
+        self.wait("a confirmation", lambda: self._alert_open())
+        self.driver.switch_to.alert.dismiss()
+        self.assertEqual(len(self.http.ok("GET", "/v1/documents", token=self.portal["api_key"])["documents"]), 2)
+        self.find(f'button[data-document="{mine[0]["document_id"]}"]').click()
+        self.accept_confirmation("Onboarding")
         self.wait("the deleted document to go", lambda: self.column("document-rows", 0) == ["Handbook"])
         docs = self.http.ok("GET", "/v1/documents", token=self.portal["api_key"])["documents"]
         self.assertEqual([d["title"] for d in docs], ["Handbook"])
+        self.go("overview")
         self.wait_text("#quota-rows [data-meter=documents]", "1")
 
     def test_04_portal_creates_a_key_shown_once_and_revokes_it(self):
+        self.go("keys")
         self.assertFalse(self.find("#new-key").is_displayed())
         self.find("#key-name").send_keys("ci")
         self.find("#key-form button[type=submit]").click()
@@ -302,9 +375,11 @@ class Dashboards(unittest.TestCase):
         self.assertEqual((status, tenant["tenant_id"]), (200, self.portal["tenant_id"]), "the shown key works")
         self.wait("the key in the list", lambda: "ci" in self.column("key-rows", 0))
 
-        # Shown once: after a reload (still signed in, sessionStorage) the secret is nowhere in the page.
+        # Shown once: after a reload (still signed in, sessionStorage; still on /portal/keys) the secret is
+        # nowhere in the page.
         self.driver.refresh()
         self.assert_signed_in()
+        self.wait("the keys section", lambda: self.find('[data-page="keys"]').is_displayed())
         self.wait("the key list", lambda: "ci" in self.column("key-rows", 0))
         self.assertFalse(self.find("#new-key").is_displayed())
         # tk_<32 hex key id>_<secret>; the secret may itself contain '_'.
@@ -312,13 +387,15 @@ class Dashboards(unittest.TestCase):
         self.assertNotIn(secret, self.driver.page_source)
 
         self.find(f'button[data-key="{key_id}"]').click()
+        self.accept_confirmation("Revoke", "ci")
         self.wait("the key revoked", lambda: any(
             s.startswith("revoked") for n, s in zip(self.column("key-rows", 0), self.column("key-rows", 5))
             if n == "ci"))
         status, _ = self.http.call("GET", "/v1/tenant", token=plaintext)
         self.assertEqual(status, 401, "a revoked key stops working")
 
-    def test_05_portal_shows_the_invoice_after_the_period_closes(self):
+    def test_05_portal_shows_the_invoice_and_its_lines_after_the_period_closes(self):
+        self.go("billing")
         self.assertEqual(self.column("invoice-rows", 0), [], "no invoice before the period closes")
         closed = self.http.op("POST", "/admin/billing/close-period")["invoices"]
         mine = [i for i in closed if i["tenant_id"] == self.portal["tenant_id"]]
@@ -330,16 +407,32 @@ class Dashboards(unittest.TestCase):
         self.assertEqual(self.column("invoice-rows", 4), [money(mine[0]["total_cents"], mine[0]["currency"])])
         type(self).portal_invoice = mine[0]
 
-    def test_06_portal_changes_plan_and_shows_api_errors(self):
-        self.find("#plan-name").send_keys("no-such-plan")
-        self.find("#plan-form button[type=submit]").click()
-        self.assert_error_shown("Validation failed")
-        self.assertEqual(self.text("#plan"), "starter")
+        self.find("#invoice-rows tr.clickable").click()
+        self.wait("the invoice's lines", lambda: self.find("#invoice-detail").is_displayed())
+        self.assertEqual(self.column("invoice-lines", 0), [line["description"] for line in mine[0]["lines"]])
+        self.assertEqual(self.column("invoice-lines", 3),
+                         [money(line["amount_cents"], mine[0]["currency"]) for line in mine[0]["lines"]])
+        self.assertIn(mine[0]["number"], self.text("#invoice-pay"), "an open invoice says how to pay it")
 
-        self.find("#plan-name").clear()
-        self.find("#plan-name").send_keys("pro")
+    def test_06_portal_changes_plan_after_seeing_the_proration(self):
+        plans = [p["name"] for p in self.http.ok("GET", "/v1/plans")["plans"]]
+        self.assertEqual([o.get_attribute("value") for o in self.finds("#plan-name option")], plans)
+        self.find('#plan-name option[value="pro"]').click()
         self.find("#plan-form button[type=submit]").click()
-        self.wait_text("#plan", "pro")
+        self.wait("the preview", lambda: self.find("#plan-preview").is_displayed())
+        preview = self.http.ok("GET", "/v1/plan/preview?plan=pro", token=self.portal["api_key"])
+        text = self.text("#plan-preview-text")
+        self.assertIn("from starter to pro", text)
+        self.assertIn(money(preview["proration"]["charge_cents"]), text)
+        self.find("#plan-cancel").click()
+        self.assertFalse(self.find("#plan-preview").is_displayed())
+        self.assertEqual(self.http.ok("GET", "/v1/tenant", token=self.portal["api_key"])["plan"], "starter",
+                         "nothing changes before the confirmation")
+
+        self.find("#plan-form button[type=submit]").click()
+        self.wait("the preview", lambda: self.find("#plan-preview").is_displayed())
+        self.find("#plan-confirm").click()
+        self.wait_text("#current-plan", "pro")
         self.assertFalse(self.find("#error").is_displayed(), self.find("#error").text)
         self.assertIn("starter → pro", self.text("#plan-result"))
         self.assertEqual(self.http.ok("GET", "/v1/tenant", token=self.portal["api_key"])["plan"], "pro")
@@ -347,6 +440,7 @@ class Dashboards(unittest.TestCase):
         self.screenshot("portal")
 
     def test_06b_portal_adds_a_webhook_shown_once_and_sets_alerts(self):
+        self.go("integrations")
         self.find("#webhook-url").send_keys("https://hooks.example.com/tenantry")
         self.find('#webhook-form input[value="invoice.paid"]').click()
         self.find('#webhook-form input[value="export.ready"]').click()
@@ -368,6 +462,7 @@ class Dashboards(unittest.TestCase):
         alerts = self.http.ok("GET", "/v1/alerts", token=self.portal["api_key"])["thresholds"]
         self.assertEqual(alerts, [{"meter": "queries", "percent": 50}, {"meter": "tokens", "percent": 90}])
 
+        self.go("settings")
         self.find("#cap-cents").send_keys("2500")
         self.find("#cap-form button[type=submit]").click()
         self.wait("the cap saved", lambda: self.http.ok("GET", "/v1/tenant", token=self.portal["api_key"])
@@ -378,6 +473,7 @@ class Dashboards(unittest.TestCase):
                   ["config"]["overage_limit_cents"] is None)
 
         # Deleting asks first; dismissing keeps the endpoint, accepting removes it.
+        self.go("integrations")
         button = f'button[data-webhook="{hooks[0]["webhook_id"]}"]'
         self.find(button).click()
         self.driver.switch_to.alert.dismiss()
@@ -394,10 +490,98 @@ class Dashboards(unittest.TestCase):
         self.assertIsNone(self.stored("tenantry.portal.key")[0], "signing out forgets the key")
         self.sign_in("#api-key", self.hostile["api_key"])
         self.assert_signed_in()
+        self.go("overview")
         self.wait_text("#organization", HOSTILE)
         self.assertEqual(self.text("#who"), HOSTILE)
         self.assertEqual(self.finds("#organization *"), [], "the name made elements")
         self.assert_no_alert()
+
+    def sign_in_fresh(self, api_key, section="overview"):
+        """Signs out whoever is signed in and signs in with `api_key` at a section's URL."""
+        self.driver.execute_script("sessionStorage.clear()")
+        self.open("/portal" if section == "overview" else "/portal/" + section)
+        self.sign_in("#api-key", api_key)
+        self.assert_signed_in()
+        self.wait(f"the {section} section", lambda: self.find(f'[data-page="{section}"]').is_displayed())
+
+    def test_07b_portal_refuses_a_key_without_the_admin_scope_and_says_why(self):
+        created = self.http.ok("POST", "/v1/keys", {"name": "ask-only", "scopes": ["query"]}, self.portal["api_key"])
+        self.driver.execute_script("sessionStorage.clear()")
+        self.open("/portal")
+        self.sign_in("#api-key", created["api_key"])
+        self.assert_error_shown("admin scope")
+        self.assertFalse(self.find("#app").is_displayed())
+        self.assertIsNone(self.stored("tenantry.portal.key")[0], "a refused key is not kept")
+
+    def test_07c_portal_asks_a_question_and_shows_sources_and_cost(self):
+        self.sign_in_fresh(self.portal["api_key"], "ask")
+        self.find("#ask-question").send_keys("How long do refunds take?")
+        self.find("#ask-form button[type=submit]").click()
+        self.wait("the answer", lambda: self.find("#ask-result").is_displayed())
+        self.assertTrue(self.text("#ask-answer"))
+        self.assertIn("Handbook", self.text("#ask-citations"))
+        self.assertIn("14 days", self.text("#ask-citations"))
+        self.assertRegex(self.text("#ask-cost"), r"\d+ prompt and \d+ completion tokens, \d+\.\d\d USD")
+
+    def test_07d_portal_exports_the_data(self):
+        self.go("data")
+        self.find("#export-start").click()
+        self.wait("the archive", lambda: self.find("#export-download").is_displayed(), timeout=30)
+        self.assertTrue(self.text("#export-status").startswith("Ready: "), self.text("#export-status"))
+        self.assertTrue(self.find("#export-download").get_attribute("href").startswith("blob:"))
+        # The page holds the archive the API serves: same id, same SHA-256 as the archive fetched here.
+        status = self.text("#export-status")
+        export_id = status.removeprefix("Ready: ").split(" ")[0]
+        req = urllib.request.Request(self.base + "/v1/export/" + export_id,
+                                     headers={"Authorization": "Bearer " + self.portal["api_key"]})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            archive = r.read()
+        self.assertEqual(archive[:2], b"\x1f\x8b", "a gzip archive")
+        self.assertIn("SHA-256 " + hashlib.sha256(archive).hexdigest(), status)
+        self.assertEqual(self.find("#export-download").get_attribute("download"), f"tenantry-{export_id}.tar.gz")
+
+    def test_07e_a_cancelled_tenant_sees_why_and_reactivates(self):
+        leaving = self.http.signup("leaving@browser.test", "Leaving Org", "trial")
+        self.http.ok("POST", "/v1/tenant/cancel", token=leaving["api_key"])
+        self.sign_in_fresh(leaving["api_key"])
+        self.wait("the state banner", lambda: self.find("#state-banner").is_displayed())
+        self.assertIn("cancelled", self.text("#state-banner"))
+        self.go("documents")
+        self.wait("the documents note", lambda: self.find("#documents-note").is_displayed())
+        self.assertIn("reactivate", self.text("#documents-note"))
+        self.go("data")
+        self.assertFalse(self.find("#cancel-subscription").is_displayed())
+        self.find("#reactivate").click()
+        self.wait("the banner gone", lambda: not self.find("#state-banner").is_displayed())
+        state = self.http.ok("GET", "/v1/tenant", token=leaving["api_key"])["state"]
+        self.assertIn(state, ["active", "trialing"])
+        self.assertFalse(self.find("#error").is_displayed(), self.find("#error").text)
+        type(self).leaving = leaving
+
+    def test_07f_deleting_the_organisation_needs_its_name_typed(self):
+        doomed = self.http.signup("doomed@browser.test", "Doomed Org", "trial")
+        self.sign_in_fresh(doomed["api_key"], "data")
+        self.assertFalse(self.find("#erase-submit").is_enabled())
+        self.find("#erase-confirm").send_keys("Doomed")
+        self.assertFalse(self.find("#erase-submit").is_enabled(), "a partial name does not arm the button")
+        self.find("#erase-confirm").send_keys(" Org")
+        self.assertTrue(self.find("#erase-submit").is_enabled())
+        self.find("#erase-submit").click()
+        self.assert_error_shown("being erased")
+        self.assertTrue(self.find("#sign-in").is_displayed())
+        status, _ = self.http.call("GET", "/v1/tenant", token=doomed["api_key"])
+        self.assertEqual(status, 401, "the erased tenant's key stops working")
+
+    def test_07g_portal_fits_a_phone(self):
+        self.sign_in_fresh(self.portal["api_key"])
+        for section in ["overview", "documents", "billing", "keys", "settings", "integrations", "data"]:
+            self.go(section)
+            self.assert_fits(360)
+            self.screenshot(f"portal-{section}-phone")
+            self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+            self.assert_fits_desktop()
+            self.screenshot(f"portal-{section}")
+        self.assert_clean_console()
 
     # ---- the console ---------------------------------------------------------------------------------
 
@@ -424,16 +608,19 @@ class Dashboards(unittest.TestCase):
         self.sign_in("#operator-token", OPERATOR_TOKEN)
         self.assert_signed_in()
         self.assertEqual(self.stored("tenantry.console.token"), [OPERATOR_TOKEN, 0, ""])
-        # What the story made: three trials, the portal tenant past due, the paid signup active.
-        expected = dict.fromkeys(STATES, "0") | {"trialing": "3", "past_due": "1", "active": "1"}
-        self.wait_text("#tenants-total", "5")
+        # What the story made: three trials, the portal tenant past due, the paid signup active, the tenant that
+        # left and came back (its trial resumed), the erased one.
+        expected = dict.fromkeys(STATES, "0") | {"trialing": "3", "past_due": "1", "active": "1", "erased": "1"}
+        came_back = self.http.op("GET", f"/admin/tenants/{self.leaving['tenant_id']}")["state"]
+        expected[came_back] = str(int(expected[came_back]) + 1)
+        self.wait_text("#tenants-total", "7")
         shown = {e.get_attribute("data-state"): e.text for e in self.finds("#state-rows .count")}
         self.assertEqual(shown, expected)
         by_api = {s: str(len(self.http.op("GET", f"/admin/tenants?state={s}")["tenants"])) for s in STATES}
         self.assertEqual(shown, by_api, "the counts agree with GET /admin/tenants")
 
         funnel = {e.get_attribute("data-milestone"): e.text for e in self.finds("#funnel-rows .count")}
-        self.assertEqual(funnel, {"signed_up": "5", "provisioned": "5", "first_document": "2",
+        self.assertEqual(funnel, {"signed_up": "7", "provisioned": "7", "first_document": "2",
                                   "first_query": "2", "activated": "2"})
         self.assertEqual(self.column("funnel-rows", 0), FUNNEL)
 

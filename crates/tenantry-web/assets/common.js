@@ -90,6 +90,21 @@ window.Tenantry = (function () {
     return data;
   }
 
+  // Fetches a file with the signed-in credential and hands it to the browser as a download named `name`.
+  async function download(credential, path, name) {
+    const r = await fetch(path, { headers: { Authorization: "Bearer " + credential }, cache: "no-store", credentials: "omit" });
+    if (!r.ok) {
+      const type = r.headers.get("content-type") || "";
+      throw new ApiError(r.status, type.includes("json") ? await r.json() : { detail: await r.text() });
+    }
+    const url = URL.createObjectURL(await r.blob());
+    const link = el("a", { href: url, download: name, hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  }
+
   function showError(error) {
     const area = document.getElementById("error");
     area.textContent = error instanceof Error ? error.message : String(error);
@@ -165,5 +180,37 @@ window.Tenantry = (function () {
     });
   }
 
-  return { el, fill, rows, api, ApiError, showError, clearError, guarded, number, money, bytes, date, credentialStore, barChart };
+  // A column chart over time as inline SVG: one column per {label, value}, in order, the largest full height,
+  // with the first, middle and last labels under the axis.
+  function columnChart(id, columns, format) {
+    const height = 160;
+    const top = 16;
+    const bottom = 22;
+    const width = 640;
+    const chart = fill(id);
+    chart.setAttribute("viewBox", "0 0 " + width + " " + (top + height + bottom));
+    const max = Math.max(0, ...columns.map((c) => c.value));
+    const step = columns.length ? width / columns.length : width;
+    chart.append(svg("line", { x1: 0, x2: width, y1: top + height, y2: top + height, class: "chart-axis" }));
+    if (columns.length === 0 || max === 0) {
+      chart.append(svg("text", { x: width / 2, y: top + height / 2, class: "chart-label", "text-anchor": "middle" }, "no usage in this range"));
+      return;
+    }
+    columns.forEach((c, i) => {
+      const h = c.value > 0 ? Math.max(Math.round((height * c.value) / max), 1) : 0;
+      chart.append(
+        svg("rect", { x: i * step + step * 0.1, y: top + height - h, width: Math.min(Math.max(step * 0.8, 1), 40), height: h, class: "chart-bar", "data-value": c.value },
+          svg("title", {}, c.label + ": " + format(c.value))),
+      );
+    });
+    const marks = [0, Math.floor((columns.length - 1) / 2), columns.length - 1].filter((v, i, a) => a.indexOf(v) === i);
+    for (const i of marks) {
+      const anchor = i === 0 ? "start" : i === columns.length - 1 ? "end" : "middle";
+      const x = i === 0 ? 0 : i === columns.length - 1 ? width : i * step + step / 2;
+      chart.append(svg("text", { x, y: top + height + 16, class: "chart-label", "text-anchor": anchor }, columns[i].label));
+    }
+    chart.append(svg("text", { x: 0, y: 12, class: "chart-value" }, "max " + format(max)));
+  }
+
+  return { el, fill, rows, api, ApiError, download, showError, clearError, guarded, number, money, bytes, date, credentialStore, barChart, columnChart };
 })();

@@ -1,35 +1,121 @@
-// The tenant portal: signs in with an API key (kept in sessionStorage for this tab) and shows the tenant's
-// account, quotas, usage, documents, keys and invoices from the JSON API. All values are rendered as text.
+// The tenant portal: signs in with an admin-scoped API key (kept in sessionStorage for this tab) and runs the
+// organisation's account from the JSON API, one section per URL (/portal, /portal/ask, /portal/documents…).
+// Every section loads on its own, so a tenant whose state closes part of the API (suspended, cancelled…) still
+// sees the rest and is told what is closed and why. All values are rendered as text.
 "use strict";
 
 (function () {
-  const { el, fill, rows, api, guarded, showError, clearError, number, money, bytes, date, barChart } = window.Tenantry;
+  const { el, fill, rows, api, download, guarded, showError, clearError, number, money, bytes, date, barChart, columnChart } =
+    window.Tenantry;
   const key = window.Tenantry.credentialStore("tenantry.portal.key");
   const call = (method, path, body) => api(key.get(), method, path, body);
   const $ = (id) => document.getElementById(id);
+  const SECTIONS = ["overview", "ask", "documents", "keys", "billing", "settings", "integrations", "data"];
+  const PAGE_SIZE = 20;
+
+  let tenant = null;
+  let catalogue = [];
+  let documents = [];
+  let documentPage = 0;
+
+  // ---- sections ---------------------------------------------------------------------------------------
+
+  function sectionOf(path) {
+    const name = path.replace(/^\/portal\/?/, "").split("/")[0];
+    return SECTIONS.includes(name) ? name : "overview";
+  }
+
+  function show(section) {
+    for (const page of document.querySelectorAll("[data-page]")) {
+      page.hidden = page.getAttribute("data-page") !== section;
+    }
+    for (const link of document.querySelectorAll("#nav a")) {
+      if (link.getAttribute("data-section") === section) link.setAttribute("aria-current", "page");
+      else link.removeAttribute("aria-current");
+    }
+    document.title = "Tenantry — " + (section === "overview" ? "tenant portal" : section);
+  }
+
+  function go(section) {
+    const path = section === "overview" ? "/portal" : "/portal/" + section;
+    if (location.pathname !== path) history.pushState({ section }, "", path);
+    clearError();
+    show(section);
+  }
 
   function showSignedIn(signedIn) {
     $("sign-in").hidden = signedIn;
     $("app").hidden = !signedIn;
+    $("nav").hidden = !signedIn;
     $("sign-out").hidden = !signedIn;
     if (!signedIn) {
+      tenant = null;
       $("who").textContent = "";
+      $("state-banner").hidden = true;
       $("new-key").hidden = true;
       $("new-key-value").textContent = "";
     }
   }
 
+  // A section's own note: why it shows nothing (the tenant's state closes that part of the API).
+  function note(id, error) {
+    const area = $(id);
+    if (!area) return;
+    area.hidden = !error;
+    area.textContent = error ? closedBecause(error) : "";
+  }
+
+  function closedBecause(error) {
+    if (error.status === 402) return "Not available until the open invoice is paid (see Billing).";
+    if (error.status === 403 && tenant && tenant.state === "cancelled") {
+      return "Not available while the subscription is cancelled; reactivate it under Data.";
+    }
+    return error.message;
+  }
+
+  // Runs each loader; a loader that fails shows why in its section (or the error area) without stopping the others.
+  async function loadEach(loaders) {
+    const results = await Promise.allSettled(loaders.map(([load]) => load()));
+    results.forEach((r, i) => {
+      const noteId = loaders[i][1];
+      if (r.status === "rejected") {
+        if (noteId) note(noteId, r.reason);
+        else if (!(r.reason && (r.reason.status === 402 || r.reason.status === 403))) showError(r.reason);
+      } else if (noteId) {
+        note(noteId, null);
+      }
+    });
+  }
+
+  const BANNERS = {
+    pending_payment: "Your first payment is pending: the service opens once the first invoice is paid.",
+    provisioning: "Your organisation is being set up; this takes a few seconds.",
+    past_due: "A payment failed. Pay the open invoice under Billing to keep the service running.",
+    suspended: "The service is suspended for non-payment. Pay the open invoice under Billing to resume it; your data is kept.",
+    cancelled: "The subscription is cancelled. Your data is kept for a while: export it or reactivate under Data.",
+  };
+
+  // ---- overview ---------------------------------------------------------------------------------------
+
   async function loadAccount() {
     const t = await call("GET", "/v1/tenant");
+    tenant = t;
     $("who").textContent = t.organization;
     $("organization").textContent = t.organization;
     $("plan").textContent = t.plan;
+    $("current-plan").textContent = t.plan;
     fill("state", el("span", { class: "state state-" + t.state, "data-state": t.state }, t.state));
     $("model").textContent = t.config.model;
     $("retrieval-mode").textContent = t.config.retrieval_mode;
     $("tenant-id").textContent = t.tenant_id;
     const cap = t.config.overage_limit_cents;
     $("cap-cents").value = cap === null || cap === undefined ? "" : String(cap);
+    const banner = BANNERS[t.state];
+    $("state-banner").hidden = !banner;
+    $("state-banner").textContent = banner || "";
+    $("state-banner").className = "banner banner-" + t.state;
+    renderSubscription();
+    renderSettings();
   }
 
   const METERS = [
@@ -41,7 +127,7 @@
 
   async function loadQuotasAndUsage() {
     const [q, u] = await Promise.all([call("GET", "/v1/quotas"), call("GET", "/v1/usage")]);
-    $("quota-period").textContent = "Period " + date(q.period_start) + " to " + date(q.period_end);
+    $("quota-period").textContent = "Period " + date(q.period_start) + " to " + date(q.period_end) + "; quotas reset then.";
     rows(
       "quota-rows",
       METERS,
@@ -49,7 +135,8 @@
         label,
         el("span", { "data-meter": meter, class: "used" }, format(q.used[meter])),
         el("span", { class: "limit" }, format(q.limits[meter])),
-        el("progress", { max: Math.max(q.limits[meter], 1), value: Math.min(q.used[meter], q.limits[meter]) }),
+        el("progress", { max: Math.max(q.limits[meter], 1), value: Math.min(q.used[meter], q.limits[meter]), "aria-label": label + " used" }),
+        el("span", { class: "remaining" }, format(q.remaining[meter])),
       ],
       "no quotas",
     );
@@ -84,11 +171,76 @@
     );
   }
 
+  function historyQuery() {
+    return "granularity=" + encodeURIComponent($("history-granularity").value);
+  }
+
+  // The chosen meter per bucket, every bucket of the range present (zero where nothing was used).
+  async function loadHistory() {
+    const series = await call("GET", "/v1/usage/timeseries?" + historyQuery());
+    const meter = $("history-meter").value;
+    const step = series.granularity === "hour" ? 3600000 : 86400000;
+    const from = Date.parse(series.from);
+    const to = Date.parse(series.to);
+    const totals = new Map();
+    for (let t = from; t < to; t += step) totals.set(t, 0);
+    const value = (p) => (meter === "cost" ? p.cost_micros : p.meter === meter ? p.quantity : 0);
+    for (const p of series.points) {
+      const t = Date.parse(p.start);
+      totals.set(t, (totals.get(t) || 0) + value(p));
+    }
+    const label = (t) => {
+      const iso = new Date(t).toISOString();
+      return series.granularity === "hour" ? iso.slice(5, 13).replace("T", " ") + ":00" : iso.slice(0, 10);
+    };
+    const format = meter === "cost" ? (micros) => money(Math.round(micros / 10000), "usd") : number;
+    columnChart("history-chart", Array.from(totals, ([t, v]) => ({ label: label(t), value: v })), format);
+    const shown = series.points.filter((p) => value(p) !== 0);
+    rows("history-rows", shown, (p) => [date(p.start), p.model || "—", format(value(p))], "no usage in this range");
+  }
+
+  // ---- ask --------------------------------------------------------------------------------------------
+
+  async function ask(question) {
+    const r = await call("POST", "/v1/query", { question });
+    $("ask-answer").textContent = r.answer;
+    const u = r.usage;
+    $("ask-cost").textContent =
+      "Model " + r.model + ", " + r.retrieval_mode + " retrieval; " + number(u.prompt_tokens) + " prompt and " +
+      number(u.completion_tokens) + " completion tokens, " + money(Math.round(u.cost_micros / 10000), "usd") + ".";
+    fill(
+      "ask-citations",
+      ...r.citations.map((c) =>
+        el(
+          "li",
+          { class: "citation" },
+          el("strong", {}, c.title),
+          c.heading ? el("span", { class: "muted" }, " — " + c.heading) : null,
+          c.page ? el("span", { class: "muted" }, " (page " + c.page + ")") : null,
+          el("blockquote", {}, c.text),
+        ),
+      ),
+    );
+    if (r.citations.length === 0) fill("ask-citations", el("li", { class: "muted" }, "no passage of your documents matched"));
+    $("ask-result").hidden = false;
+  }
+
+  // ---- documents --------------------------------------------------------------------------------------
+
   async function loadDocuments() {
-    const { documents } = await call("GET", "/v1/documents");
+    ({ documents } = await call("GET", "/v1/documents"));
+    renderDocuments();
+  }
+
+  function renderDocuments() {
+    const term = $("doc-search").value.trim().toLowerCase();
+    const matching = documents.filter((d) => !term || d.title.toLowerCase().includes(term));
+    const pages = Math.max(Math.ceil(matching.length / PAGE_SIZE), 1);
+    documentPage = Math.min(documentPage, pages - 1);
+    const shown = matching.slice(documentPage * PAGE_SIZE, (documentPage + 1) * PAGE_SIZE);
     rows(
       "document-rows",
-      documents,
+      shown,
       (d) => [
         el("span", { class: "doc-title" }, d.title),
         d.content_type,
@@ -97,9 +249,57 @@
         date(d.created_at),
         el("button", { type: "button", class: "danger", "data-document": d.document_id, onclick: () => deleteDocument(d) }, "Delete"),
       ],
-      "no documents yet",
+      term ? "no document title matches" : "no documents yet",
     );
+    $("doc-page").textContent = "Page " + (documentPage + 1) + " of " + pages + " (" + number(matching.length) + " documents)";
+    $("doc-prev").disabled = documentPage === 0;
+    $("doc-next").disabled = documentPage >= pages - 1;
   }
+
+  // Uploads each file in turn, reporting each one's outcome; one failure does not stop the rest.
+  async function upload() {
+    const title = $("doc-title").value.trim();
+    const files = Array.from($("doc-file").files);
+    const text = $("doc-text").value;
+    const jobs = [];
+    if (files.length > 0) {
+      for (const file of files) {
+        const body = new FormData();
+        body.append("file", file, file.name);
+        if (title && files.length === 1) body.append("title", title);
+        jobs.push([file.name, body]);
+      }
+    } else if (text.trim()) {
+      jobs.push([title || "Untitled", { title: title || "Untitled", text }]);
+    } else {
+      throw new Error("Choose one or more files, or paste some text, to upload.");
+    }
+    const status = fill("upload-status");
+    for (const [name, body] of jobs) {
+      const line = el("li", { class: "upload-pending" }, name + ": uploading…");
+      status.append(line);
+      try {
+        const done = await call("POST", "/v1/documents", body);
+        line.className = "upload-done";
+        line.textContent = name + ": " + (done.status === "indexing" ? "stored, indexing" : "ready") + " (" + number(done.chunks) + " chunks)";
+      } catch (e) {
+        line.className = "upload-failed";
+        line.textContent = name + ": " + e.message;
+      }
+    }
+    $("upload-form").reset();
+    await loadEach([[loadDocuments, "documents-note"], [loadQuotasAndUsage, "quotas-note"]]);
+  }
+
+  async function deleteDocument(d) {
+    if (!window.confirm("Delete the document \u201c" + d.title + "\u201d? Its passages stop being used in answers.")) return;
+    await guarded(async () => {
+      await call("DELETE", "/v1/documents/" + encodeURIComponent(d.document_id));
+      await loadEach([[loadDocuments, "documents-note"], [loadQuotasAndUsage, "quotas-note"]]);
+    });
+  }
+
+  // ---- keys -------------------------------------------------------------------------------------------
 
   async function loadKeys() {
     const { keys } = await call("GET", "/v1/keys");
@@ -121,6 +321,16 @@
     );
   }
 
+  async function revokeKey(k) {
+    if (!window.confirm("Revoke the key \u201c" + k.name + "\u201d? Anything using it stops working at once.")) return;
+    await guarded(async () => {
+      await call("DELETE", "/v1/keys/" + encodeURIComponent(k.key_id));
+      await loadKeys();
+    });
+  }
+
+  // ---- billing ----------------------------------------------------------------------------------------
+
   async function loadInvoices() {
     const { invoices } = await call("GET", "/v1/invoices");
     rows(
@@ -134,8 +344,120 @@
         money(i.total_cents, i.currency),
       ],
       "no invoices yet",
+      showInvoice,
     );
   }
+
+  function showInvoice(invoice) {
+    $("invoice-number").textContent = invoice.number + " (" + invoice.status + ")";
+    rows(
+      "invoice-lines",
+      invoice.lines,
+      (l) => [
+        l.description,
+        l.meter ? number(l.quantity) : "",
+        l.meter ? (l.unit_amount_decimal || "") + " ¢" : "",
+        money(l.amount_cents, invoice.currency),
+      ],
+      "no lines",
+    );
+    const unpaid = invoice.status === "open";
+    $("invoice-pay").hidden = !unpaid;
+    $("invoice-pay").textContent = unpaid
+      ? "To pay " + money(invoice.total_cents, invoice.currency) + ", use the payment link sent with the invoice, " +
+        "or transfer the amount quoting " + invoice.number + "; it shows as paid here once received."
+      : "";
+    $("invoice-detail").hidden = false;
+  }
+
+  async function loadCatalogue() {
+    const r = await fetch("/v1/plans", { cache: "no-store", credentials: "omit" });
+    catalogue = r.ok ? (await r.json()).plans : [];
+    fill(
+      "plan-name",
+      ...catalogue.map((p) =>
+        el("option", { value: p.name, selected: Boolean(tenant) && p.name === tenant.plan }, p.name + " — " + money(p.price_cents, p.currency) + " a " + p.period),
+      ),
+    );
+    renderSettings();
+  }
+
+  async function previewPlan() {
+    const plan = $("plan-name").value;
+    const preview = await call("GET", "/v1/plan/preview?plan=" + encodeURIComponent(plan));
+    const p = preview.proration;
+    $("plan-preview-text").textContent =
+      "Moving from " + preview.current_plan + " to " + preview.plan + " now credits " + money(p.credit_cents, p.currency) +
+      " and charges " + money(p.charge_cents, p.currency) + " on your next invoice; answers then use " + preview.model +
+      " with " + preview.retrieval_mode + " retrieval.";
+    rows("plan-preview-lines", preview.lines, (l) => [l.description, money(l.amount_cents, p.currency)], "nothing to prorate");
+    $("plan-preview").hidden = false;
+    $("plan-preview").setAttribute("data-plan", plan);
+    $("plan-confirm").focus();
+  }
+
+  async function confirmPlan() {
+    const plan = $("plan-preview").getAttribute("data-plan");
+    const changed = await call("POST", "/v1/plan", { plan });
+    const p = changed.proration;
+    const result = $("plan-result");
+    result.textContent =
+      "Plan " + changed.previous_plan + " → " + changed.plan +
+      (changed.pending_plan ? " (switching once the index is ready)" : "") +
+      ". Proration: credit " + money(p.credit_cents, p.currency) + ", charge " + money(p.charge_cents, p.currency) + ".";
+    result.hidden = false;
+    $("plan-preview").hidden = true;
+    await loadAll();
+  }
+
+  async function loadCredits() {
+    const c = await call("GET", "/v1/credits");
+    $("credit-balance").textContent = money(c.balance_cents, c.currency);
+    rows(
+      "credit-rows",
+      c.grants,
+      (g) => [
+        g.reason,
+        money(g.amount_cents, c.currency),
+        money(g.remaining_cents, c.currency),
+        g.expires_at ? date(g.expires_at) : "never",
+        g.applied.map((a) => a.invoice_id + " (" + money(a.amount_cents, c.currency) + ")").join(", ") || "—",
+      ],
+      "no credit",
+    );
+  }
+
+  // ---- settings ---------------------------------------------------------------------------------------
+
+  // The model and retrieval mode choices are the plan's; the page says where a choice needs another plan.
+  function renderSettings() {
+    if (!tenant) return;
+    const plan = catalogue.find((p) => p.name === tenant.plan);
+    const models = plan ? plan.models : [tenant.config.model];
+    const modes = plan ? plan.retrieval_modes : [tenant.config.retrieval_mode];
+    fill("settings-model", ...models.map((m) => el("option", { value: m, selected: m === tenant.config.model }, m)));
+    fill("settings-mode", ...modes.map((m) => el("option", { value: m, selected: m === tenant.config.retrieval_mode }, m)));
+    $("settings-prompt").value = tenant.config.system_prompt;
+    const others = catalogue
+      .filter((p) => p.name !== tenant.plan)
+      .flatMap((p) => p.models.concat(p.retrieval_modes).filter((x) => !models.includes(x) && !modes.includes(x)).map((x) => x + " (" + p.name + ")"));
+    $("settings-plan").textContent =
+      "The " + tenant.plan + " plan offers the models " + models.join(", ") + " and " + modes.join(", ") + " retrieval." +
+      (others.length ? " Other plans add " + Array.from(new Set(others)).join(", ") + "; change plan under Billing." : "");
+  }
+
+  async function saveSettings() {
+    const changed = await call("PATCH", "/v1/tenant/config", {
+      model: $("settings-model").value,
+      retrieval_mode: $("settings-mode").value,
+      system_prompt: $("settings-prompt").value,
+    });
+    $("settings-result").textContent = "Saved: " + changed.model + ", " + changed.retrieval_mode + " retrieval.";
+    $("settings-result").hidden = false;
+    await loadAccount();
+  }
+
+  // ---- integrations -----------------------------------------------------------------------------------
 
   const EVENT_TYPES = [
     "usage.threshold_reached",
@@ -195,28 +517,6 @@
     $("alert-thresholds").value = a.thresholds.map((t) => t.meter + ":" + t.percent).join(", ");
   }
 
-  async function loadCredits() {
-    const c = await call("GET", "/v1/credits");
-    $("credit-balance").textContent = money(c.balance_cents, c.currency);
-    rows(
-      "credit-rows",
-      c.grants,
-      (g) => [
-        g.reason,
-        money(g.amount_cents, c.currency),
-        money(g.remaining_cents, c.currency),
-        g.expires_at ? date(g.expires_at) : "never",
-        g.applied.map((a) => a.invoice_id + " (" + money(a.amount_cents, c.currency) + ")").join(", ") || "—",
-      ],
-      "no credit",
-    );
-  }
-
-  async function loadAll() {
-    await loadAccount();
-    await Promise.all([loadQuotasAndUsage(), loadDocuments(), loadKeys(), loadInvoices(), loadCredits(), loadWebhooks(), loadAlerts()]);
-  }
-
   async function deleteWebhook(w) {
     if (!window.confirm("Delete the endpoint " + w.url + "? Nothing more is sent to it.")) return;
     await guarded(async () => {
@@ -233,26 +533,94 @@
     });
   }
 
-  async function deleteDocument(d) {
-    await guarded(async () => {
-      await call("DELETE", "/v1/documents/" + encodeURIComponent(d.document_id));
-      await Promise.all([loadDocuments(), loadQuotasAndUsage()]);
-    });
+  // ---- data -------------------------------------------------------------------------------------------
+
+  function renderSubscription() {
+    const state = tenant.state;
+    const cancelled = state === "cancelled";
+    $("subscription-text").textContent = cancelled
+      ? "Cancelled: nothing is billed and nothing is served. Reactivating resumes the " + tenant.plan + " plan at once."
+      : "The " + tenant.plan + " plan, " + state + ". Cancelling stops billing and service; the data is kept for a while, then erased.";
+    $("cancel-subscription").hidden = cancelled || !["trialing", "active", "past_due", "suspended"].includes(state);
+    $("reactivate").hidden = !cancelled;
   }
 
-  async function revokeKey(k) {
-    await guarded(async () => {
-      await call("DELETE", "/v1/keys/" + encodeURIComponent(k.key_id));
-      await loadKeys();
-    });
+  // Requests an export, waits while it is built, and offers the archive as a download.
+  async function startExport() {
+    $("export-download").hidden = true;
+    const { export_id } = await call("POST", "/v1/export");
+    const path = "/v1/export/" + encodeURIComponent(export_id);
+    $("export-status").textContent = "Building the archive…";
+    for (let attempt = 0; attempt < 240; attempt++) {
+      const r = await fetch(path, { headers: { Authorization: "Bearer " + key.get() }, cache: "no-store", credentials: "omit" });
+      if (r.status === 200) {
+        const archive = await r.blob();
+        const link = $("export-download");
+        link.setAttribute("href", URL.createObjectURL(archive));
+        link.setAttribute("download", "tenantry-" + export_id + ".tar.gz");
+        link.hidden = false;
+        $("export-status").textContent = "Ready: " + export_id + " (" + bytes(archive.size) + ", SHA-256 " + (r.headers.get("x-export-sha256") || "") + ").";
+        return;
+      }
+      if (r.status !== 202) throw new Error("The export failed (HTTP " + r.status + ").");
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+    throw new Error("The export is taking long; request it again later.");
   }
 
+  async function cancelSubscription() {
+    if (!window.confirm("Cancel the subscription? Service stops at once and nothing more is billed.")) return;
+    await call("POST", "/v1/tenant/cancel");
+    await loadAll();
+  }
+
+  async function reactivate() {
+    await call("POST", "/v1/tenant/reactivate");
+    await loadAll();
+  }
+
+  async function erase() {
+    if ($("erase-confirm").value !== tenant.organization) throw new Error("Type the organisation's name exactly to confirm.");
+    await call("DELETE", "/v1/tenant");
+    key.clear();
+    showSignedIn(false);
+    showError(new Error("The organisation's data is being erased; its keys no longer work."));
+  }
+
+  // ---- sign-in ----------------------------------------------------------------------------------------
+
+  async function loadAll() {
+    await loadAccount();
+    await loadEach([
+      [loadQuotasAndUsage, "quotas-note"],
+      [loadHistory, null],
+      [loadDocuments, "documents-note"],
+      [loadKeys, null],
+      [loadInvoices, null],
+      [loadCredits, null],
+      [loadWebhooks, null],
+      [loadAlerts, null],
+      [loadCatalogue, null],
+    ]);
+  }
+
+  // Signs in when the key belongs to a tenant and has the admin scope the portal needs; a key without it is
+  // refused with the scope it lacks.
   async function signIn(candidate) {
     key.set(candidate);
     try {
       clearError();
-      await loadAll();
+      await loadAccount();
+      try {
+        await call("GET", "/v1/alerts");
+      } catch (e) {
+        if (e.status === 403 && e.problem && /scope/.test(e.problem.detail || "")) {
+          throw new Error("This key lacks the admin scope the portal needs. Sign in with the key given at signup, or create an admin key under Keys with one.");
+        }
+      }
       showSignedIn(true);
+      show(sectionOf(location.pathname));
+      await loadAll();
     } catch (e) {
       key.clear();
       showSignedIn(false);
@@ -267,7 +635,20 @@
     });
   }
 
+  function onClick(id, handler) {
+    $(id).addEventListener("click", () => guarded(handler));
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    for (const link of document.querySelectorAll("#nav a")) {
+      link.addEventListener("click", (event) => {
+        if (event.ctrlKey || event.metaKey || event.shiftKey) return;
+        event.preventDefault();
+        go(link.getAttribute("data-section"));
+      });
+    }
+    window.addEventListener("popstate", () => show(sectionOf(location.pathname)));
+
     $("sign-in-form").addEventListener("submit", (event) => {
       event.preventDefault();
       const candidate = $("api-key").value.trim();
@@ -280,23 +661,25 @@
       showSignedIn(false);
     });
 
-    onSubmit("upload-form", async () => {
-      const title = $("doc-title").value.trim();
-      const file = $("doc-file").files[0];
-      const text = $("doc-text").value;
-      let body;
-      if (file) {
-        body = new FormData();
-        body.append("file", file, file.name);
-        if (title) body.append("title", title);
-      } else if (text.trim()) {
-        body = { title: title || "Untitled", text };
-      } else {
-        throw new Error("Choose a file or paste some text to upload.");
-      }
-      await call("POST", "/v1/documents", body);
-      $("upload-form").reset();
-      await Promise.all([loadDocuments(), loadQuotasAndUsage()]);
+    $("history-meter").addEventListener("change", () => guarded(loadHistory));
+    $("history-granularity").addEventListener("change", () => guarded(loadHistory));
+    onClick("history-csv", () => download(key.get(), "/v1/usage/timeseries?" + historyQuery() + "&format=csv", "usage.csv"));
+
+    onSubmit("ask-form", () => ask($("ask-question").value.trim()));
+
+    onSubmit("upload-form", upload);
+    $("doc-search").addEventListener("input", () => {
+      documentPage = 0;
+      renderDocuments();
+    });
+    $("doc-search-form").addEventListener("submit", (event) => event.preventDefault());
+    $("doc-prev").addEventListener("click", () => {
+      documentPage -= 1;
+      renderDocuments();
+    });
+    $("doc-next").addEventListener("click", () => {
+      documentPage += 1;
+      renderDocuments();
     });
 
     onSubmit("key-form", async () => {
@@ -306,6 +689,10 @@
       $("new-key-value").textContent = created.api_key;
       $("new-key").hidden = false;
       await loadKeys();
+    });
+    onClick("copy-key", async () => {
+      await navigator.clipboard.writeText($("new-key-value").textContent);
+      $("copy-key").textContent = "Copied";
     });
 
     fill(
@@ -336,24 +723,26 @@
       await loadAlerts();
     });
 
+    onSubmit("settings-form", saveSettings);
     onSubmit("cap-form", async () => {
       const raw = $("cap-cents").value.trim();
       await call("PATCH", "/v1/tenant/config", { overage_limit_cents: raw === "" ? null : Number(raw) });
       await loadAccount();
     });
 
-    onSubmit("plan-form", async () => {
-      const changed = await call("POST", "/v1/plan", { plan: $("plan-name").value.trim() });
-      const p = changed.proration;
-      const result = $("plan-result");
-      result.textContent =
-        "Plan " + changed.previous_plan + " → " + changed.plan +
-        (changed.pending_plan ? " (switching once the index is ready)" : "") +
-        ". Proration: credit " + money(p.credit_cents, p.currency) + ", charge " + money(p.charge_cents, p.currency) + ".";
-      result.hidden = false;
-      $("plan-form").reset();
-      await loadAll();
+    onSubmit("plan-form", previewPlan);
+    onClick("plan-confirm", confirmPlan);
+    $("plan-cancel").addEventListener("click", () => {
+      $("plan-preview").hidden = true;
     });
+
+    onClick("export-start", startExport);
+    onClick("cancel-subscription", cancelSubscription);
+    onClick("reactivate", reactivate);
+    $("erase-confirm").addEventListener("input", () => {
+      $("erase-submit").disabled = !tenant || $("erase-confirm").value !== tenant.organization;
+    });
+    onSubmit("erase-form", erase);
 
     if (key.get()) {
       signIn(key.get());
