@@ -44,6 +44,7 @@ target/frameworks-venv/bin/python tests/sdk/frameworks.py target/debug/tenantry
 # The portal and the console in a real browser: Selenium driving Debian's chromium through
 # /usr/bin/chromedriver (`apt-get install chromium chromium-driver`; .ci/run installs them).
 venv_for target/browser-venv tests/browser/requirements.txt
+(cd tests/browser && npm ci --no-audit --no-fund --silent)  # axe-core, for the accessibility check
 target/browser-venv/bin/python tests/browser/dashboards.py target/debug/tenantry
 
 # The OpenAPI document validated as OpenAPI 3.1, then every operation property-tested against it by

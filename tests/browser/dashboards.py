@@ -33,6 +33,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 BINARY = None
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
+# axe-core from npm (tests/browser/package.json, installed by scripts/test.sh), injected into the pages.
+AXE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node_modules", "axe-core", "axe.min.js")
 OPERATOR_TOKEN = "console-test-token-5f1c"
 HOUR = 3600
 HOSTILE = '<script>window.pwned=1;alert("script")</script><img src=x onerror="window.pwned=2;alert(1)">'
@@ -260,6 +262,20 @@ class Dashboards(unittest.TestCase):
                 ".slice(0, 8).map(e => e.tagName + '#' + e.id + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))")
             self.fail(f"the page is {overflow} px wider than {width} px: {wide}")
 
+    def assert_accessible(self, what):
+        """axe-core finds no serious or critical WCAG 2.1 A/AA violation in the page as it is now."""
+        with open(AXE) as f:
+            self.driver.execute_script(f.read())
+        self.driver.set_script_timeout(60)
+        violations = self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})"
+            ".then(r => done(r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,"
+            "  nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))}))))"
+            ".catch(e => done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]))")
+        serious = [v for v in violations if v["impact"] in ("serious", "critical")]
+        self.assertEqual(serious, [], f"accessibility of {what}")
+
     def assert_fits_desktop(self):
         self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
         overflow = self.driver.execute_script(
@@ -276,6 +292,7 @@ class Dashboards(unittest.TestCase):
         self.open("/portal")
         self.assertTrue(self.find("#sign-in").is_displayed())
         self.assertFalse(self.find("#app").is_displayed())
+        self.assert_accessible("the portal's sign-in")
         self.sign_in("#api-key", "tk_0123456789abcdef0123456789abcdef_not-a-real-secret")
         self.assert_error_shown("Unauthenticated")
         self.assertFalse(self.find("#app").is_displayed(), "the portal opened with a wrong key")
@@ -580,6 +597,7 @@ class Dashboards(unittest.TestCase):
             self.screenshot(f"portal-{section}-phone")
             self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
             self.assert_fits_desktop()
+            self.assert_accessible(f"the portal's {section} section")
             self.screenshot(f"portal-{section}")
         self.assert_clean_console()
 
@@ -696,6 +714,7 @@ class Dashboards(unittest.TestCase):
         self.open_tenant(self.hostile["tenant_id"], HOSTILE)
         self.assertEqual(self.finds("#tenant-detail img, #tenant-detail script"), [])
         self.assert_no_alert()
+        self.assert_accessible("the console with a tenant open")
         self.assert_clean_console()
 
 
