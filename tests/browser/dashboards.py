@@ -717,6 +717,63 @@ class Dashboards(unittest.TestCase):
         self.assert_accessible("the console with a tenant open")
         self.assert_clean_console()
 
+    def test_16_console_searches_filters_and_labels_erased_tenants(self):
+        self.find("#tenant-search").send_keys("portal")
+        self.wait("the search", lambda: self.column("tenant-rows", 0) == ["Portal Org"])
+        self.assertEqual(self.text("#tenant-page"), "1–1 of 1")
+        self.find("#tenant-search").clear()
+        self.find("#tenant-search").send_keys("browser.test")
+        # The erased tenant's email is gone with its data: six of the seven match.
+        self.wait("the tenants by email", lambda: len(self.column("tenant-rows", 0)) == 6)
+        self.find('#tenant-sort option[value="organization"]').click()
+        api = [t["organization"] if t["state"] != "erased" else "erased tenant " + t["tenant_id"] for t in
+               self.http.op("GET", "/admin/tenants?q=browser.test&sort=organization")["tenants"]]
+        self.assertEqual(len(api), 6)
+        self.wait("sorted by organisation", lambda: self.column("tenant-rows", 0) == api)
+        self.find("#tenant-search").clear()
+        self.find("#tenant-search").send_keys("x")
+        self.find("#tenant-search").send_keys("\b")
+        self.find('#state-filter option[value="erased"]').click()
+        self.wait("the erased tenant", lambda: len(self.column("tenant-rows", 0)) == 1)
+        self.assertTrue(self.column("tenant-rows", 0)[0].startswith("erased tenant ten_"), "an erased tenant is labelled")
+        self.find('#state-filter option[value=""]').click()
+        self.wait("every tenant", lambda: len(self.column("tenant-rows", 0)) == 7)
+
+    def test_17_console_marks_an_open_invoice_paid_after_confirming(self):
+        self.open_tenant(self.portal["tenant_id"], "Portal Org")
+        number = self.portal_invoice["number"]
+        self.wait("the open invoice", lambda: self.column("detail-invoice-rows", 0).count(number) == 1)
+        row = self.column("detail-invoice-rows", 0).index(number)
+        self.assertEqual(self.column("detail-invoice-rows", 2)[row], "open")
+        self.finds('#detail-invoice-rows button[data-action="paid"]')[0].click()
+        self.wait("a confirmation", lambda: self._alert_open())
+        self.driver.switch_to.alert.dismiss()
+        self.assertEqual(self.http.op("GET", f"/admin/tenants/{self.portal['tenant_id']}")["state"], "past_due")
+        self.finds('#detail-invoice-rows button[data-action="paid"]')[0].click()
+        self.accept_confirmation("Mark " + number + " paid")
+        self.wait("the invoice paid", lambda: self.column("detail-invoice-rows", 2)[row] == "paid")
+        self.assertEqual(self.http.op("GET", f"/admin/tenants/{self.portal['tenant_id']}")["state"], "active",
+                         "paying the overdue invoice ends dunning")
+        self.assertFalse(self.find("#error").is_displayed(), self.find("#error").text)
+
+    def test_18_console_suspends_and_reactivates_after_confirming(self):
+        self.open_tenant(self.idle["tenant_id"], "Idle Org")
+        self.assertFalse(self.find("#detail-reactivate").is_displayed())
+        self.find("#detail-suspend").click()
+        self.accept_confirmation("Suspend Idle Org")
+        self.wait_text("#detail-state", "suspended")
+        status, _ = self.http.call("GET", "/v1/documents", token=self.idle["api_key"])
+        self.assertEqual(status, 402, "a suspended tenant's API answers 402")
+        audit = self.http.op("GET", f"/admin/audit?tenant_id={self.idle['tenant_id']}")
+        self.assertIn("operator", json.dumps(audit), "the suspension is audited with the operator as actor")
+        self.find("#detail-reactivate").click()
+        self.accept_confirmation("Reactivate Idle Org")
+        self.wait("the tenant served again", lambda: self.text("#detail-state") != "suspended")
+        status, _ = self.http.call("GET", "/v1/documents", token=self.idle["api_key"])
+        self.assertEqual(status, 200)
+        self.assert_clean_console()
+        self.assert_accessible("the console after operator actions")
+
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:

@@ -7,7 +7,7 @@ use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::{ErrorCode, TenantId, TenantState};
 
 use serde::Serialize;
-use tenantry_store::{JobState, TenantEvent};
+use tenantry_store::{JobState, TenantEvent, TenantOrder, TenantSearch};
 use utoipa::ToSchema;
 
 use crate::audit::Actor;
@@ -133,6 +133,30 @@ pub struct IntegrationHealth {
     pub webhook_deliveries_failed: i64,
 }
 
+/// The most tenants one page of `GET /admin/tenants` holds.
+pub const MAX_TENANT_PAGE: i64 = 500;
+
+/// `GET /admin/tenants`'s filter: every field optional; without `limit`, every match.
+#[derive(Clone, Debug, Default)]
+pub struct TenantQuery {
+    /// Part of the organisation or email (any case), or the whole tenant id.
+    pub q: Option<String>,
+    pub state: Option<String>,
+    pub plan: Option<String>,
+    /// `created_at` (default), `-created_at`, `organization`, `state` or `plan`.
+    pub sort: Option<String>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+/// One page of tenants and how many match in all.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantPage {
+    pub tenants: Vec<TenantView>,
+    /// Every tenant the filter matches, on this page or not.
+    pub total: i64,
+}
+
 impl Services {
     pub fn authenticate_operator(&self, presented: Option<&str>) -> ServiceResult<()> {
         let expected = self.config().server.operator_token.as_bytes();
@@ -144,14 +168,45 @@ impl Services {
         }
     }
 
-    pub async fn admin_tenants(&self, state: Option<&str>) -> ServiceResult<Vec<TenantView>> {
-        let state = match state {
+    /// The tenants matching `query`, one page of them, and how many match in all.
+    pub async fn admin_tenants(&self, query: &TenantQuery) -> ServiceResult<TenantPage> {
+        let state = match query.state.as_deref() {
             None => None,
             Some(s) => {
                 Some(TenantState::parse(s).ok_or_else(|| ServiceError::validation(format!("unknown state {s:?}")))?)
             }
         };
-        Ok(self.store().tenants(state).await?.into_iter().map(crate::tenants::view).collect())
+        let order = match query.sort.as_deref() {
+            None | Some("created_at") => TenantOrder::Oldest,
+            Some("-created_at") => TenantOrder::Newest,
+            Some("organization") => TenantOrder::Organization,
+            Some("state") => TenantOrder::State,
+            Some("plan") => TenantOrder::Plan,
+            Some(other) => {
+                return Err(ServiceError::validation(format!(
+                    "sort {other:?}: use created_at, -created_at, organization, state or plan"
+                )))
+            }
+        };
+        let limit = match query.limit {
+            None => i64::MAX,
+            Some(n @ 1..=MAX_TENANT_PAGE) => n,
+            Some(_) => return Err(ServiceError::validation(format!("limit must be 1 to {MAX_TENANT_PAGE}"))),
+        };
+        let offset = query.offset.unwrap_or(0);
+        if offset < 0 {
+            return Err(ServiceError::validation("offset must not be negative"));
+        }
+        let search = TenantSearch {
+            text: query.q.as_deref(),
+            state,
+            plan: query.plan.as_deref().filter(|p| !p.is_empty()),
+            order,
+            limit,
+            offset,
+        };
+        let (rows, total) = self.store().search_tenants(&search).await?;
+        Ok(TenantPage { tenants: rows.into_iter().map(crate::tenants::view).collect(), total })
     }
 
     /// One tenant as the operator sees it: its profile, lifecycle and activation events, invoices and jobs.

@@ -56,7 +56,9 @@ pub use overview::OverviewCounts;
 pub use prepaid::CreditGrantRow;
 pub use quota::{Amounts, Counters, Exceeded, NewReservation, QuotaMeter, Settlement, SpendCap};
 pub use stripe::{EventSeen, StripeLink};
-pub use tenants::{ConfigChange, NewTenant, PlanChange, TenantEvent, TenantRow, TransitionEffects};
+pub use tenants::{
+    ConfigChange, NewTenant, PlanChange, TenantEvent, TenantOrder, TenantRow, TenantSearch, TransitionEffects,
+};
 pub use usage::{PrunedUsage, UsageBucket, UsageEvent, UsageLine};
 pub use webhooks::{AttemptRecord, AttemptRow, DeliveryRow, DueDelivery, NewEvent, WebhookRow};
 

@@ -52,6 +52,33 @@ pub struct TenantRow {
     pub overage_limit_cents: Option<i64>,
 }
 
+/// What `search_tenants` looks for: `text` in the organisation or email (case-insensitive) or as the exact
+/// tenant id, and a state and plan; one page of it.
+#[derive(Clone, Debug)]
+pub struct TenantSearch<'a> {
+    pub text: Option<&'a str>,
+    pub state: Option<TenantState>,
+    pub plan: Option<&'a str>,
+    pub order: TenantOrder,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TenantOrder {
+    #[default]
+    Oldest,
+    Newest,
+    Organization,
+    State,
+    Plan,
+}
+
+/// `raw` matched literally by `LIKE … ESCAPE '\\'`.
+fn escape_like(raw: &str) -> String {
+    raw.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
 /// A change to a tenant's configuration; `None` keeps the current value.
 #[derive(Clone, Debug, Default)]
 pub struct ConfigChange {
@@ -209,6 +236,53 @@ impl Store {
             }
         };
         rows.iter().map(tenant_from_row).collect()
+    }
+
+    /// One page of the tenants matching `search`, in its order, and how many match in all.
+    pub async fn search_tenants(&self, search: &TenantSearch<'_>) -> Result<(Vec<TenantRow>, i64)> {
+        let mut clauses: Vec<String> = Vec::new();
+        let mut texts: Vec<String> = Vec::new();
+        if let Some(text) = search.text.map(str::trim).filter(|t| !t.is_empty()) {
+            let pattern = format!("%{}%", escape_like(&text.to_lowercase()));
+            let n = texts.len() + 1;
+            clauses.push(format!(
+                "(LOWER(organization) LIKE ${n} ESCAPE '\\' OR LOWER(email) LIKE ${} ESCAPE '\\' OR id = ${})",
+                n + 1,
+                n + 2
+            ));
+            texts.extend([pattern.clone(), pattern, text.to_owned()]);
+        }
+        if let Some(state) = search.state {
+            texts.push(state.as_str().to_owned());
+            clauses.push(format!("state = ${}", texts.len()));
+        }
+        if let Some(plan) = search.plan {
+            texts.push(plan.to_owned());
+            clauses.push(format!("plan = ${}", texts.len()));
+        }
+        let filter = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
+        let order = match search.order {
+            TenantOrder::Newest => "created_at DESC, id",
+            TenantOrder::Oldest => "created_at, id",
+            TenantOrder::Organization => "LOWER(organization), id",
+            TenantOrder::State => "state, created_at, id",
+            TenantOrder::Plan => "plan, created_at, id",
+        };
+        let page = format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants{filter} ORDER BY {order} LIMIT ${} OFFSET ${}",
+            texts.len() + 1,
+            texts.len() + 2
+        );
+        let count = format!("SELECT COUNT(*) AS n FROM tenants{filter}");
+        let mut page_query = sqlx::query(&page);
+        let mut count_query = sqlx::query(&count);
+        for text in &texts {
+            page_query = page_query.bind(text.as_str());
+            count_query = count_query.bind(text.as_str());
+        }
+        let rows = page_query.bind(search.limit).bind(search.offset).fetch_all(&self.read).await?;
+        let total: i64 = count_query.fetch_one(&self.read).await?.try_get("n")?;
+        Ok((rows.iter().map(tenant_from_row).collect::<Result<_>>()?, total))
     }
 
     /// Applies `change` and bumps the config version; returns the new row.

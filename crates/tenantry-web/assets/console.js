@@ -21,6 +21,8 @@
 
   let currency = "usd";
   let selected = null;
+  const TENANT_PAGE = 25;
+  let tenantOffset = 0;
 
   const stateBadge = (state) => el("span", { class: "state state-" + state, "data-state": state }, state);
 
@@ -54,6 +56,11 @@
     const filter = $("state-filter");
     if (filter.options.length === 1) {
       for (const state of Object.keys(o.tenants_by_state)) filter.append(el("option", { value: state }, state));
+    }
+    const plans = $("plan-filter");
+    if (plans.options.length === 1) {
+      const catalogue = await fetch("/v1/plans", { cache: "no-store", credentials: "omit" }).then((r) => r.json());
+      for (const p of catalogue.plans) plans.append(el("option", { value: p.name }, p.name));
     }
 
     $("revenue-paid").textContent = money(o.revenue.paid_cents, currency);
@@ -110,21 +117,63 @@
     );
   }
 
+  // One page of the tenants matching the search, filters and sort; the server filters, sorts and counts.
   async function loadTenants() {
-    const state = $("state-filter").value;
-    const { tenants } = await call("GET", "/admin/tenants" + (state ? "?state=" + encodeURIComponent(state) : ""));
+    const params = new URLSearchParams({ sort: $("tenant-sort").value, limit: String(TENANT_PAGE), offset: String(tenantOffset) });
+    const q = $("tenant-search").value.trim();
+    if (q) params.set("q", q);
+    if ($("state-filter").value) params.set("state", $("state-filter").value);
+    if ($("plan-filter").value) params.set("plan", $("plan-filter").value);
+    const { tenants, total } = await call("GET", "/admin/tenants?" + params);
     rows(
       "tenant-rows",
       tenants,
       (t) => [
-        el("span", { class: "organization", "data-tenant": t.tenant_id }, t.organization),
-        t.email,
+        t.state === "erased"
+          ? el("span", { class: "organization erased", "data-tenant": t.tenant_id }, "erased tenant " + t.tenant_id)
+          : el("span", { class: "organization", "data-tenant": t.tenant_id }, t.organization),
+        t.state === "erased" ? "—" : t.email,
         stateBadge(t.state),
         t.plan,
         date(t.created_at),
       ],
-      "no tenants",
+      q ? "no tenant matches" : "no tenants",
       (t) => showTenant(t.tenant_id),
+    );
+    const last = Math.min(tenantOffset + tenants.length, total);
+    $("tenant-page").textContent = total ? number(tenantOffset + 1) + "–" + number(last) + " of " + number(total) : "none";
+    $("tenant-prev").disabled = tenantOffset === 0;
+    $("tenant-next").disabled = last >= total;
+  }
+
+  function reloadTenants() {
+    tenantOffset = 0;
+    return guarded(loadTenants);
+  }
+
+  // An operator action on the tenant shown: confirmed first, then the tenant and the overview reloaded.
+  async function act(question, method, path, body) {
+    if (!window.confirm(question)) return;
+    await guarded(async () => {
+      await call(method, path, body);
+      await loadOverview();
+      await loadTenants();
+      await showTenant(selected);
+    });
+  }
+
+  function invoiceActions(invoice) {
+    const base = "/admin/invoices/" + encodeURIComponent(invoice.invoice_id);
+    if (invoice.status !== "open") return "";
+    return el(
+      "span",
+      { class: "actions" },
+      el("button", { type: "button", class: "secondary", "data-action": "paid", onclick: () =>
+        act("Mark " + invoice.number + " paid (" + money(invoice.total_cents, invoice.currency) + " received)?", "POST", base + "/payment", { outcome: "succeeded" }) }, "Mark paid"),
+      el("button", { type: "button", class: "secondary", "data-action": "void", onclick: () =>
+        act("Void " + invoice.number + "? It will never be collected and is not owed.", "POST", base + "/void") }, "Void"),
+      el("button", { type: "button", class: "danger", "data-action": "uncollectible", onclick: () =>
+        act("Write off " + invoice.number + " as uncollectible?", "POST", base + "/mark-uncollectible") }, "Write off"),
     );
   }
 
@@ -132,10 +181,12 @@
     await guarded(async () => {
       const d = await call("GET", "/admin/tenants/" + encodeURIComponent(id));
       selected = id;
-      $("detail-organization").textContent = d.organization;
+      $("detail-organization").textContent = d.state === "erased" ? "erased tenant" : d.organization;
       $("detail-id").textContent = d.tenant_id;
       $("detail-email").textContent = d.email;
       fill("detail-state", stateBadge(d.state));
+      $("detail-suspend").hidden = !["trialing", "active", "past_due"].includes(d.state);
+      $("detail-reactivate").hidden = d.state !== "suspended";
       $("detail-plan").textContent = d.plan;
       $("detail-model").textContent = d.config.model + " (" + d.config.retrieval_mode + ")";
 
@@ -181,7 +232,7 @@
       rows(
         "detail-invoice-rows",
         d.invoices,
-        (i) => [i.number, i.kind, i.status, money(i.total_cents, i.currency)],
+        (i) => [i.number, i.kind, el("span", { class: "invoice-status" }, i.status), money(i.total_cents, i.currency), invoiceActions(i)],
         "no invoices",
       );
       $("detail-credit-balance").textContent = money(d.credits.balance_cents, d.credits.currency);
@@ -250,7 +301,28 @@
       showSignedIn(false);
     });
     $("refresh").addEventListener("click", () => guarded(loadAll));
-    $("state-filter").addEventListener("change", () => guarded(loadTenants));
+    $("state-filter").addEventListener("change", reloadTenants);
+    $("plan-filter").addEventListener("change", reloadTenants);
+    $("tenant-sort").addEventListener("change", reloadTenants);
+    let typing = null;
+    $("tenant-search").addEventListener("input", () => {
+      clearTimeout(typing);
+      typing = setTimeout(reloadTenants, 250);
+    });
+    $("tenant-prev").addEventListener("click", () => {
+      tenantOffset = Math.max(tenantOffset - TENANT_PAGE, 0);
+      guarded(loadTenants);
+    });
+    $("tenant-next").addEventListener("click", () => {
+      tenantOffset += TENANT_PAGE;
+      guarded(loadTenants);
+    });
+    $("detail-suspend").addEventListener("click", () =>
+      act("Suspend " + $("detail-organization").textContent + "? Its API answers 402 until reactivated.", "POST",
+        "/admin/tenants/" + encodeURIComponent(selected) + "/suspend"));
+    $("detail-reactivate").addEventListener("click", () =>
+      act("Reactivate " + $("detail-organization").textContent + "?", "POST",
+        "/admin/tenants/" + encodeURIComponent(selected) + "/reactivate"));
     $("filter-form").addEventListener("submit", (event) => event.preventDefault());
     $("credit-form").addEventListener("submit", (event) => {
       event.preventDefault();

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use tenantry_billing::InvoiceStatus;
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::ErrorCode;
-use tenantry_service::admin::TenantDetail;
+use tenantry_service::admin::{TenantDetail, TenantPage, TenantQuery};
 use tenantry_service::api_keys::{CreatedKey, KeyView};
 use tenantry_service::billing::InvoiceView;
 use tenantry_service::documents::{DocumentView, Upload, Uploaded};
@@ -596,29 +596,43 @@ pub async fn revoke_named_key(
 
 // ---- operator -----------------------------------------------------------------------------------------
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TenantList {
-    pub tenants: Vec<TenantView>,
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct TenantFilter {
     /// Only tenants in this state.
     #[param(pattern = "^(pending_payment|provisioning|trialing|active|past_due|suspended|cancelled|erased)$")]
     pub state: Option<String>,
+    /// Part of the organisation or email (any case), or a whole tenant id.
+    pub q: Option<String>,
+    /// Only tenants on this plan.
+    pub plan: Option<String>,
+    /// `created_at` (default, oldest first), `-created_at`, `organization`, `state` or `plan`.
+    #[param(pattern = "^(-?created_at|organization|state|plan)$")]
+    pub sort: Option<String>,
+    /// A page of at most this many (1 to 500); without it, every match.
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+    /// How many matches to skip (with `limit`).
+    #[param(minimum = 0)]
+    pub offset: Option<i64>,
 }
 
-/// All tenants, optionally by state.
+/// The tenants: all of them, or those matching a search, a state and a plan, sorted and paged; `total` counts
+/// every match.
 #[utoipa::path(get, path = "/admin/tenants", tag = "operator", security(("operator" = [])), params(TenantFilter),
-    responses((status = 200, body = TenantList), (status = 401, body = Problem, content_type = "application/problem+json")))]
+    responses(
+        (status = 200, body = TenantPage),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
 pub async fn admin_tenants(
     State(s): State<Services>,
     _: Operator,
     filter: Result<Query<TenantFilter>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<axum::Json<TenantList>> {
+) -> ApiResult<axum::Json<TenantPage>> {
     let Query(f) = filter?;
-    Ok(axum::Json(TenantList { tenants: s.admin_tenants(f.state.as_deref()).await? }))
+    let query = TenantQuery { q: f.q, state: f.state, plan: f.plan, sort: f.sort, limit: f.limit, offset: f.offset };
+    Ok(axum::Json(s.admin_tenants(&query).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

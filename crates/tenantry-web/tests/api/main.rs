@@ -25,5 +25,6 @@ mod retrieval;
 mod spend;
 mod story;
 mod stripe;
+mod tenant_search;
 mod timeseries;
 mod webhooks;
