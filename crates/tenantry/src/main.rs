@@ -4,6 +4,7 @@
 mod backup;
 mod bench;
 mod bench_cluster;
+mod bench_pages;
 mod bench_retrieval;
 mod bench_signup;
 mod bench_webhooks;
@@ -191,6 +192,18 @@ enum BenchCommand {
         #[arg(long, default_value_t = 100)]
         signups: usize,
     },
+    /// Server time of the portal's and the console's requests with many tenants and a year of hourly usage.
+    Pages {
+        /// Tenants in all (one of them the busy one).
+        #[arg(long, default_value_t = 10_000)]
+        tenants: usize,
+        /// Hours of usage of the busy tenant, one question each.
+        #[arg(long, default_value_t = 8_760)]
+        hours: usize,
+        /// Requests per page.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+    },
     /// Outbound webhook deliveries per second, and each delivery's latency, to a receiver in this process.
     Webhooks {
         /// Tenants, one endpoint each.
@@ -357,6 +370,9 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Signup { signups }) => {
             bench_signup::signup(bench_signup::SignupBench { signups }).await?;
+        }
+        Command::Bench(BenchCommand::Pages { tenants, hours, samples }) => {
+            bench_pages::pages(bench_pages::PagesBench { tenants, hours, samples }).await?;
         }
         Command::Bench(BenchCommand::Webhooks { tenants, events, receiver_ms, database_url }) => {
             let opts = bench_webhooks::WebhookBench { tenants, events, receiver_ms, database_url };
