@@ -38,6 +38,10 @@ pub struct TenantView {
     pub config_version: i64,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    /// `GET /v1/tenant` (and cancel, reactivate) only: the invoices still open, with their lines — what is owed, shown even to a
+    /// tenant that cannot read `GET /v1/invoices` yet (`pending_payment`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_invoices: Option<Vec<crate::billing::InvoiceView>>,
 }
 
 /// `PATCH /v1/tenant/config`'s answer: the new config at the top level (API.md: "200 with the new config"),
@@ -210,9 +214,18 @@ impl Services {
         Ok(row.state)
     }
 
+    /// The tenant as `GET /v1/tenant` shows it: profile, state, plan, configuration and open invoices.
     pub async fn tenant_view(&self, ctx: &TenantContext) -> ServiceResult<TenantView> {
         let row = self.store().tenant(&ctx.tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
-        Ok(view(row))
+        let open = self
+            .store()
+            .invoices(&ctx.tenant_id)
+            .await?
+            .into_iter()
+            .filter(|i| i.status == tenantry_domain::InvoiceStatus::Open)
+            .map(crate::billing::view)
+            .collect();
+        Ok(TenantView { open_invoices: Some(open), ..view(row) })
     }
 
     /// Changes model, retrieval mode or system prompt. Anything the plan does not allow is refused, and
@@ -299,5 +312,6 @@ pub(crate) fn view(row: TenantRow) -> TenantView {
         },
         config_version: row.config_version,
         created_at: row.created_at,
+        open_invoices: None,
     }
 }

@@ -110,7 +110,11 @@
     $("tenant-id").textContent = t.tenant_id;
     const cap = t.config.overage_limit_cents;
     $("cap-cents").value = cap === null || cap === undefined ? "" : String(cap);
-    const banner = BANNERS[t.state];
+    const due = t.open_invoices || [];
+    $("amount-due").hidden = due.length === 0;
+    rows("due-rows", due, (i) => [i.number, i.kind, money(i.total_cents, i.currency)], "nothing is due", showInvoice);
+    const owed = due.map((i) => i.number + " (" + money(i.total_cents, i.currency) + ")").join(", ");
+    const banner = BANNERS[t.state] && BANNERS[t.state] + (due.length ? " Open: " + owed + "." : "");
     $("state-banner").hidden = !banner;
     $("state-banner").textContent = banner || "";
     $("state-banner").className = "banner banner-" + t.state;

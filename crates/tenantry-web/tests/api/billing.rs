@@ -396,3 +396,36 @@ async fn a_plan_change_during_a_trial_keeps_the_trials_end() {
     let rest = rest["amount_cents"].as_i64().expect("cents");
     assert!((49_900 * 14 / 31..=49_900 * 17 / 28 + 1).contains(&rest), "pro from the trial's end only: {rest}");
 }
+
+/// A paid signup waiting for its first payment cannot read `/v1/invoices` (402, as API.md's state table says)
+/// but sees what it owes on `GET /v1/tenant`; once paid, nothing is open.
+#[tokio::test]
+async fn a_tenant_waiting_for_its_first_payment_sees_the_invoice_it_owes() {
+    let app = spawn_app_with(test_clock).await;
+    let t = app.signup("owes@billing.test", "pro").await;
+    let tenant: Value = app.get(&t.key, "/v1/tenant").await.json().await.expect("json");
+    assert_eq!(tenant["state"], "pending_payment");
+    let open = tenant["open_invoices"].as_array().expect("open invoices");
+    assert_eq!(open.len(), 1, "{tenant}");
+    assert_eq!(open[0]["kind"], "signup");
+    assert_eq!(open[0]["status"], "open");
+    let detail: Value = app.get(OP, &format!("/admin/tenants/{}", t.id)).await.json().await.expect("json");
+    assert_eq!(open[0]["invoice_id"], detail["invoices"][0]["invoice_id"]);
+    assert_eq!(open[0]["total_cents"], detail["invoices"][0]["total_cents"]);
+    assert!(!open[0]["lines"].as_array().expect("lines").is_empty(), "with its lines");
+    assert_problem(app.get(&t.key, "/v1/invoices").await, 402, "payment_required").await;
+
+    let invoice = open[0]["invoice_id"].as_str().expect("id");
+    let r = app.post_json(OP, &format!("/admin/invoices/{invoice}/payment"), json!({"outcome": "succeeded"})).await;
+    assert_eq!(r.status(), 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let tenant: Value = app.get(&t.key, "/v1/tenant").await.json().await.expect("json");
+        if tenant["state"] == "active" {
+            assert_eq!(tenant["open_invoices"], json!([]), "{tenant}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never provisioned: {tenant}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
