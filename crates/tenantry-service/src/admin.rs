@@ -193,6 +193,9 @@ impl Services {
             Some(n @ 1..=MAX_TENANT_PAGE) => n,
             Some(_) => return Err(ServiceError::validation(format!("limit must be 1 to {MAX_TENANT_PAGE}"))),
         };
+        if query.q.as_deref().is_some_and(|q| q.chars().any(char::is_control)) {
+            return Err(ServiceError::validation("q must not contain control characters"));
+        }
         let offset = query.offset.unwrap_or(0);
         if offset < 0 {
             return Err(ServiceError::validation("offset must not be negative"));

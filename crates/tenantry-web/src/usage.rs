@@ -25,6 +25,7 @@ pub enum SeriesFormat {
 #[into_params(parameter_in = Query)]
 pub struct TimeseriesParams {
     /// `hour` or `day` (UTC buckets).
+    #[param(inline)]
     pub granularity: Granularity,
     /// RFC 3339, rounded down to a bucket; default: start of the current billing period.
     #[param(format = DateTime)]
@@ -33,6 +34,7 @@ pub struct TimeseriesParams {
     #[param(format = DateTime)]
     pub to: Option<String>,
     /// `json` (default) or `csv`.
+    #[param(inline)]
     pub format: Option<SeriesFormat>,
 }
 
@@ -43,7 +45,10 @@ pub struct TimeseriesParams {
 #[utoipa::path(get, path = "/v1/usage/timeseries", tag = "usage", security(("bearer" = [])),
     params(TimeseriesParams),
     responses(
-        (status = 200, body = UsageTimeseries, description = "JSON, or CSV with `format=csv`"),
+        (status = 200, description = "The series: JSON, or CSV with `format=csv`", content(
+            (UsageTimeseries = "application/json"),
+            (String = "text/csv"),
+        )),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn timeseries(
