@@ -115,13 +115,8 @@ const UNSHIPPED_LIMIT: i64 = 2_000;
 impl Services {
     /// Usage in `[from, to)`; each bound defaults to the current billing period's.
     pub async fn usage(&self, ctx: &TenantContext, from: Option<&str>, to: Option<&str>) -> ServiceResult<UsageReport> {
-        let parse = |raw: Option<&str>, name: &str, default: Timestamp| match raw {
-            None => Ok(default),
-            Some(s) => Timestamp::parse_rfc3339(s)
-                .ok_or_else(|| ServiceError::validation(format!("{name} must be an RFC 3339 timestamp"))),
-        };
-        let from = parse(from, "from", ctx.period.start)?;
-        let to = parse(to, "to", ctx.period.end)?;
+        let from = bound(from, "from", ctx.period.start)?;
+        let to = bound(to, "to", ctx.period.end)?;
         if from > to {
             return Err(ServiceError::validation("from must not be after to"));
         }
@@ -138,14 +133,9 @@ impl Services {
         from: Option<&str>,
         to: Option<&str>,
     ) -> ServiceResult<UsageTimeseries> {
-        let parse = |raw: Option<&str>, name: &str, default: Timestamp| match raw {
-            None => Ok(default),
-            Some(s) => Timestamp::parse_rfc3339(s)
-                .ok_or_else(|| ServiceError::validation(format!("{name} must be an RFC 3339 timestamp"))),
-        };
         let step = granularity.millis();
-        let from = parse(from, "from", ctx.period.start)?;
-        let to = parse(to, "to", self.clock().now())?;
+        let from = bound(from, "from", ctx.period.start)?;
+        let to = bound(to, "to", self.clock().now())?;
         if from > to {
             return Err(ServiceError::validation("from must not be after to"));
         }
@@ -254,6 +244,15 @@ impl Services {
         totals.documents = self.store().usage_level(tenant, Meter::Documents, to).await?;
         totals.storage_bytes = self.store().usage_level(tenant, Meter::StorageBytes, to).await?;
         Ok(UsageReport { tenant_id: tenant.clone(), from, to, totals, by_model })
+    }
+}
+
+/// A range bound given as RFC 3339, or `default` when absent.
+fn bound(raw: Option<&str>, name: &str, default: Timestamp) -> ServiceResult<Timestamp> {
+    match raw {
+        None => Ok(default),
+        Some(s) => Timestamp::parse_rfc3339(s)
+            .ok_or_else(|| ServiceError::validation(format!("{name} must be an RFC 3339 timestamp"))),
     }
 }
 
