@@ -446,7 +446,7 @@
       .filter((p) => p.name !== tenant.plan)
       .flatMap((p) => p.models.concat(p.retrieval_modes).filter((x) => !models.includes(x) && !modes.includes(x)).map((x) => x + " (" + p.name + ")"));
     $("settings-plan").textContent =
-      "The " + tenant.plan + " plan offers the models " + models.join(", ") + " and " + modes.join(", ") + " retrieval." +
+      "The " + tenant.plan + " plan offers the models " + models.join(", ") + "; retrieval: " + modes.join(", ") + "." +
       (others.length ? " Other plans add " + Array.from(new Set(others)).join(", ") + "; change plan under Billing." : "");
   }
 
