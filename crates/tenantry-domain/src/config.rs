@@ -641,6 +641,20 @@ impl Plan {
         self.retrieval_modes.contains(&mode)
     }
 
+    /// `model` when the plan offers it, else the plan's default.
+    pub fn model_or_default(&self, model: &str) -> String {
+        if self.allows_model(model) { model } else { &self.default_model }.to_owned()
+    }
+
+    /// `mode` when the plan offers it, else the plan's default.
+    pub fn mode_or_default(&self, mode: RetrievalMode) -> RetrievalMode {
+        if self.allows_mode(mode) {
+            mode
+        } else {
+            self.default_retrieval_mode
+        }
+    }
+
     /// Whether a tenant on this plan needs a vector index: it offers a mode that searches vectors.
     pub fn needs_vectors(&self) -> bool {
         self.retrieval_modes.iter().any(|m| *m != RetrievalMode::Basic)

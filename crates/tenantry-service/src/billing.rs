@@ -94,7 +94,8 @@ impl Services {
         Ok(self.store().invoices(&ctx.tenant_id).await?.into_iter().map(view).collect())
     }
 
-    fn plan_of(&self, tenant: &TenantRow) -> ServiceResult<&Arc<Plan>> {
+    /// The catalogue's plan of `tenant`; an internal error if the configuration dropped it.
+    pub(crate) fn plan_of(&self, tenant: &TenantRow) -> ServiceResult<&Arc<Plan>> {
         self.catalog()
             .plan(&tenant.plan)
             .ok_or_else(|| ServiceError::internal(format!("tenant plan {:?} is not in the catalogue", tenant.plan)))

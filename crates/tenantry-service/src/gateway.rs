@@ -156,8 +156,7 @@ impl Services {
                     .clone()
             }
         };
-        let retrieval_mode =
-            if plan.allows_mode(tenant.retrieval_mode) { tenant.retrieval_mode } else { plan.default_retrieval_mode };
+        let retrieval_mode = plan.mode_or_default(tenant.retrieval_mode);
         let pending_needs_vectors =
             tenant.pending_plan.as_deref().and_then(|p| self.catalog().plan(p)).is_some_and(|p| p.needs_vectors());
         Ok(TenantContext {

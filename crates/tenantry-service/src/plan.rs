@@ -137,27 +137,20 @@ impl Services {
     pub async fn preview_plan_change(&self, ctx: &TenantContext, plan_name: &str) -> ServiceResult<PlanPreview> {
         let new = self.known_plan(plan_name)?;
         let tenant = self.store().tenant(&ctx.tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
-        let old = self
-            .catalog()
-            .plan(&tenant.plan)
-            .ok_or_else(|| ServiceError::internal(format!("tenant plan {:?} is not in the catalogue", tenant.plan)))?
-            .clone();
+        let old = self.plan_of(&tenant)?.clone();
         let currency = self.config().billing.currency.clone();
         let (lines, proration) = if old.name == new.name {
             (Vec::new(), ProrationView::zero(&currency))
         } else {
             self.plan_change_lines(&tenant, &old, &new, self.clock().now(), &currency).await?
         };
-        let model = if new.allows_model(&tenant.model) { tenant.model.clone() } else { new.default_model.clone() };
-        let retrieval_mode =
-            if new.allows_mode(tenant.retrieval_mode) { tenant.retrieval_mode } else { new.default_retrieval_mode };
         Ok(PlanPreview {
             plan: new.name.clone(),
             current_plan: old.name.clone(),
             proration,
             lines,
-            model,
-            retrieval_mode,
+            model: new.model_or_default(&tenant.model),
+            retrieval_mode: new.mode_or_default(tenant.retrieval_mode),
         })
     }
 
@@ -186,11 +179,7 @@ impl Services {
                 ))
             }
         }
-        let old = self
-            .catalog()
-            .plan(&tenant.plan)
-            .ok_or_else(|| ServiceError::internal(format!("tenant plan {:?} is not in the catalogue", tenant.plan)))?
-            .clone();
+        let old = self.plan_of(&tenant)?.clone();
         let currency = self.config().billing.currency.clone();
         if tenant.pending_plan.is_some() {
             return Err(ServiceError::new(
@@ -282,9 +271,8 @@ impl Services {
         let tenant = tenant.clone();
         let now = self.clock().now();
         let (lines, proration) = self.plan_change_lines(&tenant, old, new, now, &currency).await?;
-        let model = if new.allows_model(&tenant.model) { tenant.model.clone() } else { new.default_model.clone() };
-        let retrieval_mode =
-            if new.allows_mode(tenant.retrieval_mode) { tenant.retrieval_mode } else { new.default_retrieval_mode };
+        let model = new.model_or_default(&tenant.model);
+        let retrieval_mode = new.mode_or_default(tenant.retrieval_mode);
         let items: Vec<NewPendingItem> = lines
             .iter()
             .map(|l| NewPendingItem {

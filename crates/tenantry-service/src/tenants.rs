@@ -38,8 +38,8 @@ pub struct TenantView {
     pub config_version: i64,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
-    /// `GET /v1/tenant` (and cancel, reactivate) only: the invoices still open, with their lines — what is owed, shown even to a
-    /// tenant that cannot read `GET /v1/invoices` yet (`pending_payment`).
+    /// `GET /v1/tenant` (and cancel, reactivate) only: the invoices still open, oldest first, with their
+    /// lines — what is owed, shown even to a tenant that cannot read `GET /v1/invoices` yet (`pending_payment`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub open_invoices: Option<Vec<crate::billing::InvoiceView>>,
 }
@@ -217,14 +217,7 @@ impl Services {
     /// The tenant as `GET /v1/tenant` shows it: profile, state, plan, configuration and open invoices.
     pub async fn tenant_view(&self, ctx: &TenantContext) -> ServiceResult<TenantView> {
         let row = self.store().tenant(&ctx.tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
-        let open = self
-            .store()
-            .invoices(&ctx.tenant_id)
-            .await?
-            .into_iter()
-            .filter(|i| i.status == tenantry_domain::InvoiceStatus::Open)
-            .map(crate::billing::view)
-            .collect();
+        let open = self.store().open_invoices(&ctx.tenant_id).await?.into_iter().map(crate::billing::view).collect();
         Ok(TenantView { open_invoices: Some(open), ..view(row) })
     }
 

@@ -12,7 +12,7 @@ use crate::audit::{append_audit_in, NewAuditEntry};
 use crate::jobs::enqueue_in;
 use crate::tenants::record_transition_in;
 use crate::NewJob;
-use crate::{Backend, Result, Store, StoreError};
+use crate::{parsed, Backend, Result, Store, StoreError};
 
 /// The tables that hold a tenant's content (text, files, keys, personal data) by `tenant_id`.
 const CONTENT_TABLES: [&str; 15] = [
@@ -295,10 +295,7 @@ fn erasure_from_row(r: &sqlx::any::AnyRow) -> Result<ErasureRow> {
     Ok(ErasureRow {
         id: r.try_get("id")?,
         tenant_id: r.try_get("tenant_id")?,
-        status: {
-            let raw: String = r.try_get("status")?;
-            ErasureStatus::parse(&raw).ok_or_else(|| StoreError::Corrupt(format!("erasure status {raw:?}")))?
-        },
+        status: parsed(r, "status", ErasureStatus::parse)?,
         requested_by: r.try_get("requested_by")?,
         requested_at: Timestamp(r.try_get("requested_at")?),
         completed_at: r.try_get::<Option<i64>, _>("completed_at")?.map(Timestamp),

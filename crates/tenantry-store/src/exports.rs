@@ -7,7 +7,7 @@ use crate::files::{delete_file_in, write_file_in};
 use crate::jobs::{enqueue_in, NewJob};
 use crate::tenants::lock_tenant_in;
 use crate::webhooks::{emit_in, NewEvent};
-use crate::{Result, Store, StoreError};
+use crate::{parsed, Result, Store};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExportRow {
@@ -164,10 +164,7 @@ fn export_from_row(r: &sqlx::any::AnyRow) -> Result<ExportRow> {
     Ok(ExportRow {
         id: r.try_get("id")?,
         tenant_id: r.try_get("tenant_id")?,
-        status: {
-            let raw: String = r.try_get("status")?;
-            ExportStatus::parse(&raw).ok_or_else(|| StoreError::Corrupt(format!("export status {raw:?}")))?
-        },
+        status: parsed(r, "status", ExportStatus::parse)?,
         created_at: Timestamp(r.try_get("created_at")?),
         expires_at: Timestamp(r.try_get("expires_at")?),
         bytes: r.try_get("bytes")?,
