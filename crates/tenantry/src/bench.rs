@@ -20,6 +20,15 @@ use tenantry_web::Application;
 use tokio::sync::Semaphore;
 
 /// A service on an ephemeral port in this process, which a benchmark drives over HTTP.
+/// The nearest-rank `p` quantile (0 < p ≤ 1) of `sorted`, in milliseconds; NaN when there is none.
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i].as_secs_f64() * 1_000.0
+}
+
 pub struct InProcess {
     pub base: String,
     pub services: tenantry_service::Services,

@@ -15,6 +15,8 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
+use crate::bench::percentile_ms;
+
 pub struct ClusterBench {
     /// An administrative PostgreSQL URL; each setup gets a database of its own beside it.
     pub database_url: String,
@@ -129,14 +131,6 @@ async fn cites(client: &reqwest::Client, base: &str, key: &str, question: &str, 
     };
     let Ok(body) = r.json::<Value>().await else { return false };
     body["citations"].as_array().is_some_and(|c| c.iter().any(|c| c["document_id"] == document))
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i].as_secs_f64() * 1_000.0
 }
 
 struct SetupResult {
@@ -255,14 +249,14 @@ async fn run_setup(opts: &ClusterBench, nodes: usize, database: &str, name: Stri
     Ok(SetupResult {
         name,
         uploads_per_s: upload_latencies.len() as f64 / opts.seconds as f64,
-        upload_p50_ms: pct(&upload_latencies, 0.50),
-        upload_p99_ms: pct(&upload_latencies, 0.99),
-        lag_p50_ms: pct(&lags, 0.50),
-        lag_p99_ms: pct(&lags, 0.99),
+        upload_p50_ms: percentile_ms(&upload_latencies, 0.50),
+        upload_p99_ms: percentile_ms(&upload_latencies, 0.99),
+        lag_p50_ms: percentile_ms(&lags, 0.50),
+        lag_p99_ms: percentile_ms(&lags, 0.99),
         lag_samples: lags.len(),
         queries_per_s: query_latencies.len() as f64 / elapsed,
-        query_p50_ms: pct(&query_latencies, 0.50),
-        query_p99_ms: pct(&query_latencies, 0.99),
+        query_p50_ms: percentile_ms(&query_latencies, 0.50),
+        query_p99_ms: percentile_ms(&query_latencies, 0.99),
     })
 }
 

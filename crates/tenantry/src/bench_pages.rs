@@ -13,7 +13,7 @@ use tenantry_domain::config::{Included, PlanConfig, Quotas};
 use tenantry_domain::Config;
 use tenantry_service::tenants::SignupRequest;
 
-use crate::bench::InProcess;
+use crate::bench::{percentile_ms, InProcess};
 
 pub struct PagesBench {
     pub tenants: usize,
@@ -138,9 +138,8 @@ pub async fn pages(opts: PagesBench) -> anyhow::Result<()> {
             size = body.len();
         }
         times.sort();
-        let pct = |p: f64| times[((times.len() as f64 * p).ceil() as usize).clamp(1, times.len()) - 1];
-        let ms = |d: Duration| d.as_secs_f64() * 1_000.0;
-        println!("{name:<40} {:>10.2} {:>10.2} {:>10.2} {size:>10}", ms(pct(0.50)), ms(pct(0.99)), ms(pct(1.0)));
+        let (p50, p99, max) = (percentile_ms(&times, 0.50), percentile_ms(&times, 0.99), percentile_ms(&times, 1.0));
+        println!("{name:<40} {p50:>10.2} {p99:>10.2} {max:>10.2} {size:>10}");
     }
     let _ = service.stop().await;
     let _ = std::fs::remove_dir_all(&dir);

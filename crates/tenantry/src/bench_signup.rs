@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::bench::InProcess;
+use crate::bench::{percentile_ms, InProcess};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use tenantry_domain::Config;
@@ -65,13 +65,11 @@ pub async fn signup(opts: SignupBench) -> anyhow::Result<()> {
         latencies.push(confirmed.elapsed());
     }
     latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1];
-    let ms = |d: Duration| d.as_secs_f64() * 1_000.0;
     println!(
         "payment confirmed → active: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        ms(pct(0.50)),
-        ms(pct(0.99)),
-        ms(pct(1.0))
+        percentile_ms(&latencies, 0.50),
+        percentile_ms(&latencies, 0.99),
+        percentile_ms(&latencies, 1.0)
     );
     let _ = service.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
