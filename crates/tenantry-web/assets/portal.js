@@ -12,6 +12,8 @@
   const $ = (id) => document.getElementById(id);
   const SECTIONS = ["overview", "ask", "documents", "keys", "billing", "settings", "integrations", "data"];
   const PAGE_SIZE = 20;
+  // Costs are metered in micro-dollars and shown in cents.
+  const cost = (micros) => money(Math.round(micros / 10000), "usd");
 
   let tenant = null;
   let catalogue = [];
@@ -162,7 +164,7 @@
         ["Completion tokens", number(t.completion_tokens), "completion_tokens"],
         ["Documents", number(t.documents), "documents"],
         ["Storage", bytes(t.storage_bytes), "storage_bytes"],
-        ["Cost", money(Math.round(t.cost_micros / 10000), "usd"), "cost"],
+        ["Cost", cost(t.cost_micros), "cost"],
       ],
       ([label, value, meter]) => [label, el("span", { "data-meter": meter }, value)],
       "no usage",
@@ -170,7 +172,7 @@
     rows(
       "model-rows",
       Object.entries(u.by_model),
-      ([model, m]) => [model, number(m.queries), number(m.prompt_tokens), number(m.completion_tokens), money(Math.round(m.cost_micros / 10000), "usd")],
+      ([model, m]) => [model, number(m.queries), number(m.prompt_tokens), number(m.completion_tokens), cost(m.cost_micros)],
       "no queries yet this period",
     );
   }
@@ -197,7 +199,7 @@
       const iso = new Date(t).toISOString();
       return series.granularity === "hour" ? iso.slice(5, 13).replace("T", " ") + ":00" : iso.slice(0, 10);
     };
-    const format = meter === "cost" ? (micros) => money(Math.round(micros / 10000), "usd") : number;
+    const format = meter === "cost" ? cost : number;
     columnChart("history-chart", Array.from(totals, ([t, v]) => ({ label: label(t), value: v })), format);
     const shown = series.points.filter((p) => value(p) !== 0);
     rows("history-rows", shown, (p) => [date(p.start), p.model || "—", format(value(p))], "no usage in this range");
@@ -211,7 +213,7 @@
     const u = r.usage;
     $("ask-cost").textContent =
       "Model " + r.model + ", " + r.retrieval_mode + " retrieval; " + number(u.prompt_tokens) + " prompt and " +
-      number(u.completion_tokens) + " completion tokens, " + money(Math.round(u.cost_micros / 10000), "usd") + ".";
+      number(u.completion_tokens) + " completion tokens, " + cost(u.cost_micros) + ".";
     fill(
       "ask-citations",
       ...r.citations.map((c) =>

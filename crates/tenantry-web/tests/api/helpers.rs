@@ -131,10 +131,14 @@ impl TestApp {
     }
 
     pub async fn signup(&self, email: &str, plan: &str) -> Tenant {
+        self.signup_as(email, &format!("Org of {email}"), plan).await
+    }
+
+    pub async fn signup_as(&self, email: &str, organization: &str, plan: &str) -> Tenant {
         let r = self
             .client
             .post(self.url("/v1/signup"))
-            .json(&json!({"email": email, "organization": format!("Org of {email}"), "plan": plan}))
+            .json(&json!({"email": email, "organization": organization, "plan": plan}))
             .send()
             .await
             .expect("signup request");

@@ -17,13 +17,6 @@ fn organizations(page: &Value) -> Vec<&str> {
     page["tenants"].as_array().expect("tenants").iter().map(|t| t["organization"].as_str().expect("name")).collect()
 }
 
-async fn signup(app: &TestApp, email: &str, organization: &str, plan: &str) -> String {
-    let body = serde_json::json!({"email": email, "organization": organization, "plan": plan});
-    let r = app.client.post(app.url("/v1/signup")).json(&body).send().await.expect("signup");
-    assert_eq!(r.status(), 201, "{email}");
-    r.json::<Value>().await.expect("json")["tenant_id"].as_str().expect("id").to_owned()
-}
-
 #[tokio::test]
 async fn the_operator_searches_filters_sorts_and_pages_tenants() {
     search_story(None).await;
@@ -40,11 +33,11 @@ async fn search_story(database: Option<String>) {
         c.database.url = database.unwrap_or_default();
     })
     .await;
-    let acme = signup(&app, "ops@acme.test", "Acme Corp", "trial").await;
-    signup(&app, "team@globex.test", "Globex", "trial").await;
-    signup(&app, "it@initech.test", "Initech 100% Ltd", "pro").await;
-    signup(&app, "boss@umbrella.test", "umbrella_co", "trial").await;
-    signup(&app, "acme-fan@other.test", "Other", "trial").await;
+    let acme = app.signup_as("ops@acme.test", "Acme Corp", "trial").await.id;
+    app.signup_as("team@globex.test", "Globex", "trial").await;
+    app.signup_as("it@initech.test", "Initech 100% Ltd", "pro").await;
+    app.signup_as("boss@umbrella.test", "umbrella_co", "trial").await;
+    app.signup_as("acme-fan@other.test", "Other", "trial").await;
 
     // Without parameters: everything, oldest first, as before.
     let all = list(&app, "").await;
