@@ -39,6 +39,7 @@ OPERATOR_TOKEN = "console-test-token-5f1c"
 HOUR = 3600
 HOSTILE = '<script>window.pwned=1;alert("script")</script><img src=x onerror="window.pwned=2;alert(1)">'
 STATES = ["pending_payment", "provisioning", "trialing", "active", "past_due", "suspended", "cancelled", "erased"]
+PORTAL_PASSWORD = "correct horse battery staple"
 FUNNEL = ["signed_up", "provisioned", "first_document", "first_query", "activated"]
 
 
@@ -59,8 +60,8 @@ class Http:
     def __init__(self, base):
         self.base = base
 
-    def call(self, method, path, body=None, token=None):
-        headers = {"Accept": "application/json"}
+    def call(self, method, path, body=None, token=None, headers=None):
+        headers = {"Accept": "application/json", **(headers or {})}
         data = None
         if body is not None:
             headers["Content-Type"] = "application/json"
@@ -118,6 +119,7 @@ class Dashboards(unittest.TestCase):
         h = cls.http
         # The portal's tenant: on a paid plan in its trial, with a document and a question already.
         cls.portal = h.signup("portal@browser.test", "Portal Org", "starter")
+        h.ok("PUT", "/v1/tenant/password", {"password": PORTAL_PASSWORD}, cls.portal["api_key"])
         h.ok("POST", "/v1/documents", {"title": "Handbook", "text": "Refunds are issued within 14 days."},
              cls.portal["api_key"])
         h.ok("POST", "/v1/query", {"question": "How long do refunds take?"}, cls.portal["api_key"])
@@ -189,9 +191,19 @@ class Dashboards(unittest.TestCase):
                   or not self.find("#app").get_attribute("hidden"))
 
     def sign_in(self, field, secret):
+        """Types `secret` into `field` of the sign-in form it belongs to and submits that form (the portal's API
+        key form is folded in a <details>, opened first)."""
         box = self.find(field)
+        if not box.is_displayed():
+            self.find("#sign-in details summary").click()
         box.clear()
         box.send_keys(secret)
+        box.find_element(By.XPATH, "./ancestor::form").find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+    def sign_in_with_password(self, email, password):
+        for css, value in [("#sign-in-email", email), ("#sign-in-password", password)]:
+            self.find(css).clear()
+            self.find(css).send_keys(value)
         self.find("#sign-in-form button[type=submit]").click()
 
     def assert_signed_in(self):
@@ -292,9 +304,19 @@ class Dashboards(unittest.TestCase):
             "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
         self.assertLessEqual(overflow, 0, "the page is wider than the window")
 
-    def stored(self, key):
-        return self.driver.execute_script("return [sessionStorage.getItem(arguments[0]), "
-                                          "localStorage.length, document.cookie]", key)
+    def assert_nothing_stored(self):
+        """No credential in the browser's storage and none a script can read: the session is an HttpOnly
+        cookie."""
+        stored = self.driver.execute_script(
+            "return [sessionStorage.length, localStorage.length, document.cookie]")
+        self.assertEqual(stored, [0, 0, ""], "nothing in sessionStorage, localStorage or script-visible cookies")
+
+    def session_cookies(self):
+        """The cookies the browser holds for the service, as the DevTools protocol reports them."""
+        return {c["name"]: c for c in self.driver.execute_cdp_cmd("Network.getAllCookies", {})["cookies"]}
+
+    def sign_out_everywhere(self):
+        self.driver.delete_all_cookies()
 
     # ---- the portal ----------------------------------------------------------------------------------
 
@@ -303,21 +325,31 @@ class Dashboards(unittest.TestCase):
         self.assertTrue(self.find("#sign-in").is_displayed())
         self.assertFalse(self.find("#app").is_displayed())
         self.assert_accessible("the portal's sign-in")
+        self.screenshot("portal-sign-in")
+        self.sign_in_with_password("portal@browser.test", "not the password at all")
+        self.assert_error_shown("Unauthenticated", "email or the password is wrong")
         self.sign_in("#api-key", "tk_0123456789abcdef0123456789abcdef_not-a-real-secret")
         self.assert_error_shown("Unauthenticated")
         self.assertFalse(self.find("#app").is_displayed(), "the portal opened with a wrong key")
-        self.assertEqual(self.stored("tenantry.portal.key")[0], None, "a refused key is not kept")
+        self.assert_nothing_stored()
+        self.assertEqual(self.session_cookies(), {}, "a refused sign-in opens no session")
 
     def test_02_portal_shows_account_quotas_usage_and_documents(self):
         self.open("/portal")
-        self.sign_in("#api-key", self.portal["api_key"])
+        self.sign_in_with_password("portal@browser.test", PORTAL_PASSWORD)
         self.assert_signed_in()
         self.wait_text("#organization", "Portal Org")
         self.assertEqual(self.text("#plan"), "starter")
         self.assertEqual(self.text("#state"), "trialing")
         self.assertEqual(self.text("#tenant-id"), self.portal["tenant_id"])
-        # The key lives in this tab's sessionStorage only: no cookie, nothing in localStorage.
-        self.assertEqual(self.stored("tenantry.portal.key"), [self.portal["api_key"], 0, ""])
+        # The browser keeps a session, not a credential: an HttpOnly, Secure, SameSite=Strict cookie that no
+        # script can read.
+        self.assert_nothing_stored()
+        cookie = self.session_cookies()["tenantry_portal"]
+        self.assertEqual((cookie["httpOnly"], cookie["secure"], cookie["sameSite"], cookie["path"]),
+                         (True, True, "Strict", "/"))
+        self.assertNotIn(self.portal["api_key"], self.driver.page_source)
+        type(self).portal_cookie = cookie["value"]
 
         quotas = self.http.ok("GET", "/v1/quotas", token=self.portal["api_key"])
         self.wait_text("#quota-rows [data-meter=documents]", "1")
@@ -402,8 +434,8 @@ class Dashboards(unittest.TestCase):
         self.assertEqual((status, tenant["tenant_id"]), (200, self.portal["tenant_id"]), "the shown key works")
         self.wait("the key in the list", lambda: "ci" in self.column("key-rows", 0))
 
-        # Shown once: after a reload (still signed in, sessionStorage; still on /portal/keys) the secret is
-        # nowhere in the page.
+        # Shown once: after a reload (still signed in by the session cookie; still on /portal/keys) the secret
+        # is nowhere in the page.
         self.driver.refresh()
         self.assert_signed_in()
         self.wait("the keys section", lambda: self.find('[data-page="keys"]').is_displayed())
@@ -513,8 +545,10 @@ class Dashboards(unittest.TestCase):
 
     def test_07_portal_renders_a_hostile_name_as_text(self):
         self.find("#sign-out").click()
-        self.assertTrue(self.find("#sign-in").is_displayed())
-        self.assertIsNone(self.stored("tenantry.portal.key")[0], "signing out forgets the key")
+        self.wait("the sign-in form", lambda: self.find("#sign-in").is_displayed())
+        self.assertNotIn("tenantry_portal", self.session_cookies(), "signing out clears the cookie")
+        status, _ = self.http.call("GET", "/v1/session", headers={"Cookie": "tenantry_portal=" + self.portal_cookie})
+        self.assertEqual(status, 401, "and ends the session on the server")
         self.sign_in("#api-key", self.hostile["api_key"])
         self.assert_signed_in()
         self.go("overview")
@@ -525,7 +559,7 @@ class Dashboards(unittest.TestCase):
 
     def sign_in_fresh(self, api_key, section="overview"):
         """Signs out whoever is signed in and signs in with `api_key` at a section's URL."""
-        self.driver.execute_script("sessionStorage.clear()")
+        self.sign_out_everywhere()
         self.open("/portal" if section == "overview" else "/portal/" + section)
         self.sign_in("#api-key", api_key)
         self.assert_signed_in()
@@ -533,12 +567,12 @@ class Dashboards(unittest.TestCase):
 
     def test_07b_portal_refuses_a_key_without_the_admin_scope_and_says_why(self):
         created = self.http.ok("POST", "/v1/keys", {"name": "ask-only", "scopes": ["query"]}, self.portal["api_key"])
-        self.driver.execute_script("sessionStorage.clear()")
+        self.sign_out_everywhere()
         self.open("/portal")
         self.sign_in("#api-key", created["api_key"])
         self.assert_error_shown("admin scope")
         self.assertFalse(self.find("#app").is_displayed())
-        self.assertIsNone(self.stored("tenantry.portal.key")[0], "a refused key is not kept")
+        self.assert_nothing_stored()
 
     def test_07c_portal_asks_a_question_and_shows_sources_and_cost(self):
         self.sign_in_fresh(self.portal["api_key"], "ask")
@@ -626,6 +660,44 @@ class Dashboards(unittest.TestCase):
         self.wait("the banner gone", lambda: not self.find("#state-banner").is_displayed())
         self.assertFalse(self.find("#amount-due").is_displayed())
 
+    def test_07f3_a_sign_in_link_from_the_outbox_signs_in_and_sets_a_password(self):
+        self.sign_out_everywhere()
+        self.open("/portal")
+        self.find("#sign-in-email").send_keys("portal@browser.test")
+        self.find("#send-link").click()
+        self.wait("the link sent", lambda: self.find("#link-sent").is_displayed())
+        self.assertIn("sign-in link is on its way", self.text("#link-sent"))
+        outbox = os.path.join(self.tmp, "data", "tenants", self.portal["tenant_id"], "outbox")
+
+        def link():
+            for name in os.listdir(outbox) if os.path.isdir(outbox) else []:
+                with open(os.path.join(outbox, name)) as f:
+                    found = [w for w in f.read().split() if "/portal?sign_in=" in w]
+                if found:
+                    return found[0]
+            return None
+        url = self.wait("the sign-in link in the outbox", link)
+        self.assertTrue(url.startswith(self.base + "/portal?sign_in="), url)
+        self.driver.get(url)
+        self.assert_signed_in()
+        self.wait_text("#organization", "Portal Org")
+        self.assertNotIn("sign_in", self.driver.current_url, "the link's token leaves the address bar")
+
+        self.go("settings")
+        for css in ["#new-password", "#repeat-password"]:
+            self.find(css).send_keys("a brand new passphrase")
+        self.find("#password-form button[type=submit]").click()
+        self.wait("the password set", lambda: self.find("#password-result").is_displayed())
+        self.assert_accessible("the portal's settings")
+        self.find("#sign-out").click()
+        self.wait("the sign-in form", lambda: self.find("#sign-in").is_displayed())
+        self.driver.get(url)
+        self.assert_error_shown("not valid")
+        self.sign_in_with_password("portal@browser.test", "a brand new passphrase")
+        self.assert_signed_in()
+        self.wait_text("#organization", "Portal Org")
+        self.screenshot("portal-signed-in-by-link")
+
     def test_07g_portal_fits_a_phone(self):
         self.sign_in_fresh(self.portal["api_key"])
         for section in ["overview", "documents", "billing", "keys", "settings", "integrations", "data"]:
@@ -662,7 +734,8 @@ class Dashboards(unittest.TestCase):
     def test_11_console_shows_states_funnel_revenue_dunning_and_health(self):
         self.sign_in("#operator-token", OPERATOR_TOKEN)
         self.assert_signed_in()
-        self.assertEqual(self.stored("tenantry.console.token"), [OPERATOR_TOKEN, 0, ""])
+        self.assert_nothing_stored()
+        self.assertTrue(self.session_cookies()["tenantry_console"]["httpOnly"], "the console's session is HttpOnly")
         # What the story made: three trials, the portal tenant past due, two paid signups active, the tenant
         # that left and came back (its trial resumed), the erased one.
         expected = dict.fromkeys(STATES, "0") | {"trialing": "3", "past_due": "1", "active": "2", "erased": "1"}

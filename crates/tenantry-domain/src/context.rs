@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::config::{ModelSpec, Plan};
-use crate::ids::{ApiKeyId, RequestId, TenantId};
+use crate::ids::{ApiKeyId, RequestId, SessionId, TenantId};
 use crate::lifecycle::TenantState;
 use crate::quota::BillingPeriod;
 use crate::retrieval::RetrievalMode;
@@ -27,7 +27,8 @@ pub struct TenantContext {
     pub period: BillingPeriod,
     /// The spend cap: the most the period's overage may cost, in cents; `None`: no cap.
     pub overage_limit_cents: Option<i64>,
-    pub key_id: ApiKeyId,
+    /// Who asks on the tenant's behalf: an API key or a signed-in session.
+    pub caller: Caller,
     pub scopes: Scopes,
     /// The id the caller sees (`X-Request-Id`, theirs or ours). For tracing only: callers choose it.
     pub request_id: RequestId,
@@ -40,6 +41,24 @@ impl TenantContext {
     /// The name of the tenant's search namespace. Derived from the authenticated tenant only.
     pub fn namespace(&self) -> &str {
         self.tenant_id.as_str()
+    }
+}
+
+/// Who asks on a tenant's behalf; audit entries name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// An API key.
+    Key(ApiKeyId),
+    /// A session of the portal, opened with the admin's password, a sign-in link or an API key.
+    Session(SessionId),
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Key(id) => id.fmt(f),
+            Self::Session(id) => id.fmt(f),
+        }
     }
 }
 

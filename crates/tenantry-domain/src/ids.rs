@@ -98,6 +98,11 @@ prefixed_id!(
     "evt"
 );
 prefixed_id!(
+    /// A signed-in session of the portal or the console.
+    SessionId,
+    "ses"
+);
+prefixed_id!(
     /// A grant of prepaid credit.
     CreditId,
     "crd"

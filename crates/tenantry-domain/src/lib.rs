@@ -17,11 +17,11 @@ pub mod tokens;
 
 pub use clock::{Clock, SystemClock, TestClock, Timestamp};
 pub use config::{Catalog, Config, ModelSpec, Plan, ProviderKind};
-pub use context::TenantContext;
+pub use context::{Caller, TenantContext};
 pub use error::ErrorCode;
 pub use ids::{
     ApiKeyId, ChunkId, CreditId, DeliveryId, DocumentId, ErasureId, EventId, ExportId, InvoiceId, InvoiceItemId, JobId,
-    NotificationId, RequestId, TenantId, WebhookId,
+    NotificationId, RequestId, SessionId, TenantId, WebhookId,
 };
 pub use invoice::{InvoiceKind, InvoiceStatus};
 pub use lifecycle::TenantState;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::context::{Scopes, TenantContext};
+use crate::context::{Caller, Scopes, TenantContext};
 use crate::ids::{ApiKeyId, RequestId, TenantId};
 use crate::lifecycle::TenantState;
 use crate::quota::{BillingPeriod, PeriodKind};
@@ -30,7 +30,7 @@ pub fn context(tenant: TenantId) -> TenantContext {
         index_vectors: true,
         period: BillingPeriod::containing(Timestamp(0), Timestamp(0), PeriodKind::Month),
         overage_limit_cents: None,
-        key_id: ApiKeyId::generate(),
+        caller: Caller::Key(ApiKeyId::generate()),
         scopes: Scopes::ALL,
         request_id: RequestId::generate(),
         operation_id: RequestId::generate(),

@@ -52,7 +52,7 @@ impl Services {
         request_id: &str,
     ) -> NewAuditEntry {
         let actor = match actor {
-            Actor::Tenant(ctx) => format!("tenant:{}", ctx.key_id),
+            Actor::Tenant(ctx) => format!("tenant:{}", ctx.caller),
             Actor::Operator => "operator".to_owned(),
             Actor::System => "system".to_owned(),
         };

@@ -43,7 +43,7 @@ const KEPT_REASON: &str = "usage ledger rows are kept as the billing record; the
 
 impl Services {
     pub async fn erase_tenant(&self, ctx: &TenantContext) -> ServiceResult<ErasureStarted> {
-        let requested_by = format!("tenant:{}", ctx.key_id);
+        let requested_by = format!("tenant:{}", ctx.caller);
         let request_id = ctx.request_id.to_string();
         self.erase(&ctx.tenant_id, &requested_by, Actor::Tenant(ctx), &request_id).await
     }
@@ -130,6 +130,7 @@ impl Services {
                     "notifications": rows.notifications,
                     "file_parts": rows.file_parts,
                     "document_changes": rows.document_changes,
+                    "sign_ins": rows.sign_ins,
                     "tenant_profile": "email, organization and system prompt overwritten; state erased",
                 },
                 "files": {

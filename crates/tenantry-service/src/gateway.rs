@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tenantry_domain::context::Scopes;
 use tenantry_domain::lifecycle::EndpointClass;
-use tenantry_domain::{ApiKeyId, ErrorCode, RequestId, TenantContext, TenantId, TenantState};
+use tenantry_domain::{ApiKeyId, Caller, ErrorCode, RequestId, TenantContext, TenantId, TenantState};
 use tenantry_store::TenantRow;
 
 use crate::{keys, ServiceError, ServiceResult, Services};
@@ -76,7 +76,7 @@ impl Services {
             }
         }
         let scopes = Scopes::parse_list(key.scopes.split_whitespace()).unwrap_or_default();
-        self.context_for(&tenant, key.id, scopes, request_id)
+        self.context_for(&tenant, Caller::Key(key.id), scopes, request_id)
     }
 
     /// Whether an identified caller may make a request of `class` needing `scope` now: the lifecycle gate
@@ -124,7 +124,7 @@ impl Services {
     /// change: its response's quota headers are the new plan's). Same key, scopes and ids.
     pub async fn refresh_context(&self, ctx: &TenantContext) -> ServiceResult<TenantContext> {
         let row = self.store().tenant(&ctx.tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
-        let mut fresh = self.context_for(&row, ctx.key_id.clone(), ctx.scopes, ctx.request_id.clone())?;
+        let mut fresh = self.context_for(&row, ctx.caller.clone(), ctx.scopes, ctx.request_id.clone())?;
         fresh.operation_id = ctx.operation_id.clone();
         Ok(fresh)
     }
@@ -133,7 +133,7 @@ impl Services {
     pub(crate) fn context_for(
         &self,
         tenant: &TenantRow,
-        key_id: ApiKeyId,
+        caller: Caller,
         scopes: Scopes,
         request_id: RequestId,
     ) -> ServiceResult<TenantContext> {
@@ -171,7 +171,7 @@ impl Services {
             config_version: tenant.config_version,
             period: self.current_period(tenant),
             overage_limit_cents: tenant.overage_limit_cents,
-            key_id,
+            caller,
             scopes,
             request_id,
             operation_id: RequestId::generate(),

@@ -29,6 +29,7 @@ pub mod quota;
 pub mod ratelimit;
 mod retention;
 mod retriever;
+pub mod sign_in;
 pub mod stripe;
 pub mod tenants;
 pub mod usage;
@@ -95,6 +96,8 @@ struct Inner {
     webhook_outcomes: webhooks::Outcomes,
     /// Usage alert thresholds and what has fired, per tenant (`alerts`).
     alerts: alerts::AlertCache,
+    /// Failed sign-ins per email, on this node (`sign_in`).
+    sign_in_failures: sign_in::FailedAttempts,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -251,6 +254,7 @@ impl Services {
                 wake_webhooks: tokio::sync::Notify::new(),
                 webhook_outcomes: Default::default(),
                 alerts: Default::default(),
+                sign_in_failures: Default::default(),
             }),
         };
         services.adopt_local_originals().await.map_err(|e| StartError::Jobs(e.detail))?;

@@ -55,6 +55,11 @@ pub enum Template {
     WinBackOffer {
         discount_percent: u32,
     },
+    /// A one-time link that signs the tenant's admin in to the portal.
+    SignInLink {
+        url: String,
+        minutes: u32,
+    },
     /// A usage alert threshold was crossed.
     UsageThreshold {
         meter: String,
@@ -74,6 +79,7 @@ impl Template {
             Self::SuspendedForNonPayment => "suspended",
             Self::Cancelled { .. } => "cancelled",
             Self::WinBackOffer { .. } => "win_back_offer",
+            Self::SignInLink { .. } => "sign_in_link",
             Self::UsageThreshold { .. } => "usage_threshold",
         }
     }
@@ -128,6 +134,13 @@ impl Template {
                 format!(
                     "Your documents are still here. Reactivate now (POST /v1/tenant/reactivate) and your next \
                      invoice's base price is {discount_percent}% off."
+                ),
+            ),
+            Self::SignInLink { url, minutes } => (
+                "Your Tenantry sign-in link".to_owned(),
+                format!(
+                    "Open this link to sign in to the portal. It works once, within {minutes} minutes:\n\n{url}\n\n\
+                     If you did not ask to sign in, ignore this message; nobody can sign in without the link."
                 ),
             ),
             Self::UsageThreshold { meter, percent, used, limit } => (

@@ -1,6 +1,7 @@
 //! Retention (`[retention]`): a daily `retention_sweep` job removes usage ledger rows older than
 //! `usage_days` that an invoice already covers (gauge levels are carried forward) and audit entries older
-//! than `audit_days` (the chain stays verifiable from its anchor), then schedules the next day's sweep.
+//! than `audit_days` (the chain stays verifiable from its anchor) and sessions and sign-in links that ended
+//! over a day ago, then schedules the next day's sweep.
 //! Cancelled tenants have their own retention: `lifecycle.cancelled_retention_days`, then erasure.
 
 use serde_json::json;
@@ -48,6 +49,10 @@ impl Services {
             if let Some(p) = self.store().prune_audit(days_before(now, retention.audit_days), now).await? {
                 tracing::info!(entries = p.entries, through_seq = p.through_seq, "audit retention applied");
             }
+        }
+        let sign_ins = self.prune_sign_ins().await?;
+        if sign_ins > 0 {
+            tracing::info!(removed = sign_ins, "ended sessions and sign-in links removed");
         }
         tracing::debug!(day = %day, "retention sweep done");
         self.schedule_retention().await

@@ -15,7 +15,7 @@ use crate::NewJob;
 use crate::{parsed, Backend, Result, Store, StoreError};
 
 /// The tables that hold a tenant's content (text, files, keys, personal data) by `tenant_id`.
-const CONTENT_TABLES: [&str; 15] = [
+const CONTENT_TABLES: [&str; 18] = [
     "documents",
     "chunks",
     "file_parts",
@@ -31,6 +31,9 @@ const CONTENT_TABLES: [&str; 15] = [
     "webhook_attempts",
     "alert_thresholds",
     "alert_firings",
+    "tenant_passwords",
+    "sessions",
+    "sign_in_links",
 ];
 
 /// Rows removed from each table.
@@ -70,6 +73,9 @@ pub struct ErasedRows {
     /// Usage alert thresholds and the record of those that fired.
     #[serde(default)]
     pub alerts: u64,
+    /// The admin's password hash, sessions of the portal and one-time sign-in links.
+    #[serde(default)]
+    pub sign_ins: u64,
     /// Ledger rows kept (no personal data; the record billing needs).
     pub usage_events_kept: u64,
 }
@@ -148,6 +154,9 @@ impl Store {
         }
         for table in ["alert_firings", "alert_thresholds"] {
             rows.alerts += delete_tenant_rows_in(&mut tx, table, tenant).await?;
+        }
+        for table in ["tenant_passwords", "sessions", "sign_in_links"] {
+            rows.sign_ins += delete_tenant_rows_in(&mut tx, table, tenant).await?;
         }
         rows.jobs = sqlx::query("DELETE FROM jobs WHERE tenant_id = $1 AND state <> 'running'")
             .bind(tenant.as_str())

@@ -27,6 +27,7 @@ mod overview;
 mod ownership;
 mod prepaid;
 mod quota;
+mod sessions;
 mod stripe;
 mod tenants;
 mod usage;
@@ -55,6 +56,7 @@ pub use notifications::{NewNotification, NotificationRow, WinBackStats};
 pub use overview::OverviewCounts;
 pub use prepaid::CreditGrantRow;
 pub use quota::{Amounts, Counters, Exceeded, NewReservation, QuotaMeter, Settlement, SpendCap};
+pub use sessions::{NewSession, SessionKind, SessionRow};
 pub use stripe::{EventSeen, StripeLink};
 pub use tenants::{
     ConfigChange, NewTenant, PlanChange, TenantEvent, TenantOrder, TenantRow, TenantSearch, TransitionEffects,

@@ -218,6 +218,13 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// The tenant whose (lowercased) email this is.
+    pub async fn tenant_by_email(&self, email: &str) -> Result<Option<TenantRow>> {
+        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE email = $1");
+        let row = sqlx::query(&sql).bind(email).fetch_optional(&self.read).await?;
+        row.as_ref().map(tenant_from_row).transpose()
+    }
+
     pub async fn tenant(&self, id: &TenantId) -> Result<Option<TenantRow>> {
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
         let row = sqlx::query(&sql).bind(id.as_str()).fetch_optional(&self.read).await?;

@@ -1,6 +1,7 @@
-// Shared by the portal and the console: DOM building without HTML parsing, the JSON API client, the error
-// area and number formatting. Everything the API returns is untrusted (tenant names, document titles…), so
-// it only ever reaches the page as text nodes and attribute values, never through an HTML parser.
+// Shared by the portal and the console: DOM building without HTML parsing, the JSON API client and the
+// session, the error area and number formatting. Everything the API returns is untrusted (tenant names,
+// document titles…), so it only ever reaches the page as text nodes and attribute values, never through an
+// HTML parser.
 "use strict";
 
 window.Tenantry = (function () {
@@ -72,9 +73,14 @@ window.Tenantry = (function () {
     }
   }
 
-  // Calls the JSON API with the signed-in credential; problem+json answers become ApiError.
-  async function api(credential, method, path, body) {
-    const headers = { Authorization: "Bearer " + credential, Accept: "application/json" };
+  // The signed-in session's CSRF token: the session itself is an HttpOnly cookie the script never sees; every
+  // request that changes something carries this token, which only a page of this origin can have read.
+  let csrfToken = null;
+
+  // Calls the JSON API as the signed-in session; problem+json answers become ApiError.
+  async function api(method, path, body) {
+    const headers = { Accept: "application/json" };
+    if (csrfToken && method !== "GET" && method !== "HEAD") headers["X-CSRF-Token"] = csrfToken;
     let payload;
     if (body instanceof FormData) {
       payload = body;
@@ -82,7 +88,7 @@ window.Tenantry = (function () {
       headers["Content-Type"] = "application/json";
       payload = JSON.stringify(body);
     }
-    const r = await fetch(path, { method, headers, body: payload, cache: "no-store", credentials: "omit" });
+    const r = await fetch(path, { method, headers, body: payload, cache: "no-store", credentials: "same-origin" });
     if (r.status === 204) return null;
     const type = r.headers.get("content-type") || "";
     const data = type.includes("json") ? await r.json() : { detail: await r.text() };
@@ -90,9 +96,41 @@ window.Tenantry = (function () {
     return data;
   }
 
-  // Fetches a file with the signed-in credential and hands it to the browser as a download named `name`.
-  async function download(credential, path, name) {
-    const r = await fetch(path, { headers: { Authorization: "Bearer " + credential }, cache: "no-store", credentials: "omit" });
+  // The session at `path` (/v1/session or /admin/session): opens one with `credentials`, or reads the one
+  // the cookie holds; either way keeps its CSRF token. `null` when not signed in.
+  const session = {
+    async open(path, credentials) {
+      const opened = await api("POST", path, credentials);
+      csrfToken = opened.csrf_token;
+      return opened;
+    },
+    async current(path) {
+      try {
+        const current = await api("GET", path);
+        csrfToken = current.csrf_token;
+        return current;
+      } catch (e) {
+        if (e.status === 401) return null;
+        throw e;
+      }
+    },
+    async close(path) {
+      try {
+        await api("DELETE", path);
+      } catch (e) {
+        if (e.status !== 401) throw e;
+      } finally {
+        csrfToken = null;
+      }
+    },
+    forget() {
+      csrfToken = null;
+    },
+  };
+
+  // Fetches a file as the signed-in session and hands it to the browser as a download named `name`.
+  async function download(path, name) {
+    const r = await fetch(path, { cache: "no-store", credentials: "same-origin" });
     if (!r.ok) {
       const type = r.headers.get("content-type") || "";
       throw new ApiError(r.status, type.includes("json") ? await r.json() : { detail: await r.text() });
@@ -149,15 +187,6 @@ window.Tenantry = (function () {
 
   const date = (rfc3339) => (rfc3339 ? String(rfc3339).replace("T", " ").replace(/\.\d+/, "").replace("Z", " UTC") : "—");
 
-  // A credential kept for this tab only (sessionStorage), never in a cookie or localStorage.
-  function credentialStore(name) {
-    return {
-      get: () => sessionStorage.getItem(name),
-      set: (value) => sessionStorage.setItem(name, value),
-      clear: () => sessionStorage.removeItem(name),
-    };
-  }
-
   // A horizontal bar chart as inline SVG: one bar per {label, value, max, text}.
   function barChart(id, bars) {
     const rowHeight = 26;
@@ -212,5 +241,5 @@ window.Tenantry = (function () {
     chart.append(svg("text", { x: 0, y: 12, class: "chart-value" }, "max " + format(max)));
   }
 
-  return { el, fill, rows, api, ApiError, download, showError, clearError, guarded, number, money, bytes, date, credentialStore, barChart, columnChart };
+  return { el, fill, rows, api, session, ApiError, download, showError, clearError, guarded, number, money, bytes, date, barChart, columnChart };
 })();

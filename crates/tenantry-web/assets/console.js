@@ -1,14 +1,13 @@
-// The operator console: signs in with the operator token (kept in sessionStorage for this tab) and shows the
+// The operator console: signs in with the operator token (into an HttpOnly session cookie) and shows the
 // overview (tenants by state, revenue, funnel, dunning, integration health), the tenants, and one tenant's
 // history with its notifications and intervention triggers. All values are rendered as text.
 "use strict";
 
 (function () {
-  const { el, fill, rows, api, guarded, showError, clearError, number, money, date } = window.Tenantry;
-  const token = window.Tenantry.credentialStore("tenantry.console.token");
-  const call = (method, path, body) => api(token.get(), method, path, body);
+  const { el, fill, rows, api: call, session, guarded, showError, clearError, number, money, date } = window.Tenantry;
   const $ = (id) => document.getElementById(id);
 
+  const SESSION = "/admin/session";
   const MILESTONES = ["signed_up", "provisioned", "first_document", "first_query", "activated"];
   // Notifications sent because a tenant stalled or slowed down (PRODUCT.md: intervention triggers).
   const INTERVENTIONS = {
@@ -275,14 +274,21 @@
     if (selected) await showTenant(selected);
   }
 
+  // Opens a console session with the operator token (the session, not the token, is what the browser keeps),
+  // or resumes the one the cookie already holds.
   async function signIn(candidate) {
-    token.set(candidate);
     try {
       clearError();
-      await loadAll();
+      const current = candidate === undefined
+        ? await session.current(SESSION)
+        : await session.open(SESSION, { token: candidate });
+      if (!current) {
+        showSignedIn(false);
+        return;
+      }
       showSignedIn(true);
+      await loadAll();
     } catch (e) {
-      token.clear();
       showSignedIn(false);
       showError(e);
     }
@@ -295,11 +301,11 @@
       $("operator-token").value = "";
       signIn(candidate);
     });
-    $("sign-out").addEventListener("click", () => {
-      token.clear();
-      clearError();
-      showSignedIn(false);
-    });
+    $("sign-out").addEventListener("click", () =>
+      guarded(async () => {
+        await session.close(SESSION);
+        showSignedIn(false);
+      }));
     $("refresh").addEventListener("click", () => guarded(loadAll));
     $("state-filter").addEventListener("change", reloadTenants);
     $("plan-filter").addEventListener("change", reloadTenants);
@@ -337,10 +343,6 @@
       });
     });
 
-    if (token.get()) {
-      signIn(token.get());
-    } else {
-      showSignedIn(false);
-    }
+    signIn();
   });
 })();

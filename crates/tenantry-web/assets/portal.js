@@ -1,14 +1,15 @@
-// The tenant portal: signs in with an admin-scoped API key (kept in sessionStorage for this tab) and runs the
-// organisation's account from the JSON API, one section per URL (/portal, /portal/ask, /portal/documents…).
-// Every section loads on its own, so a tenant whose state closes part of the API (suspended, cancelled…) still
-// sees the rest and is told what is closed and why. All values are rendered as text.
+// The tenant portal: signs in with the account's email and password, a one-time link, or an admin-scoped API
+// key (each opens a session held in an HttpOnly cookie) and runs the organisation's account from the JSON API,
+// one section per URL (/portal, /portal/ask, /portal/documents…). Every section loads on its own, so a tenant
+// whose state closes part of the API (suspended, cancelled…) still sees the rest and is told what is closed and
+// why. All values are rendered as text.
 "use strict";
 
 (function () {
-  const { el, fill, rows, api, download, guarded, showError, clearError, number, money, bytes, date, barChart, columnChart } =
+  const { el, fill, rows, api, session, download, guarded, showError, clearError, number, money, bytes, date, barChart, columnChart } =
     window.Tenantry;
-  const key = window.Tenantry.credentialStore("tenantry.portal.key");
-  const call = (method, path, body) => api(key.get(), method, path, body);
+  const call = api;
+  const SESSION = "/v1/session";
   const $ = (id) => document.getElementById(id);
   const SECTIONS = ["overview", "ask", "documents", "keys", "billing", "settings", "integrations", "data"];
   const PAGE_SIZE = 20;
@@ -558,7 +559,7 @@
     const path = "/v1/export/" + encodeURIComponent(export_id);
     $("export-status").textContent = "Building the archive…";
     for (let attempt = 0; attempt < 240; attempt++) {
-      const r = await fetch(path, { headers: { Authorization: "Bearer " + key.get() }, cache: "no-store", credentials: "omit" });
+      const r = await fetch(path, { cache: "no-store", credentials: "same-origin" });
       if (r.status === 200) {
         const archive = await r.blob();
         const link = $("export-download");
@@ -588,7 +589,7 @@
   async function erase() {
     if ($("erase-confirm").value !== tenant.organization) throw new Error("Type the organisation's name exactly to confirm.");
     await call("DELETE", "/v1/tenant");
-    key.clear();
+    session.forget();
     showSignedIn(false);
     showError(new Error("The organisation's data is being erased; its keys no longer work."));
   }
@@ -610,28 +611,45 @@
     ]);
   }
 
-  // Signs in when the key belongs to a tenant and has the admin scope the portal needs; a key without it is
-  // refused with the scope it lacks.
-  async function signIn(candidate) {
-    key.set(candidate);
+  // Opens a session with `credentials` (email and password, a link's token, or an API key), or resumes the one
+  // the cookie holds when there are none, then loads every section.
+  async function signIn(credentials) {
     try {
       clearError();
-      await loadAccount();
-      try {
-        await call("GET", "/v1/alerts");
-      } catch (e) {
-        if (e.status === 403 && e.problem && /scope/.test(e.problem.detail || "")) {
-          throw new Error("This key lacks the admin scope the portal needs. Sign in with the key given at signup, or create an admin key under Keys with one.");
-        }
+      const current = credentials === undefined ? await session.current(SESSION) : await session.open(SESSION, credentials);
+      if (!current) {
+        showSignedIn(false);
+        return;
       }
+      await loadAccount();
       showSignedIn(true);
       show(sectionOf(location.pathname));
       await loadAll();
     } catch (e) {
-      key.clear();
       showSignedIn(false);
-      showError(e);
+      if (e.status === 403 && e.problem && /scope/.test(e.problem.detail || "")) {
+        showError(new Error("This key lacks the admin scope the portal needs. Sign in with the account's email, the key given at signup, or an admin key created under Keys."));
+      } else {
+        showError(e);
+      }
     }
+  }
+
+  async function sendLink() {
+    const email = $("sign-in-email").value.trim();
+    if (!$("sign-in-email").checkValidity() || email === "") throw new Error("Enter the account's email first.");
+    const sent = await api("POST", "/v1/session/link", { email });
+    $("link-sent").textContent = sent.detail[0].toUpperCase() + sent.detail.slice(1) + ".";
+    $("link-sent").hidden = false;
+  }
+
+  async function setPassword() {
+    const password = $("new-password").value;
+    if (password !== $("repeat-password").value) throw new Error("The two passwords differ.");
+    await call("PUT", "/v1/tenant/password", { password });
+    $("password-form").reset();
+    $("password-result").textContent = "Password set. Sign in with " + tenant.email + " and it; other sessions were signed out.";
+    $("password-result").hidden = false;
   }
 
   function onSubmit(id, handler) {
@@ -657,19 +675,27 @@
 
     $("sign-in-form").addEventListener("submit", (event) => {
       event.preventDefault();
+      const credentials = { email: $("sign-in-email").value.trim(), password: $("sign-in-password").value };
+      $("sign-in-password").value = "";
+      signIn(credentials);
+    });
+    onClick("send-link", sendLink);
+    $("key-sign-in-form").addEventListener("submit", (event) => {
+      event.preventDefault();
       const candidate = $("api-key").value.trim();
       $("api-key").value = "";
-      signIn(candidate);
+      signIn({ api_key: candidate });
     });
-    $("sign-out").addEventListener("click", () => {
-      key.clear();
-      clearError();
-      showSignedIn(false);
-    });
+    $("sign-out").addEventListener("click", () =>
+      guarded(async () => {
+        await session.close(SESSION);
+        showSignedIn(false);
+      }));
+    onSubmit("password-form", setPassword);
 
     $("history-meter").addEventListener("change", () => guarded(loadHistory));
     $("history-granularity").addEventListener("change", () => guarded(loadHistory));
-    onClick("history-csv", () => download(key.get(), "/v1/usage/timeseries?" + historyQuery() + "&format=csv", "usage.csv"));
+    onClick("history-csv", () => download("/v1/usage/timeseries?" + historyQuery() + "&format=csv", "usage.csv"));
 
     onSubmit("ask-form", () => ask($("ask-question").value.trim()));
 
@@ -750,10 +776,14 @@
     });
     onSubmit("erase-form", erase);
 
-    if (key.get()) {
-      signIn(key.get());
+    // A sign-in link lands here with its token in the query: use it once, and take it out of the address bar
+    // and the history.
+    const link = new URLSearchParams(location.search).get("sign_in");
+    if (link) {
+      history.replaceState(null, "", location.pathname);
+      signIn({ link_token: link });
     } else {
-      showSignedIn(false);
+      signIn();
     }
   });
 })();

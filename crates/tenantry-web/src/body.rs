@@ -2,7 +2,7 @@
 //!
 //! - a body is refused (413) as soon as its declared `Content-Length` is larger than its caller may send,
 //!   before a byte of it is read;
-//! - a caller without a valid API key or operator token may send `limits.anonymous_body_bytes` (signup and
+//! - a caller without a valid API key, operator token or session cookie may send `limits.anonymous_body_bytes` (signup and
 //!   payment webhooks, 1 MiB by default); an authenticated one `server.max_body_bytes`. The credential is checked
 //!   here only when a body could be larger than the anonymous limit;
 //! - the bodies being read at once share one budget (`limits.inflight_body_bytes`): a request whose body
@@ -27,16 +27,18 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, Method};
+use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use tenantry_domain::{ErrorCode, RequestId};
+use tenantry_service::sign_in::SessionKind;
 use tenantry_service::{ServiceError, Services};
 use tokio::sync::Semaphore;
 
 use crate::extract::bearer;
 use crate::problem::ApiError;
+use crate::session;
 
 /// The longest request target (path and query) served.
 pub const MAX_TARGET_BYTES: usize = 8 * 1024;
@@ -175,9 +177,10 @@ pub async fn guard(State((services, budget)): State<(Services, BodyBudget)>, req
     }
     let limits = &services.config().limits;
     let anonymous = limits.anonymous_body_bytes as u64;
-    let token = bearer(req.headers()).map(str::to_owned);
     let request_id = req.extensions().get::<RequestId>().cloned().unwrap_or_else(RequestId::generate);
-    let limit = if declared.is_some_and(|n| n <= anonymous) || !credentialed(&services, token, request_id).await {
+    let limit = if declared.is_some_and(|n| n <= anonymous)
+        || !credentialed(&services, req.headers(), req.method(), request_id).await
+    {
         anonymous
     } else {
         services.config().server.max_body_bytes as u64
@@ -229,14 +232,21 @@ fn may_have_body(req: &Request) -> bool {
             && !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS))
 }
 
-/// Whether the request carries a valid operator token or API key (scopes and state are the handler's to
-/// judge).
-async fn credentialed(services: &Services, token: Option<String>, request_id: RequestId) -> bool {
-    let Some(token) = token else { return false };
-    if services.authenticate_operator(Some(&token)).is_ok() {
+/// Whether the request carries a valid operator token or API key, or a live session cookie with its CSRF
+/// token (scopes and state are the handler's to judge).
+async fn credentialed(services: &Services, headers: &HeaderMap, method: &Method, request_id: RequestId) -> bool {
+    let Some(token) = bearer(headers) else {
+        for kind in [SessionKind::Tenant, SessionKind::Operator] {
+            if let Some(Ok(_)) = session::from_cookie(services, headers, method, kind).await {
+                return true;
+            }
+        }
+        return false;
+    };
+    if services.authenticate_operator(Some(token)).is_ok() {
         return true;
     }
-    services.identify(Some(&token), request_id).await.is_ok()
+    services.identify(Some(token), request_id).await.is_ok()
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ mod plans;
 pub mod problem;
 mod responses;
 mod serve;
+mod session;
 mod usage;
 mod whole;
 
@@ -29,7 +30,7 @@ use axum::Router;
 use tenantry_domain::Config;
 use tenantry_service::{Services, StartError};
 use tokio::net::TcpListener;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -48,6 +49,7 @@ use utoipa_axum::routes;
         (name = "keys", description = "The tenant's API keys"),
         (name = "integrations", description = "Webhooks, usage alerts and prepaid credit"),
         (name = "operator", description = "The operator (Bearer operator token)"),
+        (name = "session", description = "Signing in to the portal and the console (session cookies)"),
         (name = "operations", description = "Health and metadata"),
     )
 )]
@@ -66,6 +68,10 @@ impl Modify for BearerAuth {
             "operator",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        for (name, cookie) in [("portal_session", session::PORTAL_COOKIE), ("console_session", session::CONSOLE_COOKIE)]
+        {
+            components.add_security_scheme(name, SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(cookie))));
+        }
     }
 }
 
@@ -73,6 +79,10 @@ impl Modify for BearerAuth {
 fn api_routes() -> OpenApiRouter<Services> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(api::signup))
+        .routes(routes!(session::sign_in, session::get_session, session::sign_out))
+        .routes(routes!(session::send_link))
+        .routes(routes!(session::set_password))
+        .routes(routes!(session::operator_sign_in, session::get_operator_session, session::operator_sign_out))
         .routes(routes!(api::get_tenant, api::delete_tenant))
         .routes(routes!(api::start_export))
         .routes(routes!(api::get_export))
@@ -184,7 +194,7 @@ pub fn router(services: Services) -> Router {
 
 /// CORS for the configured origins (`gateway.cors_origins`; `*` for any), outermost so that a preflight is
 /// answered before authentication; none configured, none sent. Credentials are never allowed: the API is
-/// called with a bearer key, not cookies.
+/// called with a bearer key; the web pages' session cookies work from this origin only (`SameSite=Strict`).
 fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
     if origins.is_empty() {

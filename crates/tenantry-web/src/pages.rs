@@ -1,6 +1,7 @@
-//! The web pages: the front page (`/`), the tenant portal (`/portal`) and the operator console (`/console`). Static HTML, CSS and
-//! vanilla JS embedded in the binary; the scripts call the JSON API with a credential the user types, so the
-//! pages themselves need no authentication. Every page response forbids framing and inline script.
+//! The web pages: the front page (`/`), the tenant portal (`/portal`) and the operator console (`/console`).
+//! Static HTML, CSS and vanilla JS embedded in the binary, with no build step; the scripts sign in (`session`:
+//! a session in an HttpOnly cookie) and call the JSON API, so the pages themselves need no authentication.
+//! Every page response forbids framing and inline script.
 
 use axum::extract::Path;
 use axum::http::{header, HeaderValue};
@@ -46,7 +47,7 @@ pub async fn index() -> Response {
 }
 
 /// The tenant portal: plan and state, quotas, usage, invoices, documents, API keys and plan change, signed in
-/// with one of the tenant's API keys.
+/// with the account's email and password, a sign-in link or an admin API key.
 #[utoipa::path(get, path = "/portal", tag = "operations",
     responses((status = 200, description = "The tenant portal", content_type = "text/html", body = String)))]
 pub async fn portal() -> Response {

@@ -22,6 +22,7 @@ mod observability;
 mod plan;
 mod retention;
 mod retrieval;
+mod sign_in;
 mod spend;
 mod story;
 mod stripe;
