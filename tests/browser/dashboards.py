@@ -12,6 +12,7 @@ tenant names that must render as text. Usage:
 
 With TENANTRY_SCREENSHOTS=DIR set, the portal and the console are saved there as PNG files.
 """
+import datetime
 import hashlib
 import json
 import os
@@ -456,6 +457,12 @@ class Dashboards(unittest.TestCase):
     def test_05_portal_shows_the_invoice_and_its_lines_after_the_period_closes(self):
         self.go("billing")
         self.assertEqual(self.column("invoice-rows", 0), [], "no invoice before the period closes")
+        # Before the close: the next invoice so far, as the close would bill it now.
+        upcoming = self.http.ok("GET", "/v1/invoices/upcoming", token=self.portal["api_key"])
+        self.assertTrue(upcoming["lines"], upcoming)
+        self.wait("the next invoice so far", lambda: self.column("upcoming-lines", 0)
+                  == [line["description"] for line in upcoming["lines"]])
+        self.assertEqual(self.text("#upcoming-total"), money(upcoming["subtotal_cents"], upcoming["currency"]))
         closed = self.http.op("POST", "/admin/billing/close-period")["invoices"]
         mine = [i for i in closed if i["tenant_id"] == self.portal["tenant_id"]]
         self.assertEqual(len(mine), 1, closed)
@@ -884,6 +891,34 @@ class Dashboards(unittest.TestCase):
         self.assertEqual(status, 200)
         self.assert_clean_console()
         self.assert_accessible("the console after operator actions")
+
+    def test_19_console_extends_a_trial_and_shows_usage_and_the_timeline(self):
+        tenant = self.active["tenant_id"]
+        before = self.http.op("GET", f"/admin/tenants/{tenant}")
+        self.assertEqual(before["state"], "trialing")
+        self.open_tenant(tenant, "Active Org")
+        self.assertEqual(self.text("#detail-documents"), "1")
+        self.assertEqual(self.text("#detail-keys"), "1 active")
+        self.wait("the usage chart", lambda: self.finds("#detail-usage-chart rect.chart-bar"))
+        queries = sum(int(b.get_attribute("data-value")) for b in self.finds("#detail-usage-chart rect.chart-bar"))
+        self.assertEqual(queries, 1, "the one question the tenant asked")
+        self.wait("the timeline", lambda: "tenant.signed_up" in self.column("timeline-rows", 1))
+        self.assertIn("milestone: first_query", self.column("timeline-rows", 1))
+
+        self.assertTrue(self.find("#trial-form").is_displayed(), "a trialing tenant's trial can be extended")
+        days = self.find("#trial-days")
+        days.clear()
+        days.send_keys("3")
+        self.find("#trial-form button[type=submit]").click()
+        self.accept_confirmation("Extend Active Org's trial by 3 days")
+        self.wait("the trial extended in the timeline", lambda: "trial.extended" in self.column("timeline-rows", 1))
+        after = self.http.op("GET", f"/admin/tenants/{tenant}")
+        moved = (datetime.datetime.fromisoformat(after["trial_ends_at"].replace("Z", "+00:00"))
+                 - datetime.datetime.fromisoformat(before["trial_ends_at"].replace("Z", "+00:00")))
+        self.assertEqual(moved, datetime.timedelta(days=3))
+        self.assert_clean_console()
+        self.assert_accessible("the console's tenant page")
+        self.screenshot("console-tenant")
 
 
 if __name__ == "__main__":

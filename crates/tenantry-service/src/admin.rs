@@ -1,4 +1,5 @@
-//! The operator's actions. Authenticated by the operator token (constant-time compare), never by a tenant key.
+//! The operator's actions. Authenticated by the operator token (constant-time compare) or a console session,
+//! never by a tenant key.
 
 use std::collections::BTreeMap;
 
@@ -7,7 +8,8 @@ use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::{ErrorCode, TenantId, TenantState};
 
 use serde::Serialize;
-use tenantry_store::{JobState, TenantEvent, TenantOrder, TenantSearch};
+use serde_json::json;
+use tenantry_store::{JobState, StoreError, TenantEvent, TenantOrder, TenantSearch};
 use utoipa::ToSchema;
 
 use crate::audit::Actor;
@@ -34,6 +36,11 @@ pub struct TenantDetail {
     pub credits: crate::prepaid::CreditBalance,
     /// The tenant's webhook endpoints.
     pub webhooks: Vec<crate::webhooks::WebhookView>,
+    /// How many documents it has, and API keys not revoked.
+    pub documents: i64,
+    pub active_keys: i64,
+    /// When its trial ends (or ended); none without one.
+    pub trial_ends_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -106,6 +113,10 @@ pub struct DunningTenant {
     pub open_cents: i64,
     /// When the oldest open invoice was issued.
     pub open_since: String,
+    /// When the payment is next retried (none when no retry is left).
+    pub next_retry_at: Option<String>,
+    /// When the service is suspended if still unpaid (`past_due` only).
+    pub suspends_at: Option<String>,
 }
 
 /// The background machinery the product depends on: the job queue, the notification outbox, Stripe.
@@ -236,7 +247,12 @@ impl Services {
         let usage = self.usage_between(&id, period.start, period.end).await?;
         let credits = self.credit_balance(&id).await?;
         let webhooks = self.webhooks(&id).await?;
+        let (documents, active_keys) = self.store().tenant_counts(&id).await?;
+        let trial_ends_at = self.trial_end(&row).map(|t| t.to_rfc3339());
         Ok(TenantDetail {
+            documents,
+            active_keys,
+            trial_ends_at,
             tenant: crate::tenants::view(row),
             usage,
             events,
@@ -246,6 +262,38 @@ impl Services {
             credits,
             webhooks,
         })
+    }
+
+    /// Extends a trialing tenant's trial by `days` (1 to 90) from when it ends now: the trial-end job moves
+    /// with it. Audited with the operator as actor; refused for a tenant not in a trial.
+    pub async fn extend_trial(&self, raw_id: &str, days: i64) -> ServiceResult<TenantDetail> {
+        if !(1..=90).contains(&days) {
+            return Err(ServiceError::validation("days must be 1 to 90"));
+        }
+        let id = TenantId::parse(raw_id).ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let row = self.store().tenant(&id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let not_trialing = || {
+            ServiceError::new(
+                ErrorCode::InvalidTransition,
+                format!("the tenant is {}; only a trial that has not ended can be extended", row.state.as_str()),
+            )
+        };
+        let Some(ends) = self.trial_end(&row).filter(|_| row.state == TenantState::Trialing) else {
+            return Err(not_trialing());
+        };
+        let extended = ends.max(self.clock().now()).plus_seconds(days * crate::billing::DAY_SECS);
+        let job = self.trial_end_job(&row);
+        let key = job.idempotency_key.clone().unwrap_or_default();
+        let detail = json!({"from": ends.to_rfc3339(), "to": extended.to_rfc3339(), "days": days});
+        let audit = self.audit_entry(Actor::Operator, Some(&id), "trial.extended", id.as_str(), detail, "");
+        let now = self.clock().now();
+        match self.store().extend_trial(&id, row.state_version, extended, &key, now, Some(&audit)).await {
+            Ok(()) => {}
+            Err(StoreError::Concurrent) => return Err(not_trialing()),
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(tenant_id = %id, ends_at = %extended.to_rfc3339(), "trial extended");
+        self.admin_tenant(raw_id).await
     }
 
     /// Applies an operator's lifecycle event through the transition table. A reactivated tenant is billed
@@ -302,6 +350,10 @@ impl Services {
             for tenant in self.store().tenants(Some(state)).await? {
                 let open = self.store().open_invoices(&tenant.id).await?;
                 let Some(oldest) = open.iter().map(|i| i.created_at).min() else { continue };
+                let queued = self.store().jobs(Some(JobState::Queued), Some(&tenant.id), 1_000).await?;
+                let next = |kind: &str| {
+                    queued.iter().filter(|j| j.kind == kind).map(|j| j.run_at).min().map(|t| t.to_rfc3339())
+                };
                 dunning.push((
                     oldest,
                     DunningTenant {
@@ -312,6 +364,8 @@ impl Services {
                         open_invoices: open.len() as i64,
                         open_cents: open.iter().map(|i| i.total_cents).sum(),
                         open_since: oldest.to_rfc3339(),
+                        next_retry_at: next("payment_retry"),
+                        suspends_at: next("grace_expiry"),
                     },
                 ));
             }

@@ -49,6 +49,28 @@ pub struct InvoiceView {
     pub lines: Vec<Value>,
 }
 
+/// What the current period's invoice holds so far (`GET /v1/invoices/upcoming`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UpcomingInvoice {
+    pub period_start: String,
+    pub period_end: String,
+    /// When it will be made: the period's end, or the trial's end when that comes first.
+    pub bills_at: String,
+    pub currency: String,
+    /// Before prepaid credit, which is applied when the invoice is made.
+    pub subtotal_cents: i64,
+    /// The lines as the invoice would carry them.
+    #[schema(value_type = Vec<Object>)]
+    pub lines: Vec<Value>,
+}
+
+/// The lines of a period's close before pending items, with what they were rated from.
+struct Closing {
+    lines: Vec<InvoiceLine>,
+    pricing: Pricing,
+    usage: MeteredUsage,
+}
+
 pub(crate) fn view(row: InvoiceRow) -> InvoiceView {
     InvoiceView {
         number: InvoiceNumber::new(row.number.max(0) as u64).to_string(),
@@ -300,35 +322,9 @@ impl Services {
         early: bool,
         trial_over: Option<Timestamp>,
     ) -> ServiceResult<Option<InvoiceView>> {
-        let plan = self.plan_of(tenant)?;
         let next = BillingPeriod::containing(tenant.billing_anchor, period.end, self.period_kind());
         let next_close = Job::ClosePeriod { tenant_id: tenant.id.clone(), period_start_ms: next.start.0 }.at(next.end);
-        let mut usage = MeteredUsage::new(0);
-        for line in self.store().usage_lines(&tenant.id, period.start, period.end).await? {
-            let quantity = line.quantity.max(0) as u64;
-            match line.meter {
-                Meter::Queries => usage.queries += quantity,
-                Meter::PromptTokens | Meter::CompletionTokens => usage = usage.with_tokens(line.model, quantity),
-                Meter::Documents | Meter::StorageBytes => {}
-            }
-        }
-        let pricing = Pricing::from_plan(plan).map_err(ServiceError::internal)?;
-        let trial_into_next =
-            self.trial_end(tenant).filter(|end| tenant.state == TenantState::Trialing && *end > next.start);
-        let mut lines = Vec::new();
-        if let Some(over) = trial_over {
-            lines.extend(trial_remainder(tenant, &pricing, period, over)?);
-        }
-        match trial_into_next {
-            Some(end) => {
-                lines.extend(closing_lines(&pricing, &usage, None).map_err(ServiceError::internal)?);
-                let after = end.min(next.end);
-                lines.extend(remainder_line(&pricing, next, after).map_err(ServiceError::internal)?);
-            }
-            None => {
-                lines.extend(closing_lines(&pricing, &usage, Some((&pricing, next))).map_err(ServiceError::internal)?)
-            }
-        }
+        let Closing { mut lines, pricing, usage } = self.closing(tenant, period, trial_over).await?;
         // Plan changes' proration waits for this invoice (or the true-up, after an early close).
         let (pending, consume_items) = self.pending_invoice_lines(&tenant.id).await?;
         lines.extend(pending.iter().cloned());
@@ -370,6 +366,80 @@ impl Services {
         }
         self.store().enqueue(&next_close, self.clock().now()).await?;
         Ok(None)
+    }
+
+    /// What closing `period` now would bill before the plan changes' pending items: a trial's remainder, the
+    /// usage so far in arrears and the next period's base in advance (only its part after a trial that lasts
+    /// into it). `close_period` writes it; `upcoming_invoice` shows it.
+    async fn closing(
+        &self,
+        tenant: &TenantRow,
+        period: BillingPeriod,
+        trial_over: Option<Timestamp>,
+    ) -> ServiceResult<Closing> {
+        let plan = self.plan_of(tenant)?;
+        let next = BillingPeriod::containing(tenant.billing_anchor, period.end, self.period_kind());
+        let mut usage = MeteredUsage::new(0);
+        for line in self.store().usage_lines(&tenant.id, period.start, period.end).await? {
+            let quantity = line.quantity.max(0) as u64;
+            match line.meter {
+                Meter::Queries => usage.queries += quantity,
+                Meter::PromptTokens | Meter::CompletionTokens => usage = usage.with_tokens(line.model, quantity),
+                Meter::Documents | Meter::StorageBytes => {}
+            }
+        }
+        let pricing = Pricing::from_plan(plan).map_err(ServiceError::internal)?;
+        let trial_into_next =
+            self.trial_end(tenant).filter(|end| tenant.state == TenantState::Trialing && *end > next.start);
+        let mut lines = Vec::new();
+        if let Some(over) = trial_over {
+            lines.extend(trial_remainder(tenant, &pricing, period, over)?);
+        }
+        match trial_into_next {
+            Some(end) => {
+                lines.extend(closing_lines(&pricing, &usage, None).map_err(ServiceError::internal)?);
+                let after = end.min(next.end);
+                lines.extend(remainder_line(&pricing, next, after).map_err(ServiceError::internal)?);
+            }
+            None => {
+                lines.extend(closing_lines(&pricing, &usage, Some((&pricing, next))).map_err(ServiceError::internal)?)
+            }
+        }
+        Ok(Closing { lines, pricing, usage })
+    }
+
+    /// The invoice the current period's close would make if it closed now: the usage so far, the next base
+    /// price and the pending prorations (after an early close, only what the true-up would add). Nothing is
+    /// written; prepaid credit is applied when the invoice is made, not here.
+    pub async fn upcoming_invoice(&self, ctx: &TenantContext) -> ServiceResult<UpcomingInvoice> {
+        let tenant = self.store().tenant(&ctx.tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let period = self.current_period(&tenant);
+        let trial_over =
+            self.trial_end(&tenant).filter(|end| tenant.state == TenantState::Trialing && *end <= period.end);
+        let Closing { lines, pricing, usage } = self.closing(&tenant, period, trial_over).await?;
+        let closed_early = self
+            .store()
+            .invoices(&tenant.id)
+            .await?
+            .into_iter()
+            .find(|i| i.kind == InvoiceKind::Closing && i.period_start == period.start);
+        let mut lines = match closed_early {
+            Some(closed) => {
+                let billed: Vec<InvoiceLine> = serde_json::from_str(&closed.lines).map_err(ServiceError::internal)?;
+                true_up_lines(&billed, &closing_lines(&pricing, &usage, None).map_err(ServiceError::internal)?)
+            }
+            None => lines,
+        };
+        lines.extend(self.pending_invoice_lines(&tenant.id).await?.0);
+        let total = lines_total(&lines)?;
+        Ok(UpcomingInvoice {
+            period_start: period.start.to_rfc3339(),
+            period_end: period.end.to_rfc3339(),
+            bills_at: trial_over.unwrap_or(period.end).to_rfc3339(),
+            currency: self.config().billing.currency.clone(),
+            subtotal_cents: total,
+            lines: lines.iter().map(|l| serde_json::to_value(l).unwrap_or_default()).collect(),
+        })
     }
 
     /// The manual provider's payment report (by the operator).

@@ -133,8 +133,33 @@ impl Services {
         from: Option<&str>,
         to: Option<&str>,
     ) -> ServiceResult<UsageTimeseries> {
+        self.timeseries_of(&ctx.tenant_id, ctx.period.start, granularity, from, to).await
+    }
+
+    /// `usage_timeseries` of any tenant, for the operator's console.
+    pub async fn admin_usage_timeseries(
+        &self,
+        raw_id: &str,
+        granularity: Granularity,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> ServiceResult<UsageTimeseries> {
+        let id = TenantId::parse(raw_id).ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let row = self.store().tenant(&id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let period = self.current_period(&row);
+        self.timeseries_of(&id, period.start, granularity, from, to).await
+    }
+
+    async fn timeseries_of(
+        &self,
+        tenant: &TenantId,
+        period_start: Timestamp,
+        granularity: Granularity,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> ServiceResult<UsageTimeseries> {
         let step = granularity.millis();
-        let from = bound(from, "from", ctx.period.start)?;
+        let from = bound(from, "from", period_start)?;
         let to = bound(to, "to", self.clock().now())?;
         if from > to {
             return Err(ServiceError::validation("from must not be after to"));
@@ -151,7 +176,6 @@ impl Services {
                 granularity.max_buckets()
             )));
         }
-        let tenant = &ctx.tenant_id;
         let from_clickhouse = match self.analytics() {
             None => None,
             Some(ch) => self.clickhouse_buckets(ch, tenant, (from, to), step).await?,

@@ -218,6 +218,57 @@ impl Store {
         Ok(row.is_some())
     }
 
+    /// Moves a trialing tenant's trial end to `ends_at` and its queued trial-end job (`job_key`) with it, in
+    /// one transaction with the audit entry. `Concurrent` when the tenant is no longer trialing at
+    /// `expected_state_version` or its trial-end job is no longer waiting (it is ending now).
+    pub async fn extend_trial(
+        &self,
+        id: &TenantId,
+        expected_state_version: i64,
+        ends_at: Timestamp,
+        job_key: &str,
+        now: Timestamp,
+        audit: Option<&NewAuditEntry>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let moved = sqlx::query(
+            "UPDATE tenants SET trial_ends_at = $1, updated_at = $2 \
+             WHERE id = $3 AND state = 'trialing' AND state_version = $4",
+        )
+        .bind(ends_at.0)
+        .bind(now.0)
+        .bind(id.as_str())
+        .bind(expected_state_version)
+        .execute(&mut *tx)
+        .await?;
+        let job = sqlx::query("UPDATE jobs SET run_at = $1 WHERE idempotency_key = $2 AND state = 'queued'")
+            .bind(ends_at.0)
+            .bind(job_key)
+            .execute(&mut *tx)
+            .await?;
+        if moved.rows_affected() != 1 || job.rows_affected() != 1 {
+            return Err(StoreError::Concurrent);
+        }
+        if let Some(entry) = audit {
+            append_audit_in(&mut tx, entry).await?;
+        }
+        tx.commit().await?;
+        self.tenants_changed();
+        Ok(())
+    }
+
+    /// How many documents the tenant has and how many of its API keys are not revoked.
+    pub async fn tenant_counts(&self, id: &TenantId) -> Result<(i64, i64)> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM documents WHERE tenant_id = $1) AS documents, \
+             (SELECT COUNT(*) FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL) AS keys",
+        )
+        .bind(id.as_str())
+        .fetch_one(&self.read)
+        .await?;
+        Ok((row.try_get("documents")?, row.try_get("keys")?))
+    }
+
     /// The tenant whose (lowercased) email this is.
     pub async fn tenant_by_email(&self, email: &str) -> Result<Option<TenantRow>> {
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE email = $1");

@@ -4,7 +4,7 @@
 "use strict";
 
 (function () {
-  const { el, fill, rows, api: call, session, guarded, showError, clearError, number, money, date } = window.Tenantry;
+  const { el, fill, rows, api: call, session, guarded, showError, clearError, number, money, date, columnChart } = window.Tenantry;
   const $ = (id) => document.getElementById(id);
 
   const SESSION = "/admin/session";
@@ -86,7 +86,8 @@
     rows(
       "dunning-rows",
       o.dunning,
-      (d) => [d.organization, stateBadge(d.state), d.plan, number(d.open_invoices), money(d.open_cents, currency), date(d.open_since)],
+      (d) => [d.organization, stateBadge(d.state), d.plan, number(d.open_invoices), money(d.open_cents, currency), date(d.open_since),
+        d.next_retry_at ? date(d.next_retry_at) : "no retry left", d.suspends_at ? date(d.suspends_at) : "—"],
       "nobody is behind on payments",
       (d) => showTenant(d.tenant_id),
     );
@@ -188,6 +189,10 @@
       $("detail-reactivate").hidden = d.state !== "suspended";
       $("detail-plan").textContent = d.plan;
       $("detail-model").textContent = d.config.model + " (" + d.config.retrieval_mode + ")";
+      $("detail-documents").textContent = number(d.documents);
+      $("detail-keys").textContent = number(d.active_keys) + " active";
+      $("detail-trial").textContent = d.trial_ends_at ? date(d.trial_ends_at) : "no trial";
+      $("trial-form").hidden = d.state !== "trialing";
 
       const milestones = d.events.filter((e) => e.from === null || e.from === undefined);
       const transitions = d.events.filter((e) => e.from !== null && e.from !== undefined);
@@ -253,12 +258,42 @@
         (j) => [j.kind, j.state, date(j.run_at), number(j.attempts), j.last_error || ""],
         "no jobs",
       );
+      await Promise.all([loadTenantUsage(id), loadTimeline(d)]);
       for (const tr of document.querySelectorAll("#tenant-rows tr")) {
         const cell = tr.querySelector("[data-tenant]");
         tr.classList.toggle("selected", Boolean(cell) && cell.getAttribute("data-tenant") === id);
       }
       $("tenant-detail").hidden = false;
     });
+  }
+
+  // The tenant's daily usage of one meter over the last 30 days, every day a column (quiet days at zero).
+  async function loadTenantUsage(id) {
+    const to = new Date();
+    const from = new Date(to.getTime() - 30 * 86400000);
+    const meter = $("detail-usage-meter").value;
+    const series = await call("GET", "/admin/tenants/" + encodeURIComponent(id) + "/usage/timeseries?granularity=day&from=" +
+      encodeURIComponent(from.toISOString()) + "&to=" + encodeURIComponent(to.toISOString()));
+    const byDay = new Map();
+    for (let t = Date.parse(series.from); t < Date.parse(series.to); t += 86400000) byDay.set(t, 0);
+    for (const p of series.points) {
+      if (p.meter === meter) byDay.set(Date.parse(p.start), (byDay.get(Date.parse(p.start)) || 0) + p.quantity);
+    }
+    const columns = Array.from(byDay, ([t, value]) => ({ label: new Date(t).toISOString().slice(0, 10), value }));
+    columnChart("detail-usage-chart", columns, number);
+  }
+
+  // One list of what happened to the tenant: its audit trail, its activation milestones and its messages.
+  async function loadTimeline(d) {
+    const audit = await call("GET", "/admin/audit?tenant_id=" + encodeURIComponent(d.tenant_id) + "&limit=1000");
+    const items = [
+      ...audit.entries.map((e) => ({ at: e.at, what: e.action, by: e.actor, detail: e.target })),
+      ...d.events.filter((e) => e.from === null || e.from === undefined)
+        .map((e) => ({ at: e.at, what: "milestone: " + e.event, by: "system", detail: "" })),
+      ...d.notifications.map((n) => ({ at: n.created_at, what: "notification: " + n.template, by: "system", detail: n.subject })),
+    ];
+    items.sort((a, b) => Date.parse(b.at) - Date.parse(a.at));
+    rows("timeline-rows", items.slice(0, 200), (i) => [date(i.at), el("span", { class: "timeline-what" }, i.what), i.by, i.detail], "nothing yet");
   }
 
   async function requeue(job) {
@@ -330,6 +365,13 @@
       act("Reactivate " + $("detail-organization").textContent + "?", "POST",
         "/admin/tenants/" + encodeURIComponent(selected) + "/reactivate"));
     $("filter-form").addEventListener("submit", (event) => event.preventDefault());
+    $("detail-usage-meter").addEventListener("change", () => selected && guarded(() => loadTenantUsage(selected)));
+    $("trial-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const days = Number($("trial-days").value);
+      act("Extend " + $("detail-organization").textContent + "'s trial by " + days + " days? It is billed when the new trial ends.",
+        "POST", "/admin/tenants/" + encodeURIComponent(selected) + "/trial", { days });
+    });
     $("credit-form").addEventListener("submit", (event) => {
       event.preventDefault();
       guarded(async () => {

@@ -355,6 +355,24 @@
     );
   }
 
+  // What the current period's invoice holds so far, as its close would bill it now.
+  async function loadUpcoming() {
+    let next;
+    try {
+      next = await call("GET", "/v1/invoices/upcoming");
+    } finally {
+      $("upcoming").hidden = next === undefined;
+    }
+    $("upcoming-when").textContent = "Made on " + date(next.bills_at) + " for the period " + date(next.period_start) + " – " + date(next.period_end) + "; usage until then is added.";
+    rows("upcoming-lines", next.lines, (l) => [
+      l.description,
+      l.meter ? number(l.quantity) : "",
+      l.meter ? (l.unit_amount_decimal || "") + " ¢" : "",
+      money(l.amount_cents, next.currency),
+    ], "nothing to bill so far");
+    $("upcoming-total").textContent = money(next.subtotal_cents, next.currency);
+  }
+
   function showInvoice(invoice) {
     $("invoice-number").textContent = invoice.number + " (" + invoice.status + ")";
     rows(
@@ -604,6 +622,7 @@
       [loadDocuments, "documents-note"],
       [loadKeys, null],
       [loadInvoices, null],
+      [loadUpcoming, null],
       [loadCredits, null],
       [loadWebhooks, null],
       [loadAlerts, null],

@@ -12,7 +12,7 @@ use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::ErrorCode;
 use tenantry_service::admin::{TenantDetail, TenantPage, TenantQuery};
 use tenantry_service::api_keys::{CreatedKey, KeyView};
-use tenantry_service::billing::InvoiceView;
+use tenantry_service::billing::{InvoiceView, UpcomingInvoice};
 use tenantry_service::documents::{DocumentView, Upload, Uploaded};
 use tenantry_service::erasure::{ErasureStarted, ErasureView};
 use tenantry_service::export::{ExportDownload, ExportStarted};
@@ -79,6 +79,17 @@ pub async fn invoices(
     Tenant { ctx, .. }: Tenant<ReadsAccount>,
 ) -> ApiResult<axum::Json<InvoiceList>> {
     Ok(axum::Json(InvoiceList { invoices: s.invoices(&ctx).await? }))
+}
+
+/// What the current period's invoice holds so far: the usage to date, the next base price and pending
+/// prorations, as the period's close would bill them now (before prepaid credit). Changes nothing.
+#[utoipa::path(get, path = "/v1/invoices/upcoming", tag = "usage", security(("bearer" = [])),
+    responses((status = 200, body = UpcomingInvoice), (status = 401, body = Problem, content_type = "application/problem+json")))]
+pub async fn upcoming_invoice(
+    State(s): State<Services>,
+    Tenant { ctx, .. }: Tenant<ReadsAccount>,
+) -> ApiResult<axum::Json<UpcomingInvoice>> {
+    Ok(axum::Json(s.upcoming_invoice(&ctx).await?))
 }
 
 /// Export everything Tenantry holds about the tenant as a `tar.gz` archive with a manifest (format
@@ -770,6 +781,33 @@ pub async fn admin_suspend(
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<TenantDetail>> {
     Ok(axum::Json(s.apply_lifecycle(&id, LifecycleEvent::OperatorSuspended).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrialBody {
+    /// Days added to the trial, from when it ends now (1 to 90).
+    #[schema(minimum = 1, maximum = 90)]
+    #[serde(deserialize_with = "crate::whole::integer")]
+    pub days: i64,
+}
+
+/// Extend a trialing tenant's trial: it ends `days` later, and is billed then.
+#[utoipa::path(post, path = "/admin/tenants/{id}/trial", tag = "operator", security(("operator" = [])),
+    params(("id" = String, Path, description = "tenant id")), request_body = TrialBody,
+    responses(
+        (status = 200, body = TenantDetail),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not in a trial", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn admin_extend_trial(
+    State(s): State<Services>,
+    _: Operator,
+    Path(id): Path<String>,
+    Json(body): Json<TrialBody>,
+) -> ApiResult<axum::Json<TenantDetail>> {
+    Ok(axum::Json(s.extend_trial(&id, body.days).await?))
 }
 
 /// Reactivate a suspended tenant.

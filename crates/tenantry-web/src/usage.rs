@@ -1,6 +1,7 @@
-//! Usage over time (`GET /v1/usage/timeseries`), as JSON for charts or CSV for spreadsheets.
+//! Usage over time (`GET /v1/usage/timeseries`, and any tenant's for the operator), as JSON for charts or CSV
+//! for spreadsheets.
 
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -9,7 +10,7 @@ use tenantry_service::usage::{Granularity, UsageTimeseries};
 use tenantry_service::Services;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::extract::{ReadsAccount, Tenant};
+use crate::extract::{Operator, ReadsAccount, Tenant};
 use crate::problem::{ApiError, Problem};
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, ToSchema)]
@@ -58,10 +59,36 @@ pub async fn timeseries(
 ) -> Result<Response, ApiError> {
     let Query(p) = params?;
     let series = s.usage_timeseries(&ctx, p.granularity, p.from.as_deref(), p.to.as_deref()).await?;
-    match p.format.unwrap_or_default() {
+    respond(&series, p.format.unwrap_or_default())
+}
+
+/// A tenant's usage per hour or day, as `GET /v1/usage/timeseries` shows it to the tenant.
+#[utoipa::path(get, path = "/admin/tenants/{id}/usage/timeseries", tag = "operator", security(("operator" = [])),
+    params(("id" = String, Path, description = "tenant id"), TimeseriesParams),
+    responses(
+        (status = 200, description = "The series: JSON, or CSV with `format=csv`", content(
+            (UsageTimeseries = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn admin_timeseries(
+    State(s): State<Services>,
+    _: Operator,
+    Path(id): Path<String>,
+    params: Result<Query<TimeseriesParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(p) = params?;
+    let series = s.admin_usage_timeseries(&id, p.granularity, p.from.as_deref(), p.to.as_deref()).await?;
+    respond(&series, p.format.unwrap_or_default())
+}
+
+fn respond(series: &UsageTimeseries, format: SeriesFormat) -> Result<Response, ApiError> {
+    match format {
         SeriesFormat::Json => Ok(axum::Json(series).into_response()),
         SeriesFormat::Csv => {
-            let body = to_csv(&series).map_err(|e| ApiError::new(ErrorCode::Internal, format!("writing CSV: {e}")))?;
+            let body = to_csv(series).map_err(|e| ApiError::new(ErrorCode::Internal, format!("writing CSV: {e}")))?;
             let mut response = body.into_response();
             let h = response.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));

@@ -429,3 +429,61 @@ async fn a_tenant_waiting_for_its_first_payment_sees_the_invoice_it_owes() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn the_upcoming_invoice_shows_what_the_close_then_bills() {
+    let app = spawn_app_with(|c| {
+        let mut plan: PlanConfig = c.plans.iter().find(|p| p.name == "trial").expect("trial").clone();
+        plan.name = "metered".into();
+        plan.price_cents = 1_000;
+        plan.included = Included { queries: 1, tokens: 10_000_000 };
+        plan.overage = Overage { query_micros: 20_000, token_micros_per_1k: 0, ..Overage::default() };
+        c.plans.push(plan);
+        c.server.operator_token = OP.into();
+    })
+    .await;
+    let t = app.signup("upcoming@billing.test", "metered").await;
+    let other = app.signup("other@billing.test", "metered").await;
+    app.upload_text(&t.key, "Policy", "Refunds are issued within 14 days.").await;
+    for _ in 0..3 {
+        app.query(&t.key, "How long do refunds take?").await;
+    }
+    let app = &app;
+    let upcoming = |key: String| async move {
+        let r = app.get(&key, "/v1/invoices/upcoming").await;
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.expect("json")
+    };
+    let before = upcoming(t.key.clone()).await;
+    let overage: Vec<&Value> =
+        before["lines"].as_array().expect("lines").iter().filter(|l| l["meter"] == "queries").collect();
+    assert_eq!(overage.len(), 1, "{before}");
+    assert_eq!((overage[0]["quantity"].as_i64(), overage[0]["amount_cents"].as_i64()), (Some(2), Some(4)));
+    let others = upcoming(other.key.clone()).await;
+    assert!(others["lines"].as_array().expect("lines").iter().all(|l| l["meter"] != "queries"), "only its own usage");
+    assert_eq!(app.get(&t.key, "/v1/invoices").await.json::<Value>().await.expect("json")["invoices"], json!([]));
+
+    // The close made now bills exactly what the preview showed.
+    let made: Value = app
+        .client
+        .post(app.url("/admin/billing/close-period"))
+        .bearer_auth(OP)
+        .send()
+        .await
+        .expect("close")
+        .json()
+        .await
+        .expect("json");
+    let invoice = made["invoices"].as_array().expect("invoices").iter().find(|i| i["tenant_id"] == t.id.as_str());
+    let invoice = invoice.expect("the tenant's invoice");
+    assert_eq!(invoice["lines"], before["lines"]);
+    assert_eq!(invoice["subtotal_cents"], before["subtotal_cents"]);
+
+    // After an early close, the preview is what the true-up would add: nothing, then the new usage.
+    let after = upcoming(t.key.clone()).await;
+    assert_eq!((after["lines"].clone(), after["subtotal_cents"].clone()), (json!([]), json!(0)), "{after}");
+    app.query(&t.key, "And exchanges?").await;
+    let more = upcoming(t.key.clone()).await;
+    assert_eq!(more["lines"][0]["quantity"], 1, "{more}");
+    assert_eq!(more["subtotal_cents"], 2);
+}

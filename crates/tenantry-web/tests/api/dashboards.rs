@@ -183,6 +183,21 @@ async fn the_overview_counts_states_funnel_revenue_dunning_and_jobs_on(database_
         (dunning[0]["open_invoices"].as_i64(), dunning[0]["open_cents"].as_i64()),
         (Some(1), Some(cents(&owed)))
     );
+    // With when the payment is next retried and when the service is suspended, as the queued jobs say.
+    let jobs = op_get(&app, &format!("/admin/jobs?state=queued&tenant_id={}", late.id)).await;
+    let run_at = |kind: &str| {
+        jobs["jobs"]
+            .as_array()
+            .expect("jobs")
+            .iter()
+            .filter(|j| j["kind"] == kind)
+            .filter_map(|j| j["run_at"].as_str())
+            .min()
+            .map(str::to_owned)
+    };
+    assert!(run_at("payment_retry").is_some() && run_at("grace_expiry").is_some(), "{jobs}");
+    assert_eq!(dunning[0]["next_retry_at"].as_str().map(str::to_owned), run_at("payment_retry"));
+    assert_eq!(dunning[0]["suspends_at"].as_str().map(str::to_owned), run_at("grace_expiry"));
 
     // Job health: the queue holds the scheduled work (period closes, nudges, dunning retries), nothing parked;
     // the payment-failed notice went through the outbox.
@@ -212,4 +227,52 @@ async fn the_overview_counts_states_funnel_revenue_dunning_and_jobs_on(database_
     let own: serde_json::Value = app.get(&payer.key, "/v1/usage").await.json().await.expect("usage");
     assert_eq!(payer_detail["usage"]["totals"]["queries"], 1, "{payer_detail}");
     assert_eq!(payer_detail["usage"], own);
+}
+
+#[tokio::test]
+async fn the_operator_extends_a_trial_and_billing_waits_for_its_new_end() {
+    let app = spawn_app_with(|c| {
+        c.server.operator_token = OP.into();
+        c.server.clock = "test".into();
+    })
+    .await;
+    let t = app.signup("trial@dash.test", "starter").await;
+    let unpaid = app.signup("unpaid@dash.test", "pro").await;
+    app.upload_text(&t.key, "Handbook", "Refunds are issued within 14 days.").await;
+    let detail = op_get(&app, &format!("/admin/tenants/{}", t.id)).await;
+    assert_eq!(
+        (detail["state"].as_str(), detail["documents"].as_i64(), detail["active_keys"].as_i64()),
+        (Some("trialing"), Some(1), Some(1)),
+        "{detail}"
+    );
+    let ends = detail["trial_ends_at"].as_str().expect("a trial end").to_owned();
+
+    let extend = |id: String, body: Value| {
+        app.client.post(app.url(&format!("/admin/tenants/{id}/trial"))).bearer_auth(OP).json(&body).send()
+    };
+    assert_problem(extend(t.id.clone(), json!({"days": 0})).await.expect("post"), 422, "validation_failed").await;
+    let r = extend(unpaid.id.clone(), json!({"days": 7})).await.expect("post");
+    let refused = assert_problem(r, 409, "invalid_transition").await;
+    assert!(refused["detail"].as_str().expect("detail").contains("pending_payment"), "{refused}");
+    let r = extend(t.id.clone(), json!({"days": 7})).await.expect("post");
+    assert_eq!(r.status(), StatusCode::OK);
+    let extended: Value = r.json().await.expect("json");
+    let to = |s: &str| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).expect("time");
+    assert_eq!(to(extended["trial_ends_at"].as_str().expect("end")) - to(&ends), time::Duration::days(7));
+    let audit = app.audit(OP, &t.id).await;
+    let entry = audit.iter().find(|e| e["action"] == "trial.extended").expect("audited");
+    assert_eq!(entry["actor"], "operator");
+
+    // The old end passes without a bill; the new one bills.
+    let advance = |days: i64| op_post(&app, "/admin/clock/advance", json!({"seconds": days * 86_400 + 3_600}));
+    advance(14).await;
+    let detail = op_get(&app, &format!("/admin/tenants/{}", t.id)).await;
+    assert_eq!((detail["state"].as_str(), detail["invoices"].as_array().map(Vec::len)), (Some("trialing"), Some(0)));
+    advance(7).await;
+    let detail = op_get(&app, &format!("/admin/tenants/{}", t.id)).await;
+    assert!(!detail["invoices"].as_array().expect("invoices").is_empty(), "billed at the new end: {detail}");
+    // Its trial has ended (billed, waiting for the payment): there is nothing left to extend.
+    assert_eq!(detail["state"], "trialing");
+    let r = extend(t.id.clone(), json!({"days": 7})).await.expect("post");
+    assert_problem(r, 409, "invalid_transition").await;
 }

@@ -183,3 +183,26 @@ async fn bad_series_parameters_are_refused() {
     }
     assert_problem(app.get("tk_not_a_key", "/v1/usage/timeseries?granularity=day").await, 401, "unauthenticated").await;
 }
+
+#[tokio::test]
+async fn the_operator_sees_a_tenants_series_as_the_tenant_does() {
+    const OP: &str = "op-series";
+    let app = spawn_app_with(|c| c.server.operator_token = OP.into()).await;
+    let t = app.signup("seen@series.test", "trial").await;
+    let other = app.signup("other@series.test", "trial").await;
+    app.upload_text(&t.key, "Handbook", "Refunds are issued within 14 days of purchase.").await;
+    app.query(&t.key, "How long do refunds take?").await;
+    app.upload_text(&other.key, "Other", "Something else entirely, about travel.").await;
+
+    let own = series(&app, &t.key, "granularity=hour").await;
+    let path = format!("/admin/tenants/{}/usage/timeseries?granularity=hour", t.id);
+    let r = app.get(OP, &path).await;
+    assert_eq!(r.status(), 200);
+    let seen: Value = r.json().await.expect("json");
+    assert!(!points(&own).is_empty());
+    assert_eq!(seen, own, "the same series, the other tenant's usage not in it");
+
+    assert_problem(app.get(&t.key, &path).await, 401, "unauthenticated").await;
+    let unknown = "/admin/tenants/ten_00000000000000000000000000000000/usage/timeseries?granularity=day";
+    assert_problem(app.get(OP, unknown).await, 404, "not_found").await;
+}
