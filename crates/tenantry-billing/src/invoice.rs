@@ -180,6 +180,7 @@ fn sum(lines: &[InvoiceLine]) -> Result<Cents, InvoiceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::line::LineKind;
 
     fn period() -> BillingPeriod {
         BillingPeriod { start: Timestamp(0), end: Timestamp(86_400_000) }
@@ -231,15 +232,18 @@ mod tests {
 
     #[test]
     fn only_drafts_take_lines_and_totals_follow() {
-        let lines = vec![InvoiceLine::fixed("a", Cents(1_000)), InvoiceLine::fixed("credit", Cents(-300))];
+        let lines = vec![
+            InvoiceLine::fixed(LineKind::Base, "a", Cents(1_000)),
+            InvoiceLine::fixed(LineKind::Base, "credit", Cents(-300)),
+        ];
         let mut invoice = Invoice::draft(InvoiceNumber::new(1), period(), "USD", lines).expect("valid");
         assert_eq!(invoice.currency(), "usd");
         assert_eq!(invoice.subtotal_cents(), Cents(700));
-        invoice.push_line(InvoiceLine::fixed("b", Cents(50))).expect("draft");
+        invoice.push_line(InvoiceLine::fixed(LineKind::Base, "b", Cents(50))).expect("draft");
         assert_eq!(invoice.total_cents(), Cents(750));
         invoice.transition(InvoiceStatus::Open).expect("finalise");
         assert_eq!(
-            invoice.push_line(InvoiceLine::fixed("c", Cents(1))),
+            invoice.push_line(InvoiceLine::fixed(LineKind::Base, "c", Cents(1))),
             Err(InvoiceError::NotDraft(InvoiceStatus::Open))
         );
         assert_eq!(invoice.total_cents(), Cents(750));
@@ -249,7 +253,10 @@ mod tests {
     fn bad_currency_and_overflow_are_refused() {
         let n = InvoiceNumber::new(1);
         assert!(matches!(Invoice::draft(n, period(), "dollars", vec![]), Err(InvoiceError::InvalidCurrency(_))));
-        let huge = vec![InvoiceLine::fixed("a", Cents(i64::MAX)), InvoiceLine::fixed("b", Cents(1))];
+        let huge = vec![
+            InvoiceLine::fixed(LineKind::Base, "a", Cents(i64::MAX)),
+            InvoiceLine::fixed(LineKind::Base, "b", Cents(1)),
+        ];
         assert_eq!(Invoice::draft(n, period(), "usd", huge), Err(InvoiceError::AmountOverflow));
     }
 
@@ -259,7 +266,7 @@ mod tests {
             InvoiceNumber::new(42),
             period(),
             "usd",
-            vec![InvoiceLine::fixed("Pro plan", Cents(49_900))],
+            vec![InvoiceLine::fixed(LineKind::Base, "Pro plan", Cents(49_900))],
         )
         .expect("valid");
         let json = serde_json::to_value(&invoice).expect("serialises");

@@ -10,6 +10,6 @@ pub mod rating;
 pub mod stripe;
 
 pub use invoice::{Invoice, InvoiceError, InvoiceNumber, InvoiceStatus};
-pub use line::{BillingMeter, InvoiceLine};
+pub use line::{BillingMeter, InvoiceLine, LineKind};
 pub use proration::{prorate, Proration, ProrationError};
 pub use rating::{MeteredUsage, Pricing, RatingError, Tier, TierPart, Tiers};

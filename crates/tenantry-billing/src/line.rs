@@ -25,6 +25,38 @@ impl BillingMeter {
     }
 }
 
+/// What a line bills, for revenue reporting: MRR counts `base` lines; `usage` is overage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineKind {
+    /// A whole period's base price.
+    Base,
+    /// Usage above what the plan includes.
+    Usage,
+    /// A part of a period's base price: a plan change's credit and charge, a trial's remainder.
+    Proration,
+    /// Credit: prepaid, or carried from an invoice that came out negative.
+    Credit,
+    /// A discount on the base price (a win-back offer).
+    Discount,
+}
+
+impl LineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Base => "base",
+            Self::Usage => "usage",
+            Self::Proration => "proration",
+            Self::Credit => "credit",
+            Self::Discount => "discount",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Base, Self::Usage, Self::Proration, Self::Credit, Self::Discount].into_iter().find(|k| k.as_str() == raw)
+    }
+}
+
 /// Micro-dollars per cent.
 const MICROS_PER_CENT: u32 = 4; // as a power of ten
 
@@ -43,11 +75,14 @@ pub struct InvoiceLine {
     pub unit_amount_decimal: String,
     /// `quantity × exact unit price`, rounded to the cent once, half away from zero.
     pub amount_cents: Cents,
+    /// What the line bills; absent on lines made before kinds were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<LineKind>,
 }
 
 impl InvoiceLine {
-    /// A fixed amount (base price, proration): quantity 1 at that amount.
-    pub fn fixed(description: impl Into<String>, amount: Cents) -> Self {
+    /// A fixed amount of `kind` (base price, proration, credit): quantity 1 at that amount.
+    pub fn fixed(kind: LineKind, description: impl Into<String>, amount: Cents) -> Self {
         Self {
             description: description.into(),
             meter: None,
@@ -56,6 +91,18 @@ impl InvoiceLine {
             unit_amount_cents: amount,
             unit_amount_decimal: amount.0.to_string(),
             amount_cents: amount,
+            kind: Some(kind),
+        }
+    }
+
+    /// What the line bills; a line from before kinds were recorded is judged by its meter and sign (a
+    /// proration then counts as base).
+    pub fn kind(&self) -> LineKind {
+        match (self.kind, self.meter) {
+            (Some(kind), _) => kind,
+            (None, Some(_)) => LineKind::Usage,
+            (None, None) if self.amount_cents.0 < 0 => LineKind::Credit,
+            (None, None) => LineKind::Base,
         }
     }
 
@@ -82,6 +129,7 @@ impl InvoiceLine {
             unit_amount_cents: cents(div_round_half_away(i128::from(unit_micros), den))?,
             unit_amount_decimal: decimal(i128::from(unit_micros), scale),
             amount_cents: cents(div_round_half_away(exact, den))?,
+            kind: Some(LineKind::Usage),
         })
     }
 }

@@ -11,7 +11,7 @@ use tenantry_domain::quota::BillingPeriod;
 use tenantry_domain::{Cents, Timestamp};
 
 use crate::arith::div_round_half_away;
-use crate::line::InvoiceLine;
+use crate::line::{InvoiceLine, LineKind};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProrationError {
@@ -82,10 +82,18 @@ impl Proration {
     pub fn lines(&self, old_plan: &str, new_plan: &str) -> Vec<InvoiceLine> {
         let mut lines = Vec::new();
         if self.credit_cents.0 != 0 {
-            lines.push(InvoiceLine::fixed(format!("Unused time on the {old_plan} plan"), Cents(-self.credit_cents.0)));
+            lines.push(InvoiceLine::fixed(
+                LineKind::Proration,
+                format!("Unused time on the {old_plan} plan"),
+                Cents(-self.credit_cents.0),
+            ));
         }
         if self.charge_cents.0 != 0 {
-            lines.push(InvoiceLine::fixed(format!("Remaining time on the {new_plan} plan"), self.charge_cents));
+            lines.push(InvoiceLine::fixed(
+                LineKind::Proration,
+                format!("Remaining time on the {new_plan} plan"),
+                self.charge_cents,
+            ));
         }
         lines
     }

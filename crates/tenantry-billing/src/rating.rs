@@ -23,7 +23,7 @@ use tenantry_domain::quota::BillingPeriod;
 use tenantry_domain::{Cents, Plan, Timestamp};
 
 use crate::arith::group_digits;
-use crate::line::{BillingMeter, InvoiceLine};
+use crate::line::{BillingMeter, InvoiceLine, LineKind};
 
 /// Tokens are priced per 10^3 (config: `token_micros_per_1k`); queries per 10^0.
 const TOKEN_PRICE_EXP: u32 = 3;
@@ -270,7 +270,7 @@ pub fn true_up_lines(billed: &[InvoiceLine], full: &[InvoiceLine]) -> Vec<Invoic
 pub fn base_line(pricing: &Pricing, period: BillingPeriod) -> Option<InvoiceLine> {
     (pricing.base != Cents(0)).then(|| {
         let description = format!("{} plan, {} to {}", pricing.plan, date(period.start), date(period.end));
-        InvoiceLine::fixed(description, pricing.base)
+        InvoiceLine::fixed(LineKind::Base, description, pricing.base)
     })
 }
 
@@ -285,7 +285,7 @@ pub fn remainder_line(
     let owed = crate::proration::remaining_part(pricing.base, period, from)?;
     Ok((owed != Cents(0)).then(|| {
         let description = format!("{} plan, {} to {} (after the trial)", pricing.plan, date(from), date(period.end));
-        InvoiceLine::fixed(description, owed)
+        InvoiceLine::fixed(LineKind::Proration, description, owed)
     }))
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tenantry_billing::rating::{closing_lines, remainder_line, signup_lines, true_up_lines, MeteredUsage, Pricing};
-use tenantry_billing::{InvoiceLine, InvoiceNumber, InvoiceStatus};
+use tenantry_billing::{InvoiceLine, InvoiceNumber, InvoiceStatus, LineKind};
 use tenantry_domain::lifecycle::LifecycleEvent;
 use tenantry_domain::quota::{BillingPeriod, Meter};
 use tenantry_domain::{
@@ -232,11 +232,12 @@ impl Services {
     ) -> ServiceResult<Option<InvoiceView>> {
         let sum = lines_total(&lines)?;
         if sum < 0 {
-            lines.push(InvoiceLine::fixed("Credit carried to the next invoice", Cents(-sum)));
+            lines.push(InvoiceLine::fixed(LineKind::Credit, "Credit carried to the next invoice", Cents(-sum)));
             effects.carry_items.push(NewPendingItem {
                 id: format!("credit:{id}"),
                 description: format!("Credit from invoice {id}"),
                 amount_cents: sum,
+                kind: LineKind::Credit.as_str(),
             });
         }
         let total = sum.max(0);

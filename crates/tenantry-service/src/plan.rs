@@ -19,7 +19,7 @@
 
 use serde::Serialize;
 use serde_json::json;
-use tenantry_billing::{prorate, InvoiceLine, Proration};
+use tenantry_billing::{prorate, InvoiceLine, LineKind, Proration};
 use tenantry_domain::quota::BillingPeriod;
 use tenantry_domain::{Cents, ErrorCode, InvoiceItemId, Plan, TenantContext, TenantState, Timestamp};
 use tenantry_store::{NewPendingItem, PlanChange, StoreError, TenantRow};
@@ -279,6 +279,7 @@ impl Services {
                 id: InvoiceItemId::generate().as_str().to_owned(),
                 description: l.description.clone(),
                 amount_cents: l.amount_cents.0,
+                kind: l.kind().as_str(),
             })
             .collect();
         let detail = json!({
@@ -365,7 +366,14 @@ impl Services {
         tenant: &tenantry_domain::TenantId,
     ) -> ServiceResult<(Vec<InvoiceLine>, Vec<String>)> {
         let items = self.store().pending_items(tenant).await?;
-        let lines = items.iter().map(|i| InvoiceLine::fixed(i.description.clone(), Cents(i.amount_cents))).collect();
+        let lines = items
+            .iter()
+            .map(|i| {
+                // An item from before kinds were recorded: a plan change's proration.
+                let kind = i.kind.as_deref().and_then(LineKind::parse).unwrap_or(LineKind::Proration);
+                InvoiceLine::fixed(kind, i.description.clone(), Cents(i.amount_cents))
+            })
+            .collect();
         Ok((lines, items.into_iter().map(|i| i.id).collect()))
     }
 }
@@ -375,13 +383,15 @@ fn next_period_lines(whole: &Proration, old: &str, new: &str, next: BillingPerio
     let dates = format!("{} to {}", day(next.start), day(next.end));
     let mut lines = Vec::new();
     if whole.credit_cents.0 != 0 {
+        // Both are the next period's base price: the old one taken back, the new one billed.
         lines.push(InvoiceLine::fixed(
+            LineKind::Base,
             format!("{old} plan, {dates}, invoiced in advance: credited"),
             Cents(-whole.credit_cents.0),
         ));
     }
     if whole.charge_cents.0 != 0 {
-        lines.push(InvoiceLine::fixed(format!("{new} plan, {dates}"), whole.charge_cents));
+        lines.push(InvoiceLine::fixed(LineKind::Base, format!("{new} plan, {dates}"), whole.charge_cents));
     }
     lines
 }

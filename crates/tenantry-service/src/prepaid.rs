@@ -3,7 +3,7 @@
 //! a line with a negative amount (the store draws it inside the invoice's transaction: `prepaid`).
 
 use serde::Serialize;
-use tenantry_billing::InvoiceLine;
+use tenantry_billing::{InvoiceLine, LineKind};
 use tenantry_domain::{Cents, CreditId, TenantId, Timestamp};
 use tenantry_store::{CreditGrantRow, CreditLine};
 use utoipa::ToSchema;
@@ -64,7 +64,7 @@ fn view(row: CreditGrantRow) -> CreditGrant {
 /// What an invoice's line of drawn credit looks like.
 pub(crate) fn credit_line() -> CreditLine {
     CreditLine(std::sync::Arc::new(|cents| {
-        serde_json::to_value(InvoiceLine::fixed("Prepaid credit", Cents(-cents))).unwrap_or_default()
+        serde_json::to_value(InvoiceLine::fixed(LineKind::Credit, "Prepaid credit", Cents(-cents))).unwrap_or_default()
     }))
 }
 

@@ -61,6 +61,7 @@ impl Store {
                     id: format!("winback:{id}"),
                     description: format!("Win-back discount: {percent}% of the base price"),
                     amount_cents: -credit,
+                    kind: "discount",
                 };
                 insert_pending_item_in(&mut tx, tenant, &item, now).await?;
                 done.credit_cents = Some(-credit);

@@ -81,14 +81,15 @@ pub(crate) async fn insert_pending_item_in(
     now: Timestamp,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO pending_invoice_items (id, tenant_id, description, amount_cents, created_at, invoice_id) \
-         VALUES ($1, $2, $3, $4, $5, NULL)",
+        "INSERT INTO pending_invoice_items (id, tenant_id, description, amount_cents, created_at, invoice_id, kind) \
+         VALUES ($1, $2, $3, $4, $5, NULL, $6)",
     )
     .bind(&item.id)
     .bind(tenant.as_str())
     .bind(&item.description)
     .bind(item.amount_cents)
     .bind(now.0)
+    .bind(item.kind)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -101,6 +102,8 @@ pub struct NewPendingItem {
     pub description: String,
     /// Signed: a credit is negative.
     pub amount_cents: i64,
+    /// What it bills: `base`, `proration`, `credit` or `discount` (tenantry-billing's `LineKind`).
+    pub kind: &'static str,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,6 +112,8 @@ pub struct PendingItemRow {
     pub tenant_id: String,
     pub description: String,
     pub amount_cents: i64,
+    /// `None` for an item from before kinds were recorded.
+    pub kind: Option<String>,
     pub created_at: Timestamp,
     /// The invoice that billed it; `None` while it waits.
     pub invoice_id: Option<String>,
@@ -221,7 +226,7 @@ impl Store {
 
     async fn items_where(&self, tenant: &TenantId, filter: &str) -> Result<Vec<PendingItemRow>> {
         let rows = sqlx::query(&format!(
-            "SELECT id, tenant_id, description, amount_cents, created_at, invoice_id FROM pending_invoice_items \
+            "SELECT id, tenant_id, description, amount_cents, created_at, invoice_id, kind FROM pending_invoice_items \
              WHERE tenant_id = $1 {filter} ORDER BY created_at, id"
         ))
         .bind(tenant.as_str())
@@ -234,6 +239,7 @@ impl Store {
                     tenant_id: r.try_get("tenant_id")?,
                     description: r.try_get("description")?,
                     amount_cents: r.try_get("amount_cents")?,
+                    kind: r.try_get("kind")?,
                     created_at: Timestamp(r.try_get("created_at")?),
                     invoice_id: r.try_get("invoice_id")?,
                 })
@@ -273,6 +279,18 @@ impl Store {
     }
 
     /// The tenant's invoices, newest first.
+    /// Every tenant's invoices made in `[from, to)`, oldest first (revenue reporting).
+    pub async fn invoices_made_between(&self, from: Timestamp, to: Timestamp) -> Result<Vec<InvoiceRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM invoices WHERE created_at >= $1 AND created_at < $2 ORDER BY created_at, number"
+        ))
+        .bind(from.0)
+        .bind(to.0)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(invoice_from_row).collect()
+    }
+
     pub async fn invoices(&self, tenant: &TenantId) -> Result<Vec<InvoiceRow>> {
         let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM invoices WHERE tenant_id = $1 ORDER BY number DESC"))
             .bind(tenant.as_str())

@@ -866,8 +866,12 @@ async fn plan_changes_and_their_pending_items(store: Store) {
         .await
         .expect("active");
     let row = store.tenant(&t.id).await.expect("read").expect("exists");
-    let item =
-        |id: &str, amount_cents| NewPendingItem { id: id.into(), description: format!("item {id}"), amount_cents };
+    let item = |id: &str, amount_cents| NewPendingItem {
+        id: id.into(),
+        description: format!("item {id}"),
+        amount_cents,
+        kind: "proration",
+    };
     let change = |plan: &str, config_version, state_version, items| PlanChange {
         plan: plan.into(),
         model: "local-large".into(),
