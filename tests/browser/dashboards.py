@@ -920,6 +920,17 @@ class Dashboards(unittest.TestCase):
         self.assert_accessible("the console's tenant page")
         self.screenshot("console-tenant")
 
+    def test_20_console_shows_revenue_by_month(self):
+        revenue = self.http.op("GET", "/admin/revenue?months=12")
+        newest = revenue["months"][-1]
+        self.assertGreater(newest["mrr_cents"], 0, revenue)
+        self.wait("the revenue table", lambda: self.column("revenue-rows", 0)[:1] == [newest["month"]])
+        self.assertEqual(self.column("revenue-rows", 1)[0], money(newest["mrr_cents"], revenue["currency"]))
+        self.assertEqual(self.column("revenue-rows", 9)[0], str(newest["failed_payments"]))
+        bars = [int(b.get_attribute("data-value")) for b in self.finds("#mrr-chart rect.chart-bar")]
+        self.assertEqual(sum(bars), sum(m["mrr_cents"] for m in revenue["months"]))
+        self.assert_accessible("the console's revenue")
+
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:

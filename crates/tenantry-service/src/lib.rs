@@ -29,6 +29,7 @@ pub mod quota;
 pub mod ratelimit;
 mod retention;
 mod retriever;
+pub mod revenue;
 pub mod sign_in;
 pub mod stripe;
 pub mod tenants;

@@ -134,6 +134,23 @@ impl Store {
         Ok(appended)
     }
 
+    /// When each entry of `action` in `[from, to)` was made, and its detail (entries pruned by retention are
+    /// gone).
+    pub async fn audit_details(
+        &self,
+        action: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<(Timestamp, String)>> {
+        let rows = sqlx::query("SELECT at, detail FROM audit_log WHERE action = $1 AND at >= $2 AND at < $3")
+            .bind(action)
+            .bind(from.0)
+            .bind(to.0)
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(|r| Ok((Timestamp(r.try_get("at")?), r.try_get("detail")?))).collect()
+    }
+
     /// Entries, oldest first, optionally of one tenant, after `after_seq`, at most `limit`.
     pub async fn audit_entries(
         &self,

@@ -38,11 +38,21 @@
   }
 
   async function loadOverview() {
-    const [o, winBack, parked] = await Promise.all([
+    const [o, winBack, parked, revenue] = await Promise.all([
       call("GET", "/admin/overview"),
       call("GET", "/admin/win-back"),
       call("GET", "/admin/jobs?state=parked"),
+      call("GET", "/admin/revenue?months=12"),
     ]);
+    const cents = (n) => money(n, revenue.currency);
+    columnChart("mrr-chart", revenue.months.map((m) => ({ label: m.month, value: m.mrr_cents })), cents);
+    rows(
+      "revenue-rows",
+      revenue.months.slice().reverse(),
+      (m) => [m.month, cents(m.mrr_cents), number(m.paying_tenants), cents(m.new_cents), cents(m.expansion_cents),
+        cents(-m.contraction_cents), cents(-m.churn_cents), cents(m.overage_cents), cents(m.billed_cents), number(m.failed_payments)],
+      "no revenue yet",
+    );
     currency = o.revenue.currency;
     $("generated-at").textContent = "as of " + date(o.generated_at);
     $("tenants-total").textContent = number(o.tenants_total);

@@ -125,6 +125,7 @@ fn api_routes() -> OpenApiRouter<Services> {
         .routes(routes!(api::admin_void_invoice))
         .routes(routes!(api::admin_mark_uncollectible))
         .routes(routes!(operator::overview))
+        .routes(routes!(operator::revenue))
         .routes(routes!(operator::advance_clock))
         .routes(routes!(operator::list_jobs))
         .routes(routes!(operator::requeue_job))

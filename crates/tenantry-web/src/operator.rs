@@ -5,6 +5,7 @@ use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use tenantry_service::admin::Overview;
 use tenantry_service::jobs::{ClockView, JobView};
+use tenantry_service::revenue::RevenueHistory;
 use tenantry_service::stripe::WebhookReceipt;
 use tenantry_service::Services;
 use utoipa::{IntoParams, ToSchema};
@@ -20,6 +21,31 @@ type ApiResult<T> = Result<T, ApiError>;
     responses((status = 200, body = Overview), (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn overview(State(s): State<Services>, _: Operator) -> ApiResult<axum::Json<Overview>> {
     Ok(axum::Json(s.admin_overview().await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RevenueParams {
+    /// How many calendar months, this one included (1 to 36; default 12).
+    #[param(minimum = 1, maximum = 36)]
+    pub months: Option<u32>,
+}
+
+/// Revenue by calendar month (UTC): MRR and its movement (new, expansion, contraction, churn), overage,
+/// everything invoiced, and failed payments, from the invoices and the audit trail.
+#[utoipa::path(get, path = "/admin/revenue", tag = "operator", security(("operator" = [])), params(RevenueParams),
+    responses(
+        (status = 200, body = RevenueHistory),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn revenue(
+    State(s): State<Services>,
+    _: Operator,
+    params: Result<Query<RevenueParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<axum::Json<RevenueHistory>> {
+    let Query(p) = params?;
+    Ok(axum::Json(s.revenue_history(p.months.unwrap_or(12)).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

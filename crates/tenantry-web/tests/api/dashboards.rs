@@ -276,3 +276,79 @@ async fn the_operator_extends_a_trial_and_billing_waits_for_its_new_end() {
     let r = extend(t.id.clone(), json!({"days": 7})).await.expect("post");
     assert_problem(r, 409, "invalid_transition").await;
 }
+
+/// Plans `small` (10.00 a month, one query included, 2 cents a query beyond) and `large` (20.00), paid up
+/// front without a trial.
+fn revenue_plans(c: &mut tenantry_domain::Config) {
+    for (name, price) in [("small", 1_000), ("large", 2_000)] {
+        let mut plan: PlanConfig = c.plans.iter().find(|p| p.name == "pro").expect("pro").clone();
+        plan.name = name.into();
+        plan.price_cents = price;
+        plan.trial_days = 0;
+        plan.included = Included { queries: 1, tokens: 10_000_000 };
+        plan.overage = Overage { query_micros: 20_000, token_micros_per_1k: 0, ..Overage::default() };
+        c.plans.push(plan);
+    }
+    c.server.operator_token = OP.into();
+    c.server.clock = "test".into();
+}
+
+/// Signs up on a paid plan and pays the signup invoice, as the operator records a bank transfer.
+async fn paying_tenant(app: &TestApp, email: &str, plan: &str) -> crate::helpers::Tenant {
+    let t = app.signup(email, plan).await;
+    let detail = op_get(app, &format!("/admin/tenants/{}", t.id)).await;
+    let invoice = detail["invoices"][0]["invoice_id"].as_str().expect("signup invoice").to_owned();
+    op_post(app, &format!("/admin/invoices/{invoice}/payment"), json!({"outcome": "succeeded"})).await;
+    t
+}
+
+#[tokio::test]
+async fn revenue_tracks_mrr_and_its_movement_month_by_month() {
+    let app = spawn_app_with(revenue_plans).await;
+    let stays = paying_tenant(&app, "stays@revenue.test", "small").await;
+    let grows = paying_tenant(&app, "grows@revenue.test", "small").await;
+    let leaves = paying_tenant(&app, "leaves@revenue.test", "small").await;
+    app.upload_text(&stays.key, "Policy", "Refunds are issued within 14 days.").await;
+    for _ in 0..3 {
+        app.query(&stays.key, "How long do refunds take?").await;
+    }
+    let r = app.post_json(&grows.key, "/v1/plan", json!({"plan": "large"})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app.post_json(&leaves.key, "/v1/tenant/cancel", json!({})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let first = op_get(&app, "/admin/revenue?months=1").await;
+    let month = &first["months"][0];
+    assert_eq!((month["mrr_cents"].as_i64(), month["paying_tenants"].as_i64()), (Some(3_000), Some(3)), "{first}");
+    assert_eq!(month["billed_cents"].as_i64().map(|c| c >= 3_000), Some(true), "{first}");
+
+    // A month on, every period has closed: the one who stayed and the one who grew are billed for the next
+    // month at their plans' prices, the one who left is not.
+    op_post(&app, "/admin/clock/advance", json!({"seconds": 32 * 86_400})).await;
+    let stays_invoice = op_get(&app, &format!("/admin/tenants/{}", stays.id)).await["invoices"][0].clone();
+    let path = format!("/admin/invoices/{}/payment", stays_invoice["invoice_id"].as_str().expect("id"));
+    op_post(&app, &path, json!({"outcome": "failed"})).await;
+
+    let history = op_get(&app, "/admin/revenue?months=2").await;
+    let months = history["months"].as_array().expect("months");
+    assert_eq!(months.len(), 2);
+    assert_eq!(months[0], month.clone(), "the earlier month is unchanged: {history}");
+    let m = &months[1];
+    assert_eq!(m["mrr_cents"], 3_000, "{history}");
+    assert_eq!(m["paying_tenants"], 2);
+    assert_eq!((m["new_cents"].as_i64(), m["expansion_cents"].as_i64()), (Some(0), Some(1_000)), "{history}");
+    assert_eq!((m["contraction_cents"].as_i64(), m["churn_cents"].as_i64()), (Some(0), Some(1_000)), "{history}");
+    assert_eq!(m["overage_cents"], 4, "two queries beyond the one included, at 2 cents: {history}");
+    assert_eq!(m["failed_payments"], 1);
+    let mrr_before = months[0]["mrr_cents"].as_i64().expect("mrr");
+    let moved =
+        ["new_cents", "expansion_cents", "contraction_cents", "churn_cents"].map(|k| m[k].as_i64().expect("cents"));
+    assert_eq!(mrr_before + moved[0] + moved[1] - moved[2] - moved[3], 3_000, "the movement adds up");
+
+    for bad in ["months=0", "months=37", "months=x"] {
+        let r = app.client.get(app.url(&format!("/admin/revenue?{bad}"))).bearer_auth(OP).send().await;
+        assert_eq!(r.expect("get").status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    }
+    let r = app.client.get(app.url("/admin/revenue")).bearer_auth(&stays.key).send().await.expect("get");
+    assert_problem(r, 401, "unauthenticated").await;
+}
