@@ -142,6 +142,9 @@ pub struct IntegrationHealth {
     pub webhook_deliveries_pending: i64,
     /// Webhook deliveries whose retries ran out (three days); the tenant can resend them.
     pub webhook_deliveries_failed: i64,
+    /// Answers that a model provider failed or timed out, on the node that answered this overview since it
+    /// started (the HTTP layer counts them; its `/metrics` has them per route).
+    pub upstream_model_errors: u64,
 }
 
 /// The most tenants one page of `GET /admin/tenants` holds.
@@ -390,6 +393,7 @@ impl Services {
             analytics_pending: self.store().analytics_pending().await?,
             webhook_deliveries_pending: of(&counts.webhook_deliveries_by_state, "pending"),
             webhook_deliveries_failed: of(&counts.webhook_deliveries_by_state, "failed"),
+            upstream_model_errors: 0,
         };
 
         Ok(Overview {

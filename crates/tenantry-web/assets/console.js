@@ -113,6 +113,7 @@
     $("analytics").textContent = h.analytics_store + ", " + number(h.analytics_pending) + " events waiting";
     $("webhook-deliveries").textContent =
       number(h.webhook_deliveries_pending) + " waiting, " + number(h.webhook_deliveries_failed) + " failed after three days";
+    $("model-errors").textContent = number(h.upstream_model_errors) + " failed or timed out on this node since it started";
     rows(
       "parked-rows",
       parked.jobs,

@@ -101,7 +101,13 @@ pub struct Metrics {
     analytics_outbox_oldest_age: Gauge,
     /// The store could not be read at the last scrape (the gauges above keep their previous values).
     scrape_errors: Counter,
+    /// Answers on this node that a model provider failed or timed out (`MODEL_ROUTES`), for the console.
+    upstream_model_errors: std::sync::atomic::AtomicU64,
 }
+
+/// The routes that call a model: their `upstream_failed` and `upstream_timeout` answers are model errors.
+const MODEL_ROUTES: [&str; 5] =
+    ["/v1/query", "/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/documents"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -184,6 +190,7 @@ impl Default for Metrics {
             analytics_outbox_events,
             analytics_outbox_oldest_age,
             scrape_errors,
+            upstream_model_errors: Default::default(),
         }
     }
 }
@@ -191,6 +198,9 @@ impl Default for Metrics {
 impl Metrics {
     fn record(&self, method: &str, route: &str, response: &Response, seconds: f64, request_id: Option<&RequestId>) {
         let code = response.extensions().get::<ProblemCode>().map_or("", |c| c.0);
+        if matches!(code, "upstream_failed" | "upstream_timeout") && MODEL_ROUTES.contains(&route) {
+            self.upstream_model_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.requests
             .get_or_create(&RequestLabels {
                 method: method.to_owned(),
@@ -208,6 +218,11 @@ impl Metrics {
         self.durations
             .get_or_create(&RouteLabels { method: method.to_owned(), route: route.to_owned() })
             .observe(seconds, exemplar, None);
+    }
+
+    /// Model provider failures and timeouts answered by this node since it started.
+    pub fn upstream_model_errors(&self) -> u64 {
+        self.upstream_model_errors.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn refresh(&self, services: &Services) {

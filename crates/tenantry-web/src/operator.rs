@@ -19,8 +19,14 @@ type ApiResult<T> = Result<T, ApiError>;
 /// in dunning and the health of the job queue, the notification outbox and Stripe's webhooks.
 #[utoipa::path(get, path = "/admin/overview", tag = "operator", security(("operator" = [])),
     responses((status = 200, body = Overview), (status = 401, body = Problem, content_type = "application/problem+json")))]
-pub async fn overview(State(s): State<Services>, _: Operator) -> ApiResult<axum::Json<Overview>> {
-    Ok(axum::Json(s.admin_overview().await?))
+pub async fn overview(
+    State(s): State<Services>,
+    _: Operator,
+    metrics: axum::Extension<std::sync::Arc<crate::metrics::Metrics>>,
+) -> ApiResult<axum::Json<Overview>> {
+    let mut overview = s.admin_overview().await?;
+    overview.integrations.upstream_model_errors = metrics.upstream_model_errors();
+    Ok(axum::Json(overview))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

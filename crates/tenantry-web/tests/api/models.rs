@@ -323,6 +323,10 @@ async fn a_429_is_retried_and_a_failing_or_hanging_upstream_bills_nothing() {
     set_model(&app, &t.key, json!({"model": "gpt-hang"})).await;
     let r = app.post_json(&t.key, "/v1/query", json!({"question": "refunds?"})).await;
     assert_problem(r, 504, "upstream_timeout").await;
+    // The operator's health view counts both (the 429 that was retried is no error).
+    let operator = tenantry_domain::config::DEFAULT_OPERATOR_TOKEN;
+    let overview: Value = app.get(operator, "/admin/overview").await.json().await.expect("json");
+    assert_eq!(overview["integrations"]["upstream_model_errors"], 2, "{overview}");
 
     let usage = app.usage(&t.key).await;
     assert_eq!(usage["totals"]["queries"], 1, "only the successful query is billed");
