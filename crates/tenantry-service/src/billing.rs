@@ -47,6 +47,9 @@ pub struct InvoiceView {
     /// `{description, meter, quantity, unit_amount_cents, unit_amount_decimal, amount_cents}`.
     #[schema(value_type = Vec<Object>)]
     pub lines: Vec<Value>,
+    /// Where an open invoice can be paid online (Stripe's hosted invoice page); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pay_url: Option<String>,
 }
 
 /// What the current period's invoice holds so far (`GET /v1/invoices/upcoming`).
@@ -84,6 +87,7 @@ pub(crate) fn view(row: InvoiceRow) -> InvoiceView {
         subtotal_cents: row.subtotal_cents,
         total_cents: row.total_cents,
         lines: serde_json::from_str(&row.lines).unwrap_or_default(),
+        pay_url: None,
     }
 }
 
@@ -113,7 +117,21 @@ impl PaymentOutcome {
 
 impl Services {
     pub async fn invoices(&self, ctx: &TenantContext) -> ServiceResult<Vec<InvoiceView>> {
-        Ok(self.store().invoices(&ctx.tenant_id).await?.into_iter().map(view).collect())
+        let rows = self.store().invoices(&ctx.tenant_id).await?;
+        self.payable(&ctx.tenant_id, rows).await
+    }
+
+    /// The views of `rows`, each open one with where to pay it online when the payment provider has a page.
+    pub(crate) async fn payable(&self, tenant: &TenantId, rows: Vec<InvoiceRow>) -> ServiceResult<Vec<InvoiceView>> {
+        let urls: std::collections::HashMap<String, String> =
+            self.store().stripe_pay_urls(tenant).await?.into_iter().collect();
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let pay_url = (row.status == InvoiceStatus::Open).then(|| urls.get(&row.id).cloned()).flatten();
+                InvoiceView { pay_url, ..view(row) }
+            })
+            .collect())
     }
 
     /// The catalogue's plan of `tenant`; an internal error if the configuration dropped it.

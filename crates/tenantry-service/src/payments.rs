@@ -235,6 +235,7 @@ impl Stripe {
             kind: "customer".into(),
             tenant_id: tenant.id.clone(),
             invoice_id: None,
+            url: None,
         };
         services.store().link_stripe_object(&link, services.clock().now()).await?;
         Ok(customer.id)
@@ -272,7 +273,8 @@ impl Stripe {
                 .await
                 .map_err(upstream)?;
         }
-        self.client
+        let finalized = self
+            .client
             .finalize_invoice(&draft.id, &key(format!("invoice-{}-finalize", invoice.id))?)
             .await
             .map_err(upstream)?;
@@ -281,6 +283,7 @@ impl Stripe {
             kind: "invoice".into(),
             tenant_id: tenant.id.clone(),
             invoice_id: Some(invoice.id.clone()),
+            url: finalized.hosted_invoice_url,
         };
         services.store().link_stripe_object(&link, services.clock().now()).await?;
         Ok(draft.id)

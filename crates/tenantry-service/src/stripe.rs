@@ -97,6 +97,7 @@ impl Services {
                 kind,
                 tenant_id: tenant_id.clone(),
                 invoice_id: invoice_id.map(str::to_owned),
+                url: None,
             };
             self.store().link_stripe_object(&link, now).await?;
             if !self.store().advance_stripe_object(object_id, event.created_at()).await? {
@@ -111,6 +112,7 @@ impl Services {
                         kind: "customer".into(),
                         tenant_id: tenant_id.clone(),
                         invoice_id: None,
+                        url: None,
                     };
                     self.store().link_stripe_object(&link, now).await?;
                     if let Some(intent) = &session.payment_intent {

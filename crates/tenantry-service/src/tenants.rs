@@ -175,6 +175,7 @@ impl Services {
                     kind: "checkout_session".into(),
                     tenant_id: tenant_id.clone(),
                     invoice_id: Some(invoice_id.as_str().to_owned()),
+                    url: None,
                 };
                 self.store().link_stripe_object(&link, now).await?;
             }
@@ -217,7 +218,7 @@ impl Services {
     /// The tenant as `GET /v1/tenant` shows it: profile, state, plan, configuration and open invoices.
     pub async fn tenant_view(&self, ctx: &TenantContext) -> ServiceResult<TenantView> {
         let row = self.store().tenant(&ctx.tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
-        let open = self.store().open_invoices(&ctx.tenant_id).await?.into_iter().map(crate::billing::view).collect();
+        let open = self.payable(&ctx.tenant_id, self.store().open_invoices(&ctx.tenant_id).await?).await?;
         Ok(TenantView { open_invoices: Some(open), ..view(row) })
     }
 

@@ -25,6 +25,8 @@ pub struct StripeLink {
     pub kind: String,
     pub tenant_id: TenantId,
     pub invoice_id: Option<String>,
+    /// Where the customer pays it (an invoice's hosted page).
+    pub url: Option<String>,
 }
 
 impl Store {
@@ -78,24 +80,26 @@ impl Store {
     /// Links a Stripe object to a tenant (and invoice). Linking again keeps the first link.
     pub async fn link_stripe_object(&self, link: &StripeLink, now: Timestamp) -> Result<()> {
         sqlx::query(
-            "INSERT INTO stripe_objects (object_id, kind, tenant_id, invoice_id, created_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (object_id) DO NOTHING",
+            "INSERT INTO stripe_objects (object_id, kind, tenant_id, invoice_id, created_at, url) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (object_id) DO NOTHING",
         )
         .bind(&link.object_id)
         .bind(&link.kind)
         .bind(link.tenant_id.as_str())
         .bind(link.invoice_id.clone())
         .bind(now.0)
+        .bind(link.url.clone())
         .execute(&self.write)
         .await?;
         Ok(())
     }
 
     pub async fn stripe_object(&self, object_id: &str) -> Result<Option<StripeLink>> {
-        let row = sqlx::query("SELECT object_id, kind, tenant_id, invoice_id FROM stripe_objects WHERE object_id = $1")
-            .bind(object_id)
-            .fetch_optional(&self.write)
-            .await?;
+        let row =
+            sqlx::query("SELECT object_id, kind, tenant_id, invoice_id, url FROM stripe_objects WHERE object_id = $1")
+                .bind(object_id)
+                .fetch_optional(&self.write)
+                .await?;
         row.map(|r| link_from_row(&r)).transpose()
     }
 
@@ -107,7 +111,7 @@ impl Store {
         invoice_id: Option<&str>,
     ) -> Result<Option<StripeLink>> {
         let row = sqlx::query(
-            "SELECT object_id, kind, tenant_id, invoice_id FROM stripe_objects \
+            "SELECT object_id, kind, tenant_id, invoice_id, url FROM stripe_objects \
              WHERE tenant_id = $1 AND kind = $2 AND ($3 IS NULL OR invoice_id = $4) ORDER BY created_at DESC LIMIT 1",
         )
         .bind(tenant.as_str())
@@ -117,6 +121,18 @@ impl Store {
         .fetch_optional(&self.write)
         .await?;
         row.map(|r| link_from_row(&r)).transpose()
+    }
+
+    /// Where each of the tenant's Stripe invoices is paid, by Tenantry invoice id.
+    pub async fn stripe_pay_urls(&self, tenant: &TenantId) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT invoice_id, url FROM stripe_objects \
+             WHERE tenant_id = $1 AND kind = 'invoice' AND invoice_id IS NOT NULL AND url IS NOT NULL",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("invoice_id")?, r.try_get("url")?))).collect()
     }
 
     /// Records that an event created at `created` is being applied to the object; `false` if a newer event
@@ -140,5 +156,6 @@ fn link_from_row(r: &sqlx::any::AnyRow) -> Result<StripeLink> {
         kind: r.try_get("kind")?,
         tenant_id: TenantId::from_trusted(r.try_get("tenant_id")?),
         invoice_id: r.try_get("invoice_id")?,
+        url: r.try_get("url")?,
     })
 }

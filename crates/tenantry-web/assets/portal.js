@@ -115,7 +115,7 @@
     $("cap-cents").value = cap === null || cap === undefined ? "" : String(cap);
     const due = t.open_invoices || [];
     $("amount-due").hidden = due.length === 0;
-    rows("due-rows", due, (i) => [i.number, i.kind, money(i.total_cents, i.currency)], "nothing is due", showInvoice);
+    rows("due-rows", due, (i) => [i.number, i.kind, money(i.total_cents, i.currency), payLink(i)], "nothing is due", showInvoice);
     const owed = due.map((i) => i.number + " (" + money(i.total_cents, i.currency) + ")").join(", ");
     const banner = BANNERS[t.state] && BANNERS[t.state] + (due.length ? " Open: " + owed + "." : "");
     $("state-banner").hidden = !banner;
@@ -373,6 +373,12 @@
     $("upcoming-total").textContent = money(next.subtotal_cents, next.currency);
   }
 
+  // A link to the page where an open invoice is paid online, when the payment provider has one.
+  function payLink(invoice) {
+    if (!invoice.pay_url || !/^https:\/\//.test(invoice.pay_url)) return "";
+    return el("a", { href: invoice.pay_url, target: "_blank", rel: "noopener noreferrer", class: "pay-link" }, "Pay " + invoice.number + " online");
+  }
+
   function showInvoice(invoice) {
     $("invoice-number").textContent = invoice.number + " (" + invoice.status + ")";
     rows(
@@ -388,10 +394,15 @@
     );
     const unpaid = invoice.status === "open";
     $("invoice-pay").hidden = !unpaid;
-    $("invoice-pay").textContent = unpaid
-      ? "To pay " + money(invoice.total_cents, invoice.currency) + ", use the payment link sent with the invoice, " +
-        "or transfer the amount quoting " + invoice.number + "; it shows as paid here once received."
-      : "";
+    if (unpaid && invoice.pay_url) {
+      fill("invoice-pay", "To pay " + money(invoice.total_cents, invoice.currency) + ": ", payLink(invoice),
+        " (Stripe's secure page). It shows as paid here once Stripe confirms.");
+    } else {
+      $("invoice-pay").textContent = unpaid
+        ? "To pay " + money(invoice.total_cents, invoice.currency) + ", transfer the amount quoting " + invoice.number +
+          " (or use the payment link sent with the invoice); it shows as paid here once received."
+        : "";
+    }
     $("invoice-detail").hidden = false;
   }
 

@@ -163,6 +163,7 @@ async fn stripe(State(fake): State<FakeStripe>, method: Method, uri: Uri, header
             let mut o = fixture("invoice");
             o["id"] = json!(id);
             o["status"] = json!("open");
+            o["hosted_invoice_url"] = json!(format!("https://invoice.stripe.com/i/acct_fake/{id}"));
             (200, o)
         }
         ["v1", "invoices", id, "pay"] => {
@@ -344,6 +345,13 @@ async fn stripe_checkout_webhooks_and_charges_carry_a_paying_tenant_on(database_
         .filter(|s| s.form.get("metadata[invoice_id]").map(String::as_str) == Some(ours))
         .count();
     assert_eq!(stripe_invoice, 1);
+    // The open invoice links to Stripe's hosted page, where the customer pays it; paid ones do not.
+    let mirror =
+        fake.replies.lock().expect("lock")[&format!("invoice-{ours}")].1["id"].as_str().expect("id").to_owned();
+    assert_eq!(unpaid["pay_url"], format!("https://invoice.stripe.com/i/acct_fake/{mirror}"), "{unpaid}");
+    let owed: Value = app.get(key, "/v1/tenant").await.json().await.expect("json");
+    assert_eq!(owed["open_invoices"][0]["pay_url"], unpaid["pay_url"], "{owed}");
+    assert!(invoices(&app, key).await.iter().filter(|i| i["status"] == "paid").all(|i| i.get("pay_url").is_none()));
 
     // invoice.paid arrives (the customer fixed the card) and then, late, an older invoice.payment_failed:
     // the tenant is active and stays so.
