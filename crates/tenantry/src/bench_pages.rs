@@ -1,9 +1,11 @@
 //! `tenantry bench pages`: the server time of what the portal and the console load, at scale — many tenants
 //! for the console's list and overview, and one tenant with a year of hourly usage for the portal's history.
 //!
-//! The tenants sign up in-process (the service's own signup); the busy tenant asks one question every hour of a
-//! year under the test clock, over HTTP, so its ledger, invoices and jobs are what a year of use leaves. Each
-//! endpoint is then requested `samples` times in turn; p50/p99/max of the time to the last byte are reported.
+//! The tenants sign up in-process (the service's own signup), `paying` of them on a priced plan whose signup
+//! invoice is paid; the busy tenant asks one question every hour of a year under the test clock, over HTTP,
+//! and the clock's advance runs every job due, so the ledger, invoices (the paying tenants' monthly closes) and
+//! jobs are what a year of use leaves. Each endpoint is then requested `samples` times in turn; p50/p99/max of
+//! the time to the last byte are reported. The portal's tenant page is also read through a session cookie.
 
 use std::time::{Duration, Instant};
 
@@ -18,11 +20,15 @@ use crate::bench::{percentile_ms, InProcess};
 pub struct PagesBench {
     pub tenants: usize,
     pub hours: usize,
+    pub paying: usize,
     pub samples: usize,
 }
 
 const OPERATOR: &str = "bench-operator";
 const PLAN: &str = "bench";
+const PAID_PLAN: &str = "bench-paid";
+/// In the list of pages: sign in with the session cookie instead of a bearer token.
+const COOKIE: &str = "cookie";
 
 pub async fn pages(opts: PagesBench) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("tenantry-bench-pages-{}", std::process::id()));
@@ -46,22 +52,33 @@ pub async fn pages(opts: PagesBench) -> anyhow::Result<()> {
         included: Included { queries: 1_000_000, tokens: 1_000_000_000 },
         ..template
     });
+    let free = config.plans.last().context("the bench plan")?.clone();
+    config.plans.push(PlanConfig { name: PAID_PLAN.into(), price_cents: 2_900, ..free });
     let service = InProcess::start(config).await?;
     let client = reqwest::Client::new();
     let base = service.base.clone();
     println!(
-        "tenantry bench pages: {} tenants, one with {} hours of hourly questions, {} samples per page, embedded SQLite",
-        opts.tenants, opts.hours, opts.samples
+        "tenantry bench pages: {} tenants ({} paying), one with {} hours of hourly questions, {} samples per page, \
+         embedded SQLite",
+        opts.tenants, opts.paying, opts.hours, opts.samples
     );
 
     let started = Instant::now();
     for i in 0..opts.tenants.saturating_sub(1) {
+        let paying = i < opts.paying;
         let request = SignupRequest {
             email: format!("tenant{i}@bench-pages.test"),
             organization: format!("Bench Org {i}"),
-            plan: PLAN.into(),
+            plan: if paying { PAID_PLAN } else { PLAN }.into(),
         };
-        service.services.signup(request).await.map_err(|e| anyhow::anyhow!("signup {i}: {e:?}"))?;
+        let signed_up = service.services.signup(request).await.map_err(|e| anyhow::anyhow!("signup {i}: {e:?}"))?;
+        if paying {
+            let detail = service.services.admin_tenant(signed_up.tenant_id.as_str()).await;
+            let detail = detail.map_err(|e| anyhow::anyhow!("tenant {i}: {e:?}"))?;
+            let invoice = detail.invoices.first().context("a signup invoice")?;
+            let paid = service.services.report_payment(&invoice.invoice_id, "succeeded").await;
+            paid.map_err(|e| anyhow::anyhow!("paying {i}: {e:?}"))?;
+        }
     }
     println!("  {} tenants signed up in {:.1} s", opts.tenants.saturating_sub(1), started.elapsed().as_secs_f64());
 
@@ -93,10 +110,22 @@ pub async fn pages(opts: PagesBench) -> anyhow::Result<()> {
         if !r.status().is_success() {
             bail!("query in hour {hour}: {} {}", r.status(), r.text().await.unwrap_or_default());
         }
-        service.services.clock().advance(3600);
+        service.services.advance_clock(3600).await.map_err(|e| anyhow::anyhow!("hour {hour}: {e:?}"))?;
     }
     let now = service.services.clock().now();
-    println!("  {} hourly questions in {:.1} s", opts.hours, started.elapsed().as_secs_f64());
+    println!(
+        "  {} hourly questions (and every job they made due) in {:.1} s",
+        opts.hours,
+        started.elapsed().as_secs_f64()
+    );
+    let cookie_request = client.post(format!("{base}/v1/session")).json(&json!({"api_key": key})).send().await?;
+    let cookie = cookie_request
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .context("a session cookie")?
+        .to_owned();
 
     let (from, to) = (year_start.to_rfc3339(), now.to_rfc3339());
     let middle = opts.tenants / 2;
@@ -110,12 +139,24 @@ pub async fn pages(opts: PagesBench) -> anyhow::Result<()> {
         ),
         ("console: overview", "/admin/overview".into(), OPERATOR),
         ("console: busy tenant", format!("/admin/tenants/{tenant}"), OPERATOR),
+        (
+            "console: busy tenant, 30 days daily",
+            format!(
+                "/admin/tenants/{tenant}/usage/timeseries?granularity=day&from={}&to={to}",
+                now.plus_seconds(-30 * 86_400).to_rfc3339()
+            ),
+            OPERATOR,
+        ),
+        ("console: busy tenant, audit (timeline)", format!("/admin/audit?tenant_id={tenant}&limit=1000"), OPERATOR),
+        ("console: revenue, 12 months", "/admin/revenue?months=12".into(), OPERATOR),
         ("portal: tenant", "/v1/tenant".into(), &key),
         ("portal: quotas", "/v1/quotas".into(), &key),
         ("portal: usage this period", "/v1/usage".into(), &key),
         ("portal: a year hourly", format!("/v1/usage/timeseries?granularity=hour&from={from}&to={to}"), &key),
         ("portal: a year daily", format!("/v1/usage/timeseries?granularity=day&from={from}&to={to}"), &key),
         ("portal: invoices", "/v1/invoices".into(), &key),
+        ("portal: next invoice so far", "/v1/invoices/upcoming".into(), &key),
+        ("portal: tenant, by session cookie", "/v1/tenant".into(), COOKIE),
         ("portal: documents", "/v1/documents".into(), &key),
         ("portal: page (HTML)", "/portal".into(), ""),
     ];
@@ -126,7 +167,11 @@ pub async fn pages(opts: PagesBench) -> anyhow::Result<()> {
         let mut size = 0;
         for _ in 0..opts.samples {
             let request = client.get(&url);
-            let request = if token.is_empty() { request } else { request.bearer_auth(token) };
+            let request = match *token {
+                "" => request,
+                COOKIE => request.header("cookie", &cookie),
+                bearer => request.bearer_auth(bearer),
+            };
             let t = Instant::now();
             let r = request.send().await?;
             let status = r.status();

@@ -200,6 +200,9 @@ enum BenchCommand {
         /// Hours of usage of the busy tenant, one question each.
         #[arg(long, default_value_t = 8_760)]
         hours: usize,
+        /// Tenants (of `tenants`) on a priced plan, billed every month of the year.
+        #[arg(long, default_value_t = 1_000)]
+        paying: usize,
         /// Requests per page.
         #[arg(long, default_value_t = 200)]
         samples: usize,
@@ -371,8 +374,8 @@ async fn run() -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Signup { signups }) => {
             bench_signup::signup(bench_signup::SignupBench { signups }).await?;
         }
-        Command::Bench(BenchCommand::Pages { tenants, hours, samples }) => {
-            bench_pages::pages(bench_pages::PagesBench { tenants, hours, samples }).await?;
+        Command::Bench(BenchCommand::Pages { tenants, hours, paying, samples }) => {
+            bench_pages::pages(bench_pages::PagesBench { tenants, hours, paying, samples }).await?;
         }
         Command::Bench(BenchCommand::Webhooks { tenants, events, receiver_ms, database_url }) => {
             let opts = bench_webhooks::WebhookBench { tenants, events, receiver_ms, database_url };
