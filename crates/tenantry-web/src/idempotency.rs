@@ -11,7 +11,8 @@
 //! 404 or 405 whatever key it carries. The handler's task finishes its response as `tenant_response` does.
 //!
 //! Requests without a valid credential (signup, payment webhooks, a bad key) are served as if they carried
-//! no key: nothing is kept that an anonymous caller could replay.
+//! no key: nothing is kept that an anonymous caller could replay. A session cookie of the web pages (with its
+//! CSRF token) is a credential like a key: its tenant, or the operator, owns the key.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -25,12 +26,14 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tenantry_domain::{ErrorCode, RequestId, TenantId};
 use tenantry_service::idempotency::{Claim, KeyOwner, KeyedRequest, StoredResponse};
+use tenantry_service::sign_in::SessionKind;
 use tenantry_service::{ServiceError, Services};
 use tracing::Instrument;
 
 use crate::chat::OpenAiError;
 use crate::extract::bearer;
 use crate::problem::ApiError;
+use crate::session;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
@@ -92,7 +95,7 @@ pub async fn idempotent(
         Err(e) => return refuse(e),
     };
     let request_id = req.extensions().get::<RequestId>().cloned().unwrap_or_else(RequestId::generate);
-    let Some(owner) = services.key_owner(bearer(req.headers()), request_id).await else {
+    let Some(owner) = owner(&services, req.headers(), req.method(), request_id).await else {
         return next.run(req).await;
     };
     let (parts, body) = req.into_parts();
@@ -191,6 +194,21 @@ fn openai_route(path: &str) -> bool {
 fn applies_to(method: &Method, path: &str) -> bool {
     matches!(*method, Method::POST | Method::PATCH | Method::DELETE)
         && (path.starts_with("/v1/") || path.starts_with("/admin/"))
+}
+
+/// Who owns the request's key: the bearer credential's tenant or the operator, else a live session cookie's
+/// (checked for its CSRF token); `None` for an anonymous caller.
+async fn owner(services: &Services, headers: &HeaderMap, method: &Method, request_id: RequestId) -> Option<KeyOwner> {
+    if let Some(token) = bearer(headers) {
+        return services.key_owner(Some(token), request_id).await;
+    }
+    if let Some(Ok(portal)) = session::from_cookie(services, headers, method, SessionKind::Tenant).await {
+        return portal.tenant_id.map(KeyOwner::Tenant);
+    }
+    match session::from_cookie(services, headers, method, SessionKind::Operator).await {
+        Some(Ok(_)) => Some(KeyOwner::Operator),
+        _ => None,
+    }
 }
 
 fn valid_key(raw: &HeaderValue) -> Result<String, ApiError> {

@@ -360,3 +360,28 @@ async fn a_cookie_session_may_send_bodies_past_the_anonymous_limit() {
     let r = app.client.post(app.url("/v1/documents")).json(&body).send().await.expect("post");
     assert_problem(r, 413, "payload_too_large").await;
 }
+
+#[tokio::test]
+async fn an_idempotency_key_holds_for_a_cookie_session_too() {
+    let app = spawn_app().await;
+    let t = app.signup("retry@example.com", "starter").await;
+    let browser = Browser::sign_in(&app, "/v1/session", json!({"api_key": t.key})).await;
+    let create = || {
+        app.client
+            .post(app.url("/v1/keys"))
+            .header("cookie", &browser.cookie)
+            .header("x-csrf-token", &browser.csrf)
+            .header("idempotency-key", "portal-create-1")
+            .json(&json!({"name": "once", "scopes": ["query"]}))
+            .send()
+    };
+    let first = create().await.expect("post");
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let first: Value = first.json().await.expect("json");
+    let again = create().await.expect("post");
+    assert_eq!(again.headers().get("idempotent-replayed").and_then(|v| v.to_str().ok()), Some("true"));
+    assert_eq!(again.json::<Value>().await.expect("json")["key_id"], first["key_id"]);
+    let keys: Value = app.get(&t.key, "/v1/keys").await.json().await.expect("json");
+    let named: Vec<&Value> = keys["keys"].as_array().expect("keys").iter().filter(|k| k["name"] == "once").collect();
+    assert_eq!(named.len(), 1, "created once: {keys}");
+}
