@@ -242,22 +242,27 @@ impl Store {
         row.as_ref().map(job_from_row).transpose()
     }
 
-    /// Jobs in `state` (all when `None`), optionally of one tenant, oldest first, at most `limit`.
+    /// Jobs in `state` (all when `None`), optionally of one tenant, oldest first, at most `limit`. The filters
+    /// are written into the statement only when given, so an index serves them (`jobs_tenant`, `jobs_due`): a
+    /// `$1 IS NULL OR …` filter made SQLite read every job of every tenant.
     pub async fn jobs(&self, state: Option<JobState>, tenant: Option<&TenantId>, limit: i64) -> Result<Vec<JobRow>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM jobs WHERE ($1 IS NULL OR state = $2) AND ($3 IS NULL OR tenant_id = $4) \
-             ORDER BY run_at, id LIMIT $5"
-        );
-        let state = state.map(|s| s.as_str().to_owned());
-        let tenant = tenant.map(|t| t.as_str().to_owned());
-        let rows = sqlx::query(&sql)
-            .bind(state.clone())
-            .bind(state)
-            .bind(tenant.clone())
-            .bind(tenant)
-            .bind(limit)
-            .fetch_all(&self.read)
-            .await?;
+        let mut filters = Vec::new();
+        if state.is_some() {
+            filters.push(format!("state = ${}", filters.len() + 1));
+        }
+        if tenant.is_some() {
+            filters.push(format!("tenant_id = ${}", filters.len() + 1));
+        }
+        let filter = if filters.is_empty() { String::new() } else { format!("WHERE {}", filters.join(" AND ")) };
+        let sql = format!("SELECT {COLUMNS} FROM jobs {filter} ORDER BY run_at, id LIMIT ${}", filters.len() + 1);
+        let mut query = sqlx::query(&sql);
+        if let Some(state) = state {
+            query = query.bind(state.as_str());
+        }
+        if let Some(tenant) = tenant {
+            query = query.bind(tenant.as_str());
+        }
+        let rows = query.bind(limit).fetch_all(&self.read).await?;
         rows.iter().map(job_from_row).collect()
     }
 
