@@ -109,10 +109,21 @@ fn signed_out(kind: SessionKind) -> Response {
     response
 }
 
-fn shown(view: SessionView) -> Response {
-    let mut response = axum::Json(view).into_response();
+/// The session of `kind` the cookie holds, with its CSRF token; never cached.
+async fn show(s: &Services, headers: &HeaderMap, kind: SessionKind) -> ApiResult<Response> {
+    let session = from_cookie(s, headers, &Method::GET, kind).await.ok_or_else(not_signed_in)??;
+    let mut response = axum::Json(s.session_view(&session).await?).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    Ok(response)
+}
+
+/// Ends the session of `kind` the cookie holds (the request must carry its CSRF token) and clears the cookie.
+async fn end(s: &Services, headers: &HeaderMap, kind: SessionKind) -> ApiResult<Response> {
+    from_cookie(s, headers, &Method::DELETE, kind).await.ok_or_else(not_signed_in)??;
+    if let Some(token) = cookie(headers, cookie_name(kind)) {
+        s.sign_out(token).await?;
+    }
+    Ok(signed_out(kind))
 }
 
 fn not_signed_in() -> ApiError {
@@ -178,8 +189,7 @@ pub async fn sign_in(
 #[utoipa::path(get, path = "/v1/session", tag = "session", security(("portal_session" = [])),
     responses((status = 200, body = SessionView), (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn get_session(State(s): State<Services>, headers: HeaderMap) -> ApiResult<Response> {
-    let session = from_cookie(&s, &headers, &Method::GET, SessionKind::Tenant).await.ok_or_else(not_signed_in)??;
-    Ok(shown(s.session_view(&session).await?))
+    show(&s, &headers, SessionKind::Tenant).await
 }
 
 /// Sign out of the portal: the session ends on the server and the cookie is cleared.
@@ -190,11 +200,7 @@ pub async fn get_session(State(s): State<Services>, headers: HeaderMap) -> ApiRe
         (status = 403, description = "No CSRF token", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn sign_out(State(s): State<Services>, headers: HeaderMap) -> ApiResult<Response> {
-    from_cookie(&s, &headers, &Method::DELETE, SessionKind::Tenant).await.ok_or_else(not_signed_in)??;
-    if let Some(token) = cookie(&headers, PORTAL_COOKIE) {
-        s.sign_out(token).await?;
-    }
-    Ok(signed_out(SessionKind::Tenant))
+    end(&s, &headers, SessionKind::Tenant).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -286,8 +292,7 @@ pub async fn operator_sign_in(
 #[utoipa::path(get, path = "/admin/session", tag = "session", security(("console_session" = [])),
     responses((status = 200, body = SessionView), (status = 401, body = Problem, content_type = "application/problem+json")))]
 pub async fn get_operator_session(State(s): State<Services>, headers: HeaderMap) -> ApiResult<Response> {
-    let session = from_cookie(&s, &headers, &Method::GET, SessionKind::Operator).await.ok_or_else(not_signed_in)??;
-    Ok(shown(s.session_view(&session).await?))
+    show(&s, &headers, SessionKind::Operator).await
 }
 
 /// Sign out of the console.
@@ -298,11 +303,7 @@ pub async fn get_operator_session(State(s): State<Services>, headers: HeaderMap)
         (status = 403, description = "No CSRF token", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn operator_sign_out(State(s): State<Services>, headers: HeaderMap) -> ApiResult<Response> {
-    from_cookie(&s, &headers, &Method::DELETE, SessionKind::Operator).await.ok_or_else(not_signed_in)??;
-    if let Some(token) = cookie(&headers, CONSOLE_COOKIE) {
-        s.sign_out(token).await?;
-    }
-    Ok(signed_out(SessionKind::Operator))
+    end(&s, &headers, SessionKind::Operator).await
 }
 
 #[cfg(test)]
