@@ -800,6 +800,7 @@ class Dashboards(unittest.TestCase):
         self.find("#credit-cents").send_keys("1250")
         self.find("#credit-reason").send_keys("Launch goodwill")
         self.find("#credit-form button[type=submit]").click()
+        self.accept_confirmation("Grant 12.50 USD of credit to Portal Org")
         self.wait("the grant listed", lambda: self.column("detail-credit-rows", 0) == ["Launch goodwill"])
         self.assertEqual(self.column("detail-credit-rows", 2), [money(1250, "usd")])
         credits = self.http.ok("GET", "/v1/credits", token=self.portal["api_key"])

@@ -390,6 +390,8 @@
         const body = { amount_cents: Number($("credit-cents").value), reason: $("credit-reason").value.trim() };
         const expires = $("credit-expires").value;
         if (expires) body.expires_at = expires + "T00:00:00Z";
+        const whom = $("detail-organization").textContent;
+        if (!window.confirm("Grant " + money(body.amount_cents, currency) + " of credit to " + whom + "? It pays their next invoices.")) return;
         await call("POST", "/admin/tenants/" + encodeURIComponent(selected) + "/credits", body);
         $("credit-form").reset();
         await showTenant(selected);
