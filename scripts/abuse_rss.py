@@ -5,11 +5,11 @@
 Each scenario starts a fresh `tenantry serve` (embedded store, offline model, default limits; the plans'
 rate and storage quotas raised so that only the limits under test stop the abuse), gives a
 bystander tenant one document, measures its `POST /v1/query` latency unloaded, then again while the abuse
-runs, and reads the process's peak resident memory (`VmHWM`) at the end:
+runs (three times, alternating), and reads the process's peak resident memory (`VmHWM`) at the end:
 
 - bomb:   Flate-bomb PDFs (a 2.1 MB file expanding to 2 GiB) uploaded over and over, 4 at a time;
 - large:  64 uploads of 64 MiB at once (16 pro tenants x 4, the per-tenant limit), each a text file that is
-          read whole and then refused for its length, over and over;
+          refused for its length as soon as its text passes the plan's limit, over and over;
 - slow:   1,000 connections that declare a 32 MiB upload and send one byte a second.
 
 Usage: scripts/abuse_rss.py [--attacker-nice=N] [BINARY] [SECONDS] [SCENARIO...]
@@ -216,18 +216,18 @@ def attacker(work):
     return run
 
 
-def attack_bomb(service, stop, statuses):
+def attack_bomb(service):
     pdf = bomb_pdf()
     keys = [service.tenant(f"bomber{i}") for i in range(4)]
 
-    def one(key):
+    def one(key, stop, statuses):
         while not stop.is_set():
             statuses.append(raw_upload(service.port, key, "bomb.pdf", "application/pdf", [pdf], len(pdf)))
 
-    return [threading.Thread(target=attacker(one), args=(k,)) for k in keys]
+    return lambda stop, statuses: [threading.Thread(target=attacker(one), args=(k, stop, statuses)) for k in keys]
 
 
-def attack_large(service, stop, statuses):
+def attack_large(service):
     # Just under the 64 MiB body limit once the form's own bytes are added.
     length = 64 * MIB - 4096
     line = (b"Refunds are issued within fourteen days of purchase, says the policy. " * 15)[:1023] + b"\n"
@@ -241,17 +241,18 @@ def attack_large(service, stop, statuses):
             sent += len(piece)
             yield piece
 
-    def one(key):
+    def one(key, stop, statuses):
         while not stop.is_set():
             statuses.append(raw_upload(service.port, key, "big.txt", "text/plain", body(), length))
 
-    return [threading.Thread(target=attacker(one), args=(k,)) for k in keys for _ in range(4)]
+    return lambda stop, statuses: [threading.Thread(target=attacker(one), args=(k, stop, statuses))
+                                   for k in keys for _ in range(4)]
 
 
-def attack_slow(service, stop, statuses):
+def attack_slow(service):
     key = service.tenant("slowloris")
 
-    def one():
+    def one(stop, statuses):
         while not stop.is_set():
             statuses.append(raw_upload(service.port, key, "slow.txt", "text/plain", trickle(stop), 32 * MIB))
 
@@ -260,7 +261,8 @@ def attack_slow(service, stop, statuses):
             yield b"x"
             time.sleep(1)
 
-    return [threading.Thread(target=attacker(one)) for _ in range(1000)]
+    return lambda stop, statuses: [threading.Thread(target=attacker(one), args=(stop, statuses))
+                                   for _ in range(1000)]
 
 
 SCENARIOS = {"bomb": attack_bomb, "large": attack_large, "slow": attack_slow}
@@ -269,6 +271,11 @@ LABELS = {
     "large": "64 concurrent 64 MiB uploads (16 tenants × 4), repeated",
     "slow": "1,000 slow-body connections (32 MiB declared, 1 byte/s)",
 }
+
+
+# Unloaded and loaded samples alternate this many times, so that a drift of the shared host's speed during
+# the run falls on both sides rather than on one.
+ROUNDS = 3
 
 
 def run(binary, seconds, name):
@@ -280,17 +287,24 @@ def run(binary, seconds, name):
                                      {"title": "Refunds", "text": "Refunds are issued within 14 days."}, key)
             assert status == 201, status
             bystander(service.port, key, count=20)
-            unloaded, _ = bystander(service.port, key, count=300)
-            stop, statuses = threading.Event(), []
-            threads = SCENARIOS[name](service, stop, statuses)
-            for t in threads:
-                t.daemon = True
-                t.start()
-            time.sleep(2)
-            loaded, errors = bystander(service.port, key, seconds=seconds)
-            stop.set()
-            for t in threads:
-                t.join(timeout=120)
+            launch = SCENARIOS[name](service)
+            unloaded, loaded, errors, statuses, ratios = [], [], 0, [], []
+            for _ in range(ROUNDS):
+                calm, _ = bystander(service.port, key, count=300)
+                stop = threading.Event()
+                threads = launch(stop, statuses)
+                for t in threads:
+                    t.daemon = True
+                    t.start()
+                time.sleep(2)
+                busy, failed = bystander(service.port, key, seconds=seconds / ROUNDS)
+                stop.set()
+                for t in threads:
+                    t.join(timeout=120)
+                unloaded += calm
+                loaded += busy
+                errors += failed
+                ratios.append(p99(busy) / p99(calm))
             peak = service.peak_rss_mib()
         finally:
             service.stop()
@@ -298,8 +312,10 @@ def run(binary, seconds, name):
     for s in statuses:
         answers[s] = answers.get(s, 0) + 1
     answers = ", ".join(f"{k}×{v}" for k, v in sorted(answers.items()))
-    print(f"| {LABELS[name]} | {answers} | {p99(unloaded):.1f} ms | {p99(loaded):.1f} ms ({len(loaded)} queries, "
-          f"{errors} failed) | {peak:.0f} MiB |", flush=True)
+    rounds = ", ".join(f"{r:.2f}×" for r in ratios)
+    print(f"| {LABELS[name]} | {answers} | {p99(unloaded):.1f} ms ({len(unloaded)}) | {p99(loaded):.1f} ms "
+          f"({len(loaded)} queries, {errors} failed) | {p99(loaded) / p99(unloaded):.2f}× ({rounds}) "
+          f"| {peak:.0f} MiB |", flush=True)
 
 
 def main():
@@ -313,8 +329,9 @@ def main():
     names = args[2:] or list(SCENARIOS)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    print("| abuse | attack answers (status × count) | bystander query p99 unloaded | under attack | peak RSS |")
-    print("|---|---|---|---|---|")
+    print("| abuse | attack answers (status × count) | bystander query p99 unloaded (samples) | under attack "
+          "| ratio (per round) | peak RSS |")
+    print("|---|---|---|---|---|---|")
     for name in names:
         run(binary, seconds, name)
 

@@ -85,6 +85,37 @@ pub(crate) fn text_too_large(limits: &Limits) -> IngestError {
     ))
 }
 
+/// Text a document is sure to hold, counted while its bytes arrive, so that a file bound to pass the text
+/// limit is refused before the rest of it is read. Only plain text has such a floor: every printable ASCII
+/// byte of it stays in its text (white space collapses, but never takes a printable byte with it); the
+/// other formats' markup can shrink to nothing.
+#[derive(Clone, Debug)]
+pub struct TextFloor {
+    format: Format,
+    counted: u64,
+    limits: Limits,
+}
+
+impl TextFloor {
+    pub fn new(format: Format, limits: Limits) -> Self {
+        Self { format, counted: 0, limits }
+    }
+
+    /// Counts the next bytes of the file; `TooLarge`, with the same reason `parse` would give, once the
+    /// text is sure to pass the limit.
+    pub fn arrived(&mut self, bytes: &[u8]) -> Result<(), IngestError> {
+        if self.format != Format::Text {
+            return Ok(());
+        }
+        let printable = bytes.iter().filter(|b| b.is_ascii_graphic()).count();
+        self.counted = self.counted.saturating_add(u64::try_from(printable).unwrap_or(u64::MAX));
+        if self.counted > self.limits.text_bytes {
+            return Err(text_too_large(&self.limits));
+        }
+        Ok(())
+    }
+}
+
 /// What one upload may expand to. Parsing stops as soon as one is crossed, so a small file that decodes to
 /// gigabytes never holds more than these in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -311,6 +342,47 @@ mod tests {
             let err = parse(format, long.as_bytes(), &limits).expect_err("1,500 bytes of text");
             assert!(matches!(&err, IngestError::TooLarge(r) if r.contains("1000 bytes")), "{format:?}: {err:?}");
             parse(format, &long.as_bytes()[..900], &limits).expect("under the limit");
+        }
+    }
+
+    #[test]
+    fn a_plain_text_file_is_refused_as_soon_as_its_printable_bytes_pass_the_limit() {
+        let limits = Limits { text_bytes: 1_000, ..Limits::default() };
+        let mut floor = TextFloor::new(Format::Text, limits);
+        let line = b"Refunds are issued within fourteen days.\n";
+        let mut sent = 0;
+        let refused = loop {
+            sent += line.len();
+            if let Err(e) = floor.arrived(line) {
+                break e;
+            }
+        };
+        assert!(matches!(&refused, IngestError::TooLarge(r) if r.contains("1000 bytes")), "{refused:?}");
+        assert!(sent < 1_300, "refused after {sent} bytes");
+        // Markup can vanish in parsing, so the other formats are left to the parser.
+        let mut html = TextFloor::new(Format::Html, limits);
+        assert_eq!(html.arrived(&b"<p></p>".repeat(1_000)), Ok(()));
+    }
+
+    proptest::proptest! {
+        /// The floor never refuses what the parser would take: white space of any kind (Unicode's
+        /// included) collapses without taking a printable byte with it.
+        #[test]
+        fn the_text_floor_refuses_only_what_parsing_refuses(
+            pieces in proptest::collection::vec(
+                proptest::prop_oneof!["[a-z]{1,12}", "[ \t\n]{1,4}", "\u{a0}|\u{3000}|\u{2028}", "[é☃]{1,3}"],
+                0..200,
+            ),
+            limit in 1u64..600,
+        ) {
+            let text = pieces.concat();
+            let limits = Limits { text_bytes: limit, ..Limits::default() };
+            let mut floor = TextFloor::new(Format::Text, limits);
+            let floor_refuses = text.as_bytes().chunks(7).any(|c| floor.arrived(c).is_err());
+            if floor_refuses {
+                let parsed = parse(Format::Text, text.as_bytes(), &limits);
+                proptest::prop_assert!(matches!(parsed, Err(IngestError::TooLarge(_))), "{parsed:?}");
+            }
         }
     }
 

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tenantry_domain::quota::Meter;
 use tenantry_domain::{ChunkId, DocumentId, ErrorCode, TenantContext, TenantId, TenantState, Timestamp};
-use tenantry_ingest::{Chunk, ChunkOptions, Format, IngestError, Limits, ParsedDocument};
+use tenantry_ingest::{Chunk, ChunkOptions, Format, IngestError, Limits, ParsedDocument, TextFloor};
 use tenantry_search::ChunkToIndex;
 use tenantry_store::{Amounts, DocumentRow, Inserted, JobState, NewChunk, NewDocument, StoreError, UsageEvent};
 use utoipa::ToSchema;
@@ -20,6 +20,22 @@ pub struct Upload {
     pub file_name: Option<String>,
     pub content_type: Option<String>,
     pub bytes: Vec<u8>,
+}
+
+/// An upload's bytes watched as they arrive: a plain-text file sure to pass the plan's text limit is refused
+/// (413, the reason parsing would give) before the rest of it is read.
+pub struct ArrivingUpload(Option<TextFloor>);
+
+impl ArrivingUpload {
+    pub fn new(ctx: &TenantContext, content_type: Option<&str>, file_name: Option<&str>) -> Self {
+        let limits = Limits { text_bytes: ctx.plan.limits.document_text_bytes, ..Limits::default() };
+        // A format not detected is refused by `upload_document` once the file is read.
+        Self(Format::detect(content_type, file_name).map(|format| TextFloor::new(format, limits)))
+    }
+
+    pub fn arrived(&mut self, bytes: &[u8]) -> ServiceResult<()> {
+        self.0.as_mut().map_or(Ok(()), |floor| floor.arrived(bytes).map_err(ingest_error))
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -252,10 +268,7 @@ impl Services {
                 Ok::<_, IngestError>((parsed, chunks, bytes))
             })
             .await?
-            .map_err(|e| match e {
-                IngestError::TooLarge(reason) => ServiceError::new(ErrorCode::PayloadTooLarge, reason),
-                other => ServiceError::validation(format!("could not read the document: {other}")),
-            })?;
+            .map_err(ingest_error)?;
         let most = ctx.plan.limits.document_chunks;
         if chunks.len() as u64 > most {
             return Err(ServiceError::new(
@@ -489,5 +502,13 @@ impl Services {
         self.search().discard_stale_vectors(tenant_id)?;
         tracing::info!(tenant_id = %tenant_id, "documents re-embedded");
         Ok(())
+    }
+}
+
+/// Past a limit, 413 with its reason; anything else the file's fault, 422.
+fn ingest_error(e: IngestError) -> ServiceError {
+    match e {
+        IngestError::TooLarge(reason) => ServiceError::new(ErrorCode::PayloadTooLarge, reason),
+        other => ServiceError::validation(format!("could not read the document: {other}")),
     }
 }

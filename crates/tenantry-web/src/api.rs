@@ -9,11 +9,11 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tenantry_billing::InvoiceStatus;
 use tenantry_domain::lifecycle::LifecycleEvent;
-use tenantry_domain::ErrorCode;
+use tenantry_domain::{ErrorCode, TenantContext};
 use tenantry_service::admin::{TenantDetail, TenantPage, TenantQuery};
 use tenantry_service::api_keys::{CreatedKey, KeyView};
 use tenantry_service::billing::{InvoiceView, UpcomingInvoice};
-use tenantry_service::documents::{DocumentView, Upload, Uploaded};
+use tenantry_service::documents::{ArrivingUpload, DocumentView, Upload, Uploaded};
 use tenantry_service::erasure::{ErasureStarted, ErasureView};
 use tenantry_service::export::{ExportDownload, ExportStarted};
 use tenantry_service::plan::PlanChanged;
@@ -305,7 +305,7 @@ pub async fn upload_document(
         let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
         let form =
             Multipart::from_request(req, &()).await.map_err(|e| ApiError::new(ErrorCode::BadRequest, e.body_text()))?;
-        multipart_upload(form, declared.unwrap_or(0)).await?
+        multipart_upload(&ctx, form, declared.unwrap_or(0)).await?
     } else {
         return Err(ApiError::new(
             ErrorCode::UnsupportedMediaType,
@@ -327,8 +327,8 @@ pub async fn upload_document(
 
 /// The form's file and title. The file is read into one buffer the size of the whole body (`declared`, the
 /// body's `Content-Length`, which the body guard has held to the limit), so a large upload is never copied
-/// or regrown on its way in.
-async fn multipart_upload(mut form: Multipart, declared: usize) -> ApiResult<Upload> {
+/// or regrown on its way in; a file sure to pass the plan's text limit is refused before the rest is read.
+async fn multipart_upload(ctx: &TenantContext, mut form: Multipart, declared: usize) -> ApiResult<Upload> {
     let mut title = None;
     let mut file = None;
     while let Some(mut field) = form.next_field().await? {
@@ -345,8 +345,10 @@ async fn multipart_upload(mut form: Multipart, declared: usize) -> ApiResult<Upl
             Some("file") => {
                 let file_name = field.file_name().map(str::to_owned);
                 let content_type = field.content_type().map(str::to_owned);
+                let mut arriving = ArrivingUpload::new(ctx, content_type.as_deref(), file_name.as_deref());
                 let mut bytes = Vec::with_capacity(declared);
                 while let Some(chunk) = field.chunk().await? {
+                    arriving.arrived(&chunk)?;
                     bytes.extend_from_slice(&chunk);
                 }
                 file = Some(Upload { title: None, file_name, content_type, bytes });

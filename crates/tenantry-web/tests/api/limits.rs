@@ -130,6 +130,29 @@ async fn a_declared_size_over_the_limit_is_refused_before_the_body_is_read() {
 }
 
 #[tokio::test]
+async fn a_text_file_past_the_plans_text_limit_is_refused_before_the_rest_arrives() {
+    let app = spawn_app_with(|c| {
+        let trial = c.plans.iter_mut().find(|p| p.name == "trial").expect("built-in trial plan");
+        trial.limits.document_text_bytes = 20_000;
+    })
+    .await;
+    let t = app.signup("floor@limits.test", "trial").await;
+    let form_head = "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.txt\"\r\n\
+                     Content-Type: text/plain\r\n\r\n";
+    // Declares 10 MB, sends the form's head and 30,000 bytes of text, then nothing more.
+    let head = format!(
+        "POST /v1/documents HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 10000000\r\n\r\n{form_head}{}",
+        t.key,
+        "Refunds take fourteen days. ".repeat(1_100),
+    );
+    let answer = answer_to_head(&app, &head, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("payload_too_large") && answer.contains("20000 bytes"), "{answer}");
+    assert_eq!(app.usage(&t.key).await["totals"]["documents"], 0);
+}
+
+#[tokio::test]
 async fn bodies_in_flight_share_one_budget() {
     let app = spawn_app_with(|c| {
         c.limits.inflight_body_bytes = 100 << 10;
