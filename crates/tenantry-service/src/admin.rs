@@ -228,8 +228,8 @@ impl Services {
 
     /// One tenant as the operator sees it: its profile, lifecycle and activation events, invoices and jobs.
     pub async fn admin_tenant(&self, raw_id: &str) -> ServiceResult<TenantDetail> {
-        let id = TenantId::parse(raw_id).ok_or_else(|| ServiceError::not_found("tenant"))?;
-        let row = self.store().tenant(&id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let row = self.named_tenant(raw_id).await?;
+        let id = row.id.clone();
         let events = self.store().tenant_events(&id).await?.into_iter().map(EventView::from).collect();
         let invoices = self.store().invoices(&id).await?.into_iter().map(crate::billing::view).collect();
         let jobs = self.admin_jobs(None, Some(id.as_str())).await?;
@@ -273,8 +273,8 @@ impl Services {
         if !(1..=90).contains(&days) {
             return Err(ServiceError::validation("days must be 1 to 90"));
         }
-        let id = TenantId::parse(raw_id).ok_or_else(|| ServiceError::not_found("tenant"))?;
-        let row = self.store().tenant(&id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let row = self.named_tenant(raw_id).await?;
+        let id = row.id.clone();
         let not_trialing = || {
             ServiceError::new(
                 ErrorCode::InvalidTransition,
@@ -302,8 +302,8 @@ impl Services {
     /// Applies an operator's lifecycle event through the transition table. A reactivated tenant is billed
     /// again from its current period.
     pub async fn apply_lifecycle(&self, raw_id: &str, event: LifecycleEvent) -> ServiceResult<TenantDetail> {
-        let id = TenantId::parse(raw_id).ok_or_else(|| ServiceError::not_found("tenant"))?;
-        let row = self.store().tenant(&id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let row = self.named_tenant(raw_id).await?;
+        let id = row.id.clone();
         if event == LifecycleEvent::Cancelled {
             self.cancel(&id, Actor::Operator).await?;
             return self.admin_tenant(raw_id).await;

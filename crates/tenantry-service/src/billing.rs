@@ -431,7 +431,7 @@ impl Services {
     /// price and the pending prorations (after an early close, only what the true-up would add). Nothing is
     /// written; prepaid credit is applied when the invoice is made, not here.
     pub async fn upcoming_invoice(&self, ctx: &TenantContext) -> ServiceResult<UpcomingInvoice> {
-        let tenant = self.store().tenant(&ctx.tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let tenant = self.tenant_row(&ctx.tenant_id).await?;
         let period = self.current_period(&tenant);
         let trial_over =
             self.trial_end(&tenant).filter(|end| tenant.state == TenantState::Trialing && *end <= period.end);

@@ -57,7 +57,7 @@ impl Services {
         actor: Actor<'_>,
         request_id: &str,
     ) -> ServiceResult<ErasureStarted> {
-        let row = self.store().tenant(tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let row = self.tenant_row(tenant_id).await?;
         if row.state.on(LifecycleEvent::Erased).is_none() {
             return Err(ServiceError::new(ErrorCode::InvalidTransition, "this tenant is already erased"));
         }

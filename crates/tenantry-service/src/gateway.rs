@@ -123,7 +123,7 @@ impl Services {
     /// The request's context rebuilt from the tenant row as it is now, for a request that changed it (a plan
     /// change: its response's quota headers are the new plan's). Same key, scopes and ids.
     pub async fn refresh_context(&self, ctx: &TenantContext) -> ServiceResult<TenantContext> {
-        let row = self.store().tenant(&ctx.tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let row = self.tenant_row(&ctx.tenant_id).await?;
         let mut fresh = self.context_for(&row, ctx.caller.clone(), ctx.scopes, ctx.request_id.clone())?;
         fresh.operation_id = ctx.operation_id.clone();
         Ok(fresh)

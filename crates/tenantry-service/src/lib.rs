@@ -43,10 +43,10 @@ use std::sync::Arc;
 use rand::RngCore;
 use tenantry_domain::config::ConfigError;
 use tenantry_domain::quota::PeriodKind;
-use tenantry_domain::{Catalog, Clock, Config, ModelSpec, ProviderKind, SystemClock, TestClock};
+use tenantry_domain::{Catalog, Clock, Config, ModelSpec, ProviderKind, SystemClock, TenantId, TestClock};
 use tenantry_llm::Providers;
 use tenantry_search::SearchIndexes;
-use tenantry_store::Store;
+use tenantry_store::{Store, TenantRow};
 
 pub use error::{ServiceError, ServiceResult};
 pub use keys::KeyHasher;
@@ -282,6 +282,17 @@ impl Services {
 
     pub fn clock(&self) -> &dyn Clock {
         self.inner.clock.as_ref()
+    }
+
+    /// The tenant's row; 404 when there is none.
+    pub(crate) async fn tenant_row(&self, id: &TenantId) -> ServiceResult<TenantRow> {
+        self.store().tenant(id).await?.ok_or_else(|| ServiceError::not_found("tenant"))
+    }
+
+    /// The row of the tenant an operator names by id; 404 when the id is malformed or names no tenant.
+    pub(crate) async fn named_tenant(&self, raw_id: &str) -> ServiceResult<TenantRow> {
+        let id = TenantId::parse(raw_id).ok_or_else(|| ServiceError::not_found("tenant"))?;
+        self.tenant_row(&id).await
     }
 
     /// The name of the embedder that indexes every tenant's documents.

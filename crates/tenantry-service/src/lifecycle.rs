@@ -183,7 +183,7 @@ impl Services {
     /// Cancellation (by the tenant, the operator or Stripe): the tenant stops being served and billed, its
     /// data is kept for `lifecycle.cancelled_retention_days`, win-back offers are scheduled, then erasure.
     pub async fn cancel(&self, tenant_id: &TenantId, actor: Actor<'_>) -> ServiceResult<TenantRow> {
-        let row = self.store().tenant(tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let row = self.tenant_row(tenant_id).await?;
         let lifecycle = &self.config().lifecycle;
         let now = self.clock().now();
         let mut jobs: Vec<NewJob> = lifecycle
@@ -255,7 +255,7 @@ impl Services {
     /// with the discount of the newest win-back offer it received, if any, on its next invoice; all in one
     /// transaction.
     pub async fn win_back(&self, ctx: &TenantContext) -> ServiceResult<TenantRow> {
-        let row = self.store().tenant(&ctx.tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let row = self.tenant_row(&ctx.tenant_id).await?;
         allowed(&row, LifecycleEvent::WinBackAccepted)?;
         let event = self.coming_back(&row, LifecycleEvent::WinBackAccepted).await?;
         let price = self.catalog().plan(&row.plan).map_or(0, |p| p.price.0);

@@ -136,7 +136,7 @@ impl Services {
     /// The proration and configuration a change to `plan_name` would bring now, without making it.
     pub async fn preview_plan_change(&self, ctx: &TenantContext, plan_name: &str) -> ServiceResult<PlanPreview> {
         let new = self.known_plan(plan_name)?;
-        let tenant = self.store().tenant(&ctx.tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let tenant = self.tenant_row(&ctx.tenant_id).await?;
         let old = self.plan_of(&tenant)?.clone();
         let currency = self.config().billing.currency.clone();
         let (lines, proration) = if old.name == new.name {
@@ -165,7 +165,7 @@ impl Services {
     /// Moves the calling tenant to `plan_name` (see the module's rules).
     pub async fn change_plan(&self, ctx: &TenantContext, plan_name: &str) -> ServiceResult<PlanChanged> {
         let new = self.known_plan(plan_name)?;
-        let tenant = self.store().tenant(&ctx.tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let tenant = self.tenant_row(&ctx.tenant_id).await?;
         match tenant.state {
             TenantState::Trialing | TenantState::Active | TenantState::PastDue => {}
             TenantState::Provisioning => {
@@ -232,7 +232,7 @@ impl Services {
             })?;
         self.wake_jobs();
         tracing::info!(tenant_id = %tenant.id, from = %tenant.plan, to = plan, "plan change waits for the vector index");
-        let row = self.store().tenant(&tenant.id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let row = self.tenant_row(&tenant.id).await?;
         Ok(changed(&row, &tenant.plan, ProrationView::zero(&self.config().billing.currency)))
     }
 

@@ -77,8 +77,8 @@ impl Services {
         reason: &str,
         expires_at: Option<&str>,
     ) -> ServiceResult<CreditGrant> {
-        let tenant_id = TenantId::parse(tenant).ok_or_else(|| ServiceError::not_found("tenant"))?;
-        let row = self.store().tenant(&tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let row = self.named_tenant(tenant).await?;
+        let tenant_id = row.id.clone();
         if row.state == tenantry_domain::TenantState::Erased {
             return Err(ServiceError::not_found("tenant"));
         }

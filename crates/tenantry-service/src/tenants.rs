@@ -167,7 +167,7 @@ impl Services {
         self.milestone(&tenant_id, "signed_up").await;
 
         let state = if needs_payment {
-            let row = self.store().tenant(&tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+            let row = self.tenant_row(&tenant_id).await?;
             self.signup_invoice(&row, Some(invoice_id.clone())).await?;
             if let Some(session) = &checkout {
                 let link = StripeLink {
@@ -191,7 +191,7 @@ impl Services {
     /// that was not paid for up front (its end scheduled: `Services::end_trial`), else `active`; the first
     /// period's close is scheduled in the same transaction. Idempotent: a tenant already past provisioning is left as it is.
     pub(crate) async fn provision(&self, tenant_id: &TenantId) -> ServiceResult<TenantState> {
-        let tenant = self.store().tenant(tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let tenant = self.tenant_row(tenant_id).await?;
         if tenant.state != TenantState::Provisioning {
             return Ok(tenant.state);
         }
@@ -217,7 +217,7 @@ impl Services {
 
     /// The tenant as `GET /v1/tenant` shows it: profile, state, plan, configuration and open invoices.
     pub async fn tenant_view(&self, ctx: &TenantContext) -> ServiceResult<TenantView> {
-        let row = self.store().tenant(&ctx.tenant_id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let row = self.tenant_row(&ctx.tenant_id).await?;
         let open = self.payable(&ctx.tenant_id, self.store().open_invoices(&ctx.tenant_id).await?).await?;
         Ok(TenantView { open_invoices: Some(open), ..view(row) })
     }

@@ -144,10 +144,9 @@ impl Services {
         from: Option<&str>,
         to: Option<&str>,
     ) -> ServiceResult<UsageTimeseries> {
-        let id = TenantId::parse(raw_id).ok_or_else(|| ServiceError::not_found("tenant"))?;
-        let row = self.store().tenant(&id).await?.ok_or_else(|| ServiceError::not_found("tenant"))?;
+        let row = self.named_tenant(raw_id).await?;
         let period = self.current_period(&row);
-        self.timeseries_of(&id, period.start, granularity, from, to).await
+        self.timeseries_of(&row.id, period.start, granularity, from, to).await
     }
 
     async fn timeseries_of(
