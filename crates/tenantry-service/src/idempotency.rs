@@ -1,7 +1,7 @@
 //! Idempotency keys (API.md "Integrations"): who a key belongs to, and the claim, record and release of a
 //! key around the request it names. The HTTP layer reads the key and the request; the store keeps both.
 
-use tenantry_domain::{RequestId, TenantId};
+use tenantry_domain::TenantId;
 pub use tenantry_store::{Claim, StoredResponse};
 
 use crate::{ServiceResult, Services};
@@ -39,16 +39,6 @@ pub struct KeyedRequest {
 }
 
 impl Services {
-    /// Whose the presented credential is, or `None` when it is no valid credential (such a request gets its
-    /// 401 from its handler, and nothing is kept for it).
-    pub async fn key_owner(&self, presented: Option<&str>, request_id: RequestId) -> Option<KeyOwner> {
-        if self.authenticate_operator(presented).is_ok() {
-            return Some(KeyOwner::Operator);
-        }
-        let ctx = self.identify(presented, request_id).await.ok()?;
-        Some(KeyOwner::Tenant(ctx.tenant_id))
-    }
-
     pub async fn claim_idempotency_key(&self, request: &KeyedRequest) -> ServiceResult<Claim> {
         let scope = request.owner.scope();
         let claim = tenantry_store::IdempotencyRequest {

@@ -27,18 +27,16 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, Method};
+use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use tenantry_domain::{ErrorCode, RequestId};
-use tenantry_service::sign_in::SessionKind;
+use tenantry_domain::ErrorCode;
 use tenantry_service::{ServiceError, Services};
 use tokio::sync::Semaphore;
 
-use crate::extract::bearer;
+use crate::caller::{caller, Caller};
 use crate::problem::ApiError;
-use crate::session;
 
 /// The longest request target (path and query) served.
 pub const MAX_TARGET_BYTES: usize = 8 * 1024;
@@ -177,14 +175,15 @@ pub async fn guard(State((services, budget)): State<(Services, BodyBudget)>, req
     }
     let limits = &services.config().limits;
     let anonymous = limits.anonymous_body_bytes as u64;
-    let request_id = req.extensions().get::<RequestId>().cloned().unwrap_or_else(RequestId::generate);
+    let (mut parts, body) = req.into_parts();
     let limit = if declared.is_some_and(|n| n <= anonymous)
-        || !credentialed(&services, req.headers(), req.method(), request_id).await
+        || !matches!(caller(&services, &mut parts).await, Caller::Operator | Caller::Tenant(_))
     {
         anonymous
     } else {
         services.config().server.max_body_bytes as u64
     };
+    let req = Request::from_parts(parts, body);
     if let Some(n) = declared.filter(|&n| n > limit) {
         let whose = if limit == anonymous { " without a valid API key" } else { "" };
         return ApiError::new(
@@ -230,23 +229,6 @@ fn may_have_body(req: &Request) -> bool {
     req.headers().contains_key(header::TRANSFER_ENCODING)
         || (req.version() == axum::http::Version::HTTP_2
             && !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS))
-}
-
-/// Whether the request carries a valid operator token or API key, or a live session cookie with its CSRF
-/// token (scopes and state are the handler's to judge).
-async fn credentialed(services: &Services, headers: &HeaderMap, method: &Method, request_id: RequestId) -> bool {
-    let Some(token) = bearer(headers) else {
-        for kind in [SessionKind::Tenant, SessionKind::Operator] {
-            if let Some(Ok(_)) = session::from_cookie(services, headers, method, kind).await {
-                return true;
-            }
-        }
-        return false;
-    };
-    if services.authenticate_operator(Some(token)).is_ok() {
-        return true;
-    }
-    services.identify(Some(token), request_id).await.is_ok()
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Request plumbing shared by every handler: the request id and its span, who is calling (`Tenant<A>`,
-//! `Operator`: a bearer credential, else a session cookie of the web pages) and the quota headers that follow
-//! from it, JSON bodies that fail as problem+json, and the bearer token.
+//! `Operator`, from `caller`: a bearer credential, else a session cookie of the web pages) and the quota
+//! headers that follow from it, JSON bodies that fail as problem+json, and the bearer token.
 
 use std::marker::PhantomData;
 use std::sync::{Arc, OnceLock};
@@ -14,13 +14,12 @@ use axum::response::Response;
 use tenantry_domain::lifecycle::EndpointClass;
 use tenantry_domain::{RequestId, TenantContext};
 use tenantry_service::gateway::Scope;
-use tenantry_service::sign_in::SessionKind;
 use tenantry_service::Services;
 use tracing::Instrument;
 
+use crate::caller::caller;
 use crate::metrics::AuthenticatedTenant;
 use crate::problem::ApiError;
-use crate::session;
 
 pub const REQUEST_ID: &str = "x-request-id";
 
@@ -113,13 +112,8 @@ impl<A: Access> FromRequestParts<Services> for Tenant<A> {
             scope = ?A::SCOPE,
         );
         async {
-            let ctx = match bearer(&parts.headers) {
-                Some(key) => s.identify(Some(key), request_id).await?,
-                None => match session::from_cookie(s, &parts.headers, &parts.method, SessionKind::Tenant).await {
-                    Some(session) => s.identify_session(&session?, request_id).await?,
-                    None => s.identify(None, request_id).await?,
-                },
-            };
+            let ctx = caller(s, parts).await.tenant()?;
+            tracing::Span::current().record("tenant_id", tracing::field::display(&ctx.tenant_id));
             request_span.record("tenant_id", tracing::field::display(&ctx.tenant_id));
             // Refusals by state, scope or rate limit go to an identified tenant: they carry the quota headers.
             if let Some(slot) = parts.extensions.get::<TenantSlot>() {
@@ -141,17 +135,8 @@ impl FromRequestParts<Services> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, s: &Services) -> Result<Self, ApiError> {
-        if let Some(token) = bearer(&parts.headers) {
-            s.authenticate_operator(Some(token))?;
-            return Ok(Self);
-        }
-        match session::from_cookie(s, &parts.headers, &parts.method, SessionKind::Operator).await {
-            Some(session) => session.map(|_| Self),
-            None => Err(ApiError::new(
-                tenantry_domain::ErrorCode::Unauthenticated,
-                "missing or invalid operator token (or console session)",
-            )),
-        }
+        caller(s, parts).await.operator()?;
+        Ok(Self)
     }
 }
 

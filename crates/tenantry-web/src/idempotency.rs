@@ -24,16 +24,14 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use tenantry_domain::{ErrorCode, RequestId, TenantId};
+use tenantry_domain::{ErrorCode, TenantId};
 use tenantry_service::idempotency::{Claim, KeyOwner, KeyedRequest, StoredResponse};
-use tenantry_service::sign_in::SessionKind;
 use tenantry_service::{ServiceError, Services};
 use tracing::Instrument;
 
+use crate::caller::{caller, Caller};
 use crate::chat::OpenAiError;
-use crate::extract::bearer;
 use crate::problem::ApiError;
-use crate::session;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
@@ -94,11 +92,12 @@ pub async fn idempotent(
         Ok(key) => key,
         Err(e) => return refuse(e),
     };
-    let request_id = req.extensions().get::<RequestId>().cloned().unwrap_or_else(RequestId::generate);
-    let Some(owner) = owner(&services, req.headers(), req.method(), request_id).await else {
-        return next.run(req).await;
+    let (mut parts, body) = req.into_parts();
+    let owner = match caller(&services, &mut parts).await {
+        Caller::Operator => KeyOwner::Operator,
+        Caller::Tenant(ctx) => KeyOwner::Tenant(ctx.tenant_id),
+        Caller::Anonymous | Caller::Refused(_) => return next.run(Request::from_parts(parts, body)).await,
     };
-    let (parts, body) = req.into_parts();
     let limit = services.config().server.max_body_bytes;
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,
@@ -194,21 +193,6 @@ fn openai_route(path: &str) -> bool {
 fn applies_to(method: &Method, path: &str) -> bool {
     matches!(*method, Method::POST | Method::PATCH | Method::DELETE)
         && (path.starts_with("/v1/") || path.starts_with("/admin/"))
-}
-
-/// Who owns the request's key: the bearer credential's tenant or the operator, else a live session cookie's
-/// (checked for its CSRF token); `None` for an anonymous caller.
-async fn owner(services: &Services, headers: &HeaderMap, method: &Method, request_id: RequestId) -> Option<KeyOwner> {
-    if let Some(token) = bearer(headers) {
-        return services.key_owner(Some(token), request_id).await;
-    }
-    if let Some(Ok(portal)) = session::from_cookie(services, headers, method, SessionKind::Tenant).await {
-        return portal.tenant_id.map(KeyOwner::Tenant);
-    }
-    match session::from_cookie(services, headers, method, SessionKind::Operator).await {
-        Some(Ok(_)) => Some(KeyOwner::Operator),
-        _ => None,
-    }
 }
 
 fn valid_key(raw: &HeaderValue) -> Result<String, ApiError> {

@@ -5,6 +5,7 @@ mod account;
 mod analytics;
 mod api;
 mod body;
+mod caller;
 mod chat;
 mod extract;
 mod idempotency;
