@@ -351,20 +351,24 @@ pub struct WebhooksConfig {
     pub allow_private_addresses: bool,
 }
 
-/// Traces exported over OTLP (docs/OPERATIONS.md, "Tracing").
+/// Traces and metrics exported over OTLP (docs/OPERATIONS.md, "Tracing and metrics over OTLP").
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TelemetryConfig {
-    /// An OTLP/HTTP collector's base URL (`http://collector:4318`); traces go to its `/v1/traces`. Unset: env
+    /// An OTLP/HTTP collector's base URL (`http://collector:4318`); traces go to its `/v1/traces`, metrics to
+    /// its `/v1/metrics`. Unset: env
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`, else no export.
     pub otlp_endpoint: Option<String>,
-    /// The `service.name` of the exported spans.
+    /// The `service.name` of the exported spans and metrics.
     pub service_name: String,
+    /// With an OTLP endpoint, how often the metrics are pushed to its `/v1/metrics` (env
+    /// `OTEL_METRIC_EXPORT_INTERVAL`, in milliseconds, overrides it).
+    pub metrics_interval_secs: u64,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { otlp_endpoint: None, service_name: "tenantry".into() }
+        Self { otlp_endpoint: None, service_name: "tenantry".into(), metrics_interval_secs: 15 }
     }
 }
 

@@ -28,6 +28,7 @@ use std::net::SocketAddr;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::Router;
+pub use metrics::MetricsSource;
 use tenantry_domain::Config;
 use tenantry_service::{Services, StartError};
 use tokio::net::TcpListener;
@@ -164,6 +165,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 pub fn router(services: Services) -> Router {
+    router_with(services, Default::default())
+}
+
+/// The router, its requests counted and timed in `metrics`.
+fn router_with(services: Services, metrics: std::sync::Arc<metrics::Metrics>) -> Router {
     let max_body = services.config().server.max_body_bytes;
     let body_timeout = services.config().server.body_timeout_secs.max(1);
     let limits = &services.config().limits;
@@ -172,7 +178,6 @@ pub fn router(services: Services) -> Router {
         std::time::Duration::from_secs(limits.inflight_wait_secs),
         limits.bulk_body_bytes_per_second,
     );
-    let metrics = std::sync::Arc::new(metrics::Metrics::default());
     let (router, _) = api_routes().split_for_parts();
     let spec = openapi();
     let keyed = idempotency::KeyedOperations::of(&spec);
@@ -237,6 +242,7 @@ pub enum AppError {
 pub struct Application {
     listener: TcpListener,
     services: Services,
+    metrics: std::sync::Arc<metrics::Metrics>,
 }
 
 impl Application {
@@ -244,7 +250,7 @@ impl Application {
         let addr = config.server.bind.clone();
         let services = Services::start(config).await?;
         let listener = TcpListener::bind(&addr).await.map_err(|source| AppError::Bind { addr, source })?;
-        Ok(Self { listener, services })
+        Ok(Self { listener, services, metrics: Default::default() })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -255,9 +261,14 @@ impl Application {
         &self.services
     }
 
+    /// The metrics `GET /metrics` serves, for an exporter that pushes them.
+    pub fn metrics(&self) -> MetricsSource {
+        MetricsSource::new(self.metrics.clone(), self.services.clone())
+    }
+
     /// Serves until `shutdown` completes, then lets in-flight requests finish and closes the store.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let app = router(self.services.clone());
+        let app = router_with(self.services.clone(), self.metrics.clone());
         let (stop_background, stopped) = tokio::sync::watch::channel(false);
         let background = {
             let services = self.services.clone();

@@ -285,6 +285,25 @@ impl Metrics {
     }
 }
 
+/// The service's metrics as a scrape reads them, for an exporter that pushes them (OTLP).
+#[derive(Clone)]
+pub struct MetricsSource {
+    metrics: Arc<Metrics>,
+    services: Services,
+}
+
+impl MetricsSource {
+    pub(crate) fn new(metrics: Arc<Metrics>, services: Services) -> Self {
+        Self { metrics, services }
+    }
+
+    /// Every metric in the OpenMetrics text format, the store's gauges read now (as `GET /metrics` does).
+    pub async fn openmetrics(&self) -> Result<String, std::fmt::Error> {
+        self.metrics.refresh(&self.services).await;
+        self.metrics.encode()
+    }
+}
+
 /// Counts and times every request by its route template.
 pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let started = Instant::now();

@@ -12,6 +12,7 @@ mod demo;
 mod eval;
 mod eval_passages;
 mod loadtest;
+mod otlp_metrics;
 mod telemetry;
 
 use std::path::PathBuf;
@@ -374,7 +375,12 @@ async fn run() -> anyhow::Result<()> {
             let config = load_config(&args)?;
             let _telemetry = telemetry::init("info,sqlx=warn,tantivy=warn,tower_http=warn", Some(&config.telemetry))?;
             let data_dir = config.server.data_dir.clone();
+            let telemetry_config = config.telemetry.clone();
             let app = Application::build(config).await?;
+            if let Some(endpoint) = telemetry::otlp_endpoint(Some(&telemetry_config)) {
+                let interval = telemetry::metrics_interval(&telemetry_config);
+                otlp_metrics::export(&endpoint, telemetry_config.service_name.clone(), interval, app.metrics());
+            }
             tracing::info!(addr = %app.local_addr(), "tenantry serving");
             print_to_stdout(&where_to_look(app.local_addr(), &data_dir))?;
             app.run_until_stopped(shutdown_signal()).await?;

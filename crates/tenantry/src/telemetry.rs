@@ -1,5 +1,5 @@
 //! Logs on stderr and, when a collector is configured, traces over OTLP/HTTP (protobuf) to
-//! `<endpoint>/v1/traces`: the spans of every request, authentication, quota reservation and settlement, the
+//! `<endpoint>/v1/traces` (metrics go to `<endpoint>/v1/metrics`, `otlp_metrics`): the spans of every request, authentication, quota reservation and settlement, the
 //! ledger write, retrieval, the model call and background jobs, each carrying `tenant_id` and `request_id` as
 //! attributes (a trace backend searches by them), exported in batches off the request path.
 
@@ -48,10 +48,7 @@ pub fn init(default_filter: &str, config: Option<&TelemetryConfig>) -> anyhow::R
     } else {
         fmt.compact().with_filter(filter).boxed()
     };
-    let endpoint = config
-        .and_then(|c| c.otlp_endpoint.clone())
-        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.trim().is_empty()));
-    let Some(endpoint) = endpoint else {
+    let Some(endpoint) = otlp_endpoint(config) else {
         tracing_subscriber::registry().with(logs).init();
         return Ok(Telemetry { provider: None });
     };
@@ -73,6 +70,23 @@ pub fn init(default_filter: &str, config: Option<&TelemetryConfig>) -> anyhow::R
     tracing_subscriber::registry().with(logs).with(traces).init();
     tracing::info!(url, "exporting traces over OTLP");
     Ok(Telemetry { provider: Some(provider) })
+}
+
+/// The OTLP collector's base URL: `telemetry.otlp_endpoint`, else `OTEL_EXPORTER_OTLP_ENDPOINT`.
+pub fn otlp_endpoint(config: Option<&TelemetryConfig>) -> Option<String> {
+    config
+        .and_then(|c| c.otlp_endpoint.clone())
+        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.trim().is_empty()))
+}
+
+/// How often metrics are pushed: `OTEL_METRIC_EXPORT_INTERVAL` (milliseconds), else
+/// `telemetry.metrics_interval_secs`.
+pub fn metrics_interval(config: &TelemetryConfig) -> std::time::Duration {
+    let from_env = std::env::var("OTEL_METRIC_EXPORT_INTERVAL").ok().and_then(|ms| ms.trim().parse::<u64>().ok());
+    match from_env {
+        Some(ms) => std::time::Duration::from_millis(ms.max(100)),
+        None => std::time::Duration::from_secs(config.metrics_interval_secs.max(1)),
+    }
 }
 
 /// The exporter's HTTP client: the workspace's reqwest, blocking, because the batch processor exports from a

@@ -1,7 +1,8 @@
-//! Traces over OTLP: `tenantry serve` with `OTEL_EXPORTER_OTLP_ENDPOINT` sends its spans to a receiver that
-//! decodes the real OTLP/HTTP protobuf (`ExportTraceServiceRequest`), and every span of a question — the
-//! request, authentication, quota reservation and settlement, the ledger write, retrieval and the model call —
-//! carries the tenant and the request id.
+//! Traces and metrics over OTLP: `tenantry serve` with `OTEL_EXPORTER_OTLP_ENDPOINT` sends its spans and
+//! metrics to a receiver that decodes the real OTLP/HTTP protobuf (`ExportTraceServiceRequest`,
+//! `ExportMetricsServiceRequest`). Every span of a question — the request, authentication, quota reservation
+//! and settlement, the ledger write, retrieval and the model call — carries the tenant and the request id;
+//! the metrics arrive as the same counters, histograms and gauges `/metrics` serves.
 
 mod support;
 
@@ -13,8 +14,11 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use prost::Message;
 use serde_json::{json, Value};
 
@@ -130,4 +134,92 @@ async fn every_span_of_a_question_reaches_the_collector_with_its_tenant_and_requ
     }
     let model = of_question.iter().find(|s| s.name == "model").expect("model span");
     assert_eq!(model.attributes.get("model").map(String::as_str), Some("local-small"), "{model:?}");
+}
+
+type Exports = Arc<Mutex<Vec<ExportMetricsServiceRequest>>>;
+
+async fn receive_metrics(State(exports): State<Exports>, body: Bytes) -> impl IntoResponse {
+    let request = ExportMetricsServiceRequest::decode(body).expect("an OTLP ExportMetricsServiceRequest");
+    exports.lock().expect("lock").push(request);
+    ([(header::CONTENT_TYPE, "application/x-protobuf")], ExportMetricsServiceResponse::default().encode_to_vec())
+}
+
+fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    match attributes.iter().find(|kv| kv.key == key)?.value.as_ref()?.value.as_ref()? {
+        AnyValue::StringValue(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// The newest export's metric of `name`, if any export has arrived.
+fn latest(exports: &Exports, name: &str) -> Option<metric::Data> {
+    let exports = exports.lock().expect("lock");
+    let metrics = exports.last()?.resource_metrics.first()?.scope_metrics.first()?.metrics.clone();
+    metrics.into_iter().find(|m| m.name == name)?.data
+}
+
+#[tokio::test]
+async fn the_metrics_reach_the_collector_as_otlp_sums_gauges_and_histograms() {
+    let exports: Exports = Arc::default();
+    let app = axum::Router::new()
+        .route("/v1/metrics", axum::routing::post(receive_metrics))
+        .route("/v1/traces", axum::routing::post(|| async { "" }))
+        .with_state(exports.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let collector = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let endpoint = format!("http://{collector}");
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_METRIC_EXPORT_INTERVAL", "200")];
+    let server = support::serve(&dir.path().join("data"), &env);
+    let base = server.base();
+    let http = reqwest::Client::new();
+    let signup: Value = http
+        .post(format!("{base}/v1/signup"))
+        .json(&json!({"email": "otel@metrics.test", "organization": "Measured", "plan": "starter"}))
+        .send()
+        .await
+        .expect("signup")
+        .json()
+        .await
+        .expect("json");
+    let key = signup["api_key"].as_str().expect("key");
+    for _ in 0..3 {
+        let r = http.post(format!("{base}/v1/query")).bearer_auth(key).json(&json!({"question": "Refunds?"})).send();
+        assert!(r.await.expect("query").status().is_success());
+    }
+
+    // The export after the third answer counts all three (cumulative), and times each.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (requests, durations) = loop {
+        let requests = latest(&exports, "tenantry_http_requests").and_then(|data| match data {
+            metric::Data::Sum(sum) => sum.data_points.into_iter().find(|p| {
+                string_attribute(&p.attributes, "route") == Some("/v1/query")
+                    && p.value == Some(number_data_point::Value::AsInt(3))
+            }),
+            _ => None,
+        });
+        let durations = latest(&exports, "tenantry_http_request_duration_seconds").and_then(|data| match data {
+            metric::Data::Histogram(h) => {
+                h.data_points.into_iter().find(|p| string_attribute(&p.attributes, "route") == Some("/v1/query"))
+            }
+            _ => None,
+        });
+        match (requests, durations) {
+            (Some(r), Some(d)) if d.count == 3 => break (r, d),
+            _ if Instant::now() > deadline => panic!("no export counted the three questions"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert_eq!(string_attribute(&requests.attributes, "status"), Some("200"));
+    assert_eq!(durations.bucket_counts.iter().sum::<u64>(), 3, "{durations:?}");
+    assert_eq!(durations.bucket_counts.len(), durations.explicit_bounds.len() + 1);
+    let Some(metric::Data::Gauge(tenants)) = latest(&exports, "tenantry_tenants") else { panic!("a tenants gauge") };
+    let trialing = tenants.data_points.iter().find(|p| string_attribute(&p.attributes, "state") == Some("trialing"));
+    assert_eq!(trialing.and_then(|p| p.value), Some(number_data_point::Value::AsInt(1)));
+    let exported = exports.lock().expect("lock");
+    let resource = exported[0].resource_metrics[0].resource.as_ref().expect("resource");
+    assert_eq!(string_attribute(&resource.attributes, "service.name"), Some("tenantry"));
+    drop(server);
 }
