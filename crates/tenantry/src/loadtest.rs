@@ -44,6 +44,7 @@ pub struct LoadtestArgs {
     pub print_config: bool,
     pub max_in_flight: usize,
     pub seed: u64,
+    pub mix: Mix,
 }
 
 pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
@@ -233,7 +234,7 @@ async fn wait_until_active(client: &reqwest::Client, base: &str, key: &str) -> a
 
 /// What a tenant does in one request of the mix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-enum Op {
+pub enum Op {
     Query,
     Chat,
     Usage,
@@ -242,20 +243,58 @@ enum Op {
     PlanChange,
 }
 
-impl Op {
-    const MIX: [(Op, u32); 6] =
-        [(Op::Query, 50), (Op::Chat, 25), (Op::Usage, 12), (Op::Upload, 6), (Op::Delete, 4), (Op::PlanChange, 3)];
+/// How often each operation is picked: `query=50,chat=25,usage=12,upload=6,delete=4,plan=3` by default.
+pub const DEFAULT_MIX: &str = "query=50,chat=25,usage=12,upload=6,delete=4,plan=3";
 
-    fn pick(rng: &mut StdRng) -> Op {
-        let total: u32 = Self::MIX.iter().map(|(_, w)| w).sum();
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mix(Vec<(Op, u32)>);
+
+impl std::str::FromStr for Mix {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut weights = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, weight) = part.split_once('=').unwrap_or((part, "1"));
+            let op = Op::ALL.into_iter().find(|op| op.short_name() == name).ok_or_else(|| {
+                format!("unknown operation {name:?}; one of query, chat, usage, upload, delete, plan")
+            })?;
+            let weight = weight.parse::<u32>().map_err(|_| format!("weight of {name} is not a whole number"))?;
+            weights.push((op, weight));
+        }
+        if weights.iter().map(|(_, w)| u64::from(*w)).sum::<u64>() == 0 {
+            return Err("the mix needs at least one operation with a weight above zero".into());
+        }
+        Ok(Self(weights))
+    }
+}
+
+impl Mix {
+    fn pick(&self, rng: &mut StdRng) -> Op {
+        let total: u32 = self.0.iter().map(|(_, w)| w).sum();
         let mut roll = rng.gen_range(0..total);
-        for (op, weight) in Self::MIX {
+        for &(op, weight) in &self.0 {
             if roll < weight {
                 return op;
             }
             roll -= weight;
         }
         Op::Query
+    }
+}
+
+impl Op {
+    const ALL: [Op; 6] = [Op::Query, Op::Chat, Op::Usage, Op::Upload, Op::Delete, Op::PlanChange];
+
+    fn short_name(self) -> &'static str {
+        match self {
+            Op::Query => "query",
+            Op::Chat => "chat",
+            Op::Usage => "usage",
+            Op::Upload => "upload",
+            Op::Delete => "delete",
+            Op::PlanChange => "plan",
+        }
     }
 
     fn name(self) -> &'static str {
@@ -313,7 +352,7 @@ async fn drive(target: &Arc<Target>, tenants: &[Arc<TenantRun>], args: &Loadtest
         let due = start + Duration::from_secs_f64(n as f64 / args.rate as f64);
         tokio::time::sleep_until(due.into()).await;
         let tenant = tenants[rng.gen_range(0..tenants.len())].clone();
-        let op = Op::pick(&mut rng);
+        let op = args.mix.pick(&mut rng);
         let permit = in_flight.clone().acquire_owned().await?;
         let (target, traffic) = (target.clone(), traffic.clone());
         tasks.spawn(async move {
@@ -607,4 +646,21 @@ fn peak_rss_mib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? / 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mix_names_operations_and_their_weights() {
+        let mix: Mix = DEFAULT_MIX.parse().expect("the default parses");
+        assert_eq!(mix.0.len(), 6);
+        assert_eq!("query".parse::<Mix>(), Ok(Mix(vec![(Op::Query, 1)])));
+        assert!("query=0".parse::<Mix>().is_err());
+        assert!("queries=3".parse::<Mix>().is_err());
+        let only_usage: Mix = "query=0,usage=2".parse().expect("parses");
+        let mut rng = StdRng::seed_from_u64(7);
+        assert!((0..100).all(|_| only_usage.pick(&mut rng) == Op::Usage));
+    }
 }

@@ -107,6 +107,10 @@ enum Command {
         /// Seed of the request mix.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// How often each operation is picked, as `name=weight` pairs (query, chat, usage, upload, delete,
+        /// plan); `--mix query` sends questions only.
+        #[arg(long, default_value = loadtest::DEFAULT_MIX)]
+        mix: loadtest::Mix,
     },
     /// Benchmarks (see BENCHMARKS.md).
     #[command(subcommand)]
@@ -494,6 +498,7 @@ async fn run() -> anyhow::Result<()> {
             print_config,
             max_in_flight,
             seed,
+            mix,
         } => {
             let _telemetry = telemetry::init("warn,sqlx=warn,tantivy=warn", None)?;
             let args = loadtest::LoadtestArgs {
@@ -507,6 +512,7 @@ async fn run() -> anyhow::Result<()> {
                 print_config,
                 max_in_flight,
                 seed,
+                mix,
             };
             loadtest::run(args).await?;
         }
