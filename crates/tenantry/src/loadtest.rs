@@ -482,6 +482,13 @@ impl TenantRun {
     }
 }
 
+/// What the end of the run found: each kind of mismatch, and how many tenants ClickHouse's totals were
+/// compared for (none without ClickHouse).
+struct Outcome {
+    mismatches: BTreeMap<&'static str, u64>,
+    analytics_tenants: u64,
+}
+
 /// Reads back what the service recorded for every tenant and compares it with what the tenants saw. The
 /// ledger is read right after the last answer; a difference is read again for a few seconds (usage
 /// shipped to ClickHouse arrives after the answer), then counted.
@@ -490,9 +497,10 @@ async fn reconcile_all(
     tenants: &[Arc<TenantRun>],
     upstream: &Upstream,
     since: tenantry_domain::Timestamp,
-) -> anyhow::Result<BTreeMap<&'static str, u64>> {
+) -> anyhow::Result<Outcome> {
     let bar = progress(tenants.len() as u64, "reconciling");
     let mut totals = reconcile::Mismatches::default();
+    let mut analytics_tenants = 0;
     for tenant in tenants {
         let calls = upstream.seen().calls.get(&tenant.profile.index).copied().unwrap_or(0);
         let observed = tenant.observed(calls);
@@ -503,7 +511,8 @@ async fn reconcile_all(
             }
             let view = server_view(target, tenant, since).await?;
             found = reconcile::tenant(&observed, &view);
-            if found.is_empty() {
+            if found.is_empty() || attempt == 4 {
+                analytics_tenants += u64::from(view.analytics_queries.is_some());
                 break;
             }
         }
@@ -513,10 +522,11 @@ async fn reconcile_all(
     bar.finish_and_clear();
     let seen = upstream.seen();
     totals.upstream(seen.wrong_model, seen.unattributed, seen.foreign_passages);
-    Ok(totals.into_map())
+    Ok(Outcome { mismatches: totals.into_map(), analytics_tenants })
 }
 
-/// The tenant as the service records it: its usage, the operator's ledger series, documents, quotas and plan.
+/// The tenant as the service records it: its usage, the operator's ledger series, ClickHouse's totals (when
+/// configured), documents, quotas and plan.
 async fn server_view(
     target: &Target,
     tenant: &TenantRun,
@@ -539,7 +549,14 @@ async fn server_view(
     let documents = get("/v1/documents".into(), &tenant.key).await?;
     let quotas = get("/v1/quotas".into(), &tenant.key).await?;
     let me = get("/v1/tenant".into(), &tenant.key).await?;
-    Ok(ServerView::read(&usage, &series, &documents, &quotas, &me))
+    let analytics = format!("/admin/analytics/reconcile?tenant_id={}", tenant.tenant_id);
+    let analytics = target.client.get(target.url(&analytics)).bearer_auth(&target.operator_token).send().await?;
+    let analytics = match analytics.status().as_u16() {
+        200 => Some(analytics.json::<Value>().await?),
+        404 => None, // no ClickHouse configured
+        status => bail!("GET /admin/analytics/reconcile: {status}"),
+    };
+    Ok(ServerView::read(&usage, &series, &documents, &quotas, &me, analytics.as_ref()))
 }
 
 /// The run's numbers, as text and as one JSON object.
@@ -549,12 +566,8 @@ struct Report {
 }
 
 impl Report {
-    fn new(
-        args: &LoadtestArgs,
-        traffic: &Traffic,
-        mut reconciliation: BTreeMap<&'static str, u64>,
-        upstream: &Upstream,
-    ) -> Self {
+    fn new(args: &LoadtestArgs, traffic: &Traffic, outcome: Outcome, upstream: &Upstream) -> Self {
+        let mut reconciliation = outcome.mismatches;
         reconciliation.insert("server_errors", traffic.server_errors.load(Ordering::Relaxed));
         let elapsed = traffic.elapsed.lock().as_secs_f64();
         let mut endpoints = serde_json::Map::new();
@@ -583,6 +596,7 @@ impl Report {
             "endpoints": endpoints,
             "errors": *traffic.errors.lock(),
             "upstream_calls": upstream.seen().calls.values().sum::<u64>(),
+            "analytics_reconciled_tenants": outcome.analytics_tenants,
             "peak_rss_mib": peak_rss_mib(),
             "reconciliation": reconciliation,
         });

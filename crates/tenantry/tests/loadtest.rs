@@ -1,6 +1,7 @@
 //! `tenantry loadtest` end to end: a short mixed run against its own embedded service, and one against two
-//! `tenantry serve` nodes on one PostgreSQL database configured with `--print-config`, each reconciling to
-//! zero mismatches while tight-quota tenants are refused at their quota.
+//! `tenantry serve` nodes on one PostgreSQL database (and ClickHouse, when `TENANTRY_TEST_CLICKHOUSE_URL` is
+//! set) configured with `--print-config`, each reconciling to zero mismatches while tight-quota tenants are
+//! refused at their quota.
 
 mod support;
 
@@ -30,7 +31,7 @@ fn loadtest(args: &[&str], env: &[(&str, &str)]) -> (bool, Value) {
 /// Every guarantee held, the whole mix ran, and the tight plan's quota refused questions without being passed.
 fn assert_reconciled(report: &Value) {
     let reconciliation = report["reconciliation"].as_object().expect("a reconciliation object");
-    assert!(reconciliation.len() >= 14, "every kind is listed: {reconciliation:?}");
+    assert!(reconciliation.len() >= 15, "every kind is listed: {reconciliation:?}");
     assert!(reconciliation.values().all(|n| n == 0), "mismatches: {reconciliation:?}");
     for endpoint in ["POST /v1/query", "POST /v1/chat/completions", "GET /v1/usage", "POST /v1/documents"] {
         assert!(report["endpoints"][endpoint]["requests"].as_u64() > Some(0), "{endpoint} ran: {report}");
@@ -70,9 +71,17 @@ fn a_mixed_run_against_two_nodes_on_postgres_reconciles() {
         .output()
         .expect("print-config");
     assert!(printed.status.success());
+    // With ClickHouse (CI has one), the usage it receives is reconciled too.
+    let analytics = match std::env::var("TENANTRY_TEST_CLICKHOUSE_URL").ok().filter(|u| !u.is_empty()) {
+        Some(url) => format!(
+            "[analytics]\nclickhouse_url = \"{url}\"\nclickhouse_database = \"loadtest_{}\"\n\n",
+            std::process::id()
+        ),
+        None => String::new(),
+    };
     let config = format!(
         "[server]\noperator_token = \"loadtest-operator\"\n\n[database]\nurl = \"{database}\"\n\n\
-         [gateway]\nrate_limiter = \"shared\"\n\n{}",
+         [gateway]\nrate_limiter = \"shared\"\n\n{analytics}{}",
         String::from_utf8_lossy(&printed.stdout)
     );
     std::fs::write(dir.path().join("tenantry.toml"), config).expect("config");
@@ -84,6 +93,9 @@ fn a_mixed_run_against_two_nodes_on_postgres_reconciles() {
     assert!(ok, "exit status: {report}");
     assert_eq!(report["nodes"], 2);
     assert_reconciled(&report);
+    if !analytics.is_empty() {
+        assert_eq!(report["analytics_reconciled_tenants"], 5, "ClickHouse compared for every tenant: {report}");
+    }
 }
 
 /// A node on the shared configuration, once it answers `/readyz` (the first one migrates the database).

@@ -1,6 +1,6 @@
 //! The load test's end: what each tenant saw (its successful requests, uploads and deletions, citations,
-//! upstream calls) against what the service recorded (usage, the operator's ledger series, documents,
-//! quotas, plan). Each kind of difference is counted; a run upholds every guarantee when all are zero.
+//! upstream calls) against what the service recorded (usage, the operator's ledger series, ClickHouse's
+//! totals when it is configured, documents, quotas, plan). Each kind of difference is counted; a run upholds every guarantee when all are zero.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -43,10 +43,20 @@ pub struct ServerView {
     pub documents_quota: (u64, u64),
     /// `GET /v1/tenant`.
     pub plan: String,
+    /// Questions ClickHouse holds for the tenant (`/admin/analytics/reconcile`); `None` without ClickHouse.
+    pub analytics_queries: Option<u64>,
 }
 
 impl ServerView {
-    pub fn read(usage: &Value, series: &Value, documents: &Value, quotas: &Value, tenant: &Value) -> Self {
+    /// The service's answers; `analytics` is `/admin/analytics/reconcile`'s, `None` without ClickHouse.
+    pub fn read(
+        usage: &Value,
+        series: &Value,
+        documents: &Value,
+        quotas: &Value,
+        tenant: &Value,
+        analytics: Option<&Value>,
+    ) -> Self {
         let number = |v: &Value| v.as_u64().unwrap_or(0);
         let usage_by_model = usage["by_model"]
             .as_object()
@@ -68,6 +78,10 @@ impl ServerView {
             queries_quota: quota("queries"),
             documents_quota: quota("documents"),
             plan: tenant["plan"].as_str().unwrap_or_default().to_owned(),
+            analytics_queries: analytics.map(|a| {
+                let meters = a["meters"].as_array().into_iter().flatten();
+                meters.filter(|m| m["meter"] == "queries").map(|m| number(&m["analytics"])).sum()
+            }),
         }
     }
 }
@@ -77,10 +91,11 @@ impl ServerView {
 pub struct Mismatches(BTreeMap<&'static str, u64>);
 
 /// Every kind a report lists, zero or not.
-const KINDS: [&str; 14] = [
+const KINDS: [&str; 15] = [
     "unanswered",
     "usage_queries",
     "ledger_queries",
+    "analytics_queries",
     "wrong_model_metered",
     "wrong_model_answered",
     "documents",
@@ -135,6 +150,9 @@ pub fn tenant(seen: &Observed, recorded: &ServerView) -> Mismatches {
     found.count("usage_queries", differs(recorded.usage_queries, seen.asked));
     let ledger_total: u64 = recorded.ledger_by_model.values().sum();
     found.count("ledger_queries", differs(ledger_total, seen.asked));
+    if let Some(analytics) = recorded.analytics_queries {
+        found.count("analytics_queries", differs(analytics, seen.asked));
+    }
     let metered_elsewhere = |by_model: &HashMap<String, u64>| {
         by_model.iter().filter(|(model, &n)| **model != seen.model && n > 0).count() as u64
     };
@@ -177,6 +195,7 @@ mod tests {
             queries_quota: (7, 25),
             documents_quota: (3, 4),
             plan: "lt-plus".into(),
+            analytics_queries: Some(7),
         };
         (seen, recorded)
     }
@@ -207,6 +226,7 @@ mod tests {
             ("cross_tenant_citations", Box::new(|s, _| s.foreign_citations = 1)),
             ("upstream_calls", Box::new(|s, _| s.upstream_calls = 6)),
             ("plan", Box::new(|_, r| r.plan = "lt-loose".into())),
+            ("analytics_queries", Box::new(|_, r| r.analytics_queries = Some(6))),
             ("unanswered", Box::new(|s, _| s.unanswered = 2)),
         ];
         for (kind, break_it) in cases {
@@ -216,6 +236,8 @@ mod tests {
             assert!(found[kind] > 0, "{kind}: {found:?}");
             assert_eq!(found.values().filter(|&&n| n > 0).count(), 1, "{kind} alone: {found:?}");
         }
+        // Without ClickHouse there is nothing to compare it with.
+        assert!(tenant(&seen, &ServerView { analytics_queries: None, ..recorded.clone() }).is_empty());
         // A local model never calls the upstream.
         let local = Observed { hosted: false, upstream_calls: 0, ..seen };
         assert!(tenant(&local, &recorded).is_empty());
@@ -233,10 +255,16 @@ mod tests {
         let documents = serde_json::json!({"documents": [{}, {}]});
         let quotas =
             serde_json::json!({"used": {"queries": 5, "documents": 2}, "limits": {"queries": 25, "documents": 4}});
-        let view = ServerView::read(&usage, &series, &documents, &quotas, &serde_json::json!({"plan": "lt-tight"}));
+        let analytics = serde_json::json!({"meters": [
+            {"meter": "documents", "ledger": 2, "analytics": 2},
+            {"meter": "queries", "ledger": 5, "analytics": 4},
+        ]});
+        let tenant = serde_json::json!({"plan": "lt-tight"});
+        let view = ServerView::read(&usage, &series, &documents, &quotas, &tenant, Some(&analytics));
         assert_eq!(view.usage_queries, 5);
         assert_eq!(view.ledger_by_model, HashMap::from([("lt-beta".into(), 5)]));
         assert_eq!((view.documents, view.queries_quota, view.documents_quota), (2, (5, 25), (2, 4)));
         assert_eq!(view.plan, "lt-tight");
+        assert_eq!(view.analytics_queries, Some(4));
     }
 }
