@@ -30,20 +30,43 @@ use profile::Profile;
 use reconcile::{Observed, ServerView};
 use upstream::Upstream;
 
+#[derive(clap::Args)]
 pub struct LoadtestArgs {
+    /// Tenants to provision.
+    #[arg(long, default_value_t = 1_000)]
     pub tenants: usize,
+    /// Seconds of traffic.
+    #[arg(long, default_value_t = 60)]
     pub duration: u64,
+    /// Requests per second, sent on schedule whatever the answers' pace.
+    #[arg(long, default_value_t = 200)]
     pub rate: u64,
-    /// Base URLs of a deployment's nodes; empty: an embedded service in this process.
+    /// A deployment's node (repeat, or separate with commas, for several: asked round robin) instead of an
+    /// embedded service; it needs the configuration `--print-config` prints.
+    #[arg(long = "url", value_delimiter = ',')]
     pub urls: Vec<String>,
+    /// Also print one JSON object with the results (its `reconciliation` holding each kind of mismatch) as
+    /// the last line.
+    #[arg(long)]
     pub json: bool,
-    /// The deployment's operator token (embedded: one of its own).
+    /// The deployment's operator token (for its ledger series; embedded: one of its own).
+    #[arg(long, env = "TENANTRY_OPERATOR_TOKEN", default_value = "", hide_env_values = true)]
     pub operator_token: String,
-    /// Where the fake upstream listens.
+    /// Where the fake OpenAI-compatible upstream listens (the hosted models' base URL).
+    #[arg(long, default_value = "127.0.0.1:0")]
     pub upstream_bind: String,
+    /// Print the models and plans a deployment needs for `--upstream-bind`, and exit.
+    #[arg(long)]
     pub print_config: bool,
+    /// Most requests in flight at once.
+    #[arg(long, default_value_t = 512)]
     pub max_in_flight: usize,
+    /// Seed of the request mix.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// How often each operation is picked, as `name=weight` pairs (query, chat, usage, upload, delete, plan);
+    /// `--mix query` sends questions only.
+    #[arg(long, default_value = DEFAULT_MIX)]
     pub mix: Mix,
 }
 

@@ -74,44 +74,7 @@ enum Command {
     /// mix of their requests at a target rate, then reconcile what they saw with what the service recorded
     /// (usage, ledger, documents, quotas, plans, the upstream's view of models and prompts). Exits 1 when
     /// any guarantee did not hold.
-    Loadtest {
-        /// Tenants to provision.
-        #[arg(long, default_value_t = 1_000)]
-        tenants: usize,
-        /// Seconds of traffic.
-        #[arg(long, default_value_t = 60)]
-        duration: u64,
-        /// Requests per second, sent on schedule whatever the answers' pace.
-        #[arg(long, default_value_t = 200)]
-        rate: u64,
-        /// A deployment's node (repeat, or separate with commas, for several: asked round robin) instead
-        /// of an embedded service; it needs the configuration `--print-config` prints.
-        #[arg(long, value_delimiter = ',')]
-        url: Vec<String>,
-        /// Also print one JSON object with the results (its `reconciliation` holding each kind of
-        /// mismatch) as the last line.
-        #[arg(long)]
-        json: bool,
-        /// The deployment's operator token (for its ledger series).
-        #[arg(long, env = "TENANTRY_OPERATOR_TOKEN", default_value = "", hide_env_values = true)]
-        operator_token: String,
-        /// Where the fake OpenAI-compatible upstream listens (the hosted models' base URL).
-        #[arg(long, default_value = "127.0.0.1:0")]
-        upstream_bind: String,
-        /// Print the models and plans a deployment needs for `--upstream-bind`, and exit.
-        #[arg(long)]
-        print_config: bool,
-        /// Most requests in flight at once.
-        #[arg(long, default_value_t = 512)]
-        max_in_flight: usize,
-        /// Seed of the request mix.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// How often each operation is picked, as `name=weight` pairs (query, chat, usage, upload, delete,
-        /// plan); `--mix query` sends questions only.
-        #[arg(long, default_value = loadtest::DEFAULT_MIX)]
-        mix: loadtest::Mix,
-    },
+    Loadtest(loadtest::LoadtestArgs),
     /// Benchmarks (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -487,33 +450,8 @@ async fn run() -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Loadtest {
-            tenants,
-            duration,
-            rate,
-            url,
-            json,
-            operator_token,
-            upstream_bind,
-            print_config,
-            max_in_flight,
-            seed,
-            mix,
-        } => {
+        Command::Loadtest(args) => {
             let _telemetry = telemetry::init("warn,sqlx=warn,tantivy=warn", None)?;
-            let args = loadtest::LoadtestArgs {
-                tenants,
-                duration,
-                rate,
-                urls: url,
-                json,
-                operator_token,
-                upstream_bind,
-                print_config,
-                max_in_flight,
-                seed,
-                mix,
-            };
             loadtest::run(args).await?;
         }
         Command::Openapi => print_to_stdout(&serde_json::to_string_pretty(&tenantry_web::openapi())?)?,

@@ -62,32 +62,41 @@ async fn receive(State(spans): State<Spans>, body: Bytes) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/x-protobuf")], ExportTraceServiceResponse::default().encode_to_vec())
 }
 
-#[tokio::test]
-async fn every_span_of_a_question_reaches_the_collector_with_its_tenant_and_request() {
-    let spans: Spans = Arc::default();
-    let app = axum::Router::new().route("/v1/traces", axum::routing::post(receive)).with_state(spans.clone());
+/// Serves `app` as an OTLP collector on a free port; its base URL.
+async fn collector(app: axum::Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let collector = listener.local_addr().expect("addr");
+    let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let endpoint = format!("http://{collector}");
-    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
-    let server = support::serve(&dir.path().join("data"), &env);
-    let base = server.base();
-    let http = reqwest::Client::new();
-
+/// Signs up a starter tenant; its API key and tenant id.
+async fn signup(http: &reqwest::Client, base: &str, email: &str) -> (String, String) {
     let signup: Value = http
         .post(format!("{base}/v1/signup"))
-        .json(&json!({"email": "otel@trace.test", "organization": "Traced", "plan": "starter"}))
+        .json(&json!({"email": email, "organization": "Observed", "plan": "starter"}))
         .send()
         .await
         .expect("signup")
         .json()
         .await
         .expect("json");
-    let key = signup["api_key"].as_str().expect("key");
-    let tenant = signup["tenant_id"].as_str().expect("tenant").to_owned();
+    let key = signup["api_key"].as_str().expect("key").to_owned();
+    (key, signup["tenant_id"].as_str().expect("tenant").to_owned())
+}
+
+#[tokio::test]
+async fn every_span_of_a_question_reaches_the_collector_with_its_tenant_and_request() {
+    let spans: Spans = Arc::default();
+    let app = axum::Router::new().route("/v1/traces", axum::routing::post(receive)).with_state(spans.clone());
+    let endpoint = collector(app).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_BSP_SCHEDULE_DELAY", "100")];
+    let server = support::serve(&dir.path().join("data"), &env);
+    let base = server.base();
+    let http = reqwest::Client::new();
+    let (key, tenant) = signup(&http, &base, "otel@trace.test").await;
+    let key = key.as_str();
     let upload = http
         .post(format!("{base}/v1/documents"))
         .bearer_auth(key)
@@ -165,28 +174,15 @@ async fn the_metrics_reach_the_collector_as_otlp_sums_gauges_and_histograms() {
         .route("/v1/metrics", axum::routing::post(receive_metrics))
         .route("/v1/traces", axum::routing::post(|| async { "" }))
         .with_state(exports.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let collector = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
+    let endpoint = collector(app).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let endpoint = format!("http://{collector}");
     let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()), ("OTEL_METRIC_EXPORT_INTERVAL", "200")];
     let server = support::serve(&dir.path().join("data"), &env);
     let base = server.base();
     let http = reqwest::Client::new();
-    let signup: Value = http
-        .post(format!("{base}/v1/signup"))
-        .json(&json!({"email": "otel@metrics.test", "organization": "Measured", "plan": "starter"}))
-        .send()
-        .await
-        .expect("signup")
-        .json()
-        .await
-        .expect("json");
-    let key = signup["api_key"].as_str().expect("key");
+    let (key, _) = signup(&http, &base, "otel@metrics.test").await;
     for _ in 0..3 {
-        let r = http.post(format!("{base}/v1/query")).bearer_auth(key).json(&json!({"question": "Refunds?"})).send();
+        let r = http.post(format!("{base}/v1/query")).bearer_auth(&key).json(&json!({"question": "Refunds?"})).send();
         assert!(r.await.expect("query").status().is_success());
     }
 
