@@ -85,6 +85,10 @@ async fn signup(http: &reqwest::Client, base: &str, email: &str) -> (String, Str
     (key, signup["tenant_id"].as_str().expect("tenant").to_owned())
 }
 
+fn is_tenant_job(span: &Received, tenant: &str) -> bool {
+    span.name == "job" && span.attributes.get("tenant_id").map(String::as_str) == Some(tenant)
+}
+
 #[tokio::test]
 async fn every_span_of_a_question_reaches_the_collector_with_its_tenant_and_request() {
     let spans: Spans = Arc::default();
@@ -116,6 +120,9 @@ async fn every_span_of_a_question_reaches_the_collector_with_its_tenant_and_requ
         .expect("query");
     assert!(answer.status().is_success());
 
+    let export = http.post(format!("{base}/v1/export")).bearer_auth(key).send().await.expect("export");
+    assert_eq!(export.status(), 202);
+
     let wanted = ["request", "authenticate", "quota.reserve", "retrieval", "model", "quota.settle", "ledger.write"];
     let deadline = Instant::now() + Duration::from_secs(30);
     let of_question = loop {
@@ -126,13 +133,19 @@ async fn every_span_of_a_question_reaches_the_collector_with_its_tenant_and_requ
             .filter(|s| s.attributes.get("request_id").map(String::as_str) == Some(request_id))
             .cloned()
             .collect();
-        if wanted.iter().all(|w| of_question.iter().any(|s| s.name == *w)) || Instant::now() > deadline {
+        let job_seen = spans.lock().expect("lock").iter().any(|s| is_tenant_job(s, &tenant));
+        if (job_seen && wanted.iter().all(|w| of_question.iter().any(|s| s.name == *w))) || Instant::now() > deadline {
             break of_question;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     drop(server);
 
+    // The export's archive was built by a background job, traced with its tenant.
+    let jobs: Vec<Received> =
+        spans.lock().expect("lock").iter().filter(|s| is_tenant_job(s, &tenant)).cloned().collect();
+    assert!(!jobs.is_empty(), "a job span carrying the tenant");
+    assert!(jobs.iter().all(|j| j.attributes.contains_key("kind") && j.service == "tenantry"), "{jobs:?}");
     let names: Vec<&str> = of_question.iter().map(|s| s.name.as_str()).collect();
     for w in wanted {
         assert!(names.contains(&w), "a {w} span for the question; got {names:?}");
