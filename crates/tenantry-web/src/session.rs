@@ -235,8 +235,8 @@ pub async fn send_link(State(s): State<Services>, Json(body): Json<LinkBody>) ->
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordBody {
-    /// 10 to 256 characters.
-    #[schema(min_length = 10, max_length = 256)]
+    /// 10 to 256 characters, none of them a control character.
+    #[schema(min_length = 10, max_length = 256, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")]
     pub password: String,
 }
 
