@@ -77,7 +77,89 @@ pub enum Uploaded {
 pub const MAX_TITLE_CHARS: usize = 500;
 
 impl Services {
+    /// Stores an upload: admitted (type, title, quota, one of the tenant's upload slots), parsed and chunked
+    /// within the limits, embedded when it is short or the embedder bills, then written whole in one
+    /// transaction and caught up into this node's index.
     pub async fn upload_document(&self, ctx: &TenantContext, upload: Upload) -> ServiceResult<Uploaded> {
+        let admitted = match self.admit_upload(ctx, upload).await? {
+            Admission::Replay(existing) => return Ok(Uploaded::Duplicate(self.view(ctx, existing))),
+            Admission::New(admitted) => admitted,
+        };
+        let AdmittedUpload { format, supplied_title, file_name, sha, bytes, _in_flight } = admitted;
+        let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+        let (parsed, chunks, bytes) = self.parse_upload(ctx, format, bytes).await?;
+        let stored = size.saturating_add(i64::try_from(parsed.text_bytes()).unwrap_or(i64::MAX));
+        let title = supplied_title.or(parsed.title).or(file_name).unwrap_or_else(|| "Untitled".to_owned());
+        check_title(&title)?;
+
+        let now = self.clock().now();
+        let doc_id = DocumentId::generate();
+        let (mut new_chunks, to_index) = chunk_rows(&doc_id, &chunks);
+        // An upstream embedder bills the tokens of what it embeds: reserved here at their count with the real
+        // tokenizer (OpenAI's own for its embedding models), settled at what the upstream reports.
+        let billed_model = self.embedding_model().filter(|_| ctx.index_vectors).cloned();
+        let embedding_estimate = match &billed_model {
+            Some(_) => self.embedding_tokens_of(&title, &to_index),
+            None => 0,
+        };
+        let reserved =
+            Amounts { documents: 1, storage_bytes: stored, tokens: embedding_estimate, ..Amounts::default() };
+        let reservation = self.reserve(ctx, reserved).await?;
+
+        // 1. The vectors, when the tenant's plan searches them and the document is short or the embedder
+        // billed (else a job makes them, `EMBED_IN_REQUEST_CHUNKS`): before anything is written, so a model
+        // failure leaves nothing behind. 2. Rows, vectors (or the job), the original, the change record and
+        // the ledger events, in one transaction: the document exists for every node or for none. 3. This
+        // node's index, caught up from the rows (every other node catches up the same way).
+        let embed_later = ctx.index_vectors && billed_model.is_none() && to_index.len() > EMBED_IN_REQUEST_CHUNKS;
+        let embed_now = ctx.index_vectors && !embed_later;
+        let embedding_tokens = match embed_now {
+            true => self.embed_chunks(&title, to_index, &mut new_chunks).await?,
+            false => 0,
+        };
+        let embedder = match embed_now {
+            true => self.search().embedder_name().to_owned(),
+            false => String::new(),
+        };
+        let doc = NewDocument {
+            id: doc_id.clone(),
+            tenant_id: ctx.tenant_id.clone(),
+            title,
+            content_type: format.content_type().to_owned(),
+            bytes: size,
+            stored_bytes: stored,
+            content_sha256: sha,
+            now,
+            embedder,
+            embed_later: embed_later
+                .then(|| Job::EmbedDocument { tenant_id: ctx.tenant_id.clone(), document_id: doc_id.clone() }.at(now)),
+        };
+        let mut events = level_events(ctx, &doc_id, "upload", 1, doc.stored_bytes, now);
+        let mut actual = Amounts { documents: 1, storage_bytes: doc.stored_bytes, ..Amounts::default() };
+        if let Some(model) = billed_model.filter(|_| embedding_tokens > 0) {
+            events.push(embedding_event(ctx, &format!("{doc_id}:upload"), &model, embedding_tokens, now));
+            actual.tokens = i64::try_from(embedding_tokens).unwrap_or(i64::MAX);
+        }
+        let settlement = self.settlement_for(ctx, Some(&reservation), actual);
+        match self.store().insert_document(&doc, &new_chunks, &bytes, &settlement, &events).await {
+            // An identical upload racing this one was stored first: nothing of this one was written, its quota
+            // is released (the reservation's drop), and the request is answered as the replay it is.
+            Ok(Inserted::Existing(existing)) => Ok(Uploaded::Duplicate(self.view(ctx, existing))),
+            Ok(Inserted::New(row)) => {
+                Self::mark_settled(reservation);
+                self.after_upload(ctx, &doc_id, embed_later).await?;
+                tracing::info!(document_id = %doc_id, chunks = row.chunks, bytes = row.bytes, embed_later, "document indexed");
+                Ok(Uploaded::Created(self.view(ctx, row)))
+            }
+            Err(StoreError::TenantErased) => Err(self.upload_outlived_its_tenant(ctx).await),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// What an upload must pass before it is parsed: a known type, something in it, a valid title, not a
+    /// replay of a stored document, quota plainly left, and one of the tenant's upload slots (held until the
+    /// upload ends).
+    async fn admit_upload(&self, ctx: &TenantContext, upload: Upload) -> ServiceResult<Admission> {
         let format = Format::detect(upload.content_type.as_deref(), upload.file_name.as_deref()).ok_or_else(|| {
             ServiceError::new(
                 ErrorCode::UnsupportedMediaType,
@@ -106,138 +188,60 @@ impl Services {
             })
             .await?;
         if let Some(existing) = self.store().document_by_digest(&ctx.tenant_id, &sha).await? {
-            return Ok(Uploaded::Duplicate(self.view(ctx, existing)));
+            return Ok(Admission::Replay(existing));
         }
-        let size = bytes.len() as i64;
         // Parsing decides what an upstream embedder will bill, so quota is reserved once the chunks are known;
         // this spares the parsing when the quota is plainly used up.
+        let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
         self.precheck(ctx, Amounts { documents: 1, storage_bytes: size, ..Amounts::default() }).await?;
         let limit = self.config().limits.uploads_in_flight;
-        let _in_flight = self.inner.uploads.try_start(&ctx.tenant_id, limit).ok_or_else(|| {
+        let in_flight = self.inner.uploads.try_start(&ctx.tenant_id, limit).ok_or_else(|| {
             ServiceError::new(ErrorCode::RateLimited, format!("at most {limit} uploads at once; retry when one ends"))
                 .retry_after(1)
         })?;
+        let file_name = upload.file_name;
+        Ok(Admission::New(AdmittedUpload { format, supplied_title, file_name, sha, bytes, _in_flight: in_flight }))
+    }
 
-        let (parsed, chunks, bytes) = self.parse_upload(ctx, format, bytes).await?;
-        let text_bytes = i64::try_from(parsed.text_bytes()).unwrap_or(i64::MAX);
-        let stored = size.saturating_add(text_bytes);
+    /// The tokens an upstream embedder will bill for the document's passages, by the real tokenizer.
+    fn embedding_tokens_of(&self, title: &str, chunks: &[ChunkToIndex]) -> i64 {
+        let passages = self.search().embedding_texts(title, chunks);
+        let tokens: u64 = passages.iter().flatten().map(|t| tenantry_domain::tokens::count(t)).sum();
+        i64::try_from(tokens).unwrap_or(i64::MAX)
+    }
 
-        let title = supplied_title.or(parsed.title).or(upload.file_name).unwrap_or_else(|| "Untitled".to_owned());
-        check_title(&title)?;
-
-        let now = self.clock().now();
-        let doc_id = DocumentId::generate();
-        let mut new_chunks: Vec<NewChunk> = chunks
-            .iter()
-            .map(|c| NewChunk {
-                id: ChunkId::new(&doc_id, c.ordinal),
-                ordinal: i64::from(c.ordinal),
-                heading: c.heading.clone(),
-                page: c.page.map(i64::from),
-                text: c.text.clone(),
-                embedding: None,
-            })
-            .collect();
-
-        let to_index: Vec<ChunkToIndex> = new_chunks
-            .iter()
-            .map(|c| ChunkToIndex {
-                chunk_id: c.id.to_string(),
-                ordinal: c.ordinal as u64,
-                heading: c.heading.clone(),
-                page: c.page.map(|p| p as u64),
-                text: c.text.clone(),
-            })
-            .collect();
-        // An upstream embedder bills the tokens of what it embeds: reserved here at their count with the real
-        // tokenizer (OpenAI's own for its embedding models), settled at what the upstream reports.
-        let billed_model = self.embedding_model().filter(|_| ctx.index_vectors).cloned();
-        let embedding_estimate = match &billed_model {
-            Some(_) => self
-                .search()
-                .embedding_texts(&title, &to_index)
-                .iter()
-                .flatten()
-                .map(|t| tenantry_domain::tokens::count(t) as i64)
-                .sum(),
-            None => 0,
-        };
-        let reservation = self
-            .reserve(
-                ctx,
-                Amounts { documents: 1, storage_bytes: stored, tokens: embedding_estimate, ..Amounts::default() },
-            )
-            .await?;
-
-        // 1. The vectors, when the tenant's plan searches them and the document is short or the embedder
-        // billed (else a job makes them, `EMBED_IN_REQUEST_CHUNKS`): before anything is written, so a model
-        // failure leaves nothing behind. 2. Rows, vectors (or the job), the original, the change record and
-        // the ledger events, in one transaction: the document exists for every node or for none. 3. This
-        // node's index, caught up from the rows (every other node catches up the same way).
-        let embed_later = ctx.index_vectors && billed_model.is_none() && to_index.len() > EMBED_IN_REQUEST_CHUNKS;
-        let vectors = if ctx.index_vectors && !embed_later {
-            let (search, title, chunks) = (self.search().clone(), title.clone(), to_index);
-            match tokio::task::spawn_blocking(move || search.embed_document(&title, &chunks)).await? {
-                Ok((vectors, tokens)) => Some((vectors, tokens)),
-                Err(e) => return Err(e.into()),
-            }
-        } else {
-            None
-        };
-        let embedding_tokens = vectors.as_ref().map_or(0, |(_, tokens)| *tokens);
-        let embedder = match &vectors {
-            Some(_) => self.search().embedder_name().to_owned(),
-            None => String::new(),
-        };
-        if let Some((vectors, _)) = vectors {
-            for (chunk, vector) in new_chunks.iter_mut().zip(vectors) {
-                chunk.embedding = Some(vector);
-            }
+    /// Embeds the chunks off the runtime and puts each chunk's vectors in its row; the tokens the embedder
+    /// reports.
+    async fn embed_chunks(
+        &self,
+        title: &str,
+        to_index: Vec<ChunkToIndex>,
+        rows: &mut [NewChunk],
+    ) -> ServiceResult<u64> {
+        let (search, title) = (self.search().clone(), title.to_owned());
+        let (vectors, tokens) = tokio::task::spawn_blocking(move || search.embed_document(&title, &to_index)).await??;
+        for (chunk, vector) in rows.iter_mut().zip(vectors) {
+            chunk.embedding = Some(vector);
         }
-        let doc = NewDocument {
-            id: doc_id.clone(),
-            tenant_id: ctx.tenant_id.clone(),
-            title,
-            content_type: format.content_type().to_owned(),
-            bytes: size,
-            stored_bytes: stored,
-            content_sha256: sha,
-            now,
-            embedder,
-            embed_later: embed_later
-                .then(|| Job::EmbedDocument { tenant_id: ctx.tenant_id.clone(), document_id: doc_id.clone() }.at(now)),
-        };
-        let mut events = level_events(ctx, &doc_id, "upload", 1, doc.stored_bytes, now);
-        let mut actual = Amounts { documents: 1, storage_bytes: doc.stored_bytes, ..Amounts::default() };
-        if let Some(model) = billed_model.filter(|_| embedding_tokens > 0) {
-            events.push(embedding_event(ctx, &format!("{doc_id}:upload"), &model, embedding_tokens, now));
-            actual.tokens = embedding_tokens as i64;
+        Ok(tokens)
+    }
+
+    /// Once an upload is stored: vectors for a plan that changed meanwhile, this node's index caught up,
+    /// the embedding job woken, the tenant's activation noted.
+    async fn after_upload(&self, ctx: &TenantContext, doc_id: &DocumentId, embed_later: bool) -> ServiceResult<()> {
+        if !ctx.index_vectors {
+            self.vectors_if_plan_changed(ctx, doc_id).await?;
         }
-        let settlement = self.settlement_for(ctx, Some(&reservation), actual);
-        match self.store().insert_document(&doc, &new_chunks, &bytes, &settlement, &events).await {
-            // An identical upload racing this one was stored first: nothing of this one was written, its quota
-            // is released (the reservation's drop), and the request is answered as the replay it is.
-            Ok(Inserted::Existing(existing)) => Ok(Uploaded::Duplicate(self.view(ctx, existing))),
-            Ok(Inserted::New(row)) => {
-                Self::mark_settled(reservation);
-                if !ctx.index_vectors {
-                    self.vectors_if_plan_changed(ctx, &doc_id).await?;
-                }
-                if let Err(e) = self.sync_index(&ctx.tenant_id).await {
-                    // Stored: the next question or the follower catches the index up.
-                    tracing::warn!(error = %e.detail, "document stored; the index will catch up");
-                }
-                tracing::info!(document_id = %doc_id, chunks = row.chunks, bytes = row.bytes, embed_later, "document indexed");
-                if embed_later {
-                    // Its `embed_document` job is due now: this node's worker starts it without waiting to poll.
-                    self.wake_jobs();
-                }
-                self.document_added(&ctx.tenant_id).await;
-                Ok(Uploaded::Created(self.view(ctx, row)))
-            }
-            Err(StoreError::TenantErased) => Err(self.upload_outlived_its_tenant(ctx).await),
-            Err(e) => Err(e.into()),
+        if let Err(e) = self.sync_index(&ctx.tenant_id).await {
+            // Stored: the next question or the follower catches the index up.
+            tracing::warn!(error = %e.detail, "document stored; the index will catch up");
         }
+        if embed_later {
+            // Its `embed_document` job is due now: this node's worker starts it without waiting to poll.
+            self.wake_jobs();
+        }
+        self.document_added(&ctx.tenant_id).await;
+        Ok(())
     }
 
     /// Parses and chunks an upload off the async runtime, one document per core at a time, within the
@@ -503,6 +507,49 @@ impl Services {
         tracing::info!(tenant_id = %tenant_id, "documents re-embedded");
         Ok(())
     }
+}
+
+/// An upload past its admission: a new document, or a replay of one the tenant stored.
+enum Admission {
+    New(AdmittedUpload),
+    Replay(DocumentRow),
+}
+
+/// An admitted upload, with one of the tenant's upload slots held until it is dropped.
+struct AdmittedUpload {
+    format: Format,
+    supplied_title: Option<String>,
+    file_name: Option<String>,
+    sha: String,
+    bytes: Vec<u8>,
+    _in_flight: crate::work::Started,
+}
+
+/// The rows of a document's chunks (vectors to come) and what the search index takes of each.
+fn chunk_rows(doc_id: &DocumentId, chunks: &[Chunk]) -> (Vec<NewChunk>, Vec<ChunkToIndex>) {
+    let rows: Vec<NewChunk> = chunks
+        .iter()
+        .map(|c| NewChunk {
+            id: ChunkId::new(doc_id, c.ordinal),
+            ordinal: i64::from(c.ordinal),
+            heading: c.heading.clone(),
+            page: c.page.map(i64::from),
+            text: c.text.clone(),
+            embedding: None,
+        })
+        .collect();
+    let to_index = chunks
+        .iter()
+        .zip(&rows)
+        .map(|(c, row)| ChunkToIndex {
+            chunk_id: row.id.to_string(),
+            ordinal: u64::from(c.ordinal),
+            heading: c.heading.clone(),
+            page: c.page.map(u64::from),
+            text: c.text.clone(),
+        })
+        .collect();
+    (rows, to_index)
 }
 
 /// Past a limit, 413 with its reason; anything else the file's fault, 422.
