@@ -88,9 +88,9 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
 
     let (embedded, target) = match args.urls.as_slice() {
         [] => {
-            let (service, token) = start_embedded(&upstream_url).await?;
-            let target = Target::new(vec![service.base.clone()], token, args.max_in_flight)?;
-            (Some(service), target)
+            let embedded = Embedded::start(&upstream_url).await?;
+            let target = Target::new(vec![embedded.service.base.clone()], embedded.token.clone(), args.max_in_flight)?;
+            (Some(embedded), target)
         }
         urls => (None, Target::new(urls.to_vec(), args.operator_token.clone(), args.max_in_flight)?),
     };
@@ -100,8 +100,9 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     let traffic = drive(&target, &tenants, &args).await?;
     let outcome = reconcile_all(&target, &tenants, &upstream, started_at).await?;
     let report = Report::new(&args, &traffic, outcome, &upstream);
-    if let Some(service) = embedded {
-        service.stop().await?;
+    if let Some(embedded) = embedded {
+        embedded.service.stop().await?;
+        // Its data directory is deleted here, with the rest of `embedded`, once the service has let go of it.
     }
     report.print(args.json)?;
     let mismatches: u64 = report.reconciliation.values().sum();
@@ -112,15 +113,23 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
 }
 
 /// A service in this process with the load test's plans and models, its hosted models pointing at the
-/// fake upstream; and its operator token.
-async fn start_embedded(upstream_url: &str) -> anyhow::Result<(InProcess, String)> {
-    let dir = tempfile::tempdir()?.keep();
-    let mut config = Config::from_toml(&profile::config(upstream_url))?;
-    config.server.bind = "127.0.0.1:0".into();
-    config.server.data_dir = dir;
-    let token = format!("loadtest-{:032x}", rand::thread_rng().gen::<u128>());
-    config.server.operator_token = token.clone();
-    Ok((InProcess::start(config).await?, token))
+/// fake upstream; its operator token; its data directory, deleted when dropped.
+struct Embedded {
+    service: InProcess,
+    token: String,
+    _data: tempfile::TempDir,
+}
+
+impl Embedded {
+    async fn start(upstream_url: &str) -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let mut config = Config::from_toml(&profile::config(upstream_url))?;
+        config.server.bind = "127.0.0.1:0".into();
+        config.server.data_dir = data.path().to_owned();
+        let token = format!("loadtest-{:032x}", rand::thread_rng().gen::<u128>());
+        config.server.operator_token = token.clone();
+        Ok(Self { service: InProcess::start(config).await?, token, _data: data })
+    }
 }
 
 /// The nodes requests go to, round robin, and the client that sends them.
