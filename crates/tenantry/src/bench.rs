@@ -205,54 +205,31 @@ async fn run(
     seconds: u64,
     max_in_flight: usize,
 ) -> anyhow::Result<RunResult> {
-    if rate == 0 {
-        bail!("rate must be positive");
-    }
-    let total = (rate * seconds) as usize;
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let permits = Arc::new(Semaphore::new(max_in_flight));
+    let total = usize::try_from(rate * seconds)?;
     let url = format!("{base}{}", ask.route);
-    let ask = ask.clone();
-    // The pacing runs on a thread of its own: tokio's timer wheel fires at millisecond granularity, so
-    // `sleep_until` would start most requests up to a millisecond late, and that lateness (measured from the
-    // scheduled time, as it must be) would be the load generator's, not the gateway's.
-    let runtime = tokio::runtime::Handle::current();
-    let (client, key) = (client.clone(), key.to_owned());
-    let start = Instant::now();
-    let (paced, tasks) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut tasks = Vec::with_capacity(total);
-        for i in 0..total {
-            let scheduled = start + interval * i as u32;
-            if let Some(wait) = scheduled.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
+    let (client, key, ask) = (client.clone(), key.to_owned(), ask.clone());
+    let (answers, elapsed) = open_loop(rate, total, max_in_flight, move |_, scheduled| {
+        let (client, url, key, ask) = (client.clone(), url.clone(), key.clone(), ask.clone());
+        async move {
+            let mut request = client.post(&url).bearer_auth(&key).json(&ask.body);
+            if ask.idempotency_keys {
+                request =
+                    request.header("Idempotency-Key", format!("bench-{}", NEXT_KEY.fetch_add(1, Ordering::Relaxed)));
             }
-            let Ok(permit) = runtime.block_on(permits.clone().acquire_owned()) else { break };
-            let (client, url, key, ask) = (client.clone(), url.clone(), key.clone(), ask.clone());
-            tasks.push(runtime.spawn(async move {
-                let mut request = client.post(&url).bearer_auth(&key).json(&ask.body);
-                if ask.idempotency_keys {
-                    request = request
-                        .header("Idempotency-Key", format!("bench-{}", NEXT_KEY.fetch_add(1, Ordering::Relaxed)));
-                }
-                let ok = request.send().await.is_ok_and(|r| r.status().is_success());
-                drop(permit);
-                (ok, scheduled.elapsed())
-            }));
+            let ok = request.send().await.is_ok_and(|r| r.status().is_success());
+            (ok, scheduled.elapsed())
         }
-        let _ = paced.send(tasks);
-    });
-    let tasks = tasks.await.context("the pacing thread stopped")?;
+    })
+    .await?;
     let mut latencies = Vec::with_capacity(total);
     let mut errors = 0;
-    for t in tasks {
-        let (ok, latency) = t.await?;
+    for (ok, latency) in answers {
         if !ok {
             errors += 1;
         }
         latencies.push(latency.as_micros() as u64);
     }
-    let elapsed = start.elapsed().as_secs_f64();
+    let elapsed = elapsed.as_secs_f64();
     latencies.sort_unstable();
     let pct = |p: f64| {
         latencies
@@ -271,6 +248,56 @@ async fn run(
         ledger_rows_per_s: 0.0,
         server_within_2ms: 0.0,
     })
+}
+
+/// Open-loop load: `request(i, scheduled)` is called for each `i` below `total`, `rate` a second from now
+/// whatever the answers' pace, and each future it returns runs on the runtime once one of `max_in_flight`
+/// permits is free. Returns every future's output, in order, and the time until the last finished. The pacing
+/// runs on a thread of its own: tokio's timer wheel fires at millisecond granularity, so `sleep_until` would
+/// start most requests up to a millisecond late, and that lateness (measured from the scheduled time, as it
+/// must be) would be the load generator's, not the service's.
+pub async fn open_loop<F, Fut, T>(
+    rate: u64,
+    total: usize,
+    max_in_flight: usize,
+    mut request: F,
+) -> anyhow::Result<(Vec<T>, Duration)>
+where
+    F: FnMut(usize, Instant) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    if rate == 0 {
+        bail!("rate must be positive");
+    }
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let permits = Arc::new(Semaphore::new(max_in_flight));
+    let runtime = tokio::runtime::Handle::current();
+    let start = Instant::now();
+    let (paced, tasks) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut tasks = Vec::with_capacity(total);
+        for i in 0..total {
+            let scheduled = start + interval.mul_f64(i as f64);
+            if let Some(wait) = scheduled.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let Ok(permit) = runtime.block_on(permits.clone().acquire_owned()) else { break };
+            let answer = request(i, scheduled);
+            tasks.push(runtime.spawn(async move {
+                let output = answer.await;
+                drop(permit);
+                output
+            }));
+        }
+        let _ = paced.send(tasks);
+    });
+    let tasks = tasks.await.context("the pacing thread stopped")?;
+    let mut outputs = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        outputs.push(task.await?);
+    }
+    Ok((outputs, start.elapsed()))
 }
 
 /// `route`'s requests so far that the server answered within 2 ms, and all of them, from its

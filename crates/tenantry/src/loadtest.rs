@@ -25,7 +25,7 @@ use tenantry_domain::{Clock, Config, SystemClock};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::bench::{percentile_ms, InProcess};
+use crate::bench::{open_loop, percentile_ms, InProcess};
 use profile::Profile;
 use reconcile::{Observed, ServerView};
 use upstream::Upstream;
@@ -97,9 +97,10 @@ pub async fn run(args: LoadtestArgs) -> anyhow::Result<()> {
     let started_at = SystemClock.now().plus_seconds(-60);
     let target = Arc::new(target);
     let tenants = provision(&target, profiles).await?;
-    let traffic = drive(&target, &tenants, &args).await?;
+    let traffic = Arc::new(Traffic::default());
+    let elapsed = drive(&target, &tenants, &traffic, &args).await?;
     let outcome = reconcile_all(&target, &tenants, &upstream, started_at).await?;
-    let report = Report::new(&args, &traffic, outcome, &upstream);
+    let report = Report::new(&args, &traffic, elapsed, outcome, &upstream);
     if let Some(embedded) = embedded {
         embedded.service.stop().await?;
         // Its data directory is deleted here, with the rest of `embedded`, once the service has let go of it.
@@ -348,8 +349,6 @@ struct Traffic {
     /// Refusals and failures by endpoint, status and problem code.
     errors: Mutex<BTreeMap<String, u64>>,
     server_errors: AtomicU64,
-    sent: AtomicU64,
-    elapsed: Mutex<Duration>,
 }
 
 impl Traffic {
@@ -371,34 +370,28 @@ impl Traffic {
 }
 
 /// Sends the mix at `args.rate` requests a second for `args.duration` seconds, each to a tenant picked at
-/// random, and waits for every answer.
-async fn drive(target: &Arc<Target>, tenants: &[Arc<TenantRun>], args: &LoadtestArgs) -> anyhow::Result<Arc<Traffic>> {
-    let total = args.rate * args.duration;
-    let bar = progress(total, "requests");
-    let traffic = Arc::new(Traffic::default());
-    let in_flight = Arc::new(Semaphore::new(args.max_in_flight));
+/// random, and waits for every answer; how long that took.
+async fn drive(
+    target: &Arc<Target>,
+    tenants: &[Arc<TenantRun>],
+    traffic: &Arc<Traffic>,
+    args: &LoadtestArgs,
+) -> anyhow::Result<Duration> {
+    let total = usize::try_from(args.rate * args.duration)?;
+    let bar = progress(total as u64, "requests");
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let mut tasks = JoinSet::new();
-    let start = Instant::now();
-    for n in 0..total {
-        let due = start + Duration::from_secs_f64(n as f64 / args.rate as f64);
-        tokio::time::sleep_until(due.into()).await;
+    let (target, tenants, traffic, mix, counted) =
+        (target.clone(), tenants.to_vec(), traffic.clone(), args.mix.clone(), bar.clone());
+    let (_, elapsed) = open_loop(args.rate, total, args.max_in_flight, move |_, due| {
         let tenant = tenants[rng.gen_range(0..tenants.len())].clone();
-        let op = args.mix.pick(&mut rng);
-        let permit = in_flight.clone().acquire_owned().await?;
+        let op = mix.pick(&mut rng);
+        counted.inc(1);
         let (target, traffic) = (target.clone(), traffic.clone());
-        tasks.spawn(async move {
-            let _permit = permit;
-            send(&target, &traffic, &tenant, op, due).await;
-        });
-        while tasks.try_join_next().is_some() {}
-        bar.inc(1);
-    }
-    while tasks.join_next().await.is_some() {}
-    *traffic.elapsed.lock() = start.elapsed();
-    traffic.sent.store(total, Ordering::Relaxed);
+        async move { send(&target, &traffic, &tenant, op, due).await }
+    })
+    .await?;
     bar.finish_and_clear();
-    Ok(traffic)
+    Ok(elapsed)
 }
 
 /// One request of the mix, and what its answer tells about the tenant.
@@ -598,10 +591,10 @@ struct Report {
 }
 
 impl Report {
-    fn new(args: &LoadtestArgs, traffic: &Traffic, outcome: Outcome, upstream: &Upstream) -> Self {
+    fn new(args: &LoadtestArgs, traffic: &Traffic, elapsed: Duration, outcome: Outcome, upstream: &Upstream) -> Self {
         let mut reconciliation = outcome.mismatches;
         reconciliation.insert("server_errors", traffic.server_errors.load(Ordering::Relaxed));
-        let elapsed = traffic.elapsed.lock().as_secs_f64();
+        let elapsed = elapsed.as_secs_f64();
         let mut endpoints = serde_json::Map::new();
         for (op, latencies) in traffic.latencies.lock().iter_mut() {
             latencies.sort_unstable();
@@ -622,7 +615,7 @@ impl Report {
             "nodes": args.urls.len().max(1),
             "duration_s": elapsed,
             "target_rps": args.rate,
-            "sent": traffic.sent.load(Ordering::Relaxed),
+            "sent": args.rate * args.duration,
             "answered": answered,
             "achieved_rps": answered as f64 / elapsed,
             "endpoints": endpoints,
