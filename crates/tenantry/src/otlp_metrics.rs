@@ -96,25 +96,19 @@ pub fn to_otlp(openmetrics: &str, service_name: &str, start_nanos: u64) -> Expor
     }
 }
 
+/// The families of the exposition in order. A family's `# HELP`, `# TYPE` and `# UNIT` lines come before its
+/// samples, in any order among themselves (prometheus-client writes HELP first).
 fn families(text: &str) -> Vec<Family> {
     let mut families: Vec<Family> = Vec::new();
     for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
-            families.push(Family {
-                name: name.into(),
-                kind: kind.into(),
-                help: String::new(),
-                unit: String::new(),
-                samples: Vec::new(),
-            });
-        } else if let Some(rest) = line.strip_prefix("# HELP ") {
-            if let (Some(family), Some((_, help))) = (families.last_mut(), rest.split_once(' ')) {
-                family.help = help.into();
-            }
-        } else if let Some(rest) = line.strip_prefix("# UNIT ") {
-            if let (Some(family), Some((_, unit))) = (families.last_mut(), rest.split_once(' ')) {
-                family.unit = unit.into();
+        let metadata = ["# HELP ", "# TYPE ", "# UNIT "].into_iter().find_map(|p| Some((p, line.strip_prefix(p)?)));
+        if let Some((prefix, rest)) = metadata {
+            let (name, value) = rest.split_once(' ').unwrap_or((rest, ""));
+            let family = family_named(&mut families, name);
+            match prefix {
+                "# HELP " => family.help = value.into(),
+                "# TYPE " => family.kind = value.into(),
+                _ => family.unit = value.into(),
             }
         } else if !line.starts_with('#') && !line.is_empty() {
             if let (Some(family), Some(sample)) = (families.last_mut(), sample(line)) {
@@ -123,6 +117,21 @@ fn families(text: &str) -> Vec<Family> {
         }
     }
     families
+}
+
+/// The last family when it is `name`'s, else a new one.
+fn family_named<'a>(families: &'a mut Vec<Family>, name: &str) -> &'a mut Family {
+    if families.last().is_none_or(|f| f.name != name) {
+        families.push(Family {
+            name: name.into(),
+            kind: String::new(),
+            help: String::new(),
+            unit: String::new(),
+            samples: Vec::new(),
+        });
+    }
+    let last = families.len() - 1;
+    &mut families[last]
 }
 
 /// `name{k="v",…} value [# exemplar]`; `None` for a line of another shape.
@@ -299,6 +308,19 @@ mod tests {
     #[test]
     fn counters_gauges_and_histograms_become_their_otlp_kinds() {
         let request = to_otlp(EXPOSITION, "tenantry", 1);
+        let metrics = &request.resource_metrics[0].scope_metrics[0].metrics;
+        let described: Vec<(&str, &str, &str)> =
+            metrics.iter().map(|m| (m.name.as_str(), m.description.as_str(), m.unit.as_str())).collect();
+        assert_eq!(
+            described,
+            vec![
+                ("t_requests", "Requests answered.", ""),
+                ("t_seconds", "Time.", "seconds"),
+                ("t_tenants", "Tenants.", ""),
+                ("t_lag", "", "")
+            ],
+            "each family keeps its own help and unit"
+        );
         let metric::Data::Sum(sum) = metric_named(&request, "t_requests") else { panic!("a sum") };
         assert!(sum.is_monotonic);
         assert_eq!(sum.data_points[0].value, Some(number_data_point::Value::AsInt(3)));
