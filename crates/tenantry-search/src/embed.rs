@@ -28,6 +28,13 @@ pub trait TextEmbedder: Send + Sync {
         None
     }
 
+    /// The most chunks an upload may have and still get its vectors within its request: about a second of
+    /// this embedder's work on two cores. A longer upload is answered once its text is stored (BM25 finds it
+    /// at once) and a job adds its vectors.
+    fn chunks_in_request(&self) -> usize {
+        32
+    }
+
     fn embed(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
         self.embed_batch(&[text])?.pop().ok_or_else(|| EmbedError("the model returned no vector".into()))
     }

@@ -62,12 +62,6 @@ pub enum DocumentStatus {
     Indexing,
 }
 
-/// Past this many chunks, an upload embedded by a model that bills nothing (the built-in embedder, a local
-/// model) is answered once its text is stored, and a job adds its vectors: the local model makes about ten
-/// chunks' vectors a second on two cores, so a long manual would otherwise hold the request for minutes. An
-/// upstream embedder's tokens are metered with the upload, so it always embeds in the request.
-pub const EMBED_IN_REQUEST_CHUNKS: usize = 32;
-
 /// The outcome of an upload: a new document, or the existing one with identical content.
 pub enum Uploaded {
     Created(DocumentView),
@@ -107,11 +101,14 @@ impl Services {
         let reservation = self.reserve(ctx, reserved).await?;
 
         // 1. The vectors, when the tenant's plan searches them and the document is short or the embedder
-        // billed (else a job makes them, `EMBED_IN_REQUEST_CHUNKS`): before anything is written, so a model
+        // billed (else a job makes them, `TextEmbedder::chunks_in_request`): before anything is written, so a model
         // failure leaves nothing behind. 2. Rows, vectors (or the job), the original, the change record and
         // the ledger events, in one transaction: the document exists for every node or for none. 3. This
         // node's index, caught up from the rows (every other node catches up the same way).
-        let embed_later = ctx.index_vectors && billed_model.is_none() && to_index.len() > EMBED_IN_REQUEST_CHUNKS;
+        // An upstream embedder's tokens are metered with the upload, so it always embeds in the request.
+        let embed_later = ctx.index_vectors
+            && billed_model.is_none()
+            && to_index.len() > self.search().embedder().chunks_in_request();
         let embed_now = ctx.index_vectors && !embed_later;
         let embedding_tokens = match embed_now {
             true => self.embed_chunks(&title, to_index, &mut new_chunks).await?,
@@ -453,7 +450,7 @@ impl Services {
     }
 
     /// The `embed_document` job: the vectors of an upload answered before they were made
-    /// (`EMBED_IN_REQUEST_CHUNKS`), announced to every node's index; this node's index catches up at once.
+    /// (`TextEmbedder::chunks_in_request`), announced to every node's index; this node's index catches up at once.
     /// Moot when the document is gone, its tenant erased, or its vectors made already (the job ran before).
     pub(crate) async fn embed_uploaded(&self, tenant_id: &TenantId, id: &DocumentId) -> ServiceResult<()> {
         let Some(tenant) = self.store().tenant(tenant_id).await? else { return Ok(()) };

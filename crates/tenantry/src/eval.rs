@@ -290,7 +290,7 @@ impl Scratch {
 }
 
 /// Waits until every document of the scratch tenant is searchable in every mode: a long document's vectors
-/// are made by a job after its upload is answered (`EMBED_IN_REQUEST_CHUNKS`), run here.
+/// are made by a job after its upload is answered (`TextEmbedder::chunks_in_request`), run here.
 pub(crate) async fn until_searchable(services: &Services, ctx: &TenantContext) -> anyhow::Result<()> {
     loop {
         services.drain_jobs().await?;

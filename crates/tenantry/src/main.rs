@@ -12,6 +12,7 @@ mod demo;
 mod eval;
 mod eval_passages;
 mod loadtest;
+mod model_install;
 mod otlp_metrics;
 mod telemetry;
 
@@ -250,6 +251,13 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
             config.server.operator_token = token;
         }
     }
+    if let Ok(install) = std::env::var("TENANTRY_INSTALL_MODEL") {
+        config.search.install_model = match install.trim().to_ascii_lowercase().as_str() {
+            "0" | "off" | "false" | "no" => false,
+            "1" | "on" | "true" | "yes" => true,
+            other => anyhow::bail!("TENANTRY_INSTALL_MODEL={other:?}: expected on or off"),
+        };
+    }
     Ok(config)
 }
 
@@ -339,8 +347,9 @@ async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            let config = load_config(&args)?;
+            let mut config = load_config(&args)?;
             let _telemetry = telemetry::init("info,sqlx=warn,tantivy=warn,tower_http=warn", Some(&config.telemetry))?;
+            model_install::prepare(&mut config).await;
             let data_dir = config.server.data_dir.clone();
             let telemetry_config = config.telemetry.clone();
             let app = Application::build(config).await?;
@@ -359,6 +368,7 @@ async fn run() -> anyhow::Result<()> {
             if serve.data_dir.is_none() && serve.config.is_none() {
                 config.server.data_dir = PathBuf::from("./tenantry-demo-data");
             }
+            model_install::prepare(&mut config).await;
             demo::run(config, exit).await?;
         }
         Command::Backup { serve, to } => {

