@@ -520,6 +520,11 @@ pub struct PlanConfig {
     pub overage: Overage,
     #[serde(default)]
     pub limits: PlanLimits,
+    /// Whether `advanced` and `agentic` ask a tenant's hosted model to rewrite each question for retrieval
+    /// (`advanced`: other wordings searched beside it; `agentic`: the model's plan of sub-questions). Its
+    /// tokens are metered to the tenant like the answer's. The offline models never rewrite.
+    #[serde(default)]
+    pub query_rewriting: bool,
 }
 
 /// What one document may become on a plan: its extracted text and its chunks. Past either, an upload is
@@ -648,6 +653,8 @@ pub struct Plan {
     pub included: Included,
     pub overage: Overage,
     pub limits: PlanLimits,
+    /// `PlanConfig::query_rewriting`.
+    pub query_rewriting: bool,
 }
 
 impl Plan {
@@ -829,6 +836,7 @@ fn validate_plan(p: &PlanConfig, models: &BTreeMap<String, Arc<ModelSpec>>) -> R
         included: p.included,
         overage: p.overage.clone(),
         limits: p.limits,
+        query_rewriting: p.query_rewriting,
     })
 }
 
@@ -897,6 +905,7 @@ pub fn builtin_plans() -> Vec<PlanConfig> {
                 included,
                 overage,
                 limits: PlanLimits::default(),
+                query_rewriting: false,
             }
         };
     let with_modes = |mut p: PlanConfig, modes: &[&str], default: &str| {

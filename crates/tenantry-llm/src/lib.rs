@@ -16,7 +16,7 @@ use tenantry_domain::{ModelSpec, ProviderKind};
 pub use embed::{Embedder, Embeddings, OpenAiEmbedder};
 pub use local::LocalExtractive;
 pub use openai::OpenAiCompatible;
-pub use prompt::{ContextLengthExceeded, Conversation, Options, Passage, Prompt, ResponseFormat, Role, Turn};
+pub use prompt::{ContextLengthExceeded, Conversation, Options, Passage, Prompt, ResponseFormat, Rewrite, Role, Turn};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TokenUsage {

@@ -191,6 +191,29 @@ enum Task {
     Answer,
     /// Restate the last question of a conversation so that it stands alone, for retrieval.
     Standalone,
+    /// Write search queries for the question, for retrieval.
+    SearchQueries(Rewrite),
+}
+
+/// How a question is rewritten for retrieval (`Prompt::search_queries`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rewrite {
+    /// Other wordings of the same question, in the words a document would use (multi-query).
+    Wordings,
+    /// The sub-questions that must be looked up to answer it, one query each (a plan).
+    Plan,
+}
+
+impl Task {
+    /// The system message of a task that serves retrieval, which sees neither the tenant's prompt nor passages.
+    fn helper_instructions(self) -> Option<&'static str> {
+        match self {
+            Self::Answer => None,
+            Self::Standalone => Some(STANDALONE_INSTRUCTIONS),
+            Self::SearchQueries(Rewrite::Wordings) => Some(WORDINGS_INSTRUCTIONS),
+            Self::SearchQueries(Rewrite::Plan) => Some(PLAN_INSTRUCTIONS),
+        }
+    }
 }
 
 const INSTRUCTIONS: &str = "Answer the question using only the numbered context passages. Cite the passages \
@@ -200,6 +223,19 @@ const STANDALONE_INSTRUCTIONS: &str = "Rewrite the user's last question so that 
 without the conversation: replace every word that refers to something earlier (it, its, they, that one, \
 there) with what it refers to. Keep the question's language and meaning, do not answer it, and reply with the \
 rewritten question only.";
+
+const WORDINGS_INSTRUCTIONS: &str = "Write up to three search queries that would find the passages of a \
+document that answer the user's question. Say what the user describes in everyday words the way a formal document \
+(a contract, a manual, a regulation, a policy) would say it. Do not answer the question. Reply with one query per \
+line and nothing else.";
+
+const PLAN_INSTRUCTIONS: &str = "Break the user's question into the separate things that must be looked up in \
+the documents to answer it, at most three, and write one self-contained search query for each (one query when \
+the question asks one thing), in the words a formal document would use. Do not answer the question. Reply with \
+one query per line and nothing else.";
+
+/// The most tokens the search queries of one question may take.
+pub const SEARCH_QUERIES_MAX_TOKENS: u32 = 160;
 
 /// Turns of the conversation a standalone question is written from (the most recent), and the tokens kept of
 /// each: enough to name what the question refers to.
@@ -327,6 +363,28 @@ impl Prompt {
         fits.then_some(prompt)
     }
 
+    /// A prompt asking `model` for search queries that find what `question` asks (`Rewrite`), one per line,
+    /// deterministically (temperature 0). `None` when it does not fit the model's window.
+    pub fn search_queries(model: &ModelSpec, question: &str, rewrite: Rewrite) -> Option<Self> {
+        let mut upstream = Map::new();
+        upstream.insert("temperature".into(), json!(0));
+        let mut prompt = Prompt {
+            system_prompt: String::new(),
+            instructions: Vec::new(),
+            history: Vec::new(),
+            question: question.to_owned(),
+            after: Vec::new(),
+            passages: Vec::new(),
+            max_completion_tokens: SEARCH_QUERIES_MAX_TOKENS,
+            options: Options { upstream, ..Options::default() },
+            task: Task::SearchQueries(rewrite),
+            tokens: 0,
+        };
+        prompt.tokens = prompt.count_tokens();
+        let fits = prompt.tokens + u64::from(SEARCH_QUERIES_MAX_TOKENS) <= u64::from(model.context_window);
+        fits.then_some(prompt)
+    }
+
     /// Keeps the most recent turns of `history` that fit in `budget` tokens, whole exchanges at a time (an
     /// exchange starts at a user message, so a tool result never loses the call it answers); returns their
     /// tokens.
@@ -373,9 +431,9 @@ impl Prompt {
     /// The chat messages sent to an OpenAI-compatible endpoint: the tenant's system message, the client's
     /// instructions, the earlier turns that fit, the evidence with the question, and what followed it.
     pub fn messages(&self) -> Vec<Value> {
-        if self.task == Task::Standalone {
+        if let Some(instructions) = self.task.helper_instructions() {
             return vec![
-                json!({"role": "system", "content": STANDALONE_INSTRUCTIONS}),
+                json!({"role": "system", "content": instructions}),
                 json!({"role": "user", "content": self.user_message()}),
             ];
         }
@@ -396,6 +454,9 @@ impl Prompt {
                 .collect();
             return format!("Conversation:\n{}\n\nLast question: {}", said.join("\n"), self.question);
         }
+        if let Task::SearchQueries(_) = self.task {
+            return format!("Question: {}", self.question);
+        }
         let context: Vec<String> = self.passages.iter().map(render_passage).collect();
         format!("Context:\n{}\n\nQuestion: {}", context.join("\n\n"), self.question)
     }
@@ -406,9 +467,8 @@ impl Prompt {
     }
 
     fn count_tokens(&self) -> u64 {
-        if self.task == Task::Standalone {
-            static INSTRUCTIONS_TOKENS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-            return *INSTRUCTIONS_TOKENS.get_or_init(|| tokens::count(STANDALONE_INSTRUCTIONS))
+        if let Some(instructions) = self.task.helper_instructions() {
+            return tokens::count(instructions)
                 + tokens::count(&self.user_message())
                 + self.options.tokens()
                 + 2 * PER_MESSAGE_TOKENS

@@ -1,9 +1,9 @@
 //! `agentic` retrieval: plan, retrieve per step, merge evidence so every step is represented.
 //!
 //! 1. Plan: the question is split into at most `MAX_STEPS` self-contained sub-questions (several questions in
-//!    one message; "A and B" / "A versus B" where both sides carry content words). The plan is made without
-//!    a model call, so it costs no tokens and cannot fail; a model-written plan is a later step behind the
-//!    same `Plan` type.
+//!    one message; "A and B" / "A versus B" where both sides carry content words), by rule: no model call,
+//!    no tokens, no failure. Where the plan allows it and the tenant's model is hosted, the model writes the
+//!    plan instead (`crate::rewrite_question`), metered to the tenant; the rule is its fallback.
 //! 2. Retrieve: each step runs hybrid retrieval (`advanced`), and the whole question runs once more.
 //! 3. Merge: reciprocal-rank fusion over all lists, then the best passage of each step is guaranteed a place
 //!    in the final `top_k`, so one sub-question's vocabulary cannot crowd out another's evidence.
@@ -72,21 +72,23 @@ fn split_conjunction(sentence: &str) -> Vec<String> {
     vec![sentence.to_owned()]
 }
 
+/// Retrieves the whole question and, when the plan has several steps, each step, then merges them.
 pub(crate) async fn retrieve(
     ctx: &TenantContext,
     retriever: &dyn Retriever,
     question: &str,
+    plan: &Plan,
     top_k: usize,
-) -> Result<(Vec<Hit>, Plan), RagError> {
-    let plan = plan(question);
+) -> Result<Vec<Hit>, RagError> {
     let mut lists = Vec::with_capacity(plan.steps.len() + 1);
     lists.push(hybrid::retrieve(ctx, retriever, question, top_k).await?);
-    if plan.steps.len() > 1 {
+    let the_question_alone = matches!(&plan.steps[..], [step] if step.trim() == question.trim());
+    if !the_question_alone {
         for step in &plan.steps {
             lists.push(hybrid::retrieve(ctx, retriever, step, top_k).await?);
         }
     }
-    Ok((merge(&lists, top_k), plan))
+    Ok(merge(&lists, top_k))
 }
 
 /// Fuses the lists, then makes sure each step list's best hit is in the first `top_k`.

@@ -40,6 +40,24 @@ pub(crate) async fn retrieve(
     Ok(diversify(fused, top_k))
 }
 
+/// `retrieve` for the question and for each of its rewordings, fused by reciprocal rank with every wording
+/// weighing the same (RAG-Fusion): a passage that several wordings find rises above one only the question's
+/// words find. Then diversified.
+pub(crate) async fn retrieve_reworded(
+    ctx: &TenantContext,
+    retriever: &dyn Retriever,
+    query: &str,
+    rewordings: &[String],
+    top_k: usize,
+) -> Result<Vec<Hit>, RagError> {
+    let depth = (top_k * DEPTH_FACTOR).max(MIN_DEPTH);
+    let mut lists = vec![retrieve(ctx, retriever, query, depth).await?];
+    for rewording in rewordings {
+        lists.push(retrieve(ctx, retriever, rewording, depth).await?);
+    }
+    Ok(diversify(fuse(&lists), top_k))
+}
+
 /// The list, unless its weight is zero: then it is not searched at all (a future does nothing until awaited).
 async fn searched_if(
     weight: f64,

@@ -5,7 +5,8 @@
 use async_trait::async_trait;
 use tenantry_domain::{ProviderKind, RetrievalMode, TenantContext};
 use tenantry_llm::{
-    ChunkStream, ContextLengthExceeded, Conversation, LlmError, Options, Passage, Prompt, Providers, TokenUsage,
+    ChunkStream, ContextLengthExceeded, Conversation, LlmError, Options, Passage, Prompt, Providers, Rewrite,
+    TokenUsage,
 };
 pub use tenantry_search::Hit;
 use tracing::Instrument;
@@ -92,25 +93,93 @@ pub async fn retrieve(
     query: &str,
     top_k: usize,
 ) -> Result<Vec<Hit>, RagError> {
-    Ok(retrieve_with_plan(ctx, retriever, query, top_k).await?.0)
+    Ok(retrieve_with_plan(ctx, retriever, query, &[], top_k).await?.0)
 }
 
-/// `retrieve`, and the steps it took (one step unless the mode is `agentic`).
+/// `retrieve`, with the queries the tenant's model wrote for it (`rewrite_question`; none: the question
+/// alone), and the steps it took (one step unless the mode is `agentic`). `advanced` fuses the question's
+/// list with a list per rewording; `agentic` takes the model's queries as its plan instead of its own.
 pub async fn retrieve_with_plan(
     ctx: &TenantContext,
     retriever: &dyn Retriever,
     query: &str,
+    rewrites: &[String],
     top_k: usize,
 ) -> Result<(Vec<Hit>, Vec<String>), RagError> {
     let single = || vec![query.to_owned()];
     match ctx.retrieval_mode {
         RetrievalMode::Basic => Ok((retriever.lexical(ctx, query, top_k).await?, single())),
-        RetrievalMode::Advanced => Ok((hybrid::retrieve(ctx, retriever, query, top_k).await?, single())),
+        RetrievalMode::Advanced if rewrites.is_empty() => {
+            Ok((hybrid::retrieve(ctx, retriever, query, top_k).await?, single()))
+        }
+        RetrievalMode::Advanced => {
+            Ok((hybrid::retrieve_reworded(ctx, retriever, query, rewrites, top_k).await?, single()))
+        }
         RetrievalMode::Agentic => {
-            let (hits, plan) = agentic::retrieve(ctx, retriever, query, top_k).await?;
+            let plan = match rewrites {
+                [] => agentic::plan(query),
+                written => agentic::Plan { steps: written.to_vec() },
+            };
+            let hits = agentic::retrieve(ctx, retriever, query, &plan, top_k).await?;
             Ok((hits, plan.steps))
         }
     }
+}
+
+/// Search queries a tenant's hosted model wrote for a question, and the tokens it took to write them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rewritten {
+    pub queries: Vec<String>,
+    pub usage: TokenUsage,
+}
+
+/// The queries retrieval should search for `question` beside it, written by the tenant's model when the
+/// model is a hosted one, the plan allows it (`Plan::query_rewriting`) and the mode uses them: `advanced`
+/// asks for other wordings in a document's words, `agentic` for its plan of sub-questions. Otherwise, or when
+/// the model fails or writes nothing usable, none: retrieval searches the question alone (and `agentic`
+/// plans by rule). The tokens spent are returned either way, to be billed.
+pub async fn rewrite_question(ctx: &TenantContext, providers: &Providers, question: &str) -> Rewritten {
+    let rewrite = match ctx.retrieval_mode {
+        RetrievalMode::Basic => return Rewritten::default(),
+        RetrievalMode::Advanced => Rewrite::Wordings,
+        RetrievalMode::Agentic => Rewrite::Plan,
+    };
+    if ctx.model.provider != ProviderKind::OpenAi || !ctx.plan.query_rewriting {
+        return Rewritten::default();
+    }
+    let Some(prompt) = Prompt::search_queries(&ctx.model, question, rewrite) else {
+        return Rewritten::default();
+    };
+    match providers.generate(&ctx.model, &prompt).instrument(model_span(ctx)).await {
+        Ok(generation) => Rewritten { queries: search_queries(&generation.text, question), usage: generation.usage },
+        Err(e) => {
+            tracing::warn!(error = %e, model = %ctx.model.name, "could not rewrite the question; searching it alone");
+            Rewritten::default()
+        }
+    }
+}
+
+/// The queries in a model's reply: one a line, without list markers or quotes, at most `agentic::MAX_STEPS`,
+/// none empty, repeated, equal to the question or far longer than it (an answer, not a query).
+fn search_queries(text: &str, question: &str) -> Vec<String> {
+    let longest = question.chars().count() * 4 + 200;
+    let mut queries: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let line =
+            line.trim().trim_start_matches(|c: char| c.is_ascii_digit() || matches!(c, '-' | '*' | '•' | '.' | ')'));
+        let line = line.trim().trim_matches(|c| matches!(c, '"' | '\'' | '“' | '”' | '`')).trim();
+        let seen = |q: &String| q.eq_ignore_ascii_case(line);
+        if line.is_empty() || line.chars().count() > longest || line.eq_ignore_ascii_case(question.trim()) {
+            continue;
+        }
+        if !queries.iter().any(seen) {
+            queries.push(line.to_owned());
+        }
+        if queries.len() == agentic::MAX_STEPS {
+            break;
+        }
+    }
+    queries
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,21 +254,24 @@ pub async fn prepare(
     max_completion_tokens: u32,
 ) -> Result<Prepared, RagError> {
     let conversation = Conversation::question(question);
-    prepare_chat(ctx, retriever, conversation, question, Options::default(), top_k, max_completion_tokens).await
+    prepare_chat(ctx, retriever, conversation, question, &[], Options::default(), top_k, max_completion_tokens).await
 }
 
 /// `prepare` for a conversation: retrieval searches for `search`, its last question as a standalone one (see
-/// `standalone_question`), and the prompt carries the conversation and the generation options.
+/// `standalone_question`), with the model's `rewrites` of it (see `rewrite_question`), and the prompt
+/// carries the conversation and the generation options.
+#[allow(clippy::too_many_arguments)]
 pub async fn prepare_chat(
     ctx: &TenantContext,
     retriever: &dyn Retriever,
     conversation: Conversation,
     search: &str,
+    rewrites: &[String],
     options: Options,
     top_k: usize,
     max_completion_tokens: u32,
 ) -> Result<Prepared, RagError> {
-    let (hits, steps) = retrieve_with_plan(ctx, retriever, search, top_k).await?;
+    let (hits, steps) = retrieve_with_plan(ctx, retriever, search, rewrites, top_k).await?;
     let passages: Vec<Passage> = hits
         .iter()
         .enumerate()
@@ -335,6 +407,41 @@ mod tests {
     use super::*;
     use tenantry_domain::testing::context;
     use tenantry_domain::{DocumentId, TenantId};
+
+    #[test]
+    fn search_queries_are_read_one_a_line_without_markers_repeats_or_answers() {
+        let q = "How do I get my data deleted?";
+        let read = |text: &str| search_queries(text, q);
+        assert_eq!(
+            read("1. right to erasure\n2) \"erasure of personal data\"\n- Right to Erasure\n\n* data deletion request"),
+            ["right to erasure", "erasure of personal data", "data deletion request"]
+        );
+        assert_eq!(
+            read("How do I get my data deleted?\n  \n``"),
+            Vec::<String>::new(),
+            "the question itself is no rewording"
+        );
+        assert_eq!(read(&"Erasure applies when ".repeat(30)), Vec::<String>::new(), "an answer, not a query");
+        assert_eq!(read("a\nb\nc\nd\ne").len(), agentic::MAX_STEPS);
+    }
+
+    /// Rewriting needs a hosted model, a plan that allows it and a mode that searches wordings; a model that
+    /// fails leaves the question searched alone, with nothing to bill.
+    #[tokio::test]
+    async fn a_question_is_rewritten_only_by_a_hosted_model_on_a_plan_that_allows_it() {
+        let mut ctx = context(TenantId::generate());
+        ctx.retrieval_mode = RetrievalMode::Advanced;
+        std::sync::Arc::make_mut(&mut ctx.plan).query_rewriting = true;
+        let providers = Providers::default();
+        let q = "How do I get my data deleted?";
+        assert_eq!(rewrite_question(&ctx, &providers, q).await, Rewritten::default(), "the offline model");
+
+        std::sync::Arc::make_mut(&mut ctx.model).provider = ProviderKind::OpenAi;
+        // No hosted provider is configured here: the call fails, and the question is searched alone.
+        assert_eq!(rewrite_question(&ctx, &providers, q).await, Rewritten::default(), "a failing model");
+        ctx.retrieval_mode = RetrievalMode::Basic;
+        assert_eq!(rewrite_question(&ctx, &providers, q).await, Rewritten::default(), "basic searches BM25 alone");
+    }
 
     #[test]
     fn a_restated_question_is_its_first_line_without_label_or_quotes() {

@@ -45,10 +45,10 @@ impl QueryRequest {
 
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct QueryUsage {
-    /// Prompt tokens of the answer, and of restating a follow-up as a standalone question for retrieval
-    /// (a hosted model, a conversation with an earlier question).
+    /// Prompt tokens of the answer, and of what a hosted model wrote for retrieval before it: a follow-up
+    /// restated as a standalone question, the question rewritten (`query_rewriting` plans).
     pub prompt_tokens: u64,
-    /// Completion tokens of the answer and of the restated follow-up.
+    /// Completion tokens of the answer and of what was written for retrieval.
     pub completion_tokens: u64,
     /// Tokens an upstream embedding model (`search.embedding_model`) billed for embedding the question (or
     /// its planned steps); 0 with a local embedder.
@@ -207,25 +207,27 @@ impl Services {
         let mut conversation = request.conversation.clone();
         conversation.question = question.to_owned();
         let standalone = tenantry_rag::standalone_question(ctx, self.providers(), &conversation).await;
+        let rewritten = tenantry_rag::rewrite_question(ctx, self.providers(), &standalone.question).await;
         let options = request.options.clone();
         let prepared = tenantry_rag::prepare_chat(
             ctx,
             &retriever,
             conversation,
             &standalone.question,
+            &rewritten.queries,
             options,
             top_k,
             max_completion,
         )
         .await?;
         // An upstream embedder has already billed the question's embedding, and the model the restated
-        // follow-up: exact, so reserved as they are.
+        // follow-up and the rewritten question: exact, so reserved as they are.
         let embedding_tokens = retriever.embedding_tokens();
-        let restating = standalone.usage;
-        let tokens = prepared.max_tokens() + restating.total() + embedding_tokens;
+        let for_retrieval = standalone.usage + rewritten.usage;
+        let tokens = prepared.max_tokens() + for_retrieval.total() + embedding_tokens;
         let reservation =
             self.reserve(ctx, Amounts { queries: 1, tokens: tokens as i64, ..Amounts::default() }).await?;
-        Ok((Begun { prepared, restating, embedding_tokens }, reservation))
+        Ok((Begun { prepared, for_retrieval, embedding_tokens }, reservation))
     }
 
     /// Prices the generation with the model that ran (the context's: the pipeline cannot pick another) and
@@ -239,8 +241,9 @@ impl Services {
     ) -> ServiceResult<QueryResult> {
         let prepared = &begun.prepared;
         let model = self.catalog().model(&generation.model).unwrap_or(&ctx.model);
-        // The follow-up was restated by the same model: its tokens are the request's too.
-        let usage = generation.usage + begun.restating;
+        // The follow-up was restated and the question rewritten by the same model: their tokens are the
+        // request's too.
+        let usage = generation.usage + begun.for_retrieval;
         let now = self.clock().now();
         let tokens = token_events(ctx, &generation.model, model, usage, now);
         let generation_cost: i64 = tokens.iter().map(|e| e.cost_micros).sum();
@@ -284,17 +287,17 @@ impl Services {
 
 impl Services {
     /// A query whose answer failed: what the upstream billed before it (the model's restatement of a
-    /// follow-up) is settled, without the query; the rest of the reservation is released. With nothing
+    /// follow-up, its rewriting of the question) is settled, without the query; the rest of the reservation is released. With nothing
     /// spent, the reservation is only released.
     async fn abandon_query(&self, ctx: &TenantContext, reservation: Reservation, begun: &Begun) {
-        let spent = begun.restating;
+        let spent = begun.for_retrieval;
         if spent.total() == 0 {
             return;
         }
         let events = token_events(ctx, &ctx.model.name, &ctx.model, spent, self.clock().now());
         let actual = Amounts { tokens: spent.total() as i64, ..Amounts::default() };
         if let Err(e) = self.settle(ctx, Some(reservation), actual, &events).await {
-            tracing::warn!(error = %e, "could not bill the restatement of a failed query");
+            tracing::warn!(error = %e, "could not bill the tokens written for a failed query's retrieval");
         }
     }
 }
@@ -336,10 +339,10 @@ fn usage_event(
 }
 
 /// A query between retrieval and generation: the assembled prompt, the tokens the model used to restate a
-/// follow-up, and the tokens an upstream embedder billed for its retrieval.
+/// follow-up and rewrite the question, and the tokens an upstream embedder billed for its retrieval.
 pub(crate) struct Begun {
     prepared: Prepared,
-    restating: TokenUsage,
+    for_retrieval: TokenUsage,
     embedding_tokens: u64,
 }
 

@@ -40,6 +40,16 @@ async fn chat(State(up): State<Upstream>, headers: HeaderMap, body: axum::Json<V
         }))
         .into_response();
     }
+    let system = body["messages"][0]["content"].as_str().unwrap_or("");
+    let rewritten = [(WORDINGS_INSTRUCTIONS, WORDINGS), (PLAN_INSTRUCTIONS, PLAN)];
+    if let Some((_, reply)) = rewritten.iter().find(|(instructions, _)| system.starts_with(instructions)) {
+        return axum::Json(json!({
+            "id": "chatcmpl-rewrite", "object": "chat.completion", "created": 1_700_000_000, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42}
+        }))
+        .into_response();
+    }
     if body["stream"] == true {
         return stream_reply(&model, body["stream_options"]["include_usage"] == true);
     }
@@ -67,6 +77,13 @@ async fn chat(State(up): State<Upstream>, headers: HeaderMap, body: axum::Json<V
 /// How the service asks a model to restate a follow-up, and what this upstream answers to it.
 const RESTATE_INSTRUCTIONS: &str = "Rewrite the user's last question";
 const RESTATED: &str = "Where is the headquarters of Acme Corporation?";
+
+/// How the service asks a model to rewrite a question for retrieval, and what this upstream answers: other
+/// wordings (`advanced`), a plan of sub-questions (`agentic`), each with list markers to be read past.
+const WORDINGS_INSTRUCTIONS: &str = "Write up to three search queries";
+const WORDINGS: &str = "1. right to erasure of personal data\n2. \"obtain from the controller the erasure\"\n";
+const PLAN_INSTRUCTIONS: &str = "Break the user's question into";
+const PLAN: &str = "- erasure of personal data by the controller\n- deadline to notify a personal data breach";
 
 /// A streamed reply as OpenAI sends it: content deltas, the stop chunk, the usage chunk when asked, `[DONE]`.
 /// Model `cut` drops the connection after its first delta.
@@ -411,4 +428,91 @@ async fn a_stream_cut_mid_way_ends_with_an_error_and_bills_nothing() {
     let quotas: Value = app.get(&t.key, "/v1/quotas").await.json().await.expect("json");
     assert_eq!((quotas["used"]["queries"].as_u64(), quotas["reserved"]["queries"].as_u64()), (Some(0), Some(0)));
     assert_eq!(app.usage(&t.key).await["totals"]["queries"], 0);
+}
+
+/// A plan with `query_rewriting` has the tenant's hosted model reword each question for retrieval
+/// (`advanced`) or plan it (`agentic`): what it writes is searched beside the question, and its tokens are
+/// the request's. A plan without it sends the question alone.
+#[tokio::test]
+async fn a_plan_with_query_rewriting_searches_the_models_wordings_and_bills_them() {
+    std::env::set_var("TENANTRY_TEST_UPSTREAM_KEY", "sk-test-upstream");
+    let (base, up) = start_upstream().await;
+    let app = spawn_app_with(move |c: &mut Config| {
+        c.models.push(hosted("gpt-a", "model-a", &base, 30.0, 60.0));
+        let mut plan: PlanConfig = c.plans.iter().find(|p| p.name == "trial").expect("trial").clone();
+        plan.models = vec!["gpt-a".into()];
+        plan.default_model = "gpt-a".into();
+        plan.retrieval_modes = vec!["basic".into(), "advanced".into(), "agentic".into()];
+        plan.default_retrieval_mode = "advanced".into();
+        c.plans.push(PlanConfig { name: "literal".into(), ..plan.clone() });
+        c.plans.push(PlanConfig { name: "rewriting".into(), query_rewriting: true, ..plan });
+    })
+    .await;
+    let (rewriting, literal) =
+        (app.signup("rewrite@models.test", "rewriting").await, app.signup("literal@models.test", "literal").await);
+    for t in [&rewriting, &literal] {
+        app.upload_text(
+            &t.key,
+            "Accounts",
+            "To delete a company account, an admin holds the delete button for a while.",
+        )
+        .await;
+        app.upload_text(
+            &t.key,
+            "Erasure",
+            "The data subject shall have the right to obtain from the controller the erasure of personal data \
+             concerning him or her without undue delay.",
+        )
+        .await;
+        app.upload_text(
+            &t.key,
+            "Breach",
+            "A personal data breach is notified to the supervisory authority within 72 hours.",
+        )
+        .await;
+    }
+    let question = "How can I get a company to delete everything it holds about me?";
+
+    // Asked as written, the question's words find the account page first.
+    let plain = app.query(&literal.key, question).await;
+    assert_eq!(plain["citations"][0]["title"], "Accounts", "{plain}");
+    assert_eq!(up.seen.lock().expect("lock").len(), 1, "the answer only: no rewriting on this plan");
+
+    // Reworded by the model in the regulation's words, the erasure passage comes first.
+    let reworded = app.query(&rewriting.key, question).await;
+    let seen: Vec<Value> = up.seen.lock().expect("lock").iter().map(|(_, body)| body.clone()).collect();
+    assert_eq!(seen.len(), 3, "the rewriting, then the answer");
+    assert_eq!(seen[1]["messages"][1]["content"], format!("Question: {question}"));
+    assert_eq!((seen[1]["model"].as_str(), seen[1]["temperature"].as_i64()), (Some("model-a"), Some(0)));
+    assert_eq!(reworded["citations"][0]["title"], "Erasure", "{reworded}");
+    assert_eq!(reworded["steps"], json!([question]), "advanced searched wordings beside the one question");
+    assert_eq!(
+        reworded["usage"],
+        json!({"prompt_tokens": 141, "completion_tokens": 34, "total_tokens": 175, "embedding_tokens": 0,
+               "cost_micros": 141 * 30 + 34 * 60})
+    );
+    let usage = app.usage(&rewriting.key).await;
+    assert_eq!((usage["totals"]["queries"].as_i64(), usage["totals"]["prompt_tokens"].as_i64()), (Some(1), Some(141)));
+    assert_eq!(usage["totals"]["cost_micros"], json!(141 * 30 + 34 * 60), "{usage}");
+
+    // In agentic mode the model's plan is the plan: each of its queries is a step.
+    set_model(&app, &rewriting.key, json!({"retrieval_mode": "agentic"})).await;
+    let r = app.post_json(&rewriting.key, "/v1/query", json!({"question": question, "top_k": 2})).await;
+    assert_eq!(r.status(), 200);
+    let planned: Value = r.json().await.expect("json");
+    assert_eq!(
+        planned["steps"],
+        json!(["erasure of personal data by the controller", "deadline to notify a personal data breach"])
+    );
+    let seen = up.seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 5, "the plan, then the answer");
+    assert!(seen[3].1["messages"][0]["content"].as_str().is_some_and(|m| m.starts_with(PLAN_INSTRUCTIONS)));
+    let evidence = seen[4].1["messages"].as_array().expect("messages").last().expect("question")["content"]
+        .as_str()
+        .expect("text")
+        .to_owned();
+    // Two passages, one per step of the model's plan; the question's own best (the account page) gives way.
+    assert!(evidence.contains("] Erasure\n") && evidence.contains("] Breach\n"), "each step's evidence: {evidence}");
+    assert!(!evidence.contains("] Accounts\n"), "{evidence}");
+    assert_eq!(planned["citations"][0]["title"], "Erasure", "{planned}");
 }

@@ -31,6 +31,7 @@ fn plan(name: &str, price: i64, queries: u64) -> PlanConfig {
         included: Included { queries, tokens: 10_000_000 },
         overage: Default::default(),
         limits: Default::default(),
+        query_rewriting: false,
     }
 }
 
