@@ -49,6 +49,8 @@ pub struct BertEmbedder {
     tokenizer: Tokenizer,
     dimensions: usize,
     name: String,
+    layers: usize,
+    intermediate: usize,
 }
 
 impl BertEmbedder {
@@ -104,7 +106,22 @@ impl BertEmbedder {
         let dimensions = config.hidden_size;
         let name = format!("bert-mean-{dimensions}d-{max_tokens}t-w{WINDOW_WORDS}-{fingerprint:08x}");
         tracing::info!(dir = %dir.display(), name, "embedding model loaded");
-        Ok(Self { model, tokenizer, dimensions, name })
+        let (layers, intermediate) = (config.num_hidden_layers, config.intermediate_size);
+        Ok(Self { model, tokenizer, dimensions, name, layers, intermediate })
+    }
+
+    /// The tokens the model reads of `text` (special tokens included, after truncation).
+    pub fn tokens(&self, text: &str) -> Result<usize, EmbedError> {
+        let encoding = self.tokenizer.encode(text, true).map_err(|e| EmbedError(e.to_string()))?;
+        Ok(encoding.get_ids().len())
+    }
+
+    /// Floating-point operations of one forward pass over a text of `tokens` tokens (a multiply-add counts
+    /// two): per layer the four attention projections (8·n·d²), the feed-forward pair (4·n·d·ff) and the
+    /// attention scores and mix (4·n²·d); embeddings, norms and activations are negligible beside them.
+    pub fn flops(&self, tokens: usize) -> f64 {
+        let (n, d, ff) = (tokens as f64, self.dimensions as f64, self.intermediate as f64);
+        self.layers as f64 * (8.0 * n * d * d + 4.0 * n * d * ff + 4.0 * n * n * d)
     }
 
     /// One forward pass over texts of similar length.

@@ -4,6 +4,7 @@
 mod backup;
 mod bench;
 mod bench_cluster;
+mod bench_embed;
 mod bench_pages;
 mod bench_retrieval;
 mod bench_signup;
@@ -152,6 +153,22 @@ enum BenchCommand {
         /// Send every request with an `Idempotency-Key` of its own, to measure what keeping responses costs.
         #[arg(long)]
         idempotency_keys: bool,
+    },
+    /// The local semantic model's embedding speed on a text file's chunks (chunks/s and GFLOP/s).
+    Embed {
+        /// The model directory (as `search.embedding_model_dir`).
+        #[arg(long)]
+        model_dir: PathBuf,
+        /// A plain-text file, chunked as an upload is.
+        file: PathBuf,
+        /// Chunks to embed per round (the file's first).
+        #[arg(long, default_value_t = 64)]
+        chunks: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// One vector per whole chunk instead of per 40-word window (how the model reads a chunk at most).
+        #[arg(long)]
+        whole: bool,
     },
     /// Ingestion throughput: uploads each file into fresh tenants and reports MB/s and pages/s.
     Ingest {
@@ -377,6 +394,10 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Gateway { rates, seconds, max_in_flight, turns, idempotency_keys }) => {
             bench::gateway(bench::GatewayBench { rates, seconds, max_in_flight, turns, idempotency_keys }).await?;
+        }
+        Command::Bench(BenchCommand::Embed { model_dir, file, chunks, rounds, whole }) => {
+            let opts = bench_embed::EmbedBench { model_dir, file, chunks, rounds, whole };
+            tokio::task::spawn_blocking(move || bench_embed::embed(opts)).await??;
         }
         Command::Bench(BenchCommand::Ingest { files, repeat }) => {
             bench_retrieval::ingest(bench_retrieval::IngestBench { files, repeat }).await?;
