@@ -1,6 +1,6 @@
-//! The local semantic embedder: a BERT sentence encoder run on the CPU with candle, mean-pooled over the
-//! attention mask and L2-normalised, as sentence-transformers does. all-MiniLM-L6-v2 (384 dimensions) is the
-//! model tested and measured. It is loaded from a directory (`config.json`, `tokenizer.json`,
+//! The local semantic embedder: a BERT sentence encoder run on the CPU with candle (`crate::encoder`),
+//! mean-pooled over the attention mask and L2-normalised, as sentence-transformers does. all-MiniLM-L6-v2 (384
+//! dimensions) is the model tested and measured. It is loaded from a directory (`config.json`, `tokenizer.json`,
 //! `model.safetensors`, and sentence-transformers' `sentence_bert_config.json` and `1_Pooling/config.json`
 //! when present); nothing is ever downloaded.
 
@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config, DTYPE};
+use candle_transformers::models::bert::{Config, DTYPE};
 use serde::Deserialize;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use crate::embed::{normalize, EmbedError, TextEmbedder};
+use crate::encoder::Encoder;
 
 /// Texts per forward pass. Texts are sorted by length first, so a batch pads little; 16 × 256 tokens keeps the
 /// attention scores of one batch (16 × 12 heads × 256²) around 50 MB.
@@ -45,7 +46,7 @@ struct PoolingConfig {
 }
 
 pub struct BertEmbedder {
-    model: BertModel,
+    model: Encoder,
     tokenizer: Tokenizer,
     dimensions: usize,
     name: String,
@@ -102,7 +103,7 @@ impl BertEmbedder {
         // are small.
         let vb = VarBuilder::from_buffered_safetensors(weights, DTYPE, &Device::Cpu)
             .map_err(|e| invalid(weights_path.clone())(e.to_string()))?;
-        let model = BertModel::load(vb, &config).map_err(|e| invalid(weights_path.clone())(e.to_string()))?;
+        let model = Encoder::load(vb, &config).map_err(|e| invalid(weights_path.clone())(e.to_string()))?;
         let dimensions = config.hidden_size;
         let name = format!("bert-mean-{dimensions}d-{max_tokens}t-w{WINDOW_WORDS}-{fingerprint:08x}");
         tracing::info!(dir = %dir.display(), name, "embedding model loaded");
@@ -136,7 +137,7 @@ impl BertEmbedder {
         let ids = tensor(flat(tokenizers::Encoding::get_ids))?;
         let types = tensor(flat(tokenizers::Encoding::get_type_ids))?;
         let mask = tensor(flat(tokenizers::Encoding::get_attention_mask))?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?; // (rows, width, dimensions)
+        let hidden = self.model.forward(&ids, &types, &mask)?; // (rows, width, dimensions)
         let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (rows, width, 1)
         let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
         let counts = mask.sum(1)?.clamp(1e-9f32, f32::MAX)?;

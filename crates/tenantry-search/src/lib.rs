@@ -6,6 +6,7 @@
 
 pub mod bert;
 pub mod embed;
+mod encoder;
 mod lexical;
 mod vector;
 
