@@ -165,8 +165,7 @@ fn search_queries(text: &str, question: &str) -> Vec<String> {
     let longest = question.chars().count() * 4 + 200;
     let mut queries: Vec<String> = Vec::new();
     for line in text.lines() {
-        let line =
-            line.trim().trim_start_matches(|c: char| c.is_ascii_digit() || matches!(c, '-' | '*' | '•' | '.' | ')'));
+        let line = without_list_marker(line.trim());
         let line = line.trim().trim_matches(|c| matches!(c, '"' | '\'' | '“' | '”' | '`')).trim();
         let seen = |q: &String| q.eq_ignore_ascii_case(line);
         if line.is_empty() || line.chars().count() > longest || line.eq_ignore_ascii_case(question.trim()) {
@@ -180,6 +179,19 @@ fn search_queries(text: &str, question: &str) -> Vec<String> {
         }
     }
     queries
+}
+
+/// `line` without a leading list marker: "1.", "2)", "-", "*" or "•" (a query that starts with a number
+/// keeps it: "72 hours notification").
+fn without_list_marker(line: &str) -> &str {
+    if let Some(rest) = line.strip_prefix(['-', '*', '•']) {
+        return rest;
+    }
+    let digits = line.len() - line.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    match line[digits..].strip_prefix(['.', ')']) {
+        Some(rest) if digits > 0 => rest,
+        _ => line,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -423,6 +435,10 @@ mod tests {
         );
         assert_eq!(read(&"Erasure applies when ".repeat(30)), Vec::<String>::new(), "an answer, not a query");
         assert_eq!(read("a\nb\nc\nd\ne").len(), agentic::MAX_STEPS);
+        assert_eq!(
+            read("72 hours breach notification\n3) 2016/679 scope"),
+            ["72 hours breach notification", "2016/679 scope"]
+        );
     }
 
     /// Rewriting needs a hosted model, a plan that allows it and a mode that searches wordings; a model that
