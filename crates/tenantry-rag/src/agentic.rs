@@ -72,7 +72,7 @@ fn split_conjunction(sentence: &str) -> Vec<String> {
     vec![sentence.to_owned()]
 }
 
-/// Retrieves the whole question and, when the plan has several steps, each step, then merges them.
+/// Retrieves the whole question and, unless the plan is that question alone, each step; then merges them.
 pub(crate) async fn retrieve(
     ctx: &TenantContext,
     retriever: &dyn Retriever,
