@@ -123,108 +123,10 @@ impl Services {
     /// search root.
     pub async fn start(mut config: Config) -> Result<Self, StartError> {
         let catalog = config.catalog()?;
-        config.retention.validate()?;
-        config.search.validate()?;
-        if let Some(warning) = config.server.check_operator_token()? {
-            tracing::warn!(bind = %config.server.bind, "{warning}");
-        }
-        for plan in catalog.plans() {
-            tenantry_billing::rating::Pricing::from_plan(plan)
-                .map_err(|e| ConfigError::Invalid(format!("plan {:?} prices: {e}", plan.name)))?;
-        }
-        let rate = ratelimit::Limiter::from_config(&config.gateway.rate_limiter).ok_or_else(|| {
-            ConfigError::Invalid(format!(
-                "gateway.rate_limiter {:?}: use \"local\" or \"shared\"",
-                config.gateway.rate_limiter
-            ))
-        })?;
-        let payments = payment_provider(&mut config)?;
-        let smtp = notify::smtp_transport(&config.notifications.smtp_url).map_err(ConfigError::Invalid)?;
-        let period = PeriodKind::parse(&config.billing.period).ok_or_else(|| {
-            ConfigError::Invalid(format!("billing.period {:?}: use \"month\" or \"day\"", config.billing.period))
-        })?;
-        let clock: Arc<dyn Clock> = match config.server.clock.as_str() {
-            "system" => Arc::new(SystemClock),
-            "test" => Arc::new(TestClock::starting_at(SystemClock.now())),
-            other => {
-                return Err(ConfigError::Invalid(format!("server.clock {other:?}: use \"system\" or \"test\"")).into())
-            }
-        };
+        let checked = check_config(&mut config, &catalog)?;
         let data_dir = config.server.data_dir.clone();
-        let dir_err = |path: &Path| {
-            let path = path.to_owned();
-            move |source| StartError::DataDir { path, source }
-        };
-        std::fs::create_dir_all(data_dir.join("tenants")).map_err(dir_err(&data_dir))?;
-        let pepper = if config.server.key_pepper.is_empty() {
-            load_or_create_pepper(&data_dir).map_err(dir_err(&data_dir))?
-        } else {
-            config.server.key_pepper.clone().into_bytes()
-        };
-        let analytics = match config.analytics.clickhouse_url.as_str() {
-            "" => None,
-            url => Some(
-                analytics::ClickHouse::new(url, &config.analytics.clickhouse_database).map_err(ConfigError::Invalid)?,
-            ),
-        };
-        let store = Store::open(&config.database.url, &data_dir)
-            .await
-            .map_err(schema_mismatch)?
-            .with_analytics_outbox(analytics.is_some())?;
-        check_pepper(&store, &pepper, &config).await?;
-        if store.backend() == tenantry_store::Backend::Sqlite {
-            // The embedded store belongs to this process alone: any reservation in it was held by a
-            // request of a previous run that died, so none can still be in flight.
-            let reclaimed = store.release_all_reservations().await?;
-            if reclaimed > 0 {
-                tracing::info!(reclaimed, "released reservations of a previous run");
-            }
-            let interrupted = store.release_running_jobs(clock.now()).await?;
-            if interrupted > 0 {
-                tracing::info!(interrupted, "requeued jobs a previous run was running");
-            }
-        }
-        let fusion = match config.search.fusion_weights.trim() {
-            "" if config.search.has_semantic_model() => retriever::SEMANTIC_MODEL_FUSION,
-            "" => tenantry_rag::FusionWeights::default(),
-            raw => tenantry_rag::FusionWeights::parse(raw).ok_or_else(|| {
-                ConfigError::Invalid(format!(
-                    "search.fusion_weights {raw:?}: expected [rrf:|convex:]LEXICAL:EXPANDED:SEMANTIC, \
-                     e.g. \"convex:1:0:0.3\""
-                ))
-            })?,
-        };
-        // The upstream embedding model, whose tokens are metered to tenants (a local model bills nothing).
-        let embedding_model = match config.search.upstream_embedding_model() {
-            None => None,
-            Some(name) => {
-                Some(catalog.model(name).filter(|m| m.provider == ProviderKind::OpenAi).cloned().ok_or_else(|| {
-                    ConfigError::Invalid(format!(
-                        "search.embedding_model {name:?}: not the name of a [[models]] entry with provider \"openai\""
-                    ))
-                })?)
-            }
-        };
-        let embedder: Arc<dyn tenantry_search::embed::TextEmbedder> = match config.search.embedding_model() {
-            None => match &embedding_model {
-                Some(model) => Arc::new(embedding::UpstreamEmbedder::new(
-                    model,
-                    config.search.embedding_dimensions,
-                    tokio::runtime::Handle::current(),
-                )),
-                None => Arc::new(tenantry_search::embed::HashEmbedder::default()),
-            },
-            Some(dir) => {
-                let dir = dir.to_owned();
-                let model = tokio::task::spawn_blocking(move || tenantry_search::bert::BertEmbedder::load(&dir))
-                    .await
-                    .map_err(|e| ConfigError::Invalid(format!("search.embedding_model_dir: {e}")))?
-                    .map_err(|e| ConfigError::Invalid(format!("search.embedding_model_dir: {e}")))?;
-                Arc::new(model)
-            }
-        };
-        let search =
-            Arc::new(SearchIndexes::with_embedder(data_dir.join("tenants"), config.search.open_namespaces, embedder));
+        let (store, pepper, analytics) = open_store(&config, &data_dir, checked.clock.as_ref()).await?;
+        let retrieval = retrieval(&config, &catalog, &data_dir).await?;
         tenantry_domain::tokens::warm_up();
         let outbound = outbound::client(config.webhooks.allow_private_addresses)
             .map_err(|e| ConfigError::Invalid(format!("the webhook client: {e}")))?;
@@ -232,22 +134,22 @@ impl Services {
             inner: Arc::new(Inner {
                 catalog,
                 store,
-                search,
+                search: retrieval.search,
                 providers: Providers::default(),
-                clock,
+                clock: checked.clock,
                 keys: KeyHasher::new(pepper),
-                rate,
-                period,
+                rate: checked.rate,
+                period: checked.period,
                 data_dir,
                 config,
                 wake_jobs: tokio::sync::Notify::new(),
-                payments,
-                smtp,
+                payments: checked.payments,
+                smtp: checked.smtp,
                 milestones: Default::default(),
                 failed_auth: Default::default(),
-                fusion: parking_lot::RwLock::new(fusion),
+                fusion: parking_lot::RwLock::new(retrieval.fusion),
                 analytics,
-                embedding_model,
+                embedding_model: retrieval.embedding_model,
                 uploads: Default::default(),
                 parsing: work::Parsers::start(),
                 sync: Default::default(),
@@ -258,14 +160,21 @@ impl Services {
                 sign_in_failures: Default::default(),
             }),
         };
-        services.adopt_local_originals().await.map_err(|e| StartError::Jobs(e.detail))?;
-        // Erased tenants' copies leave this node's disk before it serves anything.
-        services.follow_indexes().await.map_err(|e| StartError::Jobs(e.detail))?;
-        services.resume_erasures().await.map_err(|e| StartError::Erasure(e.detail))?;
-        services.schedule_period_closes().await.map_err(|e| StartError::Jobs(e.detail))?;
-        services.schedule_retention().await.map_err(|e| StartError::Jobs(e.detail))?;
-        services.schedule_reembeds().await.map_err(|e| StartError::Jobs(e.detail))?;
+        services.catch_up().await?;
         Ok(services)
+    }
+
+    /// What a start resumes before it serves: originals earlier versions kept on this disk alone, this node's
+    /// indexes, erasures a crash interrupted, and the period closes, retention runs and re-embeddings due.
+    async fn catch_up(&self) -> Result<(), StartError> {
+        self.adopt_local_originals().await.map_err(|e| StartError::Jobs(e.detail))?;
+        // Erased tenants' copies leave this node's disk before it serves anything.
+        self.follow_indexes().await.map_err(|e| StartError::Jobs(e.detail))?;
+        self.resume_erasures().await.map_err(|e| StartError::Erasure(e.detail))?;
+        self.schedule_period_closes().await.map_err(|e| StartError::Jobs(e.detail))?;
+        self.schedule_retention().await.map_err(|e| StartError::Jobs(e.detail))?;
+        self.schedule_reembeds().await.map_err(|e| StartError::Jobs(e.detail))?;
+        Ok(())
     }
 
     pub fn config(&self) -> &Config {
@@ -421,6 +330,137 @@ impl Services {
 
 /// The payment provider from `[billing]`: `manual` (no client) or `stripe`, whose API key and webhook secret
 /// come from the file or, when empty there, from `STRIPE_API_KEY` and `STRIPE_WEBHOOK_SECRET`.
+/// The parts of the configuration a start checks before it touches any file, as the values they configure.
+struct CheckedConfig {
+    rate: ratelimit::Limiter,
+    payments: Box<dyn payments::PaymentProvider>,
+    smtp: Option<notify::Smtp>,
+    period: PeriodKind,
+    clock: Arc<dyn Clock>,
+}
+
+fn check_config(config: &mut Config, catalog: &Catalog) -> Result<CheckedConfig, StartError> {
+    config.retention.validate()?;
+    config.search.validate()?;
+    if let Some(warning) = config.server.check_operator_token()? {
+        tracing::warn!(bind = %config.server.bind, "{warning}");
+    }
+    for plan in catalog.plans() {
+        tenantry_billing::rating::Pricing::from_plan(plan)
+            .map_err(|e| ConfigError::Invalid(format!("plan {:?} prices: {e}", plan.name)))?;
+    }
+    let rate = ratelimit::Limiter::from_config(&config.gateway.rate_limiter).ok_or_else(|| {
+        ConfigError::Invalid(format!(
+            "gateway.rate_limiter {:?}: use \"local\" or \"shared\"",
+            config.gateway.rate_limiter
+        ))
+    })?;
+    let payments = payment_provider(config)?;
+    let smtp = notify::smtp_transport(&config.notifications.smtp_url).map_err(ConfigError::Invalid)?;
+    let period = PeriodKind::parse(&config.billing.period).ok_or_else(|| {
+        ConfigError::Invalid(format!("billing.period {:?}: use \"month\" or \"day\"", config.billing.period))
+    })?;
+    let clock: Arc<dyn Clock> = match config.server.clock.as_str() {
+        "system" => Arc::new(SystemClock),
+        "test" => Arc::new(TestClock::starting_at(SystemClock.now())),
+        other => return Err(ConfigError::Invalid(format!("server.clock {other:?}: use \"system\" or \"test\"")).into()),
+    };
+    Ok(CheckedConfig { rate, payments, smtp, period, clock })
+}
+
+/// The data directory made, the key pepper loaded (or made), the store opened (migrations run) and checked
+/// against the pepper, and, for the embedded store, what a previous run left held released.
+async fn open_store(
+    config: &Config,
+    data_dir: &Path,
+    clock: &dyn Clock,
+) -> Result<(Store, Vec<u8>, Option<analytics::ClickHouse>), StartError> {
+    let dir_err = |source| StartError::DataDir { path: data_dir.to_owned(), source };
+    std::fs::create_dir_all(data_dir.join("tenants")).map_err(dir_err)?;
+    let pepper = if config.server.key_pepper.is_empty() {
+        load_or_create_pepper(data_dir).map_err(dir_err)?
+    } else {
+        config.server.key_pepper.clone().into_bytes()
+    };
+    let analytics = match config.analytics.clickhouse_url.as_str() {
+        "" => None,
+        url => {
+            Some(analytics::ClickHouse::new(url, &config.analytics.clickhouse_database).map_err(ConfigError::Invalid)?)
+        }
+    };
+    let store = Store::open(&config.database.url, data_dir)
+        .await
+        .map_err(schema_mismatch)?
+        .with_analytics_outbox(analytics.is_some())?;
+    check_pepper(&store, &pepper, config).await?;
+    if store.backend() == tenantry_store::Backend::Sqlite {
+        // The embedded store belongs to this process alone: any reservation in it was held by a
+        // request of a previous run that died, so none can still be in flight.
+        let reclaimed = store.release_all_reservations().await?;
+        if reclaimed > 0 {
+            tracing::info!(reclaimed, "released reservations of a previous run");
+        }
+        let interrupted = store.release_running_jobs(clock.now()).await?;
+        if interrupted > 0 {
+            tracing::info!(interrupted, "requeued jobs a previous run was running");
+        }
+    }
+    Ok((store, pepper, analytics))
+}
+
+/// How tenants' documents are searched: the indexes with their embedder, `advanced`'s fusion weights, and the
+/// upstream embedding model whose tokens are billed, if vectors come from one.
+struct Retrieval {
+    search: Arc<SearchIndexes>,
+    fusion: tenantry_rag::FusionWeights,
+    embedding_model: Option<Arc<ModelSpec>>,
+}
+
+async fn retrieval(config: &Config, catalog: &Catalog, data_dir: &Path) -> Result<Retrieval, StartError> {
+    let fusion = match config.search.fusion_weights.trim() {
+        "" if config.search.has_semantic_model() => retriever::SEMANTIC_MODEL_FUSION,
+        "" => tenantry_rag::FusionWeights::default(),
+        raw => tenantry_rag::FusionWeights::parse(raw).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "search.fusion_weights {raw:?}: expected [rrf:|convex:]LEXICAL:EXPANDED:SEMANTIC, \
+                 e.g. \"convex:1:0:0.3\""
+            ))
+        })?,
+    };
+    // The upstream embedding model, whose tokens are metered to tenants (a local model bills nothing).
+    let embedding_model = match config.search.upstream_embedding_model() {
+        None => None,
+        Some(name) => {
+            Some(catalog.model(name).filter(|m| m.provider == ProviderKind::OpenAi).cloned().ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "search.embedding_model {name:?}: not the name of a [[models]] entry with provider \"openai\""
+                ))
+            })?)
+        }
+    };
+    let embedder: Arc<dyn tenantry_search::embed::TextEmbedder> = match config.search.embedding_model() {
+        None => match &embedding_model {
+            Some(model) => Arc::new(embedding::UpstreamEmbedder::new(
+                model,
+                config.search.embedding_dimensions,
+                tokio::runtime::Handle::current(),
+            )),
+            None => Arc::new(tenantry_search::embed::HashEmbedder::default()),
+        },
+        Some(dir) => {
+            let dir = dir.to_owned();
+            let model = tokio::task::spawn_blocking(move || tenantry_search::bert::BertEmbedder::load(&dir))
+                .await
+                .map_err(|e| ConfigError::Invalid(format!("search.embedding_model_dir: {e}")))?
+                .map_err(|e| ConfigError::Invalid(format!("search.embedding_model_dir: {e}")))?;
+            Arc::new(model)
+        }
+    };
+    let search =
+        Arc::new(SearchIndexes::with_embedder(data_dir.join("tenants"), config.search.open_namespaces, embedder));
+    Ok(Retrieval { search, fusion, embedding_model })
+}
+
 fn payment_provider(config: &mut Config) -> Result<Box<dyn payments::PaymentProvider>, ConfigError> {
     let stripe = &mut config.billing.stripe;
     for (value, env) in [(&mut stripe.api_key, "STRIPE_API_KEY"), (&mut stripe.webhook_secret, "STRIPE_WEBHOOK_SECRET")]
