@@ -205,6 +205,18 @@ pub enum Rewrite {
 }
 
 impl Task {
+    /// The tokens of `helper_instructions`, counted once per task.
+    fn helper_instruction_tokens(self) -> u64 {
+        static COUNTED: [std::sync::OnceLock<u64>; 3] = [const { std::sync::OnceLock::new() }; 3];
+        let slot = match self {
+            Self::Answer => return 0,
+            Self::Standalone => 0,
+            Self::SearchQueries(Rewrite::Wordings) => 1,
+            Self::SearchQueries(Rewrite::Plan) => 2,
+        };
+        *COUNTED[slot].get_or_init(|| self.helper_instructions().map_or(0, tokens::count))
+    }
+
     /// The system message of a task that serves retrieval, which sees neither the tenant's prompt nor passages.
     fn helper_instructions(self) -> Option<&'static str> {
         match self {
@@ -467,8 +479,8 @@ impl Prompt {
     }
 
     fn count_tokens(&self) -> u64 {
-        if let Some(instructions) = self.task.helper_instructions() {
-            return tokens::count(instructions)
+        if self.task.helper_instructions().is_some() {
+            return self.task.helper_instruction_tokens()
                 + tokens::count(&self.user_message())
                 + self.options.tokens()
                 + 2 * PER_MESSAGE_TOKENS
