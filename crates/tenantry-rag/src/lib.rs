@@ -162,13 +162,11 @@ pub async fn rewrite_question(ctx: &TenantContext, providers: &Providers, questi
 /// The queries in a model's reply: one a line, without list markers or quotes, at most `agentic::MAX_STEPS`,
 /// none empty, repeated, equal to the question or far longer than it (an answer, not a query).
 fn search_queries(text: &str, question: &str) -> Vec<String> {
-    let longest = question.chars().count() * 4 + 200;
     let mut queries: Vec<String> = Vec::new();
     for line in text.lines() {
-        let line = without_list_marker(line.trim());
-        let line = line.trim().trim_matches(|c| matches!(c, '"' | '\'' | '“' | '”' | '`')).trim();
+        let line = unquoted(without_list_marker(line.trim()));
         let seen = |q: &String| q.eq_ignore_ascii_case(line);
-        if line.is_empty() || line.chars().count() > longest || line.eq_ignore_ascii_case(question.trim()) {
+        if line.is_empty() || longer_than_a_question(line, question) || line.eq_ignore_ascii_case(question.trim()) {
             continue;
         }
         if !queries.iter().any(seen) {
@@ -343,9 +341,18 @@ fn restated(text: &str, question: &str) -> Option<String> {
     let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
     let line =
         line.split_once(':').filter(|(label, _)| label.to_lowercase().contains("question")).map_or(line, |(_, q)| q);
-    let line = line.trim().trim_matches(|c| matches!(c, '"' | '\'' | '“' | '”' | '`')).trim();
-    let longest = question.chars().count() * 4 + 200;
-    (!line.is_empty() && line.chars().count() <= longest).then(|| line.to_owned())
+    let line = unquoted(line);
+    (!line.is_empty() && !longer_than_a_question(line, question)).then(|| line.to_owned())
+}
+
+/// `line` trimmed of white space and of the quotes a model may wrap a question in.
+fn unquoted(line: &str) -> &str {
+    line.trim().trim_matches(|c| matches!(c, '"' | '\'' | '“' | '”' | '`')).trim()
+}
+
+/// Whether what a model wrote in place of `question` is far longer than it: an answer, not a question.
+fn longer_than_a_question(line: &str, question: &str) -> bool {
+    line.chars().count() > question.chars().count() * 4 + 200
 }
 
 /// The span of one call to the tenant's model: its tenant, request, model and provider.
