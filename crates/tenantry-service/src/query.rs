@@ -287,8 +287,8 @@ impl Services {
 
 impl Services {
     /// A query whose answer failed: what the upstream billed before it (the model's restatement of a
-    /// follow-up, its rewriting of the question) is settled, without the query; the rest of the reservation is released. With nothing
-    /// spent, the reservation is only released.
+    /// follow-up, its rewriting of the question) is settled, without the query; the rest of the reservation
+    /// is released. With nothing spent, the reservation is only released.
     async fn abandon_query(&self, ctx: &TenantContext, reservation: Reservation, begun: &Begun) {
         let spent = begun.for_retrieval;
         if spent.total() == 0 {
